@@ -1,0 +1,75 @@
+"""Column contracts of the tables notebook 01 writes and every later step reads.
+
+All ids are strings. Lists are Parquet list columns, oldest first. ``check_columns`` is
+called by writers and readers so that a table from an older or foreign run fails with a
+message naming the file and the missing column.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+# One row per kept interaction, in per-user chronological order.
+INTERACTIONS = {
+    "user_id": "str", "item_id": "str", "rating": "float", "timestamp": "int64 (unix seconds)",
+    "liked": "bool (rating > LIKE_THRESHOLD)", "position": "int (0-based index in the user's sequence)",
+    "review_text": "str ('' when none)", "summary": "str ('' when none)",
+}
+
+# One row per item that appears in INTERACTIONS.
+ITEMS = {
+    "item_id": "str",
+    "title": "str (falls back to a generated 'item <id>' label when the source has none; see title_source)",
+    "title_source": "str: metadata | review_summary | id",
+    "attributes": "str: free-text metadata, 'key: value; ...' (brand, price, category, genres, year)",
+    "metadata_description": "str ('' when none)",
+    "n_ratings": "int", "like_rate": "float",
+    "sampled_reviews": "list<struct<rating: float, text: str>> (Algorithm 1, trimmed)",
+}
+
+# One row per user that survived the k-core.
+USERS = {
+    "user_id": "str", "n_interactions": "int",
+    "profile_item_ids": "list<str>: first PROFILE_ITEMS items before the test target's history window",
+    "profile_liked": "list<bool>",
+}
+
+# One row per (split, user): the chronological split of the paper.
+EXAMPLES = {
+    "example_id": "str: '<split>:<user_id>'",
+    "split": "str: train (3rd last) | valid (2nd last) | test (last)",
+    "user_id": "str", "target_item_id": "str", "target_rating": "float",
+    "target_timestamp": "int64", "label": "int: 1 liked, 0 disliked",
+    "history_item_ids": "list<str>: up to HISTORY_LEN interactions before the target, oldest first",
+    "history_ratings": "list<float>", "history_liked": "list<bool>",
+    "sample_rank": "int: position in the seeded, label-stratified order within the split; the K-shot "
+                   "training set is sample_rank < K (so K sets are nested), the valid/test subsample is "
+                   "sample_rank < N_VALID / N_TEST",
+}
+
+TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "examples": EXAMPLES}
+
+
+def check_columns(df: pd.DataFrame, table: str, source: str | Path) -> pd.DataFrame:
+    missing = [c for c in TABLES[table] if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: table '{table}' lacks column(s) {missing}; it was not written by this "
+                         f"version of notebook 01 — rerun 01_data_prep for this run folder.")
+    return df
+
+
+def kshot(examples: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The K-shot training set (nested in K, label-stratified)."""
+    train = examples[examples["split"] == "train"]
+    if k > len(train):
+        raise ValueError(f"K={k} training examples requested but the train split has only {len(train)}.")
+    return train[train["sample_rank"] < k].sort_values("sample_rank")
+
+
+def eval_subset(examples: pd.DataFrame, split: str, n: int) -> pd.DataFrame:
+    """The seeded valid/test subsample (n = 0 means all)."""
+    part = examples[examples["split"] == split]
+    if n:
+        part = part[part["sample_rank"] < n]
+    return part.sort_values("sample_rank")

@@ -1,0 +1,72 @@
+"""The one generation interface every backend implements, and the request/result types
+that the durable cache keys on."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence
+
+Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Decoding settings. ``temperature == 0`` means greedy decoding."""
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One prompt to generate for. ``template`` and ``template_version`` name the prompt
+    template that rendered ``messages``; ``tag`` is a caller's label (e.g. item id) that is
+    stored with the result but is not part of the cache key."""
+    messages: tuple[Message, ...]
+    settings: GenerationSettings
+    template: str
+    template_version: str
+    tag: str = ""
+
+    def key(self, model_identity: dict[str, Any]) -> str:
+        """Everything that changes the answer, hashed."""
+        payload = {"model": model_identity, "template": self.template,
+                   "template_version": self.template_version,
+                   "messages": [dict(m) for m in self.messages], "settings": self.settings.as_dict()}
+        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class GenerationResult:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = ""  # "stop" | "length" | ...
+    truncated_prompt: bool = False  # the prompt was cut to fit the context (see backend policy)
+    seconds: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ChatBackend(Protocol):
+    """A chat model that turns message lists into text."""
+
+    #: name, revision or file hash, adapter hash: everything about the model that changes answers
+    identity: dict[str, Any]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for every request, in order. Backends batch internally."""
+        ...
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Prompt length in tokens after the chat template (used for truncation and batching)."""
+        ...
