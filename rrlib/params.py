@@ -53,7 +53,7 @@ DATA = {
                  ("", "movies", "beauty", "fashion")),
     "KCORE": _P("int", 5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3),
     "LIKE_THRESHOLD": _P("float", 3.0, "rating > threshold counts as liked (paper: 3)"),
-    "HISTORY_LEN": _P("int", 10, "k: most recent interactions shown before each target", min=1),
+    "HISTORY_LEN": _P("int", 5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1),
     "PROFILE_ITEMS": _P("int", 15, "m: earliest interactions summarised into the user profile", min=0),
     "DEDUP": _P("str", "keep_last", "duplicate user-item rows: keep_last, keep_first or keep_all",
                 ("keep_last", "keep_first", "keep_all")),
@@ -80,6 +80,8 @@ TEACHER = {
     "TEACHER_DTYPE": _P("str", "auto", "auto (bf16 where fast, else fp32), bfloat16, float16 or float32",
                         ("auto", "bfloat16", "float16", "float32")),
     "TEACHER_BATCH_SIZE": _P("int", 64, "largest generation batch (shrunk for long prompts or on OOM)", min=1),
+    "TEACHER_BATCH_TOKENS": _P("int", 65536, "most (prompt + new) tokens x rows in one local generation batch",
+                               min=64),
     "TRUST_REMOTE_CODE": _P("bool", False, "allow model repositories to run their own code"),
     "SERVER_URL": _P("str", "http://127.0.0.1:8080/v1", "base URL of the OpenAI-compatible server"),
     "SERVER_MODEL": _P("str", "", "model name the server expects"),
@@ -111,6 +113,8 @@ STUDENT = {
     "STUDENT_MODEL": _P("str", "embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id"),
     "STUDENT_REVISION": _P("str", "", "model revision for a hub id ('' = default)"),
     "STUDENT_QUANTIZATION": _P("str", "none", "none or 8bit (CUDA only; paper: 8bit)", ("none", "4bit", "8bit")),
+    "STUDENT_DTYPE": _P("str", "auto", "auto (training: fp32 on CPU, fp16 with 8bit; prediction: bf16 where "
+                        "fast, else fp32), bfloat16, float16 or float32", ("auto", "bfloat16", "float16", "float32")),
     "TRAIN_KSHOTS": _P("list[int]", [64], "K values to finetune (each must be in KSHOT_SIZES)"),
     "METHODS": _P("list[str]", ["reasoningrec", "tallrec", "reasoningrec_no_description",
                                 "reasoningrec_no_profile"], "finetuned methods to train and evaluate"),
@@ -177,6 +181,11 @@ def _check_type(name: str, value: Any, param: Param, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
     elif t == "float":
+        if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise bad("a number") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
         value = float(value)
@@ -246,6 +255,11 @@ def parse_override(name: str, text: str) -> Any:
         raise ParamError(f"-p {name}: cannot parse {text!r}: {e}") from e
     if t == "float" and isinstance(value, int):
         value = float(value)
+    if t == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+        try:
+            value = float(text)
+        except ValueError:
+            pass  # validate() reports it
     return value
 
 

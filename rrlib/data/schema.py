@@ -15,6 +15,8 @@ INTERACTIONS = {
     "user_id": "str", "item_id": "str", "rating": "float", "timestamp": "int64 (unix seconds)",
     "liked": "bool (rating > LIKE_THRESHOLD)", "position": "int (0-based index in the user's sequence)",
     "review_text": "str ('' when none)", "summary": "str ('' when none)",
+    "target_of": "str: test | valid | train when this interaction is that split's target, else ''",
+    "source_order": "int: row order in the source file (the 'file' tie order)",
 }
 
 # One row per item that appears in INTERACTIONS.
@@ -24,7 +26,8 @@ ITEMS = {
     "title_source": "str: metadata | review_summary | id",
     "attributes": "str: free-text metadata, 'key: value; ...' (brand, price, category, genres, year)",
     "metadata_description": "str ('' when none)",
-    "n_ratings": "int", "like_rate": "float",
+    "n_ratings": "int: ratings of the item, validation/test targets excluded",
+    "like_rate": "float: share liked among those ratings (NaN when none)",
     "sampled_reviews": "list<struct<rating: float, text: str>> (Algorithm 1, trimmed)",
 }
 
@@ -33,6 +36,8 @@ USERS = {
     "user_id": "str", "n_interactions": "int",
     "profile_item_ids": "list<str>: first PROFILE_ITEMS items before the test target's history window",
     "profile_liked": "list<bool>",
+    "profile_positions": "list<int>: positions of the profile items in the user's sequence",
+    "attributes": "str: free-text user attributes ('' when none; ML-1M: gender, age, occupation)",
 }
 
 # One row per (split, user): the chronological split of the paper.
@@ -43,6 +48,8 @@ EXAMPLES = {
     "target_timestamp": "int64", "label": "int: 1 liked, 0 disliked",
     "history_item_ids": "list<str>: up to HISTORY_LEN interactions before the target, oldest first",
     "history_ratings": "list<float>", "history_liked": "list<bool>",
+    "target_position": "int: the target's position in the user's sequence",
+    "history_positions": "list<int>: positions of the history items (all < target_position)",
     "sample_rank": "int: position in the seeded, label-stratified order within the split; the K-shot "
                    "training set is sample_rank < K (so K sets are nested), the valid/test subsample is "
                    "sample_rank < N_VALID / N_TEST",

@@ -1,0 +1,167 @@
+"""Command line: ``python -m rrlib {run,validate,params,status}``.
+
+    python -m rrlib run -f params/default.yaml [-f more.yaml ...] [-p KEY VALUE ...]
+                        [--run-id ID] [--resume] [--only 01,02]
+    python -m rrlib validate -f params/paper_beauty.yaml -p N_TEST 100
+    python -m rrlib params [--section student] [--yaml]
+    python -m rrlib status RUN_ID
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+EXIT_FAILED, EXIT_USAGE = 1, 2
+
+
+def _add_param_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="YAML",
+                   help="parameter file; repeat to layer (later files win)")
+    p.add_argument("-p", "--param", dest="overrides", action="append", nargs=2, default=[],
+                   metavar=("NAME", "VALUE"), help="override one parameter (YAML syntax: 3, 1e-4, true, "
+                                                   "[64,128]); wins over the files")
+    p.add_argument("--run-id", help="name of the run folder under outputs/ (default: <preset>-<UTC time>)")
+    p.add_argument("--only", metavar="STEPS", help="run only these notebooks, e.g. 01,02 or 03-05")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run --run-id from its failed or unfinished notebook")
+    p.add_argument("--outputs", metavar="DIR", help="outputs folder (default: outputs/ of the project)")
+    p.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)  # tests use fake notebooks
+    p.add_argument("--kernel", help="Jupyter kernel (default: rrlib when registered, else python3)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m rrlib", description="ReasoningRec workbook runner.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run notebooks 01..07 through papermill into outputs/<run-id>/")
+    _add_param_args(run)
+    run.add_argument("--no-progress", action="store_true", help="hide papermill's per-cell progress bar")
+    run.add_argument("--log-output", action="store_true", help="stream the notebooks' printed output here")
+    val = sub.add_parser("validate", help="check parameters, notebooks and run id; run nothing")
+    _add_param_args(val)
+    par = sub.add_parser("params", help="list every parameter with type, default and help")
+    par.add_argument("--section", help="only this section: " + ", ".join(_sections()))
+    par.add_argument("--yaml", action="store_true", help="print as a commented YAML file of defaults")
+    st = sub.add_parser("status", help="show a run's per-notebook status from its manifest")
+    st.add_argument("run_id")
+    st.add_argument("--outputs", metavar="DIR", help="outputs folder (default: outputs/ of the project)")
+    return parser
+
+
+def _sections() -> list[str]:
+    from rrlib.params import SECTIONS
+    return list(SECTIONS)
+
+
+def _plan(args: argparse.Namespace):
+    from rrlib import run
+    overrides = run.parse_overrides(args.overrides)
+    return run.plan_run(args.files, overrides, run_id=args.run_id, resume=args.resume, only=args.only,
+                        notebook_dir=args.notebooks, outputs_dir=args.outputs, kernel=args.kernel)
+
+
+def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from rrlib import run
+    plan = _plan(args)
+    if args.log_output:  # papermill logs cell output at INFO level
+        import logging
+        logging.basicConfig(level=logging.WARNING, format="%(message)s")
+        logging.getLogger("papermill").setLevel(logging.INFO)
+    try:
+        run.execute_plan(plan, progress_bar=not args.no_progress, log_output=args.log_output, command=["python", "-m", "rrlib", *argv])
+    except run.NotebookFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from rrlib.params import defaults
+    plan = _plan(args)
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    base = defaults()
+    changed = {k: v for k, v in plan.params.items() if k != "RUN_DIR" and v != base.get(k)}
+    print(f"parameters OK ({len(plan.params)} total, {len(changed)} differ from the defaults)")
+    for k, v in sorted(changed.items()):
+        print(f"  {k} = {v!r}")
+    print(f"run id: {plan.run_id} -> {plan.run_dir}")
+    print(f"notebooks to run ({plan.kernel} kernel): {', '.join(plan.to_run) or 'none'}")
+    return 0
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    from rrlib.params import SECTIONS
+    from rrlib.run import NOTEBOOK_DIR, discover_notebooks
+    from rrlib.params import notebook_parameters
+    if args.section and args.section not in SECTIONS:
+        print(f"error: unknown section {args.section!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return EXIT_USAGE
+    users: dict[str, list[str]] = {}
+    try:
+        for step, nb in discover_notebooks(NOTEBOOK_DIR).items():
+            for name in notebook_parameters(nb):
+                users.setdefault(name, []).append(step[:2])
+    except Exception:
+        pass  # notebooks missing or broken: list the schema anyway
+    for section, params in SECTIONS.items():
+        if args.section and section != args.section:
+            continue
+        print(f"# --- {section} ---")
+        for name, p in params.items():
+            extra = f" (one of {list(p.choices)})" if p.choices else ""
+            extra += f" (>= {p.min:g})" if p.min is not None else ""
+            used = f" [notebooks {','.join(users[name])}]" if name in users else ""
+            if args.yaml:
+                print(f"# {p.help}{extra}{used}")
+                print(f"{name}: {json.dumps(p.default)}")
+            else:
+                print(f"{name:<26} {p.type:<10} default {json.dumps(p.default)}")
+                print(f"{'':<26} {p.help}{extra}{used}")
+        print()
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from rrlib.manifest import read_manifest
+    from rrlib.run import OUTPUTS_DIR
+    run_dir = Path(args.outputs or OUTPUTS_DIR) / args.run_id
+    manifest = read_manifest(run_dir)
+    print(f"run {manifest['run_id']}: {manifest.get('status')} (git {str(manifest.get('git', {}).get('commit'))[:10]}"
+          f"{', dirty' if manifest.get('git', {}).get('dirty') else ''})")
+    for step, rec in manifest.get("notebooks", {}).items():
+        secs = f"{rec['seconds']:.1f} s" if rec.get("seconds") is not None else ""
+        mem = f"{rec['peak_rss_mb']:.0f} MiB" if rec.get("peak_rss_mb") else ""
+        tok = f"{rec['tokens'].get('total_tokens', '')} tokens" if rec.get("tokens") else ""
+        print(f"  {step:<26} {rec.get('status', ''):<12} {secs:>10} {mem:>10} {tok}")
+        if rec.get("error"):
+            err = rec["error"]
+            print(f"    cell {err.get('cell_index')}: {err.get('first_line')}\n    {err.get('message')}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from rrlib.params import ParamError
+    from rrlib.run import RunError
+    try:
+        if args.command == "run":
+            return _cmd_run(args, argv)
+        if args.command == "validate":
+            return _cmd_validate(args)
+        if args.command == "params":
+            return _cmd_params(args)
+        return _cmd_status(args)
+    except (ParamError, RunError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

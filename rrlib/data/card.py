@@ -1,0 +1,178 @@
+"""The data card (JSON + Markdown) and the two data plots of notebook 01."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..artifacts import utc_now
+from .processing import Built
+
+FIGURE2_PNG = "figure2_users_vs_k.png"
+RATINGS_PNG = "rating_distribution.png"
+DATA_PARAMS = ("DATASET", "DATA_DIR", "SEED", "KCORE", "LIKE_THRESHOLD", "HISTORY_LEN", "PROFILE_ITEMS",
+               "DEDUP", "TIE_ORDER", "REVIEWS_PER_ITEM", "REVIEW_WORDS", "KSHOT_SIZES", "N_VALID",
+               "N_TEST", "MAX_USERS", "ALLOW_DOWNLOAD", "DOMAIN")
+
+
+def _rate(x) -> float | None:
+    x = pd.Series(x, dtype=float)
+    return round(float(x.mean()), 4) if len(x) else None
+
+
+def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], domain: str) -> dict[str, Any]:
+    inter, items, users, ex = built.interactions, built.items, built.users, built.examples
+    n_users, n_items, n_inter = inter["user_id"].nunique(), inter["item_id"].nunique(), len(inter)
+    per_user = inter.groupby("user_id").size()
+    splits = {}
+    for split in ("train", "valid", "test"):
+        part = ex[ex["split"] == split]
+        n_sub = {"valid": params["N_VALID"], "test": params["N_TEST"]}.get(split, 0)
+        sub = part[part["sample_rank"] < n_sub] if n_sub else part
+        hist = part["history_item_ids"].map(len)
+        splits[split] = {
+            "examples": int(len(part)), "like_rate": _rate(part["label"]),
+            "mean_history_len": round(float(hist.mean()), 2) if len(part) else None,
+            "subsample": int(len(sub)) if split != "train" else None,
+            "subsample_like_rate": _rate(sub["label"]) if split != "train" else None}
+    train = ex[ex["split"] == "train"]
+    kshot = {str(k): {"available": k <= len(train),
+                      "like_rate": _rate(train.loc[train["sample_rank"] < k, "label"]) if k <= len(train)
+                      else None} for k in params["KSHOT_SIZES"]}
+    n_prof = users["profile_item_ids"].map(len)
+    n_rev = items["sampled_reviews"].map(len)
+    ratings = inter["rating"].value_counts().sort_index()
+    card = {
+        "title": f"Data card: {source.get('dataset')}",
+        "written_at": utc_now(),
+        "dataset": params["DATASET"], "domain": domain,
+        "source": source,
+        "parameters": {k: params[k] for k in DATA_PARAMS if k in params},
+        "raw": built.stats["raw"],
+        "duplicates": built.stats["dedup"],
+        "ties": built.stats["ties"],
+        "kcore": built.stats["kcore"],
+        "max_users": built.stats.get("max_users"),
+        "final": {"users": int(n_users), "items": int(n_items), "interactions": int(n_inter),
+                  "sparsity": round(1 - n_inter / (n_users * n_items), 6),
+                  "interactions_per_user_mean": round(float(per_user.mean()), 2),
+                  "interactions_per_user_median": float(per_user.median()),
+                  "interactions_per_user_max": int(per_user.max()),
+                  "like_rate": _rate(inter["liked"])},
+        "splits": splits,
+        "kshot": kshot,
+        "profiles": {"users_with_profile_items": int((n_prof > 0).sum()),
+                     "mean_profile_items": round(float(n_prof.mean()), 2),
+                     "users_without_profile_items": int((n_prof == 0).sum())},
+        "items": {"title_source": {k: int(v) for k, v in items["title_source"].value_counts().items()},
+                  "with_metadata_description": int((items["metadata_description"] != "").sum()),
+                  "with_sampled_reviews": int((n_rev > 0).sum()),
+                  "mean_sampled_reviews": round(float(n_rev.mean()), 2) if len(items) else 0.0},
+        "reviews": built.stats["reviews"],
+        "rating_distribution": {f"{r:g}": int(c) for r, c in ratings.items()},
+        "figure2_users_with_at_least_k": {int(k): int(u) for k, u in
+                                           zip(built.figure2["k"], built.figure2["users"])},
+        "notes": built.stats["notes"],
+    }
+    if "windows" in built.stats:
+        card["release_windows"] = built.stats["windows"]
+    if "examples_built" in built.stats:
+        card["examples_dropped_empty_history"] = built.stats["examples_built"]["dropped_empty_history"]
+    return card
+
+
+def _md_table(rows: list[list[Any]], header: list[str]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if v is None else str(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    f, d, t, src = card["final"], card["duplicates"], card["ties"], card["source"]
+    out = [f"# {card['title']}", "",
+           f"{src.get('description', '')}. Domain: **{card['domain']}**. Written {card['written_at']}.", "",
+           "## Source", "",
+           _md_table([[x["role"], Path(x["path"]).name, f"{x['bytes']:,}", x["sha256"][:16] + "…",
+                       x.get("checksum_status", "")] for x in src["files"]],
+                     ["file", "name", "bytes", "sha256", "checksum"]), "",
+           f"License: {src.get('license', '')}. Cite: {src.get('citation', '')}", "",
+           "## Size", "",
+           _md_table([["raw", card["raw"]["users"], card["raw"]["items"], card["raw"]["interactions"], ""],
+                      [f"after dedup + user k-core (k={card['kcore']['k']})", card["kcore"]["users"],
+                       card["kcore"]["items"], card["kcore"]["interactions"], ""],
+                      ["final (tables)", f["users"], f["items"], f["interactions"], f["sparsity"]]],
+                     ["stage", "users", "items", "interactions", "sparsity"]), "",
+           f"Interactions per user: mean {f['interactions_per_user_mean']}, median "
+           f"{f['interactions_per_user_median']}, max {f['interactions_per_user_max']}. "
+           f"Overall like rate {f['like_rate']}.", "",
+           "## Duplicates and ties", "",
+           f"- Duplicate user-item rows: {d['duplicate_rows_extra']} extra rows over {d['duplicate_pairs']} "
+           f"pairs ({d['exact_duplicate_rows']} exact copies, {d['pairs_with_conflicting_ratings']} pairs "
+           f"with conflicting ratings). Policy `{d['policy']}` removed {d['rows_removed']} rows.",
+           f"- Same-timestamp ties: {t['interactions_sharing_a_timestamp']} interactions of "
+           f"{t['users_with_ties']} users; order `{t['policy']}`. Targets tied with a neighbour "
+           f"(the tie order chose them): {t.get('targets_tied_with_a_neighbour', 'n/a')}; examples with a "
+           f"history item at the target's timestamp: "
+           f"{t.get('examples_with_history_item_at_target_timestamp', 'n/a')}.", "",
+           "## Splits", "",
+           _md_table([[s, v["examples"], v["like_rate"], v["mean_history_len"], v["subsample"],
+                       v["subsample_like_rate"]] for s, v in card["splits"].items()],
+                     ["split", "examples", "like rate", "mean history", "subsample", "subsample like rate"]),
+           "", _md_table([[k, v["available"], v["like_rate"]] for k, v in card["kshot"].items()],
+                         ["K-shot", "available", "like rate"]), "",
+           "## Items, reviews and profiles", "",
+           f"- Title sources: {card['items']['title_source']}; metadata descriptions: "
+           f"{card['items']['with_metadata_description']}.",
+           f"- Algorithm 1: {card['items']['with_sampled_reviews']} items have sampled reviews (mean "
+           f"{card['items']['mean_sampled_reviews']}); {card['reviews']['eval_target_reviews_excluded']} "
+           f"reviews written at validation/test targets were excluded from the pool.",
+           f"- Profiles: {card['profiles']['users_with_profile_items']} users have profile items (mean "
+           f"{card['profiles']['mean_profile_items']}); {card['profiles']['users_without_profile_items']} "
+           f"have none (their whole sequence is inside the test window).", "",
+           "## Rating distribution", "",
+           _md_table([[r, c] for r, c in card["rating_distribution"].items()], ["rating", "count"]), ""]
+    if card.get("release_windows"):
+        out += ["## Released windows", "", "```", json.dumps(card["release_windows"], indent=1), "```", ""]
+    if card["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
+    out += ["## Parameters", "", "```", json.dumps(card["parameters"], indent=1), "```", ""]
+    return "\n".join(out)
+
+
+def plot_figure2(figure2: pd.DataFrame, kcore: int | None, path: Path, title: str) -> Path:
+    """Paper Figure 2: users with at least k interactions (before the k-core) against k."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=110)
+    ax = fig.add_subplot()
+    ax.plot(figure2["k"], figure2["users"], marker="o", markersize=3)
+    if kcore:
+        ax.axvline(kcore, color="tab:red", linestyle="--", label=f"k-core = {kcore}")
+        ax.legend()
+    ax.set_yscale("log")
+    ax.set_xlabel("k (interactions per user)")
+    ax.set_ylabel("users with at least k interactions")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)
+
+
+def plot_ratings(distribution: dict[str, int], threshold: float, path: Path, title: str) -> Path:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=110)
+    ax = fig.add_subplot()
+    r = np.array([float(k) for k in distribution])
+    c = np.array(list(distribution.values()))
+    ax.bar([f"{x:g}" for x in r], c, color=["tab:green" if x > threshold else "tab:gray" for x in r])
+    ax.set_xlabel(f"rating (green: liked, rating > {threshold:g})")
+    ax.set_ylabel("interactions")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    return Path(path)

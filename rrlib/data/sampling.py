@@ -1,0 +1,44 @@
+"""Seeded, label-stratified orders of examples.
+
+Each split gets one ``sample_rank`` order; the K-shot training set is ``sample_rank < K`` and
+the valid/test subsample ``sample_rank < N``, so the sets are nested by construction (the 64
+are inside the 128, which are inside the 256). Stratification is proportional: the i-th of
+the n_c shuffled examples of label c gets the key (i + 0.5) / n_c and examples are ordered by
+key, so every prefix holds each label within one example of its share in the split.
+"""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+
+
+def derived_seed(seed: int, *names: str) -> np.random.SeedSequence:
+    """An independent stream per purpose (e.g. per split), stable across runs and platforms."""
+    return np.random.SeedSequence([int(seed)] + [zlib.crc32(n.encode()) for n in names])
+
+
+def stratified_ranks(labels, seed: int, *names: str) -> np.ndarray:
+    """Rank 0..n-1 of each example in the seeded, proportionally label-stratified order."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    rng = np.random.default_rng(derived_seed(seed, "stratified_ranks", *names))
+    keys = np.empty(n, dtype=float)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        keys[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
+    tiebreak = rng.random(n)
+    order = np.lexsort((tiebreak, keys))
+    ranks = np.empty(n, dtype="int64")
+    ranks[order] = np.arange(n)
+    return ranks
+
+
+def sample_users(user_ids, n: int, seed: int) -> list:
+    """A seeded subset of ``n`` users (all when n is 0 or too large), in the input order."""
+    user_ids = list(user_ids)
+    if not n or n >= len(user_ids):
+        return user_ids
+    rng = np.random.default_rng(derived_seed(seed, "max_users"))
+    keep = set(rng.choice(len(user_ids), size=n, replace=False).tolist())
+    return [u for i, u in enumerate(user_ids) if i in keep]

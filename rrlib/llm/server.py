@@ -1,0 +1,218 @@
+"""OpenAI-compatible chat-completions client (vLLM, llama.cpp server, Ollama, TGI, ...).
+
+* The API key is read from the environment variable named by ``SERVER_API_KEY_ENV`` at request
+  time and sent only in the Authorization header: it is never stored in the identity, the cache,
+  logs or error messages (any accidental echo is masked).
+* Requests run concurrently (``SERVER_CONCURRENCY`` threads) and results are yielded as each one
+  completes, so the cache saves them one by one.
+* Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and jitter
+  (honouring ``Retry-After``); after ``SERVER_RETRIES`` retries the error names the URL and the
+  last status. Other 4xx fail at once with the server's own message.
+* Identity: the configured model name plus the model id the server reports at ``GET /models``,
+  not the URL, so the same model behind another host or port shares the cache, while a server
+  that swapped its model under the same URL does not.
+* Truncation: the server's tokenizer is not available here, so prompt length is estimated at
+  4 characters per token and the local backend's policy is applied (cut the middle of the longest
+  user message, marked ``[...]``); the server's own ``prompt_tokens`` is reported.
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any, Iterator, Sequence
+from urllib.parse import urlparse
+
+import requests
+
+from .base import GenerationRequest, GenerationResult, Message
+from .local import TRUNCATION_MARKER, PromptTooLongError
+
+CHARS_PER_TOKEN = 4
+
+
+class ServerError(RuntimeError):
+    """The server could not be reached or refused a request."""
+
+
+def check_base_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ServerError(f"SERVER_URL={url!r} is not an http(s) URL; expected e.g. http://127.0.0.1:8080/v1.")
+    return url.rstrip("/")
+
+
+class ServerBackend:
+    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
+                 timeout_s: float = 120.0, retries: int = 4, max_prompt_tokens: int = 2048,
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0):
+        if not model:
+            raise ServerError("SERVER_MODEL is empty: name the model the server serves (see its GET /v1/models).")
+        self.base_url = check_base_url(base_url)
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = max(1, int(concurrency))
+        self.timeout_s = float(timeout_s)
+        self.retries = max(0, int(retries))
+        self.max_prompt_tokens = max_prompt_tokens
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self._identity: dict[str, Any] | None = None
+        self._local = threading.local()
+
+    # HTTP -----------------------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _mask(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return text.replace(key, "***") if key else text
+
+    def _session(self) -> requests.Session:
+        if not hasattr(self._local, "session"):
+            self._local.session = requests.Session()
+        return self._local.session
+
+    def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
+        url = f"{self.base_url}{path}"
+        last = ""
+        for attempt in range(self.retries + 1):
+            retry_after = None
+            try:
+                resp = self._session().request(method, url, json=payload, headers=self._headers(),
+                                               timeout=self.timeout_s)
+            except requests.Timeout:
+                last = f"timed out after {self.timeout_s:g} s (SERVER_TIMEOUT_S)"
+            except requests.ConnectionError as e:
+                last = f"connection failed ({type(e).__name__}); is the server running?"
+            else:
+                if resp.status_code < 400:
+                    try:
+                        return resp.json()
+                    except ValueError:
+                        raise ServerError(self._mask(f"{method} {url} returned HTTP {resp.status_code} with a "
+                                                     f"body that is not JSON: {resp.text[:300]!r}")) from None
+                message = self._server_message(resp)
+                if resp.status_code != 429 and resp.status_code < 500:
+                    raise ServerError(self._mask(f"{method} {url} was refused with HTTP {resp.status_code}: "
+                                                 f"{message}"))
+                last = f"HTTP {resp.status_code}: {message}"
+                retry_after = _retry_after(resp)
+            if attempt < self.retries:
+                delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+                delay = retry_after if retry_after is not None else delay * (0.5 + random.random())
+                time.sleep(min(delay, self.max_backoff_s))
+        raise ServerError(self._mask(f"{method} {url} failed after {self.retries + 1} attempts; last error: {last}. "
+                                     f"Check that the server at {self.base_url} is up (SERVER_URL), or raise "
+                                     f"SERVER_RETRIES / SERVER_TIMEOUT_S."))
+
+    @staticmethod
+    def _server_message(resp: requests.Response) -> str:
+        try:
+            body = resp.json()
+            err = body.get("error", body) if isinstance(body, dict) else body
+            msg = err.get("message", err) if isinstance(err, dict) else err
+            return str(msg)[:500]
+        except ValueError:
+            return resp.text[:500] or resp.reason or ""
+
+    # identity ---------------------------------------------------------------------------
+    @property
+    def identity(self) -> dict[str, Any]:
+        if self._identity is None:
+            listing = self._request("GET", "/models")
+            served = [m.get("id", "") for m in listing.get("data", []) if isinstance(m, dict)]
+            if self.model in served:
+                served_id = self.model
+            elif len(served) == 1:
+                served_id = served[0]  # llama.cpp serves one model whatever name is asked for
+            else:
+                raise ServerError(f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves "
+                                  f"{served or 'no models'}.")
+            self._identity = {"backend": "server", "name": self.model, "served_model": served_id}
+        return self._identity
+
+    # prompts ----------------------------------------------------------------------------
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        """Estimated (4 characters per token, plus a few per message for the template)."""
+        return sum(len(m.get("content", "")) // CHARS_PER_TOKEN + 4 for m in messages)
+
+    def fit_prompt(self, messages: Sequence[Message], limit: int) -> tuple[list[Message], bool]:
+        msgs = [dict(m) for m in messages]
+        excess = self.count_tokens(msgs) - limit
+        if excess <= 0:
+            return msgs, False
+        users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
+        if not users:
+            raise PromptTooLongError(f"prompt exceeds {limit} tokens and has no user message to shorten.")
+        target = max(users, key=lambda i: len(msgs[i]["content"]))
+        content = msgs[target]["content"]
+        keep = len(content) - excess * CHARS_PER_TOKEN - len(TRUNCATION_MARKER)
+        if keep < 2:
+            raise PromptTooLongError(f"prompt cannot fit {limit} tokens even after cutting its longest user "
+                                     f"message; shorten the system message or raise MAX_PROMPT_TOKENS.")
+        head, tail = keep - keep // 2, keep // 2
+        msgs[target]["content"] = content[:head] + TRUNCATION_MARKER + (content[-tail:] if tail else "")
+        return msgs, True
+
+    # generation -------------------------------------------------------------------------
+    def _one(self, req: GenerationRequest) -> GenerationResult:
+        messages, truncated = self.fit_prompt(req.messages, self.max_prompt_tokens)
+        s = req.settings
+        payload = {"model": self.model, "messages": messages, "max_tokens": s.max_new_tokens,
+                   "temperature": 0.0 if s.greedy else s.temperature, "top_p": 1.0 if s.greedy else s.top_p,
+                   "seed": s.seed, "stream": False}
+        start = time.perf_counter()
+        body = self._request("POST", "/chat/completions", payload)
+        seconds = time.perf_counter() - start
+        try:
+            choice = body["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise ServerError(f"{self.base_url}/chat/completions returned an unexpected body (no "
+                              f"choices[0].message): {str(body)[:300]}") from None
+        usage = body.get("usage") or {}
+        return GenerationResult(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+                                completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+                                finish_reason=str(choice.get("finish_reason") or ""), truncated_prompt=truncated,
+                                seconds=seconds, extra={"served_model": body.get("model", "")})
+
+    def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        out: list[GenerationResult | None] = [None] * len(requests_)
+        for i, result in self.iter_generate(requests_):
+            out[i] = result
+        return out  # type: ignore[return-value]
+
+    def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield ``(request index, result)`` as each request completes. On a permanent error,
+        requests not yet started are cancelled and the error is raised (results already
+        yielded stay valid)."""
+        for i, req in enumerate(requests_):  # fail before sending anything
+            try:
+                self.fit_prompt(req.messages, self.max_prompt_tokens)
+            except PromptTooLongError as e:
+                raise PromptTooLongError(f"request {i} ({req.tag or req.template}): {e}") from e
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rrlib-server")
+        try:
+            pending = {pool.submit(self._one, req): i for i, req in enumerate(requests_)}
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    i = pending.pop(fut)
+                    yield i, fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _retry_after(resp: requests.Response) -> float | None:
+    value = resp.headers.get("Retry-After")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -1,0 +1,214 @@
+"""Versioned prompt templates for the teacher LLM (notebooks 02-04).
+
+Three tasks, following ReasoningRec sections 3.2-3.4 (wording written for this project):
+
+* ``item_description``: an n-word description from title, attributes, metadata text, the
+  Algorithm-1 sampled reviews with their ratings and (movies) the plot, naming strong and
+  weak features;
+* ``user_profile``: a q-word profile from the user's earliest items, each marked liked or
+  disliked with its description, reasoned step by step, using nothing absent from the input;
+* ``reasoning``: label-conditioned ground-truth reasoning from the profile, the k most recent
+  items and the target's description, in two parts (profile analysis, then why the user
+  liked or disliked the target), each at most REASONING_WORDS words.
+
+Each template has a name and a version. The generation cache keys on both, so **any change to
+a template's wording must bump its version** (tests/test_prompts.py pins a hash of every
+rendered template and fails until the version is bumped and the pin updated).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from rrlib.llm.base import GenerationRequest, GenerationSettings, Message
+
+DOMAINS = ("movies", "beauty", "fashion")
+TASKS = ("item_description", "user_profile", "reasoning")
+
+
+@dataclass(frozen=True)
+class DomainRole:
+    """How the prompts talk about one dataset domain."""
+    system: str
+    item: str        # singular noun for an item
+    items: str       # plural
+    person: str      # who interacts with the items
+
+
+ROLES: dict[str, DomainRole] = {
+    "movies": DomainRole(
+        system=("You are a film analyst for a movie recommender. You write short, factual notes about "
+                "movies and about what individual viewers enjoy, based only on the information you are given."),
+        item="movie", items="movies", person="viewer"),
+    "beauty": DomainRole(
+        system=("You are a beauty and personal-care product analyst for an online shop's recommender. You "
+                "write short, factual notes about cosmetics, skin, hair and fragrance products and about what "
+                "individual customers want, based only on the information you are given."),
+        item="product", items="products", person="customer"),
+    "fashion": DomainRole(
+        system=("You are a fashion product analyst for an online shop's recommender. You write short, "
+                "factual notes about clothing, shoes, jewelry and accessories and about what individual "
+                "customers want, based only on the information you are given."),
+        item="product", items="products", person="customer"),
+}
+
+# Paper Table 6: (temperature, top_p, max_new_tokens) per generation task.
+PAPER_SETTINGS: dict[str, tuple[float, float, int]] = {
+    "user_profile": (0.01, 0.9, 256),
+    "item_description": (0.01, 0.9, 64),
+    "reasoning": (0.01, 0.75, 256),
+}
+
+
+def generation_settings(task: str, mode: str = "paper", seed: int = 0) -> GenerationSettings:
+    """Decoding settings of ``task``: the paper's Table 6, or greedy (temperature 0) when
+    GENERATION_MODE is 'greedy'. max_new_tokens is the paper's in both modes."""
+    if task not in PAPER_SETTINGS:
+        raise ValueError(f"unknown teacher task {task!r}; known: {list(PAPER_SETTINGS)}")
+    temperature, top_p, max_new = PAPER_SETTINGS[task]
+    if mode == "greedy":
+        return GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=max_new, seed=seed)
+    if mode != "paper":
+        raise ValueError(f"GENERATION_MODE={mode!r} is not 'paper' or 'greedy'.")
+    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed)
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs the templates render
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ItemFacts:
+    """What is known about an item before the teacher describes it."""
+    item_id: str
+    title: str
+    attributes: str = ""
+    metadata_description: str = ""
+    reviews: tuple[tuple[float, str], ...] = ()   # (rating, trimmed text), Algorithm 1
+    plot: str = ""                                  # movies: IMDb plot when fetched
+
+
+@dataclass(frozen=True)
+class RatedItem:
+    """An item in a user's history: its title, its description and whether the user liked it."""
+    title: str
+    description: str
+    liked: bool
+
+
+def _liked_word(liked: bool) -> str:
+    return "LIKED" if liked else "DISLIKED"
+
+
+def _rated_list(items: Sequence[RatedItem]) -> str:
+    lines = []
+    for i, it in enumerate(items, 1):
+        lines.append(f"{i}. {it.title} ({_liked_word(it.liked)})")
+        lines.append(f"   {it.description}")
+    return "\n".join(lines)
+
+
+def _check_domain(domain: str) -> DomainRole:
+    if domain not in ROLES:
+        raise ValueError(f"unknown prompt domain {domain!r}; known: {list(ROLES)} (parameter DOMAIN).")
+    return ROLES[domain]
+
+
+# ---------------------------------------------------------------------------------------
+# The three user messages
+# ---------------------------------------------------------------------------------------
+def _item_description_user(role: DomainRole, *, item: ItemFacts, n_words: int) -> str:
+    parts = [f"Describe the {role.item} below in at most {n_words} words.",
+             f"Say in a few words what the {role.item} is, then name its strong points (what people "
+             f"praise) and its weak points (what people complain about).",
+             "Use only the facts given here. Write plain sentences: no title, no list, no introduction.",
+             "", f"Title: {item.title}"]
+    if item.attributes:
+        parts.append(f"Details: {item.attributes}")
+    if item.plot:
+        parts.append(f"Plot: {item.plot}")
+    if item.metadata_description:
+        parts.append(f"Seller description: {item.metadata_description}")
+    if item.reviews:
+        parts.append("Reviews (rating from 1 to 5):")
+        parts += [f"- [{rating:g}] {text}" for rating, text in item.reviews]
+    else:
+        parts.append("Reviews: none available.")
+    return "\n".join(parts)
+
+
+def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words: int) -> str:
+    return "\n".join([
+        f"These are the first {role.items} a {role.person} rated, oldest first, each marked LIKED or "
+        f"DISLIKED and followed by its description:",
+        "", _rated_list(items), "",
+        f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
+        f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
+        f"{q_words} words, saying what they like and what they dislike.",
+        f"Mention only preferences that the list above supports; invent nothing. Reply with the profile "
+        f"only.",
+    ])
+
+
+def _reasoning_user(role: DomainRole, *, profile: str, history: Sequence[RatedItem], target: RatedItem,
+                    n_words: int) -> str:
+    verb = "liked" if target.liked else "disliked"
+    return "\n".join([
+        f"Profile of a {role.person}:",
+        profile or f"(no profile: the {role.person} has too few earlier ratings)",
+        "",
+        f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
+        _rated_list(history) if history else "(none)",
+        "",
+        f"New {role.item}: {target.title}",
+        target.description,
+        "",
+        f"We know that the {role.person} {verb} the new {role.item}. Explain why, step by step, in two "
+        f"parts:",
+        f"Profile analysis: what the profile and the recent {role.items} show about the {role.person}'s "
+        f"preferences (at most {n_words} words).",
+        f"Target analysis: which features of the new {role.item} fit or clash with those preferences, "
+        f"and why the {role.person} {verb} it (at most {n_words} words).",
+        "Use only the information above. Start with 'Profile analysis:'.",
+    ])
+
+
+# ---------------------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TeacherTemplate:
+    """A named, versioned prompt: system message from the domain role, user message from the
+    task's renderer. Bump ``version`` whenever the rendered text changes."""
+    name: str
+    version: str
+    task: str
+    render_user: Callable[..., str] = field(repr=False)
+
+    def messages(self, domain: str, **fields) -> tuple[Message, ...]:
+        role = _check_domain(domain)
+        return ({"role": "system", "content": role.system},
+                {"role": "user", "content": self.render_user(role, **fields)})
+
+    def request(self, domain: str, settings: GenerationSettings, tag: str = "", **fields
+                ) -> GenerationRequest:
+        return GenerationRequest(messages=self.messages(domain, **fields), settings=settings,
+                                 template=self.name, template_version=self.version, tag=tag)
+
+
+TEMPLATES: dict[str, TeacherTemplate] = {
+    t.name: t for t in (
+        TeacherTemplate("item_description", "1", "item_description", _item_description_user),
+        TeacherTemplate("user_profile", "1", "user_profile", _user_profile_user),
+        TeacherTemplate("reasoning", "1", "reasoning", _reasoning_user),
+    )
+}
+
+
+def template_for(task: str) -> TeacherTemplate:
+    if task not in TEMPLATES:
+        raise ValueError(f"no teacher template for task {task!r}; known: {list(TEMPLATES)}")
+    return TEMPLATES[task]
+
+
+# Section markers of the reasoning output (post-processing splits on them).
+REASONING_SECTIONS = ("Profile analysis:", "Target analysis:")

