@@ -64,6 +64,11 @@ class RunPaths:
     def user_profiles(self) -> Path: return self.root / "enrich" / "user_profiles.parquet"
     @property
     def reasoning(self) -> Path: return self.root / "reasoning" / "reasoning.parquet"
+    @property
+    def reference_reasoning(self) -> Path:
+        """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
+        shown to the student (kept in its own file so training cannot read it by accident)."""
+        return self.root / "reasoning" / "test_references.parquet"
     # 05-07
     @property
     def finetune(self) -> Path: return self.root / "finetune"

@@ -392,3 +392,54 @@ def merge_run_metrics(path: str | Path, step: str, summary: Mapping[str, Any]) -
             raise ValueError(f"{path} is not valid JSON ({e}); move it aside and rerun.") from e
     data[step] = dict(summary)
     return write_json_atomic(path, data)
+
+
+# ---------------------------------------------------------------------------------------
+# What notebook 06 evaluates
+# ---------------------------------------------------------------------------------------
+def evaluation_plan(params: Mapping[str, Any]) -> dict[str, list]:
+    """Split the methods to score into kinds, checking every name:
+    ``finetuned`` [(method, K)] from METHODS x TRAIN_KSHOTS, ``zeroshot`` / ``bias`` /
+    ``sequential`` from EVAL_METHODS."""
+    from rrlib.baselines.bias import BIAS_METHODS
+    from rrlib.baselines.sequential import SEQUENTIAL_METHODS
+    from rrlib.prompts.student import METHOD_SPECS
+
+    finetuned_names = [m for m, s in METHOD_SPECS.items() if s.finetuned]
+    zeroshot_names = [m for m, s in METHOD_SPECS.items() if not s.finetuned]
+    plan: dict[str, list] = {"finetuned": [], "zeroshot": [], "bias": [], "sequential": []}
+    for m in params.get("METHODS", []):
+        if m not in finetuned_names:
+            raise ValueError(f"METHODS has {m!r}, which is not a finetuned method; choose from {finetuned_names} "
+                             f"(zero-shot methods and baselines go in EVAL_METHODS).")
+        plan["finetuned"] += [(m, int(k)) for k in params.get("TRAIN_KSHOTS", [])]
+    for m in params.get("EVAL_METHODS", []):
+        kind = ("zeroshot" if m in zeroshot_names else "bias" if m in BIAS_METHODS
+                else "sequential" if m in SEQUENTIAL_METHODS else None)
+        if kind is None:
+            raise ValueError(f"EVAL_METHODS has {m!r}; known: {zeroshot_names + list(BIAS_METHODS) + list(SEQUENTIAL_METHODS)} "
+                             f"(finetuned methods go in METHODS).")
+        plan[kind].append(m)
+    return plan
+
+
+def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """Ground-truth reasoning by example id, usable rows only: notebook 04's training reasoning
+    and its test references (``paths.reference_reasoning``, written for BERTScore only). With
+    ``example_ids``, only those examples."""
+    from rrlib.prompts.postprocess import USABLE_STATUSES
+
+    refs: dict[str, str] = {}
+    for source in (paths.reasoning, paths.reference_reasoning):
+        if not Path(source).exists():
+            continue
+        table = pd.read_parquet(source)
+        missing = [c for c in ("example_id", "reasoning", "status") if c not in table.columns]
+        if missing:
+            raise ValueError(f"{source} lacks column(s) {missing}; rerun 04_reasoning_generation.")
+        table = table[table["status"].isin(USABLE_STATUSES) & (table["reasoning"].fillna("").str.strip() != "")]
+        refs.update(zip(table["example_id"].astype(str), table["reasoning"].astype(str)))
+    if example_ids is not None:
+        wanted = set(map(str, example_ids))
+        refs = {k: v for k, v in refs.items() if k in wanted}
+    return refs

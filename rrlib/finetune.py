@@ -32,6 +32,7 @@ import logging
 import math
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -40,8 +41,9 @@ import pandas as pd
 
 from rrlib.artifacts import RunPaths, environment_info, utc_now
 from rrlib.data.schema import check_columns, eval_subset, kshot
-from rrlib.predict import (ADAPTER_FILES, ADAPTER_SUBDIR, load_student_for_training, scoring_text,
-                           student_backend, yes_no_probabilities)
+from rrlib.predict import (ADAPTER_FILES, ADAPTER_SUBDIR, load_student_for_training, require_params,
+                           scoring_text, student_backend, yes_no_probabilities)
+from rrlib.prompts.postprocess import USABLE_STATUSES
 from rrlib.prompts.student import (FINETUNED_METHODS, TEMPLATE_VERSION, PromptContext, build_messages,
                                    completion, method_spec)
 
@@ -52,8 +54,6 @@ TRAINING_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", 
                    "MAX_EPOCHS", "EARLY_STOPPING_PATIENCE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
                    "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL",
                    "SEED")
-#: reasoning statuses (notebook 04) that are not trained on
-UNUSABLE_REASONING = frozenset({"empty", "degenerate", "repetitive", "failed", "error"})
 #: tokens kept free for the chat template's end-of-turn markers
 _TEMPLATE_MARGIN = 8
 
@@ -88,7 +88,7 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, s
     usable, excluded = {}, []
     for i in ids:
         text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
-        if status in UNUSABLE_REASONING or not isinstance(text, str) or not text.strip():
+        if status not in USABLE_STATUSES or not isinstance(text, str) or not text.strip():
             excluded.append(i)
         else:
             usable[i] = text.strip()
@@ -126,6 +126,59 @@ def build_conversations(method: str, examples: pd.DataFrame, ctx: PromptContext,
         n_cut += cut
         pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
     return pairs, n_cut
+
+
+@dataclass
+class TrainingData:
+    """What one training run learns from and is validated on."""
+    pairs: list[dict]          # prompt/completion conversations of the K-shot examples
+    example_ids: list[str]
+    excluded: list[str]        # K-shot examples left out for unusable reasoning
+    n_truncated: int           # training prompts cut to fit MAX_SEQ_LENGTH
+    valid_texts: list[str]     # validation scoring texts (prompt + "Prediction:")
+    valid_labels: list[int]
+    backend: Any               # the student's lazy backend (tokenizer, identity, truncation)
+
+
+def training_data(method: str, k: int, params: Mapping[str, Any], paths: RunPaths,
+                  ctx: PromptContext | None = None) -> TrainingData:
+    """The K-shot prompt/completion pairs and the validation texts of ``method`` (no model load)."""
+    spec = method_spec(method)
+    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
+                             paths.examples)
+    train_rows = kshot(examples, k)
+    excluded: list[str] = []
+    reasoning: dict[str, str] = {}
+    if spec.with_reasoning:
+        reasoning, excluded = load_reasoning(paths, train_rows)
+        if excluded:
+            log.warning("%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
+                        method, k, len(excluded), excluded[:5])
+            train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
+    ctx = ctx or PromptContext.from_run(paths, params, method)
+    backend = student_backend(params)  # tokenizer + truncation policy (no weights loaded here)
+    max_len = int(params["MAX_SEQ_LENGTH"])
+    pairs, n_cut = build_conversations(method, train_rows, ctx, reasoning, backend, max_len)
+    valid_rows = eval_subset(examples, "valid", int(params.get("N_VALID", 0)))
+    if params.get("N_VALID_EVAL", 0):
+        valid_rows = valid_rows.head(int(params["N_VALID_EVAL"]))
+    if valid_rows["label"].nunique() < 2:
+        raise ValueError(f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
+                         f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID).")
+    valid_msgs = [fit_messages(backend, build_messages(method, r, ctx), max_len - _TEMPLATE_MARGIN,
+                               f"validation example {r['example_id']}")[0] for _, r in valid_rows.iterrows()]
+    return TrainingData(pairs=pairs, example_ids=train_rows["example_id"].astype(str).tolist(), excluded=excluded,
+                        n_truncated=n_cut, valid_texts=[scoring_text(backend.tokenizer, m) for m in valid_msgs],
+                        valid_labels=valid_rows["label"].astype(int).tolist(), backend=backend)
+
+
+def token_split(pair: Mapping[str, list], tokenizer) -> dict[str, int]:
+    """Tokens of the prompt (masked out of the loss) and of the completion (trained on)."""
+    prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(pair["prompt"] + pair["completion"], tokenize=False)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    n_full = len(tokenizer(full, add_special_tokens=False)["input_ids"])
+    return {"prompt_tokens": n_prompt, "completion_tokens": n_full - n_prompt}
 
 
 def to_dataset(pairs: Sequence[dict]):
@@ -302,6 +355,7 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
     from trl import SFTConfig, SFTTrainer
 
     spec = method_spec(method)
+    require_params(params, TRAINING_PARAMS + ("KSHOT_SIZES", "N_VALID", "CACHE_DIR", "PREDICT_BATCH_SIZE"), "train")
     if not spec.finetuned:
         raise ValueError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
                          f"{list(FINETUNED_METHODS)} (check METHODS).")
@@ -314,30 +368,9 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # data --------------------------------------------------------------------------------
-    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
-                             paths.examples)
-    train_rows = kshot(examples, k)
-    excluded: list[str] = []
-    reasoning: dict[str, str] = {}
-    if spec.with_reasoning:
-        reasoning, excluded = load_reasoning(paths, train_rows)
-        if excluded:
-            log.warning("%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
-                        method, k, len(excluded), excluded[:5])
-            train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
-    ctx = ctx or PromptContext.from_run(paths, params, method)
-    backend = student_backend(params)  # tokenizer + truncation policy (no weights loaded here)
+    data = training_data(method, k, params, paths, ctx)
+    backend, pairs, valid_texts, excluded = data.backend, data.pairs, data.valid_texts, data.excluded
     max_len = int(params["MAX_SEQ_LENGTH"])
-    pairs, n_cut = build_conversations(method, train_rows, ctx, reasoning, backend, max_len)
-    valid_rows = eval_subset(examples, "valid", int(params.get("N_VALID", 0)))
-    if params.get("N_VALID_EVAL", 0):
-        valid_rows = valid_rows.head(int(params["N_VALID_EVAL"]))
-    if valid_rows["label"].nunique() < 2:
-        raise ValueError(f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
-                         f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID).")
-    valid_msgs = [fit_messages(backend, build_messages(method, r, ctx), max_len - _TEMPLATE_MARGIN,
-                               f"validation example {r['example_id']}")[0] for _, r in valid_rows.iterrows()]
-    valid_texts = [scoring_text(backend.tokenizer, m) for m in valid_msgs]
 
     # configuration: skip, resume or start -------------------------------------------------
     config = training_config(method, k, params, backend.identity, pairs, valid_texts)
@@ -383,11 +416,14 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
         report_to="none", include_num_input_tokens_seen="non_padding", fp16=cuda and quantized,
         bf16=cuda and not quantized and dtype == torch.bfloat16, gradient_checkpointing=quantized,
         dataloader_num_workers=0, disable_tqdm=False, save_only_model=False)
-    valid_cb = ValidationAUCCallback(tokenizer, valid_texts, valid_rows["label"].astype(int).tolist(),
+    valid_cb = ValidationAUCCallback(tokenizer, valid_texts, data.valid_labels,
                                      int(params.get("PREDICT_BATCH_SIZE", 32)),
                                      int(params["EARLY_STOPPING_PATIENCE"]))
     trainer = SFTTrainer(model=model, args=sft, train_dataset=to_dataset(pairs), processing_class=tokenizer,
                          callbacks=[valid_cb, *callbacks])
+    if len(trainer.train_dataset) != len(pairs):  # trl drops examples whose completion was cut away entirely
+        raise ValueError(f"{method} K={k}: {len(pairs) - len(trainer.train_dataset)} training example(s) lost their "
+                         f"completion to truncation at MAX_SEQ_LENGTH={max_len}; raise MAX_SEQ_LENGTH.")
     start = time.perf_counter()
     if last and _finished_checkpoint(Path(last), int(params["MAX_EPOCHS"]), int(params["EARLY_STOPPING_PATIENCE"])):
         # interrupted after the last epoch was saved but before the outputs were written
@@ -413,7 +449,7 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
         "method": method, "k": int(k), "status": "resumed" if last else "trained", "config_hash": config["config_hash"],
         "adapter_dir": str(out_dir), "adapter_path": str(out_dir / ADAPTER_SUBDIR),
         "n_train": len(pairs), "n_excluded_reasoning": len(excluded), "excluded_example_ids": excluded,
-        "n_truncated_prompts": n_cut, "n_valid_eval": len(valid_texts),
+        "n_truncated_prompts": data.n_truncated, "n_valid_eval": len(valid_texts),
         "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": int(params["MAX_EPOCHS"]),
         "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < int(params["MAX_EPOCHS"])),
         "best_epoch": int(best["epoch"]) if best is not None else None,

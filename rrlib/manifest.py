@@ -32,7 +32,7 @@ STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TEACHER_STEPS = ("02", "03", "04")
 STUDENT_STEPS = ("05", "06")
 # Keys under which a results file may report tokens (see :func:`tokens_of`).
-TOKEN_KEYS = ("tokens", "generation_stats")
+TOKEN_KEYS = ("tokens", "generation_stats", "generation", "llm")
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "generated", "cached", "truncated_prompts")
 
 
@@ -127,7 +127,7 @@ def tokens_of(results: Mapping[str, Any]) -> dict[str, int] | None:
     """Token counts reported in a step's ``results`` dict.
 
     Accepted shapes: ``results["tokens"]`` as an int (total) or a dict, and
-    ``results["generation_stats"]`` as a :class:`rrlib.llm.CachedGenerator` ``stats`` dict or a
+    ``results["generation_stats"]`` (also read under ``generation`` and ``llm``) as a :class:`rrlib.llm.CachedGenerator` ``stats`` dict or a
     dict of such dicts (one per generation job) -- numeric fields are summed."""
     found = False
     totals: dict[str, int] = {}
@@ -344,6 +344,8 @@ def refresh(manifest: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
 # metrics.json
 # ---------------------------------------------------------------------------------------
 EVALUATE_STEP = "06_evaluate"
+#: keys of 06's results record that point at files rather than hold figures
+_NOT_FIGURES = ("files", "predictions", "table", "plots")
 
 
 def compose_metrics(run_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -355,7 +357,12 @@ def compose_metrics(run_dir: str | Path, manifest: Mapping[str, Any] | None = No
         raise FileNotFoundError(f"no results of {EVALUATE_STEP} in {Path(run_dir) / 'results'}: run "
                                 f"notebook 06 for this run first.")
     results = payload.get("results", {})
-    metrics = results.get("metrics", results) if isinstance(results, Mapping) else results
+    if isinstance(results, Mapping) and "metrics" in results:
+        metrics = results["metrics"]
+    elif isinstance(results, Mapping):  # the record is the metrics, plus pointers to files
+        metrics = {k: v for k, v in results.items() if k not in _NOT_FIGURES}
+    else:
+        metrics = results
     params = (manifest or {}).get("params") or payload.get("params", {})
     return {
         "run_id": (manifest or {}).get("run_id", Path(run_dir).name),

@@ -143,6 +143,9 @@ EVALUATE = {
     "BOOTSTRAP_SAMPLES": _P("int", 1000, "bootstrap resamples for the AUC 95% interval", min=0),
     "SEQ_EPOCHS": _P("int", 50, "SASRec/Caser epochs at most (early stopping on validation AUC)", min=1),
     "SEQ_HIDDEN": _P("int", 64, "SASRec/Caser hidden size", min=4),
+    "SEQ_MAX_LEN": _P("int", 50, "SASRec/Caser: most recent history steps fed to the model", min=1),
+    "SEQ_PATIENCE": _P("int", 5, "SASRec/Caser: epochs without validation-AUC gain before stopping", min=1),
+    "SEQ_LEARNING_RATE": _P("float", 3e-3, "SASRec/Caser Adam learning rate", min=0),
 }
 
 # ---------------------------------------------------------------------------------------

@@ -251,6 +251,19 @@ def _cached_generator(backend, cache_dir: Path):
 # ---------------------------------------------------------------------------------------
 # The predictions table
 # ---------------------------------------------------------------------------------------
+#: parameters predict_llm reads (a notebook calling it must declare them)
+PREDICT_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", "STUDENT_DTYPE", "CACHE_DIR", "SEED",
+                  "MAX_SEQ_LENGTH", "PREDICT_BATCH_SIZE", "GENERATE_REASONING", "REASONING_MAX_NEW_TOKENS")
+
+
+def require_params(params: Mapping[str, Any], names: Sequence[str], who: str) -> None:
+    """Fail early and clearly when a caller's parameter set lacks what ``who`` reads."""
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise ValueError(f"{who} needs parameter(s) {missing}, which the caller did not pass; declare them in the "
+                         f"notebook's parameters cell (defaults in rrlib/params.py).")
+
+
 def _check_examples(examples: pd.DataFrame) -> None:
     missing = [c for c in _EXAMPLE_COLUMNS if c not in examples.columns]
     if missing:
@@ -271,6 +284,7 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, params: Mapping[str
     ``Prediction: Yes/No``. Finetuned methods need ``adapter_dir``; zero-shot ones run the
     base model (``adapter_dir=None``, ``k=0``). ``df.attrs['stats']`` holds counts."""
     spec = method_spec(method)
+    require_params(params, PREDICT_PARAMS, "predict_llm")
     _check_examples(examples)
     if spec.finetuned and adapter_dir is None:
         raise ValueError(f"method {method!r} is finetuned: pass adapter_dir=paths.adapter_dir({method!r}, {k}).")

@@ -21,9 +21,11 @@ pytestmark = pytest.mark.slow
 
 #: built once per machine and shared by test sessions (de-quantizing takes ~20 s)
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
-TEST_OVERRIDES = dict(MAX_USERS=60, N_VALID=20, N_TEST=0, KSHOT_SIZES=[4, 8], TRAIN_KSHOTS=[8], HISTORY_LEN=3,
-                      PROFILE_ITEMS=3, MAX_EPOCHS=1, MAX_SEQ_LENGTH=640, TRAIN_BATCH_SIZE=4, N_VALID_EVAL=20,
-                      LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
+# Small and fast on 2 CPU cores: 4 training examples, 2 epochs, 6 validation examples. "Liked" is
+# 5 stars here (LIKE_THRESHOLD 4) so that tiny samples hold both labels (at > 3 about 95% are liked).
+TEST_OVERRIDES = dict(MAX_USERS=40, LIKE_THRESHOLD=4.0, N_VALID=6, N_TEST=0, KSHOT_SIZES=[4], TRAIN_KSHOTS=[4],
+                      HISTORY_LEN=2, PROFILE_ITEMS=3, MAX_EPOCHS=2, MAX_SEQ_LENGTH=512, TRAIN_BATCH_SIZE=4,
+                      N_VALID_EVAL=6, LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
 
 
 def _words(text: str, n: int) -> str:
@@ -47,7 +49,7 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
     t = load_tables(paths)
     reviews = t.interactions.set_index(["user_id", "item_id"])["review_text"].to_dict()
     desc = pd.DataFrame({"item_id": t.items["item_id"],
-                         "description": [_words(" ".join(r["text"] for r in revs[:2]) or title, 25)
+                         "description": [_words(" ".join(r["text"] for r in revs[:2]) or title, 15)
                                          for revs, title in zip(t.items["sampled_reviews"], t.items["title"])]})
     desc["source"], desc["status"] = "generated", "ok"
     desc.loc[desc.index[:2], ["description", "status"]] = ["", "empty"]  # missing descriptions are tolerated
@@ -62,7 +64,7 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
         liked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if l]
         disliked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if not l]
         prof_rows.append((u.user_id, _words(f"Liked: {'; '.join(liked) or 'nothing yet'}. "
-                                            f"Disliked: {'; '.join(disliked) or 'nothing yet'}.", 60),
+                                            f"Disliked: {'; '.join(disliked) or 'nothing yet'}.", 30),
                           "generated", "ok"))
     prof = pd.DataFrame(prof_rows, columns=["user_id", "profile", "source", "status"])
     prof["n_words"] = prof["profile"].str.split().str.len()
@@ -71,7 +73,7 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
     def reference(row) -> str:
         text = reviews.get((row.user_id, row.target_item_id), "") or "no review text"
         verdict = "liked" if row.label else "disliked"
-        return f"The customer {verdict} this product. In their own words: {_words(text, 40)}"
+        return f"The customer {verdict} this product. In their own words: {_words(text, 30)}"
 
     train = kshot(t.examples, k_max)
     reasoning = pd.DataFrame({"example_id": train["example_id"], "label": train["label"],
@@ -96,71 +98,6 @@ def run(tmp_path_factory):
     return params, paths, references
 
 
-def _test_examples(paths: RunPaths, n: int = 6) -> pd.DataFrame:
-    ex = pd.read_parquet(paths.examples)
-    test = ex[ex["split"] == "test"].sort_values("sample_rank")
-    neg, pos = test[test["label"] == 0], test[test["label"] == 1]
-    assert len(neg) >= 1, "the embedded test split should hold at least one disliked target"
-    return pd.concat([neg.head(2), pos.head(n - min(len(neg), 2))])
-
-
-def test_tiny_end_to_end_finetune_predict_and_score(run):
-    from bert_score import score as bertscore
-    from peft import PeftModel
-    from sklearn.metrics import roc_auc_score
-
-    from rrlib.finetune import train
-    from rrlib.llm.embedded import embedded_bertscore_model
-    from rrlib.predict import PREDICTION_COLUMNS, predict_llm, student_backend
-
-    params, paths, references = run
-    summary = train("reasoningrec", 8, params, paths)
-    out = paths.adapter_dir("reasoningrec", 8)
-    assert summary["status"] == "trained" and summary["n_train"] == 8 and summary["epochs_run"] == 1
-    assert (out / "adapter" / "adapter_model.safetensors").is_file()
-    for name in ("train_config.json", "trainer_state.json", "curves.png", "curves.csv", "training_summary.json"):
-        assert (out / name).is_file(), name
-    assert 0.0 <= summary["best_valid_auc"] <= 1.0 and summary["best_epoch"] == 1
-    assert summary["tokens_per_s"] > 0 and summary["train_tokens"] > 8 * 100
-    assert np.isfinite(summary["train_loss"][0])
-    assert 0 < summary["trainable_params"] < summary["total_params"] / 50  # LoRA on q/v only
-
-    # the adapter reloads onto a fresh base model and carries trained (non-zero) LoRA B weights
-    backend = student_backend(params)
-    reloaded = PeftModel.from_pretrained(backend.model, str(out / "adapter"))
-    lora_b = [p for n, p in reloaded.named_parameters() if "lora_B" in n]
-    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)
-
-    examples = _test_examples(paths)
-    pred = predict_llm("reasoningrec", 8, examples, params, paths, out)
-    assert list(pred.columns) == PREDICTION_COLUMNS and len(pred) == len(examples)
-    assert pred["p_yes"].between(0, 1).all() and pred["p_yes"].std() > 1e-4
-    assert set(pred["predicted_label"]) <= {0, 1} and pred["format_ok"].dtype == bool
-    stats = pred.attrs["stats"]
-    assert stats["scores_computed"] == len(examples) and stats["n_format_bad"] == int((~pred["format_ok"]).sum())
-    assert stats["model_identity"]["adapter_sha256"]
-
-    auc = roc_auc_score(pred["label"], pred["p_yes"])
-    assert 0.0 <= auc <= 1.0
-    refs = pred.merge(references, on="example_id")["reference"].tolist()
-    cands = [r if r.strip() else g for r, g in zip(pred["reasoning"], pred["generated_text"])]
-    _, _, f1 = bertscore([c or "(empty)" for c in cands], refs, model_type=str(embedded_bertscore_model()),
-                         num_layers=6, lang="en", verbose=False)
-    assert len(f1) == len(pred) and float(f1.min()) > -1.0 and float(f1.max()) <= 1.0
-
-    # a second call is answered from the caches; the base model (zero-shot) scores differ
-    again = predict_llm("reasoningrec", 8, examples, params, paths, out)
-    assert again.attrs["stats"]["scores_cached"] == len(examples)
-    assert again.attrs["stats"]["generation"]["cached"] == len(examples)
-    pd.testing.assert_frame_equal(again, pred)
-    base = predict_llm("zeroshot_reasoningrec", 0, examples, params, paths, None)
-    assert base.attrs["stats"]["scores_computed"] == len(examples)
-    assert not np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
-
-    # rerunning train with the same configuration does not retrain
-    assert train("reasoningrec", 8, params, paths)["status"] == "already_trained"
-
-
 class _Interrupt(RuntimeError):
     pass
 
@@ -176,25 +113,117 @@ def _interrupt_after_first_save():
     return InterruptAfterEpoch1()
 
 
-def test_resume_from_checkpoint_after_interruption(run):
-    from rrlib.finetune import TrainingConfigMismatch, train
+@pytest.fixture(scope="module")
+def trained(run):
+    """reasoningrec K=4 for 2 epochs, interrupted after epoch 1's checkpoint, then rerun."""
+    from rrlib.finetune import train
 
     params, paths, _ = run
-    params = dict(params, MAX_EPOCHS=2)
-    out = paths.adapter_dir("tallrec", 4)
+    out = paths.adapter_dir("reasoningrec", 4)
     with pytest.raises(_Interrupt):
-        train("tallrec", 4, params, paths, callbacks=[_interrupt_after_first_save()])
-    checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"))
-    assert [c.name for c in checkpoints] == ["checkpoint-1"]
-    assert not (out / "training_summary.json").exists()
+        train("reasoningrec", 4, params, paths, callbacks=[_interrupt_after_first_save()])
+    after_crash = {"checkpoints": sorted(c.name for c in (out / "checkpoints").glob("checkpoint-*")),
+                   "finished": (out / "training_summary.json").exists(),
+                   "adapter": (out / "adapter").exists()}
+    summary = train("reasoningrec", 4, params, paths)
+    return after_crash, summary
 
-    summary = train("tallrec", 4, params, paths)
+
+def test_resume_from_checkpoint_after_interruption(run, trained):
+    params, paths, _ = run
+    after_crash, summary = trained
+    out = paths.adapter_dir("reasoningrec", 4)
+    assert after_crash == {"checkpoints": ["checkpoint-1"], "finished": False, "adapter": False}
     assert summary["status"] == "resumed" and summary["epochs_run"] == 2 and summary["global_step"] == 2
     state = json.loads((out / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["log_history"] if "valid_auc" in h] == [1, 2]  # epoch 1 not redone
-    assert len([h for h in state["log_history"] if "loss" in h]) == 2
-    assert (out / "adapter" / "adapter_config.json").is_file()
-    assert train("tallrec", 4, params, paths)["status"] == "already_trained"
+    assert len([h for h in state["log_history"] if "loss" in h]) == 2  # one optimizer step per epoch
+    assert summary["train_tokens"] > 0  # only this session's epoch is counted
+    best = summary["best_epoch"]
+    assert summary["best_valid_auc"] == max(summary["valid_auc"]) == summary["valid_auc"][best - 1]
+    assert summary["best_checkpoint"].endswith(f"checkpoint-{best}")
 
+
+def test_finished_run_is_not_retrained_and_config_changes_are_refused(run, trained):
+    from rrlib.finetune import TrainingConfigMismatch, train
+
+    params, paths, _ = run
+    assert train("reasoningrec", 4, params, paths)["status"] == "already_trained"
     with pytest.raises(TrainingConfigMismatch, match="LEARNING_RATE"):
-        train("tallrec", 4, dict(params, LEARNING_RATE=5e-4), paths)
+        train("reasoningrec", 4, dict(params, LEARNING_RATE=5e-4), paths)
+
+
+def _test_examples(paths: RunPaths, n: int = 4) -> pd.DataFrame:
+    ex = pd.read_parquet(paths.examples)
+    test = ex[ex["split"] == "test"].sort_values("sample_rank")
+    neg, pos = test[test["label"] == 0], test[test["label"] == 1]
+    assert len(neg) >= 2, "the test split should hold disliked targets"
+    return pd.concat([neg.head(n // 2), pos.head(n - n // 2)])
+
+
+def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
+    from bert_score import score as bertscore
+    from peft import PeftModel
+    from sklearn.metrics import roc_auc_score
+
+    from rrlib.llm.embedded import embedded_bertscore_model
+    from rrlib.predict import PREDICTION_COLUMNS, predict_llm, student_backend
+
+    params, paths, references = run
+    _, summary = trained
+    out = paths.adapter_dir("reasoningrec", 4)
+    assert summary["n_train"] == 4 and summary["n_valid_eval"] == 6
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    for name in ("train_config.json", "trainer_state.json", "curves.png", "curves.csv", "training_summary.json"):
+        assert (out / name).is_file(), name
+    assert 0.0 <= summary["best_valid_auc"] <= 1.0
+    assert summary["tokens_per_s"] > 0 and np.isfinite(summary["train_loss"]).all()
+    assert 0 < summary["trainable_params"] < summary["total_params"] / 50  # LoRA on q/v only
+
+    # the adapter reloads onto a fresh base model and carries trained (non-zero) LoRA B weights
+    reloaded = PeftModel.from_pretrained(student_backend(params).model, str(out / "adapter"))
+    lora_b = [p for n, p in reloaded.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)
+    del reloaded
+
+    examples = _test_examples(paths)
+    pred = predict_llm("reasoningrec", 4, examples, params, paths, out)
+    assert list(pred.columns) == PREDICTION_COLUMNS and len(pred) == len(examples)
+    assert pred["p_yes"].between(0, 1).all() and pred["p_yes"].std() > 1e-4
+    assert set(pred["predicted_label"]) <= {0, 1} and pred["format_ok"].dtype == bool
+    stats = pred.attrs["stats"]
+    assert stats["scores_computed"] == len(examples) and stats["n_format_bad"] == int((~pred["format_ok"]).sum())
+    assert stats["model_identity"]["adapter_sha256"]
+
+    auc = roc_auc_score(pred["label"], pred["p_yes"])
+    assert 0.0 <= auc <= 1.0
+    refs = pred.merge(references, on="example_id")["reference"].tolist()
+    cands = [r if r.strip() else g for r, g in zip(pred["reasoning"], pred["generated_text"])]
+    _, _, f1 = bertscore([c or "(empty)" for c in cands], refs, model_type=str(embedded_bertscore_model()),
+                         num_layers=6, lang="en", verbose=False)
+    assert len(f1) == len(pred) and -1.0 <= float(f1.min()) <= float(f1.max()) <= 1.0
+
+    # a second call is answered from the caches; the base model (zero-shot) scores differ
+    again = predict_llm("reasoningrec", 4, examples, params, paths, out)
+    assert again.attrs["stats"]["scores_cached"] == len(examples)
+    assert again.attrs["stats"]["generation"]["cached"] == len(examples)
+    pd.testing.assert_frame_equal(again, pred)
+    base = predict_llm("zeroshot_reasoningrec", 0, examples, params, paths, None)
+    assert base.attrs["stats"]["scores_computed"] == len(examples)
+    assert not np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
+
+
+def test_prediction_only_method_and_bad_calls(run):
+    from rrlib.predict import predict_llm
+
+    params, paths, _ = run
+    examples = _test_examples(paths)
+    pred = predict_llm("zeroshot_vanilla", 0, examples, params, paths, None)
+    assert (pred["reasoning"] == "").all() and pred["p_yes"].between(0, 1).all()
+    assert pred["generated_text"].str.split().str.len().max() <= 8
+    with pytest.raises(ValueError, match="pass adapter_dir"):
+        predict_llm("tallrec", 4, examples, params, paths, None)
+    with pytest.raises(FileNotFoundError, match="no finished LoRA adapter"):
+        predict_llm("tallrec", 4, examples, params, paths, paths.adapter_dir("tallrec", 4))
+    with pytest.raises(ValueError, match="lacks column"):
+        predict_llm("zeroshot_vanilla", 0, examples.drop(columns="history_liked"), params, paths, None)

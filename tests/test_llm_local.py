@@ -147,16 +147,16 @@ def test_for_training_loads_plain_fp32_weights_with_pad_token():
 @pytest.mark.slow
 def test_batched_generation_is_ordered_seeded_and_independent_of_batch(smol):
     prompts = ["Name a shampoo.", "Describe a red lipstick in one line of text please, with detail.",
-               "Hi", "What is a moisturiser used for?", "Suggest a perfume."]
+               "Hi", "What is a moisturiser used for?"]
     greedy = [_req(p) for p in prompts]
     sampled = [_req(p, temperature=1.0, top_p=0.95, seed=7) for p in prompts]
     together = smol.generate(greedy + sampled)  # mixed settings, sorted by length internally
     assert all(r.text and 0 < r.completion_tokens <= 10 for r in together)
     alone = [smol.generate([r])[0] for r in (greedy[1], sampled[1], sampled[3])]
-    assert [a.text for a in alone] == [together[1].text, together[6].text, together[8].text]
+    assert [a.text for a in alone] == [together[1].text, together[5].text, together[7].text]
     # a different seed gives a different random stream
     reseeded = smol.generate([_req(p, temperature=1.0, top_p=0.95, seed=8) for p in prompts])
-    assert [r.text for r in reseeded] != [r.text for r in together[5:]]
+    assert [r.text for r in reseeded] != [r.text for r in together[4:]]
     # greedy answers stop at the end-of-turn token or the budget
     assert {r.finish_reason for r in together} <= {"stop", "length"}
 
@@ -179,3 +179,23 @@ def test_truncation_keeps_system_start_and_end_of_user_message(smol):
         smol_short.generate([GenerationRequest(({"role": "system", "content": "word " * 400},
                                                 {"role": "user", "content": "hi"}),
                                                GenerationSettings(max_new_tokens=4), "t", "1", tag="x")])
+
+
+def test_per_row_sampler_follows_temperature_and_top_p():
+    import torch
+
+    from rrlib.llm.local import PerRowSampler, request_seed
+
+    logits = torch.tensor([[2.0, 1.0, 0.5, 0.0, -1.0]] * 3)
+    n = 4000
+    sampler = PerRowSampler([1.0, 1.0, 0.0], [1.0, 0.6, 1.0], [1, 2, 3])
+    picks = torch.stack([sampler(None, logits).argmax(-1) for _ in range(n)])
+    full = torch.bincount(picks[:, 0], minlength=5).float() / n
+    assert torch.allclose(full, logits[0].softmax(-1), atol=0.03)  # plain sampling matches softmax
+    p = logits[0].softmax(-1)  # top_p 0.6: tokens 0 (0.53 < 0.6) and 1 make the nucleus
+    nucleus = torch.bincount(picks[:, 1], minlength=5).float() / n
+    assert nucleus[2:].sum() == 0 and abs(nucleus[0] - p[0] / (p[0] + p[1])) < 0.03
+    assert (picks[:, 2] == 0).all()  # temperature 0: greedy
+    again = PerRowSampler([1.0, 1.0, 0.0], [1.0, 0.6, 1.0], [1, 2, 3])
+    assert torch.equal(torch.stack([again(None, logits).argmax(-1) for _ in range(50)]), picks[:50])
+    assert request_seed(1, "a") != request_seed(2, "a") != request_seed(1, "b")

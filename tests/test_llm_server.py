@@ -129,15 +129,36 @@ def test_permanent_500_gives_clear_error_and_cache_stays_intact(tmp_path, monkey
         assert srv.url in message and "HTTP 500" in message and "4 attempts" in message
         assert SECRET not in message and "***" in message
         cache = GenerationCache(tmp_path, be.identity)
-        assert cache.report["corrupt"] == [] and len(cache) == 2  # requests 0 and 1 finished before
+        # requests 0 and 1 finished before; 3 may have started before the failure stopped sending
+        assert cache.report["corrupt"] == [] and len(cache) in (2, 3)
+        n_saved = len(cache)
         broken["value"] = False  # server repaired: rerun generates only the missing two
         gen2 = CachedGenerator(backend(srv.url), tmp_path, progress=False)
         out = gen2.generate(reqs)
     assert [r.text for r in out] == [f"answer to Describe product {i} in five words." for i in range(4)]
-    assert gen2.stats["generated"] == 2 and gen2.stats["cached"] == 2
+    assert gen2.stats["generated"] == 4 - n_saved and gen2.stats["cached"] == n_saved
     stored = "".join(p.read_text() for p in (tmp_path / "generations").glob("*.jsonl"))
     assert SECRET not in stored and SECRET not in json.dumps(be.identity)
     assert be.identity == {"backend": "server", "name": "fake-model", "served_model": "fake-model"}
+
+
+def test_requests_in_flight_at_a_failure_are_still_saved(tmp_path):
+    answered = set()
+
+    def plan(body, n):
+        text = body["messages"][-1]["content"]
+        if "product 1 " in text:
+            return 503, {"error": {"message": "down"}}, 0
+        answered.add(text)
+        return 200, ok(text), 0.3
+
+    with Scripted(plan) as srv:
+        be = backend(srv.url, concurrency=3, retries=0)
+        with pytest.raises(ServerError, match="HTTP 503: down"):
+            CachedGenerator(be, tmp_path, progress=False).generate([_request(i) for i in range(8)])
+        saved = GenerationCache(tmp_path, be.identity)
+    assert len(saved) == len(answered) >= 2  # every answer the server gave is in the cache
+    assert len(srv.chat_calls) < 8  # requests not yet sent were cancelled
 
 
 def test_timeouts_are_retried_then_reported():
@@ -198,27 +219,29 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def llama_server():
+def llama_server(tmp_path_factory):
     if importlib.util.find_spec("llama_cpp") is None:
         pytest.skip("llama_cpp cannot be imported: install the server with `make server` "
                     "(pip install 'llama-cpp-python[server]')")
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host", "127.0.0.1",
            "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2", "--n_threads", "2"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    log = open(log_path, "w")  # a file, not a pipe: the verbose server would block on a full pipe
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.time() + 180
     try:
         while time.time() < deadline:
             if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {proc.stderr.read()[-2000:]}")
+                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
                 if requests.get(f"{url}/models", timeout=2).status_code == 200:
                     break
             except requests.RequestException:
                 time.sleep(0.5)
         else:
-            pytest.fail("llama_cpp.server did not answer /v1/models within 180 s")
+            pytest.fail(f"llama_cpp.server did not answer /v1/models within 180 s: {log_path.read_text()[-2000:]}")
         yield url
     finally:
         proc.terminate()
@@ -227,6 +250,7 @@ def llama_server():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 @pytest.mark.slow

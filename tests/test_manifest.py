@@ -123,3 +123,14 @@ def test_compose_and_write_metrics(tmp_path):
     assert out["metrics"] == metrics and out["run_id"] == "r7" and out["dataset"] == "embedded_beauty"
     assert out["source"].startswith("results/06_evaluate-")
     assert out["06_evaluate"] == {"kept": True}  # what notebook 06 merged in is kept
+
+
+def test_metrics_from_a_record_without_a_metrics_key(tmp_path):
+    run_dir = tmp_path / "run"
+    write_results(run_dir, "06_evaluate", {"auc": {"a@K0": 0.5}, "files": {"x": "y"}, "predictions": "p",
+                                           "llm": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
+                  defaults())
+    assert mf.compose_metrics(run_dir)["metrics"] == {"auc": {"a@K0": 0.5},
+                                                      "llm": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}}
+    assert mf.step_summary(run_dir, "06_evaluate")["tokens"] == {"prompt_tokens": 4, "completion_tokens": 1,
+                                                                 "total_tokens": 5}

@@ -19,7 +19,7 @@ from rrlib.reasoning import REASONING_COLUMNS
 NB = {name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
       for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation")}
 # a small slice: few users, short histories and profiles, no retries, small batches
-SLICE = {"MAX_USERS": 30, "HISTORY_LEN": 3, "PROFILE_ITEMS": 3, "KSHOT_SIZES": [4], "N_VALID": 2, "N_TEST": 3}
+SLICE = {"MAX_USERS": 30, "HISTORY_LEN": 2, "PROFILE_ITEMS": 2, "KSHOT_SIZES": [2], "N_VALID": 1, "N_TEST": 2}
 TEACHER_SLICE = {"MAX_OUTPUT_RETRIES": 0, "TEACHER_BATCH_SIZE": 16}
 
 
@@ -83,7 +83,7 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
 
     reas = pd.read_parquet(paths.reasoning)
     assert list(reas.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
-    train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < 4)]
+    train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < 2)]
     assert sorted(reas["example_id"]) == sorted(train["example_id"])
     assert set(reas["status"]) <= set(STATUSES)
     assert (reas["n_words"] <= 2 * full["REASONING_WORDS"] + 4).all()  # two parts + their markers
@@ -94,7 +94,7 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
         res = rec["results"]
         assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()
         assert res["generation"]["generated"] > 0 and res["generation"]["completion_tokens"] > 0
-        assert rec["params"]["KSHOT_SIZES"] == [4]
+        assert rec["params"]["KSHOT_SIZES"] == [2]
     for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):
         assert (run_dir / fig).is_file()
 

@@ -184,3 +184,35 @@ def test_section_markers_on_their_own_line_survive():
     assert out.status == "ok" and out.text == (
         "Profile analysis: The user enjoys gentle, fragrant creams and avoids harsh toners.\n"
         "Target analysis: The rose cream is gentle and fragrant, so the user liked it.")
+
+
+def test_copied_title_line_with_its_id_is_an_echo():
+    prompt = PROMPT + "\nTitle: great product [B000FI4S1E]"
+    out = clean_output("B000FI4S1E\nTitle: great product [B000FI4S1E]\nA gentle body wash that foams well and "
+                       "smells fresh.", word_budget=25, prompt_text=prompt)
+    assert out.text == "A gentle body wash that foams well and smells fresh." and out.status == "ok"
+
+
+PROFILE_PROMPT = ("1. Lip Balm (LIKED)\n   A balm.\n\nThink it through step by step. Then write a profile of this "
+                  "customer's taste in at most 100 words, saying what they like and what they dislike.\nMention "
+                  "only preferences that the list above supports; invent nothing. Reply with the profile only.")
+
+
+def test_sentences_repeating_the_instructions_are_removed():
+    raw = ("The customer likes soft, moisturising lip balms. They also mention the customer's taste in at most "
+           "100 words, which is concise. They dislike sticky textures and strong scents.")
+    out = clean_output(raw, word_budget=60, prompt_text=PROFILE_PROMPT)
+    assert out.text == "The customer likes soft, moisturising lip balms. They dislike sticky textures and strong scents."
+    assert "repeating the instructions" in out.detail and out.status == "ok"
+    only = clean_output("Here is the profile of this customer's taste in at most 100 words.", word_budget=100,
+                        prompt_text=PROFILE_PROMPT)
+    assert only.status == "degenerate" and only.text == ""
+
+
+def test_sectioned_empty_section_after_cleaning_is_degenerate():
+    prompt = "Data.\n\nTarget analysis: which features of the new product fit or clash with those preferences."
+    raw = ("Profile analysis: The user likes gentle creams and avoids harsh toners.\n"
+           "Target analysis: Which features of the new product fit or clash with those preferences, and why.")
+    out = clean_sectioned(raw, sections=("Profile analysis:", "Target analysis:"), words_per_section=40,
+                          prompt_text=prompt)
+    assert out.status == "degenerate" and "empty section(s): Target analysis:" in out.detail

@@ -24,7 +24,7 @@ FIELDS = {
 # name -> (version, sha256[:16] of the rendered messages over all domains). When a template's
 # text changes on purpose: bump its version in rrlib/prompts/teacher.py, then update this pin.
 PINNED = {
-    "item_description": ("1", "ecc860d7a26c7e47"),
+    "item_description": ("2", "04d60faa0aa77f7a"),
     "user_profile": ("1", "080b63486c08469c"),
     "reasoning": ("1", "81607a2c0fe4e4a5"),
 }

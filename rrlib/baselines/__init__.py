@@ -27,7 +27,9 @@ def user_sequences(interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
     missing = [c for c in need if c not in interactions.columns]
     if missing:
         raise ValueError(f"interactions table lacks column(s) {missing} (see rrlib/data/schema.py).")
-    df = interactions[need].copy()
+    # target_of (from 01) marks each split's target; it matters where the authors' own split
+    # (release_beauty) does not put the targets at the last three positions.
+    df = interactions[need + [c for c in ("target_of",) if c in interactions.columns]].copy()
     df["user_id"] = df["user_id"].astype(str)
     df["item_id"] = df["item_id"].astype(str)
     df["liked"] = df["liked"].astype(bool)
@@ -40,6 +42,8 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
     test: last), checked against ``target_item_id`` so that a table from a different split or
     ordering fails here instead of silently leaking labels."""
     out = np.empty(len(examples), dtype=int)
+    recorded = (examples["target_position"].astype(int).tolist() if "target_position" in examples.columns
+                else [None] * len(examples))
     for i, (eid, split, user, item) in enumerate(zip(examples["example_id"], examples["split"],
                                                      examples["user_id"], examples["target_item_id"])):
         if split not in SPLIT_OFFSET:
@@ -47,8 +51,8 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
         seq = sequences.get(str(user))
         if seq is None:
             raise ValueError(f"example {eid}: user {user} has no interactions in the interactions table.")
-        pos = len(seq) - SPLIT_OFFSET[split]
-        if pos < 0 or seq["item_id"].iat[pos] != str(item):
+        pos = recorded[i] if recorded[i] is not None else len(seq) - SPLIT_OFFSET[split]
+        if pos < 0 or pos >= len(seq) or seq["item_id"].iat[pos] != str(item):
             found = seq["item_id"].iat[pos] if pos >= 0 else None
             raise ValueError(f"example {eid}: its target item {item} is not the {split} target of user "
                              f"{user} (position {pos} of {len(seq)} holds {found}); examples and "
@@ -59,7 +63,12 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
 
 def training_cutoffs(sequences: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Per user, the number of leading interactions usable for training (before the valid target)."""
-    return {u: max(len(seq) - SPLIT_OFFSET["valid"], 0) for u, seq in sequences.items()}
+    out = {}
+    for u, seq in sequences.items():
+        held_out = (seq.index[seq["target_of"].isin(["valid", "test"])] if "target_of" in seq.columns
+                    else [])
+        out[u] = int(min(held_out)) if len(held_out) else max(len(seq) - SPLIT_OFFSET["valid"], 0)
+    return out
 
 
 def training_interactions(interactions: pd.DataFrame) -> pd.DataFrame:

@@ -47,10 +47,11 @@ class SeqConfig:
     hidden: int = 64           # embedding / model width
     epochs: int = 50           # at most
     patience: int = 5          # epochs without a valid-AUC gain before stopping
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-5
     batch_size: int = 128
     dropout: float = 0.2
+    unseen_item_rate: float = 0.1  # training items replaced by the "unseen" index (see _hide_items)
     n_heads: int = 2           # SASRec
     n_layers: int = 2          # SASRec
     caser_window: int = 5      # Caser's L (its paper's default)
@@ -215,6 +216,17 @@ def _build(model_name: str, data: SequenceData, cfg: SeqConfig) -> nn.Module:
     raise ValueError(f"unknown sequential baseline {model_name!r}; choose from {list(SEQUENTIAL_METHODS)}.")
 
 
+def _hide_items(b: SeqBatch, rate: float, gen: torch.Generator) -> SeqBatch:
+    """Replace a share of target and history items by the "unseen" index, so that its
+    embedding learns what an item never seen in training looks like (test targets are often
+    new items: on the embedded Beauty data most are)."""
+    if rate <= 0:
+        return b
+    items = b.items.masked_fill((torch.rand(b.items.shape, generator=gen) < rate) & (b.items != PAD), OOV)
+    target = b.target.masked_fill(torch.rand(b.target.shape, generator=gen) < rate, OOV)
+    return SeqBatch(items, b.feedback, target, b.user, b.label)
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, batch: SeqBatch, batch_size: int = 1024) -> np.ndarray:
     model.eval()
@@ -271,7 +283,7 @@ def _train_sequential(model_name, interactions, examples, eval_examples, cfg, pr
         perm = torch.randperm(len(train), generator=gen)
         total = 0.0
         for s in range(0, len(train), cfg.batch_size):
-            b = train.subset(perm[s: s + cfg.batch_size])
+            b = _hide_items(train.subset(perm[s: s + cfg.batch_size]), cfg.unseen_item_rate, gen)
             loss = loss_fn(model(b), b.label)
             opt.zero_grad()
             loss.backward()

@@ -242,8 +242,7 @@ def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: st
         from peft import PeftModel
 
         net = PeftModel.from_pretrained(net, str(adapter), is_trainable=for_training)
-    if not for_training:
-        net.eval()
+    net.train(for_training)
     return net, tok
 
 
@@ -270,6 +269,8 @@ class PerRowSampler:
     and returns scores where only that token is finite, so that ``generate``'s greedy step
     keeps it. This gives per-request settings and seeds inside one batch."""
 
+    PARTIAL_SORT = 64
+
     def __init__(self, temperatures: Sequence[float], top_ps: Sequence[float], seeds: Sequence[int]):
         import torch
 
@@ -287,12 +288,17 @@ class PerRowSampler:
         sample_rows = (~self.greedy[:rows]).nonzero().flatten().tolist()
         if sample_rows:
             idx = torch.tensor(sample_rows)
-            scaled = logits[idx] / self.temperatures[idx, None]
-            sorted_logits, order = scaled.sort(dim=-1, descending=True)
-            probs = sorted_logits.softmax(dim=-1)
+            probs_all = (logits[idx] / self.temperatures[idx, None]).softmax(dim=-1)
+            top_p = self.top_ps[idx, None]
+            # the nucleus usually lies in the few most likely tokens: sort those only, and fall
+            # back to a full sort for rows whose nucleus is wider (same result either way)
+            k = min(self.PARTIAL_SORT, probs_all.shape[-1])
+            probs, order = probs_all.topk(k, dim=-1)
+            if bool((probs.sum(dim=-1, keepdim=True) < top_p).any()):
+                probs, order = probs_all.sort(dim=-1, descending=True)
             cum = probs.cumsum(dim=-1)
             # drop tokens once the mass before them already reaches top_p (the first always stays)
-            probs = probs.masked_fill((cum - probs) >= self.top_ps[idx, None], 0.0)
+            probs = probs.masked_fill((cum - probs) >= top_p, 0.0)
             cum = probs.cumsum(dim=-1)
             u = torch.stack([torch.rand(1, generator=self.generators[i], dtype=torch.float64).float()
                              for i in sample_rows]) * cum[:, -1:]

@@ -191,23 +191,35 @@ class ServerBackend:
 
     def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Yield ``(request index, result)`` as each request completes. On a permanent error,
-        requests not yet started are cancelled and the error is raised (results already
-        yielded stay valid)."""
+        requests not yet sent are cancelled, those in flight are still collected and yielded,
+        and then the first error is raised."""
         for i, req in enumerate(requests_):  # fail before sending anything
             try:
                 self.fit_prompt(req.messages, self.max_prompt_tokens)
             except PromptTooLongError as e:
                 raise PromptTooLongError(f"request {i} ({req.tag or req.template}): {e}") from e
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rrlib-server")
+        error: BaseException | None = None
         try:
             pending = {pool.submit(self._one, req): i for i, req in enumerate(requests_)}
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     i = pending.pop(fut)
+                    if fut.cancelled():
+                        continue
+                    exc = fut.exception()
+                    if exc is not None:
+                        if error is None:  # stop sending; still collect the requests in flight
+                            error = exc
+                            for other in pending:
+                                other.cancel()
+                        continue
                     yield i, fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        if error is not None:
+            raise error
 
 
 def _retry_after(resp: requests.Response) -> float | None:

@@ -111,7 +111,8 @@ def strip_boilerplate(text: str, prompt_text: str = "", keep_labels: Sequence[st
     # ids the prompt shows in brackets (e.g. an ASIN after a title) are noise in the answer
     for code in set(re.findall(r"\[([A-Za-z0-9_-]{4,})\]", prompt_text)):
         if not code.isdigit():
-            text = re.sub(rf"\[?\b{re.escape(code)}\b\]?:?", " ", text)
+            pattern = re.compile(rf"\[?\b{re.escape(code)}\b\]?:?")
+            text, prompt_text = pattern.sub(" ", text), pattern.sub(" ", prompt_text)
     prompt_lines = {_norm(line) for line in prompt_text.splitlines() if count_words(line) >= 2}
     prompt_norm = f" {_norm(prompt_text)} "
     kept, echoed = [], 0
@@ -227,6 +228,27 @@ def degeneracy(text: str, prompt_text: str, min_words: int) -> str:
     return ""
 
 
+INSTRUCTION_NGRAM = 6
+
+
+def drop_instruction_echo(text: str, prompt_text: str) -> tuple[str, int]:
+    """Drop sentences that repeat the prompt's instructions (its last paragraph; every teacher
+    template ends with them), e.g. "... their taste in at most 100 words, inventing nothing".
+    A sentence goes when it shares a 6-word phrase with the instructions."""
+    if not prompt_text.strip() or not text:
+        return text, 0
+    words = _norm(re.split(r"\n\s*\n", prompt_text.strip())[-1]).split()
+    grams = {tuple(words[i:i + INSTRUCTION_NGRAM]) for i in range(len(words) - INSTRUCTION_NGRAM + 1)}
+    kept, dropped = [], 0
+    for sent in sentences(text):
+        w = _norm(sent).split()
+        if any(tuple(w[i:i + INSTRUCTION_NGRAM]) in grams for i in range(len(w) - INSTRUCTION_NGRAM + 1)):
+            dropped += 1
+        else:
+            kept.append(sent)
+    return " ".join(kept), dropped
+
+
 def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_length_limit: bool = False,
                  min_words: int | None = None, one_paragraph: bool = True) -> Cleaned:
     """Clean ``raw``, enforce ``word_budget`` and classify the result."""
@@ -234,11 +256,15 @@ def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_lengt
     text, echoed = strip_boilerplate(raw, prompt_text)
     if one_paragraph:
         text = re.sub(r"\s+", " ", text).strip()
+    text, parroted = drop_instruction_echo(text, prompt_text)
     if not text:
-        if echoed:
-            return Cleaned("", "degenerate", 0, f"only echoes the prompt ({echoed} line(s))")
+        if echoed or parroted:
+            return Cleaned("", "degenerate", 0, f"only echoes the prompt ({echoed} line(s), {parroted} "
+                                                f"sentence(s) repeating the instructions)")
         return Cleaned("", "empty", 0, "nothing left after removing boilerplate" if raw.strip() else "")
     details, trimmed = [], False
+    if parroted:
+        details.append(f"{parroted} sentence(s) repeating the instructions removed")
     if hit_length_limit:
         text, cut = drop_unfinished_sentence(text)
         if cut:
@@ -289,7 +315,9 @@ def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int
     if len(found) == len(sections) and all(found.values()):
         parts = []
         for label in sections:
-            body = found[label]
+            body, parroted = drop_instruction_echo(found[label], prompt_text)
+            if parroted:
+                details.append(f"'{label}': {parroted} sentence(s) repeating the instructions removed")
             if hit_length_limit and label == sections[-1]:
                 body, cut = drop_unfinished_sentence(body)
                 if cut and not trimmed:
@@ -299,10 +327,17 @@ def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int
             if cut:
                 details.append(f"'{label}' trimmed to {words_per_section} words")
                 trimmed = True
-            parts.append(f"{label} {body}")
-        return _classify("\n".join(parts), prompt_text, min_words, trimmed, details)
+            parts.append(f"{label} {body}".strip())
+        joined = "\n".join(parts)
+        empty = [label for label, part in zip(sections, parts) if part == label]
+        if empty:
+            return Cleaned(joined, "degenerate", count_words(joined),
+                           "; ".join(details + [f"empty section(s): {', '.join(empty)}"]))
+        return _classify(joined, prompt_text, min_words, trimmed, details)
     details.append("section markers missing; kept as one text")
-    flat = re.sub(r"\s+", " ", text).strip()
+    flat, parroted = drop_instruction_echo(re.sub(r"\s+", " ", text).strip(), prompt_text)
+    if parroted:
+        details.append(f"{parroted} sentence(s) repeating the instructions removed")
     if hit_length_limit:
         flat, cut = drop_unfinished_sentence(flat)
         if cut:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from rrlib.llm.base import Message
+from rrlib.prompts.postprocess import USABLE_STATUSES
 from rrlib.prompts.teacher import DOMAINS, ROLES
 
 TEMPLATE_NAME = "student"
@@ -39,8 +40,6 @@ NO_PROFILE_TEXT = "No profile available for this user."
 NO_DESCRIPTION_TEXT = "no description available"
 NO_HISTORY_TEXT = "(no earlier interactions recorded)"
 
-#: description/profile statuses (helper C's enrichment) whose text must not be shown
-UNUSABLE_STATUSES = frozenset({"empty", "degenerate", "repetitive", "failed", "error", "no_history"})
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def method_spec(method: str) -> MethodSpec:
 
 
 def _usable(text: object, status: object = "ok") -> bool:
-    return isinstance(text, str) and bool(text.strip()) and str(status) not in UNUSABLE_STATUSES
+    return isinstance(text, str) and bool(text.strip()) and str(status) in USABLE_STATUSES
 
 
 @dataclass(frozen=True)
@@ -93,7 +92,7 @@ class PromptContext:
     def from_tables(cls, items: pd.DataFrame, descriptions: pd.DataFrame | None = None,
                     profiles: pd.DataFrame | None = None, domain: str = "beauty") -> "PromptContext":
         """Build from the items table and (optionally) the enrichment tables of notebooks
-        02/03; descriptions/profiles whose status marks them unusable are left out."""
+        02/03; only descriptions/profiles with a usable status (ok, too_long_trimmed) are shown."""
         for col in ("item_id", "title"):
             if col not in items.columns:
                 raise ValueError(f"items table lacks column {col!r}; rerun 01_data_prep.")

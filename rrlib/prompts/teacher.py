@@ -117,11 +117,8 @@ def _check_domain(domain: str) -> DomainRole:
 # The three user messages
 # ---------------------------------------------------------------------------------------
 def _item_description_user(role: DomainRole, *, item: ItemFacts, n_words: int) -> str:
-    parts = [f"Describe the {role.item} below in at most {n_words} words.",
-             f"Say in a few words what the {role.item} is, then name its strong points (what people "
-             f"praise) and its weak points (what people complain about).",
-             "Use only the facts given here. Write plain sentences: no title, no list, no introduction.",
-             "", f"Title: {item.title}"]
+    # the facts first and the instruction last: small models otherwise continue the fact list
+    parts = [f"Title: {item.title}"]
     if item.attributes:
         parts.append(f"Details: {item.attributes}")
     if item.plot:
@@ -133,6 +130,12 @@ def _item_description_user(role: DomainRole, *, item: ItemFacts, n_words: int) -
         parts += [f"- [{rating:g}] {text}" for rating, text in item.reviews]
     else:
         parts.append("Reviews: none available.")
+    parts += ["",
+              f"Describe this {role.item} in at most {n_words} words. Say in a few words what the {role.item} "
+              f"is, then name its strong points (what people praise) and its weak points (what people "
+              f"complain about).",
+              "Use only the facts above and your own words. Reply with the description only, in plain "
+              "sentences: no title, no list, no introduction."]
     return "\n".join(parts)
 
 
@@ -197,7 +200,7 @@ class TeacherTemplate:
 
 TEMPLATES: dict[str, TeacherTemplate] = {
     t.name: t for t in (
-        TeacherTemplate("item_description", "1", "item_description", _item_description_user),
+        TeacherTemplate("item_description", "2", "item_description", _item_description_user),
         TeacherTemplate("user_profile", "1", "user_profile", _user_profile_user),
         TeacherTemplate("reasoning", "1", "reasoning", _reasoning_user),
     )
