@@ -5,6 +5,7 @@ building paths themselves, so that data flows one way through one layout:
       data/        01: interactions, items (with sampled reviews), users, examples, data card, plots
       enrich/      02-03: item_descriptions.parquet, user_profiles.parquet
       reasoning/   04: reasoning.parquet (ground truth for training examples)
+                   and test_references.parquet (test subsample; BERTScore references only)
       finetune/    05: <method>_K<k>/ adapters, trainer state, curves
       evaluate/    06: predictions.parquet, results table, plots
       inspect/     07: report.html

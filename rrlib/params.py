@@ -103,6 +103,8 @@ ENRICH = {
     "PROFILE_WORDS": _P("int", 100, "q: words in a user profile", min=10),
     "PROFILES_IMPORT": _P("str", "", "file of existing profiles keyed by user ('' = none)"),
     "REASONING_WORDS": _P("int", 100, "words per reasoning part (profile analysis; target explanation)", min=10),
+    "REFERENCE_REASONING": _P("bool", True, "also write label-conditioned reasoning for the test subsample, as "
+                              "BERTScore references only"),
     "ENRICH_SCOPE": _P("str", "needed", "needed (items/users of the sampled examples) or all", ("needed", "all")),
 }
 

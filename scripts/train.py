@@ -16,6 +16,7 @@ the message; an interrupted run resumes from its last epoch checkpoint when star
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     paths = RunPaths.of(resolve_path(params["RUN_DIR"]))
     try:
-        summary = train(args.method, args.k, params, paths)
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
+            summary = train(args.method, args.k, params, paths)
     except (ValueError, FileNotFoundError, TrainingConfigMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,8 @@
 """Notebooks 02-04 run headless (papermill, kernel "rrlib", cwd the project root) on a small slice
 of the embedded default with the embedded teacher, write the tables they promise, and a rerun of
-02 is served entirely from the generation cache."""
+02 is served entirely from the generation cache. Fast checks: papermill sees every declared
+parameter, and notebook 04's cells run on synthetic tables with a fake teacher, writing the training
+reasoning and the test references to their own files."""
 from __future__ import annotations
 
 import json
@@ -36,6 +38,82 @@ def test_parameters_declare_what_the_step_uses(name):
            "03_user_profiles": {"PROFILE_WORDS", "PROFILES_IMPORT", "ENRICH_SCOPE"},
            "04_reasoning_generation": {"REASONING_WORDS"}}[name]
     assert own <= set(declared)
+
+
+@pytest.mark.parametrize("name", list(NB))
+def test_papermill_infers_every_declared_parameter(name, caplog):
+    """A comment holding '=' makes papermill skip the line ("Unable to parse line") and then warn
+    "Passed unknown parameter" for a parameter the notebook does declare."""
+    from papermill.inspection import _infer_parameters
+    from papermill.iorw import load_notebook_node
+
+    with caplog.at_level("WARNING", logger="papermill"):
+        inferred = {p.name for p in _infer_parameters(load_notebook_node(str(NB[name])), name="rrlib",
+                                                      language="python")}
+    assert inferred == set(notebook_parameters(NB[name]))
+    assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
+
+
+def _exec_notebook_in_process(path: Path, overrides: dict) -> dict:
+    """Run a notebook's code cells in this process (so a fake backend can be patched in), with
+    ``overrides`` applied after the parameters cell as papermill would inject them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    nb = json.loads(path.read_text())
+    namespace: dict = {"__name__": "__notebook__"}
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        exec(compile("".join(cell["source"]), f"{path.name}", "exec"), namespace)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            namespace.update(overrides)
+    return namespace
+
+
+@pytest.mark.parametrize("references", [True, False])
+def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_path, monkeypatch, references):
+    import rrlib.llm
+    from rrlib.data.tables import Tables, write_tables
+    from rrlib.enrich import write_table
+    from test_enrich import CountingBackend, _descriptions, synthetic_tables
+    from test_reasoning import _profiles
+
+    t = synthetic_tables()
+    paths = RunPaths.of(tmp_path / "run")
+    write_tables(Tables(**t), paths)
+    write_table(_descriptions(t), paths.item_descriptions)
+    write_table(_profiles([f"u{n}" for n in range(8)]).assign(detail="", attempts=1, truncated_prompt=False,
+                                                              n_profile_items=3), paths.user_profiles)
+    stale = pd.DataFrame({"example_id": ["test:old"], "reasoning": ["stale"], "status": ["ok"]})
+    write_table(stale, paths.reference_reasoning)  # left by an earlier run of this folder
+    backend = CountingBackend()
+    monkeypatch.setattr(rrlib.llm, "make_backend", lambda params, role, cache_dir: backend)
+    ns = _exec_notebook_in_process(NB["04_reasoning_generation"], {
+        "RUN_DIR": str(paths.root), "CACHE_DIR": str(tmp_path / "cache"), "KSHOT_SIZES": [4], "N_TEST": 3,
+        "REFERENCE_REASONING": references})
+
+    train = pd.read_parquet(paths.reasoning)
+    assert train["example_id"].tolist() == ["train:u0", "train:u1", "train:u2", "train:u3"]
+    (rec,) = _results(paths, "04_reasoning_generation")
+    res = rec["results"]
+    assert res["n"] == 4 and res["product"] == "training" and res["generation"]["generated"] == 4
+    assert rec["params"]["REFERENCE_REASONING"] is references and rec["params"]["N_TEST"] == 3
+    refs_res = res["test_references"]
+    if references:
+        refs = pd.read_parquet(paths.reference_reasoning)
+        assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+        assert refs["example_id"].tolist() == ["test:u0", "test:u1", "test:u2"]
+        assert refs_res["enabled"] and refs_res["n"] == 3 and refs_res["generation"]["generated"] == 3
+        assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
+        assert {r.tag for r in backend.calls} == set(train["example_id"]) | set(refs["example_id"])
+    else:
+        assert not paths.reference_reasoning.exists()
+        assert refs_res == {**refs_res, "enabled": False, "n": 0, "removed_stale_file": True}
+        assert refs_res["generation"]["generated"] == 0
+        assert {r.tag for r in backend.calls} == set(train["example_id"])
+    assert (paths.root / "reasoning/reasoning_lengths.png").is_file()
+    assert set(ns["counts"]["product"]) == ({"training", "test references"} if references else {"training"})
 
 
 def _run(name, tmp_path, params):
@@ -87,6 +165,10 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
     assert sorted(reas["example_id"]) == sorted(train["example_id"])
     assert set(reas["status"]) <= set(STATUSES)
     assert (reas["n_words"] <= 2 * full["REASONING_WORDS"] + 4).all()  # two parts + their markers
+    refs = pd.read_parquet(paths.reference_reasoning)  # BERTScore references, test subsample only
+    assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+    test = tables.examples[(tables.examples["split"] == "test") & (tables.examples["sample_rank"] < 2)]
+    assert sorted(refs["example_id"]) == sorted(test["example_id"]) and set(refs["status"]) <= set(STATUSES)
 
     for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof),
                         ("04_reasoning_generation", reas)):
@@ -95,6 +177,9 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
         assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()
         assert res["generation"]["generated"] > 0 and res["generation"]["completion_tokens"] > 0
         assert rec["params"]["KSHOT_SIZES"] == [2]
+    refs_res = _results(paths, "04_reasoning_generation")[0]["results"]["test_references"]
+    assert refs_res["enabled"] and refs_res["n"] == len(refs) == 2
+    assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
     for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):
         assert (run_dir / fig).is_file()
 

@@ -1,10 +1,14 @@
-"""Reasoning ground truth (notebook 04): training examples only, the true label in the prompt,
-two-part post-processing, and the reasoning table contract."""
+"""Reasoning ground truth (notebook 04): training reasoning for the K-shot training examples only,
+test references (BERTScore only) for the test subsample only, each in its own file, the true
+label in the prompt, two-part post-processing, and the reasoning table contract."""
 import pandas as pd
 import pytest
 
+from rrlib.artifacts import RunPaths
 from rrlib.enrich import ItemTexts
-from rrlib.reasoning import REASONING_COLUMNS, generate_reasoning, reasoning_examples
+from rrlib.evaluate import reference_reasoning
+from rrlib.reasoning import (REASONING_COLUMNS, generate_reasoning, generate_reference_reasoning, reasoning_examples,
+                             reference_examples, write_reference_reasoning, write_training_reasoning)
 from test_enrich import CountingBackend, DirectGenerator, _descriptions, small_params, synthetic_tables
 
 
@@ -58,7 +62,7 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
 
 def test_reasoning_refuses_non_training_examples():
     t = synthetic_tables()
-    with pytest.raises(ValueError, match="only training examples"):
+    with pytest.raises(ValueError, match="train examples only"):
         generate_reasoning(t["examples"], _profiles([]), ItemTexts(t["items"], None), domain="beauty",
                            params=small_params(), generator=DirectGenerator(CountingBackend()))
 
@@ -73,3 +77,78 @@ def test_reasoning_flags_bad_outputs():
     assert out.table["status"].tolist() == ["repetitive", "empty"]
     assert out.table["attempts"].tolist() == [2, 2] and len(backend.calls) == 4
     assert out.summary["n_unusable_generated"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# Test references: label-conditioned reasoning for the test subsample, BERTScore only
+# ---------------------------------------------------------------------------------------
+def _write_both(tmp_path, **kw):
+    t = synthetic_tables()
+    params = small_params(KSHOT_SIZES=[2, 4], N_TEST=3, **kw)
+    paths = RunPaths.of(tmp_path / "run")
+    texts = ItemTexts(t["items"], _descriptions(t))
+    backend = CountingBackend()
+    common = dict(domain="beauty", params=params, generator=DirectGenerator(backend), paths=paths)
+    train = write_training_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
+    refs = write_reference_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
+    return t, paths, backend, train, refs
+
+
+def test_reference_examples_are_the_test_subsample():
+    t = synthetic_tables()
+    ex = reference_examples(t["examples"], small_params(N_TEST=3))
+    assert ex["split"].eq("test").all() and ex["example_id"].tolist() == ["test:u0", "test:u1", "test:u2"]
+    assert len(reference_examples(t["examples"], small_params(N_TEST=0))) == 8  # 0 = every test example
+    with pytest.raises(ValueError, match="no test examples"):
+        reference_examples(t["examples"][t["examples"]["split"] != "test"], small_params())
+
+
+def test_training_and_test_references_go_to_their_own_files(tmp_path):
+    t, paths, backend, train, refs = _write_both(tmp_path)
+    on_disk_train = pd.read_parquet(paths.reasoning)
+    on_disk_refs = pd.read_parquet(paths.reference_reasoning)
+    assert on_disk_train["example_id"].tolist() == ["train:u0", "train:u1", "train:u2", "train:u3"]
+    assert on_disk_refs["example_id"].tolist() == ["test:u0", "test:u1", "test:u2"]
+    assert list(on_disk_refs.columns) == list(on_disk_train.columns) == REASONING_COLUMNS + ["raw"]
+    # the reference prompt is the same label-conditioned prompt, with the test example's true label
+    test = t["examples"].set_index("example_id")
+    for eid in on_disk_refs["example_id"]:
+        verb = "liked" if test.loc[eid, "label"] == 1 else "disliked"
+        assert f"We know that the customer {verb} the new product" in refs.requests[eid].messages[1]["content"]
+        assert f"customer {verb} it." in on_disk_refs.set_index("example_id").loc[eid, "reasoning"]
+    assert (on_disk_refs["label"] == test.loc[on_disk_refs["example_id"], "label"].to_numpy()).all()
+    assert len(backend.calls) == 7 and {r.tag for r in backend.calls} == set(on_disk_train["example_id"]) | set(
+        on_disk_refs["example_id"])
+    assert train.summary["product"] == "training" and train.summary["split"] == "train"
+    assert refs.summary["product"] == "test_references" and refs.summary["enabled"] is True
+    assert refs.summary["n"] == 3 and refs.summary["table"] == str(paths.reference_reasoning)
+    # notebook 06 reads both files: references exist for the test subsample and the training set
+    got = reference_reasoning(paths)
+    assert set(got) == set(on_disk_train["example_id"]) | set(on_disk_refs["example_id"])
+
+
+def test_each_generator_refuses_the_other_split():
+    t = synthetic_tables()
+    args = (_profiles(["u0", "u1", "u2"]), ItemTexts(t["items"], _descriptions(t)))
+    kw = dict(domain="beauty", params=small_params(), generator=DirectGenerator(CountingBackend()))
+    ex = t["examples"]
+    mixed = pd.concat([ex[ex["example_id"] == "train:u0"], ex[ex["example_id"] == "test:u1"]])
+    with pytest.raises(ValueError, match=r"takes train examples only.*test:u1.*generate_reference_reasoning"):
+        generate_reasoning(mixed, *args, **kw)
+    with pytest.raises(ValueError, match=r"takes test examples only.*train:u0.*use generate_reasoning"):
+        generate_reference_reasoning(mixed, *args, **kw)
+    with pytest.raises(ValueError, match=r"takes test examples only.*valid:u0"):
+        generate_reference_reasoning(ex[ex["example_id"] == "valid:u0"], *args, **kw)
+    assert kw["generator"].backend.calls == []  # refused before any generation
+
+
+def test_reference_reasoning_can_be_turned_off(tmp_path):
+    _, paths, _, _, _ = _write_both(tmp_path)
+    assert paths.reference_reasoning.exists()
+    # a rerun with the references turned off generates none and removes the earlier run's file
+    _, paths, backend, train, refs = _write_both(tmp_path, REFERENCE_REASONING=False)
+    assert not paths.reference_reasoning.exists() and paths.reasoning.exists()
+    assert {r.tag.split(":")[0] for r in backend.calls} == {"train"}
+    assert refs.table.empty and list(refs.table.columns) == REASONING_COLUMNS + ["raw"]
+    assert refs.summary["enabled"] is False and refs.summary["removed_stale_file"] is True
+    assert set(reference_reasoning(paths)) == set(train.table["example_id"])
