@@ -211,7 +211,9 @@ def item_facts(row: Mapping[str, Any], plot: str = "") -> ItemFacts:
 def description_request(row: Mapping[str, Any], *, domain: str, params: Mapping[str, Any], plot: str = ""
                         ) -> GenerationRequest:
     template = template_for("item_description")
-    settings = generation_settings("item_description", params["GENERATION_MODE"], params["SEED"])
+    settings = generation_settings("item_description", params["GENERATION_MODE"], params["SEED"],
+                                   words=params["DESCRIPTION_WORDS"],
+                                   repetition_penalty=params["TEACHER_REPETITION_PENALTY"])
     return template.request(domain, settings, tag=str(row["item_id"]), item=item_facts(row, plot),
                             n_words=params["DESCRIPTION_WORDS"])
 
@@ -345,7 +347,9 @@ def profile_request(user_row: Mapping[str, Any], texts: ItemTexts, *, domain: st
     items = [texts.rated(str(i), bool(l)) for i, l in zip(as_list(user_row["profile_item_ids"]),
                                                            as_list(user_row["profile_liked"]))]
     template = template_for("user_profile")
-    settings = generation_settings("user_profile", params["GENERATION_MODE"], params["SEED"])
+    settings = generation_settings("user_profile", params["GENERATION_MODE"], params["SEED"],
+                                   words=params["PROFILE_WORDS"],
+                                   repetition_penalty=params["TEACHER_REPETITION_PENALTY"])
     return template.request(domain, settings, tag=str(user_row["user_id"]), items=items,
                             q_words=params["PROFILE_WORDS"])
 

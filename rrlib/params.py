@@ -89,6 +89,8 @@ TEACHER = {
     "SERVER_CONCURRENCY": _P("int", 8, "requests in flight at once", min=1),
     "SERVER_TIMEOUT_S": _P("float", 120.0, "timeout of one request in seconds", min=1),
     "SERVER_RETRIES": _P("int", 4, "retries with exponential backoff on errors and 5xx", min=0),
+    "TEACHER_REPETITION_PENALTY": _P("float", 1.0, "repetition penalty for the teacher (paper: 1.0, off; "
+                                     "small models loop without ~1.2)", min=1.0),
     "GENERATION_MODE": _P("str", "paper", "paper (Table 6 temperature/top_p) or greedy", ("paper", "greedy")),
     "MAX_OUTPUT_RETRIES": _P("int", 2, "re-generations with a new seed for degenerate outputs", min=0),
     "MAX_PROMPT_TOKENS": _P("int", 2048, "longer prompts are truncated by the documented policy", min=128),

@@ -66,7 +66,9 @@ def reasoning_request(example: Mapping[str, Any], profile: str, texts: ItemTexts
                                                             as_list(example["history_liked"]))]
     target = texts.rated(str(example["target_item_id"]), bool(int(example["label"]) == 1))
     template = template_for("reasoning")
-    settings = generation_settings("reasoning", params["GENERATION_MODE"], params["SEED"])
+    settings = generation_settings("reasoning", params["GENERATION_MODE"], params["SEED"],
+                                   words=params["REASONING_WORDS"],
+                                   repetition_penalty=params["TEACHER_REPETITION_PENALTY"])
     return template.request(domain, settings, tag=str(example["example_id"]), profile=profile,
                             history=history, target=target, n_words=params["REASONING_WORDS"])
 

@@ -445,18 +445,18 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
                                      error=f"{e.ename}: {e.evalue}", run_id=plan.run_id)
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
-        except KeyboardInterrupt:
-            cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
-                                     error="interrupted (KeyboardInterrupt)", run_id=plan.run_id)
-            _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
-            raise
         except Exception as e:  # dead kernel, timeout, unreadable notebook ...
             cell, count, line = _failed_cell_from_output(executed)
             failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
                                      error=f"{type(e).__name__}: {e}", run_id=plan.run_id)
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from e
+        except BaseException as e:  # Ctrl-C, a test timeout, SystemExit: record, then let it through
+            cell, count, line = _failed_cell_from_output(executed)
+            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
+                                     error=f"interrupted ({type(e).__name__})", run_id=plan.run_id)
+            _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
+            raise
         seconds = round(time.monotonic() - start, 2)
         record = mf.set_step(manifest, step, status="completed", finished_at=utc_now(), seconds=seconds,
                              peak_rss_mb=memory.peak_mb, params=plan.step_params[step])

@@ -17,13 +17,19 @@ class GenerationSettings:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int = 0
+    #: > 1 discourages repeating tokens (HF ``repetition_penalty``; llama.cpp ``repeat_penalty``).
+    #: 1.0 is off and the paper's setting; small models loop without it.
+    repetition_penalty: float = 1.0
 
     @property
     def greedy(self) -> bool:
         return self.temperature <= 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if d["repetition_penalty"] == 1.0:  # off: keep keys of caches written before the field existed
+            del d["repetition_penalty"]
+        return d
 
 
 @dataclass(frozen=True)

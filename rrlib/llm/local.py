@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -328,7 +329,7 @@ class LocalBackend:
     def __init__(self, model: str = EMBEDDED, *, cache_dir: str | Path, revision: str = "",
                  dtype: str = "auto", quantization: str = "none", batch_size: int = 64,
                  batch_tokens: int = 65536, max_prompt_tokens: int = 2048, trust_remote_code: bool = False,
-                 adapter: str | Path | None = None, role: str = "teacher"):
+                 adapter: str | Path | None = None, role: str = "teacher", kv_cache: str = "dynamic"):
         check_quantization(quantization)
         resolve_dtype(dtype)  # validates the name
         if batch_size < 1 or batch_tokens < 1 or max_prompt_tokens < 1:
@@ -346,6 +347,12 @@ class LocalBackend:
         self.trust_remote_code = trust_remote_code
         self.adapter = adapter
         self.role = role
+        if kv_cache not in ("static", "dynamic"):
+            raise ValueError(f"kv_cache must be 'static' or 'dynamic', got {kv_cache!r}.")
+        #: "static" preallocates the KV cache (no per-step copy); on this CPU without torch.compile
+        #: it measured no faster than the default dynamic cache, so it is opt-in (falls back if
+        #: the architecture cannot use it)
+        self.kv_cache = kv_cache
         self._identity: dict[str, Any] | None = None
         self._model = None
         self._tokenizer = None
@@ -463,14 +470,16 @@ class LocalBackend:
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             prepared.append((i, text, n, truncated, req))
         # same max_new_tokens in one batch (one generate call); longest prompts first
-        prepared.sort(key=lambda p: (p[4].settings.max_new_tokens, -p[2], p[0]))
+        prepared.sort(key=lambda p: (p[4].settings.max_new_tokens, p[4].settings.repetition_penalty, -p[2], p[0]))
         _ = self.model  # load now (lazy), after the prompts are known to be valid
         pos = 0
         while pos < len(prepared):
             first = prepared[pos]
             new = first[4].settings.max_new_tokens
             rows = max(1, min(self.batch_size, self.batch_tokens // (first[2] + new)))
-            batch = [p for p in prepared[pos:pos + rows] if p[4].settings.max_new_tokens == new]
+            penalty = first[4].settings.repetition_penalty
+            batch = [p for p in prepared[pos:pos + rows]
+                     if p[4].settings.max_new_tokens == new and p[4].settings.repetition_penalty == penalty]
             try:
                 results = self._generate_batch(batch)
             except Exception as e:  # noqa: BLE001 - only memory errors are retried
@@ -508,13 +517,25 @@ class LocalBackend:
         config = GenerationConfig(max_new_tokens=settings[0].max_new_tokens, do_sample=False,
                                   eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id,
                                   temperature=None, top_p=None, top_k=None)
+        if settings[0].repetition_penalty != 1.0:  # one value per batch (batches are grouped by it)
+            config.repetition_penalty = settings[0].repetition_penalty
         processors = LogitsProcessorList()
         if not all(s.greedy for s in settings):
             processors.append(PerRowSampler([s.temperature for s in settings], [s.top_p for s in settings],
                                             [request_seed(s.seed, t) for s, t in zip(settings, texts)]))
+        if self.kv_cache == "static" and self.quantization == "none":
+            config.cache_implementation = "static"
         start = time.perf_counter()
         with torch.inference_mode():
-            out = model.generate(**enc, generation_config=config, logits_processor=processors)
+            try:
+                out = model.generate(**enc, generation_config=config, logits_processor=processors)
+            except (ValueError, NotImplementedError, TypeError) as e:
+                if getattr(config, "cache_implementation", None) != "static":
+                    raise
+                self.kv_cache = "dynamic"  # this architecture cannot use a static cache
+                config.cache_implementation = None
+                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.")
+                out = model.generate(**enc, generation_config=config, logits_processor=processors)
         seconds = time.perf_counter() - start
         new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
         results = []

@@ -168,6 +168,9 @@ class ServerBackend:
         payload = {"model": self.model, "messages": messages, "max_tokens": s.max_new_tokens,
                    "temperature": 0.0 if s.greedy else s.temperature, "top_p": 1.0 if s.greedy else s.top_p,
                    "seed": s.seed, "stream": False}
+        if s.repetition_penalty != 1.0:
+            # not in the OpenAI spec: vLLM and TGI read repetition_penalty, llama.cpp repeat_penalty
+            payload.update(repetition_penalty=s.repetition_penalty, repeat_penalty=s.repetition_penalty)
         start = time.perf_counter()
         body = self._request("POST", "/chat/completions", payload)
         seconds = time.perf_counter() - start

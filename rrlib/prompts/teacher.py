@@ -60,17 +60,28 @@ PAPER_SETTINGS: dict[str, tuple[float, float, int]] = {
 }
 
 
-def generation_settings(task: str, mode: str = "paper", seed: int = 0) -> GenerationSettings:
+#: the word budgets the paper's max_new_tokens were sized for (25-word descriptions, 100-word
+#: profiles, two 100-word reasoning parts)
+PAPER_WORDS = {"user_profile": 100, "item_description": 25, "reasoning": 100}
+
+
+def generation_settings(task: str, mode: str = "paper", seed: int = 0, *, words: int | None = None,
+                        repetition_penalty: float = 1.0) -> GenerationSettings:
     """Decoding settings of ``task``: the paper's Table 6, or greedy (temperature 0) when
-    GENERATION_MODE is 'greedy'. max_new_tokens is the paper's in both modes."""
+    GENERATION_MODE is 'greedy'. max_new_tokens is the paper's, scaled by ``words`` / the paper's
+    word budget when a different budget is asked for (the paper sized it "in accordance with the
+    instructions"), so a 15-word smoke description does not get 64 tokens to ramble in."""
     if task not in PAPER_SETTINGS:
         raise ValueError(f"unknown teacher task {task!r}; known: {list(PAPER_SETTINGS)}")
     temperature, top_p, max_new = PAPER_SETTINGS[task]
+    if words is not None and words != PAPER_WORDS[task]:
+        max_new = max(16, round(max_new * words / PAPER_WORDS[task]))
     if mode == "greedy":
-        return GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=max_new, seed=seed)
-    if mode != "paper":
+        temperature, top_p = 0.0, 1.0
+    elif mode != "paper":
         raise ValueError(f"GENERATION_MODE={mode!r} is not 'paper' or 'greedy'.")
-    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed)
+    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed,
+                              repetition_penalty=repetition_penalty)
 
 
 # ---------------------------------------------------------------------------------------
