@@ -15,3 +15,25 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"real-data folder {path} is absent (expected ../shared/data next to the project root)")
     return path
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+    """The whole pipeline 01 -> 07 through the runner on params/smoke.yaml, run ONCE per test
+    session; the notebook tests of 02-07 check its artifacts instead of re-running the model.
+    Returns (run_dir, manifest, wall_seconds, runner log lines)."""
+    import os
+    import time
+
+    from rrlib.run import run_pipeline
+
+    root = Path(rrlib.__file__).resolve().parents[1]
+    base = tmp_path_factory.mktemp("smoke")
+    # A fresh cache makes this a cold run (de-quantize the embedded model, generate everything);
+    # RRLIB_SMOKE_CACHE reuses a cache between local runs.
+    cache = os.environ.get("RRLIB_SMOKE_CACHE") or str(base / "cache")
+    logs: list[str] = []
+    start = time.monotonic()
+    manifest = run_pipeline([root / "params" / "smoke.yaml"], {"CACHE_DIR": cache}, run_id="smoke",
+                            outputs_dir=base / "outputs", log=logs.append, progress_bar=False)
+    return base / "outputs" / "smoke", manifest, time.monotonic() - start, logs

@@ -1,27 +1,17 @@
-"""Notebook 06 runs headless (papermill) on a small embedded slice and leaves the predictions,
-results table, plots, metrics JSON and results record it promises."""
+"""Notebook 06 runs headless (papermill, through the runner's smoke run) and leaves the
+predictions, results table, plots, metrics JSON and results record it promises, for every
+finetuned method, zero-shot method and baseline, all on the same test examples."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from rrlib.artifacts import PROJECT_ROOT, RunPaths
-from rrlib.params import COMMON, EVALUATE, SCHEMA, load_params, notebook_parameters
+from rrlib.params import COMMON, EVALUATE, SCHEMA, notebook_parameters
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "06_evaluate.ipynb"
-#: the de-quantized embedded student, built once per machine and shared by test sessions
-SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
-# "Liked" is 5 stars here (LIKE_THRESHOLD 4) so that a dozen test users hold both labels.
-SLICE = dict(MAX_USERS=60, LIKE_THRESHOLD=4.0, N_VALID=0, N_TEST=16, KSHOT_SIZES=[4], TRAIN_KSHOTS=[4],
-             HISTORY_LEN=3, MAX_SEQ_LENGTH=512, PREDICT_BATCH_SIZE=8, SEED=7)
-RUN = dict(METHODS=[], EVAL_METHODS=["zeroshot_vanilla", "user_like_rate", "item_like_rate", "bias_logreg",
-                                     "sasrec", "caser"],
-           SEQ_EPOCHS=4, BOOTSTRAP_SAMPLES=200)
 
 
 def test_parameters_cell_declares_common_and_evaluate_with_schema_defaults():
@@ -32,31 +22,23 @@ def test_parameters_cell_declares_common_and_evaluate_with_schema_defaults():
 
 
 @pytest.mark.slow
-def test_papermill_run_on_an_embedded_slice(tmp_path):
-    import papermill as pm
-
-    from rrlib.data import prepare
-    from rrlib.llm.embedded import embedded_checkpoint
-
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    (cache / "models").mkdir(parents=True)
-    shared = embedded_checkpoint(SHARED_CACHE)
-    os.symlink(shared, cache / "models" / shared.name)
-    paths = RunPaths.of(run_dir)
-    prepare(load_params(overrides=dict(SLICE, RUN_DIR=str(run_dir), CACHE_DIR=str(cache))), paths)
-
-    params = {k: v for k, v in {**SLICE, **RUN}.items() if k in notebook_parameters(NOTEBOOK)}
-    params.update(RUN_DIR=str(run_dir), CACHE_DIR=str(cache))
-    pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "06_evaluate.ipynb"), kernel_name="rrlib",
-                        cwd=str(PROJECT_ROOT), parameters=params, progress_bar=False)
+def test_notebook_06_in_the_smoke_run(smoke_run):
+    run_dir, manifest, _, _ = smoke_run
+    params = manifest["params"]
+    paths = RunPaths.of(run_dir, create=False)
+    n_test = params["N_TEST"]
 
     preds = pd.read_parquet(paths.predictions)
-    methods = set(RUN["EVAL_METHODS"])
-    assert set(preds["method"]) == methods and (preds["k"] == 0).all()
-    assert preds.groupby("method")["example_id"].apply(lambda s: tuple(sorted(s))).nunique() == 1  # same examples
-    assert len(preds) == len(methods) * SLICE["N_TEST"]
+    methods = set(params["EVAL_METHODS"]) | set(params["METHODS"])
+    assert set(preds["method"]) == methods
+    finetuned = preds["method"].isin(params["METHODS"])
+    assert set(preds.loc[finetuned, "k"]) == set(params["TRAIN_KSHOTS"]) and (preds.loc[~finetuned, "k"] == 0).all()
+    assert preds.groupby(["method", "k"])["example_id"].apply(lambda s: tuple(sorted(s))).nunique() == 1  # same examples
+    assert preds["p_yes"].between(0, 1).all()
     results = pd.read_csv(paths.evaluate / "results.csv")
-    assert set(results["method"]) == methods and (results["n"] == SLICE["N_TEST"]).all()
+    assert set(results["method"]) == methods and (results["n"] == n_test).all()
+    reasoning_methods = results[results["method"].isin(["reasoningrec", "zeroshot_reasoningrec"])]
+    assert (reasoning_methods["bertscore_n"] > 0).all(), "no BERTScore for the reasoning methods"
     assert (results["auc_ci_low"] <= results["auc"]).all() and (results["auc"] <= results["auc_ci_high"]).all()
     for name in ("results.md", "paper_table.md", "paper_table.csv", "metrics.json", "plots/auc_vs_k.png",
                  "plots/roc_curves.png", "plots/bertscore_distribution.png", "plots/sequential_training.png"):
@@ -64,11 +46,11 @@ def test_papermill_run_on_an_embedded_slice(tmp_path):
     metrics = json.loads((paths.evaluate / "metrics.json").read_text())
     assert metrics["auc"]["user_like_rate@K0"] == pytest.approx(
         results.set_index("method").loc["user_like_rate", "auc"])
-    assert metrics["n_test"] == SLICE["N_TEST"] and "all-MiniLM-L6-v2" in metrics["bertscore_backbone"]
+    assert metrics["n_test"] == n_test and "all-MiniLM-L6-v2" in metrics["bertscore_backbone"]
     run_metrics = json.loads(paths.metrics.read_text())
     assert run_metrics["06_evaluate"]["auc"] == metrics["auc"]
     records = sorted(paths.results.glob("06_evaluate-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())
-    assert record["seed"] == 7 and record["params"]["EVAL_METHODS"] == RUN["EVAL_METHODS"]
+    assert record["seed"] == params["SEED"] and record["params"]["EVAL_METHODS"] == params["EVAL_METHODS"]
     assert record["environment"]["packages"]["torch"]

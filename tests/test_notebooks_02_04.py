@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import PROJECT_ROOT, RunPaths, resolve_path
+from rrlib.artifacts import PROJECT_ROOT, RunPaths
 from rrlib.data import load_tables
 from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
 from rrlib.params import COMMON, ENRICH, SCHEMA, TEACHER, defaults, notebook_parameters
@@ -20,9 +20,6 @@ from rrlib.reasoning import REASONING_COLUMNS
 
 NB = {name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
       for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation")}
-# a small slice: few users, short histories and profiles, no retries, small batches
-SLICE = {"MAX_USERS": 30, "HISTORY_LEN": 2, "PROFILE_ITEMS": 2, "KSHOT_SIZES": [2], "N_VALID": 1, "N_TEST": 2}
-TEACHER_SLICE = {"MAX_OUTPUT_RETRIES": 0, "TEACHER_BATCH_SIZE": 16}
 
 
 @pytest.mark.parametrize("name", list(NB)[1:])
@@ -132,16 +129,11 @@ def _results(paths, step):
 
 
 @pytest.mark.slow
-def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
-    run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    cache.mkdir()
-    # reuse the de-quantized embedded checkpoint of the project's default cache (built once per machine)
-    shared_models = resolve_path(SCHEMA["CACHE_DIR"].default) / "models"
-    shared_models.mkdir(parents=True, exist_ok=True)
-    (cache / "models").symlink_to(shared_models, target_is_directory=True)
-    params = {**SLICE, **TEACHER_SLICE, "RUN_DIR": str(run_dir), "CACHE_DIR": str(cache)}
-    for name in NB:
-        _run(name, tmp_path, params)
+def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
+    """02-04 ran headless through the runner on params/smoke.yaml (the session's smoke run)."""
+    run_dir, manifest, _, _ = smoke_run
+    params = manifest["params"]
+    k_max, n_test = max(params["KSHOT_SIZES"]), params["N_TEST"]
     paths = RunPaths.of(run_dir, create=False)
     tables = load_tables(paths)
     full = {**defaults(), **params}
@@ -161,13 +153,13 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
 
     reas = pd.read_parquet(paths.reasoning)
     assert list(reas.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
-    train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < 2)]
+    train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < k_max)]
     assert sorted(reas["example_id"]) == sorted(train["example_id"])
     assert set(reas["status"]) <= set(STATUSES)
     assert (reas["n_words"] <= 2 * full["REASONING_WORDS"] + 4).all()  # two parts + their markers
     refs = pd.read_parquet(paths.reference_reasoning)  # BERTScore references, test subsample only
     assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
-    test = tables.examples[(tables.examples["split"] == "test") & (tables.examples["sample_rank"] < 2)]
+    test = tables.examples[(tables.examples["split"] == "test") & (tables.examples["sample_rank"] < n_test)]
     assert sorted(refs["example_id"]) == sorted(test["example_id"]) and set(refs["status"]) <= set(STATUSES)
 
     for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof),
@@ -176,15 +168,15 @@ def test_notebooks_02_to_04_on_a_small_embedded_slice(tmp_path):
         res = rec["results"]
         assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()
         assert res["generation"]["generated"] > 0 and res["generation"]["completion_tokens"] > 0
-        assert rec["params"]["KSHOT_SIZES"] == [2]
+        assert rec["params"]["KSHOT_SIZES"] == params["KSHOT_SIZES"]
     refs_res = _results(paths, "04_reasoning_generation")[0]["results"]["test_references"]
-    assert refs_res["enabled"] and refs_res["n"] == len(refs) == 2
+    assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(test)
     assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
     for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):
         assert (run_dir / fig).is_file()
 
     # a rerun of 02 does no model work: every answer comes from the cache, the table is identical
-    _run("02_item_descriptions", tmp_path, params)
+    _run("02_item_descriptions", tmp_path, {**params, "RUN_DIR": str(run_dir)})
     runs = _results(paths, "02_item_descriptions")
     assert len(runs) == 2
     assert runs[1]["results"]["generation"]["generated"] == 0

@@ -3,37 +3,26 @@ tiny slice of params/smoke.yaml. A few minutes on 2 CPU cores."""
 from __future__ import annotations
 
 import json
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 from rrlib.artifacts import STEPS
-from rrlib.run import NOTEBOOK_DIR, run_pipeline
+from rrlib.run import NOTEBOOK_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_smoke_pipeline_01_to_07(tmp_path):
+def test_smoke_pipeline_01_to_07(smoke_run):
     missing = [s for s in STEPS if not (NOTEBOOK_DIR / f"{s}.ipynb").is_file()]
     assert not missing, f"notebooks missing: {missing}"
-    outputs = tmp_path / "outputs"
-    # A fresh cache makes this a cold run (de-quantize the embedded model, generate everything);
-    # RRLIB_SMOKE_CACHE reuses a cache between local runs.
-    cache = os.environ.get("RRLIB_SMOKE_CACHE") or str(tmp_path / "cache")
-    logs: list[str] = []
-    start = time.monotonic()
-    manifest = run_pipeline([ROOT / "params" / "smoke.yaml"], {"CACHE_DIR": cache}, run_id="smoke",
-                            outputs_dir=outputs, log=logs.append, progress_bar=False)
-    wall = time.monotonic() - start
+    run_dir, manifest, wall, logs = smoke_run
     print(f"smoke pipeline wall time {wall:.0f} s; peak RSS {manifest.get('peak_rss_mb')} MiB")
     for line in logs:
         print(line)
 
-    run_dir = outputs / "smoke"
     assert manifest["status"] == "completed"
     assert [manifest["notebooks"][s]["status"] for s in STEPS] == ["completed"] * len(STEPS)
     for step in STEPS:
