@@ -20,7 +20,7 @@ from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.prompts.postprocess import (USABLE_STATUSES, CheckedOutput, Cleaned, Generator, clean_output,
                                        count_words, degeneracy, generate_checked, prompt_text_of, repetition)
 from rrlib.prompts.teacher import ItemFacts, RatedItem, generation_settings, template_for
-from rrlib.data.schema import eval_subset, kshot
+from rrlib.data.schema import as_list as schema_as_list, eval_subset, kshot
 
 DESCRIPTION_COLUMNS = ["item_id", "description", "source", "status", "n_words", "detail", "attempts",
                        "truncated_prompt"]
@@ -81,12 +81,7 @@ def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.Data
     return Scope(sorted(needed), user_ids, ex, mode)
 
 
-def as_list(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, float) and pd.isna(value):
-        return []
-    return list(value)
+as_list = schema_as_list  # re-exported: reasoning.py and notebooks import it from here
 
 
 # ---------------------------------------------------------------------------------------

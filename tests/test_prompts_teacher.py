@@ -115,3 +115,14 @@ def test_unknown_domain_and_task_fail_clearly():
         TEMPLATES["user_profile"].messages("books", **FIELDS["user_profile"])
     with pytest.raises(ValueError, match="no teacher template"):
         template_for("poem")
+
+
+def test_token_budget_follows_the_word_budget():
+    from rrlib.prompts.teacher import generation_settings
+
+    assert generation_settings("item_description", "paper", 1).max_new_tokens == 64  # the paper's 25 words
+    assert generation_settings("item_description", "paper", 1, words=25).max_new_tokens == 64
+    assert generation_settings("user_profile", "paper", 1, words=50).max_new_tokens == 128
+    assert generation_settings("reasoning", "greedy", 1, words=100).temperature == 0.0
+    s = generation_settings("reasoning", "paper", 3, words=30, repetition_penalty=1.1)
+    assert (s.max_new_tokens, s.repetition_penalty, s.seed) == (77, 1.1, 3)

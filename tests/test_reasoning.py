@@ -57,7 +57,8 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
         assert text.split("\n")[1].startswith("Target analysis:")
     assert (tab["status"] == "ok").all()
     assert out.summary["n_without_profile"] == 1 and out.summary["by_label"]
-    assert out.requests["train:u0"].settings.top_p == 0.75 and out.requests["train:u0"].settings.max_new_tokens == 256
+    # Table 6 (top_p 0.75, 256 tokens for 100-word parts), the token budget scaled to 40 words
+    assert out.requests["train:u0"].settings.top_p == 0.75 and out.requests["train:u0"].settings.max_new_tokens == 102
 
 
 def test_reasoning_refuses_non_training_examples():

@@ -80,3 +80,12 @@ def eval_subset(examples: pd.DataFrame, split: str, n: int) -> pd.DataFrame:
     if n:
         part = part[part["sample_rank"] < n]
     return part.sort_values("sample_rank")
+
+
+def as_list(value) -> list:
+    """A Parquet list cell as a Python list (None / NaN -> [])."""
+    if value is None:
+        return []
+    if isinstance(value, float) and value != value:
+        return []
+    return list(value)

@@ -262,7 +262,15 @@ def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_lengt
             return Cleaned("", "degenerate", 0, f"only echoes the prompt ({echoed} line(s), {parroted} "
                                                 f"sentence(s) repeating the instructions)")
         return Cleaned("", "empty", 0, "nothing left after removing boilerplate" if raw.strip() else "")
-    details, trimmed = [], False
+    details: list[str] = []
+    text, trimmed = _fit_budget(text, parroted, hit_length_limit, word_budget, details)
+    return _classify(text, prompt_text, min_words, trimmed, details)
+
+
+def _fit_budget(text: str, parroted: int, hit_length_limit: bool, word_budget: int,
+                details: list[str]) -> tuple[str, bool]:
+    """Drop an unfinished last sentence and trim to the budget, noting why in ``details``."""
+    trimmed = False
     if parroted:
         details.append(f"{parroted} sentence(s) repeating the instructions removed")
     if hit_length_limit:
@@ -274,7 +282,7 @@ def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_lengt
     if cut:
         details.append(f"trimmed to {word_budget} words")
         trimmed = True
-    return _classify(text, prompt_text, min_words, trimmed, details)
+    return text, trimmed
 
 
 def _classify(text: str, prompt_text: str, min_words: int, trimmed: bool, details: list[str]) -> Cleaned:
@@ -336,17 +344,7 @@ def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int
         return _classify(joined, prompt_text, min_words, trimmed, details)
     details.append("section markers missing; kept as one text")
     flat, parroted = drop_instruction_echo(re.sub(r"\s+", " ", text).strip(), prompt_text)
-    if parroted:
-        details.append(f"{parroted} sentence(s) repeating the instructions removed")
-    if hit_length_limit:
-        flat, cut = drop_unfinished_sentence(flat)
-        if cut:
-            details.append("unfinished last sentence dropped (max_new_tokens reached)")
-            trimmed = True
-    flat, cut = trim_to_words(flat, 2 * words_per_section)
-    if cut:
-        details.append(f"trimmed to {2 * words_per_section} words")
-        trimmed = True
+    flat, trimmed = _fit_budget(flat, parroted, hit_length_limit, 2 * words_per_section, details)
     return _classify(flat, prompt_text, min_words, trimmed, details)
 
 

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-import numpy as np
 import pandas as pd
 
+from rrlib.data.schema import as_list
 from rrlib.llm.base import Message
 from rrlib.prompts.postprocess import USABLE_STATUSES
 from rrlib.prompts.teacher import DOMAINS, ROLES
@@ -143,12 +143,7 @@ class PromptContext:
         return self.profiles.get(str(user_id)) or NO_PROFILE_TEXT
 
 
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    if isinstance(value, float) and np.isnan(value):
-        return []
-    return list(value)
+_as_list = as_list
 
 
 def _history(example: pd.Series) -> list[tuple[str, bool]]:
