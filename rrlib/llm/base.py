@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 
@@ -76,3 +76,12 @@ class ChatBackend(Protocol):
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Prompt length in tokens after the chat template (used for truncation and batching)."""
         ...
+
+
+def in_request_order(n: int, indexed_results: Iterable[tuple[int, GenerationResult]]) -> list[GenerationResult]:
+    """Collect ``(request index, result)`` pairs, yielded in completion order by a backend's
+    ``iter_generate``, into a list in request order."""
+    out: list[GenerationResult | None] = [None] * n
+    for i, result in indexed_results:
+        out[i] = result
+    return out  # type: ignore[return-value]

@@ -37,7 +37,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .base import GenerationRequest, GenerationResult, Message
+from .base import GenerationRequest, GenerationResult, Message, in_request_order
 from .embedded import embedded_checkpoint, embedded_gguf, file_sha256
 
 EMBEDDED = "embedded"
@@ -445,10 +445,7 @@ class LocalBackend:
 
     # generation -----------------------------------------------------------------------
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        out: list[GenerationResult | None] = [None] * len(requests)
-        for i, result in self.iter_generate(requests):
-            out[i] = result
-        return out  # type: ignore[return-value]
+        return in_request_order(len(requests), self.iter_generate(requests))
 
     def iter_generate(self, requests: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Yield ``(request index, result)`` as each batch finishes (longest prompts first)."""

@@ -27,7 +27,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from .base import GenerationRequest, GenerationResult, Message
+from .base import GenerationRequest, GenerationResult, Message, in_request_order
 from .local import TRUNCATION_MARKER, PromptTooLongError
 
 CHARS_PER_TOKEN = 4
@@ -187,10 +187,7 @@ class ServerBackend:
                                 seconds=seconds, extra={"served_model": body.get("model", "")})
 
     def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        out: list[GenerationResult | None] = [None] * len(requests_)
-        for i, result in self.iter_generate(requests_):
-            out[i] = result
-        return out  # type: ignore[return-value]
+        return in_request_order(len(requests_), self.iter_generate(requests_))
 
     def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         """Yield ``(request index, result)`` as each request completes. On a permanent error,
