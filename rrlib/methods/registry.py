@@ -1,0 +1,155 @@
+"""The method registry: one entry per method, read by every step, table, report and the runner.
+
+Adding a method means one :class:`MethodSpec` in :data:`REGISTRY` plus its code. The registry
+holds declarations only (no heavy imports): a non-LLM method names its implementation as
+``"module:function"``, loaded on first use by :func:`implementation`.
+
+Fields:
+
+* ``kind`` - how the method is built: ``finetuned_llm`` (LoRA student, notebook 05),
+  ``zeroshot_llm`` (the base student), ``bias`` and ``sequential`` (classical like/dislike
+  baselines), ``rating_baseline``, ``retriever`` and ``reranker`` (EXP3RT's tasks),
+  ``hybrid`` (RecPIE: text fused into a recommender);
+* ``task`` - what it answers, and so which metrics apply: ``like`` (AUC), ``rating``
+  (RMSE/MAE), ``ranking`` (NDCG/Recall/HitRate@k);
+* ``inputs`` - what its prompt or model sees (see :data:`INPUTS`);
+* ``reasons`` - its output holds reasoning (BERTScore, faithfulness checks);
+* ``teacher_view`` - for reasoning students: which inputs the teacher saw when it wrote the
+  method's ground-truth reasoning (a faithful ablation's teacher sees only what its student sees);
+* ``order`` - the row order of the tables is the order of :data:`REGISTRY`.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from rrlib.errors import MethodError
+
+KINDS = ("finetuned_llm", "zeroshot_llm", "bias", "sequential", "rating_baseline", "retriever", "reranker",
+         "hybrid")
+TASKS = ("like", "rating", "ranking")
+#: what a method can be shown
+INPUTS = {
+    "titles": "item titles",
+    "attributes": "item metadata: brand, price, genre, year",
+    "descriptions": "teacher-written item descriptions (notebook 02)",
+    "profile": "teacher-written user profile (notebook 03)",
+    "history": "the user's recent items with liked/disliked",
+    "ratings": "the user's and item's rating history (numbers)",
+    "preferences": "EXP3RT: preferences extracted from reviews",
+    "item_profile": "EXP3RT: item profile aggregated from reviews",
+    "user_profile": "EXP3RT: user profile aggregated from extracted preferences",
+    "candidates": "a retriever's candidate list",
+    "explanation": "RecPIE: an LLM explanation encoded as text features",
+}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    label: str
+    family: str
+    kind: str
+    task: str
+    inputs: frozenset[str]
+    reasons: bool = False
+    teacher_view: frozenset[str] | None = None
+    implementation: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise MethodError(f"method {self.name}: kind {self.kind!r} is not one of {KINDS}.")
+        if self.task not in TASKS:
+            raise MethodError(f"method {self.name}: task {self.task!r} is not one of {TASKS}.")
+        unknown = set(self.inputs) - set(INPUTS)
+        if unknown:
+            raise MethodError(f"method {self.name}: unknown inputs {sorted(unknown)}; known: {sorted(INPUTS)}.")
+
+    @property
+    def finetuned(self) -> bool:
+        return self.kind == "finetuned_llm"
+
+    @property
+    def llm(self) -> bool:
+        return self.kind in ("finetuned_llm", "zeroshot_llm")
+
+    def shows(self, what: str) -> bool:
+        return what in self.inputs
+
+
+def _spec(name: str, label: str, family: str, kind: str, task: str, inputs: Iterable[str], **kw: Any) -> MethodSpec:
+    view = kw.pop("teacher_view", None)
+    return MethodSpec(name, label, family, kind, task, frozenset(inputs),
+                      teacher_view=frozenset(view) if view is not None else None, **kw)
+
+
+_ITEM = ("titles", "attributes")
+_FULL = ("titles", "attributes", "descriptions", "profile", "history")
+
+REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
+    # --- like/dislike: bias baselines (every table shows them) ---------------------------------
+    _spec("user_like_rate", "User like-rate", "bias", "bias", "like", ("history",),
+          implementation="rrlib.methods.bias:predict"),
+    _spec("item_like_rate", "Item like-rate (train)", "bias", "bias", "like", ("ratings",),
+          implementation="rrlib.methods.bias:predict"),
+    _spec("bias_logreg", "LogReg(user, item rate)", "bias", "bias", "like", ("history", "ratings"),
+          implementation="rrlib.methods.bias:predict"),
+    # --- like/dislike: sequential recommenders ------------------------------------------------
+    _spec("sasrec", "SASRec", "sequential", "sequential", "like", ("history",),
+          implementation="rrlib.methods.sequential:predict"),
+    _spec("caser", "Caser", "sequential", "sequential", "like", ("history",),
+          implementation="rrlib.methods.sequential:predict"),
+    # --- like/dislike: LLM students ---------------------------------------------------------
+    _spec("zeroshot_vanilla", "Zero-shot Vanilla", "zeroshot", "zeroshot_llm", "like", _ITEM + ("history",)),
+    _spec("zeroshot_reasoningrec", "Zero-shot ReasoningRec", "zeroshot", "zeroshot_llm", "like", _FULL,
+          reasons=True),
+    _spec("tallrec", "TALLRec", "tallrec", "finetuned_llm", "like", _ITEM + ("history",)),
+    _spec("reasoningrec_no_description", "ReasoningRec w/o Description", "reasoningrec", "finetuned_llm", "like",
+          ("titles", "attributes", "profile", "history"), reasons=True,
+          teacher_view=("titles", "attributes", "profile", "history")),
+    _spec("reasoningrec_no_profile", "ReasoningRec w/o Profile", "reasoningrec", "finetuned_llm", "like",
+          ("titles", "attributes", "descriptions", "history"), reasons=True,
+          teacher_view=("titles", "attributes", "descriptions", "history")),
+    _spec("reasoningrec", "ReasoningRec", "reasoningrec", "finetuned_llm", "like", _FULL, reasons=True,
+          teacher_view=_FULL),
+)}
+
+
+def get(name: str) -> MethodSpec:
+    if name not in REGISTRY:
+        raise MethodError(f"unknown method {name!r}; registered methods: {', '.join(REGISTRY)}.")
+    return REGISTRY[name]
+
+
+def names(*, kind: str | Iterable[str] | None = None, task: str | None = None,
+          family: str | None = None, reasons: bool | None = None) -> list[str]:
+    """Registered method names, in table order, filtered by kind(s), task, family, reasons."""
+    kinds = {kind} if isinstance(kind, str) else set(kind) if kind is not None else None
+    return [n for n, s in REGISTRY.items()
+            if (kinds is None or s.kind in kinds) and (task is None or s.task == task)
+            and (family is None or s.family == family) and (reasons is None or s.reasons == reasons)]
+
+
+def order(name: str) -> int:
+    """Row position of a method in every table (unregistered names go last)."""
+    keys = list(REGISTRY)
+    return keys.index(name) if name in REGISTRY else len(keys)
+
+
+def label(name: str) -> str:
+    return REGISTRY[name].label if name in REGISTRY else name
+
+
+def implementation(name: str) -> Callable[..., Any]:
+    """The function that fits and predicts a non-LLM method (see each family module)."""
+    spec = get(name)
+    if not spec.implementation:
+        raise MethodError(f"method {name!r} ({spec.kind}) has no implementation entry point; LLM methods are "
+                          f"trained by rrlib.finetune and scored by rrlib.student.")
+    module, _, func = spec.implementation.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+__all__ = ["INPUTS", "KINDS", "REGISTRY", "TASKS", "MethodSpec", "get", "implementation", "label", "names", "order"]
