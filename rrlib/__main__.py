@@ -51,19 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sections() -> list[str]:
-    from rrlib.params import SECTIONS
+    from rrlib.config.params import SECTIONS
     return list(SECTIONS)
 
 
 def _plan(args: argparse.Namespace):
-    from rrlib import run
+    from rrlib.workbook import runner as run
     overrides = run.parse_overrides(args.overrides)
     return run.plan_run(args.files, overrides, run_id=args.run_id, resume=args.resume, only=args.only,
                         notebook_dir=args.notebooks, outputs_dir=args.outputs, kernel=args.kernel)
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from rrlib import run
+    from rrlib.workbook import runner as run
     plan = _plan(args)
     if args.log_output:  # papermill logs cell output at INFO level
         import logging
@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from rrlib.params import defaults
+    from rrlib.config.params import defaults
     plan = _plan(args)
     for w in plan.warnings:
         print(f"warning: {w}")
@@ -93,9 +93,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_params(args: argparse.Namespace) -> int:
-    from rrlib.params import SECTIONS
-    from rrlib.run import NOTEBOOK_DIR, discover_notebooks
-    from rrlib.params import notebook_parameters
+    from rrlib.config.params import SECTIONS, notebook_parameters
+    from rrlib.workbook.runner import NOTEBOOK_DIR, discover_notebooks
     if args.section and args.section not in SECTIONS:
         print(f"error: unknown section {args.section!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return EXIT_USAGE
@@ -125,17 +124,24 @@ def _cmd_params(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from rrlib.manifest import read_manifest
-    from rrlib.run import OUTPUTS_DIR
+    from rrlib.workbook.manifest import read_manifest
+    from rrlib.workbook.runner import OUTPUTS_DIR, live_status
     run_dir = Path(args.outputs or OUTPUTS_DIR) / args.run_id
     manifest = read_manifest(run_dir)
-    print(f"run {manifest['run_id']}: {manifest.get('status')} (git {str(manifest.get('git', {}).get('commit'))[:10]}"
+    status = live_status(manifest)
+    if status != manifest.get("status"):
+        pid = (manifest.get("attempts") or [{}])[-1].get("pid")
+        status = f"{status} (the manifest says {manifest.get('status')}, but runner process {pid} is gone)"
+    print(f"run {manifest['run_id']}: {status} (git {str(manifest.get('git', {}).get('commit'))[:10]}"
           f"{', dirty' if manifest.get('git', {}).get('dirty') else ''})")
     for step, rec in manifest.get("notebooks", {}).items():
         secs = f"{rec['seconds']:.1f} s" if rec.get("seconds") is not None else ""
         mem = f"{rec['peak_rss_mb']:.0f} MiB" if rec.get("peak_rss_mb") else ""
         tok = f"{rec['tokens'].get('total_tokens', '')} tokens" if rec.get("tokens") else ""
-        print(f"  {step:<26} {rec.get('status', ''):<12} {secs:>10} {mem:>10} {tok}")
+        step_status = rec.get("status", "")
+        if step_status == "running" and status.startswith("interrupted"):
+            step_status = "interrupted"
+        print(f"  {step:<26} {step_status:<12} {secs:>10} {mem:>10} {tok}")
         if rec.get("error"):
             err = rec["error"]
             print(f"    cell {err.get('cell_index')}: {err.get('first_line')}\n    {err.get('message')}")
@@ -145,8 +151,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from rrlib.params import ParamError
-    from rrlib.run import RunError
+    from rrlib.errors import RRLibError
     try:
         if args.command == "run":
             return _cmd_run(args, argv)
@@ -155,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "params":
             return _cmd_params(args)
         return _cmd_status(args)
-    except (ParamError, RunError, FileNotFoundError) as e:
+    except (RRLibError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -26,7 +26,6 @@ handles data parallelism; only the main process writes files).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,40 +38,37 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from rrlib.artifacts import RunPaths, environment_info, utc_now
 from rrlib.data.schema import check_columns, eval_subset, kshot
-from rrlib.predict import (ADAPTER_FILES, ADAPTER_SUBDIR, load_student_for_training, require_params,
-                           scoring_text, student_backend, yes_no_probabilities)
+from rrlib.errors import MethodError, PromptTooLongError, TrainingConfigMismatch
+from rrlib.io import read_json_or_none, stable_hash, write_json_atomic
+from rrlib.methods import registry
 from rrlib.prompts.postprocess import USABLE_STATUSES
-from rrlib.prompts.student import (FINETUNED_METHODS, TEMPLATE_VERSION, PromptContext, build_messages,
-                                   completion, method_spec)
+from rrlib.prompts.student import TEMPLATE_VERSION, PromptContext, build_messages, completion, method_spec
+from rrlib.reasoning import read_reasoning
+from rrlib.student import (ADAPTER_FILES, ADAPTER_SUBDIR, load_student_for_training, scoring_text, student_backend,
+                           yes_no_probabilities)
+from rrlib.config.params import Config
+from rrlib.config.paths import RunPaths
+from rrlib.config.provenance import environment_info, utc_now
 
 log = logging.getLogger(__name__)
 
 #: parameters that change the trained adapter (part of the configuration hash)
 TRAINING_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", "STUDENT_DTYPE", "LEARNING_RATE",
                    "MAX_EPOCHS", "EARLY_STOPPING_PATIENCE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
-                   "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL",
-                   "SEED")
+                   "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL")
 #: tokens kept free for the chat template's end-of-turn markers
 _TEMPLATE_MARGIN = 8
-
-
-class TrainingConfigMismatch(RuntimeError):
-    """The adapter folder holds a run trained with a different configuration."""
 
 
 # ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
-def load_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tuple[dict[str, str], list[str]]:
     """Ground-truth reasoning for ``examples`` from notebook 04: (usable texts by example id,
     ids excluded because their reasoning is unusable). Missing or mislabelled rows are errors."""
     path = paths.require(paths.reasoning, "04_reasoning_generation")
-    table = pd.read_parquet(path)
-    missing_cols = [c for c in ("example_id", "label", "reasoning", "status") if c not in table.columns]
-    if missing_cols:
-        raise ValueError(f"{path}: lacks column(s) {missing_cols}; rerun 04_reasoning_generation.")
+    table = read_reasoning(path, method)
     table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
     ids = examples["example_id"].astype(str).tolist()
     absent = [i for i in ids if i not in table.index]
@@ -100,8 +96,6 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, s
 
 def fit_messages(backend, messages: list, budget: int, where: str) -> tuple[list, bool]:
     """Cut a prompt to ``budget`` tokens with the shared truncation policy."""
-    from rrlib.llm.local import PromptTooLongError
-
     try:
         return backend.fit_prompt(messages, budget)
     except PromptTooLongError as e:
@@ -140,28 +134,28 @@ class TrainingData:
     backend: Any               # the student's lazy backend (tokenizer, identity, truncation)
 
 
-def training_data(method: str, k: int, params: Mapping[str, Any], paths: RunPaths,
-                  ctx: PromptContext | None = None) -> TrainingData:
-    """The K-shot prompt/completion pairs and the validation texts of ``method`` (no model load)."""
+def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *,
+                  seed: int | None = None) -> TrainingData:
+    """The K-shot prompt/completion pairs and the validation texts of ``method`` (no model load).
+    ``seed``: the K-shot sample's seed (default SEED, the one notebook 01 stored)."""
     spec = method_spec(method)
     examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
                              paths.examples)
-    train_rows = kshot(examples, k)
+    train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed)
     excluded: list[str] = []
     reasoning: dict[str, str] = {}
-    if spec.with_reasoning:
-        reasoning, excluded = load_reasoning(paths, train_rows)
+    if spec.reasons:
+        reasoning, excluded = load_reasoning(paths, train_rows, method)
         if excluded:
             log.warning("%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
                         method, k, len(excluded), excluded[:5])
             train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
-    ctx = ctx or PromptContext.from_run(paths, params, method)
-    backend = student_backend(params)  # tokenizer + truncation policy (no weights loaded here)
-    max_len = int(params["MAX_SEQ_LENGTH"])
+    backend = student_backend(cfg)  # tokenizer + truncation policy (no weights loaded here)
+    max_len = cfg.student.max_seq_length
     pairs, n_cut = build_conversations(method, train_rows, ctx, reasoning, backend, max_len)
-    valid_rows = eval_subset(examples, "valid", int(params.get("N_VALID", 0)))
-    if params.get("N_VALID_EVAL", 0):
-        valid_rows = valid_rows.head(int(params["N_VALID_EVAL"]))
+    valid_rows = eval_subset(examples, "valid", cfg.data.n_valid)
+    if cfg.student.n_valid_eval:
+        valid_rows = valid_rows.head(cfg.student.n_valid_eval)
     if valid_rows["label"].nunique() < 2:
         raise ValueError(f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
                          f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID).")
@@ -187,18 +181,14 @@ def to_dataset(pairs: Sequence[dict]):
     return Dataset.from_list(list(pairs))
 
 
-def _sha(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
-
-
-def training_config(method: str, k: int, params: Mapping[str, Any], identity: Mapping[str, Any],
-                    pairs: Sequence[dict], valid_texts: Sequence[str]) -> dict[str, Any]:
+def training_config(method: str, k: int, cfg: Config, identity: Mapping[str, Any], pairs: Sequence[dict],
+                    valid_texts: Sequence[str], seed: int) -> dict[str, Any]:
     """Everything that changes the trained adapter; its hash decides retrain vs skip."""
-    config = {"method": method, "k": int(k), "template_version": TEMPLATE_VERSION,
-              "params": {p: params.get(p) for p in TRAINING_PARAMS}, "model_identity": dict(identity),
-              "train_data_sha256": _sha(list(pairs)), "valid_data_sha256": _sha(list(valid_texts)),
+    config = {"method": method, "k": int(k), "seed": int(seed), "template_version": TEMPLATE_VERSION,
+              "params": {p: cfg.params.get(p) for p in TRAINING_PARAMS}, "model_identity": dict(identity),
+              "train_data_sha256": stable_hash(list(pairs)), "valid_data_sha256": stable_hash(list(valid_texts)),
               "n_train": len(pairs), "n_valid_eval": len(valid_texts)}
-    config["config_hash"] = _sha(config)
+    config["config_hash"] = stable_hash(config)
     return config
 
 
@@ -279,15 +269,16 @@ def epoch_curves(log_history: Sequence[dict]) -> pd.DataFrame:
     return aucs[["epoch", "train_loss", "valid_auc"]].reset_index(drop=True)
 
 
-def plot_curves(log_history: Sequence[dict], path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_curves(log_history: Sequence[dict], path: Path | None, title: str):
+    """Training loss (per step and per epoch) and validation AUC per epoch, saved to ``path``;
+    returns the figure (a plain :class:`matplotlib.figure.Figure`: no pyplot state, no backend
+    switch, so a notebook can display it)."""
+    from matplotlib.figure import Figure
 
     steps = [h for h in log_history if "loss" in h and "epoch" in h]
     per_epoch = epoch_curves(log_history)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig = Figure(figsize=(10, 3.6))
+    ax1, ax2 = fig.subplots(1, 2)
     if steps:
         ax1.plot([h["epoch"] for h in steps], [h["loss"] for h in steps], alpha=0.35, label="per step")
     if not per_epoch.empty:
@@ -301,28 +292,15 @@ def plot_curves(log_history: Sequence[dict], path: Path, title: str) -> Path:
     ax2.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC (Yes/No probability)")
     fig.suptitle(title)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------
 # Training
 # ---------------------------------------------------------------------------------------
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def _write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    tmp.replace(path)
-
-
 def _config_diff(old: Mapping, new: Mapping) -> list[str]:
     keys = sorted(set(old) | set(new))
     diff = []
@@ -337,14 +315,20 @@ def _config_diff(old: Mapping, new: Mapping) -> list[str]:
 
 
 def _finished_checkpoint(checkpoint: Path, max_epochs: int, patience: int) -> bool:
-    state = _read_json(checkpoint / "trainer_state.json") or {}
+    state = read_json_or_none(checkpoint / "trainer_state.json") or {}
     history = state.get("log_history", [])
     epochs = [h["epoch"] for h in history if "valid_auc" in h]
     return bool(epochs) and (max(epochs) >= max_epochs or patience_exhausted(history, patience))
 
 
-def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, callbacks: Sequence = (),
-          ctx: PromptContext | None = None) -> dict[str, Any]:
+def adapter_dir(paths: RunPaths, method: str, k: int, seed: int, cfg: Config) -> Path:
+    """Where the adapter of (method, K, seed) lives: ``<method>_K<k>`` for SEED, ``..._seed<s>`` for
+    the other seeds of SEEDS."""
+    return paths.adapter_dir(method, k, None if seed == cfg.common.seed else seed)
+
+
+def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *, seed: int | None = None,
+          callbacks: Sequence = ()) -> dict[str, Any]:
     """Finetune ``method`` on the K-shot training set; returns the training summary (also in
     ``<adapter_dir>/training_summary.json``). Resumes an interrupted run; returns the saved
     summary of a finished run with the same configuration without retraining."""
@@ -355,77 +339,75 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
     from trl import SFTConfig, SFTTrainer
 
     spec = method_spec(method)
-    require_params(params, TRAINING_PARAMS + ("KSHOT_SIZES", "N_VALID", "CACHE_DIR", "PREDICT_BATCH_SIZE"), "train")
     if not spec.finetuned:
-        raise ValueError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
-                         f"{list(FINETUNED_METHODS)} (check METHODS).")
-    if k not in params.get("KSHOT_SIZES", [k]):
-        raise ValueError(f"K={k} is not in KSHOT_SIZES {params.get('KSHOT_SIZES')}; the K-shot sets and the "
+        raise MethodError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
+                          f"{registry.names(kind='finetuned_llm')} (check METHODS).")
+    if k not in cfg.data.kshot_sizes:
+        raise ValueError(f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
                          f"reasoning of notebook 04 exist only for those.")
-    seed = int(params.get("SEED", 42))
+    seed = cfg.common.seed if seed is None else int(seed)
     set_seed(seed)
-    out_dir = paths.adapter_dir(method, k)
+    out_dir = adapter_dir(paths, method, k, seed, cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     # data --------------------------------------------------------------------------------
-    data = training_data(method, k, params, paths, ctx)
+    data = training_data(method, k, cfg, paths, ctx, seed=seed)
     backend, pairs, valid_texts, excluded = data.backend, data.pairs, data.valid_texts, data.excluded
-    max_len = int(params["MAX_SEQ_LENGTH"])
+    max_len = cfg.student.max_seq_length
 
     # configuration: skip, resume or start -------------------------------------------------
-    config = training_config(method, k, params, backend.identity, pairs, valid_texts)
+    config = training_config(method, k, cfg, backend.identity, pairs, valid_texts, seed)
     config_path, summary_path = out_dir / "train_config.json", out_dir / "training_summary.json"
-    old = _read_json(config_path)
+    old = read_json_or_none(config_path)
     if old is not None and old.get("config_hash") != config["config_hash"]:
         raise TrainingConfigMismatch(
             f"{out_dir} holds a {method} K={k} run trained with a different configuration (differs in: "
             f"{', '.join(_config_diff(old, config)) or 'unknown'}). Use a new RUN_DIR for the new configuration, "
             f"or delete {out_dir} to retrain here.")
-    summary = _read_json(summary_path)
+    summary = read_json_or_none(summary_path)
     if summary is not None and summary.get("config_hash") == config["config_hash"] and \
             all((out_dir / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES):
         log.info("%s K=%d: already trained with this configuration (%s); not retraining", method, k, out_dir)
         return {**summary, "status": "already_trained"}
-    _write_json(config_path, config)
+    write_json_atomic(config_path, config)
     log.info("%s K=%d training configuration:\n%s", method, k, json.dumps(config, indent=2, default=str))
     ckpt_dir = out_dir / "checkpoints"
     last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
 
     # model -------------------------------------------------------------------------------
-    model, tokenizer = load_student_for_training(params)
-    quantized = params.get("STUDENT_QUANTIZATION", "none") != "none"
+    model, tokenizer = load_student_for_training(cfg)
+    st = cfg.student
+    quantized = st.student_quantization != "none"
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    lora = LoraConfig(r=int(params["LORA_R"]), lora_alpha=int(params["LORA_ALPHA"]),
-                      lora_dropout=float(params["LORA_DROPOUT"]), target_modules=list(params["LORA_TARGET_MODULES"]),
-                      bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(r=st.lora_r, lora_alpha=st.lora_alpha, lora_dropout=st.lora_dropout,
+                      target_modules=list(st.lora_target_modules), bias="none", task_type="CAUSAL_LM")
     try:
         model = get_peft_model(model, lora)
     except ValueError as e:
-        raise ValueError(f"LORA_TARGET_MODULES={params['LORA_TARGET_MODULES']} do not match modules of "
-                         f"{params['STUDENT_MODEL']}: {e}") from e
+        raise ValueError(f"LORA_TARGET_MODULES={st.lora_target_modules} do not match modules of "
+                         f"{st.student_model}: {e}") from e
     trainable, total = model.get_nb_trainable_parameters()
     cuda = torch.cuda.is_available()
     dtype = model.get_base_model().dtype
     sft = SFTConfig(
-        output_dir=str(ckpt_dir), num_train_epochs=int(params["MAX_EPOCHS"]), learning_rate=float(params["LEARNING_RATE"]),
-        per_device_train_batch_size=int(params["TRAIN_BATCH_SIZE"]),
-        gradient_accumulation_steps=int(params["GRAD_ACCUM_STEPS"]), max_length=max_len,
+        output_dir=str(ckpt_dir), num_train_epochs=st.max_epochs, learning_rate=st.learning_rate,
+        per_device_train_batch_size=st.train_batch_size, gradient_accumulation_steps=st.grad_accum_steps,
+        max_length=max_len,
         completion_only_loss=True, packing=False, logging_strategy="steps", logging_steps=1,
         save_strategy="epoch", save_total_limit=2, eval_strategy="no", seed=seed, data_seed=seed,
         report_to="none", include_num_input_tokens_seen="non_padding", fp16=cuda and quantized,
         bf16=cuda and not quantized and dtype == torch.bfloat16, gradient_checkpointing=quantized,
         dataloader_num_workers=0, disable_tqdm=False, save_only_model=False)
-    valid_cb = ValidationAUCCallback(tokenizer, valid_texts, data.valid_labels,
-                                     int(params.get("PREDICT_BATCH_SIZE", 32)),
-                                     int(params["EARLY_STOPPING_PATIENCE"]))
+    valid_cb = ValidationAUCCallback(tokenizer, valid_texts, data.valid_labels, cfg.evaluate.predict_batch_size,
+                                     st.early_stopping_patience)
     trainer = SFTTrainer(model=model, args=sft, train_dataset=to_dataset(pairs), processing_class=tokenizer,
                          callbacks=[valid_cb, *callbacks])
     if len(trainer.train_dataset) != len(pairs):  # trl drops examples whose completion was cut away entirely
         raise ValueError(f"{method} K={k}: {len(pairs) - len(trainer.train_dataset)} training example(s) lost their "
                          f"completion to truncation at MAX_SEQ_LENGTH={max_len}; raise MAX_SEQ_LENGTH.")
     start = time.perf_counter()
-    if last and _finished_checkpoint(Path(last), int(params["MAX_EPOCHS"]), int(params["EARLY_STOPPING_PATIENCE"])):
+    if last and _finished_checkpoint(Path(last), st.max_epochs, st.early_stopping_patience):
         # interrupted after the last epoch was saved but before the outputs were written
         from transformers import TrainerState
 
@@ -446,12 +428,12 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
     tokens = int((state.num_input_tokens_seen or 0) - valid_cb.tokens_at_start)
     train_seconds = max(seconds - valid_cb.valid_seconds, 1e-9)
     summary = {
-        "method": method, "k": int(k), "status": "resumed" if last else "trained", "config_hash": config["config_hash"],
+        "method": method, "k": int(k), "seed": seed, "status": "resumed" if last else "trained", "config_hash": config["config_hash"],
         "adapter_dir": str(out_dir), "adapter_path": str(out_dir / ADAPTER_SUBDIR),
         "n_train": len(pairs), "n_excluded_reasoning": len(excluded), "excluded_example_ids": excluded,
         "n_truncated_prompts": data.n_truncated, "n_valid_eval": len(valid_texts),
-        "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": int(params["MAX_EPOCHS"]),
-        "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < int(params["MAX_EPOCHS"])),
+        "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": st.max_epochs,
+        "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < st.max_epochs),
         "best_epoch": int(best["epoch"]) if best is not None else None,
         "best_valid_auc": float(best["valid_auc"]) if best is not None else None,
         "valid_auc": curves["valid_auc"].tolist(), "train_loss": curves["train_loss"].tolist(),
@@ -476,9 +458,9 @@ def train(method: str, k: int, params: Mapping[str, Any], paths: RunPaths, *, ca
         summary["best_checkpoint"] = str(best_ckpt)
         state.save_to_json(str(out_dir / "trainer_state.json"))
         curves.to_csv(out_dir / "curves.csv", index=False)
-        summary["curves_png"] = str(plot_curves(state.log_history, out_dir / "curves.png",
-                                                f"{method}, K={k}: {len(pairs)} examples"))
-        _write_json(summary_path, summary)  # written last: marks the run finished
+        plot_curves(state.log_history, out_dir / "curves.png", f"{method}, K={k}, seed {seed}: {len(pairs)} examples")
+        summary["curves_png"] = str(out_dir / "curves.png")
+        write_json_atomic(summary_path, summary)  # written last: marks the run finished
     log.info("%s K=%d: best validation AUC %s at epoch %s; %.0f training tokens/s", method, k,
              summary["best_valid_auc"], summary["best_epoch"], summary["tokens_per_s"])
     return summary

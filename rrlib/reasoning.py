@@ -1,8 +1,8 @@
 """Label-conditioned ground-truth reasoning (notebook 04, paper section 3.4).
 
 For each example, the teacher sees the user's profile, the k most recent items (liked/disliked,
-with descriptions), the target's description and the TRUE label, and explains in two parts why
-the user liked or disliked the target. Two products, kept in separate files:
+with descriptions), the target and the TRUE label, and explains in two parts why the user liked
+or disliked the target. Two products, kept in separate files:
 
 * training reasoning (``paths.reasoning``): the K-shot training set for max(KSHOT_SIZES); the
   student is finetuned on it (notebook 05);
@@ -10,23 +10,33 @@ the user liked or disliked the target. Two products, kept in separate files:
   subsample (N_TEST); used ONLY as BERTScore references for the student's generated reasoning
   (notebook 06), as in the paper. The student never sees them, in training or in a prompt.
 
+Teacher views (faithful ablations). Each reasoning method's ground truth is written by a teacher
+that sees only what that method's student sees (its registry ``teacher_view``): the "w/o
+profile" teacher gets no profile, the "w/o description" teacher gets titles and attributes but
+no descriptions, as the authors did. Every row records the ``view`` it was written under and the
+``method`` it serves. With ``ABLATION_REASONING: full`` every method reuses the full view's
+reasoning instead (named as such in the tables).
+
 Validation labels never reach a prompt; each generator refuses examples of another split.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from rrlib.data.schema import eval_subset, kshot
-from rrlib.enrich import ItemTexts, StepOutput, as_list, step_summary, write_table
+from rrlib.data.schema import as_list, eval_subset, kshot
+from rrlib.enrich.generation import StepOutput, step_summary, write_table
 from rrlib.llm.base import GenerationRequest, GenerationResult
-from rrlib.prompts.postprocess import (USABLE_STATUSES, Cleaned, Generator, clean_sectioned, generate_checked,
-                                       prompt_text_of)
-from rrlib.prompts.teacher import REASONING_SECTIONS, generation_settings, template_for
+from rrlib.methods.registry import FULL_VIEW, view_name
+from rrlib.methods.registry import get as get_method
+from rrlib.prompts.items import ItemCatalog
+from rrlib.prompts.postprocess import USABLE_STATUSES, Cleaned, Generator, clean_sectioned, generate_checked, prompt_text_of
+from rrlib.prompts.teacher import REASONING_SECTIONS, RatedItem, generation_settings, template_for
+from rrlib.config.params import Config
 
-REASONING_COLUMNS = ["example_id", "label", "reasoning", "status", "n_words", "detail", "attempts",
+REASONING_COLUMNS = ["example_id", "method", "view", "label", "reasoning", "status", "n_words", "detail", "attempts",
                      "truncated_prompt", "user_id", "target_item_id", "has_profile", "source"]
 
 #: the two products: which split each may hold and what it is for
@@ -35,23 +45,37 @@ TEST_REFERENCES = "test_references"
 PRODUCT_SPLIT = {TRAINING: "train", TEST_REFERENCES: "test"}
 PRODUCT_USE = {TRAINING: "finetuning targets for the student (notebook 05)",
                TEST_REFERENCES: "BERTScore references only (notebook 06); never shown to the student"}
+def teacher_views(methods: Sequence[str], ablation_reasoning: str = "faithful") -> dict[str, frozenset[str]]:
+    """method -> the teacher view its ground truth is written under, for the reasoning methods
+    among ``methods`` (``ablation_reasoning='full'``: every method reuses the full view)."""
+    if ablation_reasoning not in ("faithful", "full"):
+        raise ValueError(f"ABLATION_REASONING={ablation_reasoning!r} is not 'faithful' or 'full'.")
+    out = {}
+    for m in methods:
+        spec = get_method(m)
+        if spec.reasons and spec.finetuned:
+            view = spec.teacher_view if spec.teacher_view is not None else FULL_VIEW
+            out[m] = FULL_VIEW if ablation_reasoning == "full" else frozenset(view)
+    return out
 
 
-def reasoning_examples(examples: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def reasoning_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """The training examples that get reasoning: the K-shot set for max(KSHOT_SIZES), which
-    contains every smaller K-shot set."""
-    if not params["KSHOT_SIZES"]:
+    contains every smaller K-shot set, for each seed of SEEDS (their union)."""
+    if not cfg.data.kshot_sizes:
         raise ValueError("KSHOT_SIZES is empty: give at least one training-set size.")
-    train = kshot(examples, max(params["KSHOT_SIZES"]))
+    seeds = list(cfg.common.seeds) or [cfg.common.seed]
+    parts = [kshot(examples, max(cfg.data.kshot_sizes), seed=s, base_seed=cfg.common.seed) for s in seeds]
+    train = pd.concat(parts).drop_duplicates("example_id").sort_values(["sample_rank", "example_id"])
     if (train["split"] != "train").any():
         raise AssertionError("reasoning is generated for training examples only")
     return train
 
 
-def reference_examples(examples: pd.DataFrame, params: Mapping[str, Any]) -> pd.DataFrame:
+def reference_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """The test subsample (N_TEST, 0 = all) that notebook 06 scores: its label-conditioned
     reasoning is the BERTScore reference for the student's generated reasoning."""
-    test = eval_subset(examples, "test", params["N_TEST"])
+    test = eval_subset(examples, "test", cfg.data.n_test)
     if test.empty:
         raise ValueError("the examples table has no test examples, so there is nothing to write BERTScore "
                          "references for; rerun 01_data_prep or set REFERENCE_REASONING to False.")
@@ -60,17 +84,24 @@ def reference_examples(examples: pd.DataFrame, params: Mapping[str, Any]) -> pd.
     return test
 
 
-def reasoning_request(example: Mapping[str, Any], profile: str, texts: ItemTexts, *, domain: str,
-                      params: Mapping[str, Any]) -> GenerationRequest:
-    history = [texts.rated(str(i), bool(l)) for i, l in zip(as_list(example["history_item_ids"]),
-                                                            as_list(example["history_liked"]))]
-    target = texts.rated(str(example["target_item_id"]), bool(int(example["label"]) == 1))
+def _rated(catalog: ItemCatalog, item_id: str, liked: bool, view: frozenset[str]) -> RatedItem:
+    return RatedItem(title=catalog.title(item_id),
+                     description=catalog.description(item_id) if "descriptions" in view else "",
+                     liked=bool(liked), attributes=catalog.attributes_of(item_id) if "attributes" in view else "")
+
+
+def reasoning_request(example: Mapping[str, Any], profile: str, catalog: ItemCatalog, *, domain: str, cfg: Config,
+                      view: frozenset[str] = FULL_VIEW) -> GenerationRequest:
+    history = [_rated(catalog, str(i), bool(lk), view) for i, lk in zip(as_list(example["history_item_ids"]),
+                                                                      as_list(example["history_liked"]))]
+    target = _rated(catalog, str(example["target_item_id"]), bool(int(example["label"]) == 1), view)
     template = template_for("reasoning")
-    settings = generation_settings("reasoning", params["GENERATION_MODE"], params["SEED"],
-                                   words=params["REASONING_WORDS"],
-                                   repetition_penalty=params["TEACHER_REPETITION_PENALTY"])
-    return template.request(domain, settings, tag=str(example["example_id"]), profile=profile,
-                            history=history, target=target, n_words=params["REASONING_WORDS"])
+    settings = generation_settings("reasoning", cfg.teacher.generation_mode, cfg.common.seed,
+                                   words=cfg.enrich.reasoning_words,
+                                   repetition_penalty=cfg.teacher.teacher_repetition_penalty)
+    return template.request(domain, settings, tag=str(example["example_id"]),
+                            profile=profile if "profile" in view else None, history=history, target=target,
+                            n_words=cfg.enrich.reasoning_words)
 
 
 def _check_reasoning(words: int):
@@ -93,68 +124,78 @@ def _require_split(examples: pd.DataFrame, product: str) -> None:
                          f"apart: {hint}.")
 
 
-def _generate(examples: pd.DataFrame, profiles: pd.DataFrame, texts: ItemTexts, *, domain: str,
-              params: Mapping[str, Any], generator: Generator, product: str) -> StepOutput:
+def _generate(examples: pd.DataFrame, profiles: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config,
+              generator: Generator, product: str, views: Mapping[str, frozenset[str]]) -> StepOutput:
     _require_split(examples, product)
     usable = profiles[profiles["status"].isin(USABLE_STATUSES)]
     profile_of = dict(zip(usable["user_id"].astype(str), usable["profile"].astype(str)))
-    requests, rows = {}, []
-    for ex in examples.to_dict("records"):
-        requests[str(ex["example_id"])] = reasoning_request(ex, profile_of.get(str(ex["user_id"]), ""), texts,
-                                                            domain=domain, params=params)
-    outs = generate_checked(generator, list(requests.values()), _check_reasoning(params["REASONING_WORDS"]),
-                            params["MAX_OUTPUT_RETRIES"], desc=f"reasoning ({product.replace('_', ' ')})")
-    for ex, o in zip(examples.to_dict("records"), outs):
-        rows.append({"example_id": str(ex["example_id"]), "label": int(ex["label"]), "reasoning": o.text,
-                     "status": o.status, "n_words": int(o.n_words), "detail": o.detail, "attempts": int(o.attempts),
-                     "truncated_prompt": bool(o.truncated_prompt), "user_id": str(ex["user_id"]),
-                     "target_item_id": str(ex["target_item_id"]),
-                     "has_profile": str(ex["user_id"]) in profile_of, "raw": o.raw, "source": "generated"})
+    jobs, requests = [], {}
+    for method, view in views.items():
+        for ex in examples.to_dict("records"):
+            req = reasoning_request(ex, profile_of.get(str(ex["user_id"]), ""), catalog, domain=domain, cfg=cfg,
+                                    view=view)
+            jobs.append((method, view, ex))
+            requests[f"{method}:{ex['example_id']}"] = req
+    outs = generate_checked(generator, list(requests.values()), _check_reasoning(cfg.enrich.reasoning_words),
+                            cfg.teacher.max_output_retries, desc=f"reasoning ({product.replace('_', ' ')})")
+    rows = []
+    for (method, view, ex), o in zip(jobs, outs):
+        rows.append({"example_id": str(ex["example_id"]), "method": method, "view": view_name(view),
+                     "label": int(ex["label"]), "reasoning": o.text, "status": o.status, "n_words": int(o.n_words),
+                     "detail": o.detail, "attempts": int(o.attempts), "truncated_prompt": bool(o.truncated_prompt),
+                     "user_id": str(ex["user_id"]), "target_item_id": str(ex["target_item_id"]),
+                     "has_profile": "profile" in view and str(ex["user_id"]) in profile_of, "raw": o.raw,
+                     "source": "generated"})
     table = pd.DataFrame(rows, columns=REASONING_COLUMNS + ["raw"])
     summary = {"product": product, "split": PRODUCT_SPLIT[product], "use": PRODUCT_USE[product],
+               "views": {m: view_name(v) for m, v in views.items()},
                **step_summary(table, "reasoning", imported={}, needed=list(requests))}
-    summary["by_label"] = {str(k): int(v) for k, v in table["label"].value_counts().items()}
+    summary["by_label"] = {str(k): int(v) for k, v in table.drop_duplicates("example_id")["label"].value_counts().items()}
     summary["n_without_profile"] = int((~table["has_profile"]).sum())
-    summary["n_history_items_without_description"] = len(texts.fallbacks)
+    summary["n_items_without_description"] = len(catalog.fallbacks)
     return StepOutput(table, requests, summary)
 
 
-def generate_reasoning(examples: pd.DataFrame, profiles: pd.DataFrame, texts: ItemTexts, *, domain: str,
-                       params: Mapping[str, Any], generator: Generator) -> StepOutput:
-    """Training reasoning for each row of ``examples`` (training rows only; anything else is
-    refused). A user whose profile is missing or unusable is prompted with the no-profile note
-    (counted in the summary)."""
-    return _generate(examples, profiles, texts, domain=domain, params=params, generator=generator,
-                     product=TRAINING)
+def generate_reasoning(examples: pd.DataFrame, profiles: pd.DataFrame, catalog: ItemCatalog, *, domain: str,
+                       cfg: Config, generator: Generator, views: Mapping[str, frozenset[str]] | None = None
+                       ) -> StepOutput:
+    """Training reasoning for each row of ``examples`` under each method's teacher view (training
+    rows only; anything else is refused). ``views`` defaults to the full view for 'reasoningrec'.
+    A user whose profile is missing or unusable is prompted with the no-profile note (counted)."""
+    return _generate(examples, profiles, catalog, domain=domain, cfg=cfg, generator=generator, product=TRAINING,
+                     views=views or {"reasoningrec": FULL_VIEW})
 
 
-def generate_reference_reasoning(examples: pd.DataFrame, profiles: pd.DataFrame, texts: ItemTexts, *,
-                                 domain: str, params: Mapping[str, Any], generator: Generator) -> StepOutput:
+def generate_reference_reasoning(examples: pd.DataFrame, profiles: pd.DataFrame, catalog: ItemCatalog, *,
+                                 domain: str, cfg: Config, generator: Generator,
+                                 views: Mapping[str, frozenset[str]] | None = None) -> StepOutput:
     """BERTScore references: the same label-conditioned reasoning for each row of ``examples``
-    (test rows only; anything else is refused). Same prompt, settings and post-processing as
-    the training reasoning, so the student's output is scored against the kind of text it was
-    taught to write."""
-    return _generate(examples, profiles, texts, domain=domain, params=params, generator=generator,
-                     product=TEST_REFERENCES)
+    (test rows only; anything else is refused), under the same views, prompt, settings and
+    post-processing as the training reasoning, so each student's output is scored against the
+    kind of text it was taught to write."""
+    return _generate(examples, profiles, catalog, domain=domain, cfg=cfg, generator=generator,
+                     product=TEST_REFERENCES, views=views or {"reasoningrec": FULL_VIEW})
 
 
-def write_training_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame, texts: ItemTexts, *,
-                             domain: str, params: Mapping[str, Any], generator: Generator, paths) -> StepOutput:
+def write_training_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame, catalog: ItemCatalog, *,
+                             domain: str, cfg: Config, generator: Generator, paths,
+                             views: Mapping[str, frozenset[str]]) -> StepOutput:
     """Generate the training reasoning (:func:`reasoning_examples`) and write ``paths.reasoning``."""
-    out = generate_reasoning(reasoning_examples(all_examples, params), profiles, texts, domain=domain,
-                             params=params, generator=generator)
+    out = generate_reasoning(reasoning_examples(all_examples, cfg), profiles, catalog, domain=domain, cfg=cfg,
+                             generator=generator, views=views)
     out.summary = {"enabled": True, **out.summary, "table": str(write_table(out.table, paths.reasoning))}
     return out
 
 
-def write_reference_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame, texts: ItemTexts, *,
-                              domain: str, params: Mapping[str, Any], generator: Generator, paths) -> StepOutput:
+def write_reference_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame, catalog: ItemCatalog, *,
+                              domain: str, cfg: Config, generator: Generator, paths,
+                              views: Mapping[str, frozenset[str]]) -> StepOutput:
     """With REFERENCE_REASONING: generate the test references (:func:`reference_examples`) and
     write ``paths.reference_reasoning``. Without: generate and write nothing, and remove a
     references file left by an earlier run (it would pair with outdated settings; its
     generations stay in the cache); the summary says so (``enabled``, ``removed_stale_file``)."""
     path = Path(paths.reference_reasoning)
-    if not params["REFERENCE_REASONING"]:
+    if not cfg.enrich.reference_reasoning:
         stale = path.exists()
         if stale:
             path.unlink()
@@ -162,7 +203,25 @@ def write_reference_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame
             "product": TEST_REFERENCES, "enabled": False, "n": 0, "removed_stale_file": stale,
             "note": "REFERENCE_REASONING is False: no test references, so notebook 06 cannot score generated "
                     "reasoning with BERTScore."})
-    out = generate_reference_reasoning(reference_examples(all_examples, params), profiles, texts, domain=domain,
-                                       params=params, generator=generator)
+    out = generate_reference_reasoning(reference_examples(all_examples, cfg), profiles, catalog, domain=domain,
+                                       cfg=cfg, generator=generator, views=views)
     out.summary = {"enabled": True, **out.summary, "table": str(write_table(out.table, path))}
     return out
+
+
+def read_reasoning(path: Path, method: str, made_by: str = "04_reasoning_generation") -> pd.DataFrame:
+    """The rows of a reasoning file written for ``method``'s teacher view."""
+    from rrlib.enrich.generation import read_table
+
+    table = read_table(path, ["example_id", "method", "label", "reasoning", "status"], made_by)
+    rows = table[table["method"] == method]
+    if rows.empty:
+        have = sorted(table["method"].unique())
+        raise ValueError(f"{path} holds no reasoning written for {method!r} (it has {have}); rerun {made_by} with "
+                         f"{method!r} in METHODS.")
+    return rows
+
+
+__all__ = ["FULL_VIEW", "REASONING_COLUMNS", "TEST_REFERENCES", "TRAINING", "generate_reasoning",
+           "generate_reference_reasoning", "read_reasoning", "reasoning_examples", "reasoning_request",
+           "reference_examples", "teacher_views", "view_name", "write_reference_reasoning", "write_training_reasoning"]

@@ -24,16 +24,18 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rrlib.artifacts import RunPaths, resolve_path
-    from rrlib.params import ParamError, load_params, parse_override
-    from rrlib.prompts.student import FINETUNED_METHODS
+    from rrlib.errors import RRLibError
+    from rrlib.methods.registry import names
+    from rrlib.config.params import Config, load_params, parse_override
+    from rrlib.config.paths import RunPaths
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="YAML",
                         help="parameter file; repeat to layer (later files win)")
     parser.add_argument("-p", "--param", dest="overrides", action="append", nargs=2, default=[],
                         metavar=("NAME", "VALUE"), help="override one parameter (YAML syntax)")
-    parser.add_argument("--method", required=True, choices=FINETUNED_METHODS)
+    parser.add_argument("--method", required=True, choices=names(kind="finetuned_llm"))
+    parser.add_argument("--seed", type=int, default=None, help="K-shot sample and training seed (default: SEED)")
     parser.add_argument("--k", type=int, required=True, help="training-set size (one of KSHOT_SIZES)")
     args = parser.parse_args(argv)
 
@@ -43,16 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {name: parse_override(name, value) for name, value in args.overrides}
         params = load_params(args.files, overrides)
-    except ParamError as e:
+    except RRLibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    from rrlib.finetune import TrainingConfigMismatch, train
+    from rrlib.data import domain_of
+    from rrlib.finetune import train
+    from rrlib.prompts.student import PromptContext
 
-    paths = RunPaths.of(resolve_path(params["RUN_DIR"]))
+    cfg = Config(params)
+    paths = RunPaths.of(cfg.common.run_dir)
     try:
+        ctx = PromptContext.from_run(paths, domain_of(params), args.method)
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
-            summary = train(args.method, args.k, params, paths)
-    except (ValueError, FileNotFoundError, TrainingConfigMismatch) as e:
+            summary = train(args.method, args.k, cfg, paths, ctx, seed=args.seed)
+    except (RRLibError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if rank == 0:

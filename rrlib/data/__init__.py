@@ -5,7 +5,7 @@ from .errors import DataError
 from .loaders import DATASETS, RawDataset, load_dataset, release_files
 from .pipeline import domain_of, figure_paths, load_raw, prepare, read_card
 from .schema import eval_subset, kshot
-from .tables import Tables, load_tables
+from .storage import Tables, load_tables
 
 __all__ = ["DataError", "DATASETS", "RawDataset", "Tables", "domain_of", "eval_subset", "figure_paths",
            "kshot", "load_dataset", "load_raw", "load_tables", "prepare", "read_card", "release_files"]

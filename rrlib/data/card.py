@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..artifacts import utc_now
+from rrlib.config.provenance import utc_now
 from .processing import Built
 
 FIGURE2_PNG = "figure2_users_vs_k.png"

@@ -20,6 +20,8 @@ import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rrlib.io import sha256_file
+
 from .errors import DataError
 
 ML1M_URL = "https://files.grouplens.org/datasets/movielens/ml-1m.zip"
@@ -38,12 +40,6 @@ LEDGER_NAME = "checksums.json"
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def git_blob_sha1(path: Path) -> str:

@@ -1,7 +1,4 @@
-"""The one exception type of the data layer."""
-from __future__ import annotations
+"""The exception type of the data layer (defined with every other error in :mod:`rrlib.errors`)."""
+from rrlib.errors import DataError, LeakageError
 
-
-class DataError(ValueError):
-    """A dataset file or data parameter is unusable. The message names the file, line or
-    column that is wrong and says how to fix it."""
+__all__ = ["DataError", "LeakageError"]

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import RunPaths, resolve_path
-from ..params import defaults, validate
+from rrlib.io import write_json_atomic, write_text_atomic
+from rrlib.config.params import defaults, validate
+from rrlib.config.paths import RunPaths, resolve_path
 from .card import FIGURE2_PNG, RATINGS_PNG, build_card, card_markdown, plot_figure2, plot_ratings
 from .errors import DataError
 from .loaders import RawDataset, load_dataset
 from .processing import build_tables
-from .tables import Tables, write_tables
+from .storage import Tables, write_tables
 
 DOMAINS = {"ml1m": "movies", "beauty": "beauty", "embedded_beauty": "beauty", "release_beauty": "beauty",
            "fashion": "fashion"}
@@ -66,8 +67,8 @@ def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
         "rating_distribution": str(plot_ratings(card["rating_distribution"], p["LIKE_THRESHOLD"],
                                                 paths.data / RATINGS_PNG, f"{p['DATASET']}: ratings")),
     }
-    paths.data_card_json.write_text(json.dumps(card, indent=2, default=str))
-    paths.data_card_md.write_text(card_markdown(card))
+    write_json_atomic(paths.data_card_json, card)
+    write_text_atomic(paths.data_card_md, card_markdown(card))
     return card
 
 

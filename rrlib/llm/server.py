@@ -27,14 +27,9 @@ from urllib.parse import urlparse
 
 import requests
 
-from .base import GenerationRequest, GenerationResult, Message, in_request_order
-from .local import TRUNCATION_MARKER, PromptTooLongError
+from .base import TRUNCATION_MARKER, GenerationRequest, GenerationResult, Message, PromptTooLongError, ServerError, in_request_order
 
 CHARS_PER_TOKEN = 4
-
-
-class ServerError(RuntimeError):
-    """The server could not be reached or refused a request."""
 
 
 def check_base_url(url: str) -> str:

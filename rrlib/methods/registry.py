@@ -117,6 +117,16 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
 )}
 
 
+#: the view of the full ReasoningRec teacher
+FULL_VIEW = frozenset({"titles", "attributes", "descriptions", "profile", "history"})
+
+
+def view_name(view: frozenset[str] | None) -> str:
+    """A stable name of a teacher view: 'full', or what it leaves out ('no_description')."""
+    missing = sorted(FULL_VIEW - set(view if view is not None else FULL_VIEW))
+    return "full" if not missing else "no_" + "_".join(m.rstrip("s") for m in missing)
+
+
 def get(name: str) -> MethodSpec:
     if name not in REGISTRY:
         raise MethodError(f"unknown method {name!r}; registered methods: {', '.join(REGISTRY)}.")
@@ -152,4 +162,4 @@ def implementation(name: str) -> Callable[..., Any]:
     return getattr(importlib.import_module(module), func)
 
 
-__all__ = ["INPUTS", "KINDS", "REGISTRY", "TASKS", "MethodSpec", "get", "implementation", "label", "names", "order"]
+__all__ = ["FULL_VIEW", "view_name", "INPUTS", "KINDS", "REGISTRY", "TASKS", "MethodSpec", "get", "implementation", "label", "names", "order"]

@@ -100,10 +100,12 @@ class ItemFacts:
 
 @dataclass(frozen=True)
 class RatedItem:
-    """An item in a user's history: its title, its description and whether the user liked it."""
+    """An item in a user's history: its title, its description ('' when the prompt's view leaves
+    descriptions out), whether the user liked it, and its known attributes."""
     title: str
     description: str
     liked: bool
+    attributes: str = ""
 
 
 def _liked_word(liked: bool) -> str:
@@ -113,8 +115,10 @@ def _liked_word(liked: bool) -> str:
 def _rated_list(items: Sequence[RatedItem]) -> str:
     lines = []
     for i, it in enumerate(items, 1):
-        lines.append(f"{i}. {it.title} ({_liked_word(it.liked)})")
-        lines.append(f"   {it.description}")
+        attrs = f" [{it.attributes}]" if it.attributes else ""
+        lines.append(f"{i}. {it.title}{attrs} ({_liked_word(it.liked)})")
+        if it.description:
+            lines.append(f"   {it.description}")
     return "\n".join(lines)
 
 
@@ -158,27 +162,29 @@ def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words:
         f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
         f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
         f"{q_words} words, saying what they like and what they dislike.",
-        f"Mention only preferences that the list above supports; invent nothing. Reply with the profile "
-        f"only.",
+        "Mention only preferences that the list above supports; invent nothing. Reply with the profile "
+        "only.",
     ])
 
 
-def _reasoning_user(role: DomainRole, *, profile: str, history: Sequence[RatedItem], target: RatedItem,
+def _reasoning_user(role: DomainRole, *, profile: str | None, history: Sequence[RatedItem], target: RatedItem,
                     n_words: int) -> str:
+    """``profile=None``: the view of a student that sees no profile (the block is left out)."""
     verb = "liked" if target.liked else "disliked"
-    return "\n".join([
-        f"Profile of a {role.person}:",
-        profile or f"(no profile: the {role.person} has too few earlier ratings)",
-        "",
+    head = [] if profile is None else [
+        f"Profile of a {role.person}:", profile or f"(no profile: the {role.person} has too few earlier ratings)", ""]
+    attrs = f" [{target.attributes}]" if target.attributes else ""
+    shown = "the profile and the recent" if profile is not None else "the recent"
+    return "\n".join(head + [
         f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
         _rated_list(history) if history else "(none)",
         "",
-        f"New {role.item}: {target.title}",
-        target.description,
+        f"New {role.item}: {target.title}{attrs}",
+        *([target.description] if target.description else []),
         "",
         f"We know that the {role.person} {verb} the new {role.item}. Explain why, step by step, in two "
         f"parts:",
-        f"Profile analysis: what the profile and the recent {role.items} show about the {role.person}'s "
+        f"Profile analysis: what {shown} {role.items} show about the {role.person}'s "
         f"preferences (at most {n_words} words).",
         f"Target analysis: which features of the new {role.item} fit or clash with those preferences, "
         f"and why the {role.person} {verb} it (at most {n_words} words).",
@@ -212,8 +218,8 @@ class TeacherTemplate:
 TEMPLATES: dict[str, TeacherTemplate] = {
     t.name: t for t in (
         TeacherTemplate("item_description", "2", "item_description", _item_description_user),
-        TeacherTemplate("user_profile", "1", "user_profile", _user_profile_user),
-        TeacherTemplate("reasoning", "1", "reasoning", _reasoning_user),
+        TeacherTemplate("user_profile", "2", "user_profile", _user_profile_user),
+        TeacherTemplate("reasoning", "2", "reasoning", _reasoning_user),
     )
 }
 

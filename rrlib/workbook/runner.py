@@ -31,10 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from rrlib import manifest as mf
-from rrlib.artifacts import PROJECT_ROOT, STEPS, RunPaths, utc_now
-from rrlib.params import (SCHEMA, ParamError, defaults, load_params, notebook_parameters, parse_override,
-                          select_for_notebook, validate)
+from rrlib.errors import ParamError, RunError
+from rrlib.workbook import manifest as mf
+from rrlib.config.params import (SCHEMA, defaults, load_params, notebook_parameters, parse_override,
+                                   select_for_notebook, validate, yaml_keys)
+from rrlib.config.paths import PROJECT_ROOT, STEPS, RunPaths
+from rrlib.config.provenance import utc_now
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
@@ -51,10 +53,6 @@ HARMLESS_ON_RESUME = frozenset({
     "N_SHOWCASE", "SHOWCASE_FILTER", "SHOWCASE_USER", "INSPECT_METHOD",  # notebook 07's view only
 })
 _STEP_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
-
-
-class RunError(RuntimeError):
-    """The run cannot start or continue (collision, bad --only, parameters differ on resume)."""
 
 
 class NotebookFailed(RunError):
@@ -255,6 +253,9 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
                        f"another --run-id, or add --resume to continue it.")
     params["RUN_DIR"] = run_dir_param
 
+    if resume and not only and existing is not None and existing.get("selected"):
+        # keep the original --only selection unless a new one is given
+        only = ",".join(s for s in existing["selected"] if s in notebooks) or None
     selected = parse_only(only, list(notebooks))
     step_params, warnings = {}, []
     declared_anywhere: set[str] = set()
@@ -262,7 +263,7 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
         declared = notebook_parameters(nb)  # ParamError when the tagged cell is missing or doubled
         unknown = sorted(set(declared) - set(SCHEMA))
         if unknown:
-            raise RunError(f"{nb}: its parameters cell declares {unknown}, which rrlib/params.py does "
+            raise RunError(f"{nb}: its parameters cell declares {unknown}, which rrlib/config/params.py does "
                            f"not define.")
         if "RUN_DIR" not in declared:
             raise RunError(f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed "
@@ -271,7 +272,7 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
         step_params[step] = select_for_notebook(params, nb)
     explicit = set(overrides)
     for f in files:
-        explicit |= set(_yaml_keys(f))
+        explicit |= set(yaml_keys(f))
     for name in sorted(explicit - declared_anywhere):
         warnings.append(f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
                         f"declares it, so it has no effect.")
@@ -285,23 +286,27 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
                    warnings=warnings)
 
 
-def _yaml_keys(path: str) -> list[str]:
-    import yaml
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return []
-    return list(data) if isinstance(data, dict) else []
+def live_status(manifest: Mapping[str, Any]) -> str:
+    """The run's status as it really is: a manifest that says ``running`` while the runner
+    process it records (PID on this host) is gone was killed, and reads ``interrupted``. A run
+    started on another host cannot be checked and keeps its recorded status."""
+    status = str(manifest.get("status", ""))
+    if status != "running":
+        return status
+    attempts = manifest.get("attempts") or [{}]
+    pid, host = attempts[-1].get("pid"), attempts[-1].get("host")
+    if pid and host == os.uname().nodename and not _pid_alive(int(pid)):
+        return "interrupted"
+    return status
 
 
 def _refuse_if_running(manifest: Mapping[str, Any], run_dir: Path) -> None:
-    if manifest.get("status") != "running":
+    if live_status(manifest) != "running":
         return
     attempts = manifest.get("attempts") or [{}]
     pid, host = attempts[-1].get("pid"), attempts[-1].get("host")
-    if pid and host == os.uname().nodename and _pid_alive(pid):
-        raise RunError(f"run {run_dir.name} is being executed right now by process {pid}; wait for it or "
-                       f"stop it before resuming.")
+    raise RunError(f"run {run_dir.name} is being executed right now by process {pid} on {host}; wait for it or "
+                   f"stop it before resuming.")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -414,6 +419,7 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
         "only": plan.selected, "ran": list(plan.to_run), "command": command or [],
         "changed_params": {k: {"recorded": o, "now": n} for k, (o, n) in plan.changed_on_resume.items()}})
     manifest["status"] = "running"
+    manifest["selected"] = list(plan.selected)
     mf.write_manifest(plan.run_dir, manifest)
 
     skipped = [s for s in plan.selected if s not in plan.to_run]
@@ -462,11 +468,8 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
                              peak_rss_mb=memory.peak_mb, params=plan.step_params[step])
         record.update(mf.step_summary(plan.run_dir, step))
         mf.refresh(manifest, plan.run_dir)
-        if step == mf.EVALUATE_STEP:
-            mf.write_metrics(plan.run_dir, manifest)
         mf.write_manifest(plan.run_dir, manifest)
-        mem = f", peak {memory.peak_mb:.0f} MiB" if memory.peak_mb is not None else ""
-        log(f"[{i}/{total}] {step} done in {seconds:.1f} s{mem}")
+        log(f"[{i}/{total}] {step} done: {_step_figures(record)}")
 
     statuses = [manifest["notebooks"].get(s, {}).get("status") for s in plan.notebooks]
     manifest["status"] = "completed" if all(s == "completed" for s in statuses) else "incomplete"
@@ -478,6 +481,18 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
     mf.write_manifest(plan.run_dir, manifest)
     log(f"run {plan.run_id}: {manifest['status']} -> {plan.run_dir}")
     return manifest
+
+
+def _step_figures(record: Mapping[str, Any]) -> str:
+    """``312.4 s, peak 1830 MiB, 5,120 tokens generated (40 cached)`` for the runner's log."""
+    parts = [f"{record.get('seconds', 0):.1f} s"]
+    if record.get("peak_rss_mb") is not None:
+        parts.append(f"peak {record['peak_rss_mb']:.0f} MiB")
+    tokens = record.get("tokens") or {}
+    if tokens:
+        parts.append(f"{tokens.get('completion_tokens', 0):,} tokens generated "
+                     f"({tokens.get('generated', 0):,} new, {tokens.get('cached', 0):,} cached)")
+    return ", ".join(parts)
 
 
 def _record_failure(plan: RunPlan, manifest: dict, step: str, failure: NotebookFailed, start: float,

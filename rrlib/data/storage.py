@@ -9,7 +9,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..artifacts import RunPaths
+from rrlib.io import atomic_path
+from rrlib.config.paths import RunPaths
+
 from . import schema
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
@@ -47,9 +49,8 @@ def write_table(df: pd.DataFrame, name: str, path: Path) -> Path:
     fields = ARROW[name]
     table = pa.Table.from_pandas(df[list(fields)], schema=pa.schema(list(fields.items())),
                                  preserve_index=False)
-    tmp = Path(path).with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
     return Path(path)
 
 

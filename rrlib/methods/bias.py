@@ -8,7 +8,7 @@ that does not beat them has not learned anything beyond bias.
   of the user strictly before the target instead. The target itself is never included.
 - ``item_like_rate``: the share of liked interactions of the target item among the training
   interactions (every interaction before its user's valid target, see
-  :func:`rrlib.baselines.training_interactions`). A train example's own target is left out of
+  :func:`rrlib.data.sequences.training_interactions`). A train example's own target is left out of
   its item's count, so the logistic regression is not fitted on its own label.
 - ``bias_logreg``: scikit-learn logistic regression on the logits of both rates, fitted on the
   train-split targets (the third-last interaction of every user).
@@ -18,7 +18,7 @@ Both rates are smoothed towards the training like-rate with a Beta prior of
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,12 +26,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rrlib.baselines import target_positions, training_interactions, user_sequences
-from rrlib.evaluate import prediction_rows
+from rrlib.data.sequences import target_positions, training_interactions, user_sequences
+from rrlib.errors import MethodError
+from rrlib.methods.registry import names
+from rrlib.predictions import like_rows
 
 #: pseudo-interactions of the Beta prior that pulls small counts towards the global like-rate
 PRIOR_STRENGTH = 2.0
-BIAS_METHODS = ("user_like_rate", "item_like_rate", "bias_logreg")
+BIAS_METHODS = tuple(names(kind="bias"))
 
 
 def smoothed_rate(likes: np.ndarray, counts: np.ndarray, prior_rate: float,
@@ -106,7 +108,7 @@ def bias_features(examples: pd.DataFrame, interactions: pd.DataFrame, *, prior_r
 
 def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_examples: pd.DataFrame, *,
                    seed: int = 0, user_scope: str = "history", prior_strength: float = PRIOR_STRENGTH,
-                   methods: tuple[str, ...] = BIAS_METHODS) -> tuple[pd.DataFrame, dict[str, Any]]:
+                   methods: Sequence[str] = BIAS_METHODS) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions-table rows (K = 0) of the bias baselines for ``eval_examples``.
 
     ``examples`` is the whole examples table; its train split fits the logistic regression.
@@ -114,7 +116,7 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
     AUC-free facts worth reporting."""
     unknown = sorted(set(methods) - set(BIAS_METHODS))
     if unknown:
-        raise ValueError(f"unknown bias baseline(s) {unknown}; choose from {list(BIAS_METHODS)}.")
+        raise MethodError(f"unknown bias baseline(s) {unknown}; choose from {list(BIAS_METHODS)}.")
     prior = global_like_rate(interactions)
     kw = dict(prior_rate=prior, user_scope=user_scope, prior_strength=prior_strength)
     x_eval = bias_features(eval_examples, interactions, **kw)
@@ -122,9 +124,9 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
                             "user_scope": user_scope}
     parts = []
     if "user_like_rate" in methods:
-        parts.append(prediction_rows("user_like_rate", 0, eval_examples, x_eval[:, 0]))
+        parts.append(like_rows("user_like_rate", 0, eval_examples, x_eval[:, 0], seed=seed))
     if "item_like_rate" in methods:
-        parts.append(prediction_rows("item_like_rate", 0, eval_examples, x_eval[:, 1]))
+        parts.append(like_rows("item_like_rate", 0, eval_examples, x_eval[:, 1], seed=seed))
     if "bias_logreg" in methods:
         train = examples[examples["split"] == "train"]
         y = train["label"].to_numpy(dtype=int)
@@ -135,9 +137,16 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
         model = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed))
         model.fit(_logit(x_train), y)
         p = model.predict_proba(_logit(x_eval))[:, 1]
-        parts.append(prediction_rows("bias_logreg", 0, eval_examples, p))
+        parts.append(like_rows("bias_logreg", 0, eval_examples, p, seed=seed))
         lr = model[-1]
         info.update(logreg_coef={"user_like_rate": float(lr.coef_[0, 0]),
                                  "item_like_rate": float(lr.coef_[0, 1])},
                     logreg_intercept=float(lr.intercept_[0]), logreg_n_train=int(len(train)))
     return pd.concat(parts, ignore_index=True), info
+
+
+def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Registry entry point: the bias baselines ``methods`` on ``eval_examples`` (``tables``: the
+    run's data tables; ``cfg``: the typed configuration)."""
+    return bias_baselines(tables.interactions, tables.examples, eval_examples, seed=cfg.common.seed,
+                          methods=tuple(methods))

@@ -25,7 +25,7 @@ import copy
 import math
 import time
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -33,10 +33,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from rrlib.baselines import target_positions, training_cutoffs, user_sequences
-from rrlib.evaluate import prediction_rows
+from rrlib.data.sequences import target_positions, training_cutoffs, user_sequences
+from rrlib.errors import MethodError
+from rrlib.methods.registry import names
+from rrlib.predictions import like_rows
 
-SEQUENTIAL_METHODS = ("sasrec", "caser")
+SEQUENTIAL_METHODS = tuple(names(kind="sequential"))
 PAD, OOV = 0, 1                      # item/user index 0 pads, 1 stands for "not seen in training"
 FB_PAD, FB_DISLIKED, FB_LIKED, FB_QUERY = 0, 1, 2, 3
 
@@ -60,10 +62,11 @@ class SeqConfig:
     seed: int = 0
 
     @classmethod
-    def from_params(cls, params: Mapping[str, Any], **overrides) -> "SeqConfig":
-        base = dict(max_len=params.get("SEQ_MAX_LEN", cls.max_len), hidden=params.get("SEQ_HIDDEN", cls.hidden),
-                    epochs=params.get("SEQ_EPOCHS", cls.epochs), patience=params.get("SEQ_PATIENCE", cls.patience),
-                    lr=params.get("SEQ_LEARNING_RATE", cls.lr), seed=params.get("SEED", cls.seed))
+    def from_config(cls, cfg, **overrides: Any) -> "SeqConfig":
+        """From the typed configuration (:class:`rrlib.config.params.Config`)."""
+        ev = cfg.evaluate
+        base = dict(max_len=ev.seq_max_len, hidden=ev.seq_hidden, epochs=ev.seq_epochs, patience=ev.seq_patience,
+                    lr=ev.seq_learning_rate, seed=cfg.common.seed)
         base.update(overrides)
         return cls(**base)
 
@@ -213,7 +216,7 @@ def _build(model_name: str, data: SequenceData, cfg: SeqConfig) -> nn.Module:
         return SASRec(data.n_items, cfg)
     if model_name == "caser":
         return Caser(data.n_items, data.n_users, cfg)
-    raise ValueError(f"unknown sequential baseline {model_name!r}; choose from {list(SEQUENTIAL_METHODS)}.")
+    raise MethodError(f"unknown sequential baseline {model_name!r}; choose from {list(SEQUENTIAL_METHODS)}.")
 
 
 def _hide_items(b: SeqBatch, rate: float, gen: torch.Generator) -> SeqBatch:
@@ -300,10 +303,20 @@ def _train_sequential(model_name, interactions, examples, eval_examples, cfg, pr
                 break
     model.load_state_dict(best_state)
     p = _predict(model, data.example_targets(eval_examples))
-    rows = prediction_rows(model_name, 0, eval_examples, p)
+    rows = like_rows(model_name, 0, eval_examples, p, seed=cfg.seed)
     info = {"method": model_name, "best_epoch": best_epoch, f"best_valid_{metric}": best,
             "epochs_run": len(curve), "n_train_targets": len(train), "n_valid": len(valid),
             "n_items": data.n_items - 2, "n_users": data.n_users - 2,
             "n_parameters": sum(p.numel() for p in model.parameters()),
             "seconds": time.perf_counter() - t0, "curve": curve, "config": asdict(cfg)}
     return rows, info
+
+
+def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Registry entry point: train and score each sequential model in ``methods``."""
+    seq_cfg = SeqConfig.from_config(cfg)
+    parts, info = [], {}
+    for name in methods:
+        rows, info[name] = train_sequential(name, tables.interactions, tables.examples, eval_examples, seq_cfg)
+        parts.append(rows)
+    return pd.concat(parts, ignore_index=True), info

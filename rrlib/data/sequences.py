@@ -1,11 +1,5 @@
-"""Non-LLM baselines scored beside ReasoningRec on the same test examples.
-
-- :mod:`rrlib.baselines.bias`: the user's and the item's like-rate and a logistic regression on
-  both (``user_like_rate``, ``item_like_rate``, ``bias_logreg``).
-- :mod:`rrlib.baselines.sequential`: SASRec and Caser with a sigmoid like/dislike output
-  (``sasrec``, ``caser``).
-
-Both return predictions-table rows (:data:`rrlib.evaluate.PREDICTION_COLUMNS`) with K = 0.
+"""Users' chronological sequences and the positions of their split targets, for every model that
+learns from interactions (bias baselines, sequential recommenders, rating baselines, retrievers).
 
 The split follows the paper: in each user's chronological sequence the last interaction is the
 test target, the second last the valid target, the third last the train target. "Training

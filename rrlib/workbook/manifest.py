@@ -13,59 +13,42 @@ half-written manifest. It holds:
   recorded in their results files, and the SHA-256 of the embedded GGUF);
 - ``data``: SHA-256 of the raw input files and of every Parquet table the run produced.
 
-``metrics.json`` holds the final figures: notebook 06's metrics, composed by
-:func:`compose_metrics`.
+``metrics.json`` is written by notebook 06 alone (:func:`rrlib.evaluate.results.write_run_metrics`);
+the manifest only points at it.
+
+What a notebook's results record may hold, read by fixed keys (:data:`RESULT_KEYS`):
+``generation`` (token counts: a :class:`rrlib.llm.CachedGenerator` ``stats`` dict, or a dict of
+such dicts, one per generation job) and ``model_identities`` (``{role: identity}``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from rrlib.artifacts import STEPS, RunPaths, environment_info, git_commit, resolve_path, utc_now
+from rrlib.io import read_json, sha256_file, write_json_atomic
+from rrlib.config.paths import RunPaths, resolve_path
+from rrlib.config.provenance import environment_info, git_commit, utc_now
 
 MANIFEST_VERSION = 1
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 # Steps (by number) whose model is the teacher, and those whose model is the student.
 TEACHER_STEPS = ("02", "03", "04")
 STUDENT_STEPS = ("05", "06")
-# Keys under which a results file may report tokens (see :func:`tokens_of`).
-TOKEN_KEYS = ("tokens", "generation_stats", "generation", "llm")
+#: the keys of a results record the manifest reads
+RESULT_KEYS = ("generation", "model_identities")
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "generated", "cached", "truncated_prompts")
 
 
 # ---------------------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------------------
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_json_atomic(path: str | Path, payload: Any) -> Path:
-    """Write JSON via a temporary sibling and ``os.replace`` (atomic on POSIX)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str, ensure_ascii=False))
-    os.replace(tmp, path)
-    return path
-
-
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = RunPaths.of(run_dir, create=False).manifest
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a run folder made by "
                                 f"`python -m rrlib run`.")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e}); the run record is damaged.") from e
+    return read_json(path, "the run record")
 
 
 def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
@@ -124,55 +107,22 @@ def latest_step_results(run_dir: str | Path, step: str) -> tuple[Path | None, di
 
 
 def tokens_of(results: Mapping[str, Any]) -> dict[str, int] | None:
-    """Token counts reported in a step's ``results`` dict.
-
-    Accepted shapes: ``results["tokens"]`` as an int (total) or a dict, and
-    ``results["generation_stats"]`` (also read under ``generation`` and ``llm``) as a :class:`rrlib.llm.CachedGenerator` ``stats`` dict or a
-    dict of such dicts (one per generation job) -- numeric fields are summed."""
-    found = False
-    totals: dict[str, int] = {}
-
-    def add(stats: Any) -> None:
-        nonlocal found
-        if isinstance(stats, bool):
-            return
-        if isinstance(stats, (int, float)):
-            totals["total_tokens"] = totals.get("total_tokens", 0) + int(stats)
-            found = True
-        elif isinstance(stats, Mapping):
-            direct = {k: v for k, v in stats.items() if k in _TOKEN_FIELDS or k == "total_tokens"}
-            if direct:
-                for k, v in direct.items():
-                    if isinstance(v, (int, float)) and not isinstance(v, bool):
-                        totals[k] = totals.get(k, 0) + int(v)
-                        found = True
-            else:
-                for v in stats.values():
-                    if isinstance(v, Mapping):
-                        add(v)
-
-    for key in TOKEN_KEYS:
-        if key in results:
-            add(results[key])
-    if not found:
+    """Token counts in ``results["generation"]``: one :class:`rrlib.llm.CachedGenerator` ``stats``
+    dict, or a dict of them (one per generation job); numeric fields are summed."""
+    stats = results.get("generation") if isinstance(results, Mapping) else None
+    if not isinstance(stats, Mapping):
         return None
-    if "total_tokens" not in totals and ("prompt_tokens" in totals or "completion_tokens" in totals):
-        totals["total_tokens"] = totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0)
+    jobs = [stats] if any(k in stats for k in _TOKEN_FIELDS) else [v for v in stats.values() if isinstance(v, Mapping)]
+    totals: dict[str, int] = {}
+    for job in jobs:
+        for k in _TOKEN_FIELDS:
+            v = job.get(k)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                totals[k] = totals.get(k, 0) + int(v)
+    if not totals:
+        return None
+    totals["total_tokens"] = totals.get("prompt_tokens", 0) + totals.get("completion_tokens", 0)
     return totals
-
-
-def identities_in(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Every ``*identity`` entry (a model identity as :class:`rrlib.llm.base.ChatBackend`
-    reports it) found anywhere in a results dict, keyed by its dotted path."""
-    out: dict[str, Any] = {}
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            path = f"{prefix}.{k}" if prefix else str(k)
-            if str(k).lower().endswith("identity") and v:
-                out[path] = v
-            else:
-                out.update(identities_in(v, path))
-    return out
 
 
 def step_summary(run_dir: str | Path, step: str) -> dict[str, Any]:
@@ -195,11 +145,11 @@ def _embedded_model_info(kind: str, cache_dir: Path) -> dict[str, Any]:
         if kind == "llm":
             gguf = embedded.embedded_gguf()
             return {"package": embedded.SMOLLM2_PIP, "file": gguf.name,
-                    "sha256": embedded.file_sha256(gguf, cache_dir)}
+                    "sha256": embedded.model_file_sha256(gguf, cache_dir)}
         folder = embedded.embedded_bertscore_model()
         weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
         return {"package": embedded.MINILM_PIP, "folder": folder.name,
-                "sha256": {p.name: embedded.file_sha256(p, cache_dir) for p in weights}}
+                "sha256": {p.name: embedded.model_file_sha256(p, cache_dir) for p in weights}}
     except Exception as e:  # a missing package is reported, not fatal for the record
         return {"error": str(e)}
 
@@ -242,7 +192,7 @@ def model_identities(run_dir: str | Path, params: Mapping[str, Any]) -> dict[str
         recorded = {}
         for step in _recorded_steps(run_dir, steps):
             _, payload = latest_step_results(run_dir, step)
-            found = identities_in(payload.get("results", {})) if payload else {}
+            found = (payload.get("results", {}) or {}).get("model_identities") if payload else None
             if found:
                 recorded[step] = found
         if recorded:
@@ -340,58 +290,5 @@ def refresh(manifest: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-# ---------------------------------------------------------------------------------------
-# metrics.json
-# ---------------------------------------------------------------------------------------
-EVALUATE_STEP = "06_evaluate"
-#: keys of 06's results record that point at files rather than hold figures
-_NOT_FIGURES = ("files", "predictions", "table", "plots")
-
-
-def compose_metrics(run_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The final figures of a run: notebook 06's metrics (``results["metrics"]`` of its newest
-    results file, or the whole results dict when it has no ``metrics`` key), with what they
-    were computed on. Raises FileNotFoundError when 06 has not recorded results."""
-    path, payload = latest_step_results(run_dir, EVALUATE_STEP)
-    if path is None:
-        raise FileNotFoundError(f"no results of {EVALUATE_STEP} in {Path(run_dir) / 'results'}: run "
-                                f"notebook 06 for this run first.")
-    results = payload.get("results", {})
-    if isinstance(results, Mapping) and "metrics" in results:
-        metrics = results["metrics"]
-    elif isinstance(results, Mapping):  # the record is the metrics, plus pointers to files
-        metrics = {k: v for k, v in results.items() if k not in _NOT_FIGURES}
-    else:
-        metrics = results
-    params = (manifest or {}).get("params") or payload.get("params", {})
-    return {
-        "run_id": (manifest or {}).get("run_id", Path(run_dir).name),
-        "written_at": utc_now(),
-        "source": str(Path("results") / path.name),
-        "dataset": params.get("DATASET"),
-        "teacher_model": params.get("TEACHER_MODEL"),
-        "student_model": params.get("STUDENT_MODEL"),
-        "train_kshots": params.get("TRAIN_KSHOTS"),
-        "n_test": params.get("N_TEST"),
-        "seed": params.get("SEED"),
-        "metrics": metrics,
-    }
-
-
-def write_metrics(run_dir: str | Path, manifest: Mapping[str, Any] | None = None) -> Path:
-    """Write metrics.json; keys that steps already put there (e.g. a per-step summary merged by
-    notebook 06) are kept unless :func:`compose_metrics` has the same key."""
-    path = RunPaths.of(run_dir, create=False).metrics
-    existing: dict[str, Any] = {}
-    if path.is_file():
-        try:
-            loaded = json.loads(path.read_text())
-            existing = loaded if isinstance(loaded, dict) else {}
-        except json.JSONDecodeError:
-            existing = {}  # replaced by a complete file below
-    return write_json_atomic(path, {**existing, **compose_metrics(run_dir, manifest)})
-
-
-__all__ = ["STEPS", "compose_metrics", "data_checksums", "model_identities", "new_manifest",
-           "read_manifest", "refresh", "set_step", "sha256_file", "step_summary", "tokens_of",
-           "write_json_atomic", "write_manifest", "write_metrics"]
+__all__ = ["RESULT_KEYS", "STATUSES", "data_checksums", "model_identities", "new_manifest", "read_manifest",
+           "refresh", "set_step", "step_summary", "tokens_of", "write_manifest"]

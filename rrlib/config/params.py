@@ -1,0 +1,520 @@
+"""One parameter schema for every notebook, every YAML preset and the runner, written as typed
+configuration sections (in the style of trl's script configs).
+
+Each section is a frozen dataclass; a parameter is a field, and its NAME in notebooks, YAML
+files and ``-p`` overrides is the field name upper-cased (``kcore`` -> ``KCORE``). The field's
+annotation gives its type and :func:`param` its default, one-line help, choices and bounds.
+:data:`SCHEMA` is derived from the sections, so the two can never disagree.
+
+* :func:`load_params` layers defaults < YAML files < overrides and :func:`validate` rejects
+  unknown names (with close-match suggestions), wrong types, non-finite numbers and values out
+  of range before anything runs (papermill itself only warns);
+* :meth:`Config.from_params` turns validated parameters into typed sections
+  (``cfg.student.learning_rate``). A notebook declares only the parameters it uses; reading a
+  field it did not declare raises a :class:`ParamError` that names the parameter, instead of
+  silently using the default.
+"""
+from __future__ import annotations
+
+import ast
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Iterable, Mapping
+
+import yaml
+
+from rrlib.errors import ParamError
+
+TYPES = ("str", "int", "float", "bool", "list[int]", "list[str]")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A parameter as the schema knows it."""
+    name: str
+    type: str
+    default: Any
+    help: str
+    section: str
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+
+
+class _Undeclared:
+    """The value of a field the notebook did not declare."""
+
+    def __repr__(self) -> str:
+        return "<undeclared>"
+
+
+UNDECLARED: Any = _Undeclared()
+
+
+def param(default: Any, help: str, *, choices: Iterable | None = None, min: float | None = None,
+          max: float | None = None) -> Any:
+    """A schema field: its default, one-line help (it becomes the notebook cell comment), and
+    optional choices and inclusive bounds (bounds apply to each element of a list)."""
+    meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max}
+    if isinstance(default, list):
+        return field(default_factory=lambda d=tuple(default): list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Section:
+    """Base of the configuration sections: refuses reads of undeclared fields."""
+    TITLE: ClassVar[str] = ""
+
+    def __getattribute__(self, name: str) -> Any:
+        value = object.__getattribute__(self, name)
+        if value is UNDECLARED:
+            raise ParamError(f"parameter {name.upper()} is read here but was not declared: add it to the notebook's "
+                             f"parameters cell (or pass it to Config.from_params).")
+        return value
+
+
+DATASET_NAMES = ("ml_latest_small", "amazon_instruments", "embedded_beauty", "beauty", "fashion", "amazon2018",
+                 "ml1m", "release_beauty", "generic")
+
+
+# ---------------------------------------------------------------------------------------
+# The sections, in notebook order
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CommonConfig(Section):
+    TITLE: ClassVar[str] = "shared by every notebook"
+    dataset: str = param("embedded_beauty", "dataset name: " + ", ".join(DATASET_NAMES), choices=DATASET_NAMES)
+    data_dir: str = param("", "folder with the raw dataset files ('': the shipped copy or download cache)")
+    run_dir: str = param("outputs/dev", "run folder every notebook reads from and writes to")
+    cache_dir: str = param("outputs/cache", "cache shared across runs: generations, models, downloads")
+    seed: int = param(42, "seed for every sampler, trainer and generator", min=0)
+    seeds: list[int] = param([], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables "
+                                 "report mean and sd", min=0)
+
+
+@dataclass(frozen=True)
+class DataConfig(Section):
+    TITLE: ClassVar[str] = "data (01)"
+    allow_download: bool = param(True, "download a paper dataset into CACHE_DIR when absent and online")
+    domain: str = param("", "prompt domain ('': from DATASET): movies, beauty, fashion, instruments",
+                        choices=("", "movies", "beauty", "fashion", "instruments"))
+    kcore: int = param(5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3)
+    like_threshold: float = param(3.0, "rating > threshold counts as liked (paper: 3)")
+    history_len: int = param(5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1)
+    profile_items: int = param(15, "m: earliest interactions summarised into the user profile", min=0)
+    dedup: str = param("keep_last", "duplicate user-item rows: keep_last, keep_first or keep_all",
+                       choices=("keep_last", "keep_first", "keep_all"))
+    tie_order: str = param("file", "order of same-timestamp interactions: file (source order) or item (item id)",
+                           choices=("file", "item"))
+    reviews_per_item: int = param(10, "p: reviews sampled per item by Algorithm 1", min=0)
+    review_words: int = param(50, "each sampled review is trimmed to this many words", min=1)
+    kshot_sizes: list[int] = param([64, 128, 256], "K: training-set sizes (nested)", min=1)
+    n_valid: int = param(600, "validation examples subsampled (paper: 600; 0: all)", min=0)
+    n_test: int = param(600, "test examples subsampled (paper: 600; 0: all)", min=0)
+    max_users: int = param(0, "keep only this many users after the k-core, seeded (0: all; for smoke runs)", min=0)
+
+
+@dataclass(frozen=True)
+class TeacherConfig(Section):
+    TITLE: ClassVar[str] = "teacher LLM (02-04)"
+    teacher_backend: str = param("local", "local (transformers in this process) or server (OpenAI-compatible)",
+                                 choices=("local", "server"))
+    teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
+    teacher_revision: str = param("", "model revision for a hub id ('': default)")
+    teacher_quantization: str = param("none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only",
+                                      choices=("none", "4bit", "8bit"))
+    teacher_dtype: str = param("auto", "auto (bf16 where fast, else fp32), bfloat16, float16 or float32",
+                               choices=("auto", "bfloat16", "float16", "float32"))
+    teacher_batch_size: int = param(64, "largest generation batch (shrunk for long prompts or on OOM)", min=1)
+    teacher_batch_tokens: int = param(65536, "most (prompt + new) tokens x rows in one local generation batch",
+                                      min=64)
+    trust_remote_code: bool = param(False, "allow model repositories to run their own code")
+    server_url: str = param("http://127.0.0.1:8080/v1", "base URL of the OpenAI-compatible server")
+    server_model: str = param("", "model name the server expects")
+    server_api_key_env: str = param("OPENAI_API_KEY", "environment variable holding the API key (never stored)")
+    server_concurrency: int = param(8, "requests in flight at once", min=1)
+    server_timeout_s: float = param(120.0, "timeout of one request in seconds", min=1, max=86400)
+    server_retries: int = param(4, "retries with exponential backoff on errors and 5xx", min=0)
+    teacher_repetition_penalty: float = param(1.0, "repetition penalty for the teacher (paper: 1.0, off; small "
+                                                   "models loop without ~1.1)", min=1.0, max=10.0)
+    generation_mode: str = param("paper", "paper (Table 6 temperature/top_p) or greedy", choices=("paper", "greedy"))
+    max_output_retries: int = param(2, "re-generations with a new seed for degenerate outputs", min=0)
+    max_prompt_tokens: int = param(2048, "longer prompts are truncated by the documented policy", min=128)
+
+
+@dataclass(frozen=True)
+class EnrichConfig(Section):
+    TITLE: ClassVar[str] = "enrichment and reasoning (02-04)"
+    description_words: int = param(25, "n: words in an item description", min=5)
+    descriptions_import: str = param("", "file of existing descriptions keyed by item ('': none)")
+    plot_source: str = param("cinemagoer", "movie plots (ML1M): cinemagoer, csv or none",
+                             choices=("cinemagoer", "csv", "none"))
+    plots_csv: str = param("", "CSV of movie plots (item_id, plot) when PLOT_SOURCE is csv")
+    plot_rate_limit_s: float = param(1.0, "seconds between two IMDb look-ups", min=0)
+    profile_words: int = param(100, "q: words in a user profile", min=10)
+    profiles_import: str = param("", "file of existing profiles keyed by user ('': none)")
+    reasoning_words: int = param(100, "words per reasoning part (profile analysis; target explanation)", min=10)
+    ablation_reasoning: str = param("faithful", "ablations' ground truth: faithful (written by a teacher that sees "
+                                                "only what the ablated student sees) or full (reuse the full reasoning)",
+                                    choices=("faithful", "full"))
+    reference_reasoning: bool = param(True, "also write label-conditioned reasoning for the test subsample, as "
+                                            "BERTScore references only")
+    enrich_scope: str = param("needed", "needed (items/users of the sampled examples) or all",
+                              choices=("needed", "all"))
+
+
+@dataclass(frozen=True)
+class StudentConfig(Section):
+    TITLE: ClassVar[str] = "student finetuning (05)"
+    student_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
+    student_revision: str = param("", "model revision for a hub id ('': default)")
+    student_quantization: str = param("none", "none, 4bit or 8bit (CUDA only; paper: 8bit)",
+                                      choices=("none", "4bit", "8bit"))
+    student_dtype: str = param("auto", "auto (training: fp32 on CPU, fp16 with 8bit; prediction: bf16 where "
+                                       "fast, else fp32), bfloat16, float16 or float32",
+                               choices=("auto", "bfloat16", "float16", "float32"))
+    train_kshots: list[int] = param([64], "K values to finetune (each must be in KSHOT_SIZES)", min=1)
+    methods: list[str] = param(["reasoningrec", "tallrec", "reasoningrec_no_description", "reasoningrec_no_profile"],
+                               "finetuned methods to train and evaluate")
+    learning_rate: float = param(1e-4, "learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0, max=1)
+    max_epochs: int = param(2, "epochs at most (paper: 100)", min=1)
+    early_stopping_patience: int = param(5, "epochs without validation-AUC gain before stopping", min=1)
+    lora_r: int = param(8, "LoRA rank", min=1)
+    lora_alpha: int = param(16, "LoRA alpha", min=1)
+    lora_dropout: float = param(0.05, "LoRA dropout", min=0, max=0.99)
+    lora_target_modules: list[str] = param(["q_proj", "v_proj"], "modules that get LoRA adapters")
+    max_seq_length: int = param(2048, "longest training sequence in tokens", min=64)
+    train_batch_size: int = param(8, "per-device training batch", min=1)
+    grad_accum_steps: int = param(1, "gradient accumulation steps", min=1)
+    n_valid_eval: int = param(64, "validation examples scored for AUC after each epoch (0: all)", min=0)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(Section):
+    TITLE: ClassVar[str] = "evaluation (06)"
+    eval_methods: list[str] = param(["zeroshot_vanilla", "zeroshot_reasoningrec", "user_like_rate", "item_like_rate",
+                                     "bias_logreg", "sasrec", "caser"], "methods scored besides the finetuned ones")
+    generate_reasoning: bool = param(True, "generate reasoning text for BERTScore (prediction only if False)")
+    reasoning_max_new_tokens: int = param(256, "reasoning generation budget for the student", min=1)
+    predict_batch_size: int = param(32, "batch for Yes/No scoring and generation", min=1)
+    bertscore_model: str = param("embedded", "'embedded' (all-MiniLM-L6-v2) or a model id/path (paper: "
+                                             "microsoft/deberta-xlarge-mnli)")
+    bertscore_num_layers: int = param(6, "encoder layer whose embeddings BERTScore uses", min=1)
+    bootstrap_samples: int = param(1000, "bootstrap resamples for the AUC 95% interval", min=0)
+    seq_epochs: int = param(50, "SASRec/Caser epochs at most (early stopping on validation AUC)", min=1)
+    seq_hidden: int = param(64, "SASRec/Caser hidden size", min=4)
+    seq_max_len: int = param(50, "SASRec/Caser: most recent history steps fed to the model", min=1)
+    seq_patience: int = param(5, "SASRec/Caser: epochs without validation-AUC gain before stopping", min=1)
+    seq_learning_rate: float = param(3e-3, "SASRec/Caser Adam learning rate", min=0, max=1)
+
+
+@dataclass(frozen=True)
+class InspectConfig(Section):
+    TITLE: ClassVar[str] = "inspection (07)"
+    n_showcase: int = param(12, "test examples shown side by side", min=1)
+    showcase_filter: str = param("all", "which examples: all, correct, wrong, confident_wrong, liked, disliked",
+                                 choices=("all", "correct", "wrong", "confident_wrong", "liked", "disliked"))
+    showcase_user: str = param("", "show only this user's examples ('': any)")
+    inspect_method: str = param("reasoningrec", "method whose outputs lead the side-by-side view")
+
+
+SECTION_CLASSES: dict[str, type[Section]] = {
+    "common": CommonConfig, "data": DataConfig, "teacher": TeacherConfig, "enrich": EnrichConfig,
+    "student": StudentConfig, "evaluate": EvaluateConfig, "inspect": InspectConfig,
+}
+
+
+def _type_of(annotation: Any) -> str:
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    if text not in TYPES:
+        raise TypeError(f"unsupported parameter type {text!r}")
+    return text
+
+
+def _schema() -> tuple[dict[str, dict[str, Param]], dict[str, Param]]:
+    sections: dict[str, dict[str, Param]] = {}
+    for sname, cls in SECTION_CLASSES.items():
+        out = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            m = f.metadata
+            out[f.name.upper()] = Param(f.name.upper(), _type_of(f.type), default, m["help"], sname, m["choices"],
+                                        m["min"], m["max"])
+        sections[sname] = out
+    flat = {k: v for s in sections.values() for k, v in s.items()}
+    return sections, flat
+
+
+#: section name -> {NAME: Param}, and the flat {NAME: Param}
+SECTIONS, SCHEMA = _schema()
+
+
+def defaults() -> dict[str, Any]:
+    return {k: (list(p.default) if isinstance(p.default, list) else p.default) for k, p in SCHEMA.items()}
+
+
+# ---------------------------------------------------------------------------------------
+# Validation
+# ---------------------------------------------------------------------------------------
+def suggest(name: str, candidates: Iterable[str] = ()) -> list[str]:
+    """Close matches of a misspelt parameter name (difflib), best first."""
+    pool = list(candidates) or list(SCHEMA)
+    close = difflib.get_close_matches(name.upper(), pool, n=3, cutoff=0.6)
+    # a dropped or added plural/suffix ("MAX_EPOCH" -> "MAX_EPOCHS") is always worth naming
+    close += [k for k in pool if k not in close and (k.startswith(name.upper()) or name.upper().startswith(k))
+              and abs(len(k) - len(name)) <= 3]
+    return close[:3]
+
+
+def _number(value: Any, name: str, where: str, param: Param, kind: str) -> Any:
+    def bad(expected: str) -> ParamError:
+        return ParamError(f"{where}: parameter {name} must be {expected}, got {value!r} "
+                          f"({type(value).__name__}). {param.help}.")
+
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad("an integer")
+        return value
+    if isinstance(value, str):  # YAML 1.1 reads "1e-4" (no dot) as a string
+        try:
+            value = float(value)
+        except ValueError:
+            raise bad("a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad("a number")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ParamError(f"{where}: parameter {name}={value!r} must be a finite number. {param.help}.")
+    return value
+
+
+def check_value(name: str, value: Any, param: Param, where: str = "parameters") -> Any:
+    """The value converted to the parameter's type; a ParamError naming it when it does not fit."""
+    t = param.type
+
+    def bad(expected: str) -> ParamError:
+        return ParamError(f"{where}: parameter {name} must be {expected}, got {value!r} "
+                          f"({type(value).__name__}). {param.help}.")
+
+    if t == "str":
+        if not isinstance(value, str):
+            raise bad("a string")
+    elif t == "bool":
+        if not isinstance(value, bool):
+            raise bad("true or false")
+    elif t in ("int", "float"):
+        value = _number(value, name, where, param, t)
+    else:
+        inner = t[5:-1]
+        if not isinstance(value, list):
+            raise bad(f"a list of {inner}s")
+        if inner == "int":
+            if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+                raise bad("a list of integers")
+        elif any(not isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        value = list(value)
+    if param.choices is not None and value not in param.choices:
+        raise ParamError(f"{where}: parameter {name}={value!r} is not one of {list(param.choices)}.")
+    values = value if isinstance(value, list) else [value]
+    for v in values:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if param.min is not None and v < param.min:
+                raise ParamError(f"{where}: parameter {name}={value!r} must be >= {param.min:g}"
+                                 f"{' (each element)' if isinstance(value, list) else ''}. {param.help}.")
+            if param.max is not None and v > param.max:
+                raise ParamError(f"{where}: parameter {name}={value!r} must be <= {param.max:g}"
+                                 f"{' (each element)' if isinstance(value, list) else ''}. {param.help}.")
+    return value
+
+
+def validate(params: Mapping[str, Any], where: str = "parameters") -> dict[str, Any]:
+    """Check names, types and ranges; return a copy with numbers normalised. Raises ParamError."""
+    unknown = sorted(set(params) - set(SCHEMA))
+    if unknown:
+        hint = "; ".join(f"{u} (did you mean: {', '.join(suggest(u)) or 'no close match'})" for u in unknown)
+        raise ParamError(f"{where}: unknown parameter(s): {hint}. `python -m rrlib params` lists every parameter.")
+    out = {name: check_value(name, value, SCHEMA[name], where) for name, value in params.items()}
+    for k in out.get("TRAIN_KSHOTS", []):
+        sizes = out.get("KSHOT_SIZES", SCHEMA["KSHOT_SIZES"].default)
+        if k not in sizes:
+            raise ParamError(f"{where}: TRAIN_KSHOTS has {k}, which is not in KSHOT_SIZES {sizes}.")
+    sizes = out.get("KSHOT_SIZES")
+    if sizes is not None and len(set(sizes)) != len(sizes):
+        raise ParamError(f"{where}: KSHOT_SIZES {sizes} repeats a size.")
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ParamError(f"parameter file {path} does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ParamError(f"parameter file {path} is not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ParamError(f"parameter file {path} must be a mapping of NAME: value, got {type(data).__name__}.")
+    return validate(data, where=str(path))
+
+
+def yaml_keys(path: str | Path) -> list[str]:
+    """The names a YAML file sets (empty when it cannot be read)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    return list(data) if isinstance(data, dict) else []
+
+
+def parse_override(name: str, text: str) -> Any:
+    """Turn a command-line ``-p NAME VALUE`` into a typed value using the schema."""
+    if name not in SCHEMA:
+        validate({name: None}, where="-p")  # raises the unknown-name error
+    t = SCHEMA[name].type
+    if t == "str":
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ParamError(f"-p {name}: cannot parse {text!r}: {e}") from e
+    if t == "float" and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if t == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-4" and "nan" as strings
+        try:
+            value = float(text)
+        except ValueError:
+            pass  # validate() reports it
+    return value
+
+
+def load_params(files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults, then each YAML file in order, then overrides; validated."""
+    merged = defaults()
+    for f in files:
+        merged.update(load_yaml(f))
+    if overrides:
+        merged.update(validate(dict(overrides), where="overrides"))
+    return validate(merged, where="merged parameters")
+
+
+# ---------------------------------------------------------------------------------------
+# Notebooks
+# ---------------------------------------------------------------------------------------
+def parameters_cell(notebook_path: str | Path) -> str:
+    nb = json.loads(Path(notebook_path).read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ParamError(f"{notebook_path}: expected exactly one cell tagged 'parameters', found {len(cells)}.")
+    return "".join(cells[0]["source"])
+
+
+def notebook_parameters(notebook_path: str | Path) -> dict[str, Any]:
+    """The literals assigned in a notebook's cell tagged ``parameters``."""
+    found = {}
+    for node in ast.parse(parameters_cell(notebook_path)).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            found[node.targets[0].id] = ast.literal_eval(node.value)
+    return found
+
+
+def notebook_comments(notebook_path: str | Path) -> dict[str, str]:
+    """The comment after each assignment of the parameters cell (``NAME = 1  # comment``)."""
+    out = {}
+    for line in parameters_cell(notebook_path).splitlines():
+        head, sep, comment = line.partition("  # ")
+        if sep and "=" in head and not head.lstrip().startswith("#"):
+            out[head.split("=")[0].strip()] = comment.strip()
+    return out
+
+
+def select_for_notebook(params: Mapping[str, Any], notebook_path: str | Path) -> dict[str, Any]:
+    """The subset of ``params`` that a notebook declares (what papermill should inject)."""
+    declared = notebook_parameters(notebook_path)
+    return {k: v for k, v in params.items() if k in declared}
+
+
+def cell_comment(p: Param) -> str:
+    """The notebook cell comment of a parameter: its help, with '=' avoided (papermill drops a
+    parameter whose comment holds '=')."""
+    return p.help.replace("=", ":")
+
+
+def render_parameters_cell(names: Iterable[str]) -> str:
+    """The source of a parameters cell declaring ``names`` with schema defaults and help as
+    comments, grouped under one header per section (``scripts/sync_parameter_cells.py``)."""
+    wanted = set(names)
+    unknown = sorted(wanted - set(SCHEMA))
+    if unknown:
+        raise ParamError(f"render_parameters_cell: unknown parameter(s) {unknown}.")
+    blocks = []
+    for sname, section in SECTIONS.items():
+        lines = [f"{n} = {_literal(p.default)}  # {cell_comment(p)}" for n, p in section.items() if n in wanted]
+        if lines:
+            blocks.append("\n".join([f"# {SECTION_CLASSES[sname].TITLE}"] + lines))
+    return "\n\n".join(blocks)
+
+
+def _literal(value: Any) -> str:
+    return repr(value)
+
+
+# ---------------------------------------------------------------------------------------
+# Typed configuration
+# ---------------------------------------------------------------------------------------
+class Config:
+    """Typed sections built from validated parameters: ``cfg.data.kcore``, ``cfg.student.methods``.
+
+    Fields whose parameter was not given are undeclared: reading one raises a ParamError."""
+
+    common: CommonConfig
+    data: DataConfig
+    teacher: TeacherConfig
+    enrich: EnrichConfig
+    student: StudentConfig
+    evaluate: EvaluateConfig
+    inspect: InspectConfig
+
+    def __init__(self, params: Mapping[str, Any], where: str = "parameters"):
+        checked = validate(dict(params), where=where)
+        self.params = checked
+        for sname, cls in SECTION_CLASSES.items():
+            values = {f.name: checked.get(f.name.upper(), UNDECLARED) for f in fields(cls)}  # type: ignore[arg-type]
+            object.__setattr__(self, sname, cls(**values))
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any], where: str = "parameters") -> "Config":
+        return cls(params, where)
+
+    @classmethod
+    def full(cls, params: Mapping[str, Any] | None = None) -> "Config":
+        """Every parameter declared: schema defaults under ``params``."""
+        return cls({**defaults(), **dict(params or {})})
+
+    def declared(self, name: str) -> bool:
+        return name in self.params
+
+    def __repr__(self) -> str:
+        return f"Config({len(self.params)} parameters)"
+
+
+def from_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated schema parameters found in a notebook's globals (call after the parameters
+    cell): ``PARAMS = from_namespace(globals())``."""
+    return validate({k: v for k, v in namespace.items() if k in SCHEMA}, where="notebook parameters")
+
+
+def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
+    """``CFG = config_from_namespace(globals())``: the notebook's parameters as typed sections."""
+    return Config(from_namespace(namespace), where="notebook parameters")
+
+
+__all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConfig", "InspectConfig", "Param",
+           "ParamError", "SCHEMA", "SECTIONS", "SECTION_CLASSES", "StudentConfig", "TeacherConfig", "UNDECLARED",
+           "check_value", "config_from_namespace", "defaults", "from_namespace", "load_params", "load_yaml",
+           "notebook_comments", "notebook_parameters", "param", "parameters_cell", "parse_override",
+           "render_parameters_cell", "select_for_notebook", "suggest", "validate", "yaml_keys"]

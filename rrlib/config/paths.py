@@ -1,0 +1,118 @@
+"""Where every artifact of a run lives. Notebooks and modules ask here instead of building paths
+themselves, so that data flows one way through one layout:
+
+    RUN_DIR/
+      data/        01: interactions, items (with sampled reviews), users, examples, data card, plots
+      enrich/      02-03: item_descriptions.parquet, user_profiles.parquet
+      reasoning/   04: reasoning.parquet (ground truth for training examples)
+                   and test_references.parquet (test subsample; BERTScore references only)
+      finetune/    05: <method>_K<k>/ adapters, trainer state, curves
+      evaluate/    06: predictions.parquet, results table, plots
+      inspect/     07: report.html
+      notebooks/   executed notebooks
+      results/     one JSON per notebook execution (never overwritten)
+      manifest.json, metrics.json
+
+Relative paths in parameters are relative to the project root (where pyproject.toml is), so a
+notebook opened from ``notebooks/`` under JupyterLab and a papermill run agree on RUN_DIR.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rrlib.errors import MissingArtifactError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+STEPS = ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation",
+         "05_finetune", "06_evaluate", "07_inspect_outputs")
+_SUBFOLDERS = ("data", "enrich", "reasoning", "finetune", "evaluate", "inspect", "notebooks", "results")
+
+
+def resolve_path(path: str | Path) -> Path:
+    """An absolute path: relative ones are taken from the project root (else the working folder
+    when the package is installed without its project)."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    root = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
+    return root / p
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path, create: bool = True) -> "RunPaths":
+        """The layout of ``run_dir`` (resolved against the project root when relative)."""
+        paths = cls(resolve_path(run_dir))
+        if create:
+            for sub in _SUBFOLDERS:
+                (paths.root / sub).mkdir(parents=True, exist_ok=True)
+        return paths
+
+    # 01 data
+    @property
+    def data(self) -> Path: return self.root / "data"
+    @property
+    def interactions(self) -> Path: return self.data / "interactions.parquet"
+    @property
+    def items(self) -> Path: return self.data / "items.parquet"
+    @property
+    def users(self) -> Path: return self.data / "users.parquet"
+    @property
+    def examples(self) -> Path: return self.data / "examples.parquet"
+    @property
+    def data_card_json(self) -> Path: return self.data / "data_card.json"
+    @property
+    def data_card_md(self) -> Path: return self.data / "data_card.md"
+    # 02-04 enrichment and reasoning
+    @property
+    def enrich(self) -> Path: return self.root / "enrich"
+    @property
+    def item_descriptions(self) -> Path: return self.enrich / "item_descriptions.parquet"
+    @property
+    def user_profiles(self) -> Path: return self.enrich / "user_profiles.parquet"
+    @property
+    def reasoning_dir(self) -> Path: return self.root / "reasoning"
+    @property
+    def reasoning(self) -> Path: return self.reasoning_dir / "reasoning.parquet"
+    @property
+    def reference_reasoning(self) -> Path:
+        """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
+        shown to the student (kept in its own file so training cannot read it by accident)."""
+        return self.reasoning_dir / "test_references.parquet"
+    # 05-07
+    @property
+    def finetune(self) -> Path: return self.root / "finetune"
+    def adapter_dir(self, method: str, k: int, seed: int | None = None) -> Path:
+        return self.finetune / (f"{method}_K{k}" if seed is None else f"{method}_K{k}_seed{seed}")
+    @property
+    def evaluate(self) -> Path: return self.root / "evaluate"
+    @property
+    def predictions(self) -> Path: return self.evaluate / "predictions.parquet"
+    @property
+    def rankings(self) -> Path: return self.evaluate / "rankings.parquet"
+    @property
+    def evaluate_plots(self) -> Path: return self.evaluate / "plots"
+    @property
+    def inspect(self) -> Path: return self.root / "inspect"
+    @property
+    def notebooks(self) -> Path: return self.root / "notebooks"
+    @property
+    def manifest(self) -> Path: return self.root / "manifest.json"
+    @property
+    def metrics(self) -> Path: return self.root / "metrics.json"
+    @property
+    def results(self) -> Path: return self.root / "results"
+
+    def require(self, path: Path, made_by: str) -> Path:
+        """Fail clearly when an upstream artifact is missing."""
+        if not Path(path).exists():
+            raise MissingArtifactError(f"{path} is missing: run notebook {made_by} for this run folder "
+                                       f"({self.root}) first.")
+        return Path(path)
+
+
+__all__ = ["PROJECT_ROOT", "STEPS", "RunPaths", "resolve_path"]

@@ -1,0 +1,92 @@
+"""Predictions of the LLM students (notebook 06): the Yes/No probability at the prediction
+position (for AUC) and the greedy answer whose reasoning feeds BERTScore, for one method on a set
+of examples. Scores and generations are cached durably, keyed by the model identity that includes
+the adapter's hash, so a rerun only computes what is missing."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from rrlib import predictions as pr
+from rrlib.errors import MethodError
+from rrlib.llm.base import GenerationRequest, GenerationSettings
+from rrlib.llm.cache import CachedGenerator
+from rrlib.prompts.answers import parse_output
+from rrlib.prompts.student import TEMPLATE_NAME, TEMPLATE_VERSION, PromptContext, build_messages, method_spec
+from rrlib.student import SCORE_CACHE_NAME, ScoreCache, cached_yes_no, scoring_text, student_backend
+from rrlib.config.params import Config
+from rrlib.config.paths import resolve_path
+
+log = logging.getLogger(__name__)
+
+#: new tokens generated for prediction-only methods (enough for "Prediction: Yes" + a little)
+PREDICTION_ONLY_MAX_NEW_TOKENS = 8
+_EXAMPLE_COLUMNS = ("example_id", "split", "user_id", "target_item_id", "label", "history_item_ids", "history_liked")
+
+
+def _check_examples(examples: pd.DataFrame) -> None:
+    missing = [c for c in _EXAMPLE_COLUMNS if c not in examples.columns]
+    if missing:
+        raise ValueError(f"predict_llm: the examples table lacks column(s) {missing}; pass rows of "
+                         f"paths.examples (rrlib.data.schema.EXAMPLES).")
+    if examples["example_id"].duplicated().any():
+        dup = examples.loc[examples["example_id"].duplicated(), "example_id"].iloc[0]
+        raise ValueError(f"predict_llm: example_id {dup!r} appears more than once in the examples passed.")
+
+
+def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: PromptContext,
+                adapter_dir: Path | None, *, seed: int | None = None) -> pd.DataFrame:
+    """Like-task predictions of one LLM method on ``examples`` (rows of :mod:`rrlib.predictions`).
+
+    ``p_yes`` is the normalised Yes probability at the prediction position; ``generated_text`` is
+    the greedy answer, whose reasoning part feeds BERTScore; ``format_ok`` says whether it starts
+    with ``Prediction: Yes/No``. Finetuned methods need ``adapter_dir``; zero-shot ones run the
+    base model (``adapter_dir=None``, ``k=0``). ``df.attrs['stats']`` holds counts."""
+    spec = method_spec(method)
+    _check_examples(examples)
+    if spec.finetuned and adapter_dir is None:
+        raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
+    if not spec.finetuned and adapter_dir is not None:
+        raise MethodError(f"method {method!r} is zero-shot (base model): pass adapter_dir=None.")
+    seed = cfg.common.seed if seed is None else seed
+    backend = student_backend(cfg, adapter_dir)  # checks the adapter folder; loads nothing yet
+    cache_dir = resolve_path(cfg.common.cache_dir)
+    rows = [r for _, r in examples.iterrows()]
+    limit = min(cfg.student.max_seq_length, backend.context_length)
+    messages, n_truncated = [], 0
+    for r in rows:  # the same truncation policy as in training (and as generation applies)
+        fitted, truncated = backend.fit_prompt(build_messages(method, r, ctx), limit - 4)
+        messages.append(fitted)
+        n_truncated += truncated
+
+    texts = [scoring_text(backend.tokenizer, m) for m in messages]
+    scores, score_stats = cached_yes_no(backend, texts, ScoreCache(cache_dir / "scores" / SCORE_CACHE_NAME),
+                                        cfg.evaluate.predict_batch_size, desc=f"{method} K={k}: Yes/No")
+    with_reasoning = spec.reasons and cfg.evaluate.generate_reasoning
+    settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=int(seed),
+                                  max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning
+                                                  else PREDICTION_ONLY_MAX_NEW_TOKENS))
+    requests = [GenerationRequest(messages=tuple(m), settings=settings, template=f"{TEMPLATE_NAME}:{method}",
+                                  template_version=TEMPLATE_VERSION, tag=str(r["example_id"]))
+                for m, r in zip(messages, rows)]
+    generator = CachedGenerator(backend, cache_dir)
+    generations = generator.generate(requests, desc=f"{method} K={k}: generating")
+    parsed = [parse_output(g.text) for g in generations]
+    df = pr.like_rows(method, k, examples, scores.p_yes, seed=seed, generated_text=[g.text for g in generations],
+                      reasoning=[p.reasoning if spec.reasons else "" for p in parsed],
+                      format_ok=[p.format_ok for p in parsed])
+    n_bad = int((~df["format_ok"]).sum()) if len(df) else 0
+    stats = {**score_stats, "n": len(df), "n_format_bad": n_bad, "format_bad_rate": n_bad / max(len(df), 1),
+             "mean_yes_no_mass": float(scores.yes_no_mass.mean()) if len(df) else float("nan"),
+             "n_truncated_prompts": n_truncated, "model_identity": dict(backend.identity),
+             "generation": dict(getattr(generator, "stats", {}))}
+    if n_bad:
+        log.warning("%s K=%s: %d of %d outputs do not start with 'Prediction: Yes/No' (counted in format_ok)",
+                    method, k, n_bad, len(df))
+    df.attrs["stats"] = stats
+    return df
+
+
+__all__ = ["PREDICTION_ONLY_MAX_NEW_TOKENS", "predict_llm"]

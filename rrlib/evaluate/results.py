@@ -1,0 +1,261 @@
+"""The results of notebook 06: one row per (method, K, seed) with its metrics, the paired comparison
+with the strongest bias baseline, the summary over seeds, and the run's ``metrics.json``.
+
+Honest comparisons. On these datasets the user's and the item's like-rates are strong. Every
+like/dislike row therefore carries ``delta_auc``: its AUC minus that of the strongest bias
+baseline *on the same test examples*, with a paired bootstrap 95% interval and p-value
+(:func:`rrlib.evaluate.metrics.paired_auc_difference`). A method is better than the baseline only
+when that interval lies above 0. The strongest baseline is picked on the test set itself, which
+favours the baseline: a conservative choice for any claim of beating it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from rrlib import predictions as pr
+from rrlib.evaluate.bertscore import bertscore_backbone, bertscore_f1
+from rrlib.evaluate.metrics import auc_with_ci, mean_sd, paired_auc_difference
+from rrlib.io import read_json_or_none, write_json_atomic
+from rrlib.methods import registry
+from rrlib.config.provenance import utc_now
+
+RESULT_COLUMNS = ["dataset", "method", "label", "k", "seed", "task", "n", "n_pos", "n_neg", "auc", "auc_ci_low",
+                  "auc_ci_high", "reference", "delta_auc", "delta_ci_low", "delta_ci_high", "delta_p",
+                  "bertscore_f1", "bertscore_n", "bertscore_empty", "bertscore_backbone", "format_errors", "note"]
+#: the figures notebook 06 records in metrics.json (fixed keys; tests and tooling read them)
+METRICS_KEYS = ("results", "summary", "auc", "bertscore_f1", "best_method", "strongest_bias_baseline",
+                "beats_bias_baseline", "n_test", "n_test_dislikes", "bootstrap_samples", "seed", "seeds",
+                "bertscore_backbone")
+
+
+def strongest_bias_baseline(predictions: pd.DataFrame) -> tuple[str | None, float]:
+    """The bias baseline (registry kind ``bias``) with the highest AUC in ``predictions``."""
+    best, best_auc = None, -math.inf
+    for method in registry.names(kind="bias"):
+        block = predictions[(predictions["method"] == method) & (predictions["task"] == "like")]
+        if block.empty or block["label"].nunique() < 2:
+            continue
+        auc = auc_with_ci(block["label"], block["p_yes"], n_boot=0, seed=0)["auc"]
+        if auc > best_auc:
+            best, best_auc = method, auc
+    return best, best_auc
+
+
+def _like_score(block: pd.DataFrame) -> pd.Series:
+    """The score the AUC reads: P(Yes) for like-task rows, the predicted rating for rating rows."""
+    return block["p_yes"] if (block["task"] == "like").all() else block["predicted_rating"]
+
+
+def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mapping[str, str]], *, dataset: str,
+                      n_boot: int, seed: int, bertscore_model: str, bertscore_layers: int,
+                      cache_dir: str | Path | None = None, method_views: Mapping[str, str] | None = None,
+                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score every (method, K, seed) block of ``predictions``.
+
+    ``references``: teacher view -> {example_id: ground-truth reasoning}; ``method_views``:
+    method -> the view its ground truth was written under (default 'full'). Returns
+    ``(results, per_example)``: one results row per block (AUC with CI, the paired difference
+    with the strongest bias baseline, mean BERTScore over the examples that have ground-truth
+    reasoning, counts, format errors) and the per-example BERTScore F1."""
+    from tqdm.auto import tqdm
+
+    pr.check(predictions)
+    method_views = dict(method_views or {})
+    backbone = bertscore_backbone(bertscore_model, bertscore_layers)
+    ref_name, _ = strongest_bias_baseline(predictions)
+    ref_block = (predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
+                 if ref_name else None)
+    rows, per_example = [], []
+    blocks = list(predictions.groupby(pr.BLOCK, sort=False))
+    for (method, k, s), block in tqdm(blocks, desc="scoring methods", disable=not progress):
+        notes: list[str] = []
+        labels = block["label"].astype(int)
+        row: dict[str, Any] = {
+            "dataset": dataset, "method": method, "label": registry.label(method), "k": int(k), "seed": int(s),
+            "task": str(block["task"].iloc[0]), "n": len(block), "n_pos": int(labels.sum()),
+            "n_neg": int((labels == 0).sum()), "format_errors": int((~block["format_ok"].astype(bool)).sum()),
+            "auc": math.nan, "auc_ci_low": math.nan, "auc_ci_high": math.nan, "reference": ref_name or "",
+            "delta_auc": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "delta_p": math.nan,
+            "bertscore_backbone": "", "bertscore_f1": math.nan, "bertscore_n": 0, "bertscore_empty": 0}
+        score = _like_score(block)
+        try:
+            auc = auc_with_ci(labels, score, n_boot=n_boot, seed=seed)
+            row.update(auc=auc["auc"], auc_ci_low=auc["ci_low"], auc_ci_high=auc["ci_high"])
+        except ValueError as e:
+            notes.append(str(e))
+        if ref_block is not None and method != ref_name and not math.isnan(row["auc"]):
+            common = block[block["example_id"].isin(ref_block.index)]
+            if len(common) < len(block):
+                notes.append(f"paired difference on the {len(common)} of {len(block)} examples the baseline scored")
+            try:
+                d = paired_auc_difference(common["label"], _like_score(common),
+                                          ref_block.loc[common["example_id"], "p_yes"], n_boot=n_boot, seed=seed)
+                row.update(delta_auc=d["delta_auc"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"],
+                           delta_p=d["p_value"])
+            except ValueError as e:
+                notes.append(f"no paired difference: {e}")
+        spec = registry.REGISTRY.get(method)
+        if spec is not None and spec.reasons:
+            view = method_views.get(method, "full")
+            refs = references.get(view, {})
+            has_ref = block["example_id"].map(lambda e: bool(str(refs.get(e, "") or "").strip()))
+            scored = block[has_ref.to_numpy()]
+            if len(scored) < len(block):
+                notes.append(f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "
+                             f"({view} view) and are not in BERTScore")
+            if len(scored):
+                f1 = bertscore_f1(scored["reasoning"].tolist(), [refs[e] for e in scored["example_id"]],
+                                  bertscore_model, bertscore_layers, cache_dir)
+                row.update(bertscore_f1=float(f1.mean()), bertscore_n=len(f1),
+                           bertscore_empty=int((scored["reasoning"].fillna("").str.strip() == "").sum()),
+                           bertscore_backbone=backbone)
+                per_example.append(pd.DataFrame({"method": method, "k": int(k), "seed": int(s),
+                                                 "example_id": scored["example_id"].to_numpy(), "bertscore_f1": f1,
+                                                 "bertscore_backbone": backbone}))
+            own = registry.view_name(spec.teacher_view) if spec.teacher_view is not None else "full"
+            if view != own:
+                notes.append(f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own "
+                             f"{own} view")
+            elif view != "full":
+                notes.append(f"ground truth written by a teacher with the {view} view")
+        row["note"] = "; ".join(notes)
+        rows.append(row)
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    results = results.assign(_o=results["method"].map(registry.order)).sort_values(
+        ["_o", "k", "seed"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    per = (pd.concat(per_example, ignore_index=True) if per_example else
+           pd.DataFrame(columns=["method", "k", "seed", "example_id", "bertscore_f1", "bertscore_backbone"]))
+    return results, per
+
+
+def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """Per (method, K): mean and sd over seeds of AUC, of the paired difference and of BERTScore,
+    with the number of seeds (sd is NaN for a single seed)."""
+    out = []
+    for (method, k), g in results.groupby(["method", "k"], sort=False):
+        auc_m, auc_sd, n = mean_sd(g["auc"])
+        d_m, d_sd, _ = mean_sd(g["delta_auc"])
+        b_m, b_sd, _ = mean_sd(g["bertscore_f1"])
+        out.append({"dataset": g["dataset"].iloc[0], "method": method, "label": registry.label(method), "k": int(k),
+                    "n_seeds": n, "auc_mean": auc_m, "auc_sd": auc_sd, "delta_auc_mean": d_m, "delta_auc_sd": d_sd,
+                    "bertscore_mean": b_m, "bertscore_sd": b_sd,
+                    "seeds_above_baseline": int((g["delta_ci_low"] > 0).sum())})
+    return pd.DataFrame(out)
+
+
+# ---------------------------------------------------------------------------------------
+# metrics.json: notebook 06 is its only writer
+# ---------------------------------------------------------------------------------------
+def _clean(v: Any) -> Any:
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if math.isnan(v) else float(v)
+    return v
+
+
+def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, seed: int, seeds: Sequence[int],
+                 bertscore_backbone_name: str, test_examples: pd.DataFrame) -> dict[str, Any]:
+    """The figures of a run (keys :data:`METRICS_KEYS`)."""
+    def key(r: Mapping[str, Any]) -> str:
+        return f"{r['method']}@K{int(r['k'])}" + (f"@seed{int(r['seed'])}" if len(set(results["seed"])) > 1 else "")
+
+    best = results.dropna(subset=["auc"]).sort_values("auc", ascending=False)
+    beats = results[results["delta_ci_low"] > 0]
+    ref = next((r for r in results["reference"] if r), None)
+    return {
+        "results": [{c: _clean(r[c]) for c in RESULT_COLUMNS} for _, r in results.iterrows()],
+        "summary": [{c: _clean(v) for c, v in r.items()} for _, r in summary.iterrows()],
+        "auc": {key(r): _clean(r["auc"]) for _, r in results.iterrows()},
+        "bertscore_f1": {key(r): _clean(r["bertscore_f1"]) for _, r in results.iterrows()
+                         if not pd.isna(r["bertscore_f1"])},
+        "best_method": None if best.empty else key(best.iloc[0]),
+        "strongest_bias_baseline": ref,
+        "beats_bias_baseline": [key(r) for _, r in beats.iterrows()],
+        "n_test": int(len(test_examples)), "n_test_dislikes": int((test_examples["label"] == 0).sum()),
+        "bootstrap_samples": int(n_boot), "seed": int(seed), "seeds": list(seeds),
+        "bertscore_backbone": bertscore_backbone_name,
+    }
+
+
+def write_run_metrics(paths, metrics: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
+    """Write ``evaluate/metrics.json`` (every figure) and the run's ``metrics.json`` (the final
+    figures with what produced them). Notebook 06 is the only caller, so a run made through
+    JupyterLab gets the same file as one made by the runner."""
+    missing = [k for k in METRICS_KEYS if k not in metrics]
+    if missing:
+        raise ValueError(f"write_run_metrics: the metrics lack key(s) {missing} (see METRICS_KEYS).")
+    write_json_atomic(paths.evaluate / "metrics.json", dict(metrics))
+    run_id = Path(paths.root).name
+    manifest = read_json_or_none(paths.manifest) or {}
+    payload = {"run_id": manifest.get("run_id", run_id), "written_at": utc_now(), "dataset": params.get("DATASET"),
+               "student_model": params.get("STUDENT_MODEL"), "train_kshots": params.get("TRAIN_KSHOTS"),
+               "n_test": metrics["n_test"], "n_test_dislikes": metrics["n_test_dislikes"], "seed": params.get("SEED"),
+               "metrics": {k: metrics[k] for k in METRICS_KEYS if k not in ("results", "summary")}}
+    return write_json_atomic(paths.metrics, payload)
+
+
+@dataclass
+class Evaluation:
+    """What notebook 06 shows and records."""
+    results: pd.DataFrame
+    summary: pd.DataFrame
+    per_example: pd.DataFrame
+    metrics: dict[str, Any]
+    files: dict[str, Path]
+
+
+def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_views: Mapping[str, str]) -> Evaluation:
+    """Score the plan's predictions on the test examples, write the tables and the metrics
+    (``evaluate/metrics.json`` and the run's ``metrics.json``)."""
+    from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
+    from rrlib.evaluate.plan import run_seeds
+    from rrlib.evaluate.tables import save_tables
+    from rrlib.config.paths import resolve_path
+
+    ev = cfg.evaluate
+    references = reference_reasoning(paths, test["example_id"])
+    results, per_example = score_predictions(scored, references, dataset=cfg.common.dataset, n_boot=ev.bootstrap_samples,
+                                             seed=cfg.common.seed, bertscore_model=ev.bertscore_model,
+                                             bertscore_layers=ev.bertscore_num_layers,
+                                             cache_dir=resolve_path(cfg.common.cache_dir), method_views=method_views)
+    summary = seed_summary(results)
+    files = save_tables(results, summary, paths.evaluate)
+    per_example.to_csv(paths.evaluate / "bertscore_per_example.csv", index=False)
+    metrics = metrics_dict(results, summary, n_boot=ev.bootstrap_samples, seed=cfg.common.seed, seeds=run_seeds(cfg),
+                           bertscore_backbone_name=backbone_name(ev.bertscore_model, ev.bertscore_num_layers),
+                           test_examples=test)
+    write_run_metrics(paths, metrics, cfg.params)
+    return Evaluation(results, summary, per_example, metrics, files)
+
+
+def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
+    """Ground-truth reasoning by teacher view and example id, usable rows only: notebook 04's
+    training reasoning and its test references (written for BERTScore only)."""
+    from rrlib.prompts.postprocess import USABLE_STATUSES
+
+    refs: dict[str, dict[str, str]] = {}
+    wanted = set(map(str, example_ids)) if example_ids is not None else None
+    for source in (paths.reasoning, paths.reference_reasoning):
+        if not Path(source).exists():
+            continue
+        table = pd.read_parquet(source)
+        missing = [c for c in ("example_id", "view", "reasoning", "status") if c not in table.columns]
+        if missing:
+            raise ValueError(f"{source} lacks column(s) {missing}; rerun 04_reasoning_generation.")
+        table = table[table["status"].isin(USABLE_STATUSES) & (table["reasoning"].fillna("").str.strip() != "")]
+        for view, g in table.groupby("view"):
+            ids = g["example_id"].astype(str)
+            keep = ids.isin(wanted) if wanted is not None else np.ones(len(g), bool)
+            refs.setdefault(str(view), {}).update(zip(ids[keep], g["reasoning"].astype(str)[keep]))
+    return refs
+
+
+__all__ = ["Evaluation", "evaluate_run", "METRICS_KEYS", "RESULT_COLUMNS", "metrics_dict", "reference_reasoning", "score_predictions", "seed_summary",
+           "strongest_bias_baseline", "write_run_metrics"]
