@@ -25,6 +25,10 @@ class LeakageError(DataError):
     """The leakage audit found more label-bearing overlap than LEAKAGE_THRESHOLD allows."""
 
 
+class CorruptFileError(RRLibError, ValueError):
+    """A file the workbook wrote (a manifest, a results record, a state file) cannot be parsed."""
+
+
 class MissingArtifactError(RRLibError, FileNotFoundError):
     """An artifact an earlier notebook writes is missing from the run folder."""
 
@@ -65,6 +69,6 @@ class ReportError(RRLibError, ValueError):
     """The inspection inputs cannot give what was asked (unknown method or user, empty selection)."""
 
 
-__all__ = ["RRLibError", "ParamError", "DataError", "LeakageError", "MissingArtifactError", "RunError",
+__all__ = ["RRLibError", "CorruptFileError", "ParamError", "DataError", "LeakageError", "MissingArtifactError", "RunError",
            "ModelLoadError", "EmbeddedModelError", "PromptTooLongError", "ServerError", "PredictionsError",
            "MethodError", "TrainingConfigMismatch", "ReportError"]

@@ -321,6 +321,26 @@ def _finished_checkpoint(checkpoint: Path, max_epochs: int, patience: int) -> bo
     return bool(epochs) and (max(epochs) >= max_epochs or patience_exhausted(history, patience))
 
 
+def check_methods(methods: Sequence[str]) -> None:
+    """Every name must be a finetuned LLM method of the registry (MethodError otherwise)."""
+    finetuned = registry.names(kind="finetuned_llm")
+    bad = [m for m in methods if m not in finetuned]
+    if bad:
+        raise MethodError(f"METHODS holds {bad}, which are not finetuned methods; choose from {finetuned} "
+                          f"(zero-shot methods and baselines go in EVAL_METHODS).")
+
+
+def check_run(method: str, k: int, cfg: Config) -> None:
+    """A (method, K) that can be trained: a finetuned method and a K of KSHOT_SIZES."""
+    spec = method_spec(method)
+    if not spec.finetuned:
+        raise MethodError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
+                          f"{registry.names(kind='finetuned_llm')} (check METHODS).")
+    if k not in cfg.data.kshot_sizes:
+        raise ValueError(f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
+                         f"reasoning of notebook 04 exist only for those.")
+
+
 def adapter_dir(paths: RunPaths, method: str, k: int, seed: int, cfg: Config) -> Path:
     """Where the adapter of (method, K, seed) lives: ``<method>_K<k>`` for SEED, ``..._seed<s>`` for
     the other seeds of SEEDS."""
@@ -338,13 +358,7 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
     from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig, SFTTrainer
 
-    spec = method_spec(method)
-    if not spec.finetuned:
-        raise MethodError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
-                          f"{registry.names(kind='finetuned_llm')} (check METHODS).")
-    if k not in cfg.data.kshot_sizes:
-        raise ValueError(f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
-                         f"reasoning of notebook 04 exist only for those.")
+    check_run(method, k, cfg)
     seed = cfg.common.seed if seed is None else int(seed)
     set_seed(seed)
     out_dir = adapter_dir(paths, method, k, seed, cfg)

@@ -99,13 +99,13 @@ def write_parquet_atomic(df, path: str | Path) -> Path:
 
 def read_json(path: str | Path, what: str = "") -> Any:
     """JSON from ``path``; a damaged file is an error that names it (``what`` says what it is)."""
-    from rrlib.errors import RRLibError
+    from rrlib.errors import CorruptFileError
 
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise RRLibError(f"{path}{f' ({what})' if what else ''} is not valid JSON ({e}); move it aside "
+        raise CorruptFileError(f"{path}{f' ({what})' if what else ''} is not valid JSON ({e}); move it aside "
                          f"and rerun the step that writes it.") from e
 
 

@@ -34,7 +34,7 @@ from rrlib.methods.registry import get as get_method
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import USABLE_STATUSES, Cleaned, Generator, clean_sectioned, generate_checked, prompt_text_of
 from rrlib.prompts.teacher import REASONING_SECTIONS, RatedItem, generation_settings, template_for
-from rrlib.config.params import Config
+from rrlib.config.params import Config, run_seeds
 
 REASONING_COLUMNS = ["example_id", "method", "view", "label", "reasoning", "status", "n_words", "detail", "attempts",
                      "truncated_prompt", "user_id", "target_item_id", "has_profile", "source"]
@@ -64,8 +64,7 @@ def reasoning_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     contains every smaller K-shot set, for each seed of SEEDS (their union)."""
     if not cfg.data.kshot_sizes:
         raise ValueError("KSHOT_SIZES is empty: give at least one training-set size.")
-    seeds = list(cfg.common.seeds) or [cfg.common.seed]
-    parts = [kshot(examples, max(cfg.data.kshot_sizes), seed=s, base_seed=cfg.common.seed) for s in seeds]
+    parts = [kshot(examples, max(cfg.data.kshot_sizes), seed=s, base_seed=cfg.common.seed) for s in run_seeds(cfg)]
     train = pd.concat(parts).drop_duplicates("example_id").sort_values(["sample_rank", "example_id"])
     if (train["split"] != "train").any():
         raise AssertionError("reasoning is generated for training examples only")

@@ -68,9 +68,13 @@ def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBacken
     ``identity`` (with the adapter's hash), tokenizer and prompt-fitting cost no model load.
     Reads STUDENT_MODEL/REVISION/DTYPE/QUANTIZATION, PREDICT_BATCH_SIZE, MAX_SEQ_LENGTH,
     TRUST_REMOTE_CODE and CACHE_DIR."""
+    from rrlib.llm import check_model_path, checked_quantization
+
     s = cfg.student
+    check_model_path(s.student_model, "STUDENT_MODEL")
     return LocalBackend(s.student_model, cache_dir=resolve_path(cfg.common.cache_dir), revision=s.student_revision,
-                        dtype=student_dtype(cfg), quantization=s.student_quantization,
+                        dtype=student_dtype(cfg),
+                        quantization=checked_quantization(s.student_quantization, "STUDENT_QUANTIZATION"),
                         batch_size=cfg.evaluate.predict_batch_size, max_prompt_tokens=s.max_seq_length,
                         trust_remote_code=cfg.teacher.trust_remote_code, adapter=resolve_adapter(adapter_dir),
                         role="student")

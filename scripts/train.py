@@ -49,12 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     from rrlib.data import domain_of
-    from rrlib.finetune import train
+    from rrlib.finetune import check_run, train
     from rrlib.prompts.student import PromptContext
 
     cfg = Config(params)
     paths = RunPaths.of(cfg.common.run_dir)
     try:
+        check_run(args.method, args.k, cfg)
         ctx = PromptContext.from_run(paths, domain_of(params), args.method)
         with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; stdout carries only the JSON
             summary = train(args.method, args.k, cfg, paths, ctx, seed=args.seed)

@@ -25,7 +25,7 @@ def smoke_run(tmp_path_factory):
     import os
     import time
 
-    from rrlib.run import run_pipeline
+    from rrlib.workbook.runner import run_pipeline
 
     root = Path(rrlib.__file__).resolve().parents[1]
     base = tmp_path_factory.mktemp("smoke")

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from rrlib.baselines import training_interactions
-from rrlib.baselines.bias import bias_baselines, item_like_rate, smoothed_rate, user_like_rate
+from rrlib.data.sequences import training_interactions
+from rrlib.methods.bias import bias_baselines, item_like_rate, smoothed_rate, user_like_rate
 
 
 def interactions_from(seqs: dict[str, list[tuple[str, bool]]]) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import RunPaths
+from rrlib.config.paths import RunPaths
 from rrlib.data import DataError, domain_of, load_dataset, prepare
 from rrlib.data import download as dl
 from rrlib.data import loaders as L

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import RunPaths
+from rrlib.config.paths import RunPaths
 from rrlib.data import load_dataset, load_tables, prepare
 from rrlib.data import processing as P
 from rrlib.data.loaders import RawDataset
 from rrlib.data.reviews import trim_words
-from rrlib.params import defaults
+from rrlib.config.params import defaults
 
 
 @pytest.fixture(scope="module")

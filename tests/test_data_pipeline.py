@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import RunPaths
+from rrlib.config.paths import RunPaths
 from rrlib.data import figure_paths, load_dataset, load_tables, prepare, read_card
 from rrlib.data import processing as P
 from rrlib.data.schema import TABLES, eval_subset, kshot

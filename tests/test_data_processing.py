@@ -8,7 +8,7 @@ import pytest
 from rrlib.data import processing as P
 from rrlib.data.loaders import RawDataset
 from rrlib.data.sampling import sample_users, stratified_ranks
-from rrlib.params import defaults
+from rrlib.config.params import defaults
 
 
 def frame(rows):

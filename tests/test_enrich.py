@@ -10,11 +10,12 @@ import pytest
 
 import rrlib
 from rrlib.data import schema
-from rrlib.enrich import (DESCRIPTION_COLUMNS, NO_DESCRIPTION, PROFILE_COLUMNS, ItemTexts, enrichment_scope,
-                          generate_descriptions, generate_profiles, import_coverage, load_import,
-                          read_descriptions, read_profiles, write_table)
+from rrlib.config.params import Config
+from rrlib.enrich import (DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope, generate_descriptions,
+                          generate_profiles, import_coverage, load_import, read_descriptions, read_profiles,
+                          write_table)
 from rrlib.llm.base import GenerationResult
-from rrlib.params import defaults
+from rrlib.prompts.items import NO_DESCRIPTION, ItemCatalog
 
 RELEASE = Path(rrlib.__file__).resolve().parents[2] / "shared" / "data" / "reasoningrec_release"
 
@@ -102,10 +103,7 @@ class DirectGenerator:
 
 
 def small_params(**kw):
-    p = defaults()
-    p.update(KSHOT_SIZES=[2, 4], N_VALID=2, N_TEST=3, MAX_OUTPUT_RETRIES=1)
-    p.update(kw)
-    return p
+    return Config.full({"KSHOT_SIZES": [2, 4], "TRAIN_KSHOTS": [], "N_VALID": 2, "N_TEST": 3, "MAX_OUTPUT_RETRIES": 1, **kw})
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,7 +190,7 @@ def test_descriptions_generate_only_what_is_missing():
     t = synthetic_tables()
     ids = ["i0", "i1", "i2", "i3"]
     backend = CountingBackend()
-    out = generate_descriptions(t["items"], ids, domain="beauty", params=small_params(),
+    out = generate_descriptions(t["items"], ids, domain="beauty", cfg=small_params(),
                                 generator=DirectGenerator(backend), imported={"i1": "Imported text one here."},
                                 plots={})
     assert [r.tag for r in backend.calls] == ["i0", "i2", "i3"]
@@ -215,7 +213,7 @@ def test_descriptions_generate_only_what_is_missing():
 
 def test_descriptions_put_movie_plots_in_the_prompt():
     t = synthetic_tables()
-    out = generate_descriptions(t["items"], ["i0", "i1"], domain="movies", params=small_params(),
+    out = generate_descriptions(t["items"], ["i0", "i1"], domain="movies", cfg=small_params(),
                                 generator=DirectGenerator(CountingBackend()), plots={"i0": "A toy comes alive."})
     assert "Plot: A toy comes alive." in out.requests["i0"].messages[1]["content"]
     assert "Plot:" not in out.requests["i1"].messages[1]["content"]
@@ -226,7 +224,7 @@ def test_bad_outputs_are_retried_then_flagged():
     t = synthetic_tables()
     backend = CountingBackend(answer=lambda r: "" if r.tag == "i1" else
                               ("!!!" if r.settings.seed == 42 else "A decent product with a nice smell, a bit pricey."))
-    out = generate_descriptions(t["items"], ["i0", "i1"], domain="beauty", params=small_params(MAX_OUTPUT_RETRIES=2),
+    out = generate_descriptions(t["items"], ["i0", "i1"], domain="beauty", cfg=small_params(MAX_OUTPUT_RETRIES=2),
                                 generator=DirectGenerator(backend))
     by = out.table.set_index("item_id")
     assert by.loc["i0", "status"] == "ok" and by.loc["i0", "attempts"] == 2
@@ -240,7 +238,7 @@ def test_bad_outputs_are_retried_then_flagged():
 def test_unknown_ids_fail_clearly():
     t = synthetic_tables()
     with pytest.raises(ValueError, match="not in the items table"):
-        generate_descriptions(t["items"], ["nope"], domain="beauty", params=small_params(),
+        generate_descriptions(t["items"], ["nope"], domain="beauty", cfg=small_params(),
                               generator=DirectGenerator(CountingBackend()))
 
 
@@ -257,9 +255,9 @@ def _descriptions(t, status_of=None):
 def test_profiles_use_descriptions_labels_and_handle_no_history():
     t = synthetic_tables()
     desc = _descriptions(t, {"i3": "repetitive"})
-    texts = ItemTexts(t["items"], desc)
+    texts = ItemCatalog.from_tables(t["items"], desc)
     backend = CountingBackend()
-    out = generate_profiles(t["users"], ["u1", "u2", "u7"], texts, domain="beauty", params=small_params(),
+    out = generate_profiles(t["users"], ["u1", "u2", "u7"], texts, domain="beauty", cfg=small_params(),
                             generator=DirectGenerator(backend), imported={"u2": "Imported profile text here."})
     tab = out.table.set_index("user_id")
     assert list(out.table.columns) == PROFILE_COLUMNS + ["raw"]
@@ -268,19 +266,22 @@ def test_profiles_use_descriptions_labels_and_handle_no_history():
                                                                                          "no_history", 0]
     assert tab.loc["u2", "source"] == "imported" and tab.loc["u1", "status"] == "ok"
     prompt = out.requests["u1"].messages[1]["content"]
-    # u1 rates i3, i4, i5 first: i3's description is unusable so its metadata stands in
-    assert "Product 3 (" in prompt and "brand: B0; price: $3.00" in prompt
+    # u1 rates i3, i4, i5 first: every item shows its attributes; i3's description is unusable
+    assert "Product 3 [brand: B0; price: $3.00]" in prompt and NO_DESCRIPTION in prompt
     assert "Description of i4." in prompt and "Description of i3." not in prompt
     u1 = t["users"].set_index("user_id").loc["u1"]
     for item, liked in zip(u1["profile_item_ids"], u1["profile_liked"]):
-        assert f"Product {item[1:]} ({'LIKED' if liked else 'DISLIKED'})" in prompt
+        line = next(x for x in prompt.splitlines() if f"Product {item[1:]} [" in x)
+        assert line.endswith(f"({'LIKED' if liked else 'DISLIKED'})")
     assert out.summary["n_no_history"] == 1 and texts.fallbacks == {"i3"}
     assert out.requests["u1"].settings.max_new_tokens == 256
 
 
 def test_item_texts_fallback_marker():
     items = pd.DataFrame({"item_id": ["a"], "title": ["A"], "attributes": [""]})
-    assert ItemTexts(items, None).description("a") == NO_DESCRIPTION
+    catalog = ItemCatalog.from_tables(items, None)
+    assert catalog.description("a") == NO_DESCRIPTION and catalog.fallbacks == {"a"}
+    assert catalog.card("a", with_description=False) == '"A"'
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def test_item_texts_fallback_marker():
 # ---------------------------------------------------------------------------------------
 def test_tables_round_trip_and_read_errors(tmp_path):
     t = synthetic_tables()
-    out = generate_descriptions(t["items"], ["i0"], domain="fashion", params=small_params(),
+    out = generate_descriptions(t["items"], ["i0"], domain="fashion", cfg=small_params(),
                                 generator=DirectGenerator(CountingBackend()))
     path = write_table(out.table, tmp_path / "enrich" / "item_descriptions.parquet")
     back = read_descriptions(path)

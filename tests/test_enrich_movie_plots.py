@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 import rrlib
-from rrlib.movie_plots import (PlotCache, PlotSourceUnavailable, fetch_plots, load_plots_csv, title_and_year)
+from rrlib.enrich.movie_plots import (PlotCache, PlotSourceUnavailable, fetch_plots, load_plots_csv, title_and_year)
 
 RELEASE_CSV = (Path(rrlib.__file__).resolve().parents[2] / "shared" / "data" / "reasoningrec_release" / "ml1m"
                / "movie_summary_25_words.csv")

@@ -8,8 +8,8 @@ import json
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import PROJECT_ROOT, RunPaths
-from rrlib.params import COMMON, EVALUATE, SCHEMA, notebook_parameters
+from rrlib.config.paths import PROJECT_ROOT, RunPaths
+from rrlib.config.params import COMMON, EVALUATE, SCHEMA, notebook_parameters
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "06_evaluate.ipynb"
 

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import RunPaths
-from rrlib.params import load_params
+from rrlib.config.paths import RunPaths
+from rrlib.config.params import load_params
 
 pytestmark = pytest.mark.slow
 

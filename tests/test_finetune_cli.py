@@ -34,7 +34,7 @@ def test_k_outside_kshot_sizes_exits_2(script, tmp_path, capsys):
 def test_missing_upstream_data_names_the_notebook(script, tmp_path, capsys):
     assert script.main(["--method", "reasoningrec", "--k", "64", "-p", "RUN_DIR", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
-    assert "examples.parquet is missing" in err and "01_data_prep" in err
+    assert ".parquet is missing" in err and "01_data_prep" in err
 
 
 def test_zero_shot_method_is_rejected(script):

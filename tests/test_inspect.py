@@ -1,4 +1,5 @@
-"""rrlib.inspect on small synthetic tables that follow the shared schemas."""
+"""rrlib.report (notebook 07) and the faithfulness checks on small synthetic tables that follow the shared
+schemas."""
 from __future__ import annotations
 
 import html
@@ -12,7 +13,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rrlib import inspect as ri
+from rrlib.evaluate import faithfulness as fa
+from rrlib.prompts.answers import parse_prediction
+from rrlib.prompts.postprocess import repetition
+from rrlib.report import cases as rc
+from rrlib.report import highlight as hl
+from rrlib.report import html as rh
+
+
+def is_repetitive(text: str) -> bool:
+    return bool(repetition(text))
 
 
 def _tables():
@@ -73,7 +83,7 @@ def _tables():
              ["", "the same words again and again " * 4, ""], [False, True, True]),
         rows("user_like_rate", 0, [0.7, 0.3, 0.6], [""] * 3, [""] * 3),
     ], ignore_index=True)
-    return ri.InspectionInputs(examples=examples, items=items, predictions=predictions,
+    return rc.InspectionInputs(examples=examples, items=items, predictions=predictions,
                                descriptions=descriptions, profiles=profiles, reasoning=reasoning)
 
 
@@ -81,7 +91,7 @@ def _tables():
 # filters
 # ---------------------------------------------------------------------------------------
 def test_method_block_takes_largest_k_and_marks_correctness():
-    block = ri.method_block(_tables().predictions, "reasoningrec")
+    block = rc.method_block(_tables().predictions, "reasoningrec")
     assert set(block["k"]) == {64}
     assert block.set_index("example_id")["correct"].to_dict() == {"test:u1": True, "test:u2": False,
                                                                    "test:u3": False}
@@ -90,8 +100,8 @@ def test_method_block_takes_largest_k_and_marks_correctness():
 
 
 def test_method_block_unknown_method_names_available():
-    with pytest.raises(ri.InspectError, match="available: reasoningrec, user_like_rate, zeroshot"):
-        ri.method_block(_tables().predictions, "tallrec")
+    with pytest.raises(rc.InspectError, match="available: reasoningrec, user_like_rate, zeroshot"):
+        rc.method_block(_tables().predictions, "tallrec")
 
 
 @pytest.mark.parametrize("how,expected", [
@@ -104,28 +114,28 @@ def test_method_block_unknown_method_names_available():
 ])
 def test_select_examples_filters(how, expected):
     inputs = _tables()
-    block = ri.method_block(inputs.predictions, "reasoningrec")
+    block = rc.method_block(inputs.predictions, "reasoningrec")
     order = pd.Series(dict(zip(inputs.examples["example_id"], inputs.examples["sample_rank"])))
-    assert ri.select_examples(block, how, order=order)["example_id"].tolist() == expected
+    assert rc.select_examples(block, how, order=order)["example_id"].tolist() == expected
 
 
 def test_select_examples_by_user_and_n():
-    block = ri.method_block(_tables().predictions, "reasoningrec")
-    assert ri.select_examples(block, "all", user="u3")["example_id"].tolist() == ["test:u3"]
-    assert len(ri.select_examples(block, "all", n=2)) == 2
-    with pytest.raises(ri.InspectError, match="SHOWCASE_USER='nobody'.*u1"):
-        ri.select_examples(block, "all", user="nobody")
-    with pytest.raises(ri.InspectError, match="no example matches SHOWCASE_FILTER='correct' for user 'u2'"):
-        ri.select_examples(block, "correct", user="u2")
-    with pytest.raises(ri.InspectError, match="not one of"):
-        ri.select_examples(block, "sideways")
+    block = rc.method_block(_tables().predictions, "reasoningrec")
+    assert rc.select_examples(block, "all", user="u3")["example_id"].tolist() == ["test:u3"]
+    assert len(rc.select_examples(block, "all", n=2)) == 2
+    with pytest.raises(rc.InspectError, match="SHOWCASE_USER='nobody'.*u1"):
+        rc.select_examples(block, "all", user="nobody")
+    with pytest.raises(rc.InspectError, match="no example matches SHOWCASE_FILTER='correct' for user 'u2'"):
+        rc.select_examples(block, "correct", user="u2")
+    with pytest.raises(rc.InspectError, match="not one of"):
+        rc.select_examples(block, "sideways")
 
 
 # ---------------------------------------------------------------------------------------
 # highlighting
 # ---------------------------------------------------------------------------------------
 def test_feature_terms_are_exclusive_to_each_side():
-    terms = ri.feature_terms(["gentle floral shampoo for dry hair"], ["strong mint cream, dry skin"])
+    terms = hl.feature_terms(["gentle floral shampoo for dry hair"], ["strong mint cream, dry skin"])
     assert {"gentle", "floral", "shampoo", "hair"} <= terms.liked
     assert {"strong", "mint", "cream", "skin"} <= terms.disliked
     assert "dry" not in terms.liked and "dry" not in terms.disliked  # on both sides
@@ -133,12 +143,12 @@ def test_feature_terms_are_exclusive_to_each_side():
 
 
 def test_highlight_html_marks_and_escapes():
-    terms = ri.feature_terms(["Shampoos for hair"], ["mint <cream>"])
-    out = ri.highlight_html("The user's <b>shampoo</b> & Mint cream", terms)
+    terms = hl.feature_terms(["Shampoos for hair"], ["mint <cream>"])
+    out = hl.highlight_html("The user's <b>shampoo</b> & Mint cream", terms)
     assert '<mark class="liked">shampoo</mark>' in out  # plural/singular match
     assert '<mark class="disliked">Mint</mark>' in out and '<mark class="disliked">cream</mark>' in out
     assert "&lt;b&gt;" in out and "&amp;" in out and "<b>" not in out
-    assert ri.highlight_html("a <x>", None) == "a &lt;x&gt;"
+    assert hl.highlight_html("a <x>", None) == "a &lt;x&gt;"
 
 
 # ---------------------------------------------------------------------------------------
@@ -155,35 +165,35 @@ def test_highlight_html_marks_and_escapes():
     ("The user bought shampoo before.", None),
 ])
 def test_reasoning_stance(text, stance):
-    assert ri.reasoning_stance(text) == stance
+    assert fa.reasoning_stance(text) == stance
 
 
 def test_parse_prediction():
-    assert ri.parse_prediction("Prediction: Yes\nbecause") == 1
-    assert ri.parse_prediction("**Prediction:** No.") == 0
-    assert ri.parse_prediction("I think so") is None
+    assert parse_prediction("Prediction: Yes\nbecause") == 1
+    assert parse_prediction("**Prediction:** No.") == 0
+    assert parse_prediction("I think so") is None
 
 
 def test_unknown_mentions():
     known = "Rose Shampoo\ngentle floral shampoo\nArgan Oil\nLoves gentle hair care."
-    found = ri.unknown_mentions('The user liked Rose Shampoo and "Argan Oil" but would love '
+    found = fa.unknown_mentions('The user liked Rose Shampoo and "Argan Oil" but would love '
                                 '"Velvet Dream Serum" by Glow Labs. Based on the User Profile, yes.', known)
     assert found == ["Velvet Dream Serum", "Glow Labs"]
-    assert ri.unknown_mentions("The User Profile shows Prediction Yes.", known) == []
+    assert fa.unknown_mentions("The User Profile shows Prediction Yes.", known) == []
 
 
 def test_copies_input_and_repetition():
     known = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
-    assert ri.copies_input(known + " seventeen", known)
-    assert not ri.copies_input("a completely different sentence about other things that the user may like "
+    assert fa.copies_input(known + " seventeen", known)
+    assert not fa.copies_input("a completely different sentence about other things that the user may like "
                                "in the future when shopping", known)
-    assert ri.is_repetitive("buy it now please ok " * 4)
-    assert not ri.is_repetitive("buy it now please ok then")
+    assert is_repetitive("buy it now please ok " * 4)
+    assert not is_repetitive("buy it now please ok then")
 
 
 def test_failure_types_per_row_and_summary():
     inputs = _tables()
-    annotated = ri.annotate_failures(inputs)
+    annotated = rc.annotate_failures(inputs)
     assert set(annotated["method"]) == {"reasoningrec", "zeroshot_reasoningrec"}  # baselines have no text
     by = {(r["method"], r["k"], r["example_id"]): r["failures"] for r in annotated.to_dict("records")}
     assert by[("reasoningrec", 64, "test:u1")] == []
@@ -191,12 +201,12 @@ def test_failure_types_per_row_and_summary():
     assert set(by[("reasoningrec", 64, "test:u3")]) == {"contradiction", "unknown_item"}
     assert by[("zeroshot_reasoningrec", 0, "test:u1")] == ["format_error", "empty_reasoning"]
     assert by[("zeroshot_reasoningrec", 0, "test:u2")] == ["repetitive"]
-    summary = ri.failure_summary(annotated)
+    summary = rc.failure_summary(annotated)
     assert summary.iloc[0]["failure"] == "contradiction" and summary.iloc[0]["count"] == 2
     assert list(summary["count"]) == sorted(summary["count"], reverse=True)
     row = summary.set_index("failure").loc["unknown_item"]
     assert row["examples"] == "test:u3" and "reasoningrec@K64: 1" in row["by_method"]
-    rates = ri.failure_rates(annotated)
+    rates = rc.failure_rates(annotated)
     assert rates.loc["zeroshot_reasoningrec@K0", "format_error"] == pytest.approx(1 / 3)
 
 
@@ -205,7 +215,7 @@ def test_failure_types_per_row_and_summary():
 # ---------------------------------------------------------------------------------------
 def test_build_cases_side_by_side():
     inputs = _tables()
-    cases = ri.build_cases(inputs, ["test:u1", "test:u3"], "reasoningrec")
+    cases = rc.build_cases(inputs, ["test:u1", "test:u3"], "reasoningrec")
     c = cases[0]
     assert (c.target_title, c.label, c.lead.k, c.lead.correct) == ("Argan Oil", 1, 64, True)
     assert c.reasoning_truth.startswith("The user enjoys")
@@ -214,14 +224,14 @@ def test_build_cases_side_by_side():
     assert [o.method for o in c.others] == ["zeroshot_reasoningrec", "user_like_rate"]
     assert "hair" in c.terms.liked and "mint" in c.terms.disliked
     assert cases[1].reasoning_truth is None and "unknown_item" in cases[1].lead.failures
-    frame = ri.cases_frame(cases)
+    frame = rc.cases_frame(cases)
     assert frame["prediction"].tolist() == ["Yes", "No"]
 
 
 def test_report_is_self_contained_and_escaped(tmp_path):
     inputs = _tables()
     inputs.items.loc[0, "title"] = "Rose <script>alert(1)</script> Shampoo"
-    cases, summary, rates, page = ri.inspect_run(inputs, method="reasoningrec", how="all", n=3,
+    cases, summary, rates, page = rh.inspect_run(inputs, method="reasoningrec", how="all", n=3,
                                                  meta={"run": "synthetic"})
     assert [c.example_id for c in cases] == ["test:u2", "test:u1", "test:u3"]
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
@@ -229,7 +239,7 @@ def test_report_is_self_contained_and_escaped(tmp_path):
     assert "<link" not in page and "@import" not in page
     for eid in ("test:u1", "test:u2", "test:u3"):
         assert f'data-example-id="{eid}"' in page
-    path = ri.write_report(tmp_path / "inspect" / "report.html", page)
+    path = rh.write_report(tmp_path / "inspect" / "report.html", page)
     assert path.read_text(encoding="utf-8") == page
 
 
@@ -247,8 +257,8 @@ def test_report_renders_in_headless_chromium(tmp_path):
     if browser is None:
         pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver; "
                     ".ci/run installs it)")
-    _, _, _, page = ri.inspect_run(_tables(), method="reasoningrec", n=3, meta={"run": "render-test"})
-    report = ri.write_report(tmp_path / "report.html", page)
+    _, _, _, page = rh.inspect_run(_tables(), method="reasoningrec", n=3, meta={"run": "render-test"})
+    report = rh.write_report(tmp_path / "report.html", page)
     profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -277,7 +287,7 @@ def _complete(df: pd.DataFrame, table: str) -> pd.DataFrame:
 
 
 def _write_synthetic_run(run_dir: Path) -> None:
-    from rrlib.artifacts import RunPaths
+    from rrlib.config.paths import RunPaths
     inputs = _tables()
     paths = RunPaths.of(run_dir)
     _complete(inputs.items, "items").to_parquet(paths.items)
@@ -300,8 +310,8 @@ def test_notebook_07_on_a_synthetic_run(tmp_path):
 
     import papermill as pm
 
-    from rrlib.artifacts import PROJECT_ROOT
-    from rrlib.run import choose_kernel
+    from rrlib.config.paths import PROJECT_ROOT
+    from rrlib.workbook.runner import choose_kernel
 
     run_dir = tmp_path / "run"
     _write_synthetic_run(run_dir)

@@ -9,9 +9,16 @@ import pytest
 
 import rrlib
 import rrlib.llm.embedded as embedded
-from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend, make_backend
+from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend
 from rrlib.llm.local import ModelLoadError, load_model_and_tokenizer, resolve_dtype
-from rrlib.params import ParamError
+from rrlib.config.params import Config, ParamError
+from rrlib.llm import teacher_backend
+from rrlib.student import student_backend
+
+
+def make_teacher(params, cache_dir):
+    """The teacher backend of ``params`` over the schema defaults, caching under ``cache_dir``."""
+    return teacher_backend(Config.full({**params, "CACHE_DIR": str(cache_dir)}))
 
 REPO = Path(rrlib.__file__).resolve().parents[1]
 MODEL_CACHE = REPO / "outputs" / "cache"  # shared with test_llm_cache: the checkpoint is built once
@@ -35,11 +42,11 @@ def test_missing_package_error_says_how_to_install(monkeypatch):
 def test_file_hash_is_memoised_by_size_and_mtime(tmp_path):
     f = tmp_path / "weights.bin"
     f.write_bytes(b"a" * 1000)
-    h1 = embedded.file_sha256(f, tmp_path)
+    h1 = embedded.model_file_sha256(f, tmp_path)
     assert (tmp_path / "models" / "hashes.json").is_file()
-    assert embedded.file_sha256(f, tmp_path) == h1
+    assert embedded.model_file_sha256(f, tmp_path) == h1
     f.write_bytes(b"b" * 1001)
-    assert embedded.file_sha256(f, tmp_path) != h1
+    assert embedded.model_file_sha256(f, tmp_path) != h1
 
 
 def test_checkpoint_is_built_once_and_atomically(tmp_path, monkeypatch):
@@ -86,28 +93,27 @@ def test_bad_local_params_fail_before_any_generation(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ParamError, match=r"TEACHER_QUANTIZATION='4bit' needs a CUDA GPU"):
-        make_backend({"TEACHER_QUANTIZATION": "4bit"}, "teacher", tmp_path)
+        make_teacher({"TEACHER_QUANTIZATION": "4bit"}, tmp_path)
     with pytest.raises(ParamError, match=r"STUDENT_QUANTIZATION='8bit' needs a CUDA GPU"):
-        make_backend({"STUDENT_QUANTIZATION": "8bit"}, "student", tmp_path)
+        student_backend(Config.full({"STUDENT_QUANTIZATION": "8bit", "CACHE_DIR": str(tmp_path)}))
     with pytest.raises(ModelLoadError, match="needs a CUDA GPU"):
         load_model_and_tokenizer("embedded", quantization="4bit", cache_dir=tmp_path)
     with pytest.raises(ParamError, match=r"TEACHER_MODEL='./no/such/model' looks like a local path"):
-        make_backend({"TEACHER_MODEL": "./no/such/model"}, "teacher", tmp_path)
+        make_teacher({"TEACHER_MODEL": "./no/such/model"}, tmp_path)
     with pytest.raises(ParamError, match="TEACHER_DTYPE"):
-        make_backend({"TEACHER_DTYPE": "fp8"}, "teacher", tmp_path)
+        make_teacher({"TEACHER_DTYPE": "fp8"}, tmp_path)
     with pytest.raises(ParamError, match="unknown parameter"):
-        make_backend({"TEACHER_TEMPERATURE": 0.5}, "teacher", tmp_path)
+        make_teacher({"TEACHER_TEMPERATURE": 0.5}, tmp_path)
     with pytest.raises(ParamError, match="TEACHER_QUANTIZATION applies to the local backend"):
-        make_backend({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "TEACHER_QUANTIZATION": "8bit"},
-                     "teacher", tmp_path)
-    be = make_backend({"TEACHER_BATCH_SIZE": 4}, "teacher", tmp_path)
+        make_teacher({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "TEACHER_QUANTIZATION": "8bit"}, tmp_path)
+    be = make_teacher({"TEACHER_BATCH_SIZE": 4}, tmp_path)
     assert isinstance(be, LocalBackend) and be.batch_size == 4 and not be.loaded
 
 
 def test_identity_names_the_model_file_and_settings(tmp_path):
     a = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32").identity
     b = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="bfloat16").identity
-    assert a["file_sha256"] == embedded.file_sha256(embedded.embedded_gguf(), MODEL_CACHE)
+    assert a["file_sha256"] == embedded.model_file_sha256(embedded.embedded_gguf(), MODEL_CACHE)
     assert a["name"] == "embedded:SmolLM2-135M-Instruct" and a["dtype"] == "float32" and b["dtype"] == "bfloat16"
     adapter = tmp_path / "adapter"
     adapter.mkdir()

@@ -16,9 +16,16 @@ import pytest
 import requests
 
 from rrlib.llm import CachedGenerator, GenerationCache, GenerationRequest, GenerationSettings, ServerBackend, \
-    ServerError, make_backend
+    ServerError
 from rrlib.llm.embedded import embedded_gguf
-from rrlib.params import ParamError
+from rrlib.config.params import Config, ParamError
+from rrlib.llm import teacher_backend
+from rrlib.student import student_backend
+
+
+def make_teacher(params, cache_dir):
+    """The teacher backend of ``params`` over the schema defaults, caching under ``cache_dir``."""
+    return teacher_backend(Config.full({**params, "CACHE_DIR": str(cache_dir)}))
 
 SECRET = "sk-test-DO-NOT-LEAK-0123456789"
 
@@ -190,14 +197,12 @@ def test_wrong_model_name_is_a_clear_error():
 
 def test_make_backend_rejects_bad_server_params_before_generating(tmp_path):
     with pytest.raises(ParamError, match="SERVER_MODEL is empty"):
-        make_backend({"TEACHER_BACKEND": "server"}, "teacher", tmp_path)
+        make_teacher({"TEACHER_BACKEND": "server"}, tmp_path)
     with pytest.raises(ParamError, match="not an http"):
-        make_backend({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "SERVER_URL": "localhost:8080"},
-                     "teacher", tmp_path)
+        make_teacher({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "SERVER_URL": "localhost:8080"}, tmp_path)
     with pytest.raises(ParamError, match="SERVER_CONCURENCY"):
-        make_backend({"TEACHER_BACKEND": "server", "SERVER_CONCURENCY": 4}, "teacher", tmp_path)
-    be = make_backend({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "SERVER_CONCURRENCY": 3}, "teacher",
-                      tmp_path)
+        make_teacher({"TEACHER_BACKEND": "server", "SERVER_CONCURENCY": 4}, tmp_path)
+    be = make_teacher({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "SERVER_CONCURRENCY": 3}, tmp_path)
     assert isinstance(be, ServerBackend) and be.concurrency == 3 and be.base_url == "http://127.0.0.1:8080/v1"
 
 
@@ -258,7 +263,7 @@ def llama_server(tmp_path_factory):
 def test_real_llama_cpp_server_generates_and_caches(llama_server, tmp_path):
     params = {"TEACHER_BACKEND": "server", "SERVER_URL": llama_server, "SERVER_MODEL": "smollm2",
               "SERVER_CONCURRENCY": 2, "SERVER_API_KEY_ENV": "RRLIB_UNSET_KEY_ENV"}
-    be = make_backend(params, "teacher", tmp_path)
+    be = make_teacher(params, tmp_path)
     assert be.identity == {"backend": "server", "name": "smollm2", "served_model": "smollm2"}
     reqs = [_request(i, max_new_tokens=12) for i in range(3)] + [_request(0, max_new_tokens=12, temperature=0.7,
                                                                            top_p=0.9, seed=5)]
@@ -270,7 +275,7 @@ def test_real_llama_cpp_server_generates_and_caches(llama_server, tmp_path):
     # greedy decoding through the server is repeatable (bypassing the cache)
     assert be.generate(reqs[:1])[0].text == out[0].text
     # a rerun is served from the cache without any request
-    gen2 = CachedGenerator(make_backend(params, "teacher", tmp_path), tmp_path, progress=False)
+    gen2 = CachedGenerator(make_teacher(params, tmp_path), tmp_path, progress=False)
     gen2.backend._request = lambda *a, **k: (_ for _ in ()).throw(AssertionError("server was called"))
     gen2.backend._identity = be.identity
     assert [r.text for r in gen2.generate(reqs)] == [r.text for r in out] and gen2.stats["cached"] == 4

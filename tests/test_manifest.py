@@ -8,32 +8,24 @@ import re
 import pandas as pd
 import pytest
 
-from rrlib import manifest as mf
-from rrlib.artifacts import RunPaths, write_results
-from rrlib.params import defaults
+from rrlib.workbook import manifest as mf
+from rrlib.config.paths import RunPaths
+from rrlib.config.provenance import write_results
+from rrlib.config.params import defaults
 
 
-def test_tokens_of_accepts_the_documented_shapes():
-    assert mf.tokens_of({"tokens": 12}) == {"total_tokens": 12}
-    assert mf.tokens_of({"tokens": {"prompt_tokens": 3, "completion_tokens": 4}}) == {
-        "prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+def test_tokens_of_reads_the_generation_key_only():
     stats = {"cached": 2, "generated": 5, "prompt_tokens": 100, "completion_tokens": 50, "seconds": 3.5,
              "truncated_prompts": 1}
-    assert mf.tokens_of({"generation_stats": stats}) == {
+    assert mf.tokens_of({"generation": stats}) == {
         "cached": 2, "generated": 5, "prompt_tokens": 100, "completion_tokens": 50, "truncated_prompts": 1,
         "total_tokens": 150}
-    nested = {"generation_stats": {"valid": {"prompt_tokens": 1, "completion_tokens": 2},
-                                   "test": {"prompt_tokens": 10, "completion_tokens": 20}}}
+    nested = {"generation": {"valid": {"prompt_tokens": 1, "completion_tokens": 2},
+                             "test": {"prompt_tokens": 10, "completion_tokens": 20}}}
     assert mf.tokens_of(nested)["total_tokens"] == 33
-    assert mf.tokens_of({"auc": 0.7}) is None
-    assert mf.tokens_of({"tokens": True}) is None
-
-
-def test_identities_in_finds_nested_model_identities():
-    results = {"model_identity": {"name": "m", "sha256": "ab"},
-               "jobs": {"profiles": {"backend_identity": {"name": "x"}}, "n": 3}, "identity_free": 1}
-    assert mf.identities_in(results) == {"model_identity": {"name": "m", "sha256": "ab"},
-                                         "jobs.profiles.backend_identity": {"name": "x"}}
+    # the keys are fixed (manifest.RESULT_KEYS): figures under any other name are not guessed at
+    assert mf.tokens_of({"tokens": 12}) is None and mf.tokens_of({"generation_stats": stats}) is None
+    assert mf.tokens_of({"auc": 0.7}) is None and mf.tokens_of({"generation": True}) is None
 
 
 def test_manifest_write_is_atomic_and_set_step_checks_status(tmp_path):
@@ -85,9 +77,10 @@ def test_raw_inputs_fall_back_to_data_dir(tmp_path):
 def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     run_dir = tmp_path / "run"
     params = {**defaults(), "CACHE_DIR": str(tmp_path / "cache")}
-    write_results(run_dir, "02_item_descriptions", {"generation_stats": {}, "model_identity": {"name": "t"}},
+    paths = RunPaths.of(run_dir)
+    write_results(paths, "02_item_descriptions", {"generation": {}, "model_identities": {"teacher": {"name": "t"}}},
                   params)
-    write_results(run_dir, "05_finetune", {"adapters": {"reasoningrec_K64": {"adapter_identity": "sha"}}},
+    write_results(paths, "05_finetune", {"model_identities": {"student": {"name": "s", "adapter_sha256": "sha"}}},
                   params)
     adapter = run_dir / "finetune" / "reasoningrec_K64" / "adapter_model.safetensors"
     adapter.parent.mkdir(parents=True)
@@ -98,9 +91,8 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     assert models["student"]["adapters"] == {"reasoningrec_K64": hashlib.sha256(b"lora").hexdigest()}
     assert models["teacher"]["requested"] == {"MODEL": "embedded", "REVISION": "", "QUANTIZATION": "none",
                                               "BACKEND": "local"}
-    assert models["teacher"]["recorded"] == {"02_item_descriptions": {"model_identity": {"name": "t"}}}
-    assert models["student"]["recorded"] == {
-        "05_finetune": {"adapters.reasoningrec_K64.adapter_identity": "sha"}}
+    assert models["teacher"]["recorded"] == {"02_item_descriptions": {"teacher": {"name": "t"}}}
+    assert models["student"]["recorded"] == {"05_finetune": {"student": {"name": "s", "adapter_sha256": "sha"}}}
     emb = models["teacher"]["embedded"]
     if "error" not in emb:  # the embedded package is installed in .venv
         assert re.fullmatch(r"[0-9a-f]{64}", emb["sha256"]) and emb["file"].endswith(".gguf")
@@ -109,28 +101,12 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     assert "embedded" not in server["teacher"] and server["teacher"]["requested"]["SERVER_MODEL"] == "mixtral"
 
 
-def test_compose_and_write_metrics(tmp_path):
-    run_dir = tmp_path / "run"
-    RunPaths.of(run_dir)
-    with pytest.raises(FileNotFoundError, match="run notebook 06"):
-        mf.compose_metrics(run_dir)
-    params = defaults()
-    metrics = {"auc": {"reasoningrec@K64": 0.61}, "best_method": "reasoningrec@K64"}
-    write_results(run_dir, "06_evaluate", {"metrics": metrics, "table": "..."}, params)
-    (run_dir / "metrics.json").write_text(json.dumps({"06_evaluate": {"kept": True}}))
-    path = mf.write_metrics(run_dir, {"run_id": "r7", "params": params})
-    out = json.loads(path.read_text())
-    assert out["metrics"] == metrics and out["run_id"] == "r7" and out["dataset"] == "embedded_beauty"
-    assert out["source"].startswith("results/06_evaluate-")
-    assert out["06_evaluate"] == {"kept": True}  # what notebook 06 merged in is kept
-
-
-def test_metrics_from_a_record_without_a_metrics_key(tmp_path):
-    run_dir = tmp_path / "run"
-    write_results(run_dir, "06_evaluate", {"auc": {"a@K0": 0.5}, "files": {"x": "y"}, "predictions": "p",
-                                           "llm": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
+def test_step_summary_reads_tokens_and_the_results_file(tmp_path):
+    paths = RunPaths.of(tmp_path / "run")
+    write_results(paths, "06_evaluate", {"auc": {"a@K0": 0.5},
+                                         "generation": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
                   defaults())
-    assert mf.compose_metrics(run_dir)["metrics"] == {"auc": {"a@K0": 0.5},
-                                                      "llm": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}}
-    assert mf.step_summary(run_dir, "06_evaluate")["tokens"] == {"prompt_tokens": 4, "completion_tokens": 1,
-                                                                 "total_tokens": 5}
+    summary = mf.step_summary(paths.root, "06_evaluate")
+    assert summary["tokens"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
+    assert summary["results_file"].startswith("results/06_evaluate-")
+    assert not paths.metrics.exists()  # metrics.json has one writer: notebook 06 (rrlib.evaluate.results)

@@ -8,10 +8,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rrlib.artifacts import PROJECT_ROOT, RunPaths
+from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import figure_paths, load_dataset, load_tables
 from rrlib.data import processing as P
-from rrlib.params import COMMON, DATA, SCHEMA, notebook_parameters
+from rrlib.config.params import COMMON, DATA, SCHEMA, notebook_parameters
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "01_data_prep.ipynb"
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import PROJECT_ROOT, RunPaths
+from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import load_tables
 from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
-from rrlib.params import COMMON, ENRICH, SCHEMA, TEACHER, defaults, notebook_parameters
+from rrlib.config.params import COMMON, ENRICH, SCHEMA, TEACHER, defaults, notebook_parameters
 from rrlib.prompts.postprocess import STATUSES
 from rrlib.reasoning import REASONING_COLUMNS
 
@@ -28,7 +28,9 @@ def test_parameters_declare_what_the_step_uses(name):
     assert set(COMMON) <= set(declared)
     assert {"TEACHER_BACKEND", "TEACHER_MODEL", "GENERATION_MODE", "MAX_OUTPUT_RETRIES", "MAX_PROMPT_TOKENS",
             "TEACHER_BATCH_SIZE", "KSHOT_SIZES", "DOMAIN"} <= set(declared)
-    assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"}
+    # 04 also needs the methods whose teacher views it writes, and the seeds of their K-shot sets
+    extra = {"METHODS", "SEEDS"} if name == "04_reasoning_generation" else set()
+    assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
     assert {k: v for k, v in declared.items() if v != SCHEMA[k].default} == {}
     own = {"02_item_descriptions": {"DESCRIPTION_WORDS", "DESCRIPTIONS_IMPORT", "PLOT_SOURCE", "PLOTS_CSV",
                                     "PLOT_RATE_LIMIT_S", "ENRICH_SCOPE"},
@@ -71,7 +73,7 @@ def _exec_notebook_in_process(path: Path, overrides: dict) -> dict:
 @pytest.mark.parametrize("references", [True, False])
 def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_path, monkeypatch, references):
     import rrlib.llm
-    from rrlib.data.tables import Tables, write_tables
+    from rrlib.data.storage import Tables, write_tables
     from rrlib.enrich import write_table
     from test_enrich import CountingBackend, _descriptions, synthetic_tables
     from test_reasoning import _profiles
@@ -85,32 +87,34 @@ def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_pat
     stale = pd.DataFrame({"example_id": ["test:old"], "reasoning": ["stale"], "status": ["ok"]})
     write_table(stale, paths.reference_reasoning)  # left by an earlier run of this folder
     backend = CountingBackend()
-    monkeypatch.setattr(rrlib.llm, "make_backend", lambda params, role, cache_dir: backend)
+    monkeypatch.setattr(rrlib.llm, "teacher_backend", lambda cfg: backend)
     ns = _exec_notebook_in_process(NB["04_reasoning_generation"], {
         "RUN_DIR": str(paths.root), "CACHE_DIR": str(tmp_path / "cache"), "KSHOT_SIZES": [4], "N_TEST": 3,
-        "REFERENCE_REASONING": references})
+        "REFERENCE_REASONING": references, "METHODS": ["reasoningrec", "tallrec"]})
 
     train = pd.read_parquet(paths.reasoning)
     assert train["example_id"].tolist() == ["train:u0", "train:u1", "train:u2", "train:u3"]
     (rec,) = _results(paths, "04_reasoning_generation")
     res = rec["results"]
-    assert res["n"] == 4 and res["product"] == "training" and res["generation"]["generated"] == 4
+    assert res["n"] == 4 and res["product"] == "training" and res["generation"]["training"]["generated"] == 4
+    assert res["views"] == {"reasoningrec": "full"}  # tallrec writes no reasoning
     assert rec["params"]["REFERENCE_REASONING"] is references and rec["params"]["N_TEST"] == 3
     refs_res = res["test_references"]
     if references:
         refs = pd.read_parquet(paths.reference_reasoning)
         assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
         assert refs["example_id"].tolist() == ["test:u0", "test:u1", "test:u2"]
-        assert refs_res["enabled"] and refs_res["n"] == 3 and refs_res["generation"]["generated"] == 3
+        assert refs_res["enabled"] and refs_res["n"] == 3 and res["generation"]["test_references"]["generated"] == 3
         assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
         assert {r.tag for r in backend.calls} == set(train["example_id"]) | set(refs["example_id"])
     else:
         assert not paths.reference_reasoning.exists()
         assert refs_res == {**refs_res, "enabled": False, "n": 0, "removed_stale_file": True}
-        assert refs_res["generation"]["generated"] == 0
+        assert res["generation"]["test_references"]["generated"] == 0
         assert {r.tag for r in backend.calls} == set(train["example_id"])
     assert (paths.root / "reasoning/reasoning_lengths.png").is_file()
-    assert set(ns["counts"]["product"]) == ({"training", "test references"} if references else {"training"})
+    assert {name for name, part in ns["products"].items() if len(part)} == (
+        {"training", "test references"} if references else {"training"})
 
 
 def _run(name, tmp_path, params):

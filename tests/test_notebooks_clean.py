@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from rrlib.artifacts import STEPS
-from rrlib.params import COMMON, SCHEMA, notebook_parameters
+from rrlib.config.paths import STEPS
+from rrlib.config.params import COMMON, SCHEMA, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rrlib.params import (ParamError, SCHEMA, defaults, from_namespace, load_params, notebook_parameters,
+from rrlib.config.params import (ParamError, SCHEMA, defaults, from_namespace, load_params, notebook_parameters,
                           parse_override, select_for_notebook, validate)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rrlib.artifacts import STEPS
-from rrlib.run import NOTEBOOK_DIR
+from rrlib.config.paths import STEPS
+from rrlib.workbook.runner import NOTEBOOK_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 

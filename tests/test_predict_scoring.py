@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rrlib.predict import (ScoreCache, YesNoTokens, scoring_text, yes_no_probabilities, yes_no_token_ids)
+from rrlib.student import ScoreCache, YesNoTokens, scoring_text, yes_no_probabilities, yes_no_token_ids
 
 FIXED_PROMPT = [
     {"role": "system", "content": "You are a recommender system for beauty and personal-care products."},

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rrlib.params import SCHEMA, load_params, load_yaml, notebook_parameters
+from rrlib.config.params import SCHEMA, load_params, load_yaml, notebook_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "params").glob("*.yaml"))

@@ -25,8 +25,8 @@ FIELDS = {
 # text changes on purpose: bump its version in rrlib/prompts/teacher.py, then update this pin.
 PINNED = {
     "item_description": ("2", "04d60faa0aa77f7a"),
-    "user_profile": ("1", "080b63486c08469c"),
-    "reasoning": ("1", "81607a2c0fe4e4a5"),
+    "user_profile": ("2", "080b63486c08469c"),
+    "reasoning": ("2", "81607a2c0fe4e4a5"),
 }
 
 

@@ -4,11 +4,13 @@ label in the prompt, two-part post-processing, and the reasoning table contract.
 import pandas as pd
 import pytest
 
-from rrlib.artifacts import RunPaths
-from rrlib.enrich import ItemTexts
-from rrlib.evaluate import reference_reasoning
+from rrlib.config.paths import RunPaths
+from rrlib.evaluate.results import reference_reasoning
+from rrlib.methods.registry import FULL_VIEW, get
+from rrlib.prompts.items import ItemCatalog
 from rrlib.reasoning import (REASONING_COLUMNS, generate_reasoning, generate_reference_reasoning, reasoning_examples,
-                             reference_examples, write_reference_reasoning, write_training_reasoning)
+                             reference_examples, teacher_views, write_reference_reasoning,
+                             write_training_reasoning)
 from test_enrich import CountingBackend, DirectGenerator, _descriptions, small_params, synthetic_tables
 
 
@@ -28,22 +30,23 @@ def test_reasoning_examples_are_the_largest_kshot_training_set():
 def test_reasoning_prompt_holds_label_profile_history_and_target():
     t = synthetic_tables()
     ex = reasoning_examples(t["examples"], small_params())
-    texts = ItemTexts(t["items"], _descriptions(t))
+    texts = ItemCatalog.from_tables(t["items"], _descriptions(t))
     backend = CountingBackend()
     out = generate_reasoning(ex, _profiles(["u0", "u1", "u2", "u3"], {"u2": "repetitive"}), texts, domain="beauty",
-                             params=small_params(REASONING_WORDS=40), generator=DirectGenerator(backend))
+                             cfg=small_params(REASONING_WORDS=40), generator=DirectGenerator(backend))
     tab = out.table
     assert list(tab.columns) == REASONING_COLUMNS + ["raw"]
     assert tab["example_id"].tolist() == ex["example_id"].tolist()
     assert (tab["label"] == ex["label"].to_numpy()).all()
     for row in ex.to_dict("records"):
-        prompt = out.requests[row["example_id"]].messages[1]["content"]
+        prompt = out.requests[f"reasoningrec:{row['example_id']}"].messages[1]["content"]
         verb = "liked" if row["label"] == 1 else "disliked"
         assert f"We know that the customer {verb} the new product" in prompt
         assert f"New product: Product {row['target_item_id'][1:]}" in prompt
         assert f"Description of {row['target_item_id']}." in prompt
         for item, liked in zip(row["history_item_ids"], row["history_liked"]):
-            assert f"Product {item[1:]} ({'LIKED' if liked else 'DISLIKED'})" in prompt
+            line = next(x for x in prompt.splitlines() if f"Product {item[1:]} [" in x)
+            assert line.endswith(f"({'LIKED' if liked else 'DISLIKED'})")
         assert "at most 40 words" in prompt
         has_profile = row["user_id"] != "u2"  # u2's profile is unusable: the no-profile note stands in
         assert (f"Profile of {row['user_id']}" in prompt) == has_profile
@@ -58,14 +61,16 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
     assert (tab["status"] == "ok").all()
     assert out.summary["n_without_profile"] == 1 and out.summary["by_label"]
     # Table 6 (top_p 0.75, 256 tokens for 100-word parts), the token budget scaled to 40 words
-    assert out.requests["train:u0"].settings.top_p == 0.75 and out.requests["train:u0"].settings.max_new_tokens == 102
+    settings = out.requests["reasoningrec:train:u0"].settings
+    assert settings.top_p == 0.75 and settings.max_new_tokens == 102
+    assert set(tab["method"]) == {"reasoningrec"} and set(tab["view"]) == {"full"}
 
 
 def test_reasoning_refuses_non_training_examples():
     t = synthetic_tables()
     with pytest.raises(ValueError, match="train examples only"):
-        generate_reasoning(t["examples"], _profiles([]), ItemTexts(t["items"], None), domain="beauty",
-                           params=small_params(), generator=DirectGenerator(CountingBackend()))
+        generate_reasoning(t["examples"], _profiles([]), ItemCatalog.from_tables(t["items"], None), domain="beauty",
+                           cfg=small_params(), generator=DirectGenerator(CountingBackend()))
 
 
 def test_reasoning_flags_bad_outputs():
@@ -73,8 +78,8 @@ def test_reasoning_flags_bad_outputs():
     ex = reasoning_examples(t["examples"], small_params(KSHOT_SIZES=[2]))
     backend = CountingBackend(answer=lambda r: "Profile analysis: " + "good " * 30 + "\nTarget analysis: ok"
                               if r.tag == "train:u0" else "")
-    out = generate_reasoning(ex, _profiles(["u0", "u1"]), ItemTexts(t["items"], _descriptions(t)), domain="movies",
-                             params=small_params(MAX_OUTPUT_RETRIES=1), generator=DirectGenerator(backend))
+    out = generate_reasoning(ex, _profiles(["u0", "u1"]), ItemCatalog.from_tables(t["items"], _descriptions(t)), domain="movies",
+                             cfg=small_params(MAX_OUTPUT_RETRIES=1), generator=DirectGenerator(backend))
     assert out.table["status"].tolist() == ["repetitive", "empty"]
     assert out.table["attempts"].tolist() == [2, 2] and len(backend.calls) == 4
     assert out.summary["n_unusable_generated"] == 2
@@ -85,11 +90,12 @@ def test_reasoning_flags_bad_outputs():
 # ---------------------------------------------------------------------------------------
 def _write_both(tmp_path, **kw):
     t = synthetic_tables()
-    params = small_params(KSHOT_SIZES=[2, 4], N_TEST=3, **kw)
+    cfg = small_params(KSHOT_SIZES=[2, 4], N_TEST=3, **kw)
     paths = RunPaths.of(tmp_path / "run")
-    texts = ItemTexts(t["items"], _descriptions(t))
+    texts = ItemCatalog.from_tables(t["items"], _descriptions(t))
     backend = CountingBackend()
-    common = dict(domain="beauty", params=params, generator=DirectGenerator(backend), paths=paths)
+    common = dict(domain="beauty", cfg=cfg, generator=DirectGenerator(backend), paths=paths,
+                  views={"reasoningrec": FULL_VIEW})
     train = write_training_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
     refs = write_reference_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
     return t, paths, backend, train, refs
@@ -115,7 +121,8 @@ def test_training_and_test_references_go_to_their_own_files(tmp_path):
     test = t["examples"].set_index("example_id")
     for eid in on_disk_refs["example_id"]:
         verb = "liked" if test.loc[eid, "label"] == 1 else "disliked"
-        assert f"We know that the customer {verb} the new product" in refs.requests[eid].messages[1]["content"]
+        assert f"We know that the customer {verb} the new product" in refs.requests[f"reasoningrec:{eid}"].messages[1][
+            "content"]
         assert f"customer {verb} it." in on_disk_refs.set_index("example_id").loc[eid, "reasoning"]
     assert (on_disk_refs["label"] == test.loc[on_disk_refs["example_id"], "label"].to_numpy()).all()
     assert len(backend.calls) == 7 and {r.tag for r in backend.calls} == set(on_disk_train["example_id"]) | set(
@@ -125,13 +132,13 @@ def test_training_and_test_references_go_to_their_own_files(tmp_path):
     assert refs.summary["n"] == 3 and refs.summary["table"] == str(paths.reference_reasoning)
     # notebook 06 reads both files: references exist for the test subsample and the training set
     got = reference_reasoning(paths)
-    assert set(got) == set(on_disk_train["example_id"]) | set(on_disk_refs["example_id"])
+    assert set(got["full"]) == set(on_disk_train["example_id"]) | set(on_disk_refs["example_id"])
 
 
 def test_each_generator_refuses_the_other_split():
     t = synthetic_tables()
-    args = (_profiles(["u0", "u1", "u2"]), ItemTexts(t["items"], _descriptions(t)))
-    kw = dict(domain="beauty", params=small_params(), generator=DirectGenerator(CountingBackend()))
+    args = (_profiles(["u0", "u1", "u2"]), ItemCatalog.from_tables(t["items"], _descriptions(t)))
+    kw = dict(domain="beauty", cfg=small_params(), generator=DirectGenerator(CountingBackend()))
     ex = t["examples"]
     mixed = pd.concat([ex[ex["example_id"] == "train:u0"], ex[ex["example_id"] == "test:u1"]])
     with pytest.raises(ValueError, match=r"takes train examples only.*test:u1.*generate_reference_reasoning"):
@@ -152,4 +159,38 @@ def test_reference_reasoning_can_be_turned_off(tmp_path):
     assert {r.tag.split(":")[0] for r in backend.calls} == {"train"}
     assert refs.table.empty and list(refs.table.columns) == REASONING_COLUMNS + ["raw"]
     assert refs.summary["enabled"] is False and refs.summary["removed_stale_file"] is True
-    assert set(reference_reasoning(paths)) == set(train.table["example_id"])
+    assert set(reference_reasoning(paths)["full"]) == set(train.table["example_id"])
+
+
+# ---------------------------------------------------------------------------------------
+# Faithful ablations: each teacher sees only what its student sees
+# ---------------------------------------------------------------------------------------
+def test_teacher_views_follow_the_registry():
+    views = teacher_views(["reasoningrec", "reasoningrec_no_profile", "reasoningrec_no_description", "tallrec"])
+    assert set(views) == {"reasoningrec", "reasoningrec_no_profile", "reasoningrec_no_description"}  # tallrec: none
+    assert views["reasoningrec"] == FULL_VIEW
+    assert "profile" not in views["reasoningrec_no_profile"]
+    assert "descriptions" not in views["reasoningrec_no_description"] and "titles" in views["reasoningrec_no_description"]
+    assert views["reasoningrec_no_profile"] == get("reasoningrec_no_profile").inputs  # student and teacher agree
+    full = teacher_views(["reasoningrec_no_profile"], "full")
+    assert full == {"reasoningrec_no_profile": FULL_VIEW}
+    with pytest.raises(ValueError, match="ABLATION_REASONING"):
+        teacher_views(["reasoningrec"], "partial")
+
+
+def test_ablated_teachers_see_only_their_students_inputs():
+    t = synthetic_tables()
+    ex = reasoning_examples(t["examples"], small_params(KSHOT_SIZES=[2]))
+    views = teacher_views(["reasoningrec", "reasoningrec_no_profile", "reasoningrec_no_description"])
+    out = generate_reasoning(ex, _profiles(["u0", "u1"]), ItemCatalog.from_tables(t["items"], _descriptions(t)),
+                             domain="beauty", cfg=small_params(), generator=DirectGenerator(CountingBackend()),
+                             views=views)
+    assert sorted(set(out.table["view"])) == ["full", "no_description", "no_profile"]
+    assert len(out.table) == 3 * len(ex)
+    for eid in ex["example_id"]:
+        full = out.requests[f"reasoningrec:{eid}"].messages[1]["content"]
+        no_profile = out.requests[f"reasoningrec_no_profile:{eid}"].messages[1]["content"]
+        no_desc = out.requests[f"reasoningrec_no_description:{eid}"].messages[1]["content"]
+        assert "Profile of a customer" in full and "Profile of" not in no_profile and "Profile of a customer" in no_desc
+        assert "Description of" in full and "Description of" in no_profile and "Description of" not in no_desc
+        assert "[brand: B" in no_desc  # titles and attributes stay

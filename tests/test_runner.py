@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rrlib import run
+from rrlib.workbook import runner as run
 from rrlib.__main__ import main
-from rrlib.params import ParamError
+from rrlib.config.params import ParamError
 
 KERNELSPEC = {"name": "rrlib", "display_name": "Python (rrlib)", "language": "python"}
 COMMON = ('DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
@@ -63,7 +63,7 @@ def _plan(nbs, tmp_path, **kw):
 def test_unknown_parameter_is_an_error_before_running(fake_pipeline, tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("N_TEST: 5\nN_TESTS: 6\n")
-    with pytest.raises(ParamError, match=r"bad.yaml: unknown parameter\(s\): N_TESTS \(similar: .*N_TEST"):
+    with pytest.raises(ParamError, match=r"bad.yaml: unknown parameter\(s\): N_TESTS \(did you mean: .*N_TEST"):
         _plan(fake_pipeline, tmp_path, files=[bad])
     rc = main(["run", "-f", str(bad), "--notebooks", str(fake_pipeline), "--outputs", str(tmp_path / "outputs")])
     assert rc == 2 and "N_TESTS" in capsys.readouterr().err
@@ -266,5 +266,5 @@ def test_status_and_params_commands(fake_pipeline, tmp_path, capsys):
     assert main(["params", "--yaml"]) == 0
     import yaml
     listed = yaml.safe_load(capsys.readouterr().out)
-    from rrlib.params import defaults
+    from rrlib.config.params import defaults
     assert listed == defaults()

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from rrlib.baselines.sequential import SeqConfig, SequenceData, train_sequential
+from rrlib.methods.sequential import SeqConfig, SequenceData, train_sequential
 
 
 def group_task(n_users: int = 200, n_items: int = 40, seed: int = 0, noise: float = 0.05):
@@ -82,9 +82,9 @@ def test_reproducible_with_a_seed():
 
 @pytest.mark.slow
 def test_runs_on_the_embedded_dataset(tmp_path):
-    from rrlib.artifacts import RunPaths
+    from rrlib.config.paths import RunPaths
     from rrlib.data import eval_subset, load_tables, prepare
-    from rrlib.params import defaults
+    from rrlib.config.params import defaults
 
     params = defaults()
     paths = RunPaths.of(tmp_path / "run")

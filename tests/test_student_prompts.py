@@ -1,19 +1,26 @@
-"""Student prompt templates: what each method shows, the prediction-first completion, the
-answer parser, and graceful handling of missing profiles/descriptions."""
+"""Student prompt templates: what each method shows (as the registry says), every item with its
+title and attributes, the prediction-first completion, the answer parser, and graceful handling
+of missing profiles/descriptions."""
 import hashlib
 
 import pandas as pd
 import pytest
 
+from rrlib.errors import MethodError
+from rrlib.methods.registry import names
 from rrlib.prompts import student
-from rrlib.prompts.student import (METHOD_SPECS, NO_PROFILE_TEXT, PromptContext, build_messages, completion,
-                                   parse_output)
+from rrlib.prompts.answers import parse_output
+from rrlib.prompts.items import NO_DESCRIPTION, ItemCatalog
+from rrlib.prompts.student import NO_PROFILE_TEXT, PromptContext, build_messages, completion
+
+LLM_METHODS = names(kind=("finetuned_llm", "zeroshot_llm"))
 
 DESCRIPTIONS = {"i1": "Lavender shampoo that leaves hair soft; some find the scent too strong.",
                 "i2": "Cheap plastic comb, teeth snap easily.",
                 "i3": "Rich argan oil hair mask, deeply moisturising, pricey."}
 TITLES = {"i1": "Lavender Shampoo", "i2": "Pocket Comb", "i3": "Argan Hair Mask"}
 PROFILE = "Cares about natural hair-care ingredients and dislikes flimsy accessories."
+ATTRIBUTES = {"i1": "brand: Meadow; price: $8.00", "i3": "brand: Atlas; price: $24.00"}
 
 
 def _example(user="u1", history=("i1", "i2"), liked=(True, False), target="i3", label=1):
@@ -21,10 +28,10 @@ def _example(user="u1", history=("i1", "i2"), liked=(True, False), target="i3", 
                       "label": label, "history_item_ids": list(history), "history_liked": list(liked)})
 
 
-def _ctx(**kw):
-    base = dict(titles=TITLES, descriptions=DESCRIPTIONS, profiles={"u1": PROFILE}, domain="beauty")
-    base.update(kw)
-    return PromptContext(**base)
+def _ctx(descriptions=None, profiles=None, domain="beauty", attributes=None):
+    catalog = ItemCatalog(titles=TITLES, attributes=ATTRIBUTES if attributes is None else attributes,
+                          descriptions=DESCRIPTIONS if descriptions is None else descriptions)
+    return PromptContext(catalog=catalog, profiles={"u1": PROFILE} if profiles is None else profiles, domain=domain)
 
 
 def _text(messages):
@@ -32,7 +39,7 @@ def _text(messages):
 
 
 def test_every_method_renders_system_and_user_turns():
-    for method in METHOD_SPECS:
+    for method in LLM_METHODS:
         msgs = build_messages(method, _example(), _ctx())
         assert [m["role"] for m in msgs] == ["system", "user"], method
         assert "Prediction: Yes" in msgs[-1]["content"] and "Prediction: No" in msgs[-1]["content"]
@@ -69,9 +76,17 @@ def test_no_description_ablation_keeps_profile_and_no_profile_keeps_descriptions
     assert DESCRIPTIONS["i3"] in _text(build_messages("reasoningrec_no_profile", _example(), _ctx()))
 
 
+@pytest.mark.parametrize("method", LLM_METHODS)
+def test_every_item_shows_its_title_and_attributes(method):
+    text = _text(build_messages(method, _example(), _ctx()))
+    assert '"Lavender Shampoo" (brand: Meadow; price: $8.00)' in text
+    assert '"Argan Hair Mask" (brand: Atlas; price: $24.00)' in text  # the target too
+    assert '"Pocket Comb"' in text  # no attributes known: the title alone
+
+
 def test_tallrec_lists_liked_and_disliked_titles():
     text = _text(build_messages("tallrec", _example(), _ctx()))
-    assert 'Liked: "Lavender Shampoo"' in text and 'Disliked: "Pocket Comb"' in text
+    assert 'Liked: "Lavender Shampoo" (brand: Meadow; price: $8.00)' in text and 'Disliked: "Pocket Comb"' in text
     assert "step by step" not in text  # prediction only
 
 
@@ -79,7 +94,7 @@ def test_missing_profile_and_description_are_said_not_invented():
     ctx = _ctx(profiles={}, descriptions={"i1": DESCRIPTIONS["i1"]})
     text = _text(build_messages("reasoningrec", _example(), ctx))
     assert NO_PROFILE_TEXT in text
-    assert "Argan Hair Mask (no description available)" in text
+    assert f'"Argan Hair Mask" (brand: Atlas; price: $24.00): {NO_DESCRIPTION}' in text
     # an unknown item id falls back to a generic label rather than failing
     text = _text(build_messages("reasoningrec", _example(history=("zz",), liked=(True,)), ctx))
     assert "item zz" in text
@@ -98,12 +113,12 @@ def test_from_tables_drops_unusable_enrichment():
     prof = pd.DataFrame({"user_id": ["u1", "u2"], "profile": ["likes A", ""], "source": ["generated", "no_history"],
                          "status": ["ok", "no_history"]})
     ctx = PromptContext.from_tables(items, desc, prof, domain="beauty")
-    assert ctx.descriptions == {"i1": "good text"}
+    assert ctx.catalog.descriptions == {"i1": "good text"}
     assert ctx.profile("u2") == NO_PROFILE_TEXT and ctx.profile("u1") == "likes A"
     with pytest.raises(ValueError, match="lacks column 'description'"):
         PromptContext.from_tables(items, desc.drop(columns="description"))
     with pytest.raises(ValueError, match="domain"):
-        PromptContext(titles={}, domain="cars")
+        PromptContext(catalog=ItemCatalog(titles={}), domain="cars")
 
 
 def test_history_length_mismatch_is_an_error():
@@ -123,8 +138,10 @@ def test_completion_puts_prediction_first():
         completion(1, " ", "reasoningrec")
     with pytest.raises(ValueError, match="label must be 0 or 1"):
         completion(2, "x", "reasoningrec")
-    with pytest.raises(ValueError, match="unknown student method"):
+    with pytest.raises(MethodError, match="not an LLM student"):
         completion(1, "x", "sasrec")
+    with pytest.raises(MethodError, match="unknown method"):
+        completion(1, "x", "nope")
 
 
 @pytest.mark.parametrize("text,label,reasoning,ok", [
@@ -144,9 +161,9 @@ def test_parse_output_never_raises(text, label, reasoning, ok):
 def test_template_wording_is_pinned_to_its_version():
     # Changing any wording must bump TEMPLATE_VERSION (caches key on it) and update this pin.
     rendered = "\n---\n".join(_text(build_messages(m, _example(), _ctx(domain=d)))
-                              for m in sorted(METHOD_SPECS) for d in ("beauty", "movies", "fashion"))
+                              for m in sorted(LLM_METHODS) for d in ("beauty", "movies", "fashion"))
     digest = hashlib.sha256(rendered.encode()).hexdigest()[:16]
-    assert (student.TEMPLATE_VERSION, digest) == ("student-v1", PINNED_DIGEST)
+    assert (student.TEMPLATE_VERSION, digest) == ("student-v2", PINNED_DIGEST)
 
 
-PINNED_DIGEST = "6a05e6933b82536f"
+PINNED_DIGEST = "49cb8748f9865ed7"

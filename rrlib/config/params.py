@@ -92,8 +92,6 @@ class CommonConfig(Section):
     run_dir: str = param("outputs/dev", "run folder every notebook reads from and writes to")
     cache_dir: str = param("outputs/cache", "cache shared across runs: generations, models, downloads")
     seed: int = param(42, "seed for every sampler, trainer and generator", min=0)
-    seeds: list[int] = param([], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables "
-                                 "report mean and sd", min=0)
 
 
 @dataclass(frozen=True)
@@ -178,9 +176,11 @@ class StudentConfig(Section):
                                        "fast, else fp32), bfloat16, float16 or float32",
                                choices=("auto", "bfloat16", "float16", "float32"))
     train_kshots: list[int] = param([64], "K values to finetune (each must be in KSHOT_SIZES)", min=1)
+    seeds: list[int] = param([], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables "
+                                 "report mean and sd", min=0)
     methods: list[str] = param(["reasoningrec", "tallrec", "reasoningrec_no_description", "reasoningrec_no_profile"],
                                "finetuned methods to train and evaluate")
-    learning_rate: float = param(1e-4, "learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0, max=1)
+    learning_rate: float = param(1e-4, "learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0)
     max_epochs: int = param(2, "epochs at most (paper: 100)", min=1)
     early_stopping_patience: int = param(5, "epochs without validation-AUC gain before stopping", min=1)
     lora_r: int = param(8, "LoRA rank", min=1)
@@ -251,6 +251,8 @@ def _schema() -> tuple[dict[str, dict[str, Param]], dict[str, Param]]:
 
 #: section name -> {NAME: Param}, and the flat {NAME: Param}
 SECTIONS, SCHEMA = _schema()
+COMMON, DATA, TEACHER, ENRICH = SECTIONS["common"], SECTIONS["data"], SECTIONS["teacher"], SECTIONS["enrich"]
+STUDENT, EVALUATE, INSPECT = SECTIONS["student"], SECTIONS["evaluate"], SECTIONS["inspect"]
 
 
 def defaults() -> dict[str, Any]:
@@ -502,6 +504,11 @@ class Config:
         return f"Config({len(self.params)} parameters)"
 
 
+def run_seeds(cfg: Config) -> list[int]:
+    """The seeds K-shot sampling and training are repeated over: SEEDS, else [SEED]."""
+    return list(cfg.student.seeds) or [cfg.common.seed]
+
+
 def from_namespace(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The validated schema parameters found in a notebook's globals (call after the parameters
     cell): ``PARAMS = from_namespace(globals())``."""
@@ -517,4 +524,4 @@ __all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConf
            "ParamError", "SCHEMA", "SECTIONS", "SECTION_CLASSES", "StudentConfig", "TeacherConfig", "UNDECLARED",
            "check_value", "config_from_namespace", "defaults", "from_namespace", "load_params", "load_yaml",
            "notebook_comments", "notebook_parameters", "param", "parameters_cell", "parse_override",
-           "render_parameters_cell", "select_for_notebook", "suggest", "validate", "yaml_keys"]
+           "render_parameters_cell", "run_seeds", "select_for_notebook", "suggest", "validate", "yaml_keys"]

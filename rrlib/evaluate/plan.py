@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from rrlib.errors import MethodError
 from rrlib.methods import registry
-from rrlib.config.params import Config
+from rrlib.config.params import Config, run_seeds
 
 
 @dataclass
@@ -41,11 +41,6 @@ class EvaluationPlan:
         return {"finetuned": [list(t) for t in self.finetuned], "zeroshot": self.zeroshot, "fitted": self.fitted}
 
 
-def run_seeds(cfg: Config) -> list[int]:
-    """The seeds K-shot sampling and training are repeated over: SEEDS, else [SEED]."""
-    return list(cfg.common.seeds) or [cfg.common.seed]
-
-
 def evaluation_plan(cfg: Config) -> EvaluationPlan:
     """METHODS (finetuned LLM methods) x TRAIN_KSHOTS x seeds, and EVAL_METHODS (everything else)."""
     plan = EvaluationPlan()
@@ -66,4 +61,4 @@ def evaluation_plan(cfg: Config) -> EvaluationPlan:
     return plan
 
 
-__all__ = ["EvaluationPlan", "evaluation_plan", "run_seeds"]
+__all__ = ["EvaluationPlan", "evaluation_plan"]

@@ -118,8 +118,8 @@ def plot_paired_differences(results: pd.DataFrame, path: str | Path | None = Non
     err = np.vstack([rows["delta_auc"] - rows["delta_ci_low"], rows["delta_ci_high"] - rows["delta_auc"]])
     colors = ["tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
               for lo, hi in zip(rows["delta_ci_low"], rows["delta_ci_high"])]
-    ax.errorbar(rows["delta_auc"], y, xerr=np.nan_to_num(err), fmt="none", ecolor=colors, capsize=3)
-    ax.scatter(rows["delta_auc"], y, c=colors, zorder=3)
+    for yi, x, e_lo, e_hi, color in zip(y, rows["delta_auc"], np.nan_to_num(err[0]), np.nan_to_num(err[1]), colors):
+        ax.errorbar([x], [yi], xerr=[[e_lo], [e_hi]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="black", lw=0.8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=7)

@@ -215,7 +215,7 @@ def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_vi
     """Score the plan's predictions on the test examples, write the tables and the metrics
     (``evaluate/metrics.json`` and the run's ``metrics.json``)."""
     from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
-    from rrlib.evaluate.plan import run_seeds
+    from rrlib.config.params import run_seeds
     from rrlib.evaluate.tables import save_tables
     from rrlib.config.paths import resolve_path
 

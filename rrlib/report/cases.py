@@ -15,6 +15,11 @@ from rrlib.methods import registry
 from rrlib.report.highlight import FeatureTerms, feature_terms
 
 InspectError = ReportError  # the name notebooks and tests knew
+
+
+def _reasons(method: str) -> bool:
+    spec = registry.REGISTRY.get(method)
+    return bool(spec and spec.reasons)
 FILTERS = ("all", "correct", "wrong", "confident_wrong", "liked", "disliked")
 
 
@@ -262,7 +267,7 @@ def build_cases(inputs: InspectionInputs, example_ids: Sequence[str], lead_metho
                           profile=profiles.get(str(ex["user_id"]), ""), history=history,
                           reasoning_truth=truths.get(eid), lead=lead[0],
                           others=sorted((o for o in outputs if o.method != lead_method),
-                                        key=lambda o: (registry.order(o.method), o.method)),
+                                        key=lambda o: (not _reasons(o.method), registry.order(o.method), o.method)),
                           terms=terms))
     return cases
 
