@@ -71,10 +71,19 @@ def reasoning_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return train
 
 
+def reasoning_test_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The test examples whose reasoning is evaluated (BERTScore, faithfulness): the first
+    N_REASONING_TEST of the seeded, label-stratified test subsample (all N_TEST when 0). The AUC
+    always uses the whole subsample; reasoning is the costly part, so it can use fewer."""
+    test = eval_subset(examples, "test", cfg.data.n_test)
+    n = cfg.enrich.n_reasoning_test
+    return test.head(n) if n else test
+
+
 def reference_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """The test subsample (N_TEST, 0 = all) that notebook 06 scores: its label-conditioned
     reasoning is the BERTScore reference for the student's generated reasoning."""
-    test = eval_subset(examples, "test", cfg.data.n_test)
+    test = reasoning_test_examples(examples, cfg)
     if test.empty:
         raise ValueError("the examples table has no test examples, so there is nothing to write BERTScore "
                          "references for; rerun 01_data_prep or set REFERENCE_REASONING to False.")
@@ -221,6 +230,6 @@ def read_reasoning(path: Path, method: str, made_by: str = "04_reasoning_generat
     return rows
 
 
-__all__ = ["FULL_VIEW", "REASONING_COLUMNS", "TEST_REFERENCES", "TRAINING", "generate_reasoning",
+__all__ = ["FULL_VIEW", "REASONING_COLUMNS", "reasoning_test_examples", "TEST_REFERENCES", "TRAINING", "generate_reasoning",
            "generate_reference_reasoning", "read_reasoning", "reasoning_examples", "reasoning_request",
            "reference_examples", "teacher_views", "view_name", "write_reference_reasoning", "write_training_reasoning"]

@@ -1,5 +1,6 @@
 """The committed notebooks follow the workbook's conventions: no outputs, the rrlib kernel, one
-`parameters` cell whose names and defaults are exactly rrlib/params.py's, derived values next."""
+`parameters` cell whose names, defaults and comments are exactly rrlib/config/params.py's (as
+scripts/sync_parameter_cells.py renders them), derived values next."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from rrlib.config.paths import STEPS
-from rrlib.config.params import COMMON, SCHEMA, notebook_parameters
+from rrlib.config.params import COMMON, SCHEMA, notebook_parameters, parameters_cell, render_parameters_cell
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -60,6 +61,14 @@ def test_parameters_cell_matches_the_schema(path):
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_is_generated_from_the_schema_comments_included(path):
+    wanted = render_parameters_cell(notebook_parameters(path))
+    assert parameters_cell(path) == wanted, (
+        f"{path.name}: the parameters cell drifted from rrlib/config/params.py (defaults, help comments or section "
+        f"headers); run `python scripts/sync_parameter_cells.py`")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_parameters_are_upper_case_literals_with_one_line_comments(path):
     _, cell = _parameters_cell(_load(path))
     source = "".join(cell["source"])
@@ -85,4 +94,4 @@ def test_derived_values_next_and_results_written_last(path):
         f"{path.name}: the cell after the parameters must derive PARAMS = from_namespace(globals())"
     last = "".join(code[-1]["source"])
     assert "write_results(" in last and f'"{path.stem}"' in last, \
-        f"{path.name}: the last code cell must call write_results(RUN_DIR, \"{path.stem}\", ...)"
+        f"{path.name}: the last code cell must call write_results(paths, \"{path.stem}\", ...)"

@@ -161,8 +161,30 @@ class EnrichConfig(Section):
                                     choices=("faithful", "full"))
     reference_reasoning: bool = param(True, "also write label-conditioned reasoning for the test subsample, as "
                                             "BERTScore references only")
+    n_reasoning_test: int = param(0, "test examples whose reasoning is written by the teacher (reference) and by "
+                                     "the student, for BERTScore (0: all N_TEST; AUC always uses all N_TEST)", min=0)
     enrich_scope: str = param("needed", "needed (items/users of the sampled examples) or all",
                               choices=("needed", "all"))
+
+
+@dataclass(frozen=True)
+class Exp3rtConfig(Section):
+    TITLE: ClassVar[str] = "EXP3RT: review preferences, profiles, rating prediction and reranking (04-07)"
+    exp3rt_review_words: int = param(80, "each review is trimmed to this many words before preference extraction",
+                                     min=5)
+    exp3rt_reviews_per_user: int = param(8, "most recent allowed reviews per user whose preferences form the user "
+                                            "profile", min=1)
+    exp3rt_reviews_per_item: int = param(5, "Algorithm 1 reviews per item whose preferences form the item profile",
+                                         min=1)
+    exp3rt_profile_words: int = param(60, "words in an EXP3RT user or item profile", min=10)
+    exp3rt_reasoning_words: int = param(80, "words of the rating reasoning", min=10)
+    exp3rt_multitask: bool = param(False, "the rating student also learns steps 1 and 2 (extraction, profiles), as "
+                                          "the paper distils all three")
+    rank_candidates: int = param(20, "N: candidates per test user proposed by the retriever for reranking", min=2)
+    rank_users: int = param(50, "test users whose candidates are reranked (0: every test user of N_TEST)", min=0)
+    rank_k: list[int] = param([5, 10], "cutoffs k of NDCG@k, Recall@k and HitRate@k", min=1)
+    retriever: str = param("bpr_mf", "candidate generator for reranking: bpr_mf or popularity",
+                           choices=("bpr_mf", "popularity"))
 
 
 @dataclass(frozen=True)
@@ -224,7 +246,7 @@ class InspectConfig(Section):
 
 SECTION_CLASSES: dict[str, type[Section]] = {
     "common": CommonConfig, "data": DataConfig, "teacher": TeacherConfig, "enrich": EnrichConfig,
-    "student": StudentConfig, "evaluate": EvaluateConfig, "inspect": InspectConfig,
+    "exp3rt": Exp3rtConfig, "student": StudentConfig, "evaluate": EvaluateConfig, "inspect": InspectConfig,
 }
 
 
@@ -253,6 +275,7 @@ def _schema() -> tuple[dict[str, dict[str, Param]], dict[str, Param]]:
 SECTIONS, SCHEMA = _schema()
 COMMON, DATA, TEACHER, ENRICH = SECTIONS["common"], SECTIONS["data"], SECTIONS["teacher"], SECTIONS["enrich"]
 STUDENT, EVALUATE, INSPECT = SECTIONS["student"], SECTIONS["evaluate"], SECTIONS["inspect"]
+EXP3RT = SECTIONS["exp3rt"]
 
 
 def defaults() -> dict[str, Any]:
@@ -477,6 +500,7 @@ class Config:
     data: DataConfig
     teacher: TeacherConfig
     enrich: EnrichConfig
+    exp3rt: Exp3rtConfig
     student: StudentConfig
     evaluate: EvaluateConfig
     inspect: InspectConfig
@@ -520,7 +544,7 @@ def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
     return Config(from_namespace(namespace), where="notebook parameters")
 
 
-__all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConfig", "InspectConfig", "Param",
+__all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConfig", "Exp3rtConfig", "InspectConfig", "Param",
            "ParamError", "SCHEMA", "SECTIONS", "SECTION_CLASSES", "StudentConfig", "TeacherConfig", "UNDECLARED",
            "check_value", "config_from_namespace", "defaults", "from_namespace", "load_params", "load_yaml",
            "notebook_comments", "notebook_parameters", "param", "parameters_cell", "parse_override",

@@ -75,7 +75,23 @@ class RunPaths:
     @property
     def user_profiles(self) -> Path: return self.enrich / "user_profiles.parquet"
     @property
+    def preferences(self) -> Path:
+        """EXP3RT step 1: the preferences extracted from every allowed review."""
+        return self.enrich / "preferences.parquet"
+    @property
+    def exp3rt_user_profiles(self) -> Path: return self.enrich / "exp3rt_user_profiles.parquet"
+    @property
+    def exp3rt_item_profiles(self) -> Path: return self.enrich / "exp3rt_item_profiles.parquet"
+    @property
+    def candidates(self) -> Path:
+        """The retriever's candidate lists of the reranking users (EXP3RT step 3, top-k)."""
+        return self.enrich / "candidates.parquet"
+    @property
     def reasoning_dir(self) -> Path: return self.root / "reasoning"
+    @property
+    def rating_reasoning(self) -> Path:
+        """EXP3RT: rating reasoning for training examples (finetuning targets)."""
+        return self.reasoning_dir / "rating_reasoning.parquet"
     @property
     def reasoning(self) -> Path: return self.reasoning_dir / "reasoning.parquet"
     @property

@@ -5,7 +5,9 @@ the adapter's hash, so a rerun only computes what is missing."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
@@ -37,13 +39,16 @@ def _check_examples(examples: pd.DataFrame) -> None:
 
 
 def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: PromptContext,
-                adapter_dir: Path | None, *, seed: int | None = None) -> pd.DataFrame:
+                adapter_dir: Path | None, *, seed: int | None = None,
+                reasoning_ids: Sequence[str] | None = None) -> pd.DataFrame:
     """Like-task predictions of one LLM method on ``examples`` (rows of :mod:`rrlib.predictions`).
 
     ``p_yes`` is the normalised Yes probability at the prediction position; ``generated_text`` is
     the greedy answer, whose reasoning part feeds BERTScore; ``format_ok`` says whether it starts
     with ``Prediction: Yes/No``. Finetuned methods need ``adapter_dir``; zero-shot ones run the
-    base model (``adapter_dir=None``, ``k=0``). ``df.attrs['stats']`` holds counts."""
+    base model (``adapter_dir=None``, ``k=0``). ``reasoning_ids``: the examples whose full
+    reasoning is generated (default: all); the others get the prediction line only.
+    ``df.attrs['stats']`` holds counts."""
     spec = method_spec(method)
     _check_examples(examples)
     if spec.finetuned and adapter_dir is None:
@@ -72,10 +77,17 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
                                   template_version=TEMPLATE_VERSION, tag=str(r["example_id"]))
                 for m, r in zip(messages, rows)]
     generator = CachedGenerator(backend, cache_dir)
+    # reasoning is generated for the reasoning subset only (N_REASONING_TEST); every example gets its
+    # short prediction line, so format errors are counted everywhere
+    explain = set(map(str, reasoning_ids)) if (with_reasoning and reasoning_ids is not None) else None
+    if explain is not None:
+        short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
+        requests = [r if r.tag in explain else replace(r, settings=short) for r in requests]
     generations = generator.generate(requests, desc=f"{method} K={k}: generating")
     parsed = [parse_output(g.text) for g in generations]
+    keep = [spec.reasons and (explain is None or str(r["example_id"]) in explain) for r in rows]
     df = pr.like_rows(method, k, examples, scores.p_yes, seed=seed, generated_text=[g.text for g in generations],
-                      reasoning=[p.reasoning if spec.reasons else "" for p in parsed],
+                      reasoning=[p.reasoning if kept else "" for p, kept in zip(parsed, keep)],
                       format_ok=[p.format_ok for p in parsed])
     n_bad = int((~df["format_ok"]).sum()) if len(df) else 0
     stats = {**score_stats, "n": len(df), "n_format_bad": n_bad, "format_bad_rate": n_bad / max(len(df), 1),
