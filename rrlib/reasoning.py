@@ -217,6 +217,77 @@ def write_reference_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame
     return out
 
 
+# ---------------------------------------------------------------------------------------
+# EXP3RT: rating reasoning conditioned on the true rating (step 3's training targets)
+# ---------------------------------------------------------------------------------------
+EXP3RT_VIEW = "exp3rt"
+RATING_REASONING_COLUMNS = ["example_id", "method", "view", "label", "target_rating", "rating", "reasoning", "status",
+                            "n_words", "detail", "attempts", "truncated_prompt", "user_id", "target_item_id", "source"]
+
+
+def _check_rating(rating: int, words: int):
+    from rrlib.prompts import exp3rt as xp
+
+    def check(req: GenerationRequest, res: GenerationResult) -> Cleaned:
+        return xp.check_rating_reasoning(res.text, rating, words, prompt_text_of(req), res.finish_reason == "length")
+    return check
+
+
+def generate_rating_reasoning(examples: pd.DataFrame, ctx, *, cfg: Config, generator: Generator,
+                              product: str = TRAINING) -> StepOutput:
+    """EXP3RT step 3 ground truth: for each example the teacher explains, from the user profile, the
+    item profile and the item description, why the user gave the TRUE rating (rounded to 1-5), and
+    the answer ends with ``Rating: r``. ``product``: training (train rows only) or test references
+    (test rows only, BERTScore)."""
+    from rrlib.prompts import exp3rt as xp
+
+    _require_split(examples, product)
+    words = cfg.exp3rt.exp3rt_reasoning_words
+    st = xp.settings("exp3rt_rating_reasoning", cfg.common.seed, words=words, mode=cfg.teacher.generation_mode,
+                     repetition_penalty=cfg.teacher.teacher_repetition_penalty)
+    rows_in = examples.to_dict("records")
+    ratings = [xp.integer_rating(r["target_rating"]) for r in rows_in]
+    requests = {str(r["example_id"]): ctx.teacher_request(str(r["user_id"]), str(r["target_item_id"]), rating,
+                                                          words=words, settings_=st, tag=str(r["example_id"]))
+                for r, rating in zip(rows_in, ratings)}
+    outs = []
+    # one check per rating value: the post-processing needs the true rating of each answer
+    for rating in sorted(set(ratings)):
+        idx = [i for i, x in enumerate(ratings) if x == rating]
+        batch = [requests[str(rows_in[i]["example_id"])] for i in idx]
+        got = generate_checked(generator, batch, _check_rating(rating, words), cfg.teacher.max_output_retries,
+                               desc=f"rating reasoning ({product.replace('_', ' ')}, rating {rating})")
+        outs.extend(zip(idx, got))
+    outs.sort(key=lambda t: t[0])
+    rows = []
+    for (_, o), r, rating in zip(outs, rows_in, ratings):
+        rows.append({"example_id": str(r["example_id"]), "method": "exp3rt", "view": EXP3RT_VIEW, "label": int(r["label"]),
+                     "target_rating": float(r["target_rating"]), "rating": rating, "reasoning": o.text,
+                     "status": o.status, "n_words": int(o.n_words), "detail": o.detail, "attempts": int(o.attempts),
+                     "truncated_prompt": bool(o.truncated_prompt), "user_id": str(r["user_id"]),
+                     "target_item_id": str(r["target_item_id"]), "source": "generated", "raw": o.raw})
+    table = pd.DataFrame(rows, columns=RATING_REASONING_COLUMNS + ["raw"])
+    summary = {"product": product, "split": PRODUCT_SPLIT[product], "use": PRODUCT_USE[product],
+               **step_summary(table, "reasoning", imported={}, needed=list(requests)),
+               "by_rating": {str(k): int(v) for k, v in table["rating"].value_counts().sort_index().items()}}
+    return StepOutput(table, requests, summary)
+
+
+def write_rating_reasoning(all_examples: pd.DataFrame, ctx, *, cfg: Config, generator: Generator, paths
+                           ) -> tuple[StepOutput, StepOutput | None]:
+    """Training rating reasoning (the K-shot sets of every seed) to ``paths.rating_reasoning`` and,
+    with REFERENCE_REASONING, test references for the reasoning-test subsample to
+    ``paths.rating_reference_reasoning`` (BERTScore only)."""
+    train = generate_rating_reasoning(reasoning_examples(all_examples, cfg), ctx, cfg=cfg, generator=generator)
+    train.summary["table"] = str(write_table(train.table, paths.rating_reasoning))
+    refs = None
+    if cfg.enrich.reference_reasoning:
+        refs = generate_rating_reasoning(reference_examples(all_examples, cfg), ctx, cfg=cfg, generator=generator,
+                                         product=TEST_REFERENCES)
+        refs.summary["table"] = str(write_table(refs.table, paths.rating_reference_reasoning))
+    return train, refs
+
+
 def read_reasoning(path: Path, method: str, made_by: str = "04_reasoning_generation") -> pd.DataFrame:
     """The rows of a reasoning file written for ``method``'s teacher view."""
     from rrlib.enrich.generation import read_table
@@ -230,6 +301,7 @@ def read_reasoning(path: Path, method: str, made_by: str = "04_reasoning_generat
     return rows
 
 
-__all__ = ["FULL_VIEW", "REASONING_COLUMNS", "reasoning_test_examples", "TEST_REFERENCES", "TRAINING", "generate_reasoning",
+__all__ = ["EXP3RT_VIEW", "RATING_REASONING_COLUMNS", "generate_rating_reasoning", "write_rating_reasoning",
+           "FULL_VIEW", "REASONING_COLUMNS", "reasoning_test_examples", "TEST_REFERENCES", "TRAINING", "generate_reasoning",
            "generate_reference_reasoning", "read_reasoning", "reasoning_examples", "reasoning_request",
            "reference_examples", "teacher_views", "view_name", "write_reference_reasoning", "write_training_reasoning"]

@@ -204,3 +204,39 @@ def test_no_target_review_reaches_any_exp3rt_prompt():
     prefs = extract_preferences(reviews, catalog, domain="beauty", cfg=_cfg(), generator=DirectGenerator(teacher))
     build_profiles(prefs.table, "user", users, catalog, domain="beauty", cfg=_cfg(), generator=DirectGenerator(teacher))
     assert teacher.calls and not any("TARGET REVIEW" in m["content"] for r in teacher.calls for m in r.messages)
+
+
+def test_rating_reasoning_is_conditioned_on_the_true_rating_and_checked():
+    import re
+
+    from rrlib.reasoning import RATING_REASONING_COLUMNS, generate_rating_reasoning
+
+    t = synthetic_tables()
+    ex = t["examples"][t["examples"]["split"] == "train"].head(4).copy()
+    ex["target_rating"] = [1.0, 3.5, 5.0, 4.0]
+
+    class Teacher(FakeTeacher):
+        def generate(self, requests):
+            self.calls.extend(requests)
+            out = []
+            for r in requests:
+                true = int(re.search(r"rated this product (\d) out of 5", r.messages[1]["content"]).group(1))
+                stated = 2 if (r.tag == "train:u0" and r.settings.temperature < 0.2) else true  # one wrong first try
+                out.append(GenerationResult(text="Analysis: the product matches what this customer values in the "
+                                                 "profile, a pleasant scent and a gentle feel, and nothing "
+                                                 f"in it clashes with what they avoid.\nRating: {stated}",
+                                            prompt_tokens=5, completion_tokens=9, finish_reason="stop"))
+            return out
+
+    teacher = Teacher()
+    ctx = xp.RatingContext(ItemCatalog.from_tables(t["items"]), {"u0": "Values: sound."}, {}, "beauty")
+    out = generate_rating_reasoning(ex, ctx, cfg=_cfg(), generator=DirectGenerator(teacher))
+    tab = out.table.set_index("example_id")
+    assert list(out.table.columns) == RATING_REASONING_COLUMNS + ["raw"]
+    assert tab["rating"].tolist() == [1, 4, 5, 4]  # 3.5 rounds half up
+    assert (tab["status"] == "ok").all() and tab.loc["train:u0", "attempts"] == 2  # the wrong rating was retried
+    assert all("Rating" not in r for r in tab["reasoning"])  # the answer line is added by the completion
+    first = out.requests["train:u0"].messages[1]["content"]
+    assert "Values: sound." in first and "rated this product 1 out of 5" in first
+    with pytest.raises(ValueError, match="train examples only"):
+        generate_rating_reasoning(t["examples"], ctx, cfg=_cfg(), generator=DirectGenerator(teacher))

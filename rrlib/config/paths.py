@@ -93,6 +93,10 @@ class RunPaths:
         """EXP3RT: rating reasoning for training examples (finetuning targets)."""
         return self.reasoning_dir / "rating_reasoning.parquet"
     @property
+    def rating_reference_reasoning(self) -> Path:
+        """EXP3RT: rating reasoning for the reasoning-test subsample (BERTScore references only)."""
+        return self.reasoning_dir / "rating_test_references.parquet"
+    @property
     def reasoning(self) -> Path: return self.reasoning_dir / "reasoning.parquet"
     @property
     def reference_reasoning(self) -> Path:

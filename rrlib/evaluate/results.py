@@ -242,7 +242,8 @@ def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict
 
     refs: dict[str, dict[str, str]] = {}
     wanted = set(map(str, example_ids)) if example_ids is not None else None
-    for source in (paths.reasoning, paths.reference_reasoning):
+    for source in (paths.reasoning, paths.reference_reasoning, paths.rating_reasoning,
+                   paths.rating_reference_reasoning):
         if not Path(source).exists():
             continue
         table = pd.read_parquet(source)

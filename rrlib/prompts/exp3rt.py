@@ -19,12 +19,16 @@ must bump the version (tests/test_prompts_exp3rt.py pins the rendered text).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from rrlib.llm.base import GenerationSettings, Message
 from rrlib.prompts.postprocess import Cleaned, clean_sectioned, count_words, strip_boilerplate
 from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate
+
+if TYPE_CHECKING:
+    from rrlib.prompts.items import ItemCatalog
 
 #: most aspects kept per side, and most words per aspect (longer ones are refused, not cut)
 MAX_ASPECTS = 5
@@ -261,6 +265,39 @@ def rating_completion(reasoning: str, rating: int) -> str:
 # The student's rating prompt
 # ---------------------------------------------------------------------------------------
 STUDENT_TEMPLATE_VERSION = "exp3rt-student-v1"
+#: the rating scale of the prompts (ratings are rounded and clipped to it)
+SCALE = (1, 5)
+
+
+def integer_rating(rating: float) -> int:
+    """A dataset rating on the prompts' 1-5 scale: rounded half up, clipped (MovieLens half stars
+    3.5 -> 4, 0.5 -> 1)."""
+    return int(min(SCALE[1], max(SCALE[0], int(float(rating) + 0.5))))
+
+
+@dataclass(frozen=True)
+class RatingContext:
+    """What EXP3RT's prompts show for a (user, item) pair: the item catalogue (titles, attributes,
+    descriptions), the EXP3RT user profiles and item profiles of notebook 04."""
+    catalog: "ItemCatalog"
+    user_profiles: Mapping[str, str]
+    item_profiles: Mapping[str, str]
+    domain: str
+
+    def fields(self, user_id: str, item_id: str) -> dict[str, str]:
+        item_id = str(item_id)
+        return {"user_profile": self.user_profiles.get(str(user_id), ""), "item_title": self.catalog.title(item_id),
+                "item_attributes": self.catalog.attributes_of(item_id),
+                "item_profile": self.item_profiles.get(item_id, ""),
+                "description": self.catalog.descriptions.get(item_id, "")}
+
+    def student_messages(self, user_id: str, item_id: str, with_reasoning: bool = True) -> list[Message]:
+        return rating_messages(self.domain, with_reasoning=with_reasoning, **self.fields(user_id, item_id))
+
+    def teacher_request(self, user_id: str, item_id: str, rating: int, *, words: int, settings_: GenerationSettings,
+                        tag: str):
+        return TEMPLATES["exp3rt_rating_reasoning"].request(self.domain, settings_, tag=tag, rating=int(rating),
+                                                            n_words=words, **self.fields(user_id, item_id))
 
 
 def rating_messages(domain: str, *, user_profile: str, item_title: str, item_attributes: str, item_profile: str,
@@ -278,7 +315,7 @@ def rating_messages(domain: str, *, user_profile: str, item_title: str, item_att
     return [{"role": "system", "content": role.system}, {"role": "user", "content": user}]
 
 
-__all__ = ["ITEM_SECTIONS", "MAX_ASPECTS", "MAX_ASPECT_WORDS", "Preferences", "RATING_PREFIX", "RatedPreferences",
+__all__ = ["RatingContext", "SCALE", "integer_rating", "ITEM_SECTIONS", "MAX_ASPECTS", "MAX_ASPECT_WORDS", "Preferences", "RATING_PREFIX", "RatedPreferences",
            "Review", "STUDENT_TEMPLATE_VERSION", "TEMPLATES", "USER_SECTIONS", "UnparseableOutput",
            "check_preferences", "check_profile", "check_rating_reasoning", "parse_preferences", "parse_rating",
            "rating_completion", "rating_line", "rating_messages", "settings"]
