@@ -172,14 +172,17 @@ def merge(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
 
 def save(df: pd.DataFrame, path: str | Path) -> Path:
     """Check, then write atomically (a crash mid-write leaves the previous file intact)."""
-    check(df, source=path)
-    return write_parquet_atomic(df[list(PREDICTION_COLUMNS)], path)
+    return write_parquet_atomic(check(df, source=path)[list(PREDICTION_COLUMNS)], path)
 
 
 def load(path: str | Path) -> pd.DataFrame | None:
     """The predictions table at ``path`` (checked), or None when there is none yet."""
+    return _load(path, check)
+
+
+def _load(path: str | Path, checker) -> pd.DataFrame | None:
     path = Path(path)
-    return check(pd.read_parquet(path), source=path) if path.exists() else None
+    return checker(pd.read_parquet(path), source=path) if path.exists() else None
 
 
 def block(df: pd.DataFrame, method: str, k: int | None = None, seed: int | None = None) -> pd.DataFrame:
@@ -233,13 +236,11 @@ def merge_rankings(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataF
 
 
 def save_rankings(df: pd.DataFrame, path: str | Path) -> Path:
-    check_rankings(df, source=path)
-    return write_parquet_atomic(df[list(RANKING_COLUMNS)], path)
+    return write_parquet_atomic(check_rankings(df, source=path)[list(RANKING_COLUMNS)], path)
 
 
 def load_rankings(path: str | Path) -> pd.DataFrame | None:
-    path = Path(path)
-    return check_rankings(pd.read_parquet(path), source=path) if path.exists() else None
+    return _load(path, check_rankings)
 
 
 __all__ = ["BLOCK", "KEY", "PREDICTION_COLUMNS", "RANKING_COLUMNS", "TASKS", "block", "check", "check_rankings",

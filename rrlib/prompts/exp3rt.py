@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from rrlib.llm.base import GenerationSettings, Message
 from rrlib.prompts.postprocess import Cleaned, clean_sectioned, count_words, strip_boilerplate
-from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate
+from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate, scaled_settings
 
 if TYPE_CHECKING:
     from rrlib.prompts.items import ItemCatalog
@@ -48,13 +48,8 @@ DEFAULT_WORDS = {"preference_extraction": 40, "exp3rt_user_profile": 80, "exp3rt
 def settings(task: str, seed: int, *, words: int | None = None, mode: str = "paper",
              repetition_penalty: float = 1.0) -> GenerationSettings:
     """Decoding settings of an EXP3RT task; the token budget scales with the word budget."""
-    temperature, top_p, max_new = SETTINGS[task]
-    if words is not None and words != DEFAULT_WORDS[task]:
-        max_new = max(24, round(max_new * words / DEFAULT_WORDS[task]))
-    if mode == "greedy":
-        temperature, top_p = 0.0, 1.0
-    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed,
-                              repetition_penalty=repetition_penalty)
+    return scaled_settings(SETTINGS[task], DEFAULT_WORDS[task], mode=mode, seed=seed, words=words,
+                           repetition_penalty=repetition_penalty, min_tokens=24)
 
 
 # ---------------------------------------------------------------------------------------

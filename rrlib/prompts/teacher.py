@@ -65,6 +65,23 @@ PAPER_SETTINGS: dict[str, tuple[float, float, int]] = {
 PAPER_WORDS = {"user_profile": 100, "item_description": 25, "reasoning": 100}
 
 
+def scaled_settings(base: tuple[float, float, int], paper_words: int, *, mode: str = "paper", seed: int = 0,
+                    words: int | None = None, repetition_penalty: float = 1.0, min_tokens: int = 16
+                    ) -> GenerationSettings:
+    """Decoding settings from a task's (temperature, top_p, max_new_tokens): the token budget is
+    scaled by ``words`` / the word budget it was sized for, and GENERATION_MODE 'greedy' turns
+    sampling off. Shared by every teacher task (ReasoningRec's and EXP3RT's)."""
+    temperature, top_p, max_new = base
+    if words is not None and words != paper_words:
+        max_new = max(min_tokens, round(max_new * words / paper_words))
+    if mode == "greedy":
+        temperature, top_p = 0.0, 1.0
+    elif mode != "paper":
+        raise ValueError(f"GENERATION_MODE={mode!r} is not 'paper' or 'greedy'.")
+    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed,
+                              repetition_penalty=repetition_penalty)
+
+
 def generation_settings(task: str, mode: str = "paper", seed: int = 0, *, words: int | None = None,
                         repetition_penalty: float = 1.0) -> GenerationSettings:
     """Decoding settings of ``task``: the paper's Table 6, or greedy (temperature 0) when
@@ -73,15 +90,8 @@ def generation_settings(task: str, mode: str = "paper", seed: int = 0, *, words:
     instructions"), so a 15-word smoke description does not get 64 tokens to ramble in."""
     if task not in PAPER_SETTINGS:
         raise ValueError(f"unknown teacher task {task!r}; known: {list(PAPER_SETTINGS)}")
-    temperature, top_p, max_new = PAPER_SETTINGS[task]
-    if words is not None and words != PAPER_WORDS[task]:
-        max_new = max(16, round(max_new * words / PAPER_WORDS[task]))
-    if mode == "greedy":
-        temperature, top_p = 0.0, 1.0
-    elif mode != "paper":
-        raise ValueError(f"GENERATION_MODE={mode!r} is not 'paper' or 'greedy'.")
-    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed,
-                              repetition_penalty=repetition_penalty)
+    return scaled_settings(PAPER_SETTINGS[task], PAPER_WORDS[task], mode=mode, seed=seed, words=words,
+                           repetition_penalty=repetition_penalty)
 
 
 # ---------------------------------------------------------------------------------------
