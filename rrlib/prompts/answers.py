@@ -14,6 +14,9 @@ from dataclasses import dataclass
 PREDICTION_PREFIX = "Prediction:"
 ANSWERS = {1: "Yes", 0: "No"}
 
+#: the rating student's answer ends with this line (EXP3RT); the rating token is read right after it
+RATING_PREFIX = "Rating:"
+_RATING = re.compile(r"^\s*\**\s*rating\s*\**\s*:\s*\**\s*([0-9]+(?:\.[0-9]+)?)", re.I | re.M)
 _PRED_RE = re.compile(r"^\s*\**\s*prediction\s*\**\s*:\s*\**\s*(yes|no)\b\W*", re.IGNORECASE)
 
 
@@ -40,9 +43,16 @@ def parse_output(text: str) -> ParsedOutput:
     return ParsedOutput(1 if m.group(1).lower() == "yes" else 0, text[m.end():].strip(), True)
 
 
+def parse_rating(text: str) -> float | None:
+    """The last ``Rating: r`` line of a text (None when there is none)."""
+    found = _RATING.findall(text or "")
+    return float(found[-1]) if found else None
+
+
 def parse_prediction(text: str) -> int | None:
     """1 for an answer that starts 'Prediction: Yes', 0 for 'Prediction: No', None otherwise."""
     return parse_output(text).label
 
 
-__all__ = ["ANSWERS", "PREDICTION_PREFIX", "ParsedOutput", "parse_output", "parse_prediction", "prediction_line"]
+__all__ = ["ANSWERS", "PREDICTION_PREFIX", "RATING_PREFIX", "ParsedOutput", "parse_output", "parse_prediction",
+           "parse_rating", "prediction_line"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rrlib.llm.base import GenerationSettings, Message
+from rrlib.prompts.answers import _RATING, RATING_PREFIX, parse_rating
 from rrlib.prompts.postprocess import Cleaned, clean_sectioned, count_words, strip_boilerplate
 from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate, scaled_settings
 
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 #: most aspects kept per side, and most words per aspect (longer ones are refused, not cut)
 MAX_ASPECTS = 5
 MAX_ASPECT_WORDS = 8
-RATING_PREFIX = "Rating:"
 USER_SECTIONS = ("Values:", "Avoids:")
 ITEM_SECTIONS = ("Strengths:", "Weaknesses:")
 REASONING_SECTIONS = ("Analysis:",)
@@ -218,15 +218,6 @@ def check_profile(raw: str, sections: Sequence[str], n_words: int, prompt_text: 
     """Post-processing of a two-criteria profile: each section trimmed to half the word budget."""
     return clean_sectioned(raw, sections=sections, words_per_section=max(5, n_words // 2), prompt_text=prompt_text,
                            hit_length_limit=hit_length_limit)
-
-
-_RATING = re.compile(rf"^\s*\**\s*{RATING_PREFIX[:-1]}\s*\**\s*:\s*\**\s*([0-9]+(?:\.[0-9]+)?)", re.I | re.M)
-
-
-def parse_rating(text: str) -> float | None:
-    """The last ``Rating: r`` line of a text (None when there is none)."""
-    found = _RATING.findall(text or "")
-    return float(found[-1]) if found else None
 
 
 def check_rating_reasoning(raw: str, rating: int, n_words: int, prompt_text: str = "",
