@@ -114,7 +114,7 @@ def unknown_mentions(reasoning: str, known_text: str) -> list[str]:
     candidates = [(m.group(1), True) for m in _QUOTED.finditer(reasoning or "")]
     candidates += [(m.group(0), False) for m in _CAPITALISED.finditer(reasoning or "")]
     for raw, quoted in candidates:
-        words = raw.split()
+        words = re.sub(r"['\u2019]s\b", "", raw).split()  # "Rose Shampoo's" names "Rose Shampoo"
         while words and _norm_text(words[0]) in _GENERIC:
             words.pop(0)
         while words and _norm_text(words[-1]) in _GENERIC:
@@ -198,11 +198,11 @@ _RATING_LOW = [re.compile(p, re.I) for p in (
 _NUMBER = r"(\d+(?:\.\d+)?)"
 # a rating the reasoning concludes with: "predicted rating: 4", "would rate it 4 out of 5", "give it 2 stars"
 _STATED = [re.compile(p, re.I | re.M) for p in (
-    rf"\b(?:predicted|expected|estimated|final|overall|likely)\s+rating\s*(?:is|of|:|=|would be|will be|around|"
-    rf"about|of about|of around)?\s*(?:a\s+)?{_NUMBER}",
+    rf"\b(?:predicted|expected|estimated|final|overall|likely)\s+rating\s*(?:[:=]|(?:\s*(?:is|was|would|will|"
+    rf"should|be|of|around|about|at|likely|probably|approximately|roughly)\b)+)?\s*[:=]?\s*(?:a\s+)?{_NUMBER}",
     rf"\b(?:would|will|should|might|may|to|likely)\s+(?:probably\s+|likely\s+)?(?:rate|give|score)\s+"
     rf"(?:it|this|the\s+\w+(?:\s+\w+)?)?\s*(?:a\s+|an\s+|around\s+|about\s+)?{_NUMBER}",
-    rf"^\s*\**\s*rating\s*\**\s*:\s*\**\s*{_NUMBER}",
+    rf"(?:^|[.!?]\s+)\s*\**\s*rating\s*\**\s*:\s*\**\s*{_NUMBER}",  # "Rating: 4" opening a line or sentence
 )]
 
 
@@ -390,9 +390,10 @@ def user_specificity(texts: Sequence[str], users: Sequence[str], items: Sequence
 # Per example and per method
 # ---------------------------------------------------------------------------------------
 def _known_for(known_texts: Mapping[str, str], example_ids: Sequence[str]) -> list[str]:
-    missing = [e for e in example_ids if e not in known_texts]
+    unique = list(dict.fromkeys(example_ids))
+    missing = [e for e in unique if e not in known_texts]
     if missing:
-        raise PredictionsError(f"explanation checks: known_texts lacks {len(missing)} of {len(example_ids)} "
+        raise PredictionsError(f"explanation checks: known_texts lacks {len(missing)} of {len(unique)} "
                                f"example(s), e.g. {missing[0]}; give the prompt texts of every scored example "
                                f"(rrlib.report.cases.known_texts builds them).")
     return [str(known_texts[e] or "") for e in example_ids]
