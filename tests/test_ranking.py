@@ -189,6 +189,21 @@ def test_bpr_beats_popularity_when_tastes_are_clustered():
     pd.testing.assert_frame_equal(again, first)  # seeded and single-threaded: runs repeat exactly
 
 
+def test_liked_positives_and_a_user_without_any_gets_popularity():
+    pytest.importorskip("implicit")
+    inter = _clustered(n_users=60, seed=4)
+    first = inter["user_id"] == "u000"
+    inter.loc[first, "liked"] = False  # u000 has no liked interaction
+    ex = examples_from(inter)
+    test = ex[ex["split"] == "test"]
+    cfg = rt.RetrievalConfig(seed=0, positives="liked", n_candidates=5, bpr_factors=8, bpr_max_epochs=20)
+    lists, info = rt.retrieve("bpr_mf", inter, ex, test, cfg)
+    pop, _ = rt.retrieve("popularity", inter, ex, test, cfg)
+    assert info["cold_users_popularity"] == 1 and info["n_users_train"] == 59
+    got = lists[lists["user_id"] == "u000"]["item_id"].tolist()
+    assert got == pop[pop["user_id"] == "u000"]["item_id"].tolist()
+
+
 def test_retrieval_refuses_bad_inputs():
     inter = _clustered(n_users=10)
     ex = examples_from(inter)
@@ -276,3 +291,19 @@ def test_retrievers_on_the_embedded_beauty_data(tmp_path):
     assert info["bpr_mf"]["targets_in_candidates"] == int(rows[rows["method"] == "bpr_mf"]["is_target"].sum())
     results, _ = rk.score_rankings(rows, n_boot=100, seed=0, cutoffs=(10,))
     assert results["n_users"].eq(len(test)).all() and results["ndcg"].between(0, 1).all()
+
+
+@pytest.mark.slow
+def test_measure_script_on_the_embedded_data(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, str(root / "scripts" / "measure_exp3rt_baselines.py"), "-p", "CACHE_DIR",
+                          str(tmp_path / "cache"), "--n-boot", "20", "--out", str(tmp_path / "figures")],
+                         capture_output=True, text=True, cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert "## Rating baselines" in out.stdout and "## Retrievers" in out.stdout
+    assert len(pd.read_csv(tmp_path / "figures" / "rating.csv")) == 5
+    assert set(pd.read_csv(tmp_path / "figures" / "ranking.csv")["method"]) == {"popularity", "bpr_mf"}
