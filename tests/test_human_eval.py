@@ -164,12 +164,13 @@ def test_scoring_errors_name_file_line_and_value(tmp_path):
     sheet = pd.read_csv(files["sheet_csv"], dtype=str, keep_default_na=False)
     bad = sheet.copy()
     bad.loc[1, "faithful"] = "maybe"
-    bad.to_csv(tmp_path / "bob.csv", index=False)
+    bad.to_csv(tmp_path / "bob.csv", index=False, encoding="utf-8-sig")  # as a spreadsheet saves it
     with pytest.raises(ReportError, match=r"bob.csv, line 3, column 'faithful' holds 'maybe'"):
         he.score_human_eval([tmp_path / "bob.csv"], files["key_csv"])
     other = _comparisons(seed=5, n=4)
+    sheet.to_csv(tmp_path / "carl.csv", index=False, encoding="utf-8-sig")  # the sheet id is read despite a BOM
     with pytest.raises(ReportError, match="belongs to sheet"):
-        he.score_human_eval([sheet], other.key)
+        he.score_human_eval([tmp_path / "carl.csv"], other.key)
     unknown = sheet.assign(question=["Q999"] + list(sheet["question"][1:]))
     with pytest.raises(ReportError, match="Q999.*not in the key"):
         he.score_human_eval([unknown], files["key_csv"])

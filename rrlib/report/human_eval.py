@@ -271,7 +271,8 @@ def _read_csv(source: str | Path | pd.DataFrame, what: str) -> tuple[pd.DataFram
     if not path.is_file():
         raise ReportError(f"human evaluation: {what} {path} does not exist.")
     try:
-        return pd.read_csv(path, dtype=str, keep_default_na=False), str(path)
+        # utf-8-sig: spreadsheet programs often save CSV with a byte-order mark
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig"), str(path)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ReportError(f"human evaluation: {path} is not a readable CSV file: {e}") from e
 
