@@ -23,7 +23,9 @@ def user_sequences(interactions: pd.DataFrame) -> dict[str, pd.DataFrame]:
         raise ValueError(f"interactions table lacks column(s) {missing} (see rrlib/data/schema.py).")
     # target_of (from 01) marks each split's target; it matters where the authors' own split
     # (release_beauty) does not put the targets at the last three positions.
-    df = interactions[need + [c for c in ("target_of",) if c in interactions.columns]].copy()
+    # rating and timestamp ride along when present (rating baselines fit on them).
+    extra = [c for c in ("target_of", "rating", "timestamp") if c in interactions.columns]
+    df = interactions[need + extra].copy()
     df["user_id"] = df["user_id"].astype(str)
     df["item_id"] = df["item_id"].astype(str)
     df["liked"] = df["liked"].astype(bool)
@@ -72,5 +74,6 @@ def training_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     parts = [seq.iloc[:cut[u]].assign(user_id=u) for u, seq in seqs.items() if cut[u] > 0]
     if not parts:
         return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
-                             "liked": pd.Series(dtype=bool), "position": pd.Series(dtype="int64")})
+                             "liked": pd.Series(dtype=bool), "position": pd.Series(dtype="int64"),
+                             "rating": pd.Series(dtype=float)})
     return pd.concat(parts, ignore_index=True)

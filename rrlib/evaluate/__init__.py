@@ -1,5 +1,6 @@
 """Evaluation, notebook 06: what to evaluate (:mod:`.plan`), the LLM students' predictions
-(:mod:`.llm`), AUC with bootstrap intervals and paired differences (:mod:`.metrics`), BERTScore
+(:mod:`.llm`), AUC with bootstrap intervals and paired differences (:mod:`.metrics`), RMSE / MAE of
+the rating task (:mod:`.rating`), NDCG / Recall / HitRate of the ranking task (:mod:`.ranking`), BERTScore
 (:mod:`.bertscore`), faithfulness checks of reasoning (:mod:`.faithfulness`), the results and
 the run's metrics.json (:mod:`.results`), tables (:mod:`.tables`) and plots (:mod:`.plots`).
 Non-LLM methods are fitted by their own modules in :mod:`rrlib.methods`."""

@@ -7,6 +7,11 @@ baseline *on the same test examples*, with a paired bootstrap 95% interval and p
 (:func:`rrlib.evaluate.metrics.paired_auc_difference`). A method is better than the baseline only
 when that interval lies above 0. The strongest baseline is picked on the test set itself, which
 favours the baseline: a conservative choice for any claim of beating it.
+
+Rating-task blocks (EXP3RT and the rating baselines) also get RMSE and MAE with bootstrap
+intervals and ``delta_rmse`` / ``delta_mae``: the paired difference with the strongest rating
+baseline (lowest RMSE), see :mod:`rrlib.evaluate.rating`. Lower is better there, so a method
+beats that baseline only when the interval lies below 0. Like-task rows leave these columns NaN.
 """
 from __future__ import annotations
 
@@ -21,17 +26,20 @@ import pandas as pd
 from rrlib import predictions as pr
 from rrlib.evaluate.bertscore import bertscore_backbone, bertscore_f1
 from rrlib.evaluate.metrics import auc_with_ci, mean_sd, paired_auc_difference
+from rrlib.evaluate.rating import (RATING_COLUMNS, RATING_DELTA_COLUMNS, empty_rating_columns,
+                                   rating_difference_columns, rating_metrics, strongest_rating_baseline)
 from rrlib.io import read_json_or_none, write_json_atomic
 from rrlib.methods import registry
 from rrlib.config.provenance import utc_now
 
 RESULT_COLUMNS = ["dataset", "method", "label", "k", "seed", "task", "n", "n_pos", "n_neg", "auc", "auc_ci_low",
                   "auc_ci_high", "reference", "delta_auc", "delta_ci_low", "delta_ci_high", "delta_p",
+                  *RATING_COLUMNS, *RATING_DELTA_COLUMNS,
                   "bertscore_f1", "bertscore_n", "bertscore_empty", "bertscore_backbone", "format_errors", "note"]
 #: the figures notebook 06 records in metrics.json (fixed keys; tests and tooling read them)
 METRICS_KEYS = ("results", "summary", "auc", "bertscore_f1", "best_method", "strongest_bias_baseline",
-                "beats_bias_baseline", "n_test", "n_test_dislikes", "bootstrap_samples", "seed", "seeds",
-                "bertscore_backbone")
+                "beats_bias_baseline", "rmse", "mae", "strongest_rating_baseline", "beats_rating_baseline", "n_test",
+                "n_test_dislikes", "bootstrap_samples", "seed", "seeds", "bertscore_backbone")
 
 
 def strongest_bias_baseline(predictions: pd.DataFrame) -> tuple[str | None, float]:
@@ -62,7 +70,8 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
     method -> the view its ground truth was written under (default 'full'). Returns
     ``(results, per_example)``: one results row per block (AUC with CI, the paired difference
     with the strongest bias baseline, mean BERTScore over the examples that have ground-truth
-    reasoning, counts, format errors) and the per-example BERTScore F1."""
+    reasoning, counts, format errors; for rating-task blocks also RMSE/MAE with CIs and the paired
+    difference with the strongest rating baseline) and the per-example BERTScore F1."""
     from tqdm.auto import tqdm
 
     pr.check(predictions)
@@ -71,6 +80,9 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
     ref_name, _ = strongest_bias_baseline(predictions)
     ref_block = (predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
                  if ref_name else None)
+    rating_ref, _ = strongest_rating_baseline(predictions)
+    rating_ref_block = (predictions[(predictions["method"] == rating_ref) & (predictions["task"] == "rating")]
+                        .drop_duplicates("example_id").set_index("example_id") if rating_ref else None)
     rows, per_example = [], []
     blocks = list(predictions.groupby(pr.BLOCK, sort=False))
     for (method, k, s), block in tqdm(blocks, desc="scoring methods", disable=not progress):
@@ -82,7 +94,22 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
             "n_neg": int((labels == 0).sum()), "format_errors": int((~block["format_ok"].astype(bool)).sum()),
             "auc": math.nan, "auc_ci_low": math.nan, "auc_ci_high": math.nan, "reference": ref_name or "",
             "delta_auc": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "delta_p": math.nan,
-            "bertscore_backbone": "", "bertscore_f1": math.nan, "bertscore_n": 0, "bertscore_empty": 0}
+            "bertscore_backbone": "", "bertscore_f1": math.nan, "bertscore_n": 0, "bertscore_empty": 0,
+            **empty_rating_columns()}
+        if row["task"] == "rating":
+            try:
+                figures = rating_metrics(block, n_boot=n_boot, seed=seed)
+                figures.pop("auc")  # the AUC with its interval comes below, as for like-task rows
+                row.update(figures)
+            except ValueError as e:
+                notes.append(str(e))
+            if rating_ref_block is not None:
+                row["rating_reference"] = rating_ref
+                if method != rating_ref and not math.isnan(row["rmse"]):
+                    cols, more = rating_difference_columns(block, rating_ref_block, rating_ref, n_boot=n_boot,
+                                                           seed=seed)
+                    row.update(cols)
+                    notes += more
         score = _like_score(block)
         try:
             auc = auc_with_ci(labels, score, n_boot=n_boot, seed=seed)
@@ -135,17 +162,24 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
 
 
 def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """Per (method, K): mean and sd over seeds of AUC, of the paired difference and of BERTScore,
-    with the number of seeds (sd is NaN for a single seed)."""
+    """Per (method, K): mean and sd over seeds of AUC, of the paired difference and of BERTScore
+    (and, for rating methods, of RMSE, MAE and the paired RMSE difference), with the number of
+    seeds (sd is NaN for a single seed)."""
     out = []
     for (method, k), g in results.groupby(["method", "k"], sort=False):
         auc_m, auc_sd, n = mean_sd(g["auc"])
         d_m, d_sd, _ = mean_sd(g["delta_auc"])
         b_m, b_sd, _ = mean_sd(g["bertscore_f1"])
+        r_m, r_sd, _ = mean_sd(g["rmse"]) if "rmse" in g else (math.nan, math.nan, 0)
+        e_m, e_sd, _ = mean_sd(g["mae"]) if "mae" in g else (math.nan, math.nan, 0)
+        dr_m, dr_sd, _ = mean_sd(g["delta_rmse"]) if "delta_rmse" in g else (math.nan, math.nan, 0)
+        below = int((g["delta_rmse_ci_high"] < 0).sum()) if "delta_rmse_ci_high" in g else 0
         out.append({"dataset": g["dataset"].iloc[0], "method": method, "label": registry.label(method), "k": int(k),
                     "n_seeds": n, "auc_mean": auc_m, "auc_sd": auc_sd, "delta_auc_mean": d_m, "delta_auc_sd": d_sd,
                     "bertscore_mean": b_m, "bertscore_sd": b_sd,
-                    "seeds_above_baseline": int((g["delta_ci_low"] > 0).sum())})
+                    "seeds_above_baseline": int((g["delta_ci_low"] > 0).sum()),
+                    "rmse_mean": r_m, "rmse_sd": r_sd, "mae_mean": e_m, "mae_sd": e_sd, "delta_rmse_mean": dr_m,
+                    "delta_rmse_sd": dr_sd, "seeds_below_rating_baseline": below})
     return pd.DataFrame(out)
 
 
@@ -169,6 +203,9 @@ def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, s
     best = results.dropna(subset=["auc"]).sort_values("auc", ascending=False)
     beats = results[results["delta_ci_low"] > 0]
     ref = next((r for r in results["reference"] if r), None)
+    rating = results[results["task"] == "rating"] if "task" in results else results.iloc[:0]
+    rating_ref = next((r for r in rating.get("rating_reference", []) if r), None)
+    beats_rating = rating[rating["delta_rmse_ci_high"] < 0] if len(rating) else rating
     return {
         "results": [{c: _clean(r[c]) for c in RESULT_COLUMNS} for _, r in results.iterrows()],
         "summary": [{c: _clean(v) for c, v in r.items()} for _, r in summary.iterrows()],
@@ -178,6 +215,10 @@ def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, s
         "best_method": None if best.empty else key(best.iloc[0]),
         "strongest_bias_baseline": ref,
         "beats_bias_baseline": [key(r) for _, r in beats.iterrows()],
+        "rmse": {key(r): _clean(r["rmse"]) for _, r in rating.iterrows()},
+        "mae": {key(r): _clean(r["mae"]) for _, r in rating.iterrows()},
+        "strongest_rating_baseline": rating_ref,
+        "beats_rating_baseline": [key(r) for _, r in beats_rating.iterrows()],
         "n_test": int(len(test_examples)), "n_test_dislikes": int((test_examples["label"] == 0).sum()),
         "bootstrap_samples": int(n_boot), "seed": int(seed), "seeds": list(seeds),
         "bertscore_backbone": bertscore_backbone_name,

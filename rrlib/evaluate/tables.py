@@ -1,7 +1,9 @@
 """Results tables: the long table (every number), a readable Markdown table with the paired
 difference to the strongest bias baseline, the summary over seeds, and the paper's layout
 (rows method x K, columns dataset x metric; several runs' results can be concatenated first).
-Rows follow the registry's order (:func:`rrlib.methods.registry.order`)."""
+Rows follow the registry's order (:func:`rrlib.methods.registry.order`). When the results hold
+rating-task rows, RMSE / MAE columns and the paired RMSE difference with the strongest rating
+baseline are added (like-task-only results keep their columns)."""
 from __future__ import annotations
 
 import math
@@ -42,6 +44,27 @@ def _delta(r: pd.Series) -> str:
     return f"{r['delta_auc']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}] p={r['delta_p']:.3f}{verdict}"
 
 
+def _has_rating(results: pd.DataFrame) -> bool:
+    return "task" in results and bool((results["task"] == "rating").any()) and "rmse" in results
+
+
+def _delta_rmse(r: pd.Series) -> str:
+    if r.get("task") != "rating":
+        return ""
+    if pd.isna(r["delta_rmse"]):
+        return "reference" if r["method"] == r["rating_reference"] else "–"
+    # lower is better: below 0 is a gain
+    verdict = " ✓" if r["delta_rmse_ci_high"] < 0 else " ✗" if r["delta_rmse_ci_low"] > 0 else ""
+    return (f"{r['delta_rmse']:+.3f} [{r['delta_rmse_ci_low']:+.3f}, {r['delta_rmse_ci_high']:+.3f}] "
+            f"p={r['delta_rmse_p']:.3f}{verdict}")
+
+
+def _rating_interval(r: pd.Series, metric: str) -> str:
+    if r.get("task") != "rating":
+        return ""
+    return _interval(r[metric], r[f"{metric}_ci_low"], r[f"{metric}_ci_high"])
+
+
 def results_view(results: pd.DataFrame) -> pd.DataFrame:
     """The readable results: AUC [95% CI], Δ AUC to the strongest bias baseline [paired 95% CI]
     and p, BERTScore, and the counts an AUC rests on (examples, dislikes)."""
@@ -54,6 +77,12 @@ def results_view(results: pd.DataFrame) -> pd.DataFrame:
     view["AUC [95% CI]"] = [_interval(a, lo, hi) for a, lo, hi in
                             zip(results["auc"], results["auc_ci_low"], results["auc_ci_high"])]
     view[f"Δ AUC vs {label(ref) if ref else 'bias baseline'} [95% CI]"] = [_delta(r) for _, r in results.iterrows()]
+    if _has_rating(results):
+        rref = next((r for r in results["rating_reference"] if r), "")
+        view["RMSE [95% CI]"] = [_rating_interval(r, "rmse") for _, r in results.iterrows()]
+        view["MAE [95% CI]"] = [_rating_interval(r, "mae") for _, r in results.iterrows()]
+        view[f"Δ RMSE vs {label(rref) if rref else 'rating baseline'} [95% CI]"] = [
+            _delta_rmse(r) for _, r in results.iterrows()]
     view["BERTScore F1"] = [fmt(b) for b in results["bertscore_f1"]]
     view["n (dislikes)"] = [f"{n} ({d})" for n, d in zip(results["n"], results["n_neg"])]
     view["format errors"] = results["format_errors"]
@@ -64,6 +93,10 @@ def results_markdown(results: pd.DataFrame, summary: pd.DataFrame | None = None)
     text = markdown_table(results_view(results))
     text += ("\nΔ AUC: paired bootstrap over the same test examples; ✓ the interval lies above 0 (better than the "
              "baseline), ✗ below 0 (worse); without a mark the data cannot tell the two apart.\n")
+    if _has_rating(results):
+        text += ("\nRMSE / MAE: rating points, lower is better. Δ RMSE: paired bootstrap against the strongest "
+                 "rating baseline (lowest RMSE) on the same examples; ✓ the interval lies below 0 (more accurate), "
+                 "✗ above 0.\n")
     backbones = sorted({b for b in results["bertscore_backbone"] if b})
     if backbones:
         text += "\nBERTScore backbone: " + "; ".join(backbones) + "\n"
@@ -79,29 +112,40 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     def pm(m: float, sd: float) -> str:
         return "–" if math.isnan(m) else f"{m:.3f}" + ("" if math.isnan(sd) else f" ± {sd:.3f}")
 
-    return pd.DataFrame({"method": [label(m) for m in summary["method"]], "K": summary["k"],
+    view = pd.DataFrame({"method": [label(m) for m in summary["method"]], "K": summary["k"],
                          "seeds": summary["n_seeds"],
                          "AUC": [pm(m, s) for m, s in zip(summary["auc_mean"], summary["auc_sd"])],
                          "Δ AUC": [pm(m, s) for m, s in zip(summary["delta_auc_mean"], summary["delta_auc_sd"])],
                          "BERTScore": [pm(m, s) for m, s in zip(summary["bertscore_mean"], summary["bertscore_sd"])],
                          "seeds above baseline": summary["seeds_above_baseline"]})
+    if "rmse_mean" in summary and summary["rmse_mean"].notna().any():
+        view["RMSE"] = [pm(m, s) for m, s in zip(summary["rmse_mean"], summary["rmse_sd"])]
+        view["Δ RMSE"] = [pm(m, s) for m, s in zip(summary["delta_rmse_mean"], summary["delta_rmse_sd"])]
+        view["seeds below rating baseline"] = summary["seeds_below_rating_baseline"]
+    return view
 
 
 def paper_table(results: pd.DataFrame) -> pd.DataFrame:
     """Rows (Model, K); per dataset the columns '<dataset> AUC [95% CI]', '<dataset> Δ vs bias'
-    and '<dataset> BERTScore'. With several seeds the first seed's row is shown (the summary
+    and '<dataset> BERTScore' (and RMSE, MAE, Δ RMSE when there are rating rows). With several seeds the first seed's row is shown (the summary
     table gives mean ± sd). Missing cells are '–'."""
     r = results.sort_values("seed", kind="stable").drop_duplicates(["dataset", "method", "k"]).copy()
     r["AUC"] = [_interval(a, lo, hi) for a, lo, hi in zip(r["auc"], r["auc_ci_low"], r["auc_ci_high"])]
     r["Δ vs bias"] = [_delta(x) for _, x in r.iterrows()]
     r["BERTScore"] = [fmt(b) for b in r["bertscore_f1"]]
+    metrics = ["AUC", "Δ vs bias", "BERTScore"]
+    if _has_rating(r):
+        r["RMSE"] = [_rating_interval(x, "rmse") or "–" for _, x in r.iterrows()]
+        r["MAE"] = [_rating_interval(x, "mae") or "–" for _, x in r.iterrows()]
+        r["Δ RMSE vs rating baseline"] = [_delta_rmse(x) or "–" for _, x in r.iterrows()]
+        metrics += ["RMSE", "MAE", "Δ RMSE vs rating baseline"]
     r["_rank"] = r["method"].map(order)
     datasets = list(dict.fromkeys(r["dataset"]))
     keys = r.sort_values(["_rank", "method", "k"])[["method", "k"]].drop_duplicates()
     out = pd.DataFrame({"Model": [label(m) for m in keys["method"]], "K": keys["k"].to_numpy()})
     for ds in datasets:
         part = r[r["dataset"] == ds].set_index(["method", "k"])
-        for metric in ("AUC", "Δ vs bias", "BERTScore"):
+        for metric in metrics:
             out[f"{ds} {metric}"] = [part[metric].get((m, k), "–") for m, k in zip(keys["method"], keys["k"])]
     return out
 

@@ -101,6 +101,22 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
           implementation="rrlib.methods.sequential:predict"),
     _spec("caser", "Caser", "sequential", "sequential", "like", ("history",),
           implementation="rrlib.methods.sequential:predict"),
+    # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
+    _spec("global_mean", "Global mean rating", "rating", "rating_baseline", "rating", ("ratings",),
+          implementation="rrlib.methods.rating:predict"),
+    _spec("user_mean", "User mean rating", "rating", "rating_baseline", "rating", ("ratings",),
+          implementation="rrlib.methods.rating:predict"),
+    _spec("item_mean", "Item mean rating", "rating", "rating_baseline", "rating", ("ratings",),
+          implementation="rrlib.methods.rating:predict"),
+    _spec("user_item_bias", "Baseline μ + b_u + b_i", "rating", "rating_baseline", "rating", ("ratings",),
+          implementation="rrlib.methods.rating:predict"),
+    _spec("mf", "Biased MF (SVD)", "rating", "rating_baseline", "rating", ("ratings",),
+          implementation="rrlib.methods.rating:predict"),
+    # --- top-k ranking: candidate generators (EXP3RT reranks their lists) ---------------------
+    _spec("popularity", "Popularity", "retrieval", "retriever", "ranking", ("ratings",),
+          implementation="rrlib.methods.retrieval:predict"),
+    _spec("bpr_mf", "BPR-MF", "retrieval", "retriever", "ranking", ("ratings",),
+          implementation="rrlib.methods.retrieval:predict"),
     # --- like/dislike: LLM students ---------------------------------------------------------
     _spec("zeroshot_vanilla", "Zero-shot Vanilla", "zeroshot", "zeroshot_llm", "like", _ITEM + ("history",)),
     _spec("zeroshot_reasoningrec", "Zero-shot ReasoningRec", "zeroshot", "zeroshot_llm", "like", _FULL,
