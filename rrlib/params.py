@@ -22,7 +22,7 @@ class ParamError(ValueError):
 
 @dataclass(frozen=True)
 class Param:
-    type: str  # "str" | "int" | "float" | "bool" | "list[int]" | "list[str]" | "dict"
+    type: str  # "str" | "int" | "float" | "bool" | "list[int]" | "list[float]" | "list[str]" | "dict"
     default: Any
     help: str
     choices: tuple | None = None
@@ -35,9 +35,10 @@ _P = Param
 # Shared by every notebook
 # ---------------------------------------------------------------------------------------
 COMMON = {
-    "DATASET": _P("str", "embedded_beauty", "dataset name: embedded_beauty, beauty, fashion, ml1m, "
-                  "release_beauty or generic", ("embedded_beauty", "beauty", "fashion", "ml1m",
-                                                 "release_beauty", "generic")),
+    "DATASET": _P("str", "embedded_beauty", "dataset name: embedded_beauty, ml_latest_small, amazon_instruments, "
+                  "beauty, fashion, amazon2018, ml1m, release_beauty or generic",
+                  ("embedded_beauty", "ml_latest_small", "amazon_instruments", "beauty", "fashion", "amazon2018",
+                   "ml1m", "release_beauty", "generic")),
     "DATA_DIR": _P("str", "", "folder with the raw dataset files ('' = the embedded copy or download cache)"),
     "RUN_DIR": _P("str", "outputs/dev", "run folder every notebook reads from and writes to"),
     "CACHE_DIR": _P("str", "outputs/cache", "cache shared across runs: generations, models, downloads"),
@@ -49,8 +50,16 @@ COMMON = {
 # ---------------------------------------------------------------------------------------
 DATA = {
     "ALLOW_DOWNLOAD": _P("bool", True, "download a paper dataset into CACHE_DIR when absent and online"),
-    "DOMAIN": _P("str", "", "prompt domain ('' = from DATASET): movies, beauty, fashion",
-                 ("", "movies", "beauty", "fashion")),
+    "DOMAIN": _P("str", "", "prompt domain ('' = from DATASET): movies, beauty, fashion, instruments",
+                 ("", "movies", "beauty", "fashion", "instruments")),
+    "AMAZON_CATEGORY": _P("str", "", "DATASET amazon2018: the category, e.g. Musical_Instruments ('' = the single "
+                          "<Category>[_5].json[.gz] in DATA_DIR)"),
+    "ENCODING": _P("str", "utf-8", "text encoding of CSV files read from DATA_DIR: utf-8, latin-1, cp1252, ... or "
+                   "auto (UTF-8 when valid, else latin-1)"),
+    "DATE_ORDER": _P("str", "auto", "slash dates such as 03/04/2019: auto (from the data; ambiguous columns are "
+                     "refused), dmy (3 April) or mdy (March 4)", ("auto", "dmy", "mdy")),
+    "RATING_SCALE": _P("list[float]", [], "[lowest, highest] valid rating; values outside are refused ([] = the "
+                       "dataset's own scale; generic: [1, 5])"),
     "KCORE": _P("int", 5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3),
     "LIKE_THRESHOLD": _P("float", 3.0, "rating > threshold counts as liked (paper: 3)"),
     "HISTORY_LEN": _P("int", 5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1),
@@ -205,6 +214,10 @@ def _check_type(name: str, value: Any, param: Param, where: str) -> Any:
                 raise bad("a list of integers")
             if inner == "str" and not isinstance(v, str):
                 raise bad("a list of strings")
+            if inner == "float" and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise bad("a list of numbers")
+        if inner == "float":
+            value = [float(v) for v in value]
     elif t == "dict":
         if not isinstance(value, dict):
             raise bad("a mapping")

@@ -205,9 +205,10 @@ def test_release_files(shared_data):
     files = release_files()
     assert {"ratings", "items", "profiles", "train", "valid", "test", "license"} <= set(files)
     assert all(p.is_file() for p in files.values())
-    assert "ml1m_summaries" not in files  # MovieLens part is not shipped
+    # the ML-1M summaries (no ratings, MIT) ship too, unchanged
     shared = release_files(shared_data / "reasoningrec_release")
-    assert shared["ml1m_summaries"].name == "movie_summary_25_words.csv"
+    assert shared["ml1m_summaries"].name == files["ml1m_summaries"].name == "movie_summary_25_words.csv"
+    assert dl.sha256_file(files["ml1m_summaries"]) == dl.sha256_file(shared["ml1m_summaries"])
     assert release_files(shared_data / "reasoningrec_release" / "beauty")["ratings"].is_file()
 
 

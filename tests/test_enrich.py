@@ -16,7 +16,7 @@ from rrlib.enrich import (DESCRIPTION_COLUMNS, NO_DESCRIPTION, PROFILE_COLUMNS, 
 from rrlib.llm.base import GenerationResult
 from rrlib.params import defaults
 
-RELEASE = Path(rrlib.__file__).resolve().parents[2] / "shared" / "data" / "reasoningrec_release"
+RELEASE = Path(rrlib.__file__).resolve().parent / "resources" / "reasoningrec_release"  # shipped copy
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,6 @@
-"""The one exception type of the data layer."""
+"""The data layer's error type: :class:`rrlib.errors.DataError` (one class for the whole project)."""
 from __future__ import annotations
 
+from ..errors import DataError
 
-class DataError(ValueError):
-    """A dataset file or data parameter is unusable. The message names the file, line or
-    column that is wrong and says how to fix it."""
+__all__ = ["DataError"]
