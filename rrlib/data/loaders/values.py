@@ -61,6 +61,11 @@ class Rows:
         return cls(Path(path), np.arange(first_line, first_line + n, dtype="int64"))
 
 
+def _show(value: Any) -> str:
+    """A value as the file holds it, for messages (numpy scalars as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def _n(k: int, what: str) -> str:
     return f"{k:,} {what}" + ("" if k == 1 else "s")
 
@@ -111,7 +116,7 @@ def read_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, Rows]:
     with the wrong number of fields or broken quoting is an error naming its line."""
     path = Path(path)
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long reviews
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     header: list[str] | None = None
     rows: list[list[str]] = []
     starts: list[int] = []
@@ -191,26 +196,26 @@ def _from_numbers(values: pd.Series, original: pd.Series, rows: Rows, column: st
     bad = np.flatnonzero(~np.isfinite(f))
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' must be a finite unix timestamp, got {original.iloc[i]!r} "
+        raise DataError(f"{rows.at(i)}: column '{column}' must be a finite unix timestamp, got {_show(original.iloc[i])} "
                         f"({_n(len(bad), 'such value')}). Fix or delete that row.")
     neg = np.flatnonzero(f < 0)
     if len(neg):
         i = int(neg[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {original.iloc[i]!r}, a time before 1970-01-01 "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(original.iloc[i])}, a time before 1970-01-01 "
                         f"({_n(len(neg), 'negative value')}); rating timestamps are unix times after 1970.")
     bounds = np.array([u[2] for u in _UNITS])
     cls = np.searchsorted(bounds, f, side="right")
     over = np.flatnonzero(cls >= len(_UNITS))
     if len(over):
         i = int(over[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {original.iloc[i]!r}, out of range for a unix "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(original.iloc[i])}, out of range for a unix "
                         f"timestamp (seconds below 1e11, i.e. before year 5138; milliseconds, microseconds and "
                         f"nanoseconds are recognised by their size up to {bounds[-1]:.3g}); "
                         f"{_n(len(over), 'value')} out of range. Fix that row.")
     kinds = np.array([_UNITS[c][0] for c in range(len(_UNITS))], dtype=object)[cls]
     if len(set(cls.tolist())) > 1:
         i, kind, major = _minority(kinds)
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {original.iloc[i]!r}, which reads as unix {kind}, "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(original.iloc[i])}, which reads as unix {kind}, "
                         f"but the column mixes units ({_counts(kinds)}; most are {major}). Mixed units would "
                         f"reorder the interactions: give every row in one unit.")
     name, div, _ = _UNITS[int(cls[0])] if len(cls) else _UNITS[0]
@@ -258,13 +263,13 @@ def _civil_seconds(y, m, d, parts: pd.DataFrame, idx: np.ndarray, text: pd.Serie
     bad = np.flatnonzero(day.isna().to_numpy() | (hh > 23) | (mi > 59) | (ss > 60))
     if len(bad):
         i = int(idx[bad[0]])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, which is not a valid date or time "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, which is not a valid date or time "
                         f"when read as {family} ({_n(len(bad), 'such value')}). Fix that row"
                         + (" or check DATE_ORDER." if family.startswith(("day-first", "month-first")) else "."))
     early = np.flatnonzero(y < 1970)
     if len(early):
         i = int(idx[early[0]])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, before 1970-01-01; rating "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, before 1970-01-01; rating "
                         f"timestamps are after 1970 ({_n(len(early), 'such value')}).")
     days = ((day - pd.Timestamp(0)) // pd.Timedelta(days=1)).to_numpy(dtype="int64")
     return days * 86400 + hh * 3600 + mi * 60 + ss - _tz_minutes(parts["tz"]) * 60
@@ -282,11 +287,11 @@ def _from_strings(text: pd.Series, rows: Rows, column: str, date_order: str) -> 
     unknown = np.flatnonzero(family == "")
     if len(unknown):
         i = int(unknown[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' must be a timestamp, got {text.iloc[i]!r} "
+        raise DataError(f"{rows.at(i)}: column '{column}' must be a timestamp, got {_show(text.iloc[i])} "
                         f"({_n(len(unknown), 'unreadable value')}). Accepted: {ACCEPTED_TIMESTAMPS}.")
     if len(set(family.tolist())) > 1:
         i, kind, major = _minority(family)
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r} ({_FAMILIES[kind]}), but most "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])} ({_FAMILIES[kind]}), but most "
                         f"rows are {_FAMILIES[major]} ({_counts(np.array([_FAMILIES[f] for f in family]))}). "
                         f"Write every date of the column in one format.")
     kind = family[0]
@@ -298,7 +303,7 @@ def _from_strings(text: pd.Series, rows: Rows, column: str, date_order: str) -> 
             sub = np.where(aware[timed], "with a UTC offset", "without a UTC offset").astype(object)
             j, _, major = _minority(sub)
             i = int(np.flatnonzero(timed)[j])
-            raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, but most times are {major} "
+            raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, but most times are {major} "
                             f"({_counts(sub)}). Times without an offset are read as UTC, so mixing them shifts "
                             f"some rows by hours: give every time in one form.")
     idx = np.arange(n)
@@ -314,17 +319,17 @@ def _from_strings(text: pd.Series, rows: Rows, column: str, date_order: str) -> 
             month_first = np.flatnonzero((b > 12) & (a <= 12))
             if len(day_first) and len(month_first):
                 i, j = int(day_first[0]), int(month_first[0])
-                raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, which can only be "
-                                f"day-first, but {rows.at(j)} holds {text.iloc[j]!r}, which can only be "
+                raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, which can only be "
+                                f"day-first, but {rows.at(j)} holds {_show(text.iloc[j])}, which can only be "
                                 f"month-first: the column mixes date orders. Write every date in one order.")
             if len(day_first):
-                order, why = "dmy", f"day-first: {rows.at(int(day_first[0]))} holds {text.iloc[int(day_first[0])]!r}"
+                order, why = "dmy", f"day-first: {rows.at(int(day_first[0]))} holds {_show(text.iloc[int(day_first[0])])}"
             elif len(month_first):
                 order, why = "mdy", (f"month-first: {rows.at(int(month_first[0]))} holds "
-                                     f"{text.iloc[int(month_first[0])]!r}")
+                                     f"{_show(text.iloc[int(month_first[0])])}")
             else:
                 i = int(np.flatnonzero((a != b))[0]) if (a != b).any() else 0
-                raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, which could be day-first "
+                raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, which could be day-first "
                                 f"or month-first, and no date of the column settles it. Set DATE_ORDER: dmy "
                                 f"(03/04/2019 is 3 April) or DATE_ORDER: mdy (March 4), or write ISO dates "
                                 f"(2019-04-03).")
@@ -336,7 +341,7 @@ def _from_strings(text: pd.Series, rows: Rows, column: str, date_order: str) -> 
     bad = np.flatnonzero(parsed.isna().to_numpy())
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {text.iloc[i]!r}, which is not a valid date "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(text.iloc[i])}, which is not a valid date "
                         f"({_n(len(bad), 'such value')}). Accepted: {ACCEPTED_TIMESTAMPS}.")
     return _from_datetimes(parsed, rows, column, "dates with month names (read as UTC)")
 
@@ -367,7 +372,7 @@ def parse_timestamps(values: Any, rows: Rows, column: str = "timestamp", date_or
     if is_num.any():
         kinds = np.where(is_num, "numbers (unix time)", "date strings").astype(object)
         i, kind, major = _minority(kinds)
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {s.iloc[i]!r}, one of {kind}, but most rows are "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(s.iloc[i])}, one of {kind}, but most rows are "
                         f"{major} ({_counts(kinds)}). Give every timestamp in one format.")
     return _from_strings(text, rows, column, date_order)
 
@@ -414,20 +419,20 @@ def check_ratings(values: Any, rows: Rows, scale: RatingScale, column: str = "ra
     bad = np.flatnonzero(np.isnan(f) & ~s.astype(str).str.strip().str.lower().eq("nan").to_numpy())
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' must be a number, got {s.iloc[i]!r}. Fix that line "
+        raise DataError(f"{rows.at(i)}: column '{column}' must be a number, got {_show(s.iloc[i])}. Fix that line "
                         f"({_n(len(bad), 'bad value')} in total).")
     fix = fix or ("If the data uses another scale, set RATING_SCALE: [lowest, highest] (and a LIKE_THRESHOLD "
                   "that fits it).")
     bad = np.flatnonzero(~np.isfinite(f))
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' must be a finite number, got {s.iloc[i]!r} "
+        raise DataError(f"{rows.at(i)}: column '{column}' must be a finite number, got {_show(s.iloc[i])} "
                         f"({_n(len(bad), 'non-finite value')}). Fix or delete that row.")
     eps = 1e-9
     bad = np.flatnonzero((f < scale.low - eps) | (f > scale.high + eps))
     if len(bad):
         i = int(bad[0])
-        raise DataError(f"{rows.at(i)}: column '{column}' holds {s.iloc[i]!r}, outside the {scale.describe()} "
+        raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(s.iloc[i])}, outside the {scale.describe()} "
                         f"({_n(len(bad), 'value')} outside, from {np.nanmin(f[bad]):g} to {np.nanmax(f[bad]):g}). "
                         f"{fix}")
     if scale.step:
@@ -435,6 +440,6 @@ def check_ratings(values: Any, rows: Rows, scale: RatingScale, column: str = "ra
         bad = np.flatnonzero(np.abs(q - np.round(q)) > 1e-6)
         if len(bad):
             i = int(bad[0])
-            raise DataError(f"{rows.at(i)}: column '{column}' holds {s.iloc[i]!r}, not on the {scale.describe()} "
+            raise DataError(f"{rows.at(i)}: column '{column}' holds {_show(s.iloc[i])}, not on the {scale.describe()} "
                             f"({_n(len(bad), 'such value')}). {fix}")
     return f
