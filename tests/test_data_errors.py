@@ -374,3 +374,12 @@ def test_new_data_parameters_reach_the_loader(tmp_path):
                     "DATE_ORDER": "dmy", "RATING_SCALE": [0, 10]})
     assert raw.interactions["rating"].tolist() == [8.0, 9.5]
     assert pd.to_datetime(raw.interactions["timestamp"].iloc[0], unit="s").month == 4
+
+
+def test_amazon_json_lines_with_non_utf8_bytes_are_counted(tmp_path):
+    good = json.dumps({"reviewerID": "u", "asin": "a", "overall": 5, "unixReviewTime": 1, "reviewText": "ok"})
+    bad = json.dumps({"reviewerID": "u", "asin": "b", "overall": 4, "unixReviewTime": 2, "reviewText": "caf#"})
+    (tmp_path / "r.json").write_bytes(good.encode() + b"\n" + bad.encode().replace(b"#", b"\xe9") + b"\n")
+    raw = L.load_amazon(tmp_path / "r.json")
+    assert raw.interactions["review_text"].tolist() == ["ok", "caf\ufffd"]
+    assert any("1 line(s) hold bytes that are not UTF-8 (first: line 2)" in n for n in raw.notes)
