@@ -10,8 +10,11 @@ import rrlib
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    """The real data kept next to the project (``../shared/data``; see its README)."""
-    path = Path(rrlib.__file__).resolve().parents[2] / "shared" / "data"
+    """The real data kept next to the project (``../shared/data``; see its README), or where
+    RRLIB_SHARED_DATA points (a git worktree elsewhere)."""
+    import os
+
+    path = Path(os.environ.get("RRLIB_SHARED_DATA") or Path(rrlib.__file__).resolve().parents[2] / "shared" / "data")
     if not path.is_dir():
         pytest.skip(f"real-data folder {path} is absent (expected ../shared/data next to the project root)")
     return path

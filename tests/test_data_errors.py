@@ -129,7 +129,7 @@ def test_generic_header_only(tmp_path):
 def test_generic_bad_timestamp_names_row(tmp_path):
     pd.DataFrame({"user": ["a", "a"], "item": ["x", "y"], "rating": [5, 4],
                   "timestamp": ["2019-01-01", "yesterday"]}).to_csv(tmp_path / "interactions.csv", index=False)
-    with pytest.raises(DataError, match=r"row 2 \(line 3 of a CSV\): column 'timestamp' .* got 'yesterday'"):
+    with pytest.raises(DataError, match=r"interactions\.csv, line 3: column 'timestamp' .* got 'yesterday'"):
         load_dataset("generic", tmp_path)
 
 
@@ -137,7 +137,7 @@ def test_generic_items_without_item_column(tmp_path):
     pd.DataFrame({"user": ["a"], "item": ["x"], "rating": [5], "timestamp": [1]}).to_csv(
         tmp_path / "interactions.csv", index=False)
     pd.DataFrame({"id": ["x"], "title": ["X"]}).to_csv(tmp_path / "items.csv", index=False)
-    with pytest.raises(DataError, match=r"items\.csv: column 'item' missing"):
+    with pytest.raises(DataError, match=r"items\.csv: column\(s\) \['item'\] missing"):
         load_dataset("generic", tmp_path)
 
 
@@ -169,7 +169,7 @@ def test_kcore_that_leaves_no_users_through_prepare(tmp_path):
 
 
 def test_generic_domain_must_be_given():
-    with pytest.raises(DataError, match="set DOMAIN to movies, beauty or fashion"):
+    with pytest.raises(DataError, match="set DOMAIN to movies, beauty, fashion or instruments"):
         domain_of({"DATASET": "generic", "DOMAIN": ""})
     assert domain_of({"DATASET": "generic", "DOMAIN": "movies"}) == "movies"
     assert domain_of({"DATASET": "ml1m"}) == "movies"
@@ -179,7 +179,7 @@ def test_generic_domain_must_be_given():
 def test_embedded_copy_tampering_is_caught(tmp_path, monkeypatch):
     fake = tmp_path / "All_Beauty_5.json.gz"
     fake.write_bytes(gzip.compress(b'{"reviewerID": "u", "asin": "a", "overall": 5, "unixReviewTime": 1}\n'))
-    monkeypatch.setattr(L, "EMBEDDED_BEAUTY", fake)
+    monkeypatch.setattr(L.amazon, "EMBEDDED_BEAUTY", fake)
     with pytest.raises(DataError, match="embedded copy was modified"):
         L.load_embedded_beauty()
 
@@ -196,3 +196,190 @@ def test_amazon_file_with_only_blank_lines(tmp_path):
     (tmp_path / "r.json").write_text("\n\n")
     with pytest.raises(DataError, match=r"r\.json holds no reviews"):
         L.read_amazon_reviews(tmp_path / "r.json")
+
+
+# --------------------------------------------------------------------------- issue 11: the data probes
+# Each probe passed silently (or blamed the wrong line) before the checks in rrlib/data/loaders/values.py.
+def _interactions(tmp_path, timestamps, ratings=None, name="interactions.csv", **extra):
+    n = len(timestamps)
+    df = pd.DataFrame({"user": ["u"] * n, "item": [f"i{k}" for k in range(n)],
+                       "rating": ratings if ratings is not None else [4] * n, "timestamp": timestamps, **extra})
+    if name.endswith(".parquet"):
+        df.to_parquet(tmp_path / name)
+    else:
+        df.to_csv(tmp_path / name, index=False)
+    return tmp_path
+
+
+def test_probe_unix_seconds_mixed_with_milliseconds_is_refused(tmp_path):
+    ts = [1472688000 + 60 * k for k in range(20)]
+    ts[6] = 1472688000000  # milliseconds: would sort after every other row
+    with pytest.raises(DataError, match=r"interactions\.csv, line 8: column 'timestamp' holds '1472688000000', which "
+                                        r"reads as unix milliseconds, but the column mixes units \(19 seconds, "
+                                        r"1 milliseconds"):
+        load_dataset("generic", _interactions(tmp_path, ts))
+
+
+def test_probe_a_column_all_in_milliseconds_is_converted(tmp_path):
+    raw = load_dataset("generic", _interactions(tmp_path, [1472688000123, 1472688060999]))
+    assert raw.interactions["timestamp"].tolist() == [1472688000, 1472688060]
+    assert raw.source["files"][0]["timestamp_format"].startswith("unix milliseconds")
+
+
+def test_probe_day_first_dates_are_read_consistently(tmp_path):
+    raw = load_dataset("generic", _interactions(tmp_path, ["03/04/2019", "13/04/2019"]))
+    days = pd.to_datetime(raw.interactions["timestamp"], unit="s").dt.strftime("%Y-%m-%d").tolist()
+    assert days == ["2019-04-03", "2019-04-13"]  # both day-first (13/04 settles the column)
+    assert "day-first" in raw.source["files"][0]["timestamp_format"]
+
+
+def test_probe_ambiguous_slash_dates_need_date_order(tmp_path):
+    folder = _interactions(tmp_path, ["03/04/2019", "05/06/2019"])
+    with pytest.raises(DataError, match=r"line 2: .* '03/04/2019', which could be day-first or month-first.*"
+                                        r"Set DATE_ORDER: dmy"):
+        load_dataset("generic", folder)
+    for order, first in (("dmy", "2019-04-03"), ("mdy", "2019-03-04")):
+        raw = load_dataset("generic", folder, date_order=order)
+        assert pd.to_datetime(raw.interactions["timestamp"].iloc[0], unit="s").strftime("%Y-%m-%d") == first
+
+
+def test_probe_slash_dates_in_both_orders_are_refused(tmp_path):
+    with pytest.raises(DataError, match=r"line 3: .* '13/04/2019', which can only be day-first, but .*line 4 holds "
+                                        r"'04/13/2019', which can only be month-first"):
+        load_dataset("generic", _interactions(tmp_path, ["01/02/2019", "13/04/2019", "04/13/2019"]))
+
+
+def test_probe_date_order_contradicted_by_the_data(tmp_path):
+    with pytest.raises(DataError, match=r"line 3: .* '13/04/2019', which is not a valid date or time when read as "
+                                        r"month-first"):
+        load_dataset("generic", _interactions(tmp_path, ["01/02/2019", "13/04/2019"]), date_order="mdy")
+
+
+@pytest.mark.parametrize("value", ["1e30", "-5"])
+def test_probe_out_of_range_timestamps_are_refused(tmp_path, value):
+    with pytest.raises(DataError, match=rf"line 3: column 'timestamp' holds '{value}'"):
+        load_dataset("generic", _interactions(tmp_path, ["1472688000", value]))
+
+
+def test_probe_seconds_mixed_with_dates_blames_the_date_line(tmp_path):
+    ts = [str(1472688000 + 86400 * k) for k in range(21)]
+    ts[20] = "2016-09-21"  # row 21 = line 22 of the CSV
+    with pytest.raises(DataError, match=r"interactions\.csv, line 22: column 'timestamp' holds '2016-09-21', one of "
+                                        r"date strings, but most rows are numbers \(unix time\)"):
+        load_dataset("generic", _interactions(tmp_path, ts))
+
+
+def test_probe_parquet_datetime64_is_converted_from_its_unit(tmp_path):
+    stamps = pd.to_datetime(["2016-09-01 00:00:00", "2016-09-01 00:00:30"]).as_unit("us")
+    raw = load_dataset("generic", _interactions(tmp_path, stamps, name="interactions.parquet"))
+    assert raw.interactions["timestamp"].tolist() == [1472688000, 1472688030]
+    assert raw.source["files"][0]["timestamp_format"].startswith("datetime64[us]")
+
+
+def test_parquet_tz_aware_and_iso_offsets_become_utc(tmp_path):
+    stamps = pd.to_datetime(["2016-09-01 02:00:00"]).tz_localize("Europe/Berlin")
+    raw = load_dataset("generic", _interactions(tmp_path, stamps, name="interactions.parquet"))
+    assert raw.interactions["timestamp"].tolist() == [1472688000]
+    (tmp_path / "interactions.parquet").unlink()
+    raw = load_dataset("generic", _interactions(tmp_path, ["2016-09-01T02:00:00+02:00", "2016-09-01T00:00:00Z"]))
+    assert raw.interactions["timestamp"].tolist() == [1472688000, 1472688000]
+
+
+def test_times_with_and_without_offsets_are_refused(tmp_path):
+    with pytest.raises(DataError, match=r"line 4: .* '2016-09-01T00:00:00Z', but most times are without a UTC offset"):
+        load_dataset("generic", _interactions(tmp_path, ["2016-09-01T00:00:00", "2016-09-01T01:00:00",
+                                                         "2016-09-01T00:00:00Z"]))
+
+
+@pytest.mark.parametrize("bad,match", [
+    ("-3", r"line 3: column 'rating' holds '-3', outside the default generic scale \[1, 5\].*RATING_SCALE"),
+    ("inf", r"line 3: column 'rating' must be a finite number, got 'inf'"),
+    ("1e9", r"line 3: column 'rating' holds '1e9', outside the default generic scale \[1, 5\].*RATING_SCALE"),
+    ("nan", r"line 3: column 'rating' must be a finite number, got 'nan'"),
+])
+def test_probe_bad_ratings_are_refused_with_their_line(tmp_path, bad, match):
+    with pytest.raises(DataError, match=match):
+        load_dataset("generic", _interactions(tmp_path, [1, 2], ratings=["4", bad]))
+
+
+def test_rating_scale_parameter_widens_the_generic_scale(tmp_path):
+    folder = _interactions(tmp_path, [1, 2], ratings=[7, 10])
+    with pytest.raises(DataError, match=r"line 2: column 'rating' holds '7'"):
+        load_dataset("generic", folder)
+    assert load_dataset("generic", folder, rating_scale=[0, 10]).interactions["rating"].tolist() == [7.0, 10.0]
+    with pytest.raises(ValueError, match=r"RATING_SCALE=\[5, 1\] must be \[lowest, highest\]"):
+        load_dataset("generic", folder, rating_scale=[5, 1])
+
+
+def test_known_scales_are_checked_on_the_paper_readers(tmp_path):
+    (tmp_path / "ratings.dat").write_text("1::10::5::100\n1::11::6::200\n")
+    with pytest.raises(DataError, match=r"ratings\.dat, line 2: column 'rating' holds '6', outside the MovieLens-1M "
+                                        r"scale \[1, 5\] in steps of 1"):
+        L.read_ml1m_ratings(tmp_path / "ratings.dat")
+    lines = [json.dumps({"reviewerID": "u", "asin": "a", "overall": r, "unixReviewTime": 1}) for r in (5, 4.5)]
+    (tmp_path / "r.json").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"r\.json, line 2: column 'overall' holds 4\.5, not on the Amazon star scale"):
+        L.read_amazon_reviews(tmp_path / "r.json")
+
+
+def test_probe_items_missing_from_items_csv_are_noted(tmp_path):
+    folder = _interactions(tmp_path, [1, 2, 3, 4])
+    pd.DataFrame({"item": ["i0", "i2"], "title": ["Zero", "Two"]}).to_csv(folder / "items.csv", index=False)
+    raw = load_dataset("generic", folder)
+    assert any("items.csv lacks 2 of the 4 item ids of interactions.csv (first: ['i1', 'i3'])" in n
+               for n in raw.notes)
+    assert raw.items.set_index("item_id").loc["i1", "title"] == ""
+
+
+def test_probe_rating_errors_name_the_physical_line(tmp_path):
+    reviews = [f"line one\nline two\nline three of review {k}" if k % 2 == 0 else "short" for k in range(8)]
+    ratings = ["4"] * 8
+    ratings[7] = "five"  # data row 8; rows 1, 3, 5, 7 span three lines each -> physical line 17
+    _interactions(tmp_path, list(range(1, 9)), ratings=ratings, review=reviews)
+    assert (tmp_path / "interactions.csv").read_text().splitlines()[16].startswith("u,i7,five")
+    with pytest.raises(DataError, match=r"interactions\.csv, line 17: column 'rating' must be a number, got 'five'"):
+        load_dataset("generic", tmp_path)
+
+
+def test_probe_non_utf8_bytes_name_the_line_and_offer_encoding(tmp_path):
+    text = "user,item,rating,timestamp,review\nu,i0,4,1,fine\nu,i1,5,2,caf\xe9 cr\xe8me\n"
+    (tmp_path / "interactions.csv").write_bytes(text.encode("latin-1"))
+    with pytest.raises(DataError, match=r"interactions\.csv, line 3, column 13: byte 0xe9 is not valid utf-8 .*set "
+                                        r"ENCODING to the file's encoding .* or ENCODING: auto"):
+        load_dataset("generic", tmp_path)
+    for enc in ("latin-1", "auto"):
+        raw = load_dataset("generic", tmp_path, encoding=enc)
+        assert raw.interactions["review_text"].iloc[1] == "café crème"
+        assert raw.source["files"][0]["encoding"] in ("iso8859-1", "latin-1")
+    with pytest.raises(ValueError, match="ENCODING='klingon' is not a text encoding"):
+        load_dataset("generic", tmp_path, encoding="klingon")
+
+
+def test_csv_with_a_broken_row_names_its_line(tmp_path):
+    (tmp_path / "interactions.csv").write_text('user,item,rating,timestamp\nu,a,4,1\nu,"b\nc",4\n')
+    with pytest.raises(DataError, match=r"interactions\.csv, line 3: expected 4 fields .* got 3"):
+        load_dataset("generic", tmp_path)
+    (tmp_path / "interactions.csv").write_text('user,item,rating,timestamp\nu,a,4,1\nu,"b,4,2\n')
+    with pytest.raises(DataError, match=r"interactions\.csv, line 3: not valid CSV"):
+        load_dataset("generic", tmp_path)
+
+
+def test_new_data_parameters_reach_the_loader(tmp_path):
+    """ENCODING, DATE_ORDER and RATING_SCALE from the parameters (notebook 01 / presets)."""
+    from rrlib.data import load_raw
+
+    text = "user,item,rating,timestamp\nu,i0,8,03/04/2019\nu,i1,9.5,05/06/2019\n"
+    (tmp_path / "interactions.csv").write_bytes(text.encode("cp1252"))
+    raw = load_raw({"DATASET": "generic", "DATA_DIR": str(tmp_path), "DOMAIN": "movies", "ENCODING": "cp1252",
+                    "DATE_ORDER": "dmy", "RATING_SCALE": [0, 10]})
+    assert raw.interactions["rating"].tolist() == [8.0, 9.5]
+    assert pd.to_datetime(raw.interactions["timestamp"].iloc[0], unit="s").month == 4
+
+
+def test_amazon_json_lines_with_non_utf8_bytes_are_counted(tmp_path):
+    good = json.dumps({"reviewerID": "u", "asin": "a", "overall": 5, "unixReviewTime": 1, "reviewText": "ok"})
+    bad = json.dumps({"reviewerID": "u", "asin": "b", "overall": 4, "unixReviewTime": 2, "reviewText": "caf#"})
+    (tmp_path / "r.json").write_bytes(good.encode() + b"\n" + bad.encode().replace(b"#", b"\xe9") + b"\n")
+    raw = L.load_amazon(tmp_path / "r.json")
+    assert raw.interactions["review_text"].tolist() == ["ok", "caf\ufffd"]
+    assert any("1 line(s) hold bytes that are not UTF-8 (first: line 2)" in n for n in raw.notes)

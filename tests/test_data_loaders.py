@@ -205,9 +205,10 @@ def test_release_files(shared_data):
     files = release_files()
     assert {"ratings", "items", "profiles", "train", "valid", "test", "license"} <= set(files)
     assert all(p.is_file() for p in files.values())
-    assert "ml1m_summaries" not in files  # MovieLens part is not shipped
+    # the ML-1M summaries (no ratings, MIT) ship too, unchanged
     shared = release_files(shared_data / "reasoningrec_release")
-    assert shared["ml1m_summaries"].name == "movie_summary_25_words.csv"
+    assert shared["ml1m_summaries"].name == files["ml1m_summaries"].name == "movie_summary_25_words.csv"
+    assert dl.sha256_file(files["ml1m_summaries"]) == dl.sha256_file(shared["ml1m_summaries"])
     assert release_files(shared_data / "reasoningrec_release" / "beauty")["ratings"].is_file()
 
 
@@ -258,3 +259,149 @@ def test_load_dataset_uses_download_cache(tmp_path, shared_data, monkeypatch):
     assert len(raw.interactions) == 5269
     assert any("5-core" in n for n in raw.notes)
     assert raw.source["files"][0]["checksum_status"].startswith("recorded now")
+
+
+# --------------------------------------------------------------------------- ml-latest-small (shipped)
+@pytest.fixture(scope="module")
+def ml_small():
+    return load_dataset("ml_latest_small")
+
+
+def test_ml_latest_small_shipped_counts_and_checksums(ml_small):
+    r = ml_small.interactions
+    assert (len(r), r["user_id"].nunique(), r["item_id"].nunique()) == (100_836, 610, 9_724)
+    assert len(ml_small.items) == 9_742 and len(ml_small.tags) == 3_683
+    assert sorted(r["rating"].unique()) == [x / 2 for x in range(1, 11)]
+    assert round(float((r["rating"] > 3).mean()), 3) == 0.612
+    assert r.groupby("user_id").size().min() == 20
+    first = r.iloc[0]
+    assert (first["user_id"], first["item_id"], first["rating"], first["timestamp"]) == ("1", "1", 4.0, 964982703)
+    assert all(f["checksum_status"].startswith("verified: git blob id") for f in ml_small.source["files"])
+    assert [f["role"] for f in ml_small.source["files"]] == ["ratings", "movies", "tags", "links"]
+    assert "redistribution allowed" in ml_small.source["license"]
+    assert (L.ML_SMALL_DIR / "README.txt").is_file() and (L.ML_SMALL_DIR / "PROVENANCE.md").is_file()
+
+
+def test_ml_latest_small_titles_genres_and_last_interactions(ml_small):
+    items = ml_small.items.set_index("item_id")
+    assert items.loc["318", "title"] == "The Shawshank Redemption"
+    assert items.loc["318", "attributes"] == "year: 1994; genres: Crime, Drama"
+    assert items.loc["1", "attributes"] == "year: 1995; genres: Adventure, Animation, Children, Comedy, Fantasy"
+    no_genre = items[items["attributes"].str.contains("no genres")]
+    assert no_genre.empty  # "(no genres listed)" is not a genre
+    from rrlib.data import processing as P
+    ordered = P.order_interactions(ml_small.interactions, "file")
+    assert int((ordered.groupby("user_id").tail(1)["rating"] <= 3).sum()) == 203
+
+
+def test_ml_latest_small_from_data_dir_equals_shipped(ml_small, shared_data):
+    other = load_dataset("ml_latest_small", shared_data / "ml-latest-small")
+    pd.testing.assert_frame_equal(other.interactions, ml_small.interactions)
+    pd.testing.assert_frame_equal(other.items, ml_small.items)
+    pd.testing.assert_frame_equal(other.tags, ml_small.tags)
+    assert all(f["checksum_status"].startswith("verified") for f in other.source["files"])
+
+
+def test_ml_latest_small_modified_copy(tmp_path, monkeypatch, shared_data):
+    for name in ("ratings.csv", "movies.csv"):
+        shutil.copy(shared_data / "ml-latest-small" / name, tmp_path / name)
+    with open(tmp_path / "ratings.csv", "a", newline="") as f:
+        f.write("1,1,4.0,964982704\r\n")
+    edited = load_dataset("ml_latest_small", tmp_path)  # a user's copy: accepted, flagged
+    assert edited.source["files"][0]["checksum_status"].startswith("differs from the 2018-09 release")
+    assert any("differ from the 2018-09" in n for n in edited.notes) and edited.tags is None
+    monkeypatch.setattr(L.movielens, "ML_SMALL_DIR", tmp_path)  # the shipped copy: refused
+    with pytest.raises(DataError, match="the shipped copy was modified"):
+        L.load_ml_latest_small()
+
+
+def test_ml_latest_small_data_dir_without_ratings(tmp_path):
+    with pytest.raises(DataError, match="holds no ratings.csv .* of ml-latest-small"):
+        load_dataset("ml_latest_small", tmp_path)
+
+
+# --------------------------------------------------------------------------- Amazon 2014 Musical Instruments
+def test_amazon_instruments_shipped(shared_data):
+    raw = load_dataset("amazon_instruments")
+    r = raw.interactions
+    assert (len(r), r["user_id"].nunique(), r["item_id"].nunique()) == (10_261, 1_429, 900)
+    assert round(float((r["rating"] > 3).mean()), 3) == 0.879
+    assert r["review_text"].nunique() == 10_255
+    assert r.iloc[0]["summary"] == "good" and r.iloc[0]["timestamp"] == 1393545600
+    assert (raw.items["title"] == "").all()  # no metadata: headline fallback later
+    assert raw.source["files"][0]["sha256"] == dl.sha256_file(
+        shared_data / "amazon_musical_instruments_2014_5core" / "Musical_instruments_reviews.csv.gz")
+    assert "SIGIR 2015" in raw.source["citation"] and "WWW 2016" in raw.source["citation"]
+    from rrlib.data import processing as P
+    ordered = P.order_interactions(r, "file")
+    assert int((ordered.groupby("user_id").tail(1)["rating"] <= 3).sum()) == 209
+
+
+def test_amazon_instruments_from_the_2014_json(tmp_path):
+    lines = [_amazon_line("u1", "A", 5, 100, "great strings", "Nice"), _amazon_line("u1", "B", 2, 200, "hums")]
+    (tmp_path / "reviews_Musical_Instruments_5.json.gz").write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    raw = load_dataset("amazon_instruments", tmp_path)
+    assert raw.interactions["item_id"].tolist() == ["A", "B"] and raw.name == "amazon_instruments"
+
+
+# --------------------------------------------------------------------------- Amazon 2018, any category
+def _category_file(folder, name, n=3):
+    lines = [_amazon_line(f"u{k}", f"P{k}", 4, 100 + k, "ok") for k in range(n)]
+    (folder / name).write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def test_amazon2018_any_category_5core(tmp_path):
+    _category_file(tmp_path, "Musical_Instruments_5.json.gz")
+    raw = load_dataset("amazon2018", tmp_path)  # category from the single file
+    assert raw.source["category"] == "Musical_Instruments" and len(raw.interactions) == 3
+    assert any("official 5-core" in n for n in raw.notes)
+    assert load_dataset("amazon2018", tmp_path, amazon_category="Musical_Instruments").source["category"] \
+        == "Musical_Instruments"
+    _category_file(tmp_path, "Video_Games_5.json.gz")
+    with pytest.raises(DataError, match=r"holds 2 review categories \(\['Musical_Instruments', 'Video_Games'\]\)"
+                                        r".*Set AMAZON_CATEGORY"):
+        load_dataset("amazon2018", tmp_path)
+    assert load_dataset("amazon2018", tmp_path, amazon_category="Video_Games").source["category"] == "Video_Games"
+
+
+def test_amazon2018_unknown_category_offline(tmp_path):
+    with pytest.raises(DataError, match="'Musical_Instrument' not found .* not one of the published categories"):
+        load_dataset("amazon2018", tmp_path, tmp_path / "cache", amazon_category="Musical_Instrument")
+    with pytest.raises(ValueError, match="AMAZON_CATEGORY='Books' applies to DATASET=amazon2018 only"):
+        load_dataset("beauty", tmp_path, amazon_category="Books")
+
+
+def test_beauty_and_fashion_accept_their_5core_files(tmp_path):
+    _category_file(tmp_path, "AMAZON_FASHION_5.json.gz")
+    shutil.copy(L.EMBEDDED_BEAUTY, tmp_path)
+    assert len(load_dataset("beauty", tmp_path).interactions) == 5269
+    raw = load_dataset("fashion", tmp_path)
+    assert len(raw.interactions) == 3 and any("the paper used the full AMAZON_FASHION" in n for n in raw.notes)
+
+
+def test_domains_of_the_new_datasets():
+    from rrlib.data import domain_of
+    assert domain_of({"DATASET": "ml_latest_small"}) == "movies"
+    assert domain_of({"DATASET": "amazon_instruments"}) == "instruments"
+    assert domain_of({"DATASET": "amazon2018", "AMAZON_CATEGORY": "Musical_Instruments"}) == "instruments"
+    assert domain_of({"DATASET": "amazon2018", "AMAZON_CATEGORY": "Books", "DOMAIN": "beauty"}) == "beauty"
+    with pytest.raises(DataError, match="AMAZON_CATEGORY='Books' implies no domain"):
+        domain_of({"DATASET": "amazon2018", "AMAZON_CATEGORY": "Books"})
+
+
+# --------------------------------------------------------------------------- the release's ML-1M summaries
+def test_release_ml1m_summaries_cover_ml_latest_small(ml_small):
+    from rrlib.enrich import import_coverage, import_fallbacks, load_import, resolve_import
+    path = resolve_import("release:ml1m_summaries")
+    assert path == release_files()["ml1m_summaries"] and (path.parent.parent / "LICENSE").is_file()
+    summaries = load_import(path, "item")
+    assert len(summaries) == 3883 and summaries["2"].startswith("Jumanji (1995) is")  # outer quotes dropped
+    r = ml_small.interactions
+    assert round(float(r["item_id"].isin(summaries).mean()), 2) == 0.58  # of the ratings
+    cov = import_coverage(ml_small.items["item_id"], summaries)
+    assert (cov["covered"], cov["needed"]) == (2949, 9742)
+    rest = import_fallbacks(ml_small.items["item_id"], summaries, dict(zip(ml_small.items["item_id"],
+                                                                        ml_small.items["title"])), show=3)
+    assert rest["n"] == 9742 - 2949 and len(rest["first"]) == 3 and rest["first"][0]["title"]
+    with pytest.raises(FileNotFoundError, match="release:nope"):
+        resolve_import("release:nope")

@@ -17,7 +17,7 @@ from rrlib.enrich import (DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
 from rrlib.llm.base import GenerationResult
 from rrlib.prompts.items import NO_DESCRIPTION, ItemCatalog
 
-RELEASE = Path(rrlib.__file__).resolve().parents[2] / "shared" / "data" / "reasoningrec_release"
+RELEASE = Path(rrlib.__file__).resolve().parent / "resources" / "reasoningrec_release"  # shipped copy
 
 
 # ---------------------------------------------------------------------------------------

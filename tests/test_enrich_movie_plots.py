@@ -8,8 +8,8 @@ import pytest
 import rrlib
 from rrlib.enrich.movie_plots import (PlotCache, PlotSourceUnavailable, fetch_plots, load_plots_csv, title_and_year)
 
-RELEASE_CSV = (Path(rrlib.__file__).resolve().parents[2] / "shared" / "data" / "reasoningrec_release" / "ml1m"
-               / "movie_summary_25_words.csv")
+RELEASE_CSV = (Path(rrlib.__file__).resolve().parent / "resources" / "reasoningrec_release" / "ml1m"
+               / "movie_summary_25_words.csv")  # shipped copy
 MOVIES = pd.DataFrame({"item_id": ["1", "2", "3", "99999"],
                        "title": ["Toy Story", "Jumanji", "Grumpier Old Men", "Unknown Film"],
                        "attributes": ["year: 1995; genres: Animation", "year: 1995; genres: Adventure",

@@ -1,4 +1,4 @@
-"""rrlib.params: layering, override parsing and notebook parameter extraction."""
+"""rrlib.config.params: layering, override parsing and notebook parameter extraction."""
 from __future__ import annotations
 
 import json

@@ -21,33 +21,42 @@ FIELDS = {
                       target=RatedItem("Rose Night Cream", "A cream.", True), n_words=100),
 }
 
-# name -> (version, sha256[:16] of the rendered messages over all domains). When a template's
-# text changes on purpose: bump its version in rrlib/prompts/teacher.py, then update this pin.
+# name -> (version, {domain: sha256[:16] of the rendered messages}). When a template's text changes on
+# purpose: bump its version in rrlib/prompts/teacher.py, then update this pin. A new domain adds a pin
+# and leaves the others (and the cached answers of their prompts) as they are.
 PINNED = {
-    "item_description": ("2", "04d60faa0aa77f7a"),
-    "user_profile": ("2", "080b63486c08469c"),
-    "reasoning": ("2", "81607a2c0fe4e4a5"),
+    "item_description": ("2", {"movies": "2de6cde5c0130741", "beauty": "17e00f1268b7094f",
+                               "fashion": "41f26de5bcd5b0b4", "instruments": "d2dd175ac4c60f9f"}),
+    "user_profile": ("2", {"movies": "23c7bd1a8487fae5", "beauty": "dc4296adf6f960c6",
+                           "fashion": "a359c5c08a4b1b6e", "instruments": "3e5de9b3a0732ec5"}),
+    "reasoning": ("2", {"movies": "5ddee2bbb1c08aa7", "beauty": "8bb7934c28120b92",
+                        "fashion": "a0a31956203d8968", "instruments": "9d928cf4ac09fc70"}),
 }
 
 
-def rendered_hash(name: str) -> str:
-    blob = json.dumps([TEMPLATES[name].messages(d, **FIELDS[name]) for d in DOMAINS], sort_keys=True)
+def rendered_hash(name: str, domain: str) -> str:
+    blob = json.dumps(TEMPLATES[name].messages(domain, **FIELDS[name]), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def test_every_task_has_a_template_and_settings():
     assert set(TEMPLATES) == set(TASKS) == set(PAPER_SETTINGS) == set(PINNED)
-    assert set(ROLES) == set(DOMAINS) == {"movies", "beauty", "fashion"}
+    assert set(ROLES) == set(DOMAINS) == {"movies", "beauty", "fashion", "instruments"}
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_template_text_is_pinned_to_its_version(name):
-    version, digest = PINNED[name]
-    actual = rendered_hash(name)
-    assert (TEMPLATES[name].version, actual) == (version, digest), (
+    version, digests = PINNED[name]
+    actual = {d: rendered_hash(name, d) for d in DOMAINS}
+    assert (TEMPLATES[name].version, actual) == (version, digests), (
         f"template {name!r} renders differently from the pinned text. If the change is intended, bump its "
         f"version in rrlib/prompts/teacher.py (old answers are cached under the old version) and set "
         f"PINNED[{name!r}] = ({TEMPLATES[name].version!r}, {actual!r}).")
+
+
+def test_instruments_role_speaks_of_music_gear():
+    system, user = TEMPLATES["item_description"].messages("instruments", **FIELDS["item_description"])
+    assert "musical instruments" in system["content"] and "Describe this product" in user["content"]
 
 
 @pytest.mark.parametrize("domain", DOMAINS)

@@ -15,8 +15,9 @@ from rrlib.config.params import ParamError
 KERNELSPEC = {"name": "rrlib", "display_name": "Python (rrlib)", "language": "python"}
 COMMON = ('DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
           'RUN_DIR = "outputs/dev"  # run folder\nCACHE_DIR = "outputs/cache"  # cache\nSEED = 42  # seed\n')
-HEADER = ("from pathlib import Path\nfrom rrlib.artifacts import RunPaths, resolve_path, write_results\n"
-          "from rrlib.params import from_namespace\nPARAMS = from_namespace(globals())\n"
+HEADER = ("from pathlib import Path\nfrom rrlib.config.paths import RunPaths, resolve_path\n"
+          "from rrlib.config.provenance import write_results\n"
+          "from rrlib.config.params import from_namespace\nPARAMS = from_namespace(globals())\n"
           "paths = RunPaths.of(resolve_path(RUN_DIR))")
 
 
@@ -38,17 +39,17 @@ def fake_pipeline(tmp_path):
     nbs.mkdir()
     write_notebook(nbs / "01_first.ipynb", "N_TEST = 600  # test examples\n",
                    "import pandas as pd\npd.DataFrame({'x': [1, 2, N_TEST]}).to_parquet(paths.interactions)",
-                   "write_results(RUN_DIR, '01_first', {'rows': 3}, PARAMS)")
+                   "write_results(paths, '01_first', {'rows': 3}, PARAMS)")
     write_notebook(nbs / "02_second.ipynb", "TEACHER_BATCH_SIZE = 64  # batch\n",
                    "marker = 1  # a first cell that works",
                    "# the cell that fails until RUN_DIR/go exists\ngate = Path(RUN_DIR, 'go')\n"
                    "if not gate.exists():\n    raise RuntimeError('gate closed')",
-                   "write_results(RUN_DIR, '02_second', {'generation_stats': {'profiles': {'prompt_tokens': 10, "
+                   "write_results(paths, '02_second', {'generation': {'profiles': {'prompt_tokens': 10, "
                    "'completion_tokens': 5, 'cached': 1, 'generated': 2}, 'descriptions': {'prompt_tokens': 1, "
-                   "'completion_tokens': 1}}, 'model_identity': {'name': 'fake-teacher'}}, PARAMS)")
+                   "'completion_tokens': 1}}, 'model_identities': {'teacher': {'name': 'fake-teacher'}}}, PARAMS)")
     write_notebook(nbs / "03_third.ipynb", "N_SHOWCASE = 12  # shown\n",
                    "Path(paths.inspect, 'report.html').write_text('<html></html>')",
-                   "write_results(RUN_DIR, '03_third', {'tokens': 7}, PARAMS)")
+                   "write_results(paths, '03_third', {'generation': {'prompt_tokens': 4, 'completion_tokens': 3}}, PARAMS)")
     return nbs
 
 
@@ -227,8 +228,12 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
         _plan(fake_pipeline, tmp_path, run_id="m")
 
     (run_dir / "go").write_text("")
-    start = time.time()
+    # a plain --resume keeps the run's --only 01 selection: nothing is left to do
     manifest = run.run_pipeline([], None, run_id="m", resume=True, notebook_dir=fake_pipeline,
+                                outputs_dir=outputs, log=logs.append, progress_bar=False)
+    assert manifest["status"] == "incomplete" and manifest["selected"] == ["01_first"]
+    start = time.time()
+    manifest = run.run_pipeline([], None, run_id="m", resume=True, only="1-3", notebook_dir=fake_pipeline,
                                 outputs_dir=outputs, log=logs.append, progress_bar=False)
     assert time.time() - start < 120
     assert manifest["status"] == "completed"
@@ -240,7 +245,8 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     nb2 = manifest["notebooks"]["02_second"]
     assert nb2["tokens"] == {"prompt_tokens": 11, "completion_tokens": 6, "cached": 1, "generated": 2,
                              "total_tokens": 17}
-    assert manifest["notebooks"]["03_third"]["tokens"] == {"total_tokens": 7}
+    assert manifest["notebooks"]["03_third"]["tokens"] == {"prompt_tokens": 4, "completion_tokens": 3,
+                                                           "total_tokens": 7}
     assert nb2["results_file"].startswith("results/02_second-")
     for rec in manifest["notebooks"].values():
         assert rec["status"] == "completed" and rec["seconds"] > 0 and rec["executed_notebook"]
@@ -248,7 +254,7 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     assert manifest["peak_rss_mb"] == max(r["peak_rss_mb"] for r in manifest["notebooks"].values())
     assert list(manifest["data"]["tables"]) == ["data/interactions.parquet"]
     assert len(manifest["data"]["tables"]["data/interactions.parquet"]) == 64
-    assert manifest["models"]["teacher"]["recorded"]["02_second"] == {"model_identity": {"name": "fake-teacher"}}
+    assert manifest["models"]["teacher"]["recorded"]["02_second"] == {"teacher": {"name": "fake-teacher"}}
     assert manifest["models"]["teacher"]["requested"]["MODEL"] == "embedded"
     assert any("02_second done" in line for line in logs)
     assert not list(run_dir.glob(".manifest.json.tmp*"))  # atomic writes leave no temporary file

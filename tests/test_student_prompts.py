@@ -167,3 +167,10 @@ def test_template_wording_is_pinned_to_its_version():
 
 
 PINNED_DIGEST = "49cb8748f9865ed7"
+
+
+def test_instruments_domain_prompts():
+    ctx = _ctx(domain="instruments")
+    text = _text(build_messages("reasoningrec", _example(), ctx))
+    assert "musical instruments and music gear" in text and "sound, build quality" in text
+    assert "bought" in text

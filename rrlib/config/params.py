@@ -29,7 +29,7 @@ import yaml
 
 from rrlib.errors import ParamError
 
-TYPES = ("str", "int", "float", "bool", "list[int]", "list[str]")
+TYPES = ("str", "int", "float", "bool", "list[int]", "list[float]", "list[str]")
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,14 @@ class DataConfig(Section):
     allow_download: bool = param(True, "download a paper dataset into CACHE_DIR when absent and online")
     domain: str = param("", "prompt domain ('': from DATASET): movies, beauty, fashion, instruments",
                         choices=("", "movies", "beauty", "fashion", "instruments"))
+    amazon_category: str = param("", "DATASET amazon2018: the category, e.g. Musical_Instruments ('': the single "
+                                     "<Category>[_5].json[.gz] in DATA_DIR)")
+    encoding: str = param("utf-8", "text encoding of CSV files read from DATA_DIR: utf-8, latin-1, cp1252, ... or auto "
+                                   "(UTF-8 when valid, else latin-1)")
+    date_order: str = param("auto", "slash dates such as 03/04/2019: auto (from the data; ambiguous columns are "
+                                    "refused), dmy (3 April) or mdy (March 4)", choices=("auto", "dmy", "mdy"))
+    rating_scale: list[float] = param([], "[lowest, highest] valid rating; values outside are refused ([]: the "
+                                          "dataset's own scale; generic: [1, 5])")
     kcore: int = param(5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3)
     like_threshold: float = param(3.0, "rating > threshold counts as liked (paper: 3)")
     history_len: int = param(5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1)
@@ -340,6 +348,12 @@ def check_value(name: str, value: Any, param: Param, where: str = "parameters") 
         if inner == "int":
             if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
                 raise bad("a list of integers")
+        elif inner == "float":
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value):
+                raise bad("a list of numbers")
+            value = [float(v) for v in value]
+            if not all(math.isfinite(v) for v in value):
+                raise ParamError(f"{where}: parameter {name}={value!r} must hold finite numbers. {param.help}.")
         elif any(not isinstance(v, str) for v in value):
             raise bad("a list of strings")
         value = list(value)

@@ -34,7 +34,7 @@ AMAZON_2018_MIRRORS = (
     "https://datarepo.eng.ucsd.edu/mcauley_group/data/amazon_v2",
     "https://jmcauley.ucsd.edu/data/amazon_v2",
 )
-AMAZON_CATEGORIES = {"beauty": "All_Beauty", "fashion": "AMAZON_FASHION"}
+AMAZON_CATEGORIES = {"beauty": "All_Beauty", "fashion": "AMAZON_FASHION"}  # the paper's; amazon2018: any
 
 LEDGER_NAME = "checksums.json"
 _CHUNK = 1 << 20

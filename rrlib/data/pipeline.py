@@ -11,21 +11,25 @@ from rrlib.config.params import defaults, validate
 from rrlib.config.paths import RunPaths, resolve_path
 from .card import FIGURE2_PNG, RATINGS_PNG, build_card, card_markdown, plot_figure2, plot_ratings
 from .errors import DataError
-from .loaders import RawDataset, load_dataset
+from .loaders import CATEGORY_DOMAINS, RawDataset, load_dataset
 from .processing import build_tables
 from .storage import Tables, write_tables
 
-DOMAINS = {"ml1m": "movies", "beauty": "beauty", "embedded_beauty": "beauty", "release_beauty": "beauty",
-           "fashion": "fashion"}
+DOMAINS = {"ml1m": "movies", "ml_latest_small": "movies", "beauty": "beauty", "embedded_beauty": "beauty",
+           "release_beauty": "beauty", "fashion": "fashion", "amazon_instruments": "instruments"}
 
 
 def domain_of(params: dict[str, Any]) -> str:
-    """The prompt domain: DOMAIN when set, else implied by DATASET."""
+    """The prompt domain: DOMAIN when set, else implied by DATASET (amazon2018: by AMAZON_CATEGORY)."""
     if params.get("DOMAIN"):
         return params["DOMAIN"]
     dataset = params.get("DATASET", "embedded_beauty")
+    if dataset == "amazon2018" and params.get("AMAZON_CATEGORY") in CATEGORY_DOMAINS:
+        return CATEGORY_DOMAINS[params["AMAZON_CATEGORY"]]
     if dataset not in DOMAINS:
-        raise DataError(f"DATASET={dataset!r} implies no domain: set DOMAIN to movies, beauty or fashion "
+        what = (f"AMAZON_CATEGORY={params.get('AMAZON_CATEGORY', '')!r}" if dataset == "amazon2018"
+                else f"DATASET={dataset!r}")
+        raise DataError(f"{what} implies no domain: set DOMAIN to movies, beauty, fashion or instruments "
                         f"(the wording of every prompt depends on it).")
     return DOMAINS[dataset]
 
@@ -42,7 +46,9 @@ def load_raw(params: dict[str, Any]) -> RawDataset:
 
 def _load(p: dict[str, Any]) -> RawDataset:
     return load_dataset(p["DATASET"], resolve_path(p["DATA_DIR"]) if p["DATA_DIR"] else "",
-                        resolve_path(p["CACHE_DIR"]), p["ALLOW_DOWNLOAD"])
+                        resolve_path(p["CACHE_DIR"]), p["ALLOW_DOWNLOAD"], encoding=p["ENCODING"],
+                        date_order=p["DATE_ORDER"], rating_scale=p["RATING_SCALE"],
+                        amazon_category=p["AMAZON_CATEGORY"])
 
 
 def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,

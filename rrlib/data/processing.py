@@ -28,6 +28,7 @@ from .errors import DataError
 from .loaders import RawDataset
 from .reviews import fallback_titles, sample_item_reviews
 from .sampling import sample_users, stratified_ranks
+from .tags import apply_tags
 
 SPLIT_OFFSETS = {"test": 1, "valid": 2, "train": 3}  # target = n - offset (0-based)
 
@@ -345,6 +346,8 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
     item_ids = list(pd.unique(inter["item_id"]))
     items = raw.items[raw.items["item_id"].isin(set(item_ids))].copy()
     items = fallback_titles(items, pool)
+    # [data-loaders hook] user tags (MovieLens) join the attributes now that targets are known
+    items, stats["tags"] = apply_tags(items, raw.tags, inter, stats["notes"])
     reviews = sample_item_reviews(pool, items["item_id"], p["REVIEWS_PER_ITEM"], p["REVIEW_WORDS"],
                                   p["SEED"], progress=progress)
     counted = inter[~inter["target_of"].isin(["valid", "test"])]

@@ -20,6 +20,39 @@ TEXT_ALIASES = {"item": ("description", "summary", "text"),
                 "user": ("profile", "summary", "text", "description")}
 
 
+#: ``release:<name>`` values of DESCRIPTIONS_IMPORT / PROFILES_IMPORT -> rrlib.data.release_files() key
+RELEASE_IMPORTS = {"ml1m_summaries": "ml1m_summaries", "beauty_descriptions": "items",
+                   "beauty_profiles": "profiles"}
+
+
+def resolve_import(value: str) -> Path:
+    """The file named by DESCRIPTIONS_IMPORT / PROFILES_IMPORT: ``release:<name>`` for a file of
+    the shipped ReasoningRec release (``release:ml1m_summaries``: 25-word ML-1M movie summaries,
+    keyed by MovieLens id, so they also cover ml-latest-small; ``release:beauty_descriptions``,
+    ``release:beauty_profiles``), else a path (relative ones from the project root)."""
+    from rrlib.config.paths import resolve_path
+    from rrlib.data import release_files
+
+    value = str(value)
+    if not value.startswith("release:"):
+        return resolve_path(value)
+    name = value.split(":", 1)[1]
+    files = release_files()
+    if name not in RELEASE_IMPORTS or RELEASE_IMPORTS[name] not in files:
+        raise FileNotFoundError(f"{value!r}: no such file in the shipped ReasoningRec release; known: "
+                                f"{['release:' + k for k, v in RELEASE_IMPORTS.items() if v in files]}.")
+    return files[RELEASE_IMPORTS[name]]
+
+
+def import_fallbacks(needed_ids: Iterable[str], imported: Mapping[str, str], titles: Mapping[str, str] | None = None,
+                     show: int = 20) -> dict[str, Any]:
+    """The needed ids the import file lacks (the teacher writes those): how many, and the first
+    ``show`` of them (sorted) with their titles."""
+    missing = sorted(set(needed_ids) - set(imported), key=lambda s: (len(s), s))
+    titles = titles or {}
+    return {"n": len(missing), "first": [{"id": i, "title": titles.get(i, "")} for i in missing[:show]]}
+
+
 def load_import(path: str | Path, kind: str) -> dict[str, str]:
     """Existing texts keyed by id. ``kind`` is 'item' (descriptions) or 'user' (profiles).
 
@@ -55,7 +88,10 @@ def _text(value: Any, where: str) -> str:
         return ""
     if not isinstance(value, str):
         raise ValueError(f"{where}: expected a text, got {type(value).__name__} {str(value)[:60]!r}.")
-    return re.sub(r"\s+", " ", value).strip()
+    text = re.sub(r"\s+", " ", value).strip()
+    if len(text) > 1 and text[0] == text[-1] == '"' and '"' not in text[1:-1]:
+        text = text[1:-1].strip()  # the whole text in quotes (e.g. release summaries)
+    return text
 
 
 def _from_json(data: Any, path: Path, kind: str) -> dict[str, str]:

@@ -115,9 +115,11 @@ def _history(example: pd.Series) -> list[tuple[str, bool]]:
 
 
 #: how each domain's catalogue and its checkable facts are named in the prompts
-_CATALOGUE = {"movies": "movies", "beauty": "beauty and personal-care products", "fashion": "fashion products"}
+_CATALOGUE = {"movies": "movies", "beauty": "beauty and personal-care products", "fashion": "fashion products",
+              "instruments": "musical instruments and music gear"}
 _FACTS = {"movies": "plot points, cast, genres", "beauty": "ingredients, brands, prices",
-          "fashion": "materials, sizes, brands, prices"}
+          "fashion": "materials, sizes, brands, prices", "instruments": "sound, build quality, compatibility, "
+          "brands, prices"}
 
 
 def _system(domain: str, with_reasoning: bool) -> str:

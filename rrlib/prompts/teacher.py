@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from rrlib.llm.base import GenerationRequest, GenerationSettings, Message
 
-DOMAINS = ("movies", "beauty", "fashion")
+DOMAINS = ("movies", "beauty", "fashion", "instruments")
 TASKS = ("item_description", "user_profile", "reasoning")
 
 
@@ -49,6 +49,12 @@ ROLES: dict[str, DomainRole] = {
         system=("You are a fashion product analyst for an online shop's recommender. You write short, "
                 "factual notes about clothing, shoes, jewelry and accessories and about what individual "
                 "customers want, based only on the information you are given."),
+        item="product", items="products", person="customer"),
+    "instruments": DomainRole(
+        system=("You are a musical instruments and music gear analyst for an online shop's recommender. You "
+                "write short, factual notes about instruments, strings, pedals, cables, microphones, stands and "
+                "other music and recording gear and about what individual customers want, based only on the "
+                "information you are given."),
         item="product", items="products", person="customer"),
 }
 

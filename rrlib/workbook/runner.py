@@ -6,7 +6,7 @@ validates everything and writes nothing) and :func:`execute_plan` (which runs th
 Guarantees:
 
 - Parameters are layered (schema defaults < each ``-f`` file in order < ``-p`` overrides) and
-  validated by :mod:`rrlib.params` before any notebook starts; each notebook gets only the
+  validated by :mod:`rrlib.config.params` before any notebook starts; each notebook gets only the
   parameters its ``parameters`` cell declares, plus ``RUN_DIR = outputs/<run-id>``.
 - A run never overwrites another: an existing run id is refused unless ``--resume`` is given.
 - A failure names the notebook and the cell, keeps the partial executed notebook, and marks
