@@ -55,16 +55,26 @@ DATA = {
     "LIKE_THRESHOLD": _P("float", 3.0, "rating > threshold counts as liked (paper: 3)"),
     "HISTORY_LEN": _P("int", 5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1),
     "PROFILE_ITEMS": _P("int", 15, "m: earliest interactions summarised into the user profile", min=0),
+    "COLLAPSE_COPIES": _P("bool", True, "one review copied onto several listings (same user, text and "
+                          "rating, different item ids) becomes one interaction, the earliest"),
     "DEDUP": _P("str", "keep_last", "duplicate user-item rows: keep_last, keep_first or keep_all",
                 ("keep_last", "keep_first", "keep_all")),
+    "RELEASE_WINDOWS": _P("str", "clean", "release_beauty: clean (drop exact duplicate rows and the target's "
+                          "own item from its window) or as_released (the authors' windows unchanged)",
+                          ("clean", "as_released")),
     "TIE_ORDER": _P("str", "file", "order of same-timestamp interactions: file (source order) or item (item id)",
                     ("file", "item")),
     "REVIEWS_PER_ITEM": _P("int", 10, "p: reviews sampled per item by Algorithm 1", min=0),
     "REVIEW_WORDS": _P("int", 50, "each sampled review is trimmed to this many words", min=1),
-    "KSHOT_SIZES": _P("list[int]", [64, 128, 256], "K: training-set sizes (nested, label-stratified)"),
+    "KSHOT_SIZES": _P("list[int]", [64, 128, 256], "K: training-set sizes (nested)"),
+    "KSHOT_SAMPLING": _P("str", "stratified", "K-shot sets: stratified (label shares of the train split), "
+                         "balanced (50/50, ReasoningRec authors) or random (TALLRec authors)",
+                         ("stratified", "balanced", "random")),
     "N_VALID": _P("int", 600, "validation examples subsampled (paper: 600; 0 = all)", min=0),
     "N_TEST": _P("int", 600, "test examples subsampled (paper: 600; 0 = all)", min=0),
     "MAX_USERS": _P("int", 0, "keep only this many users after the k-core, seeded (0 = all; for smoke runs)", min=0),
+    "LEAKAGE_THRESHOLD": _P("float", 0.01, "notebook 01 stops when a larger share of a split's targets has "
+                            "its item or an identical review in its own input", min=0),
 }
 
 # ---------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""The one exception type of the data layer."""
+"""The data layer's error type: :class:`rrlib.errors.DataError` (re-exported here so that
+``from rrlib.data import DataError`` and ``rrlib.errors.DataError`` are the same class, and
+``LeakageError`` is one of them)."""
 from __future__ import annotations
 
+from ..errors import DataError, LeakageError
 
-class DataError(ValueError):
-    """A dataset file or data parameter is unusable. The message names the file, line or
-    column that is wrong and says how to fix it."""
+__all__ = ["DataError", "LeakageError"]

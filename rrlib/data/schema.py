@@ -50,8 +50,9 @@ EXAMPLES = {
     "history_ratings": "list<float>", "history_liked": "list<bool>",
     "target_position": "int: the target's position in the user's sequence",
     "history_positions": "list<int>: positions of the history items (all < target_position)",
-    "sample_rank": "int: position in the seeded, label-stratified order within the split; the K-shot "
-                   "training set is sample_rank < K (so K sets are nested), the valid/test subsample is "
+    "sample_rank": "int: position in the seeded order within the split (train: KSHOT_SAMPLING, "
+                   "stratified | balanced | random; valid/test: label-stratified); the K-shot training set "
+                   "is sample_rank < K (so K sets are nested), the valid/test subsample is "
                    "sample_rank < N_VALID / N_TEST",
 }
 
@@ -67,7 +68,7 @@ def check_columns(df: pd.DataFrame, table: str, source: str | Path) -> pd.DataFr
 
 
 def kshot(examples: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The K-shot training set (nested in K, label-stratified)."""
+    """The K-shot training set (nested in K; ordered as KSHOT_SAMPLING says)."""
     train = examples[examples["split"] == "train"]
     if k > len(train):
         raise ValueError(f"K={k} training examples requested but the train split has only {len(train)}.")
