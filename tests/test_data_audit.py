@@ -157,7 +157,7 @@ def test_degenerate_flags():
     audit = {"users": {"users": 2, "constant_raters": 2, "constant_rater_share": 1.0},
              "splits": {s: {"examples": 0, "liked": 0, "disliked": 0, "user_like_rate_auc": None}
                         for s in A.SPLITS}}
-    flags = " | ".join(A.degenerate_flags(inter, None, audit, {"rows_that_would_be_removed": 5,
+    flags = " | ".join(A.degenerate_flags(inter, audit, {"rows_that_would_be_removed": 5,
                                                                "rows_removed": 0}))
     for part in ("same rating (5)", "like rate 100.0%", "only 2 items", "only 2 users",
                  "2 of 2 users (100%) give one rating", "COLLAPSE_COPIES is off: 5 rows"):

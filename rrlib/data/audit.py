@@ -232,7 +232,7 @@ def check_audit(audit: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 # degenerate data
 # ---------------------------------------------------------------------------------------
-def degenerate_flags(interactions: pd.DataFrame, examples: pd.DataFrame, audit: dict[str, Any],
+def degenerate_flags(interactions: pd.DataFrame, audit: dict[str, Any],
                      copies: dict[str, Any] | None = None) -> list[str]:
     """Visible warnings about data that makes figures meaningless or fragile."""
     flags = []

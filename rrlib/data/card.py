@@ -87,7 +87,7 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         "rating_distribution": {f"{r:g}": int(c) for r, c in ratings.items()},
         "figure2_users_with_at_least_k": {int(k): int(u) for k, u in
                                            zip(built.figure2["k"], built.figure2["users"])},
-        "flags": degenerate_flags(inter, ex, audit, built.stats["copies"]),
+        "flags": degenerate_flags(inter, audit, built.stats["copies"]),
         "notes": built.stats["notes"],
     }
     if "release_cleaning" in built.stats:

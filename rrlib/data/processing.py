@@ -6,7 +6,7 @@ rule -> user k-core -> binarize -> split targets -> Algorithm 1 review pool and 
 The leakage audit of the result is :mod:`rrlib.data.audit`.
 
 * Copies (``COLLAPSE_COPIES``, :mod:`rrlib.data.collapse`): one review of a user copied onto
-  several listings (same text, rating and day, different item ids) becomes one interaction.
+  several listings (same text and rating, different item ids) becomes one interaction.
 * Duplicates (``DEDUP``): the same user and item more than once (Amazon has many, most of
   them identical re-posts). ``keep_last`` keeps the most recent row (by timestamp, then file
   order), ``keep_first`` the oldest, ``keep_all`` keeps every row.
