@@ -141,7 +141,7 @@ def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: Prompt
     spec = method_spec(method)
     examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
                              paths.examples)
-    train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed)
+    train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
     excluded: list[str] = []
     reasoning: dict[str, str] = {}
     if spec.reasons:

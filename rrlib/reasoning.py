@@ -64,7 +64,8 @@ def reasoning_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     contains every smaller K-shot set, for each seed of SEEDS (their union)."""
     if not cfg.data.kshot_sizes:
         raise ValueError("KSHOT_SIZES is empty: give at least one training-set size.")
-    parts = [kshot(examples, max(cfg.data.kshot_sizes), seed=s, base_seed=cfg.common.seed) for s in run_seeds(cfg)]
+    parts = [kshot(examples, max(cfg.data.kshot_sizes), seed=s, base_seed=cfg.common.seed,
+                   sampling=cfg.data.kshot_sampling) for s in run_seeds(cfg)]
     train = pd.concat(parts).drop_duplicates("example_id").sort_values(["sample_rank", "example_id"])
     if (train["split"] != "train").any():
         raise AssertionError("reasoning is generated for training examples only")

@@ -113,7 +113,7 @@ def test_heldout_reviews_absent_from_sampled_reviews_on_real_data(embedded):
         if raw_counts.get((row.item_id, text), 0) == 1:
             assert text not in sampled[row.item_id]
             checked += 1
-    assert checked > 100
+    assert checked >= 30  # 20 users x 2 held-out targets remain once the copies are collapsed
 
 
 def test_heldout_reviews_and_headlines_never_used_synthetic():

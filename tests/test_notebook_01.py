@@ -12,6 +12,7 @@ from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import figure_paths, load_dataset, load_tables
 from rrlib.data import processing as P
 from rrlib.config.params import COMMON, DATA, SCHEMA, notebook_parameters
+from rrlib.data.collapse import collapse_copies
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "01_data_prep.ipynb"
 
@@ -52,7 +53,8 @@ def test_papermill_run_on_embedded_default(tmp_path):
     # figures match the loader and the tables
     raw = load_dataset("embedded_beauty").interactions
     assert card["raw"]["interactions"] == len(raw) == 5269
-    deduped, _ = P.deduplicate(raw, "keep_last")
+    collapsed, _ = collapse_copies(raw)  # COLLAPSE_COPIES (default) runs before DEDUP
+    deduped, _ = P.deduplicate(collapsed, "keep_last")
     n_kcore = int((deduped.groupby("user_id").size() >= 5).sum())
     t = load_tables(paths)
     assert card["final"]["users"] == n_kcore == t.users.shape[0]
@@ -63,3 +65,6 @@ def test_papermill_run_on_embedded_default(tmp_path):
     outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert sum("image/png" in o.get("data", {}) for o in outputs) >= 2
     assert any("# Data card" in o.get("data", {}).get("text/markdown", "") for o in outputs)
+    # the leakage audit is shown as a table and recorded in the results file
+    assert any("copied-label share" in o.get("data", {}).get("text/html", "") for o in outputs)
+    assert recorded["results"]["audit"]["passed"] and recorded["results"]["audit"] == card["audit"]

@@ -28,8 +28,9 @@ def test_parameters_declare_what_the_step_uses(name):
     assert set(COMMON) <= set(declared)
     assert {"TEACHER_BACKEND", "TEACHER_MODEL", "GENERATION_MODE", "MAX_OUTPUT_RETRIES", "MAX_PROMPT_TOKENS",
             "TEACHER_BATCH_SIZE", "KSHOT_SIZES", "DOMAIN"} <= set(declared)
-    # 04 also needs the methods whose teacher views it writes, and the seeds of their K-shot sets
-    extra = {"METHODS", "SEEDS"} if name == "04_reasoning_generation" else set()
+    # the K-shot sets of every seed are in scope (SEEDS, KSHOT_SAMPLING); 04 also needs the methods
+    # whose teacher views it writes
+    extra = {"SEEDS", "KSHOT_SAMPLING"} | ({"METHODS"} if name == "04_reasoning_generation" else set())
     assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
     assert {k: v for k, v in declared.items() if v != SCHEMA[k].default} == {}
     own = {"02_item_descriptions": {"DESCRIPTION_WORDS", "DESCRIPTIONS_IMPORT", "PLOT_SOURCE", "PLOTS_CSV",

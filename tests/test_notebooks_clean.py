@@ -52,12 +52,12 @@ def test_parameters_cell_matches_the_schema(path):
     assert index <= 2, f"{path.name}: the parameters cell should be near the top (cell {index})"
     declared = notebook_parameters(path)
     unknown = sorted(set(declared) - set(SCHEMA))
-    assert not unknown, f"{path.name} declares {unknown}, which rrlib/params.py does not define"
+    assert not unknown, f"{path.name} declares {unknown}, which rrlib/config/params.py does not define"
     missing = sorted(set(COMMON) - set(declared))
     assert not missing, f"{path.name} must declare the common parameters {missing}"
     differ = {k: (v, SCHEMA[k].default) for k, v in declared.items() if v != SCHEMA[k].default
               or type(v) is not type(SCHEMA[k].default)}
-    assert not differ, f"{path.name}: defaults differ from rrlib/params.py (notebook, schema): {differ}"
+    assert not differ, f"{path.name}: defaults differ from rrlib/config/params.py (notebook, schema): {differ}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -112,6 +112,11 @@ class DataConfig(Section):
     like_threshold: float = param(3.0, "rating > threshold counts as liked (paper: 3)")
     history_len: int = param(5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1)
     profile_items: int = param(15, "m: earliest interactions summarised into the user profile", min=0)
+    collapse_copies: bool = param(True, "one review copied onto several listings (same user, text and rating, "
+                                        "different item ids) becomes one interaction, the earliest")
+    release_windows: str = param("clean", "release_beauty: clean (drop exact duplicate rows and the target's own "
+                                          "item from its window) or as_released (the authors' windows unchanged)",
+                                 choices=("clean", "as_released"))
     dedup: str = param("keep_last", "duplicate user-item rows: keep_last, keep_first or keep_all",
                        choices=("keep_last", "keep_first", "keep_all"))
     tie_order: str = param("file", "order of same-timestamp interactions: file (source order) or item (item id)",
@@ -119,6 +124,11 @@ class DataConfig(Section):
     reviews_per_item: int = param(10, "p: reviews sampled per item by Algorithm 1", min=0)
     review_words: int = param(50, "each sampled review is trimmed to this many words", min=1)
     kshot_sizes: list[int] = param([64, 128, 256], "K: training-set sizes (nested)", min=1)
+    kshot_sampling: str = param("stratified", "K-shot sets: stratified (label shares of the train split), balanced "
+                                              "(50/50, ReasoningRec authors) or random (TALLRec authors)",
+                                choices=("stratified", "balanced", "random"))
+    leakage_threshold: float = param(0.01, "notebook 01 stops when a larger share of a split's targets has its item "
+                                           "or an identical review in its own input", min=0, max=1)
     n_valid: int = param(600, "validation examples subsampled (paper: 600; 0: all)", min=0)
     n_test: int = param(600, "test examples subsampled (paper: 600; 0: all)", min=0)
     max_users: int = param(0, "keep only this many users after the k-core, seeded (0: all; for smoke runs)", min=0)

@@ -1,5 +1,6 @@
-"""Notebook 01 in one call: read the dataset, process it as the paper does, write the
-tables, data card and plots into the run folder."""
+"""Notebook 01 in one call: read the dataset, process it as the paper does, audit it for
+leakage, write the tables, data card and plots into the run folder (or refuse, see
+:func:`prepare`)."""
 from __future__ import annotations
 
 import json
@@ -9,6 +10,8 @@ from typing import Any
 from rrlib.io import write_json_atomic, write_text_atomic
 from rrlib.config.params import defaults, validate
 from rrlib.config.paths import RunPaths, resolve_path
+
+from .audit import check_audit
 from .card import FIGURE2_PNG, RATINGS_PNG, build_card, card_markdown, plot_figure2, plot_ratings
 from .errors import DataError
 from .loaders import CATEGORY_DOMAINS, RawDataset, load_dataset
@@ -55,7 +58,11 @@ def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
             raw: RawDataset | None = None) -> dict[str, Any]:
     """Build and write interactions/items/users/examples Parquet tables, the data card
     (JSON + Markdown) and the plots; return the data-card dict. ``raw``: an already loaded
-    dataset (from :func:`load_raw` with the same parameters), to avoid reading it twice."""
+    dataset (from :func:`load_raw` with the same parameters), to avoid reading it twice.
+
+    Refuses (after writing the data card, without the tables) with LeakageError when the
+    leakage audit finds more copied labels than LEAKAGE_THRESHOLD, and with DataError when a
+    set used to train or evaluate holds one class only (:mod:`rrlib.data.audit`)."""
     p = full_params(params)
     domain = domain_of(p)
     if raw is None:
@@ -66,6 +73,13 @@ def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
     tables = Tables(built.interactions, built.items, built.users, built.examples)
     paths.data.mkdir(parents=True, exist_ok=True)
     card = build_card(built, raw.source, p, domain)
+    if not card["audit"]["passed"]:
+        # refuse: the card (with the audit) is written for inspection, the tables are not, and
+        # tables of an earlier run in this folder are removed so no later step reads them
+        for name in ("interactions", "items", "users", "examples"):
+            getattr(paths, name).unlink(missing_ok=True)
+        _write_card(card, paths)
+        check_audit(card["audit"])
     card["tables"] = write_tables(tables, paths)
     card["plots"] = {
         "figure2": str(plot_figure2(built.figure2, card["kcore"]["k"], paths.data / FIGURE2_PNG,
@@ -73,9 +87,13 @@ def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
         "rating_distribution": str(plot_ratings(card["rating_distribution"], p["LIKE_THRESHOLD"],
                                                 paths.data / RATINGS_PNG, f"{p['DATASET']}: ratings")),
     }
+    _write_card(card, paths)
+    return card
+
+
+def _write_card(card: dict[str, Any], paths: RunPaths) -> None:
     write_json_atomic(paths.data_card_json, card)
     write_text_atomic(paths.data_card_md, card_markdown(card))
-    return card
 
 
 def read_card(paths: RunPaths) -> dict[str, Any]:

@@ -1,9 +1,12 @@
 """The paper's preprocessing, one transform per function (each unit-tested).
 
-Order of steps (``build_tables``): dedup -> chronological order with a tie rule -> user
-k-core -> binarize -> split targets -> Algorithm 1 reviews and title fallback -> MAX_USERS
-slice -> examples (target + history) -> profile items -> sample ranks -> tables.
+Order of steps (``build_tables``): copy collapse -> dedup -> chronological order with a tie
+rule -> user k-core -> binarize -> split targets -> Algorithm 1 review pool and title fallback
+-> MAX_USERS slice -> examples (target + history) -> profile items -> sample ranks -> tables.
+The leakage audit of the result is :mod:`rrlib.data.audit`.
 
+* Copies (``COLLAPSE_COPIES``, :mod:`rrlib.data.collapse`): one review of a user copied onto
+  several listings (same text and rating, different item ids) becomes one interaction.
 * Duplicates (``DEDUP``): the same user and item more than once (Amazon has many, most of
   them identical re-posts). ``keep_last`` keeps the most recent row (by timestamp, then file
   order), ``keep_first`` the oldest, ``keep_all`` keeps every row.
@@ -13,8 +16,15 @@ slice -> examples (target + history) -> profile items -> sample ranks -> tables.
   (counted in the data card), never come after it.
 * Split (paper, A.1): last interaction = test target, second last = validation target,
   third last = training target; history = up to ``HISTORY_LEN`` interactions right before.
+* The ReasoningRec release (``RELEASE_WINDOWS``): the authors' own windows, located in their
+  ``ratings.csv``; ``clean`` drops exact duplicate rows and the target's own item from its
+  window (:func:`clean_release_windows`), ``as_released`` keeps them as published.
 * Profile items: the first ``PROFILE_ITEMS`` interactions that lie before the test target's
   history window and whose items are neither in that window nor a target.
+* Review pool: no review written at any target (train, valid or test) reaches an item
+  description or fallback title (:func:`review_pool`).
+* K-shot sets (``KSHOT_SAMPLING``): nested prefixes of one seeded order of the train split,
+  label-stratified, label-balanced or random (:mod:`rrlib.data.sampling`).
 """
 from __future__ import annotations
 
@@ -26,8 +36,9 @@ import pandas as pd
 
 from .errors import DataError
 from .loaders import RawDataset
+from .collapse import collapse_copies, normalise_text
 from .reviews import fallback_titles, sample_item_reviews
-from .sampling import sample_users, stratified_ranks
+from .sampling import RANKERS, balanced_limit, sample_users, stratified_ranks
 from .tags import apply_tags
 
 SPLIT_OFFSETS = {"test": 1, "valid": 2, "train": 3}  # target = n - offset (0-based)
@@ -201,6 +212,62 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
     return _examples_frame(rows), stats
 
 
+def clean_release_windows(inter: pd.DataFrame, examples: pd.DataFrame
+                          ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``RELEASE_WINDOWS=clean``: the authors' windows (already located in the full sequence by
+    :func:`examples_from_windows`) on the sequence without exact duplicate rows.
+
+    Exact duplicates (same user, item, rating, timestamp) keep their first row; every window
+    position is mapped to that row. Then each history loses repeated rows, rows of the target's
+    own item (the target's label would sit in its own input) and rows that now come at or after
+    the target. An example whose target row is also the target row of a later split of the same
+    user is dropped (it would be the same interaction twice). Every change is counted."""
+    inter = inter.sort_values(["user_id", "position"], kind="stable").reset_index(drop=True)
+    key = ["user_id", "item_id", "rating", "timestamp"]
+    rowno = pd.Series(np.arange(len(inter)), index=inter.index)
+    first = rowno.groupby([inter[k] for k in key], sort=False).transform("min").to_numpy()
+    keep = first == rowno.to_numpy()
+    cleaned = inter[keep].copy()
+    cleaned["position"] = cleaned.groupby("user_id", sort=False).cumcount().astype("int64")
+    new_pos = np.full(len(inter), -1, dtype="int64")
+    new_pos[keep] = cleaned["position"].to_numpy()
+    new_pos = new_pos[first]  # every row -> the position of its first copy
+    lookup = {(u, int(p)): int(q) for u, p, q in zip(inter["user_id"], inter["position"], new_pos)}
+    arrays = _user_arrays(cleaned)
+    removed = {"repeated_row": 0, "target_item": 0, "at_or_after_target": 0}
+    changed = {s: 0 for s in SPLIT_OFFSETS}
+    target_in_window = {s: 0 for s in SPLIT_OFFSETS}
+    rows, claimed, dropped = [], {}, {s: 0 for s in SPLIT_OFFSETS}
+    for split in ("test", "valid", "train"):  # later splits first: they keep a shared target row
+        for r in examples[examples["split"] == split].to_dict("records"):
+            u, a = r["user_id"], arrays[r["user_id"]]
+            t = lookup[(u, int(r["target_position"]))]
+            target_in_window[split] += r["target_item_id"] in set(r["history_item_ids"])
+            if (u, t) in claimed:
+                dropped[split] += 1
+                continue
+            claimed[(u, t)] = split
+            hist, seen = [], set()
+            for p in r["history_positions"]:
+                q = lookup[(u, int(p))]
+                if q in seen:
+                    removed["repeated_row"] += 1
+                elif a["item"][q] == r["target_item_id"]:
+                    removed["target_item"] += 1
+                elif q >= t:
+                    removed["at_or_after_target"] += 1
+                else:
+                    hist.append(q)
+                seen.add(q)
+            changed[split] += len(hist) != len(r["history_positions"])
+            rows.append(_example_row(split, u, a, t, sorted(hist)))
+    stats = {"policy": "clean", "exact_duplicate_rows_dropped": int((~keep).sum()),
+             "authors_windows_with_target_item_in_history": target_in_window,
+             "history_entries_removed": removed, "examples_with_shorter_history": changed,
+             "examples_dropped_same_target_row_as_a_later_split": dropped}
+    return cleaned.reset_index(drop=True), _examples_frame(rows), stats
+
+
 def profile_items(inter: pd.DataFrame, examples: pd.DataFrame, m: int) -> pd.DataFrame:
     """Per user: the first ``m`` interactions before the test target's history window whose
     items are neither in that window nor any target of the user (the paper's profile items).
@@ -229,16 +296,38 @@ def profile_items(inter: pd.DataFrame, examples: pd.DataFrame, m: int) -> pd.Dat
                                        "profile_positions"])
 
 
-def assign_sample_ranks(examples: pd.DataFrame, seed: int) -> pd.DataFrame:
+def assign_sample_ranks(examples: pd.DataFrame, seed: int, kshot_sampling: str = "stratified"
+                        ) -> pd.DataFrame:
+    """``sample_rank`` per split: valid/test label-stratified, train per ``kshot_sampling``
+    (stratified | balanced | random; see :mod:`rrlib.data.sampling`)."""
+    if kshot_sampling not in RANKERS:
+        raise DataError(f"KSHOT_SAMPLING={kshot_sampling!r} is not one of {list(RANKERS)}.")
     out = examples.copy()
     out["sample_rank"] = -1
     for split, idx in out.groupby("split").groups.items():
         part = out.loc[idx].sort_values("user_id")  # independent of row order
-        out.loc[part.index, "sample_rank"] = stratified_ranks(part["label"].to_numpy(), seed, split)
+        ranker = RANKERS[kshot_sampling] if split == "train" else stratified_ranks
+        out.loc[part.index, "sample_rank"] = ranker(part["label"].to_numpy(), seed, split)
     out["sample_rank"] = out["sample_rank"].astype("int64")
     order = {"train": 0, "valid": 1, "test": 2}
     return out.sort_values(["split", "sample_rank"], key=lambda s: s.map(order) if s.name == "split" else s
                            ).reset_index(drop=True)
+
+
+def check_kshot_balance(examples: pd.DataFrame, sizes, kshot_sampling: str) -> None:
+    """KSHOT_SAMPLING=balanced needs K/2 examples of each label for every available K."""
+    if kshot_sampling != "balanced":
+        return
+    labels = examples.loc[examples["split"] == "train", "label"].to_numpy()
+    limit = balanced_limit(labels)
+    bad = [k for k in sizes if limit < k <= len(labels)]
+    if bad:
+        n_pos = int(labels.sum())
+        raise DataError(
+            f"KSHOT_SAMPLING='balanced' cannot make K={bad} half liked, half disliked: the train split has "
+            f"{n_pos} liked and {len(labels) - n_pos} disliked examples, so balanced sets stop at K={limit}. "
+            f"Use KSHOT_SAMPLING='stratified' (proportional) or 'random', KSHOT_SIZES of at most {limit}, "
+            f"or a dataset with more examples of the smaller label.")
 
 
 def tie_decided_targets(inter: pd.DataFrame, examples: pd.DataFrame) -> dict[str, int]:
@@ -283,55 +372,88 @@ def _size_notes(examples: pd.DataFrame, params: dict[str, Any]) -> list[str]:
     return notes
 
 
+def review_pool(everything: pd.DataFrame, inter: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Reviews allowed for Algorithm 1 and the title fallback: every review of the dataset
+    (users outside the k-core included) except those written at ANY target (train, valid or
+    test) and same-user copies of a target's review text. A target's review states the label
+    of that example, and an item description or title is shown in that example's own prompt, so
+    no example may see its own target's review; excluding all targets is the simple rule that
+    guarantees it (a train target's review would otherwise shape the description its own
+    training prompt shows)."""
+    targets = inter.loc[inter["target_of"] != "", ["user_id", "position", "target_of", "review_text"]]
+    split_of = dict(zip(zip(targets["user_id"], targets["position"]), targets["target_of"]))
+    target_text = {(u, t) for u, t in zip(targets["user_id"], normalise_text(targets["review_text"])) if t}
+    text = normalise_text(everything["review_text"])
+    has_text = (text != "").to_numpy()
+    at = np.array([split_of.get(k, "") for k in zip(everything["user_id"], everything["position"])], dtype=object)
+    copy = np.array([bool(t) and (u, t) in target_text for u, t in zip(everything["user_id"], text)], dtype=bool)
+    copy &= at == ""
+    allowed = (at == "") & ~copy
+    stats = {"eval_target_reviews_excluded": int((np.isin(at, ["valid", "test"]) & has_text).sum()),
+             "train_target_reviews_excluded": int(((at == "train") & has_text).sum()),
+             "copies_of_target_reviews_excluded": int((copy & has_text).sum()),
+             "pool_reviews_with_text": int((allowed & has_text).sum()),
+             "pool": "all deduplicated reviews (also of users outside the k-core) except those written at "
+                     "train/validation/test targets and the same user's copies of them"}
+    return everything[allowed], stats
+
+
+def _release_steps(inter: pd.DataFrame, raw: RawDataset, p: dict[str, Any], stats: dict[str, Any]
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The authors' split: their rows in file order, their windows, cleaned unless
+    RELEASE_WINDOWS='as_released'."""
+    _, dd = deduplicate(inter, "keep_all")
+    inter = binarize(order_interactions(inter, "file"), p["LIKE_THRESHOLD"])
+    examples, stats["windows"] = examples_from_windows(inter, raw.windows)
+    if p["RELEASE_WINDOWS"] == "clean":
+        inter, examples, stats["release_cleaning"] = clean_release_windows(inter, examples)
+        dd |= {"policy": "exact duplicate rows dropped (RELEASE_WINDOWS=clean); other repeated user-item "
+                         "rows kept (the authors' windows use them); DEDUP not applied",
+               "rows_removed": stats["release_cleaning"]["exact_duplicate_rows_dropped"]}
+    else:
+        stats["release_cleaning"] = {"policy": "as_released (the authors' windows unchanged, exact "
+                                               "duplicate rows kept)"}
+        dd |= {"policy": "keep_all (RELEASE_WINDOWS=as_released: the authors' windows contain repeated "
+                         "ids; DEDUP not applied)"}
+    dd["rows_out"] = int(len(inter))
+    stats["dedup"] = dd
+    stats["ties"] = tie_stats(inter) | {"policy": "file (release order)"}
+    return inter, examples
+
+
 def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True) -> Built:
     p = params
     stats: dict[str, Any] = {"notes": list(raw.notes)}
     inter = raw.interactions.copy()
     release = raw.windows is not None
-    before_kcore = None
     stats["raw"] = {"interactions": int(len(inter)), "users": int(inter["user_id"].nunique()),
                     "items": int(inter["item_id"].nunique())}
+    inter, stats["copies"] = collapse_copies(inter, p["COLLAPSE_COPIES"])
     if release:
-        inter, dd = deduplicate(inter, "keep_all")
-        stats["dedup"] = dd | {"policy": "keep_all (release: the authors' windows contain repeated ids; "
-                                         "DEDUP not applied)"}
-        inter = order_interactions(inter, "file")
-        stats["ties"] = tie_stats(inter) | {"policy": "file (release order)"}
+        inter, examples = _release_steps(inter, raw, p, stats)
         fig2 = users_with_at_least(inter, range(1, 51))
+        everything = inter
     else:
         inter, stats["dedup"] = deduplicate(inter, p["DEDUP"])
         inter = order_interactions(inter, p["TIE_ORDER"])
         fig2 = users_with_at_least(inter, range(1, max(51, 2 * p["KCORE"] + 1)))
-        before_kcore = inter
+        everything = inter  # before the k-core: the review pool includes users outside it
         inter = user_kcore(inter, p["KCORE"], raw.source.get("dataset", ""))
         stats["ties"] = tie_stats(inter) | {"policy": p["TIE_ORDER"]}
-    inter = binarize(inter, p["LIKE_THRESHOLD"])
+        inter = binarize(inter, p["LIKE_THRESHOLD"])
+        # examples on all k-core users first: the targets fix which reviews are allowed
+        examples, stats["examples_built"] = build_examples(inter, p["HISTORY_LEN"])
     stats["kcore"] = {"k": None if release else p["KCORE"], "users": int(inter["user_id"].nunique()),
                       "items": int(inter["item_id"].nunique()), "interactions": int(len(inter))}
-
-    # examples on all k-core users first: the eval targets fix which reviews are allowed
-    if release:
-        examples, stats["windows"] = examples_from_windows(inter, raw.windows)
-    else:
-        examples, stats["examples_built"] = build_examples(inter, p["HISTORY_LEN"])
     key = examples.set_index(["user_id", "target_position"])["split"]
     key = key[~key.index.duplicated()]
     idx = pd.MultiIndex.from_arrays([inter["user_id"], inter["position"]])
     inter["target_of"] = key.reindex(idx).fillna("").astype(str).to_numpy()
+    if release:
+        everything = inter
 
-    # Algorithm 1 review pool and title fallback: every deduplicated review of the dataset
-    # (users outside the k-core included) except those written at valid/test targets
-    everything = inter if before_kcore is None else before_kcore
-    held_out = inter.loc[inter["target_of"].isin(["valid", "test"]), ["user_id", "position"]]
-    held_out_keys = set(zip(held_out["user_id"], held_out["position"]))
-    allowed = np.array([k not in held_out_keys for k in zip(everything["user_id"], everything["position"])],
-                       dtype=bool)
-    pool = everything[allowed]
-    has_text = everything["review_text"].astype(str).str.strip() != ""
-    stats["reviews"] = {"eval_target_reviews_excluded": int((~allowed & has_text).sum()),
-                        "pool_reviews_with_text": int((allowed & has_text).sum()),
-                        "pool": "all deduplicated reviews (also of users outside the k-core) except those "
-                                "written at validation/test targets"}
+    # Algorithm 1 review pool and title fallback: no target's own review (see review_pool)
+    pool, stats["reviews"] = review_pool(everything, inter)
 
     # MAX_USERS slice (after the k-core, seeded)
     users_all = sorted(inter["user_id"].unique())
@@ -363,7 +485,8 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
     users["attributes"] = users.get("attributes", pd.Series("", index=users.index)).fillna("").astype(str)
 
     stats["notes"] += _size_notes(examples, p)
-    examples = assign_sample_ranks(examples, p["SEED"])
+    examples = assign_sample_ranks(examples, p["SEED"], p["KSHOT_SAMPLING"])
+    check_kshot_balance(examples, p["KSHOT_SIZES"], p["KSHOT_SAMPLING"])
     stats["ties"].update(tie_decided_targets(inter, examples))
     inter = inter.sort_values(["user_id", "position"]).reset_index(drop=True)
     return Built(inter, items, users, examples, stats, fig2)

@@ -1,13 +1,14 @@
 """Algorithm 1 of the paper (review sampling for item descriptions) and the title
 fallback for items without metadata.
 
-Which reviews may be used: every review of the item written at an interaction that is NOT
-a validation or test target. A held-out target's review states the very rating the model
-must predict, so putting it into the item description (shown to every user, including the
-one being evaluated) would leak the label; training targets' reviews are allowed, their
-labels are visible during training anyway. Reviews with empty text are skipped (nothing
-to describe). Other users' reviews written after a target's time are allowed, as in the
-paper (an item description is a property of the item, not of one example).
+Which reviews may be used (the pool is built by :func:`rrlib.data.processing.review_pool`):
+every review of the item except those written at ANY target (train, validation or test) and
+the same user's copies of them. A target's review states the very rating that example asks for,
+and the item description (and a review-headline title) is shown in that example's own prompt,
+so leaving any target's review in would let an example see its own label; for held-out
+targets it would also leak into every other user's prompt. Reviews with empty text are skipped
+(nothing to describe). Other users' reviews written after a target's time are allowed, as in
+the paper (an item description is a property of the item, not of one example).
 """
 from __future__ import annotations
 

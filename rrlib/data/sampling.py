@@ -1,10 +1,17 @@
-"""Seeded, label-stratified orders of examples.
+"""Seeded orders of examples: label-stratified, label-balanced or uniformly random.
 
 Each split gets one ``sample_rank`` order; the K-shot training set is ``sample_rank < K`` and
 the valid/test subsample ``sample_rank < N``, so the sets are nested by construction (the 64
-are inside the 128, which are inside the 256). Stratification is proportional: the i-th of
-the n_c shuffled examples of label c gets the key (i + 0.5) / n_c and examples are ordered by
-key, so every prefix holds each label within one example of its share in the split.
+are inside the 128, which are inside the 256) and every method gets the same examples.
+
+* ``stratified`` (valid/test always; K-shot default): proportional. The i-th of the n_c
+  shuffled examples of label c gets the key (i + 0.5) / n_c and examples are ordered by key,
+  so every prefix holds each label within one example of its share in the split.
+* ``balanced`` (the ReasoningRec authors' K-shot sets): 50/50. The i-th shuffled example of
+  each label gets the key i, so every even prefix holds as many liked as disliked examples
+  until the smaller label runs out (:func:`balanced_limit`); after that the rest is the larger
+  label only.
+* ``random`` (the TALLRec authors' K-shot sets): a uniformly random permutation.
 """
 from __future__ import annotations
 
@@ -32,6 +39,38 @@ def stratified_ranks(labels, seed: int, *names: str) -> np.ndarray:
     ranks = np.empty(n, dtype="int64")
     ranks[order] = np.arange(n)
     return ranks
+
+
+def balanced_ranks(labels, seed: int, *names: str) -> np.ndarray:
+    """Rank 0..n-1 in the seeded, label-balanced order (module docstring)."""
+    labels = np.asarray(labels)
+    n = len(labels)
+    rng = np.random.default_rng(derived_seed(seed, "balanced_ranks", *names))
+    keys = np.empty(n, dtype=float)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        keys[idx] = np.arange(len(idx))
+    order = np.lexsort((rng.random(n), keys))
+    ranks = np.empty(n, dtype="int64")
+    ranks[order] = np.arange(n)
+    return ranks
+
+
+def random_ranks(labels, seed: int, *names: str) -> np.ndarray:
+    """Rank 0..n-1 in a seeded uniformly random order (labels ignored)."""
+    rng = np.random.default_rng(derived_seed(seed, "random_ranks", *names))
+    ranks = np.empty(len(labels), dtype="int64")
+    ranks[rng.permutation(len(labels))] = np.arange(len(labels))
+    return ranks
+
+
+RANKERS = {"stratified": stratified_ranks, "balanced": balanced_ranks, "random": random_ranks}
+
+
+def balanced_limit(labels) -> int:
+    """The largest K whose label-balanced set is exactly 50/50: twice the smaller label's count."""
+    labels = np.asarray(labels)
+    return 2 * int(min((labels == c).sum() for c in (0, 1))) if len(labels) else 0
 
 
 def sample_users(user_ids, n: int, seed: int) -> list:

@@ -50,8 +50,9 @@ EXAMPLES = {
     "history_ratings": "list<float>", "history_liked": "list<bool>",
     "target_position": "int: the target's position in the user's sequence",
     "history_positions": "list<int>: positions of the history items (all < target_position)",
-    "sample_rank": "int: position in the seeded, label-stratified order within the split; the K-shot "
-                   "training set is sample_rank < K (so K sets are nested), the valid/test subsample is "
+    "sample_rank": "int: position in the seeded order within the split (train: KSHOT_SAMPLING, "
+                   "stratified | balanced | random; valid/test: label-stratified); the K-shot training set "
+                   "is sample_rank < K (so K sets are nested), the valid/test subsample is "
                    "sample_rank < N_VALID / N_TEST",
 }
 
@@ -66,18 +67,20 @@ def check_columns(df: pd.DataFrame, table: str, source: str | Path) -> pd.DataFr
     return df
 
 
-def kshot(examples: pd.DataFrame, k: int, seed: int | None = None, base_seed: int | None = None) -> pd.DataFrame:
-    """The K-shot training set (nested in K). With a ``seed`` other than the ``base_seed`` notebook
-    01 ranked with (SEED), the train split is re-ranked with that seed by the same sampler, so
-    SEEDS repeats the K-shot sampling; the sets stay nested within each seed."""
-    from .sampling import stratified_ranks
+def kshot(examples: pd.DataFrame, k: int, seed: int | None = None, base_seed: int | None = None,
+          sampling: str = "stratified") -> pd.DataFrame:
+    """The K-shot training set (nested in K; ordered as KSHOT_SAMPLING says). With a ``seed`` other
+    than the ``base_seed`` notebook 01 ranked with (SEED), the train split is re-ranked with that
+    seed by the same sampler (``sampling``: KSHOT_SAMPLING), so SEEDS repeats the K-shot sampling;
+    the sets stay nested within each seed."""
+    from .sampling import RANKERS
 
     train = examples[examples["split"] == "train"]
     if k > len(train):
         raise ValueError(f"K={k} training examples requested but the train split has only {len(train)}.")
     if seed is not None and seed != base_seed:
         train = train.sort_values("user_id", kind="stable")  # independent of row order, as in notebook 01
-        train = train.assign(sample_rank=stratified_ranks(train["label"].to_numpy(), int(seed), "train"))
+        train = train.assign(sample_rank=RANKERS[sampling](train["label"].to_numpy(), int(seed), "train"))
     return train[train["sample_rank"] < k].sort_values("sample_rank")
 
 

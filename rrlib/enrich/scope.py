@@ -7,7 +7,7 @@ from typing import Any
 import pandas as pd
 
 from rrlib.data.schema import as_list, eval_subset, kshot
-from rrlib.config.params import Config
+from rrlib.config.params import Config, run_seeds
 
 
 @dataclass(frozen=True)
@@ -29,9 +29,11 @@ def scoped_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     sizes = cfg.data.kshot_sizes
     if not sizes:
         raise ValueError("KSHOT_SIZES is empty: give at least one training-set size.")
-    parts = [kshot(examples, max(sizes)), eval_subset(examples, "valid", cfg.data.n_valid),
+    parts = [kshot(examples, max(sizes), seed=s, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
+             for s in run_seeds(cfg)]
+    parts += [eval_subset(examples, "valid", cfg.data.n_valid),
              eval_subset(examples, "test", cfg.data.n_test)]
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts, ignore_index=True).drop_duplicates("example_id")
 
 
 def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.DataFrame,
