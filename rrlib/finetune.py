@@ -67,20 +67,20 @@ _TEMPLATE_MARGIN = 8
 def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tuple[dict[str, str], list[str]]:
     """Ground-truth reasoning for ``examples`` from notebook 04: (usable texts by example id,
     ids excluded because their reasoning is unusable). Missing or mislabelled rows are errors."""
-    path = paths.require(paths.reasoning, "04_reasoning_generation")
+    path = paths.require(paths.reasoning, "05_reasoning_generation")
     table = read_reasoning(path, method)
     table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
     ids = examples["example_id"].astype(str).tolist()
     absent = [i for i in ids if i not in table.index]
     if absent:
         raise ValueError(f"{path}: no reasoning for {len(absent)} of the {len(ids)} training examples (first: "
-                         f"{absent[:3]}); rerun 04_reasoning_generation with KSHOT_SIZES covering this K.")
+                         f"{absent[:3]}); rerun 05_reasoning_generation with KSHOT_SIZES covering this K.")
     labels = dict(zip(examples["example_id"].astype(str), examples["label"].astype(int)))
     wrong = [i for i in ids if int(table.at[i, "label"]) != labels[i]]
     if wrong:
         raise ValueError(f"{path}: reasoning was generated for a different label than the example's for "
                          f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 04 — "
-                         f"rerun 04_reasoning_generation.")
+                         f"rerun 05_reasoning_generation.")
     usable, excluded = {}, []
     for i in ids:
         text, status = table.at[i, "reasoning"], str(table.at[i, "status"])

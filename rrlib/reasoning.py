@@ -1,14 +1,14 @@
-"""Label-conditioned ground-truth reasoning (notebook 04, paper section 3.4).
+"""Label-conditioned ground-truth reasoning (notebook 05, paper section 3.4).
 
 For each example, the teacher sees the user's profile, the k most recent items (liked/disliked,
 with descriptions), the target and the TRUE label, and explains in two parts why the user liked
 or disliked the target. Two products, kept in separate files:
 
 * training reasoning (``paths.reasoning``): the K-shot training set for max(KSHOT_SIZES); the
-  student is finetuned on it (notebook 05);
+  student is finetuned on it (notebook 06);
 * test references (``paths.reference_reasoning``, only with REFERENCE_REASONING): the test
   subsample (N_TEST); used ONLY as BERTScore references for the student's generated reasoning
-  (notebook 06), as in the paper. The student never sees them, in training or in a prompt.
+  (notebook 07), as in the paper. The student never sees them, in training or in a prompt.
 
 Teacher views (faithful ablations). Each reasoning method's ground truth is written by a teacher
 that sees only what that method's student sees (its registry ``teacher_view``): the "w/o
@@ -43,8 +43,8 @@ REASONING_COLUMNS = ["example_id", "method", "view", "label", "reasoning", "stat
 TRAINING = "training"
 TEST_REFERENCES = "test_references"
 PRODUCT_SPLIT = {TRAINING: "train", TEST_REFERENCES: "test"}
-PRODUCT_USE = {TRAINING: "finetuning targets for the student (notebook 05)",
-               TEST_REFERENCES: "BERTScore references only (notebook 06); never shown to the student"}
+PRODUCT_USE = {TRAINING: "finetuning targets for the student (notebook 06)",
+               TEST_REFERENCES: "BERTScore references only (notebook 07); never shown to the student"}
 def teacher_views(methods: Sequence[str], ablation_reasoning: str = "faithful") -> dict[str, frozenset[str]]:
     """method -> the teacher view its ground truth is written under, for the reasoning methods
     among ``methods`` (``ablation_reasoning='full'``: every method reuses the full view)."""
@@ -82,7 +82,7 @@ def reasoning_test_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame
 
 
 def reference_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The test subsample (N_TEST, 0 = all) that notebook 06 scores: its label-conditioned
+    """The test subsample (N_TEST, 0 = all) that notebook 07 scores: its label-conditioned
     reasoning is the BERTScore reference for the student's generated reasoning."""
     test = reasoning_test_examples(examples, cfg)
     if test.empty:
@@ -210,7 +210,7 @@ def write_reference_reasoning(all_examples: pd.DataFrame, profiles: pd.DataFrame
             path.unlink()
         return StepOutput(pd.DataFrame(columns=REASONING_COLUMNS + ["raw"]), {}, {
             "product": TEST_REFERENCES, "enabled": False, "n": 0, "removed_stale_file": stale,
-            "note": "REFERENCE_REASONING is False: no test references, so notebook 06 cannot score generated "
+            "note": "REFERENCE_REASONING is False: no test references, so notebook 07 cannot score generated "
                     "reasoning with BERTScore."})
     out = generate_reference_reasoning(reference_examples(all_examples, cfg), profiles, catalog, domain=domain,
                                        cfg=cfg, generator=generator, views=views)
@@ -289,7 +289,7 @@ def write_rating_reasoning(all_examples: pd.DataFrame, ctx, *, cfg: Config, gene
     return train, refs
 
 
-def read_reasoning(path: Path, method: str, made_by: str = "04_reasoning_generation") -> pd.DataFrame:
+def read_reasoning(path: Path, method: str, made_by: str = "05_reasoning_generation") -> pd.DataFrame:
     """The rows of a reasoning file written for ``method``'s teacher view."""
     from rrlib.enrich.generation import read_table
 

@@ -59,7 +59,7 @@ def resolve_adapter(adapter_dir: Path | None) -> Path | None:
         if all((folder / f).is_file() for f in ADAPTER_FILES):
             return folder
     raise MissingArtifactError(f"{adapter_dir} holds no finished LoRA adapter (expected {list(ADAPTER_FILES)} in "
-                            f"{adapter_dir / ADAPTER_SUBDIR}); run notebook 05_finetune (or scripts/train.py) "
+                            f"{adapter_dir / ADAPTER_SUBDIR}); run notebook 06_finetune (or scripts/train.py) "
                             f"for this method and K first.")
 
 

@@ -4,7 +4,7 @@ section. ``--check`` changes nothing and exits 1 when a cell differs (tests run 
 
     .venv/bin/python scripts/sync_parameter_cells.py            # rewrite the cells
     .venv/bin/python scripts/sync_parameter_cells.py --check    # report drift
-    .venv/bin/python scripts/sync_parameter_cells.py --add 05_finetune SEEDS   # declare a parameter
+    .venv/bin/python scripts/sync_parameter_cells.py --add 06_finetune SEEDS   # declare a parameter
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Finetune one student method for one K outside the notebooks (same code as notebook 05).
+"""Finetune one student method for one K outside the notebooks (same code as notebook 06).
 
     python scripts/train.py -f params/default.yaml --method reasoningrec --k 64
     python scripts/train.py -f params/paper_beauty.yaml -p RUN_DIR outputs/beauty --method tallrec --k 128

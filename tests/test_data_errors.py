@@ -234,7 +234,7 @@ def test_probe_day_first_dates_are_read_consistently(tmp_path):
 
 
 def test_probe_ambiguous_slash_dates_need_date_order(tmp_path):
-    folder = _interactions(tmp_path, ["03/04/2019", "05/06/2019"])
+    folder = _interactions(tmp_path, ["03/04/2019", "06/07/2019"])
     with pytest.raises(DataError, match=r"line 2: .* '03/04/2019', which could be day-first or month-first.*"
                                         r"Set DATE_ORDER: dmy"):
         load_dataset("generic", folder)
@@ -368,7 +368,7 @@ def test_new_data_parameters_reach_the_loader(tmp_path):
     """ENCODING, DATE_ORDER and RATING_SCALE from the parameters (notebook 01 / presets)."""
     from rrlib.data import load_raw
 
-    text = "user,item,rating,timestamp\nu,i0,8,03/04/2019\nu,i1,9.5,05/06/2019\n"
+    text = "user,item,rating,timestamp\nu,i0,8,03/04/2019\nu,i1,9.5,06/07/2019\n"
     (tmp_path / "interactions.csv").write_bytes(text.encode("cp1252"))
     raw = load_raw({"DATASET": "generic", "DATA_DIR": str(tmp_path), "DOMAIN": "movies", "ENCODING": "cp1252",
                     "DATE_ORDER": "dmy", "RATING_SCALE": [0, 10]})

@@ -1,4 +1,4 @@
-"""Notebook 06 runs headless (papermill, through the runner's smoke run) and leaves the
+"""Notebook 07 runs headless (papermill, through the runner's smoke run) and leaves the
 predictions, results table, plots, metrics JSON and results record it promises, for every
 finetuned method, zero-shot method and baseline, all on the same test examples."""
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.config.params import COMMON, EVALUATE, SCHEMA, notebook_parameters
 
-NOTEBOOK = PROJECT_ROOT / "notebooks" / "06_evaluate.ipynb"
+NOTEBOOK = PROJECT_ROOT / "notebooks" / "07_evaluate.ipynb"
 
 
 def test_parameters_cell_declares_common_and_evaluate_with_schema_defaults():
@@ -48,8 +48,8 @@ def test_notebook_06_in_the_smoke_run(smoke_run):
         results.set_index("method").loc["user_like_rate", "auc"])
     assert metrics["n_test"] == n_test and "all-MiniLM-L6-v2" in metrics["bertscore_backbone"]
     run_metrics = json.loads(paths.metrics.read_text())
-    assert run_metrics["06_evaluate"]["auc"] == metrics["auc"]
-    records = sorted(paths.results.glob("06_evaluate-*.json"))
+    assert run_metrics["07_evaluate"]["auc"] == metrics["auc"]
+    records = sorted(paths.results.glob("07_evaluate-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["seed"] == params["SEED"] and record["params"]["EVAL_METHODS"] == params["EVAL_METHODS"]

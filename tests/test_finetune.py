@@ -2,7 +2,7 @@
 adapter saved and reloaded, probabilities in [0, 1] that vary, AUC and BERTScore against real
 labels and references; resume after an interruption; skip of a finished run; config guard.
 
-The enrichment tables (descriptions, profiles, reasoning) that notebooks 02-04 would write
+The enrichment tables (descriptions, profiles, reasoning) that notebooks 02-05 would write
 with the teacher LLM are built here from the real review texts of the same data, so the run
 needs no teacher generation."""
 import json

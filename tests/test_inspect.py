@@ -1,4 +1,4 @@
-"""rrlib.report (notebook 07) and the faithfulness checks on small synthetic tables that follow the shared
+"""rrlib.report (notebook 08) and the faithfulness checks on small synthetic tables that follow the shared
 schemas."""
 from __future__ import annotations
 
@@ -273,7 +273,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# notebook 07 on a synthetic run folder
+# notebook 08 on a synthetic run folder
 # ---------------------------------------------------------------------------------------
 def _complete(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Add any column the current data schema requires that the synthetic table lacks."""
@@ -316,14 +316,14 @@ def test_notebook_07_on_a_synthetic_run(tmp_path):
     run_dir = tmp_path / "run"
     _write_synthetic_run(run_dir)
     out = tmp_path / "07.ipynb"
-    pm.execute_notebook(str(PROJECT_ROOT / "notebooks" / "07_inspect_outputs.ipynb"), str(out),
+    pm.execute_notebook(str(PROJECT_ROOT / "notebooks" / "08_inspect_outputs.ipynb"), str(out),
                         parameters={"RUN_DIR": str(run_dir), "SHOWCASE_FILTER": "wrong", "N_SHOWCASE": 5},
                         kernel_name=choose_kernel(), cwd=str(PROJECT_ROOT), progress_bar=False)
     page = (run_dir / "inspect" / "report.html").read_text(encoding="utf-8")
     assert 'data-example-id="test:u2"' in page and 'data-example-id="test:u3"' in page
     assert 'data-example-id="test:u1"' not in page  # correct, filtered out
     assert (run_dir / "inspect" / "failure_types.png").stat().st_size > 1000
-    results = json.loads(next((run_dir / "results").glob("07_inspect_outputs-*.json")).read_text())
+    results = json.loads(next((run_dir / "results").glob("08_inspect_outputs-*.json")).read_text())
     assert results["results"]["shown_example_ids"] == ["test:u2", "test:u3"]
     assert results["results"]["failure_counts"]["contradiction"] == 2
     assert results["params"]["SHOWCASE_FILTER"] == "wrong"

@@ -80,7 +80,7 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     paths = RunPaths.of(run_dir)
     write_results(paths, "02_item_descriptions", {"generation": {}, "model_identities": {"teacher": {"name": "t"}}},
                   params)
-    write_results(paths, "05_finetune", {"model_identities": {"student": {"name": "s", "adapter_sha256": "sha"}}},
+    write_results(paths, "06_finetune", {"model_identities": {"student": {"name": "s", "adapter_sha256": "sha"}}},
                   params)
     adapter = run_dir / "finetune" / "reasoningrec_K64" / "adapter_model.safetensors"
     adapter.parent.mkdir(parents=True)
@@ -92,7 +92,7 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     assert models["teacher"]["requested"] == {"MODEL": "embedded", "REVISION": "", "QUANTIZATION": "none",
                                               "BACKEND": "local"}
     assert models["teacher"]["recorded"] == {"02_item_descriptions": {"teacher": {"name": "t"}}}
-    assert models["student"]["recorded"] == {"05_finetune": {"student": {"name": "s", "adapter_sha256": "sha"}}}
+    assert models["student"]["recorded"] == {"06_finetune": {"student": {"name": "s", "adapter_sha256": "sha"}}}
     emb = models["teacher"]["embedded"]
     if "error" not in emb:  # the embedded package is installed in .venv
         assert re.fullmatch(r"[0-9a-f]{64}", emb["sha256"]) and emb["file"].endswith(".gguf")
@@ -103,10 +103,10 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
 
 def test_step_summary_reads_tokens_and_the_results_file(tmp_path):
     paths = RunPaths.of(tmp_path / "run")
-    write_results(paths, "06_evaluate", {"auc": {"a@K0": 0.5},
+    write_results(paths, "07_evaluate", {"auc": {"a@K0": 0.5},
                                          "generation": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
                   defaults())
-    summary = mf.step_summary(paths.root, "06_evaluate")
+    summary = mf.step_summary(paths.root, "07_evaluate")
     assert summary["tokens"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
-    assert summary["results_file"].startswith("results/06_evaluate-")
-    assert not paths.metrics.exists()  # metrics.json has one writer: notebook 06 (rrlib.evaluate.results)
+    assert summary["results_file"].startswith("results/07_evaluate-")
+    assert not paths.metrics.exists()  # metrics.json has one writer: notebook 07 (rrlib.evaluate.results)

@@ -1,7 +1,7 @@
-"""Notebooks 02-04 run headless (papermill, kernel "rrlib", cwd the project root) on a small slice
+"""Notebooks 02-05 run headless (papermill, kernel "rrlib", cwd the project root) on a small slice
 of the embedded default with the embedded teacher, write the tables they promise, and a rerun of
 02 is served entirely from the generation cache. Fast checks: papermill sees every declared
-parameter, and notebook 04's cells run on synthetic tables with a fake teacher, writing the training
+parameter, and notebook 05's cells run on synthetic tables with a fake teacher, writing the training
 reasoning and the test references to their own files."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from rrlib.prompts.postprocess import STATUSES
 from rrlib.reasoning import REASONING_COLUMNS
 
 NB = {name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
-      for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation")}
+      for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "05_reasoning_generation")}
 
 
 @pytest.mark.parametrize("name", list(NB)[1:])
@@ -30,13 +30,13 @@ def test_parameters_declare_what_the_step_uses(name):
             "TEACHER_BATCH_SIZE", "KSHOT_SIZES", "DOMAIN"} <= set(declared)
     # the K-shot sets of every seed are in scope (SEEDS, KSHOT_SAMPLING); 04 also needs the methods
     # whose teacher views it writes
-    extra = {"SEEDS", "KSHOT_SAMPLING"} | ({"METHODS"} if name == "04_reasoning_generation" else set())
+    extra = {"SEEDS", "KSHOT_SAMPLING"} | ({"METHODS"} if name == "05_reasoning_generation" else set())
     assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
     assert {k: v for k, v in declared.items() if v != SCHEMA[k].default} == {}
     own = {"02_item_descriptions": {"DESCRIPTION_WORDS", "DESCRIPTIONS_IMPORT", "PLOT_SOURCE", "PLOTS_CSV",
                                     "PLOT_RATE_LIMIT_S", "ENRICH_SCOPE"},
            "03_user_profiles": {"PROFILE_WORDS", "PROFILES_IMPORT", "ENRICH_SCOPE"},
-           "04_reasoning_generation": {"REASONING_WORDS"}}[name]
+           "05_reasoning_generation": {"REASONING_WORDS"}}[name]
     assert own <= set(declared)
 
 
@@ -89,13 +89,13 @@ def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_pat
     write_table(stale, paths.reference_reasoning)  # left by an earlier run of this folder
     backend = CountingBackend()
     monkeypatch.setattr(rrlib.llm, "teacher_backend", lambda cfg: backend)
-    ns = _exec_notebook_in_process(NB["04_reasoning_generation"], {
+    ns = _exec_notebook_in_process(NB["05_reasoning_generation"], {
         "RUN_DIR": str(paths.root), "CACHE_DIR": str(tmp_path / "cache"), "KSHOT_SIZES": [4], "N_TEST": 3,
         "REFERENCE_REASONING": references, "METHODS": ["reasoningrec", "tallrec"]})
 
     train = pd.read_parquet(paths.reasoning)
     assert train["example_id"].tolist() == ["train:u0", "train:u1", "train:u2", "train:u3"]
-    (rec,) = _results(paths, "04_reasoning_generation")
+    (rec,) = _results(paths, "05_reasoning_generation")
     res = rec["results"]
     assert res["n"] == 4 and res["product"] == "training" and res["generation"]["training"]["generated"] == 4
     assert res["views"] == {"reasoningrec": "full"}  # tallrec writes no reasoning
@@ -135,7 +135,7 @@ def _results(paths, step):
 
 @pytest.mark.slow
 def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
-    """02-04 ran headless through the runner on params/smoke.yaml (the session's smoke run)."""
+    """02-05 ran headless through the runner on params/smoke.yaml (the session's smoke run)."""
     run_dir, manifest, _, _ = smoke_run
     params = manifest["params"]
     k_max, n_test = max(params["KSHOT_SIZES"]), params["N_TEST"]
@@ -168,13 +168,13 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     assert sorted(refs["example_id"]) == sorted(test["example_id"]) and set(refs["status"]) <= set(STATUSES)
 
     for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof),
-                        ("04_reasoning_generation", reas)):
+                        ("05_reasoning_generation", reas)):
         (rec,) = _results(paths, step)
         res = rec["results"]
         assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()
         assert res["generation"]["generated"] > 0 and res["generation"]["completion_tokens"] > 0
         assert rec["params"]["KSHOT_SIZES"] == params["KSHOT_SIZES"]
-    refs_res = _results(paths, "04_reasoning_generation")[0]["results"]["test_references"]
+    refs_res = _results(paths, "05_reasoning_generation")[0]["results"]["test_references"]
     assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(test)
     assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
     for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):

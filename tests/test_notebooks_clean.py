@@ -28,7 +28,7 @@ def _parameters_cell(nb: dict) -> tuple[int, dict]:
     return tagged[0]
 
 
-def test_all_seven_notebooks_exist():
+def test_every_pipeline_notebook_exists():
     assert [p.stem for p in NOTEBOOKS] == list(STEPS)
 
 

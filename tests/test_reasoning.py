@@ -1,4 +1,4 @@
-"""Reasoning ground truth (notebook 04): training reasoning for the K-shot training examples only,
+"""Reasoning ground truth (notebook 05): training reasoning for the K-shot training examples only,
 test references (BERTScore only) for the test subsample only, each in its own file, the true
 label in the prompt, two-part post-processing, and the reasoning table contract."""
 import pandas as pd
@@ -130,7 +130,7 @@ def test_training_and_test_references_go_to_their_own_files(tmp_path):
     assert train.summary["product"] == "training" and train.summary["split"] == "train"
     assert refs.summary["product"] == "test_references" and refs.summary["enabled"] is True
     assert refs.summary["n"] == 3 and refs.summary["table"] == str(paths.reference_reasoning)
-    # notebook 06 reads both files: references exist for the test subsample and the training set
+    # notebook 07 reads both files: references exist for the test subsample and the training set
     got = reference_reasoning(paths)
     assert set(got["full"]) == set(on_disk_train["example_id"]) | set(on_disk_refs["example_id"])
 

@@ -136,7 +136,7 @@ class DataConfig(Section):
 
 @dataclass(frozen=True)
 class TeacherConfig(Section):
-    TITLE: ClassVar[str] = "teacher LLM (02-04)"
+    TITLE: ClassVar[str] = "teacher LLM (02-05)"
     teacher_backend: str = param("local", "local (transformers in this process) or server (OpenAI-compatible)",
                                  choices=("local", "server"))
     teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
@@ -164,7 +164,7 @@ class TeacherConfig(Section):
 
 @dataclass(frozen=True)
 class EnrichConfig(Section):
-    TITLE: ClassVar[str] = "enrichment and reasoning (02-04)"
+    TITLE: ClassVar[str] = "enrichment and reasoning (02-05)"
     description_words: int = param(25, "n: words in an item description", min=5)
     descriptions_import: str = param("", "file of existing descriptions keyed by item ('': none)")
     plot_source: str = param("cinemagoer", "movie plots (ML1M): cinemagoer, csv or none",
@@ -187,7 +187,7 @@ class EnrichConfig(Section):
 
 @dataclass(frozen=True)
 class Exp3rtConfig(Section):
-    TITLE: ClassVar[str] = "EXP3RT: review preferences, profiles, rating prediction and reranking (04-07)"
+    TITLE: ClassVar[str] = "EXP3RT: review preferences, profiles, rating prediction and reranking (04-08)"
     exp3rt_review_words: int = param(80, "each review is trimmed to this many words before preference extraction",
                                      min=5)
     exp3rt_reviews_per_user: int = param(8, "most recent allowed reviews per user whose preferences form the user "
@@ -207,7 +207,7 @@ class Exp3rtConfig(Section):
 
 @dataclass(frozen=True)
 class StudentConfig(Section):
-    TITLE: ClassVar[str] = "student finetuning (05)"
+    TITLE: ClassVar[str] = "student finetuning (06)"
     student_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     student_revision: str = param("", "model revision for a hub id ('': default)")
     student_quantization: str = param("none", "none, 4bit or 8bit (CUDA only; paper: 8bit)",
@@ -235,7 +235,7 @@ class StudentConfig(Section):
 
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
-    TITLE: ClassVar[str] = "evaluation (06)"
+    TITLE: ClassVar[str] = "evaluation (07)"
     eval_methods: list[str] = param(["zeroshot_vanilla", "zeroshot_reasoningrec", "user_like_rate", "item_like_rate",
                                      "bias_logreg", "sasrec", "caser"], "methods scored besides the finetuned ones")
     generate_reasoning: bool = param(True, "generate reasoning text for BERTScore (prediction only if False)")
@@ -254,7 +254,7 @@ class EvaluateConfig(Section):
 
 @dataclass(frozen=True)
 class InspectConfig(Section):
-    TITLE: ClassVar[str] = "inspection (07)"
+    TITLE: ClassVar[str] = "inspection (08)"
     n_showcase: int = param(12, "test examples shown side by side", min=1)
     showcase_filter: str = param("all", "which examples: all, correct, wrong, confident_wrong, liked, disliked",
                                  choices=("all", "correct", "wrong", "confident_wrong", "liked", "disliked"))

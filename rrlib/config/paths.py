@@ -3,12 +3,13 @@ themselves, so that data flows one way through one layout:
 
     RUN_DIR/
       data/        01: interactions, items (with sampled reviews), users, examples, data card, plots
-      enrich/      02-03: item_descriptions.parquet, user_profiles.parquet
-      reasoning/   04: reasoning.parquet (ground truth for training examples)
-                   and test_references.parquet (test subsample; BERTScore references only)
-      finetune/    05: <method>_K<k>/ adapters, trainer state, curves
-      evaluate/    06: predictions.parquet, results table, plots
-      inspect/     07: report.html
+      enrich/      02-04: item_descriptions, user_profiles (ReasoningRec); preferences, exp3rt_user_profiles,
+                   exp3rt_item_profiles, candidates (EXP3RT)
+      reasoning/   05: reasoning.parquet and rating_reasoning.parquet (ground truth for training examples),
+                   test_references.parquet and rating_test_references.parquet (BERTScore references only)
+      finetune/    06: <method>_K<k>/ adapters, trainer state, curves; recpie/ (the reward loop)
+      evaluate/    07: predictions.parquet, rankings.parquet, results tables, plots
+      inspect/     08: report.html, human-evaluation sheets
       notebooks/   executed notebooks
       results/     one JSON per notebook execution (never overwritten)
       manifest.json, metrics.json
@@ -24,8 +25,8 @@ from pathlib import Path
 from rrlib.errors import MissingArtifactError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_reasoning_generation",
-         "05_finetune", "06_evaluate", "07_inspect_outputs")
+STEPS = ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_review_preferences",
+         "05_reasoning_generation", "06_finetune", "07_evaluate", "08_inspect_outputs")
 _SUBFOLDERS = ("data", "enrich", "reasoning", "finetune", "evaluate", "inspect", "notebooks", "results")
 
 
@@ -67,7 +68,7 @@ class RunPaths:
     def data_card_json(self) -> Path: return self.data / "data_card.json"
     @property
     def data_card_md(self) -> Path: return self.data / "data_card.md"
-    # 02-04 enrichment and reasoning
+    # 02-05 enrichment and reasoning
     @property
     def enrich(self) -> Path: return self.root / "enrich"
     @property
@@ -103,7 +104,7 @@ class RunPaths:
         """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
         shown to the student (kept in its own file so training cannot read it by accident)."""
         return self.reasoning_dir / "test_references.parquet"
-    # 05-07
+    # 06-08
     @property
     def finetune(self) -> Path: return self.root / "finetune"
     def adapter_dir(self, method: str, k: int, seed: int | None = None) -> Path:

@@ -1,4 +1,4 @@
-"""What notebooks 02-04 share: a step's output (table, requests, summary), the rows of imported
+"""What notebooks 02-05 share: a step's output (table, requests, summary), the rows of imported
 and generated texts, the summary counts, and reading and writing the enrichment tables."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""EXP3RT steps 1 and 2 (notebook 04): preference extraction from the reviews the split allows,
+"""EXP3RT steps 1 and 2 (notebook 05): preference extraction from the reviews the split allows,
 then user and item profiles aggregated from the extracted preferences.
 
 Which reviews may be used (no held-out review reaches any step):
@@ -70,6 +70,40 @@ def item_reviews(items: pd.DataFrame, item_ids: Iterable[str], per_item: int, wo
                 rows.append({"review_id": f"i:{item}:{n}", "source": "item", "user_id": "", "item_id": item,
                              "position": n, "rating": float(r["rating"]), "text": trim_words(str(r["text"]), words)})
     return pd.DataFrame(rows, columns=["review_id", "source", "user_id", "item_id", "position", "rating", "text"])
+
+
+# ---------------------------------------------------------------------------------------
+# What notebook 04 has to do
+# ---------------------------------------------------------------------------------------
+EXP3RT_INPUTS = frozenset({"preferences", "user_profile", "item_profile"})
+
+
+def methods_needing_preferences(cfg: Config) -> list[str]:
+    """The requested methods (METHODS, EVAL_METHODS) whose inputs include EXP3RT's preferences or
+    profiles, in registry order; notebook 04 does nothing when there are none."""
+    from rrlib.methods import registry
+
+    wanted = set(cfg.student.methods) | set(cfg.evaluate.eval_methods)
+    return [m for m in registry.names() if m in wanted and registry.get(m).inputs & EXP3RT_INPUTS]
+
+
+def rank_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
+    """The test examples whose candidates are reranked: the first RANK_USERS of the seeded test
+    subsample (all N_TEST when 0)."""
+    from rrlib.data.schema import eval_subset
+
+    test = eval_subset(examples, "test", cfg.data.n_test)
+    return test.head(cfg.exp3rt.rank_users) if cfg.exp3rt.rank_users else test
+
+
+def exp3rt_scope(scoped: pd.DataFrame, candidates: pd.DataFrame | None) -> tuple[list[str], list[str]]:
+    """(users, items) that need EXP3RT profiles: the users of the scoped examples (K-shot sets,
+    valid and test subsamples) and every item those examples target or a reranking list proposes."""
+    users = sorted(set(map(str, scoped["user_id"])))
+    items = set(map(str, scoped["target_item_id"]))
+    if candidates is not None and len(candidates):
+        items |= set(map(str, candidates["item_id"]))
+    return users, sorted(items)
 
 
 # ---------------------------------------------------------------------------------------
@@ -174,5 +208,5 @@ def usable_profiles(table: pd.DataFrame | None) -> dict[str, str]:
     return dict(zip(ok["id"].astype(str), ok["profile"].astype(str)))
 
 
-__all__ = ["PREFERENCE_COLUMNS", "PROFILE_TABLE_COLUMNS", "build_profiles", "extract_preferences", "item_reviews",
+__all__ = ["EXP3RT_INPUTS", "exp3rt_scope", "methods_needing_preferences", "rank_examples", "PREFERENCE_COLUMNS", "PROFILE_TABLE_COLUMNS", "build_profiles", "extract_preferences", "item_reviews",
            "usable_profiles", "user_reviews"]

@@ -1,4 +1,4 @@
-"""The report cells notebooks 02-04 share: a status table, a length histogram and the generation
+"""The report cells notebooks 02-05 share: a status table, a length histogram and the generation
 speed, for any table of teacher-written texts (descriptions, profiles, reasoning)."""
 from __future__ import annotations
 

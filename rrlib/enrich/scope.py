@@ -1,4 +1,4 @@
-"""Which items and users need teacher text: the scope of notebooks 02-04 (ENRICH_SCOPE)."""
+"""Which items and users need teacher text: the scope of notebooks 02-05 (ENRICH_SCOPE)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Evaluation, notebook 06: what to evaluate (:mod:`.plan`), the LLM students' predictions
+"""Evaluation, notebook 07: what to evaluate (:mod:`.plan`), the LLM students' predictions
 (:mod:`.llm`), AUC with bootstrap intervals and paired differences (:mod:`.metrics`), RMSE / MAE of
 the rating task (:mod:`.rating`), NDCG / Recall / HitRate of the ranking task (:mod:`.ranking`), BERTScore
 (:mod:`.bertscore`), faithfulness checks of reasoning (:mod:`.faithfulness`), the results and

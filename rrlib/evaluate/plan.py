@@ -1,4 +1,4 @@
-"""What notebook 06 evaluates: the methods the parameters name, grouped by how they are built,
+"""What notebook 07 evaluates: the methods the parameters name, grouped by how they are built,
 every name checked against the registry before anything runs."""
 from __future__ import annotations
 

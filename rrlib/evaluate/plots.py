@@ -1,4 +1,4 @@
-"""The evaluation plots of notebook 06 (matplotlib; each returns the figure and saves it when a
+"""The evaluation plots of notebook 07 (matplotlib; each returns the figure and saves it when a
 path is given)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The results of notebook 06: one row per (method, K, seed) with its metrics, the paired comparison
+"""The results of notebook 07: one row per (method, K, seed) with its metrics, the paired comparison
 with the strongest bias baseline, the summary over seeds, and the run's ``metrics.json``.
 
 Honest comparisons. On these datasets the user's and the item's like-rates are strong. Every
@@ -36,7 +36,7 @@ RESULT_COLUMNS = ["dataset", "method", "label", "k", "seed", "task", "n", "n_pos
                   "auc_ci_high", "reference", "delta_auc", "delta_ci_low", "delta_ci_high", "delta_p",
                   *RATING_COLUMNS, *RATING_DELTA_COLUMNS,
                   "bertscore_f1", "bertscore_n", "bertscore_empty", "bertscore_backbone", "format_errors", "note"]
-#: the figures notebook 06 records in metrics.json (fixed keys; tests and tooling read them)
+#: the figures notebook 07 records in metrics.json (fixed keys; tests and tooling read them)
 METRICS_KEYS = ("results", "summary", "auc", "bertscore_f1", "best_method", "strongest_bias_baseline",
                 "beats_bias_baseline", "rmse", "mae", "strongest_rating_baseline", "beats_rating_baseline", "n_test",
                 "n_test_dislikes", "bootstrap_samples", "seed", "seeds", "bertscore_backbone")
@@ -184,7 +184,7 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------------------
-# metrics.json: notebook 06 is its only writer
+# metrics.json: notebook 07 is its only writer
 # ---------------------------------------------------------------------------------------
 def _clean(v: Any) -> Any:
     if isinstance(v, np.integer):
@@ -227,7 +227,7 @@ def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, s
 
 def write_run_metrics(paths, metrics: Mapping[str, Any], params: Mapping[str, Any]) -> Path:
     """Write ``evaluate/metrics.json`` (every figure) and the run's ``metrics.json`` (the final
-    figures with what produced them). Notebook 06 is the only caller, so a run made through
+    figures with what produced them). Notebook 07 is the only caller, so a run made through
     JupyterLab gets the same file as one made by the runner."""
     missing = [k for k in METRICS_KEYS if k not in metrics]
     if missing:
@@ -244,7 +244,7 @@ def write_run_metrics(paths, metrics: Mapping[str, Any], params: Mapping[str, An
 
 @dataclass
 class Evaluation:
-    """What notebook 06 shows and records."""
+    """What notebook 07 shows and records."""
     results: pd.DataFrame
     summary: pd.DataFrame
     per_example: pd.DataFrame
@@ -277,7 +277,7 @@ def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_vi
 
 
 def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
-    """Ground-truth reasoning by teacher view and example id, usable rows only: notebook 04's
+    """Ground-truth reasoning by teacher view and example id, usable rows only: notebook 05's
     training reasoning and its test references (written for BERTScore only)."""
     from rrlib.prompts.postprocess import USABLE_STATUSES
 
@@ -290,7 +290,7 @@ def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict
         table = pd.read_parquet(source)
         missing = [c for c in ("example_id", "view", "reasoning", "status") if c not in table.columns]
         if missing:
-            raise ValueError(f"{source} lacks column(s) {missing}; rerun 04_reasoning_generation.")
+            raise ValueError(f"{source} lacks column(s) {missing}; rerun 05_reasoning_generation.")
         table = table[table["status"].isin(USABLE_STATUSES) & (table["reasoning"].fillna("").str.strip() != "")]
         for view, g in table.groupby("view"):
             ids = g["example_id"].astype(str)

@@ -6,7 +6,7 @@ holds declarations only (no heavy imports): a non-LLM method names its implement
 
 Fields:
 
-* ``kind`` - how the method is built: ``finetuned_llm`` (LoRA student, notebook 05),
+* ``kind`` - how the method is built: ``finetuned_llm`` (LoRA student, notebook 06),
   ``zeroshot_llm`` (the base student), ``bias`` and ``sequential`` (classical like/dislike
   baselines), ``rating_baseline``, ``retriever`` and ``reranker`` (EXP3RT's tasks),
   ``hybrid`` (RecPIE: text fused into a recommender);

@@ -1,4 +1,4 @@
-"""Prompt templates. ``teacher`` renders the enrichment prompts of notebooks 02-04 and
+"""Prompt templates. ``teacher`` renders the enrichment prompts of notebooks 02-05 and
 ``postprocess`` cleans and checks what the teacher writes; ``student`` (finetuning and
 prediction prompts) is imported on its own as ``rrlib.prompts.student``."""
 from rrlib.prompts.teacher import (DOMAINS, PAPER_SETTINGS, ROLES, TASKS, TEMPLATES, ItemFacts,

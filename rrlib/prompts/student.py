@@ -1,4 +1,4 @@
-"""Versioned prompt templates for the student model (finetuning in 05, prediction in 06).
+"""Versioned prompt templates for the student model (finetuning in 06, prediction in 07).
 
 One prompt layout per LLM method of :mod:`rrlib.methods.registry` (wording written for this
 project from ReasoningRec's Table 1 and section 4.2); what a method shows is its registry
@@ -188,7 +188,7 @@ def completion(label: int, reasoning: str, method: str) -> str:
         return head
     if not isinstance(reasoning, str) or not reasoning.strip():
         raise ValueError(f"method {method!r} trains on reasoning, but the reasoning text is empty; "
-                         f"rerun 04_reasoning_generation for these examples.")
+                         f"rerun 05_reasoning_generation for these examples.")
     return f"{head}\n{reasoning.strip()}"
 
 

@@ -1,4 +1,4 @@
-"""Versioned prompt templates for the teacher LLM (notebooks 02-04).
+"""Versioned prompt templates for the teacher LLM (notebooks 02-05).
 
 Three tasks, following ReasoningRec sections 3.2-3.4 (wording written for this project):
 

@@ -1,4 +1,4 @@
-"""Choosing and assembling the cases of notebook 07: the run's inputs, the lead method's rows,
+"""Choosing and assembling the cases of notebook 08: the run's inputs, the lead method's rows,
 the filters, and one side-by-side case per example (input, ground truth, every method's output),
 plus the failure summary over all text outputs."""
 from __future__ import annotations
@@ -65,7 +65,7 @@ def load_inputs(paths) -> InspectionInputs:
     no descriptions still inspects)."""
     from rrlib.data import load_tables
     tables = load_tables(paths)
-    paths.require(paths.predictions, "06_evaluate")
+    paths.require(paths.predictions, "07_evaluate")
     predictions = pd.read_parquet(paths.predictions)
     opt = {}
     for name, path in (("descriptions", paths.item_descriptions), ("profiles", paths.user_profiles),

@@ -1,4 +1,4 @@
-"""The self-contained HTML report of notebook 07 (no external assets: it opens offline)."""
+"""The self-contained HTML report of notebook 08 (no external assets: it opens offline)."""
 from __future__ import annotations
 
 import html
@@ -155,7 +155,7 @@ def write_report(path: str | Path, page: str) -> Path:
 def inspect_run(inputs: InspectionInputs, *, method: str = "reasoningrec", how: str = "all", user: str = "",
                 n: int = 12, meta: Mapping[str, Any] | None = None
                 ) -> tuple[list[Case], pd.DataFrame, pd.DataFrame, str]:
-    """Everything notebook 07 shows: ``(cases, failure summary, failure rates, report HTML)``."""
+    """Everything notebook 08 shows: ``(cases, failure summary, failure rates, report HTML)``."""
     block = method_block(inputs.predictions, method)
     order = dict(zip(inputs.examples["example_id"].astype(str), inputs.examples["sample_rank"]))
     chosen = select_examples(block, how=how, user=user, n=n, order=pd.Series(order))

@@ -13,7 +13,7 @@ half-written manifest. It holds:
   recorded in their results files, and the SHA-256 of the embedded GGUF);
 - ``data``: SHA-256 of the raw input files and of every Parquet table the run produced.
 
-``metrics.json`` is written by notebook 06 alone (:func:`rrlib.evaluate.results.write_run_metrics`);
+``metrics.json`` is written by notebook 07 alone (:func:`rrlib.evaluate.results.write_run_metrics`);
 the manifest only points at it.
 
 What a notebook's results record may hold, read by fixed keys (:data:`RESULT_KEYS`):
@@ -33,8 +33,8 @@ from rrlib.config.provenance import environment_info, git_commit, utc_now
 MANIFEST_VERSION = 1
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 # Steps (by number) whose model is the teacher, and those whose model is the student.
-TEACHER_STEPS = ("02", "03", "04")
-STUDENT_STEPS = ("05", "06")
+TEACHER_STEPS = ("02", "03", "04", "05")
+STUDENT_STEPS = ("06", "07")
 #: the keys of a results record the manifest reads
 RESULT_KEYS = ("generation", "model_identities")
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "generated", "cached", "truncated_prompts")
