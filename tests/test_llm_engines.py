@@ -3,7 +3,6 @@ timeouts, clean stops, the portable build's CPU-feature choice, TEACHER_ENGINE w
 llama-server / vLLM generations where those engines are installed."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
