@@ -390,6 +390,8 @@ class EngineConfig:
     ctx_per_slot: int = 2560
     startup_timeout_s: float = 600.0
     vllm_kv_cache_gib: int = 2
+    #: more command-line arguments for the engine (e.g. ``("--poll", "0")`` for llama-server)
+    extra_args: tuple[str, ...] = ()
 
 
 @dataclass
@@ -427,7 +429,7 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
             cmd = [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", "{port}",
                    "--alias", SERVED_NAME, "--threads", str(threads), "--threads-batch", str(threads),
                    "--ctx-size", str(ctx), "--parallel", str(config.parallel), "--cont-batching",
-                   "--batch-size", "2048", "--ubatch-size", "512", "--no-webui", "--no-warmup"]
+                   "--batch-size", "2048", "--ubatch-size", "512", "--no-webui", "--no-warmup", *config.extra_args]
             return EngineSpec(config, cmd, ident, "/health", None, extra)
         import importlib.metadata
 
@@ -436,7 +438,8 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
         # llama_cpp.server decodes one request at a time: one context, no slots
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
                "--port", "{port}", "--model_alias", SERVED_NAME, "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--n_ctx", str(config.ctx_per_slot), "--n_batch", "512"]
+               "--n_threads_batch", str(threads), "--n_ctx", str(config.ctx_per_slot), "--n_batch", "512",
+               *config.extra_args]
         return EngineSpec(config, cmd, ident, "/v1/models", None, extra)
     if config.engine == "vllm":
         python = vllm_python()
@@ -461,7 +464,10 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
                "--host", "127.0.0.1", "--port", "{port}", "--served-model-name", SERVED_NAME,
                "--dtype", config.dtype, "--max-model-len", str(config.ctx_per_slot),
                "--max-num-seqs", str(config.parallel), "--enable-prefix-caching",
-               "--disable-log-stats", "--uvicorn-log-level", "warning"]
+               # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") on a seeded request
+               # whose prefill was split across steps: prefill whole prompts only
+               "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(4096, config.ctx_per_slot)),
+               "--disable-log-stats", "--uvicorn-log-level", "warning", *config.extra_args]
         return EngineSpec(config, cmd, ident, "/health", env, {})
     raise ServerError(f"engine {config.engine!r} is not a server engine; known: {list(ENGINE_PREFERENCE)}.")
 
