@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     ap.add_argument("--llama-weights", default="q4_1,q8_0,f16", help="GGUF weights for llama_server")
     ap.add_argument("--slots", default="16", help="llama_server --parallel slots to try")
     ap.add_argument("--llama-threads", default="", help="llama_server thread counts to try (default: --threads)")
+    ap.add_argument("--llama-configs", default="", help="explicit llama_server runs WEIGHTS:THREADS,... (instead "
+                    "of every --llama-weights x --llama-threads), e.g. q4_1:1,q8_0:1,f16:1,q8_0:2")
     ap.add_argument("--llama-args", default="", help="more llama-server arguments, e.g. '--poll 0'")
     ap.add_argument("--llama-cpp-python-weights", default="q4_1", help="GGUF weights for llama_cpp_python")
     ap.add_argument("--vllm-seqs", default="64", help="vLLM max_num_seqs to try")
@@ -162,15 +164,16 @@ def main(argv=None) -> int:
                 print(rows[-1], flush=True)
             del be
         elif engine == "llama_server":
-            for threads in ints(args.llama_threads) or [args.threads]:
-                for weights in args.llama_weights.split(","):
-                    for slots in ints(args.slots):
-                        config = EngineConfig("llama_server", weights=weights, threads=threads, parallel=slots,
-                                              ctx_per_slot=1024, extra_args=tuple(args.llama_args.split()))
-                        rows.append(run_engine(config, reqs, args.cache_dir, f"{slots} slots, {weights.upper()}, "
-                                               f"{threads} thread(s)" + (f", {args.llama_args}" if args.llama_args
-                                                                         else "")))
-                        print(rows[-1], flush=True)
+            runs = [(w, int(t)) for w, t in (c.split(":") for c in args.llama_configs.split(",") if c)] or \
+                [(w, t) for t in (ints(args.llama_threads) or [args.threads]) for w in args.llama_weights.split(",")]
+            for weights, threads in runs:
+                for slots in ints(args.slots):
+                    config = EngineConfig("llama_server", weights=weights, threads=threads, parallel=slots,
+                                          ctx_per_slot=1024, extra_args=tuple(args.llama_args.split()))
+                    setting = f"{slots} slots, {weights.upper()}, {threads} thread(s)" + (
+                        f", {args.llama_args}" if args.llama_args else "")
+                    rows.append(run_engine(config, reqs, args.cache_dir, setting))
+                    print(rows[-1], flush=True)
         elif engine == "llama_cpp_python":
             for weights in args.llama_cpp_python_weights.split(","):
                 config = EngineConfig("llama_cpp_python", weights=weights, threads=args.threads, parallel=1,
