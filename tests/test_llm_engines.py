@@ -3,6 +3,7 @@ timeouts, clean stops, the portable build's CPU-feature choice, TEACHER_ENGINE w
 llama-server / vLLM generations where those engines are installed."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -234,6 +235,16 @@ def test_teacher_engine_param_is_validated_and_transformers_stays_local(tmp_path
     assert isinstance(make_backend({"TEACHER_ENGINE": "transformers"}, "teacher", tmp_path), LocalBackend)
 
 
+def test_engine_params_that_contradict_each_other_are_param_errors(tmp_path):
+    with pytest.raises(ParamError, match="TEACHER_BACKEND is 'server'"):
+        make_backend({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "TEACHER_ENGINE": "llama_server"},
+                     "teacher", tmp_path)
+    with pytest.raises(ParamError, match="TEACHER_QUANTIZATION applies to TEACHER_ENGINE transformers"):
+        make_backend({"TEACHER_ENGINE": "vllm", "TEACHER_QUANTIZATION": "4bit"}, "teacher", tmp_path)
+    with pytest.raises(ParamError, match="TEACHER_ENGINE_WEIGHTS"):
+        make_backend({"TEACHER_ENGINE": "llama_server", "TEACHER_ENGINE_WEIGHTS": "q2_k"}, "teacher", tmp_path)
+
+
 def test_missing_engine_is_a_clear_param_error(tmp_path, monkeypatch):
     monkeypatch.setenv("RRLIB_VLLM_PYTHON", str(tmp_path / "no-such-python"))
     with pytest.raises(ParamError, match=r"vLLM is not installed: run `make vllm`"):
@@ -284,6 +295,22 @@ def test_real_llama_server_generates_through_the_workbook(tmp_path):
     assert not be.process.running
     assert all(r.text and r.completion_tokens >= 2 and r.prompt_tokens > 10 for r in out)
     assert all(r.extra["engine"] == "llama_server" for r in out)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_auto_picks_a_working_llama_server_once(tmp_path, monkeypatch):
+    reason = eng.not_installed_reason("llama_server")
+    if reason:
+        pytest.skip(reason)
+    monkeypatch.setattr(eng, "ENGINE_PREFERENCE", ("llama_server",))
+    config = EngineConfig("auto", weights="q4_1", parallel=2, ctx_per_slot=512)
+    assert eng.choose_engine(config, tmp_path) == "llama_server"
+    memo = json.loads((tmp_path / "engines" / "probes.json").read_text())
+    assert [v["engine"] for v in memo.values()] == ["llama_server"]
+    # remembered: the second choice starts nothing
+    monkeypatch.setattr(eng.EngineProcess, "start", lambda self: (_ for _ in ()).throw(AssertionError("started")))
+    assert eng.choose_engine(config, tmp_path) == "llama_server"
 
 
 @pytest.mark.slow

@@ -103,6 +103,11 @@ def _die_with_parent() -> None:  # runs in the child before exec (Linux): no orp
         pass
 
 
+def _pdeathsig_safe() -> bool:
+    # the death signal follows the THREAD that started the child: only tie it to the main thread
+    return sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+
+
 class EngineProcess:
     """One engine process on loopback. ``command`` may contain ``{port}``, replaced at start.
 
@@ -183,7 +188,7 @@ class EngineProcess:
             try:
                 self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
                                              stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
-                                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                             preexec_fn=_die_with_parent if _pdeathsig_safe() else None)
             except OSError as e:
                 self._log.close()
                 raise ServerError(f"cannot start {self.name}: {e}. Command: {' '.join(self.command)}") from e
@@ -561,11 +566,10 @@ def probe_engine(config: EngineConfig, cache_dir: str | Path) -> str:
             memo = json.loads(memo_file.read_text())
     if memo.get(key, {}).get("ok"):
         return ""
-    probe_spec = dataclasses.replace(spec, config=dataclasses.replace(spec.config, parallel=2))
     request = GenerationRequest(({"role": "user", "content": "Name three colours of lipstick."},),
                                 GenerationSettings(max_new_tokens=16), "engine_probe", "1")
     try:
-        with EngineBackend(probe_spec, timeout_s=120, retries=0, log_dir=cache_dir / "engines" / "logs") as be:
+        with EngineBackend(spec, timeout_s=300, retries=0, log_dir=cache_dir / "engines" / "logs") as be:
             result = be.generate([request, request])[0]
         if result.completion_tokens < 2:
             return f"{config.engine} answered the probe with {result.completion_tokens} token(s)"
