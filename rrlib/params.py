@@ -78,11 +78,12 @@ TEACHER = {
                          "stops; `make server` / `make vllm`), or auto (the fastest installed engine that "
                          "works here, else transformers)",
                          ("auto", "transformers", "llama_server", "llama_cpp_python", "vllm")),
-    "TEACHER_ENGINE_WEIGHTS": _P("str", "q8_0", "GGUF weights the llama.cpp engines serve: q4_1 (shipped), q8_0, "
+    "TEACHER_ENGINE_WEIGHTS": _P("str", "f16", "GGUF weights the llama.cpp engines serve: q4_1 (shipped), q8_0, "
                                  "f16 or bf16 (made once with llama-quantize)", ("q4_1", "q8_0", "f16", "bf16")),
     "TEACHER_ENGINE_PARALLEL": _P("int", 16, "engine requests decoded together (llama-server slots, vLLM "
                                   "max_num_seqs)", min=1),
-    "TEACHER_ENGINE_THREADS": _P("int", 0, "engine CPU threads (0 = every core)", min=0),
+    "TEACHER_ENGINE_THREADS": _P("int", 0, "engine CPU threads (0 = every core; on a machine shared with "
+                                 "other jobs 1 is faster: llama.cpp threads spin-wait on each other)", min=0),
     "TEACHER_MODEL": _P("str", "embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id"),
     "TEACHER_REVISION": _P("str", "", "model revision for a hub id ('' = default)"),
     "TEACHER_QUANTIZATION": _P("str", "none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only",

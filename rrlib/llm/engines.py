@@ -386,7 +386,7 @@ class EngineConfig:
     engine: str
     model: str = "embedded"
     #: llama.cpp engines: GGUF weight type; vLLM serves the de-quantized checkpoint in ``dtype``
-    weights: str = "q8_0"
+    weights: str = "f16"
     dtype: str = "bfloat16"
     threads: int = 2
     #: llama-server slots / vLLM max_num_seqs / client requests in flight
