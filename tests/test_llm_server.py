@@ -2,10 +2,8 @@
 cache against scripted loopback servers, then real generations from a llama.cpp server."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -217,56 +215,40 @@ def test_long_prompt_is_cut_in_the_middle_of_the_user_message():
 
 
 # --------------------------------------------------------------------------- real llama.cpp server
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory):
-    if importlib.util.find_spec("llama_cpp") is None:
-        pytest.skip("llama_cpp cannot be imported: install the server with `make server` "
-                    "(pip install 'llama-cpp-python[server]')")
-    port = _free_port()
+    """llama-cpp-python's server on loopback, started by the workbook's launcher: a server that
+    dies (e.g. SIGILL from a binary built for instructions this CPU refuses) fails the test with
+    its signal and the end of its log, not with 'connection failed'."""
+    from rrlib.llm.engines import EngineProcess, not_installed_reason
+
+    reason = not_installed_reason("llama_cpp_python")
+    if reason:
+        pytest.skip(reason)
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host", "127.0.0.1",
-           "--port", str(port), "--n_ctx", "2048", "--model_alias", "smollm2", "--n_threads", "2"]
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    log = open(log_path, "w")  # a file, not a pipe: the verbose server would block on a full pipe
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 180
+           "--port", "{port}", "--n_ctx", "2048", "--model_alias", "smollm2", "--n_threads", "2"]
+    proc = EngineProcess(cmd, name="llama_cpp.server", health_path="/v1/models", startup_timeout_s=180,
+                         log_path=tmp_path_factory.mktemp("llama_server") / "server.log")
     try:
-        while time.time() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"llama_cpp.server exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                if requests.get(f"{url}/models", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"llama_cpp.server did not answer /v1/models within 180 s: {log_path.read_text()[-2000:]}")
-        yield url
+        proc.start()
+    except ServerError as e:
+        pytest.fail(str(e))
+    try:
+        yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        proc.stop()
 
 
 @pytest.mark.slow
 @pytest.mark.server
 def test_real_llama_cpp_server_generates_and_caches(llama_server, tmp_path):
-    params = {"TEACHER_BACKEND": "server", "SERVER_URL": llama_server, "SERVER_MODEL": "smollm2",
+    params = {"TEACHER_BACKEND": "server", "SERVER_URL": llama_server.url, "SERVER_MODEL": "smollm2",
               "SERVER_CONCURRENCY": 2, "SERVER_API_KEY_ENV": "RRLIB_UNSET_KEY_ENV"}
     be = make_teacher(params, tmp_path)
     assert be.identity == {"backend": "server", "name": "smollm2", "served_model": "smollm2"}
     reqs = [_request(i, max_new_tokens=12) for i in range(3)] + [_request(0, max_new_tokens=12, temperature=0.7,
                                                                            top_p=0.9, seed=5)]
+    be.liveness = llama_server.check_alive  # a crash mid-run names its signal and log
     gen = CachedGenerator(be, tmp_path, progress=False)
     out = gen.generate(reqs)
     assert all(r.text and 0 < r.completion_tokens <= 12 and r.prompt_tokens > 5 for r in out)

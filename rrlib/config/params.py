@@ -139,6 +139,18 @@ class TeacherConfig(Section):
     TITLE: ClassVar[str] = "teacher LLM (02-05)"
     teacher_backend: str = param("local", "local (transformers in this process) or server (OpenAI-compatible)",
                                  choices=("local", "server"))
+    teacher_engine: str = param("transformers", "with TEACHER_BACKEND local: transformers (in this process), "
+                                                "llama_server, llama_cpp_python or vllm (a loopback process the "
+                                                "workbook starts and stops; make server / make vllm), or auto (the "
+                                                "fastest installed engine that works here, else transformers)",
+                                choices=("auto", "transformers", "llama_server", "llama_cpp_python", "vllm"))
+    teacher_engine_weights: str = param("f16", "GGUF weights the llama.cpp engines serve: q4_1 (shipped), q8_0, f16 "
+                                               "or bf16 (made once with llama-quantize)",
+                                        choices=("q4_1", "q8_0", "f16", "bf16"))
+    teacher_engine_parallel: int = param(16, "engine requests decoded together (llama-server slots, vLLM "
+                                             "max_num_seqs)", min=1)
+    teacher_engine_threads: int = param(0, "engine CPU threads (0: every core; on a machine shared with other jobs 1 "
+                                           "is faster: llama.cpp threads spin-wait on each other)", min=0)
     teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     teacher_revision: str = param("", "model revision for a hub id ('': default)")
     teacher_quantization: str = param("none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only",

@@ -9,6 +9,7 @@ The student's backend (a LocalBackend with a LoRA adapter) is built by :mod:`rrl
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from rrlib.errors import ParamError
@@ -19,6 +20,7 @@ from .base import (TRUNCATION_MARKER, ChatBackend, GenerationRequest, Generation
                    ModelLoadError, PromptTooLongError, ServerError)
 from .cache import CachedGenerator, CacheWarning, GenerationCache, cache_summary
 from .embedded import EmbeddedModelError, embedded_bertscore_model, embedded_checkpoint, embedded_gguf
+from .engines import EngineBackend, EngineProcess
 from .local import LocalBackend, load_model_and_tokenizer
 from .server import ServerBackend
 
@@ -28,10 +30,16 @@ def teacher_backend(cfg: Config) -> ChatBackend:
     before any generation (and before any weights load: backends are lazy).
 
     Reads TEACHER_BACKEND (local | server), TEACHER_MODEL/REVISION/DTYPE/QUANTIZATION/BATCH_SIZE/
-    BATCH_TOKENS, MAX_PROMPT_TOKENS, TRUST_REMOTE_CODE, SERVER_* for the server, CACHE_DIR."""
+    BATCH_TOKENS, MAX_PROMPT_TOKENS, TRUST_REMOTE_CODE, SERVER_* for the server, CACHE_DIR, and
+    TEACHER_ENGINE (transformers | llama_server | llama_cpp_python | vllm | auto) with
+    TEACHER_ENGINE_WEIGHTS/PARALLEL/THREADS for a loopback engine (:mod:`.engines`)."""
     t = cfg.teacher
     cache_dir = resolve_path(cfg.common.cache_dir)
     if t.teacher_backend == "server":
+        if t.teacher_engine not in ("transformers", "auto"):
+            raise ParamError(f"TEACHER_ENGINE={t.teacher_engine!r} starts a local engine, but TEACHER_BACKEND is "
+                             f"'server' (an engine someone else runs at SERVER_URL). Use TEACHER_BACKEND: local, or "
+                             f"TEACHER_ENGINE: transformers.")
         if not t.server_model:
             raise ParamError("TEACHER_BACKEND is 'server' but SERVER_MODEL is empty: set SERVER_MODEL to the "
                              "model name the server serves (its GET /v1/models lists them).")
@@ -48,10 +56,41 @@ def teacher_backend(cfg: Config) -> ChatBackend:
     if not model:
         raise ParamError("TEACHER_MODEL is empty: use 'embedded', a local checkpoint folder or a hub model id.")
     check_model_path(model, "TEACHER_MODEL")
+    if t.teacher_engine != "transformers":
+        backend = _engine_backend(cfg, model, cache_dir)
+        if backend is not None:
+            return backend
     return LocalBackend(model, cache_dir=cache_dir, revision=t.teacher_revision, dtype=t.teacher_dtype,
                         quantization=checked_quantization(t.teacher_quantization, "TEACHER_QUANTIZATION"),
                         batch_size=t.teacher_batch_size, batch_tokens=t.teacher_batch_tokens,
                         max_prompt_tokens=t.max_prompt_tokens, trust_remote_code=t.trust_remote_code)
+
+
+def _engine_backend(cfg: Config, model: str, cache_dir: Path):
+    """An :class:`EngineBackend` for TEACHER_ENGINE (None when ``auto`` settles on transformers)."""
+    from .engines import EngineBackend, EngineConfig, choose_engine, engine_spec
+    from .local import resolve_dtype
+
+    t = cfg.teacher
+    if t.teacher_quantization != "none":
+        raise ParamError(f"TEACHER_QUANTIZATION applies to TEACHER_ENGINE transformers only; the engine "
+                         f"{t.teacher_engine!r} is set by TEACHER_ENGINE_WEIGHTS (llama.cpp) or TEACHER_DTYPE (vLLM).")
+    try:
+        dtype = str(resolve_dtype(t.teacher_dtype)).replace("torch.", "")
+    except ModelLoadError as e:
+        raise ParamError(str(e)) from e
+    config = EngineConfig(t.teacher_engine, model=model, weights=t.teacher_engine_weights, dtype=dtype,
+                          threads=t.teacher_engine_threads, parallel=t.teacher_engine_parallel,
+                          ctx_per_slot=t.max_prompt_tokens + 512)
+    try:
+        chosen = choose_engine(config, cache_dir)
+        if chosen == "transformers":
+            return None
+        spec = engine_spec(replace(config, engine=chosen), cache_dir)
+    except ServerError as e:
+        raise ParamError(f"TEACHER_ENGINE={t.teacher_engine!r}: {e}") from e
+    return EngineBackend(spec, timeout_s=t.server_timeout_s, retries=t.server_retries,
+                         max_prompt_tokens=t.max_prompt_tokens, log_dir=cache_dir / "engines" / "logs")
 
 
 def check_model_path(model: str, name: str) -> None:
@@ -76,4 +115,4 @@ __all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSe
            "CachedGenerator", "CacheWarning", "GenerationCache", "cache_summary", "EmbeddedModelError",
            "embedded_bertscore_model", "embedded_checkpoint", "embedded_gguf", "LocalBackend", "ModelLoadError",
            "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "check_model_path",
-           "checked_quantization", "teacher_backend"]
+           "checked_quantization", "teacher_backend", "EngineBackend", "EngineProcess"]

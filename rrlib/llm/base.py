@@ -79,6 +79,10 @@ class ChatBackend(Protocol):
         """Prompt length in tokens after the chat template (used for truncation and batching)."""
         ...
 
+    def close(self) -> None:
+        """Release what the backend holds (a loopback engine process); a no-op for the others."""
+        ...
+
     def fit_prompt(self, messages: Sequence[Message], limit: int) -> tuple[list[Message], bool]:
         """The truncation policy: (messages that fit in ``limit`` tokens, whether they were cut).
         Cuts the middle of the longest user message, marked :data:`TRUNCATION_MARKER`; raises

@@ -349,6 +349,16 @@ class LocalBackend:
         self._tokenizer = None
         self.load_seconds = 0.0
 
+    # nothing to release; lets ``with teacher_backend(cfg) as backend:`` work for every backend
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # lazy parts -----------------------------------------------------------------------
     @property
     def identity(self) -> dict[str, Any]:

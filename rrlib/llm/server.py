@@ -22,7 +22,7 @@ import random
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlparse
 
 import requests
@@ -42,7 +42,12 @@ def check_base_url(url: str) -> str:
 class ServerBackend:
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout_s: float = 120.0, retries: int = 4, max_prompt_tokens: int = 2048,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0):
+                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, extra_body: dict | None = None,
+                 liveness: Callable[[], None] | None = None):
+        """``extra_body``: fields added to every chat request (e.g. llama.cpp's ``cache_prompt``).
+        ``liveness``: called on a connection error, timeout or 5xx before retrying; it raises
+        when the server process is known to be dead (see :mod:`rrlib.llm.engines`), so a
+        crash is reported with its signal and log instead of as a refused connection."""
         if not model:
             raise ServerError("SERVER_MODEL is empty: name the model the server serves (see its GET /v1/models).")
         self.base_url = check_base_url(base_url)
@@ -54,8 +59,20 @@ class ServerBackend:
         self.max_prompt_tokens = max_prompt_tokens
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
+        self.extra_body = dict(extra_body or {})
+        self.liveness = liveness
         self._identity: dict[str, Any] | None = None
         self._local = threading.local()
+
+    # nothing to release; lets ``with teacher_backend(cfg) as backend:`` work for every backend
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # HTTP -----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
@@ -99,6 +116,8 @@ class ServerBackend:
                                                  f"{message}"))
                 last = f"HTTP {resp.status_code}: {message}"
                 retry_after = _retry_after(resp)
+            if self.liveness is not None:
+                self.liveness()  # a dead server process: raise its own story now, do not retry
             if attempt < self.retries:
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
                 delay = retry_after if retry_after is not None else delay * (0.5 + random.random())
@@ -162,7 +181,7 @@ class ServerBackend:
         s = req.settings
         payload = {"model": self.model, "messages": messages, "max_tokens": s.max_new_tokens,
                    "temperature": 0.0 if s.greedy else s.temperature, "top_p": 1.0 if s.greedy else s.top_p,
-                   "seed": s.seed, "stream": False}
+                   "seed": s.seed, "stream": False, **self.extra_body}
         if s.repetition_penalty != 1.0:
             # not in the OpenAI spec: vLLM and TGI read repetition_penalty, llama.cpp repeat_penalty
             payload.update(repetition_penalty=s.repetition_penalty, repeat_penalty=s.repetition_penalty)
