@@ -27,7 +27,8 @@ $(STAMP): pyproject.toml Makefile
 
 # Optional teacher engines (rrlib/llm/engines.py, TEACHER_ENGINE). `server`: llama-cpp-python and
 # llama.cpp's llama-server + llama-quantize, built from source for the instruction sets this CPU
-# really runs (never -march=native, never a cached wheel): ~15 min on 2 cores the first time.
+# really runs (never -march=native, never pip's cached wheel): ~18 min on 2 cores the first time; the
+# build is kept in ~/.cache/rrlib/engines keyed by version and flags, so later clones reuse it.
 server: setup
 	PIP_NO_CACHE_DIR=1 scripts/build_llama.sh --python $(BIN)/python || \
 	  echo "llama.cpp could not be built; the llama.cpp engines and server tests will be skipped"
@@ -45,7 +46,8 @@ $(VLLM_STAMP): Makefile
 
 engines: server vllm
 
-demo: setup
+# The demo's teacher runs on the fastest engine that built here (TEACHER_ENGINE auto), else transformers.
+demo: setup server
 	$(BIN)/python -m rrlib run -f params/default.yaml
 
 smoke: setup

@@ -10,7 +10,10 @@
 #
 #   --python     interpreter of the venv to install llama-cpp-python into (default .venv/bin/python)
 #   --bin-dir    where llama-server and llama-quantize go (default: the --python venv's bin/)
-#   --build-dir  sources, build trees and the portable wheel (default outputs/cache/engines)
+#   --build-dir  sources, build trees and the portable wheel (default $RRLIB_ENGINE_BUILD_DIR, else
+#                ~/.cache/rrlib/engines: outside the clone, so a new clone on the same machine reuses a
+#                build; every build is keyed by the llama-cpp-python version and the probed flags, so
+#                a build made for other instruction sets is never reused)
 #   --what       python (bindings only), cpp (C++ binaries only) or all (default)
 #   --flags      print the CMake feature flags chosen for this machine and exit
 #   --force      rebuild even when a build with the same version and flags is installed
@@ -24,7 +27,7 @@ NICE="${NICE:-10}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PY="$ROOT/.venv/bin/python"
 BIN_DIR=""
-BUILD_DIR="$ROOT/outputs/cache/engines"
+BUILD_DIR="${RRLIB_ENGINE_BUILD_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/rrlib/engines}"
 WHAT=all
 FORCE=0
 ONLY_FLAGS=0
@@ -36,7 +39,7 @@ while [ $# -gt 0 ]; do
     --what) WHAT="$2"; shift 2 ;;
     --flags) ONLY_FLAGS=1; shift ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "build_llama.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -148,8 +151,15 @@ build_cpp() {
     return
   fi
   local src build gen=()
-  src="$(sources)/vendor/llama.cpp"
   build="$BUILD_DIR/cpp-$TAG"
+  if [ "$FORCE" = 0 ] && [ -x "$build/bin/llama-server" ] && [ -x "$build/bin/llama-quantize" ]; then
+    install -m 755 "$build/bin/llama-server" "$build/bin/llama-quantize" "$bin/"  # built before for these flags
+    echo "$TAG" > "$bin/.llama-server-portable"
+    printf '%s\n' "$FLAGS" > "$bin/.llama-server-flags"
+    echo "build_llama.sh: installed the earlier portable build ($TAG) of llama-server into $bin"
+    return
+  fi
+  src="$(sources)/vendor/llama.cpp"
   command -v ninja >/dev/null && gen=(-G Ninja)
   echo "build_llama.sh: building llama-server and llama-quantize (several minutes on 2 cores)"
   nice -n "$NICE" cmake -S "$src" -B "$build" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release $FLAGS \

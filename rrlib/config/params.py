@@ -139,7 +139,7 @@ class TeacherConfig(Section):
     TITLE: ClassVar[str] = "teacher LLM (02-05)"
     teacher_backend: str = param("local", "local (transformers in this process) or server (OpenAI-compatible)",
                                  choices=("local", "server"))
-    teacher_engine: str = param("transformers", "with TEACHER_BACKEND local: transformers (in this process), "
+    teacher_engine: str = param("auto", "with TEACHER_BACKEND local: transformers (in this process), "
                                                 "llama_server, llama_cpp_python or vllm (a loopback process the "
                                                 "workbook starts and stops; make server / make vllm), or auto (the "
                                                 "fastest installed engine that works here, else transformers)",
