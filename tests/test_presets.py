@@ -85,6 +85,20 @@ def test_smoke_is_tiny_and_default_is_cpu_sized():
     assert s["KSHOT_SIZES"] == s["TRAIN_KSHOTS"] == [8] and s["MAX_EPOCHS"] == 1
     assert s["SEQ_EPOCHS"] <= 3 and s["BOOTSTRAP_SAMPLES"] <= 100 and s["REASONING_MAX_NEW_TOKENS"] <= 64
     d = load_params([ROOT / "params" / "default.yaml"])
-    assert d["DATASET"] == "embedded_beauty" and d["TEACHER_MODEL"] == d["STUDENT_MODEL"] == "embedded"
+    assert d["DATASET"] == "ml_latest_small" and d["TEACHER_MODEL"] == d["STUDENT_MODEL"] == "embedded"
     assert d["TEACHER_QUANTIZATION"] == d["STUDENT_QUANTIZATION"] == "none"
     assert d["BERTSCORE_MODEL"] == "embedded"
+
+
+def test_the_default_test_subsample_holds_at_least_60_dislikes(tmp_path):
+    """The default can separate methods only if its AUC rests on enough disliked targets."""
+    from rrlib.config.paths import RunPaths
+    from rrlib.data import eval_subset, load_tables, prepare
+
+    params = load_params([ROOT / "params" / "default.yaml"])
+    paths = RunPaths.of(tmp_path / "run")
+    card = prepare({k: params[k] for k in ("DATASET", "KCORE", "LIKE_THRESHOLD", "HISTORY_LEN", "PROFILE_ITEMS",
+                                           "KSHOT_SIZES", "N_VALID", "N_TEST", "SEED")}, paths, progress=False)
+    test = eval_subset(load_tables(paths).examples, "test", params["N_TEST"])
+    assert len(test) == params["N_TEST"] and int((test["label"] == 0).sum()) >= 60
+    assert card["audit"]["passed"] and all(card["splits"][s]["examples"] == 610 for s in ("train", "valid", "test"))
