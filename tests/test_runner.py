@@ -15,8 +15,9 @@ from rrlib.config.params import ParamError
 KERNELSPEC = {"name": "rrlib", "display_name": "Python (rrlib)", "language": "python"}
 COMMON = ('DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
           'RUN_DIR = "outputs/dev"  # run folder\nCACHE_DIR = "outputs/cache"  # cache\nSEED = 42  # seed\n')
-HEADER = ("from pathlib import Path\nfrom rrlib.artifacts import RunPaths, resolve_path, write_results\n"
-          "from rrlib.params import from_namespace\nPARAMS = from_namespace(globals())\n"
+HEADER = ("from pathlib import Path\nfrom rrlib.config.paths import RunPaths, resolve_path\n"
+          "from rrlib.config.provenance import write_results\n"
+          "from rrlib.config.params import from_namespace\nPARAMS = from_namespace(globals())\n"
           "paths = RunPaths.of(resolve_path(RUN_DIR))")
 
 
@@ -38,17 +39,17 @@ def fake_pipeline(tmp_path):
     nbs.mkdir()
     write_notebook(nbs / "01_first.ipynb", "N_TEST = 600  # test examples\n",
                    "import pandas as pd\npd.DataFrame({'x': [1, 2, N_TEST]}).to_parquet(paths.interactions)",
-                   "write_results(RUN_DIR, '01_first', {'rows': 3}, PARAMS)")
+                   "write_results(paths, '01_first', {'rows': 3}, PARAMS)")
     write_notebook(nbs / "02_second.ipynb", "TEACHER_BATCH_SIZE = 64  # batch\n",
                    "marker = 1  # a first cell that works",
                    "# the cell that fails until RUN_DIR/go exists\ngate = Path(RUN_DIR, 'go')\n"
                    "if not gate.exists():\n    raise RuntimeError('gate closed')",
-                   "write_results(RUN_DIR, '02_second', {'generation_stats': {'profiles': {'prompt_tokens': 10, "
+                   "write_results(paths, '02_second', {'generation_stats': {'profiles': {'prompt_tokens': 10, "
                    "'completion_tokens': 5, 'cached': 1, 'generated': 2}, 'descriptions': {'prompt_tokens': 1, "
                    "'completion_tokens': 1}}, 'model_identity': {'name': 'fake-teacher'}}, PARAMS)")
     write_notebook(nbs / "03_third.ipynb", "N_SHOWCASE = 12  # shown\n",
                    "Path(paths.inspect, 'report.html').write_text('<html></html>')",
-                   "write_results(RUN_DIR, '03_third', {'tokens': 7}, PARAMS)")
+                   "write_results(paths, '03_third', {'tokens': 7}, PARAMS)")
     return nbs
 
 
