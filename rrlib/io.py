@@ -15,9 +15,10 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 _BLOCK = 1 << 20
 

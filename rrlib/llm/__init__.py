@@ -11,13 +11,22 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rrlib.errors import ParamError
 from rrlib.config.params import Config
 from rrlib.config.paths import resolve_path
+from rrlib.errors import ParamError
 
-from .base import (TRUNCATION_MARKER, ChatBackend, GenerationRequest, GenerationResult, GenerationSettings, Message,
-                   ModelLoadError, PromptTooLongError, ServerError)
-from .cache import CachedGenerator, CacheWarning, GenerationCache, cache_summary
+from .base import (
+    TRUNCATION_MARKER,
+    ChatBackend,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    Message,
+    ModelLoadError,
+    PromptTooLongError,
+    ServerError,
+)
+from .cache import CachedGenerator, CacheWarning, GenerationCache, KeyClaims, cache_summary
 from .embedded import EmbeddedModelError, embedded_bertscore_model, embedded_checkpoint, embedded_gguf
 from .local import LocalBackend, load_model_and_tokenizer
 from .server import ServerBackend
@@ -73,7 +82,7 @@ def checked_quantization(value: str, name: str) -> str:
 
 
 __all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "TRUNCATION_MARKER",
-           "CachedGenerator", "CacheWarning", "GenerationCache", "cache_summary", "EmbeddedModelError",
+           "CachedGenerator", "CacheWarning", "GenerationCache", "KeyClaims", "cache_summary", "EmbeddedModelError",
            "embedded_bertscore_model", "embedded_checkpoint", "embedded_gguf", "LocalBackend", "ModelLoadError",
            "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "check_model_path",
            "checked_quantization", "teacher_backend"]

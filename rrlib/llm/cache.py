@@ -28,8 +28,9 @@ import json
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rrlib.io import JsonlLog, JsonlWarning, stable_hash
 
@@ -118,7 +119,7 @@ class GenerationCache:
                          "extra": res.extra, "template": req.template, "template_version": req.template_version,
                          "tag": req.tag, "settings": req.settings.as_dict(),
                          "messages": [dict(m) for m in req.messages], "model": self.identity,
-                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+                         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
         self.log.append(recs)
         for rec in recs:
             self.records.setdefault(rec["key"], rec)

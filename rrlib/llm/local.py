@@ -44,11 +44,19 @@ import queue
 import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from .base import (TRUNCATION_MARKER, GenerationRequest, GenerationResult, Message, ModelLoadError,
-                   PromptTooLongError, in_request_order)
+from .base import (
+    TRUNCATION_MARKER,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    ModelLoadError,
+    PromptTooLongError,
+    in_request_order,
+)
 from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
 
 EMBEDDED = "embedded"
@@ -262,7 +270,7 @@ def model_context_length(config) -> int:
 # ---------------------------------------------------------------------------------------
 def request_seed(seed: int, prompt_text: str) -> int:
     """A request's own random stream: a function of its seed and its rendered prompt only."""
-    h = hashlib.sha256(f"{seed}\x00{prompt_text}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{seed}\x00{prompt_text}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
@@ -586,7 +594,8 @@ class LocalBackend:
                     raise
                 self.kv_cache = "dynamic"  # this architecture cannot use a static cache
                 config.cache_implementation = None
-                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.")
+                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.",
+                              stacklevel=2)
                 out = model.generate(**enc, generation_config=config, logits_processor=processors,
                                      stopping_criteria=criteria)
         seconds = time.perf_counter() - start

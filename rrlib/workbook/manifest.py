@@ -23,13 +23,14 @@ such dicts, one per generation job) and ``model_identities`` (``{role: identity}
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from rrlib.errors import mask_secrets
-from rrlib.io import read_json, sha256_file, write_json_atomic, write_text_atomic
 from rrlib.config.paths import RunPaths, resolve_path
 from rrlib.config.provenance import environment_info, git_commit, utc_now
+from rrlib.errors import mask_secrets
+from rrlib.io import read_json, sha256_file, write_text_atomic
 
 MANIFEST_VERSION = 1
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")

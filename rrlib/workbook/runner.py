@@ -33,17 +33,26 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from rrlib.errors import ParamError, RunError, mask_secrets
-from rrlib.workbook import manifest as mf
-from rrlib.config.params import (SCHEMA, defaults, load_params, notebook_parameters, parse_override,
-                                   select_for_notebook, validate, yaml_keys)
+from rrlib.config.params import (
+    SCHEMA,
+    defaults,
+    load_params,
+    notebook_parameters,
+    parse_override,
+    select_for_notebook,
+    validate,
+    yaml_keys,
+)
 from rrlib.config.paths import PROJECT_ROOT, STEPS, RunPaths
 from rrlib.config.provenance import utc_now
+from rrlib.errors import ParamError, RunError, mask_secrets
 from rrlib.io import write_text_atomic
+from rrlib.workbook import manifest as mf
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
@@ -133,7 +142,7 @@ def parse_overrides(pairs: Iterable[Sequence[str]] | None) -> dict[str, Any]:
 
 def default_run_id(param_files: Sequence[str | Path], now: _dt.datetime | None = None) -> str:
     """``<preset>-<UTC timestamp>``, e.g. ``default-20250101T120000Z``."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     preset = "_".join(Path(f).stem for f in param_files) or "defaults"
     preset = re.sub(r"[^A-Za-z0-9._-]", "_", preset)[:80]
     return f"{preset}-{now.strftime('%Y%m%dT%H%M%SZ')}"
