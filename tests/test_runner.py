@@ -299,7 +299,7 @@ SLEEPER = ("Path(RUN_DIR, 'started').write_text(str(__import__('os').getpid()))\
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys):
+def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys, monkeypatch):
     import os
     import signal
     import subprocess
@@ -309,10 +309,13 @@ def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys):
 
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    write_notebook(nbs / "01_sleepy.ipynb", "", SLEEPER, "write_results(paths, '01_sleepy', {'rows': 1}, PARAMS)")
+    write_notebook(nbs / "01_sleepy.ipynb", "", "import os\nprint('key', os.environ['OPENAI_API_KEY'])", SLEEPER,
+                   "write_results(paths, '01_sleepy', {'rows': 1}, PARAMS)")
     write_notebook(nbs / "02_after.ipynb", "", "write_results(paths, '02_after', {'rows': 2}, PARAMS)")
     outputs = tmp_path / "outputs"
     run_dir = outputs / "k9"
+    secret = "sk-KILLCANARY-quxzywvtsrponm"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)  # printed by the notebook before the runner is killed
     env = dict(os.environ, PYTHONPATH=str(Path(run.__file__).resolve().parents[2]))
     proc = subprocess.Popen([sys.executable, "-m", "rrlib", "run", "--notebooks", str(nbs), "--outputs", str(outputs),
                              "--run-id", "k9", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
@@ -349,4 +352,6 @@ def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and [a["ran"] for a in manifest["attempts"]] == [
         ["01_sleepy", "02_after"], ["01_sleepy", "02_after"]]
-    assert (run_dir / "notebooks" / "01_sleepy.failed-1.ipynb").is_file()  # the killed attempt is kept
+    killed = run_dir / "notebooks" / "01_sleepy.failed-1.ipynb"  # the killed attempt is kept, and scrubbed
+    assert "key ***" in killed.read_text() and "KILLCANARY" not in killed.read_text()
+    assert not [p for p in run_dir.rglob("*") if p.is_file() and "KILLCANARY" in p.read_text(errors="replace")]

@@ -537,7 +537,9 @@ def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, l
     for i, step in enumerate(plan.to_run, 1):
         executed = paths.root / "notebooks" / f"{step}.ipynb"
         if executed.exists():  # a failed or interrupted attempt: keep it, never overwrite
-            executed.rename(_next_failed_name(executed))
+            kept = _next_failed_name(executed)
+            executed.rename(kept)
+            scrub_notebook(kept, plan.params)  # a killed runner never scrubbed it
         record = mf.set_step(manifest, step, status="running", started_at=utc_now(),
                              executed_notebook=str(executed.relative_to(paths.root)))
         record.pop("error", None)
@@ -632,5 +634,5 @@ def run_pipeline(param_files: Sequence[str | Path] = (), overrides: Mapping[str,
 
 
 __all__ = ["HARMLESS_ON_RESUME", "NotebookFailed", "ParamError", "RunError", "RunPlan", "choose_kernel",
-           "default_run_id", "discover_notebooks", "execute_plan", "params_diff", "parse_only",
-           "parse_overrides", "plan_run", "run_pipeline"]
+           "default_run_id", "discover_notebooks", "execute_plan", "live_status", "mask", "params_diff",
+           "parse_only", "parse_overrides", "plan_run", "preflight", "run_pipeline", "scrub_notebook"]
