@@ -149,3 +149,29 @@ def test_claim_size_defaults_to_four_backend_batches():
     assert CachedGenerator(B(), "unused").claim_size == 256
     B.batch_size = 8
     assert CachedGenerator(B(), "unused").claim_size == 32
+
+
+def test_a_file_system_without_flock_generates_without_sharing(tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from rrlib.llm import GenerationRequest, GenerationResult, GenerationSettings
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+
+    class Backend:
+        identity = IDENTITY
+        batch_size = 2
+
+        def generate(self, requests):
+            return [GenerationResult(text="out:" + r.tag) for r in requests]
+
+    reqs = [GenerationRequest(({"role": "user", "content": f"q{i}"},), GenerationSettings(), "t", "1", tag=str(i))
+            for i in range(5)]
+    gen = CachedGenerator(Backend(), tmp_path, progress=False)
+    with pytest.warns(UserWarning, match="cannot lock files here"):
+        out = gen.generate(reqs)
+    assert [r.text for r in out] == [f"out:{i}" for i in range(5)] and gen.stats["generated"] == 5

@@ -142,6 +142,8 @@ class KeyClaims:
         """Claim ``key`` unless another live process holds it (True: this process holds it now)."""
         import fcntl
 
+        if not self.enabled:
+            return True  # no locking here: generate it, nothing is shared
         if key in self.held:
             return True
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -150,9 +152,15 @@ class KeyClaims:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
+            except BlockingIOError:
                 os.close(fd)
                 return False  # held by a live process
+            except OSError as e:  # this file system has no flock (ENOLCK, EOPNOTSUPP)
+                os.close(fd)
+                self.enabled = False
+                warnings.warn(f"{self.folder}: cannot lock files here ({e}); concurrent runs sharing this cache "
+                              f"will each generate what they miss.", stacklevel=3)
+                return True
             try:  # the previous holder may have released (unlinked) it after we opened it
                 current = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
