@@ -132,6 +132,7 @@ class KeyClaims:
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         self.held: dict[str, int] = {}  # key -> open descriptor holding the lock
+        self._made = False
         try:
             import fcntl  # noqa: F401  (POSIX only)
             self.enabled = True
@@ -146,7 +147,9 @@ class KeyClaims:
             return True  # no locking here: generate it, nothing is shared
         if key in self.held:
             return True
-        self.folder.mkdir(parents=True, exist_ok=True)
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
         path = self.folder / key
         for _ in range(5):
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -165,10 +168,7 @@ class KeyClaims:
                 current = os.stat(path).st_ino == os.fstat(fd).st_ino
             except FileNotFoundError:
                 current = False
-            if current:
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps({"pid": os.getpid(), "host": os.uname().nodename,
-                                         "since": time.time()}).encode())
+            if current:  # the lock itself says who holds it: the file stays empty
                 self.held[key] = fd
                 return True
             os.close(fd)
