@@ -16,7 +16,8 @@ a process claims the keys of its next chunk (:class:`KeyClaims`: one file per ke
 claimed, and skips keys another process holds; once nothing is left to claim it waits for the
 other processes' results to appear in the cache file (read incrementally, from where it last
 stopped). A claim is released when its result is durable, and the kernel drops the lock of a
-process that dies (even by ``kill -9``), so its keys are taken over at once; a live process
+process that dies (even by ``kill -9``), so its keys are taken over at once (and its claim
+files swept away by the next generator); a live process
 that makes no progress for ``claim_wait_s`` (default 30 min) is not waited for any longer (its
 keys are generated again; the first record wins). Without ``fcntl`` (Windows), or on a file
 system without ``flock``, nothing is shared and each run generates what it misses.
@@ -174,6 +175,30 @@ class KeyClaims:
             os.close(fd)
         return False
 
+    def sweep(self) -> int:
+        """Remove the claim files whose holder is gone (killed before it released them); return
+        how many. A claim of a dead process is taken over anyway: this only clears the litter."""
+        import fcntl
+
+        if not self.enabled or not self.folder.is_dir():
+            return 0
+        removed = 0
+        for path in self.folder.iterdir():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:  # held by a live process, or already gone
+                pass
+            finally:
+                os.close(fd)
+        return removed
+
     def release(self, key: str) -> None:
         fd = self.held.pop(key, None)
         if fd is None:
@@ -276,6 +301,8 @@ class CachedGenerator:
         then wait for the ones others are generating (see the module docstring)."""
         cache = self.cache
         pending = list(missing)
+        if pending:
+            claims.sweep()
         poll, last_progress, ignore_claims = self.POLL_S[0], time.monotonic(), not claims.enabled
         first = True
 
