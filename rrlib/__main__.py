@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -72,7 +72,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     try:
         run.execute_plan(plan, progress_bar=not args.no_progress, log_output=args.log_output, command=["python", "-m", "rrlib", *argv])
     except run.NotebookFailed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {run.mask(e, plan.params)}", file=sys.stderr)
         return EXIT_FAILED
     return 0
 
@@ -151,7 +151,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
-    from rrlib.errors import RRLibError
+    from rrlib.errors import RRLibError, mask_secrets
     try:
         if args.command == "run":
             return _cmd_run(args, argv)
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_params(args)
         return _cmd_status(args)
     except (RRLibError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {mask_secrets(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted; continue with --resume", file=sys.stderr)

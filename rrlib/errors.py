@@ -8,6 +8,11 @@ Messages name what is wrong and where (file, line, parameter, method) and how to
 """
 from __future__ import annotations
 
+import json
+import os
+import re
+from collections.abc import Iterable
+
 
 class RRLibError(Exception):
     """Base class of every error raised on purpose by rrlib."""
@@ -69,6 +74,53 @@ class ReportError(RRLibError, ValueError):
     """The inspection inputs cannot give what was asked (unknown method or user, empty selection)."""
 
 
-__all__ = ["RRLibError", "CorruptFileError", "ParamError", "DataError", "LeakageError", "MissingArtifactError", "RunError",
+# ---------------------------------------------------------------------------------------
+# Secrets in error texts
+# ---------------------------------------------------------------------------------------
+#: environment variables whose values are always masked (the server backend's default key)
+SECRET_ENV_DEFAULT = ("OPENAI_API_KEY",)
+#: shorter values are not treated as secrets: local servers accept dummy keys such as "x" or
+#: "ollama", and masking those would garble every message that happens to contain them
+SECRET_MIN_LENGTH = 8
+MASK = "***"
+#: token-looking text masked even when its value is unknown here
+_TOKEN_PATTERNS = (
+    re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{16,}"),
+)
+
+
+def secret_values(env_names: Iterable[str] = ()) -> list[str]:
+    """The values of the environment variables ``env_names`` (plus :data:`SECRET_ENV_DEFAULT`)
+    that are long enough to be secrets, longest first."""
+    found = set()
+    for name in (*env_names, *SECRET_ENV_DEFAULT):
+        value = os.environ.get(name, "") if name else ""
+        for v in (value, value.strip()):
+            if len(v) >= SECRET_MIN_LENGTH:
+                found.add(v)
+    return sorted(found, key=len, reverse=True)
+
+
+def mask_secrets(text: object, secrets: Iterable[str] = (), env_names: Iterable[str] = (),
+                 patterns: bool = True) -> str:
+    """``text`` with every secret replaced by ``***``: the given values, the values of the
+    environment variables ``env_names`` and ``OPENAI_API_KEY``, each also as ``repr`` and JSON
+    escape it (a header echoed in an exception or a JSON body), then any ``Bearer <token>`` and
+    ``sk-...`` token (``patterns=False``: known values only, for model outputs, where "bearer"
+    may be an ordinary word). Mask BEFORE truncating a text, or a cut key survives in part."""
+    out = str(text)
+    values = {s for s in secrets if s and len(s) >= SECRET_MIN_LENGTH} | set(secret_values(env_names))
+    forms = set()
+    for v in values:
+        forms |= {v, repr(v)[1:-1], json.dumps(v)[1:-1], json.dumps(v, ensure_ascii=False)[1:-1]}
+    for form in sorted(forms, key=len, reverse=True):
+        out = out.replace(form, MASK)
+    for pattern in _TOKEN_PATTERNS if patterns else ():
+        out = pattern.sub(lambda m: f"{m.group(1)} {MASK}" if m.groups() else MASK, out)
+    return out
+
+
+__all__ = ["MASK", "SECRET_ENV_DEFAULT", "SECRET_MIN_LENGTH", "mask_secrets", "secret_values", "RRLibError", "CorruptFileError", "ParamError", "DataError", "LeakageError", "MissingArtifactError", "RunError",
            "ModelLoadError", "EmbeddedModelError", "PromptTooLongError", "ServerError", "PredictionsError",
            "MethodError", "TrainingConfigMismatch", "ReportError"]

@@ -15,9 +15,10 @@ import json
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 _BLOCK = 1 << 20
 
@@ -127,6 +128,8 @@ class JsonlLoad:
     records: list[dict] = field(default_factory=list)
     lines: int = 0
     corrupt: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
+    #: bytes read up to and including the last newline (where a reader of later appends starts)
+    complete_bytes: int = 0
 
 
 class JsonlLog:
@@ -147,6 +150,7 @@ class JsonlLog:
             return out
         data = self.path.read_bytes()
         self._needs_newline = bool(data) and not data.endswith(b"\n")
+        out.complete_bytes = data.rfind(b"\n") + 1
         raw_lines = data.split(b"\n")
         if raw_lines and raw_lines[-1] == b"":
             raw_lines.pop()

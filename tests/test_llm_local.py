@@ -106,7 +106,7 @@ def test_bad_local_params_fail_before_any_generation(tmp_path, monkeypatch):
         make_teacher({"TEACHER_TEMPERATURE": 0.5}, tmp_path)
     with pytest.raises(ParamError, match="TEACHER_QUANTIZATION applies to the local backend"):
         make_teacher({"TEACHER_BACKEND": "server", "SERVER_MODEL": "m", "TEACHER_QUANTIZATION": "8bit"}, tmp_path)
-    be = make_teacher({"TEACHER_BATCH_SIZE": 4}, tmp_path)
+    be = make_teacher({"TEACHER_BATCH_SIZE": 4, "TEACHER_ENGINE": "transformers"}, tmp_path)
     assert isinstance(be, LocalBackend) and be.batch_size == 4 and not be.loaded
 
 

@@ -5,8 +5,17 @@ import json
 
 import pytest
 
-from rrlib.config.params import (ParamError, SCHEMA, defaults, from_namespace, load_params, notebook_parameters,
-                          parse_override, select_for_notebook, validate)
+from rrlib.config.params import (
+    SCHEMA,
+    ParamError,
+    defaults,
+    from_namespace,
+    load_params,
+    notebook_parameters,
+    parse_override,
+    select_for_notebook,
+    validate,
+)
 
 
 def test_layering_order(tmp_path):
@@ -68,3 +77,44 @@ def test_from_namespace_validates_what_a_notebook_holds():
     assert from_namespace({"SEED": 1, "other": 2, "__name__": "x"}) == {"SEED": 1}
     with pytest.raises(ParamError, match="SEED must be an integer"):
         from_namespace({"SEED": "1"})
+
+
+# --------------------------------------------------------------------------- issue 11 probes
+@pytest.mark.parametrize("name,value", [("KSHOT_SIZES", [-8]), ("KSHOT_SIZES", [0]), ("KSHOT_SIZES", [64, 0]),
+                                        ("TRAIN_KSHOTS", [0])])
+def test_kshot_sizes_must_be_positive(name, value):
+    other = {"KSHOT_SIZES": value} if name == "TRAIN_KSHOTS" else {"TRAIN_KSHOTS": []}
+    with pytest.raises(ParamError, match=rf"parameter {name}=.* must be >= 1 \(each element\)"):
+        load_params([], {name: value, **other})
+    with pytest.raises(ParamError, match=r"must be >= 1"):  # notebook 01 itself refuses them too
+        from rrlib.data.pipeline import full_params
+        full_params({name: value, **other})
+
+
+def test_non_finite_numbers_are_refused_from_yaml_cli_and_notebooks(tmp_path):
+    from rrlib.workbook.runner import parse_overrides
+
+    bad = tmp_path / "nan.yaml"
+    bad.write_text("LEARNING_RATE: .nan\n")
+    with pytest.raises(ParamError, match=r"nan.yaml: parameter LEARNING_RATE=nan must be a finite number"):
+        load_params([bad])
+    bad.write_text("SERVER_TIMEOUT_S: .inf\n")
+    with pytest.raises(ParamError, match=r"parameter SERVER_TIMEOUT_S=inf must be a finite number"):
+        load_params([bad])
+    for name, text in (("LEARNING_RATE", "nan"), ("SERVER_TIMEOUT_S", "inf"), ("LEARNING_RATE", "-inf"),
+                       ("TEACHER_REPETITION_PENALTY", "NaN")):
+        with pytest.raises(ParamError, match=rf"-p: parameter {name}=.* must be a finite number"):
+            parse_overrides([(name, text)])
+    with pytest.raises(ParamError, match="LORA_DROPOUT=nan must be a finite number"):
+        from_namespace({"LORA_DROPOUT": float("nan")})
+    with pytest.raises(ParamError, match="SERVER_TIMEOUT_S=.* must be <= 86400"):
+        validate({"SERVER_TIMEOUT_S": 1e9})
+
+
+@pytest.mark.parametrize("typo,meant", [("KCOREE", "KCORE"), ("MAX_EPOCH", "MAX_EPOCHS"), ("kcore", "KCORE"),
+                                        ("LEARNING_RATES", "LEARNING_RATE"), ("SERVER_TIMEOUT", "SERVER_TIMEOUT_S")])
+def test_misspelt_names_get_close_matches(typo, meant, tmp_path):
+    f = tmp_path / "typo.yaml"
+    f.write_text(f"{typo}: 5\n")
+    with pytest.raises(ParamError, match=rf"typo.yaml: unknown parameter\(s\): {typo} \(did you mean: {meant}[,)]"):
+        load_params([f])

@@ -8,9 +8,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from rrlib.workbook import runner as run
 from rrlib.__main__ import main
 from rrlib.config.params import ParamError
+from rrlib.workbook import runner as run
 
 KERNELSPEC = {"name": "rrlib", "display_name": "Python (rrlib)", "language": "python"}
 COMMON = ('DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
@@ -49,7 +49,7 @@ def fake_pipeline(tmp_path):
                    "'completion_tokens': 1}}, 'model_identities': {'teacher': {'name': 'fake-teacher'}}}, PARAMS)")
     write_notebook(nbs / "03_third.ipynb", "N_SHOWCASE = 12  # shown\n",
                    "Path(paths.inspect, 'report.html').write_text('<html></html>')",
-                   "write_results(paths, '03_third', {'generation': {'prompt_tokens': 4, 'completion_tokens': 3}}, PARAMS)")
+                   "write_results(paths, '03_third', {'generation': {'completion_tokens': 7}}, PARAMS)")
     return nbs
 
 
@@ -133,7 +133,7 @@ def test_parse_only_errors(fake_pipeline):
 
 def test_default_run_id_and_bad_run_ids():
     import datetime as dt
-    now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert run.default_run_id(["params/smoke.yaml"], now) == "smoke-20250102T030405Z"
     assert run.default_run_id(["params/default.yaml", "x/gpu.yaml"], now) == "default_gpu-20250102T030405Z"
     assert run.default_run_id([], now) == "defaults-20250102T030405Z"
@@ -228,12 +228,12 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
         _plan(fake_pipeline, tmp_path, run_id="m")
 
     (run_dir / "go").write_text("")
-    # a plain --resume keeps the run's --only 01 selection: nothing is left to do
-    manifest = run.run_pipeline([], None, run_id="m", resume=True, notebook_dir=fake_pipeline,
-                                outputs_dir=outputs, log=logs.append, progress_bar=False)
-    assert manifest["status"] == "incomplete" and manifest["selected"] == ["01_first"]
+    # --resume keeps the original --only selection ...
+    kept = run.plan_run([], None, run_id="m", resume=True, notebook_dir=fake_pipeline, outputs_dir=outputs)
+    assert kept.selected == ["01_first"] and kept.to_run == []
+    # ... unless --only is given again
     start = time.time()
-    manifest = run.run_pipeline([], None, run_id="m", resume=True, only="1-3", notebook_dir=fake_pipeline,
+    manifest = run.run_pipeline([], None, run_id="m", resume=True, only="01-03", notebook_dir=fake_pipeline,
                                 outputs_dir=outputs, log=logs.append, progress_bar=False)
     assert time.time() - start < 120
     assert manifest["status"] == "completed"
@@ -245,8 +245,7 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     nb2 = manifest["notebooks"]["02_second"]
     assert nb2["tokens"] == {"prompt_tokens": 11, "completion_tokens": 6, "cached": 1, "generated": 2,
                              "total_tokens": 17}
-    assert manifest["notebooks"]["03_third"]["tokens"] == {"prompt_tokens": 4, "completion_tokens": 3,
-                                                           "total_tokens": 7}
+    assert manifest["notebooks"]["03_third"]["tokens"] == {"completion_tokens": 7, "total_tokens": 7}
     assert nb2["results_file"].startswith("results/02_second-")
     for rec in manifest["notebooks"].values():
         assert rec["status"] == "completed" and rec["seconds"] > 0 and rec["executed_notebook"]
@@ -274,3 +273,85 @@ def test_status_and_params_commands(fake_pipeline, tmp_path, capsys):
     listed = yaml.safe_load(capsys.readouterr().out)
     from rrlib.config.params import defaults
     assert listed == defaults()
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_only_selection_unless_given_again(fake_pipeline, tmp_path, capsys):
+    outputs = tmp_path / "outputs"
+    base = ["run", "--notebooks", str(fake_pipeline), "--outputs", str(outputs), "--run-id", "sel", "--no-progress"]
+    assert main(base + ["--only", "01,02"]) == 1  # 02 fails: its gate file is not there yet
+    run_dir = outputs / "sel"
+    assert json.loads((run_dir / "manifest.json").read_text())["selected"] == ["01_first", "02_second"]
+    (run_dir / "go").write_text("")
+    capsys.readouterr()
+    assert main(base + ["--resume"]) == 0  # runs 02 only, not the whole pipeline
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["attempts"][-1]["ran"] == ["02_second"]
+    assert manifest["notebooks"]["03_third"]["status"] == "pending" and manifest["status"] == "incomplete"
+    assert main(base + ["--resume", "--only", "03"]) == 0  # a new --only replaces it
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["attempts"][-1]["ran"] == ["03_third"] and manifest["status"] == "completed"
+    assert manifest["selected"] == ["03_third"]
+
+
+SLEEPER = ("Path(RUN_DIR, 'started').write_text(str(__import__('os').getpid()))\n"
+           "import time\nwhile not Path(RUN_DIR, 'go').exists():\n    time.sleep(0.2)")
+
+
+@pytest.mark.slow
+def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    nbs = tmp_path / "notebooks"
+    nbs.mkdir()
+    write_notebook(nbs / "01_sleepy.ipynb", "", "import os\nprint('key', os.environ['OPENAI_API_KEY'])", SLEEPER,
+                   "write_results(paths, '01_sleepy', {'rows': 1}, PARAMS)")
+    write_notebook(nbs / "02_after.ipynb", "", "write_results(paths, '02_after', {'rows': 2}, PARAMS)")
+    outputs = tmp_path / "outputs"
+    run_dir = outputs / "k9"
+    secret = "sk-KILLCANARY-quxzywvtsrponm"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)  # printed by the notebook before the runner is killed
+    env = dict(os.environ, PYTHONPATH=str(Path(run.__file__).resolve().parents[2]))
+    proc = subprocess.Popen([sys.executable, "-m", "rrlib", "run", "--notebooks", str(nbs), "--outputs", str(outputs),
+                             "--run-id", "k9", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    kernels: list[psutil.Process] = []
+    try:
+        deadline = time.time() + 180
+        while not (run_dir / "started").exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert (run_dir / "started").exists(), "the notebook never started"
+        kernels = psutil.Process(proc.pid).children(recursive=True)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert manifest["status"] == "running" and manifest["attempts"][-1]["pid"] == proc.pid
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        for k in kernels:  # the kernel lives in its own session: end it by its id
+            try:
+                k.kill()
+            except psutil.NoSuchProcess:
+                pass
+        if proc.poll() is None:
+            proc.kill()
+    assert json.loads((run_dir / "manifest.json").read_text())["status"] == "running"  # what the dead runner left
+    assert run.live_status(json.loads((run_dir / "manifest.json").read_text())) == "interrupted"
+    capsys.readouterr()
+    assert main(["status", "k9", "--outputs", str(outputs)]) == 0
+    out = capsys.readouterr().out
+    assert f"run k9: interrupted (the manifest says running, but runner process {proc.pid} is gone)" in out
+    assert "01_sleepy                  interrupted" in out
+    (run_dir / "go").write_text("")
+    assert main(["run", "--notebooks", str(nbs), "--outputs", str(outputs), "--run-id", "k9", "--resume",
+                 "--no-progress"]) == 0
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "completed" and [a["ran"] for a in manifest["attempts"]] == [
+        ["01_sleepy", "02_after"], ["01_sleepy", "02_after"]]
+    killed = run_dir / "notebooks" / "01_sleepy.failed-1.ipynb"  # the killed attempt is kept, and scrubbed
+    assert "key ***" in killed.read_text() and "KILLCANARY" not in killed.read_text()
+    assert not [p for p in run_dir.rglob("*") if p.is_file() and "KILLCANARY" in p.read_text(errors="replace")]

@@ -12,13 +12,22 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from rrlib.errors import ParamError
 from rrlib.config.params import Config
 from rrlib.config.paths import resolve_path
+from rrlib.errors import ParamError
 
-from .base import (TRUNCATION_MARKER, ChatBackend, GenerationRequest, GenerationResult, GenerationSettings, Message,
-                   ModelLoadError, PromptTooLongError, ServerError)
-from .cache import CachedGenerator, CacheWarning, GenerationCache, cache_summary
+from .base import (
+    TRUNCATION_MARKER,
+    ChatBackend,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    Message,
+    ModelLoadError,
+    PromptTooLongError,
+    ServerError,
+)
+from .cache import CachedGenerator, CacheWarning, GenerationCache, KeyClaims, cache_summary
 from .embedded import EmbeddedModelError, embedded_bertscore_model, embedded_checkpoint, embedded_gguf
 from .engines import EngineBackend, EngineProcess
 from .local import LocalBackend, load_model_and_tokenizer
@@ -56,7 +65,10 @@ def teacher_backend(cfg: Config) -> ChatBackend:
     if not model:
         raise ParamError("TEACHER_MODEL is empty: use 'embedded', a local checkpoint folder or a hub model id.")
     check_model_path(model, "TEACHER_MODEL")
-    if t.teacher_engine != "transformers":
+    # 4/8-bit loading is a transformers feature: auto settles on transformers when it is asked for
+    wants_engine = t.teacher_engine != "transformers" and not (
+        t.teacher_engine == "auto" and t.teacher_quantization != "none")
+    if wants_engine:
         backend = _engine_backend(cfg, model, cache_dir)
         if backend is not None:
             return backend
@@ -112,7 +124,7 @@ def checked_quantization(value: str, name: str) -> str:
 
 
 __all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "TRUNCATION_MARKER",
-           "CachedGenerator", "CacheWarning", "GenerationCache", "cache_summary", "EmbeddedModelError",
+           "CachedGenerator", "CacheWarning", "GenerationCache", "KeyClaims", "cache_summary", "EmbeddedModelError",
            "embedded_bertscore_model", "embedded_checkpoint", "embedded_gguf", "LocalBackend", "ModelLoadError",
            "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "check_model_path",
            "checked_quantization", "teacher_backend", "EngineBackend", "EngineProcess"]

@@ -9,14 +9,29 @@ with ``O_APPEND``, then flushed and fsync'd before the generator moves on, so a 
 most the generation in progress. A torn last line (a crash mid-write) is reported and skipped
 on load, and the next append starts on a fresh line. Two processes appending the same key leave
 duplicates; the first record in file order wins, deterministically, and duplicates are counted.
+
+Concurrent runs sharing one CACHE_DIR share the work instead of doubling it. Before generating,
+a process claims the keys of its next chunk (:class:`KeyClaims`: one file per key under
+``generations/<hash16>.claims/``, held with an exclusive ``flock``), generates only the keys it
+claimed, and skips keys another process holds; once nothing is left to claim it waits for the
+other processes' results to appear in the cache file (read incrementally, from where it last
+stopped). A claim is released when its result is durable, and the kernel drops the lock of a
+process that dies (even by ``kill -9``), so its keys are taken over at once (and its claim
+files swept away by the next generator); a live process
+that makes no progress for ``claim_wait_s`` (default 30 min) is not waited for any longer (its
+keys are generated again; the first record wins). Without ``fcntl`` (Windows), or on a file
+system without ``flock``, nothing is shared and each run generates what it misses.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import json
+import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from rrlib.io import JsonlLog, JsonlWarning, stable_hash
 
@@ -40,6 +55,7 @@ class GenerationCache:
         self.path = self.folder / f"{identity_hash(identity)}.jsonl"
         self.log = JsonlLog(self.path, required=("key", "text"))
         self.records: dict[str, dict] = {}
+        self._offset = 0  # bytes of the file read so far (up to a newline)
         #: what loading found: lines, records, corrupt [(line number, reason)], duplicates
         self.report: dict[str, Any] = {}
         self.load()
@@ -49,6 +65,7 @@ class GenerationCache:
             warnings.simplefilter("always", JsonlWarning)
             found = self.log.load()
         self.records = {}
+        self._offset = found.complete_bytes
         duplicates = 0
         for rec in found.records:
             if rec["key"] in self.records:
@@ -60,6 +77,29 @@ class GenerationCache:
         for w in caught:
             warnings.warn(f"generation cache {w.message}", CacheWarning, stacklevel=2)
         return self.report
+
+    def refresh(self) -> int:
+        """Read the records appended (by any process) since the last load or refresh; return how
+        many new keys arrived. Damaged lines are skipped here (a full :meth:`load` reports them)."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        end = data.rfind(b"\n") + 1  # a line still being written is read next time
+        self._offset += end
+        new = 0
+        for raw in data[:end].split(b"\n"):
+            try:
+                rec = json.loads(raw)
+                key, _ = rec["key"], rec["text"]
+            except (ValueError, KeyError, TypeError):
+                continue
+            if key not in self.records:
+                self.records[key] = rec
+                new += 1
+        return new
 
     def get(self, key: str) -> dict | None:
         return self.records.get(key)
@@ -80,10 +120,98 @@ class GenerationCache:
                          "extra": res.extra, "template": req.template, "template_version": req.template_version,
                          "tag": req.tag, "settings": req.settings.as_dict(),
                          "messages": [dict(m) for m in req.messages], "model": self.identity,
-                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
+                         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
         self.log.append(recs)
         for rec in recs:
             self.records.setdefault(rec["key"], rec)
+
+
+class KeyClaims:
+    """Claims on cache keys shared by every process using one cache file (see the module
+    docstring): ``folder/<key>`` locked with ``flock``, so a claim dies with its process."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.held: dict[str, int] = {}  # key -> open descriptor holding the lock
+        self._made = False
+        try:
+            import fcntl  # noqa: F401  (POSIX only)
+            self.enabled = True
+        except ImportError:
+            self.enabled = False
+
+    def try_claim(self, key: str) -> bool:
+        """Claim ``key`` unless another live process holds it (True: this process holds it now)."""
+        import fcntl
+
+        if not self.enabled:
+            return True  # no locking here: generate it, nothing is shared
+        if key in self.held:
+            return True
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        path = self.folder / key
+        for _ in range(5):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False  # held by a live process
+            except OSError as e:  # this file system has no flock (ENOLCK, EOPNOTSUPP)
+                os.close(fd)
+                self.enabled = False
+                warnings.warn(f"{self.folder}: cannot lock files here ({e}); concurrent runs sharing this cache "
+                              f"will each generate what they miss.", stacklevel=3)
+                return True
+            try:  # the previous holder may have released (unlinked) it after we opened it
+                current = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:  # the lock itself says who holds it: the file stays empty
+                self.held[key] = fd
+                return True
+            os.close(fd)
+        return False
+
+    def sweep(self) -> int:
+        """Remove the claim files whose holder is gone (killed before it released them); return
+        how many. A claim of a dead process is taken over anyway: this only clears the litter."""
+        import fcntl
+
+        if not self.enabled or not self.folder.is_dir():
+            return 0
+        removed = 0
+        for path in self.folder.iterdir():
+            try:
+                fd = os.open(path, os.O_RDWR)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+                    removed += 1
+            except OSError:  # held by a live process, or already gone
+                pass
+            finally:
+                os.close(fd)
+        return removed
+
+    def release(self, key: str) -> None:
+        fd = self.held.pop(key, None)
+        if fd is None:
+            return
+        try:
+            os.unlink(self.folder / key)  # before unlocking, so no one locks a file that is gone
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+    def release_all(self) -> None:
+        for key in list(self.held):
+            self.release(key)
 
 
 def result_from_record(rec: dict) -> GenerationResult:
@@ -100,14 +228,20 @@ class CachedGenerator:
     ``generate`` looks every request up, sends only the missing ones (identical requests
     once) to the backend, appends each result as soon as the backend yields it, and returns
     all results in request order. A fully cached call never touches the model (backends load
-    weights lazily)."""
+    weights lazily). Missing keys are claimed ``claim_size`` at a time (default: 4 backend
+    batches, at most 256), so that concurrent processes share them (module docstring)."""
+
+    #: seconds between two looks at the cache file while other processes hold the keys left
+    POLL_S = (0.2, 5.0)
 
     def __init__(self, backend: ChatBackend, cache_dir: str | Path, chunk_size: int | None = None,
-                 progress: bool = True):
+                 progress: bool = True, claim_size: int | None = None, claim_wait_s: float = 1800.0):
         self.backend = backend
         self.cache_dir = Path(cache_dir)
         self.chunk_size = chunk_size or int(getattr(backend, "batch_size", 0) or getattr(
             backend, "concurrency", 0) or 8)
+        self.claim_size = max(1, int(claim_size or min(256, 4 * self.chunk_size)))
+        self.claim_wait_s = float(claim_wait_s)
         self.progress = progress
         self._cache: GenerationCache | None = None
         self.stats: dict[str, Any] = {}
@@ -115,9 +249,10 @@ class CachedGenerator:
 
     def reset_stats(self) -> None:
         #: cached/generated count results; prompt/completion tokens and seconds are the NEW work
-        #: only; truncated_prompts counts every returned result whose prompt was cut
+        #: only; truncated_prompts counts every returned result whose prompt was cut; shared
+        #: counts the cached results that another process generated while this one waited
         self.stats = {"cached": 0, "generated": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                      "seconds": 0.0, "truncated_prompts": 0}
+                      "seconds": 0.0, "truncated_prompts": 0, "shared": 0}
 
     @property
     def cache(self) -> GenerationCache:
@@ -131,6 +266,7 @@ class CachedGenerator:
         requests = list(requests)
         identity = self.backend.identity
         cache = self.cache
+        cache.refresh()  # what other processes added since this generator last looked
         keys = [r.key(identity) for r in requests]
         results: list[GenerationResult | None] = [None] * len(requests)
         missing: dict[str, list[int]] = {}
@@ -143,22 +279,14 @@ class CachedGenerator:
         n_cached = len(requests) - sum(len(v) for v in missing.values())
         # repeats of a missing request within this call are served from its one generation: cached
         self.stats["cached"] += len(requests) - len(missing)
-        todo_keys = list(missing)
-        todo = [requests[missing[k][0]] for k in todo_keys]
         bar = tqdm(total=len(requests), initial=n_cached, desc=desc or "generate", unit="gen",
                    disable=not self.progress or not requests)
+        claims = KeyClaims(cache.path.with_suffix(".claims"))
         start = time.perf_counter()
         try:
-            for index, result in self._backend_stream(todo):
-                key = todo_keys[index]
-                cache.append([(key, todo[index], result)])
-                for i in missing[key]:
-                    results[i] = result
-                self.stats["generated"] += 1
-                self.stats["prompt_tokens"] += result.prompt_tokens
-                self.stats["completion_tokens"] += result.completion_tokens
-                bar.update(len(missing[key]))
+            self._generate_missing(requests, missing, results, claims, bar)
         finally:
+            claims.release_all()
             self.stats["seconds"] += time.perf_counter() - start
             bar.close()
         absent = [i for i, r in enumerate(results) if r is None]
@@ -166,6 +294,79 @@ class CachedGenerator:
             raise RuntimeError(f"backend returned no result for {len(absent)} request(s), e.g. index {absent[0]}.")
         self.stats["truncated_prompts"] += sum(r.truncated_prompt for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
+
+    def _generate_missing(self, requests: list[GenerationRequest], missing: dict[str, list[int]],
+                          results: list[GenerationResult | None], claims: KeyClaims, bar) -> None:
+        """Generate the keys of ``missing`` that no other process is generating, claim by claim,
+        then wait for the ones others are generating (see the module docstring)."""
+        cache = self.cache
+        pending = list(missing)
+        if pending:
+            claims.sweep()
+        poll, last_progress, ignore_claims = self.POLL_S[0], time.monotonic(), not claims.enabled
+        first = True
+
+        def from_cache(key: str, shared: bool) -> bool:
+            rec = cache.get(key)
+            if rec is None:
+                return False
+            result = result_from_record(rec)
+            for i in missing[key]:
+                results[i] = result
+            self.stats["cached"] += 1
+            self.stats["shared"] += int(shared)
+            bar.update(len(missing[key]))
+            return True
+
+        while pending:
+            if not first and cache.refresh():
+                before = len(pending)
+                pending = [k for k in pending if not from_cache(k, shared=True)]
+                if len(pending) < before:
+                    poll, last_progress = self.POLL_S[0], time.monotonic()
+                if not pending:
+                    break
+            first = False
+            if ignore_claims:
+                mine = pending[:self.claim_size]
+            else:
+                mine = []
+                for key in pending:
+                    if len(mine) >= self.claim_size:
+                        break
+                    if claims.try_claim(key):
+                        mine.append(key)
+                if mine and cache.refresh():  # finished by a holder that released just before we claimed
+                    done = {k for k in mine if from_cache(k, shared=True)}
+                    for k in done:
+                        claims.release(k)
+                    pending = [k for k in pending if k not in done]
+                    mine = [k for k in mine if k not in done]
+            if mine:
+                todo = [requests[missing[k][0]] for k in mine]
+                for index, result in self._backend_stream(todo):
+                    key = mine[index]
+                    cache.append([(key, todo[index], result)])
+                    claims.release(key)
+                    for i in missing[key]:
+                        results[i] = result
+                    self.stats["generated"] += 1
+                    self.stats["prompt_tokens"] += result.prompt_tokens
+                    self.stats["completion_tokens"] += result.completion_tokens
+                    bar.update(len(missing[key]))
+                taken = set(mine)
+                pending = [k for k in pending if k not in taken]
+                poll, last_progress = self.POLL_S[0], time.monotonic()
+                continue
+            # every key left is being generated by another live process: wait for its results
+            if time.monotonic() - last_progress > self.claim_wait_s:
+                warnings.warn(f"generation cache {cache.path}: {len(pending)} key(s) claimed by another process "
+                              f"showed no progress for {self.claim_wait_s:g} s; generating them here.",
+                              stacklevel=3)
+                ignore_claims = True
+                continue
+            time.sleep(poll)
+            poll = min(self.POLL_S[1], poll * 1.5)
 
     def _backend_stream(self, todo: list[GenerationRequest]):
         if not todo:
@@ -195,5 +396,5 @@ def cache_summary(cache_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["CachedGenerator", "GenerationCache", "CacheWarning", "cache_summary", "identity_hash",
+__all__ = ["CachedGenerator", "GenerationCache", "CacheWarning", "KeyClaims", "cache_summary", "identity_hash",
            "result_from_record"]

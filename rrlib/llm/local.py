@@ -10,6 +10,15 @@ Batching
     On an out-of-memory error the batch is halved and retried, and the smaller size is kept.
     Results are returned (or yielded) with their original request index.
 
+What a kill can lose
+    ``iter_generate`` yields each row the moment it ends (its end-of-sequence token is
+    generated), while the rest of its batch is still running; the generation cache writes it
+    durably at once. So a kill (SIGKILL, a crash, Ctrl-C) loses only the rows of the ONE batch
+    in flight that had not ended yet: at most ``batch_size`` (TEACHER_BATCH_SIZE /
+    PREDICT_BATCH_SIZE) rows and at most one batch's wall time. Rows that run to
+    ``max_new_tokens`` end with their batch, so lower the batch size to lower that bound (it
+    may differ on ``--resume``); every finished row survives whatever the batch size.
+
 Decoding and reproducibility
     ``temperature == 0`` is greedy. Otherwise each request samples with its own temperature and
     top_p from its own random stream, seeded from (settings.seed, rendered prompt), with one draw
@@ -31,13 +40,23 @@ Truncation policy (prompts longer than the limit)
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
 import time
 import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from .base import (TRUNCATION_MARKER, GenerationRequest, GenerationResult, Message, ModelLoadError,
-                   PromptTooLongError, in_request_order)
+from .base import (
+    TRUNCATION_MARKER,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    ModelLoadError,
+    PromptTooLongError,
+    in_request_order,
+)
 from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
 
 EMBEDDED = "embedded"
@@ -251,7 +270,7 @@ def model_context_length(config) -> int:
 # ---------------------------------------------------------------------------------------
 def request_seed(seed: int, prompt_text: str) -> int:
     """A request's own random stream: a function of its seed and its rendered prompt only."""
-    h = hashlib.sha256(f"{seed}\x00{prompt_text}".encode("utf-8")).digest()
+    h = hashlib.sha256(f"{seed}\x00{prompt_text}".encode()).digest()
     return int.from_bytes(h[:8], "little") & ((1 << 63) - 1)
 
 
@@ -471,6 +490,7 @@ class LocalBackend:
         prepared.sort(key=lambda p: (p[4].settings.max_new_tokens, p[4].settings.repetition_penalty, -p[2], p[0]))
         _ = self.model  # load now (lazy), after the prompts are known to be valid
         pos = 0
+        yielded: set[int] = set()
         while pos < len(prepared):
             first = prepared[pos]
             new = first[4].settings.max_new_tokens
@@ -479,16 +499,46 @@ class LocalBackend:
             batch = [p for p in prepared[pos:pos + rows]
                      if p[4].settings.max_new_tokens == new and p[4].settings.repetition_penalty == penalty]
             try:
-                results = self._generate_batch(batch)
+                for j, result in self._stream_batch(batch):  # each row as soon as it ends
+                    yielded.add(batch[j][0])
+                    yield batch[j][0], result
             except Exception as e:  # noqa: BLE001 - only memory errors are retried
                 if not _is_oom(e) or len(batch) == 1:
                     raise
                 self.batch_size = max(1, len(batch) // 2)
                 self._free_memory()
+                # rows already yielded are kept; the rest of the batch is retried smaller
+                prepared = prepared[:pos] + [p for p in prepared[pos:] if p[0] not in yielded]
                 continue
             pos += len(batch)
-            for (index, *_rest), result in zip(batch, results):
-                yield index, result
+
+    def _stream_batch(self, batch) -> Iterator[tuple[int, GenerationResult]]:
+        """Run one batch in a worker thread; yield ``(row in batch, result)`` as each row ends.
+        If the consumer stops early, the batch is stopped at its next token and joined."""
+        rows: queue.Queue = queue.Queue()
+        stop = threading.Event()
+        done = object()
+
+        def work() -> None:
+            try:
+                self._generate_batch(batch, on_row=lambda j, r: rows.put((j, r)), stop=stop)
+                rows.put(done)
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer
+                rows.put(e)
+
+        worker = threading.Thread(target=work, name="rrlib-generate", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = rows.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            worker.join()
 
     def _free_memory(self) -> None:
         import gc
@@ -499,9 +549,12 @@ class LocalBackend:
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def _generate_batch(self, batch) -> list[GenerationResult]:
+    def _generate_batch(self, batch, on_row=None, stop: threading.Event | None = None) -> list[GenerationResult]:
+        """Generate one batch; ``on_row(j, result)`` is called for row ``j`` as soon as it ends
+        (during generation, from :class:`RowEnds`) and, for rows still running at the end, after
+        it. Setting ``stop`` ends the generation at the next token (results are then partial)."""
         import torch
-        from transformers import GenerationConfig, LogitsProcessorList
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         model, tok = self.model, self.tokenizer
         texts = [p[1] for p in batch]
@@ -524,25 +577,62 @@ class LocalBackend:
         if self.kv_cache == "static" and self.quantization == "none":
             config.cache_implementation = "static"
         start = time.perf_counter()
+        prompt_len = enc["input_ids"].shape[1]
+
+        def result(j: int, ids: list[int], seconds: float) -> GenerationResult:
+            _, _, n_prompt, truncated, _ = batch[j]
+            end = next((i for i, t in enumerate(ids) if t in eos), None)
+            produced = ids if end is None else ids[:end]
+            return GenerationResult(
+                text=tok.decode(produced, skip_special_tokens=True).strip(), prompt_tokens=n_prompt,
+                completion_tokens=len(produced) + (0 if end is None else 1),
+                finish_reason="length" if end is None else "stop", truncated_prompt=truncated,
+                seconds=seconds / len(batch), extra={"batch_size": len(batch)})
+
+        def row_ended(j: int, ids: list[int]) -> None:
+            if on_row is not None:
+                on_row(j, result(j, ids, time.perf_counter() - start))
+
+        ends = RowEnds(prompt_len, eos, row_ended, stop)
+        criteria = StoppingCriteriaList([ends])
         with torch.inference_mode():
             try:
-                out = model.generate(**enc, generation_config=config, logits_processor=processors)
+                out = model.generate(**enc, generation_config=config, logits_processor=processors,
+                                     stopping_criteria=criteria)
             except (ValueError, NotImplementedError, TypeError) as e:
                 if getattr(config, "cache_implementation", None) != "static":
                     raise
                 self.kv_cache = "dynamic"  # this architecture cannot use a static cache
                 config.cache_implementation = None
-                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.")
-                out = model.generate(**enc, generation_config=config, logits_processor=processors)
+                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.",
+                              stacklevel=2)
+                out = model.generate(**enc, generation_config=config, logits_processor=processors,
+                                     stopping_criteria=criteria)
         seconds = time.perf_counter() - start
-        new_tokens = out[:, enc["input_ids"].shape[1]:].tolist()
-        results = []
-        for (index, text, n_prompt, truncated, req), ids in zip(batch, new_tokens):
-            stop = next((j for j, t in enumerate(ids) if t in eos), None)
-            produced = ids if stop is None else ids[:stop]
-            results.append(GenerationResult(
-                text=tok.decode(produced, skip_special_tokens=True).strip(), prompt_tokens=n_prompt,
-                completion_tokens=len(produced) + (0 if stop is None else 1),
-                finish_reason="length" if stop is None else "stop", truncated_prompt=truncated,
-                seconds=seconds / len(batch), extra={"batch_size": len(batch)}))
+        new_tokens = out[:, prompt_len:].tolist()
+        results = [result(j, ids, seconds) for j, ids in enumerate(new_tokens)]
+        if on_row is not None:
+            for j, res in enumerate(results):
+                if j not in ends.reported:
+                    on_row(j, res)
         return results
+
+
+class RowEnds:
+    """A stopping criterion that stops nothing (unless ``stop`` is set): it reports each row of
+    a batch the step it generates an end-of-sequence token, with its new token ids, so the
+    row's result can be saved while the rest of the batch is still generating."""
+
+    def __init__(self, prompt_len: int, eos: set, on_end, stop: threading.Event | None = None):
+        self.prompt_len, self.eos, self.on_end, self.stop = prompt_len, eos, on_end, stop
+        self.reported: set[int] = set()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        for j, token in enumerate(input_ids[:, -1].tolist()):
+            if token in self.eos and j not in self.reported:
+                self.reported.add(j)
+                self.on_end(j, input_ids[j, self.prompt_len:].tolist())
+        halt = bool(self.stop is not None and self.stop.is_set())
+        return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)

@@ -1,8 +1,12 @@
 """OpenAI-compatible chat-completions client (vLLM, llama.cpp server, Ollama, TGI, ...).
 
 * The API key is read from the environment variable named by ``SERVER_API_KEY_ENV`` at request
-  time and sent only in the Authorization header: it is never stored in the identity, the cache,
-  logs or error messages (any accidental echo is masked).
+  time (surrounding whitespace stripped) and sent only in the Authorization header: it is never
+  stored in the identity, the cache, logs or error messages. Every error text (HTTP errors,
+  bodies without ``choices``, non-JSON bodies, exceptions raised by ``requests``, the last error
+  after retries) and every generated text is passed through :func:`rrlib.errors.mask_secrets`
+  before it is truncated, so a server that echoes the key (or its ``Authorization`` header)
+  back leaves ``***`` instead.
 * Requests run concurrently (``SERVER_CONCURRENCY`` threads) and results are yielded as each one
   completes, so the cache saves them one by one.
 * Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and jitter
@@ -21,13 +25,24 @@ import os
 import random
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 import requests
 
-from .base import TRUNCATION_MARKER, GenerationRequest, GenerationResult, Message, PromptTooLongError, ServerError, in_request_order
+from rrlib.errors import mask_secrets
+
+from .base import (
+    TRUNCATION_MARKER,
+    GenerationRequest,
+    GenerationResult,
+    Message,
+    PromptTooLongError,
+    ServerError,
+    in_request_order,
+)
 
 CHARS_PER_TOKEN = 4
 
@@ -77,14 +92,16 @@ class ServerBackend:
     # HTTP -----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        key = os.environ.get(self.api_key_env, "").strip() if self.api_key_env else ""
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
 
-    def _mask(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return text.replace(key, "***") if key else text
+    def _mask(self, text: object, patterns: bool = True) -> str:
+        return mask_secrets(text, env_names=[self.api_key_env], patterns=patterns)
+
+    def _error(self, text: object) -> ServerError:
+        return ServerError(self._mask(text))
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
@@ -103,17 +120,20 @@ class ServerBackend:
                 last = f"timed out after {self.timeout_s:g} s (SERVER_TIMEOUT_S)"
             except requests.ConnectionError as e:
                 last = f"connection failed ({type(e).__name__}); is the server running?"
+            except (requests.RequestException, UnicodeError) as e:  # e.g. InvalidHeader, which quotes the key
+                raise self._error(f"{method} {url} could not be sent: {type(e).__name__}: {self._mask(e)[:300]} "
+                                  f"(check the key in ${self.api_key_env} for line breaks or odd "
+                                  f"characters, and SERVER_URL)") from None
             else:
                 if resp.status_code < 400:
                     try:
                         return resp.json()
                     except ValueError:
-                        raise ServerError(self._mask(f"{method} {url} returned HTTP {resp.status_code} with a "
-                                                     f"body that is not JSON: {resp.text[:300]!r}")) from None
+                        raise self._error(f"{method} {url} returned HTTP {resp.status_code} with a body that "
+                                          f"is not JSON: {self._mask(resp.text)[:300]!r}") from None
                 message = self._server_message(resp)
                 if resp.status_code != 429 and resp.status_code < 500:
-                    raise ServerError(self._mask(f"{method} {url} was refused with HTTP {resp.status_code}: "
-                                                 f"{message}"))
+                    raise self._error(f"{method} {url} was refused with HTTP {resp.status_code}: {message}")
                 last = f"HTTP {resp.status_code}: {message}"
                 retry_after = _retry_after(resp)
             if self.liveness is not None:
@@ -122,32 +142,35 @@ class ServerBackend:
                 delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
                 delay = retry_after if retry_after is not None else delay * (0.5 + random.random())
                 time.sleep(min(delay, self.max_backoff_s))
-        raise ServerError(self._mask(f"{method} {url} failed after {self.retries + 1} attempts; last error: {last}. "
-                                     f"Check that the server at {self.base_url} is up (SERVER_URL), or raise "
-                                     f"SERVER_RETRIES / SERVER_TIMEOUT_S."))
+        raise self._error(f"{method} {url} failed after {self.retries + 1} attempts; last error: {last}. "
+                          f"Check that the server at {self.base_url} is up (SERVER_URL), or raise "
+                          f"SERVER_RETRIES / SERVER_TIMEOUT_S.")
 
-    @staticmethod
-    def _server_message(resp: requests.Response) -> str:
+    def _server_message(self, resp: requests.Response) -> str:
+        """The server's own error message, masked, then cut to 500 characters."""
         try:
             body = resp.json()
             err = body.get("error", body) if isinstance(body, dict) else body
             msg = err.get("message", err) if isinstance(err, dict) else err
-            return str(msg)[:500]
+            return self._mask(msg)[:500]
         except ValueError:
-            return resp.text[:500] or resp.reason or ""
+            return self._mask(resp.text or resp.reason or "")[:500]
 
     # identity ---------------------------------------------------------------------------
     @property
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
             listing = self._request("GET", "/models")
-            served = [m.get("id", "") for m in listing.get("data", []) if isinstance(m, dict)]
+            if not isinstance(listing, dict) or not isinstance(listing.get("data", []), list):
+                raise self._error(f"GET {self.base_url}/models returned {self._mask(listing)[:300]}, not a model "
+                                  f"list ({{'data': [{{'id': ...}}]}}); is SERVER_URL an OpenAI-compatible /v1 URL?")
+            served = [str(m.get("id", "")) for m in listing.get("data", []) if isinstance(m, dict)]
             if self.model in served:
                 served_id = self.model
             elif len(served) == 1:
                 served_id = served[0]  # llama.cpp serves one model whatever name is asked for
             else:
-                raise ServerError(f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves "
+                raise self._error(f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves "
                                   f"{served or 'no models'}.")
             self._identity = {"backend": "server", "name": self.model, "served_model": served_id}
         return self._identity
@@ -192,13 +215,14 @@ class ServerBackend:
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise ServerError(f"{self.base_url}/chat/completions returned an unexpected body (no "
-                              f"choices[0].message): {str(body)[:300]}") from None
+            raise self._error(f"{self.base_url}/chat/completions returned an unexpected body (no "
+                              f"choices[0].message): {self._mask(body)[:300]}") from None
         usage = body.get("usage") or {}
-        return GenerationResult(text=text.strip(), prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+        return GenerationResult(text=self._mask(text.strip(), patterns=False),
+                                prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
                                 completion_tokens=int(usage.get("completion_tokens", 0) or 0),
                                 finish_reason=str(choice.get("finish_reason") or ""), truncated_prompt=truncated,
-                                seconds=seconds, extra={"served_model": body.get("model", "")})
+                                seconds=seconds, extra={"served_model": self._mask(body.get("model", ""))})
 
     def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return in_request_order(len(requests_), self.iter_generate(requests_))

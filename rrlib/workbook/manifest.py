@@ -23,12 +23,14 @@ such dicts, one per generation job) and ``model_identities`` (``{role: identity}
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
-from rrlib.io import read_json, sha256_file, write_json_atomic
 from rrlib.config.paths import RunPaths, resolve_path
 from rrlib.config.provenance import environment_info, git_commit, utc_now
+from rrlib.errors import mask_secrets
+from rrlib.io import read_json, sha256_file, write_text_atomic
 
 MANIFEST_VERSION = 1
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
@@ -52,9 +54,14 @@ def read_manifest(run_dir: str | Path) -> dict[str, Any]:
 
 
 def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
+    """Write the manifest atomically. The value of the API-key variable (SERVER_API_KEY_ENV) is
+    masked wherever it appears, whatever wrote it (an error text, a recorded command line)."""
     manifest = dict(manifest)
     manifest["updated_at"] = utc_now()
-    return write_json_atomic(RunPaths.of(run_dir, create=False).manifest, manifest)
+    text = json.dumps(manifest, indent=2, default=str, ensure_ascii=False)
+    key_env = str((manifest.get("params") or {}).get("SERVER_API_KEY_ENV", ""))
+    return write_text_atomic(RunPaths.of(run_dir, create=False).manifest,
+                             mask_secrets(text, env_names=[key_env], patterns=False))
 
 
 # ---------------------------------------------------------------------------------------

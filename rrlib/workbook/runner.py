@@ -17,26 +17,42 @@ Guarantees:
   the parameters in :data:`HARMLESS_ON_RESUME`, which change how work is done (batch sizes,
   server connection, cache location, inspection view) but not what a finished step computed.
   Those changes are applied to the remaining notebooks and recorded in the manifest's
-  ``attempts``. ``--resume`` without ``-f``/``-p`` reuses the recorded parameters.
+  ``attempts``. ``--resume`` without ``-f``/``-p`` reuses the recorded parameters, and without
+  ``--only`` the recorded selection.
+- The API key (the value of the variable named by SERVER_API_KEY_ENV) and any ``Bearer``/``sk-``
+  token are masked in every error text the runner writes to the manifest or the console, in the
+  notebook output it streams (``--log-output``), and in the executed notebooks it keeps.
 """
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
+import logging
 import os
 import re
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
-from rrlib.errors import ParamError, RunError
-from rrlib.workbook import manifest as mf
-from rrlib.config.params import (SCHEMA, defaults, load_params, notebook_parameters, parse_override,
-                                   select_for_notebook, validate, yaml_keys)
+from rrlib.config.params import (
+    SCHEMA,
+    defaults,
+    load_params,
+    notebook_parameters,
+    parse_override,
+    select_for_notebook,
+    validate,
+    yaml_keys,
+)
 from rrlib.config.paths import PROJECT_ROOT, STEPS, RunPaths
 from rrlib.config.provenance import utc_now
+from rrlib.errors import ParamError, RunError, mask_secrets
+from rrlib.io import write_text_atomic
+from rrlib.workbook import manifest as mf
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
 OUTPUTS_DIR = PROJECT_ROOT / "outputs"
@@ -126,7 +142,7 @@ def parse_overrides(pairs: Iterable[Sequence[str]] | None) -> dict[str, Any]:
 
 def default_run_id(param_files: Sequence[str | Path], now: _dt.datetime | None = None) -> str:
     """``<preset>-<UTC timestamp>``, e.g. ``default-20250101T120000Z``."""
-    now = now or _dt.datetime.now(_dt.timezone.utc)
+    now = now or _dt.datetime.now(_dt.UTC)
     preset = "_".join(Path(f).stem for f in param_files) or "defaults"
     preset = re.sub(r"[^A-Za-z0-9._-]", "_", preset)[:80]
     return f"{preset}-{now.strftime('%Y%m%dT%H%M%SZ')}"
@@ -279,11 +295,55 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
 
     done = {s for s, rec in (existing or {}).get("notebooks", {}).items() if rec.get("status") == "completed"}
     to_run = [s for s in selected if s not in done]
+    warnings += preflight(params, {s: step_params[s] for s in to_run})
     return RunPlan(run_id=run_id, run_dir=run_dir, run_dir_param=run_dir_param, params=params,
                    notebooks=notebooks, selected=selected, to_run=to_run, step_params=step_params,
                    kernel=choose_kernel(kernel), param_files=files, overrides=overrides, resume=resume,
                    cwd=Path(cwd) if cwd else PROJECT_ROOT, existing=existing, changed_on_resume=changed,
                    warnings=warnings)
+
+
+def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What the notebooks about to run (``{step: its parameters}``) require beyond each
+    parameter's type and range, checked before anything runs: notebook 01's dataset, files and
+    prompt domain (:func:`rrlib.data.preflight.check_data_params`), the prompt domain of 02-06,
+    METHODS / EVAL_METHODS against the method registry (names and kinds), and INSPECT_METHOD
+    among the methods the run evaluates. Raises DataError / MethodError; returns notes."""
+    from rrlib.config.params import Config
+    from rrlib.data.pipeline import domain_of
+    from rrlib.data.preflight import check_data_params
+    from rrlib.errors import DataError, MethodError
+    from rrlib.evaluate.plan import evaluation_plan
+    from rrlib.methods import registry
+    from rrlib.prompts import DOMAINS
+
+    declared = {name for step_params in to_run.values() for name in step_params}
+    notes: list[str] = []
+    if any(step[:2] == "01" for step in to_run):
+        notes += check_data_params(params)
+    if "DOMAIN" in declared:
+        domain = domain_of(dict(params))
+        if domain not in DOMAINS:
+            raise DataError(f"parameter DOMAIN={domain!r} has no prompt wording; the prompts know "
+                            f"{', '.join(DOMAINS)} (rrlib/prompts/teacher.py).")
+    if declared & {"METHODS", "EVAL_METHODS"}:
+        for name in ("METHODS", "EVAL_METHODS"):
+            unknown = [m for m in params.get(name, []) if m not in registry.REGISTRY]
+            if unknown:
+                close = {m: ", ".join(difflib.get_close_matches(m, registry.REGISTRY)) or "no close match"
+                         for m in unknown}
+                hints = "; ".join(f"{m} (did you mean: {c})" for m, c in close.items())
+                raise MethodError(f"parameter {name} names unknown method(s): {hints}. Registered methods: "
+                                  f"{', '.join(registry.REGISTRY)}.")
+        evaluation_plan(Config.full(dict(params)))  # MethodError naming METHODS / EVAL_METHODS
+    if "INSPECT_METHOD" in declared:
+        lead = params.get("INSPECT_METHOD", "")
+        registry.get(lead)  # MethodError for an unknown name
+        evaluated = list(params.get("METHODS", [])) + list(params.get("EVAL_METHODS", []))
+        if lead not in evaluated:
+            raise MethodError(f"parameter INSPECT_METHOD={lead!r} is not evaluated by this run (METHODS + "
+                              f"EVAL_METHODS: {', '.join(evaluated)}); notebook 07 would find no predictions.")
+    return notes
 
 
 def live_status(manifest: Mapping[str, Any]) -> str:
@@ -396,10 +456,56 @@ def _next_failed_name(executed: Path) -> Path:
     return candidate
 
 
+def _key_envs(params: Mapping[str, Any]) -> list[str]:
+    return [str(params.get("SERVER_API_KEY_ENV") or "")]
+
+
+def mask(text: object, params: Mapping[str, Any]) -> str:
+    """An error text with the run's API key and any token-looking text masked."""
+    return mask_secrets(text, env_names=_key_envs(params))
+
+
+def scrub_notebook(path: Path, params: Mapping[str, Any]) -> bool:
+    """Mask the API key wherever an executed notebook holds it (a printed variable, a traceback);
+    True when something was masked. Known values only: outputs are content, not error texts."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return False
+    clean = mask_secrets(text, env_names=_key_envs(params), patterns=False)
+    if clean == text:
+        return False
+    write_text_atomic(path, clean)
+    return True
+
+
+class _MaskFilter(logging.Filter):
+    """Masks secrets in the notebook output papermill streams to the console (--log-output)."""
+
+    def __init__(self, params: Mapping[str, Any]):
+        super().__init__()
+        self.params = params
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = mask(record.getMessage(), self.params), ()
+        return True
+
+
 def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_bar: bool = True,
                  log_output: bool = False, command: list[str] | None = None) -> dict[str, Any]:
     """Run ``plan.to_run`` in order; returns the final manifest. Raises :class:`NotebookFailed`
     (after recording it) when a notebook fails."""
+    masking = _MaskFilter(plan.params)
+    papermill_log = logging.getLogger("papermill")
+    papermill_log.addFilter(masking)
+    try:
+        return _execute(plan, log=log, progress_bar=progress_bar, log_output=log_output, command=command)
+    finally:
+        papermill_log.removeFilter(masking)
+
+
+def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, log_output: bool,
+             command: list[str] | None) -> dict[str, Any]:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -431,7 +537,9 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
     for i, step in enumerate(plan.to_run, 1):
         executed = paths.root / "notebooks" / f"{step}.ipynb"
         if executed.exists():  # a failed or interrupted attempt: keep it, never overwrite
-            executed.rename(_next_failed_name(executed))
+            kept = _next_failed_name(executed)
+            executed.rename(kept)
+            scrub_notebook(kept, plan.params)  # a killed runner never scrubbed it
         record = mf.set_step(manifest, step, status="running", started_at=utc_now(),
                              executed_notebook=str(executed.relative_to(paths.root)))
         record.pop("error", None)
@@ -446,24 +554,30 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
                                     parameters=plan.step_params[step], kernel_name=plan.kernel,
                                     cwd=str(plan.cwd), progress_bar=progress_bar, log_output=log_output)
         except PapermillExecutionError as e:
+            scrub_notebook(executed, plan.params)
             failure = NotebookFailed(step, executed, cell_index=e.cell_index, exec_count=e.exec_count,
-                                     first_line=_first_code_line(e.source),
-                                     error=f"{e.ename}: {e.evalue}", run_id=plan.run_id)
+                                     first_line=mask(_first_code_line(e.source), plan.params),
+                                     error=mask(f"{e.ename}: {e.evalue}", plan.params), run_id=plan.run_id)
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
         except Exception as e:  # dead kernel, timeout, unreadable notebook ...
+            scrub_notebook(executed, plan.params)
             cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
-                                     error=f"{type(e).__name__}: {e}", run_id=plan.run_id)
+            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count,
+                                     first_line=mask(line, plan.params),
+                                     error=mask(f"{type(e).__name__}: {e}", plan.params), run_id=plan.run_id)
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
-            raise failure from e
+            raise failure from None
         except BaseException as e:  # Ctrl-C, a test timeout, SystemExit: record, then let it through
+            scrub_notebook(executed, plan.params)
             cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count, first_line=line,
+            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count,
+                                     first_line=mask(line, plan.params),
                                      error=f"interrupted ({type(e).__name__})", run_id=plan.run_id)
             _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
             raise
         seconds = round(time.monotonic() - start, 2)
+        scrub_notebook(executed, plan.params)
         record = mf.set_step(manifest, step, status="completed", finished_at=utc_now(), seconds=seconds,
                              peak_rss_mb=memory.peak_mb, params=plan.step_params[step])
         record.update(mf.step_summary(plan.run_dir, step))
@@ -507,7 +621,7 @@ def _record_failure(plan: RunPlan, manifest: dict, step: str, failure: NotebookF
     try:
         mf.refresh(manifest, plan.run_dir)
     except Exception as e:  # the record of the failure matters more than checksums
-        manifest["refresh_error"] = str(e)
+        manifest["refresh_error"] = mask(e, plan.params)
     mf.write_manifest(plan.run_dir, manifest)
 
 
@@ -520,5 +634,5 @@ def run_pipeline(param_files: Sequence[str | Path] = (), overrides: Mapping[str,
 
 
 __all__ = ["HARMLESS_ON_RESUME", "NotebookFailed", "ParamError", "RunError", "RunPlan", "choose_kernel",
-           "default_run_id", "discover_notebooks", "execute_plan", "params_diff", "parse_only",
-           "parse_overrides", "plan_run", "run_pipeline"]
+           "default_run_id", "discover_notebooks", "execute_plan", "live_status", "mask", "params_diff",
+           "parse_only", "parse_overrides", "plan_run", "preflight", "run_pipeline", "scrub_notebook"]
