@@ -9,6 +9,7 @@ themselves, so that data flows one way through one layout:
       finetune/    05: <method>_K<k>/ adapters, trainer state, curves
       evaluate/    06: predictions.parquet, results table, plots
       inspect/     07: report.html
+      recpie/      RecPIE: explanations.parquet (the explainer's user texts), rl/ (its RL rounds)
       notebooks/   executed notebooks
       results/     one JSON per notebook execution (never overwritten)
       manifest.json, metrics.json
@@ -83,6 +84,13 @@ class RunPaths:
         """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
         shown to the student (kept in its own file so training cannot read it by accident)."""
         return self.reasoning_dir / "test_references.parquet"
+    # RecPIE (issue 13): explanations written by the reward-tuned explainer and its RL rounds
+    @property
+    def recpie(self) -> Path: return self.root / "recpie"
+    @property
+    def recpie_explanations(self) -> Path: return self.recpie / "explanations.parquet"
+    @property
+    def recpie_rl(self) -> Path: return self.recpie / "rl"
     # 05-07
     @property
     def finetune(self) -> Path: return self.root / "finetune"
