@@ -14,8 +14,19 @@ from sklearn.metrics import roc_auc_score
 
 from rrlib.errors import DataError, MethodError, ParamError
 from rrlib.methods import registry
-from rrlib.methods.recpie import (NO_TEXT, TextFeatures, TextSequenceData, UserText, explanation_gain, fit_hybrid,
-                                  log_likelihood, profile_texts, restore_hybrid, reward_positions, train_hybrid)
+from rrlib.methods.recpie import (
+    NO_TEXT,
+    TextFeatures,
+    TextSequenceData,
+    UserText,
+    explanation_gain,
+    fit_hybrid,
+    log_likelihood,
+    profile_texts,
+    restore_hybrid,
+    reward_positions,
+    train_hybrid,
+)
 from rrlib.methods.sequential import SeqConfig
 
 

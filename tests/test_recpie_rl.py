@@ -17,8 +17,7 @@ from rrlib.methods.recpie import TextFeatures, explanation_gain, fit_hybrid
 from rrlib.methods.sequential import SeqConfig
 from rrlib.prompts.explainer import TEMPLATE_VERSION, explainer_messages
 from rrlib.prompts.items import ItemCatalog
-from rrlib.recpie_rl import (RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log,
-                             run_recpie_rl)
+from rrlib.recpie_rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_recpie_rl
 
 SEQ = SeqConfig(epochs=4, patience=2, hidden=16, seed=0)
 

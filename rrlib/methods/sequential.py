@@ -36,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from rrlib.data.sequences import target_positions, training_cutoffs, user_sequences
-from rrlib.errors import MethodError
+from rrlib.errors import DataError, MethodError
 from rrlib.methods.registry import names
 from rrlib.predictions import like_rows
 
@@ -111,7 +111,7 @@ class SequenceData:
             self.train_users = {str(u) for u in train_users}
             unknown = sorted(self.train_users - set(self.sequences))
             if unknown:
-                raise MethodError(f"train_users names {len(unknown)} user(s) without interactions, e.g. {unknown[:3]}.")
+                raise DataError(f"train_users names {len(unknown)} user(s) without interactions, e.g. {unknown[:3]}.")
         learn = {u: c for u, c in self.cutoffs.items() if u in self.train_users}
         train_items = sorted({i for u, c in learn.items() for i in self.sequences[u]["item_id"].iloc[:c]})
         self.item_index = {item: n + 2 for n, item in enumerate(train_items)}
