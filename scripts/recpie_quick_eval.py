@@ -102,6 +102,7 @@ def main() -> None:
         info[m] = {k: inf.get(k) for k in ("best_epoch", "best_valid_auc", "epochs_run", "n_train_targets",
                                             "train_text_coverage", "eval_text_coverage")}
         info[m]["seconds"] = time.perf_counter() - s
+        print(f"{m}: trained in {info[m]['seconds']:.0f} s, best epoch {inf.get('best_epoch')}", flush=True)
     y = test["label"].to_numpy(dtype=int)
     res = {m: auc_with_ci(y, p, n_boot=1000, seed=a.seed) for m, p in scores.items()}
     best_bias = max(("user_like_rate", "item_like_rate", "bias_logreg"), key=lambda m: res[m]["auc"])
