@@ -84,7 +84,7 @@ def test_reproducible_with_a_seed():
 def test_runs_on_the_embedded_dataset(tmp_path):
     from rrlib.config.paths import RunPaths
     from rrlib.data import eval_subset, load_tables, prepare
-    from rrlib.config.params import defaults
+    from rrlib.config.params import Config, defaults
 
     params = defaults()
     paths = RunPaths.of(tmp_path / "run")
@@ -93,7 +93,7 @@ def test_runs_on_the_embedded_dataset(tmp_path):
     test = eval_subset(tables.examples, "test", params["N_TEST"])
     for model in ("sasrec", "caser"):
         rows, info = train_sequential(model, tables.interactions, tables.examples, test,
-                                      SeqConfig.from_params(params, epochs=5), progress=False)
+                                      SeqConfig.from_config(Config.full(params), epochs=5), progress=False)
         assert len(rows) == len(test) and rows["p_yes"].between(0, 1).all()
         assert rows["p_yes"].nunique() > 1
         assert info["n_train_targets"] > 100 and info["epochs_run"] <= 5

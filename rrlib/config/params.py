@@ -265,6 +265,37 @@ class EvaluateConfig(Section):
 
 
 @dataclass(frozen=True)
+class RecpieConfig(Section):
+    TITLE: ClassVar[str] = "RecPIE: text-fused recommender and reward-tuned explainer"
+    recpie_user_text: str = param("profile", "user text fused into the recommender: profile (03), explanations "
+                                             "(the reward-tuned explainer) or none",
+                                  choices=("profile", "explanations", "none"))
+    recpie_item_text: str = param("description", "item text fused into the recommender: description (02), title "
+                                                 "(title and attributes) or none",
+                                  choices=("description", "title", "none"))
+    recpie_hidden: int = param(64, "RecPIE recommender hidden size", min=4)
+    recpie_epochs: int = param(50, "RecPIE recommender epochs at most (early stopping on validation AUC)", min=1)
+    recpie_patience: int = param(5, "RecPIE: epochs without validation-AUC gain before stopping", min=1)
+    recpie_learning_rate: float = param(3e-3, "RecPIE recommender Adam learning rate", min=0, max=1)
+    recpie_max_len: int = param(50, "RecPIE: most recent history steps fed to the recommender", min=1)
+    recpie_fractions: list[int] = param([12, 25, 50, 100], "data-efficiency curve: percent of training users "
+                                                           "(nested, seeded)", min=1, max=100)
+    recpie_rl_rounds: int = param(2, "explainer updates alternated with recommender refits", min=1)
+    recpie_rl_steps: int = param(2, "GRPO steps per round (CPU: a few; paper scale: hundreds)", min=1)
+    recpie_rl_prompts_per_step: int = param(2, "users (prompts) per GRPO step", min=1)
+    recpie_num_generations: int = param(4, "explanations sampled per prompt (the GRPO group)", min=2)
+    recpie_max_completion_tokens: int = param(48, "longest explanation the explainer writes, in tokens", min=4)
+    recpie_kl_beta: float = param(0.04, "KL penalty to the explainer at the start of the round (0: none)", min=0)
+    recpie_rl_learning_rate: float = param(5e-5, "explainer LoRA learning rate in the RL updates", min=0, max=1)
+    recpie_temperature: float = param(1.0, "sampling temperature of the explanations during RL", min=0.01, max=5)
+    recpie_rl_users: int = param(64, "users whose explanations are written and rewarded (0: all; seeded)", min=0)
+    recpie_reward_targets: int = param(2, "latest training targets per user kept out of the explainer's view; "
+                                          "the reward is scored on them", min=1)
+    recpie_explain_history: int = param(10, "most recent interactions shown to the explainer", min=1)
+    recpie_explanation_words: int = param(40, "words the explainer is asked to write", min=5)
+
+
+@dataclass(frozen=True)
 class InspectConfig(Section):
     TITLE: ClassVar[str] = "inspection (08)"
     n_showcase: int = param(12, "test examples shown side by side", min=1)
@@ -276,7 +307,8 @@ class InspectConfig(Section):
 
 SECTION_CLASSES: dict[str, type[Section]] = {
     "common": CommonConfig, "data": DataConfig, "teacher": TeacherConfig, "enrich": EnrichConfig,
-    "exp3rt": Exp3rtConfig, "student": StudentConfig, "evaluate": EvaluateConfig, "inspect": InspectConfig,
+    "exp3rt": Exp3rtConfig, "student": StudentConfig, "evaluate": EvaluateConfig, "recpie": RecpieConfig,
+    "inspect": InspectConfig,
 }
 
 
@@ -306,6 +338,7 @@ SECTIONS, SCHEMA = _schema()
 COMMON, DATA, TEACHER, ENRICH = SECTIONS["common"], SECTIONS["data"], SECTIONS["teacher"], SECTIONS["enrich"]
 STUDENT, EVALUATE, INSPECT = SECTIONS["student"], SECTIONS["evaluate"], SECTIONS["inspect"]
 EXP3RT = SECTIONS["exp3rt"]
+RECPIE = SECTIONS["recpie"]
 
 
 def defaults() -> dict[str, Any]:
@@ -539,6 +572,7 @@ class Config:
     exp3rt: Exp3rtConfig
     student: StudentConfig
     evaluate: EvaluateConfig
+    recpie: RecpieConfig
     inspect: InspectConfig
 
     def __init__(self, params: Mapping[str, Any], where: str = "parameters"):
@@ -581,6 +615,7 @@ def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
 
 
 __all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConfig", "Exp3rtConfig", "InspectConfig", "Param",
+           "RecpieConfig",
            "ParamError", "SCHEMA", "SECTIONS", "SECTION_CLASSES", "StudentConfig", "TeacherConfig", "UNDECLARED",
            "check_value", "config_from_namespace", "defaults", "from_namespace", "load_params", "load_yaml",
            "notebook_comments", "notebook_parameters", "param", "parameters_cell", "parse_override",

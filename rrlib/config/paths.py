@@ -10,6 +10,7 @@ themselves, so that data flows one way through one layout:
       finetune/    06: <method>_K<k>/ adapters, trainer state, curves; recpie/ (the reward loop)
       evaluate/    07: predictions.parquet, rankings.parquet, results tables, plots
       inspect/     08: report.html, human-evaluation sheets
+      recpie/      RecPIE: explanations.parquet (the explainer's user texts), rl/ (its RL rounds)
       notebooks/   executed notebooks
       results/     one JSON per notebook execution (never overwritten)
       manifest.json, metrics.json
@@ -104,6 +105,13 @@ class RunPaths:
         """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
         shown to the student (kept in its own file so training cannot read it by accident)."""
         return self.reasoning_dir / "test_references.parquet"
+    # RecPIE (issue 13): explanations written by the reward-tuned explainer and its RL rounds
+    @property
+    def recpie(self) -> Path: return self.root / "recpie"
+    @property
+    def recpie_explanations(self) -> Path: return self.recpie / "explanations.parquet"
+    @property
+    def recpie_rl(self) -> Path: return self.recpie / "rl"
     # 06-08
     @property
     def finetune(self) -> Path: return self.root / "finetune"

@@ -101,6 +101,15 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
           implementation="rrlib.methods.sequential:predict"),
     _spec("caser", "Caser", "sequential", "sequential", "like", ("history",),
           implementation="rrlib.methods.sequential:predict"),
+    # --- like/dislike: RecPIE, text fused into SASRec (user text: the explanation/profile) -----
+    _spec("recpie_no_text", "RecPIE w/o text", "recpie", "hybrid", "like", ("history",),
+          implementation="rrlib.methods.recpie:predict", note="the RecPIE recommender with both texts off"),
+    _spec("recpie_user_text", "RecPIE user text only", "recpie", "hybrid", "like", ("history", "explanation"),
+          implementation="rrlib.methods.recpie:predict"),
+    _spec("recpie_item_text", "RecPIE item text only", "recpie", "hybrid", "like", ("history", "descriptions"),
+          implementation="rrlib.methods.recpie:predict"),
+    _spec("recpie_hybrid", "RecPIE (user + item text)", "recpie", "hybrid", "like",
+          ("history", "explanation", "descriptions"), implementation="rrlib.methods.recpie:predict"),
     # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
     _spec("global_mean", "Global mean rating", "rating", "rating_baseline", "rating", ("ratings",),
           implementation="rrlib.methods.rating:predict"),

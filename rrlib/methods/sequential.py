@@ -21,11 +21,13 @@ embedded dataset.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,7 +36,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from rrlib.data.sequences import target_positions, training_cutoffs, user_sequences
-from rrlib.errors import MethodError
+from rrlib.errors import DataError, MethodError
 from rrlib.methods.registry import names
 from rrlib.predictions import like_rows
 
@@ -86,21 +88,34 @@ class SeqBatch:
         return len(self.target)
 
     def subset(self, idx) -> "SeqBatch":
-        return SeqBatch(self.items[idx], self.feedback[idx], self.target[idx], self.user[idx], self.label[idx])
+        # every field is indexed by example, so subclasses with more fields (RecPIE's text codes) work too
+        return replace(self, **{f.name: getattr(self, f.name)[idx] for f in fields(self)})
 
 
 class SequenceData:
-    """Index maps built from the training interactions and tensors for any set of targets."""
+    """Index maps built from the training interactions and tensors for any set of targets.
 
-    def __init__(self, interactions: pd.DataFrame, max_len: int):
+    ``train_users`` (default: every user) restricts what is learned from to those users'
+    training interactions (the data-efficiency curves); every user's sequence stays available
+    as the history of its evaluation targets."""
+
+    def __init__(self, interactions: pd.DataFrame, max_len: int, train_users: Sequence[str] | None = None):
         self.sequences = user_sequences(interactions)
         # no wider than the longest history any target can have (saves padding compute)
         longest = max((len(s) - 1 for s in self.sequences.values()), default=1)
         self.max_len = max(1, min(int(max_len), longest))
         self.cutoffs = training_cutoffs(self.sequences)
-        train_items = sorted({i for u, s in self.sequences.items() for i in s["item_id"].iloc[:self.cutoffs[u]]})
+        if train_users is None:
+            self.train_users = set(self.sequences)
+        else:
+            self.train_users = {str(u) for u in train_users}
+            unknown = sorted(self.train_users - set(self.sequences))
+            if unknown:
+                raise DataError(f"train_users names {len(unknown)} user(s) without interactions, e.g. {unknown[:3]}.")
+        learn = {u: c for u, c in self.cutoffs.items() if u in self.train_users}
+        train_items = sorted({i for u, c in learn.items() for i in self.sequences[u]["item_id"].iloc[:c]})
         self.item_index = {item: n + 2 for n, item in enumerate(train_items)}
-        self.user_index = {u: n + 2 for n, u in enumerate(sorted(u for u, c in self.cutoffs.items() if c > 0))}
+        self.user_index = {u: n + 2 for n, u in enumerate(sorted(u for u, c in learn.items() if c > 0))}
         self._codes = {u: (np.array([self.item_index.get(i, OOV) for i in s["item_id"]], dtype=np.int64),
                            np.where(s["liked"].to_numpy(bool), FB_LIKED, FB_DISLIKED).astype(np.int64))
                        for u, s in self.sequences.items()}
@@ -113,37 +128,52 @@ class SequenceData:
     def n_users(self) -> int:
         return len(self.user_index) + 2
 
-    def tensors(self, users: list[str], positions: list[int]) -> SeqBatch:
+    def windows(self, users: Sequence[str], positions: Sequence[int], codes: Mapping[str, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """For each (user, position): the ``max_len`` codes of the steps before it (left-padded
+        with 0) and the code at it. ``codes`` holds one array per user, aligned with its sequence."""
         n, L = len(users), self.max_len
-        items = np.zeros((n, L), dtype=np.int64)
-        fb = np.zeros((n, L), dtype=np.int64)
-        target = np.zeros(n, dtype=np.int64)
-        label = np.zeros(n, dtype=np.float32)
+        hist = np.zeros((n, L), dtype=np.int64)
+        at = np.zeros(n, dtype=np.int64)
         for r, (u, p) in enumerate(zip(users, positions)):
-            codes, likes = self._codes[u]
+            c = codes[u]
             start = max(0, p - L)
             h = p - start
             if h:
-                items[r, L - h:] = codes[start:p]
-                fb[r, L - h:] = likes[start:p]
-            target[r] = codes[p]
-            label[r] = float(likes[p] == FB_LIKED)
+                hist[r, L - h:] = c[start:p]
+            at[r] = c[p]
+        return hist, at
+
+    def tensors(self, users: list[str], positions: list[int]) -> SeqBatch:
+        items, target = self.windows(users, positions, {u: c[0] for u, c in self._codes.items()})
+        fb, fb_at = self.windows(users, positions, {u: c[1] for u, c in self._codes.items()})
+        label = (fb_at == FB_LIKED).astype(np.float32)
         user = np.array([self.user_index.get(u, OOV) for u in users], dtype=np.int64)
         return SeqBatch(torch.from_numpy(items), torch.from_numpy(fb), torch.from_numpy(target),
                         torch.from_numpy(user), torch.from_numpy(label))
 
-    def training_targets(self) -> SeqBatch:
-        """Every training position with at least one earlier interaction."""
+    def training_positions(self) -> tuple[list[str], list[int]]:
+        """(user, position) of every training target: each position before the user's valid
+        target with at least one earlier interaction."""
         users, positions = [], []
         for u, cut in self.cutoffs.items():
+            if u not in self.train_users:
+                continue
             for p in range(1, cut):
                 users.append(u)
                 positions.append(p)
-        return self.tensors(users, positions)
+        return users, positions
+
+    def training_targets(self) -> SeqBatch:
+        """Every training position with at least one earlier interaction."""
+        return self.tensors(*self.training_positions())
+
+    def example_positions(self, examples: pd.DataFrame) -> tuple[list[str], list[int]]:
+        pos = target_positions(examples, self.sequences)
+        return [str(u) for u in examples["user_id"]], [int(p) for p in pos]
 
     def example_targets(self, examples: pd.DataFrame) -> SeqBatch:
-        pos = target_positions(examples, self.sequences)
-        return self.tensors([str(u) for u in examples["user_id"]], [int(p) for p in pos])
+        return self.tensors(*self.example_positions(examples))
 
 
 # ---------------------------------------------------------------------------------------
@@ -168,11 +198,18 @@ class SASRec(nn.Module):
         self.item_bias = nn.Embedding(n_items, 1)
         nn.init.zeros_(self.item_bias.weight)
 
-    def forward(self, b: SeqBatch) -> torch.Tensor:
+    def token_items(self, b: SeqBatch) -> torch.Tensor:
+        """(N, L+1, d) item representations of the history steps and the target (query) token;
+        subclasses fuse more into them (RecPIE: item text)."""
+        return self.item(torch.cat([b.items, b.target[:, None]], dim=1))
+
+    def encode(self, b: SeqBatch, tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, d): the query token's output, the user state given the history and the target
+        (``tokens``: :meth:`token_items` of ``b`` when the caller has them already)."""
         n, L = b.items.shape
         items = torch.cat([b.items, b.target[:, None]], dim=1)
         fb = torch.cat([b.feedback, torch.full((n, 1), FB_QUERY, dtype=b.feedback.dtype)], dim=1)
-        x = self.item(items) + self.feedback(fb)
+        x = (self.token_items(b) if tokens is None else tokens) + self.feedback(fb)
         x = self.drop(x + self.pos.weight[None, : L + 1])
         # causal and not-padding; every token may see itself so no row is fully masked
         causal = torch.ones(L + 1, L + 1, dtype=torch.bool).tril()
@@ -180,8 +217,10 @@ class SASRec(nn.Module):
         allowed = allowed | torch.eye(L + 1, dtype=torch.bool)[None]
         mask = torch.zeros(allowed.shape, dtype=x.dtype).masked_fill(~allowed, float("-inf"))
         mask = mask.repeat_interleave(self.n_heads, dim=0)
-        h = self.norm(self.encoder(x, mask=mask)[:, -1])
-        return self.out(h).squeeze(-1) + self.item_bias(b.target).squeeze(-1)
+        return self.norm(self.encoder(x, mask=mask)[:, -1])
+
+    def forward(self, b: SeqBatch) -> torch.Tensor:
+        return self.out(self.encode(b)).squeeze(-1) + self.item_bias(b.target).squeeze(-1)
 
 
 class Caser(nn.Module):
@@ -227,7 +266,7 @@ def _hide_items(b: SeqBatch, rate: float, gen: torch.Generator) -> SeqBatch:
         return b
     items = b.items.masked_fill((torch.rand(b.items.shape, generator=gen) < rate) & (b.items != PAD), OOV)
     target = b.target.masked_fill(torch.rand(b.target.shape, generator=gen) < rate, OOV)
-    return SeqBatch(items, b.feedback, target, b.user, b.label)
+    return replace(b, items=items, target=target)  # other fields (e.g. text codes) stay
 
 
 @torch.no_grad()
@@ -245,42 +284,39 @@ def _valid_score(labels: np.ndarray, p: np.ndarray) -> tuple[float, str]:
     return float(np.mean(labels * np.log(p + eps) + (1 - labels) * np.log(1 - p + eps))), "neg_log_loss"
 
 
-def train_sequential(model_name: str, interactions: pd.DataFrame, examples: pd.DataFrame,
-                     eval_examples: pd.DataFrame, cfg: SeqConfig, progress: bool = True
-                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Train SASRec or Caser on every training interaction, stop early on the valid targets of
-    ``examples``, and return predictions-table rows (K = 0) for ``eval_examples`` with an info
-    dict (best epoch, valid AUC per epoch, sizes, seconds)."""
+@contextlib.contextmanager
+def single_thread():
+    """These models are tiny: one thread is faster than several fighting over shared cores."""
     threads = torch.get_num_threads()
-    # These models are tiny: one thread is faster than several fighting over shared cores.
     torch.set_num_threads(1)
     try:
-        return _train_sequential(model_name, interactions, examples, eval_examples, cfg, progress)
+        yield
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_sequential(model_name, interactions, examples, eval_examples, cfg, progress):
+@dataclass
+class FitResult:
+    best: float              # best validation score (AUC, or minus the log-loss for one class)
+    metric: str              # "auc" or "neg_log_loss"
+    best_epoch: int
+    curve: list[dict]        # per epoch: train_loss, valid_<metric>
+
+
+def fit_early_stopped(model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: SeqConfig, *, desc: str,
+                      progress: bool = True) -> FitResult:
+    """Adam on binary cross-entropy over ``train`` (shuffled with a generator seeded by
+    ``cfg.seed``; a share ``unseen_item_rate`` of item ids hidden), validation score after
+    every epoch, stop after ``patience`` epochs without a gain; the best epoch's weights are
+    loaded into ``model`` before returning."""
     from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    data = SequenceData(interactions, cfg.max_len)
-    cfg = replace(cfg, max_len=data.max_len)
-    train = data.training_targets()
-    if len(train) == 0:
-        raise ValueError(f"{model_name}: no training interactions (every user needs at least 4).")
-    valid_examples = examples[examples["split"] == "valid"]
-    if valid_examples.empty:
-        raise ValueError(f"{model_name}: the examples table has no valid split for early stopping.")
-    valid = data.example_targets(valid_examples)
-    valid_y = valid.label.numpy()
-    model = _build(model_name, data, cfg)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
+    valid_y = valid.label.numpy()
     best, best_state, best_epoch, bad, curve, metric = -math.inf, None, 0, 0, [], "auc"
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"{model_name} epochs", disable=not progress)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress)
     for epoch in bar:
         model.train()
         perm = torch.randperm(len(train), generator=gen)
@@ -302,13 +338,40 @@ def _train_sequential(model_name, interactions, examples, eval_examples, cfg, pr
             if bad >= cfg.patience:
                 break
     model.load_state_dict(best_state)
+    return FitResult(best, metric, best_epoch, curve)
+
+
+def train_sequential(model_name: str, interactions: pd.DataFrame, examples: pd.DataFrame,
+                     eval_examples: pd.DataFrame, cfg: SeqConfig, progress: bool = True,
+                     train_users: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Train SASRec or Caser on every training interaction (of ``train_users``, default all),
+    stop early on the valid targets of ``examples``, and return predictions-table rows (K = 0)
+    for ``eval_examples`` with an info dict (best epoch, valid AUC per epoch, sizes, seconds)."""
+    with single_thread():
+        return _train_sequential(model_name, interactions, examples, eval_examples, cfg, progress, train_users)
+
+
+def _train_sequential(model_name, interactions, examples, eval_examples, cfg, progress, train_users=None):
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    data = SequenceData(interactions, cfg.max_len, train_users)
+    cfg = replace(cfg, max_len=data.max_len)
+    train = data.training_targets()
+    if len(train) == 0:
+        raise ValueError(f"{model_name}: no training interactions (every user needs at least 4).")
+    valid_examples = examples[examples["split"] == "valid"]
+    if valid_examples.empty:
+        raise ValueError(f"{model_name}: the examples table has no valid split for early stopping.")
+    valid = data.example_targets(valid_examples)
+    model = _build(model_name, data, cfg)
+    fit = fit_early_stopped(model, train, valid, cfg, desc=f"{model_name} epochs", progress=progress)
     p = _predict(model, data.example_targets(eval_examples))
     rows = like_rows(model_name, 0, eval_examples, p, seed=cfg.seed)
-    info = {"method": model_name, "best_epoch": best_epoch, f"best_valid_{metric}": best,
-            "epochs_run": len(curve), "n_train_targets": len(train), "n_valid": len(valid),
+    info = {"method": model_name, "best_epoch": fit.best_epoch, f"best_valid_{fit.metric}": fit.best,
+            "epochs_run": len(fit.curve), "n_train_targets": len(train), "n_valid": len(valid),
             "n_items": data.n_items - 2, "n_users": data.n_users - 2,
             "n_parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": time.perf_counter() - t0, "curve": curve, "config": asdict(cfg)}
+            "seconds": time.perf_counter() - t0, "curve": fit.curve, "config": asdict(cfg)}
     return rows, info
 
 

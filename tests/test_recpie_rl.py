@@ -1,0 +1,183 @@
+"""RecPIE's reward-tuned explainer: the prompt is versioned and shows nothing from the reward
+targets on, the trl reward function returns the recommender's gain, the loop resumes after a kill
+without recomputing finished rounds, and (slow) one real GRPO round runs on CPU."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_recpie import FakeEncoder, text_task
+
+from rrlib.errors import ParamError, TrainingConfigMismatch
+from rrlib.io import stable_hash
+from rrlib.methods.recpie import TextFeatures, explanation_gain, fit_hybrid
+from rrlib.methods.sequential import SeqConfig
+from rrlib.prompts.explainer import TEMPLATE_VERSION, explainer_messages
+from rrlib.prompts.items import ItemCatalog
+from rrlib.recpie_rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_recpie_rl
+
+SEQ = SeqConfig(epochs=4, patience=2, hidden=16, seed=0)
+
+
+def _catalog(items):
+    return ItemCatalog(titles=dict(items))
+
+
+def test_prompt_is_versioned_and_pinned():
+    catalog = ItemCatalog(titles={"a": "Rose face oil", "b": "Clay mask"}, attributes={"a": "brand: Flora"},
+                          descriptions={"a": "A light oil for dry skin."})
+    msgs = explainer_messages([("a", True), ("b", False)], catalog, "beauty", 40)
+    assert TEMPLATE_VERSION == "recpie-explainer-v1"
+    assert [m["role"] for m in msgs] == ["system", "user"]
+    assert '1. "Rose face oil" (brand: Flora): A light oil for dry skin. -> liked' in msgs[1]["content"]
+    assert "at most 40 words" in msgs[1]["content"]
+    # any change of wording must bump TEMPLATE_VERSION (and then this hash)
+    assert stable_hash(msgs, 16) == "8f104cad2417474f", stable_hash(msgs, 16)
+    with pytest.raises(ValueError, match="history is empty"):
+        explainer_messages([], catalog, "beauty", 40)
+
+
+def test_explainer_sees_only_interactions_before_the_reward_targets():
+    inter, ex, users, items = text_task(n_users=30)
+    s = RLSettings(n_users=10, reward_targets=2, explain_history=3, seed=4)
+    inputs = explainer_inputs(inter, _catalog(items), "beauty", s, with_description=False)
+    assert len(inputs.users) == 10 and inputs.users == sorted(inputs.users)
+    assert explainer_inputs(inter, _catalog(items), "beauty", s, with_description=False).users == inputs.users
+    for u in inputs.users:
+        seq = inter[inter["user_id"] == u].sort_values("position")
+        end = len(seq) - 2 - 2  # valid target at len-2; two reward targets before it
+        assert inputs.available_from[u] == end
+        text = inputs.messages[u][1]["content"]
+        shown = [i for i in seq["item_id"] if f'"{items[i]}"' in text]
+        assert shown == seq["item_id"].iloc[end - 3:end].tolist()  # the 3 steps right before the reward targets
+    with pytest.raises(ParamError, match="fuses no user text"):
+        RLSettings(recommender="recpie_item_text")
+
+
+def test_reward_function_is_the_recommenders_gain():
+    inter, ex, users, items = text_task(n_users=80, text_from=-2, seed=2)
+    enc = FakeEncoder()
+    fitted = fit_hybrid("recpie_hybrid", inter, ex, TextFeatures.encode(users, items, enc), SEQ, progress=False)
+    ids = sorted(users)[:4]
+    avail = {u: users[u].available_from for u in ids}
+    reward = make_reward(fitted, avail, enc)
+    texts = [users[u].text for u in ids[:3]] + ["   "]
+    got = reward(prompts=[None] * 4, completions=[[{"role": "assistant", "content": t}] for t in texts],
+                 user_id=ids, trainer_state=None)
+    expected = explanation_gain(fitted, ids[:3], enc.encode(texts[:3]), avail)
+    np.testing.assert_allclose(got[:3], expected, atol=1e-7)
+    assert got[3] == 0.0  # a blank explanation adds nothing
+    with pytest.raises(ValueError, match="user ids"):
+        reward(completions=["x", "y"], user_id=ids[:1])
+
+
+class FakeExplainer:
+    """Writes the true 'wants dry/oily skin' text once it has been updated at least once (its
+    'skill' is carried by the saved adapter); before that a vague text. Can fail on an update."""
+
+    def __init__(self, truth: dict[str, str], fail_on_update: int | None = None):
+        self.truth, self.fail = truth, fail_on_update
+        self.skill, self.updates, self.loads = 0, 0, []
+
+    def identity(self):
+        return {"model": "fake-explainer"}
+
+    def load(self, adapter):
+        self.loads.append(adapter)
+        self.skill = int((adapter / "skill.txt").read_text()) if adapter is not None else 0
+
+    def generate(self, messages):
+        return {u: (self.truth[u] if self.skill else "likes skincare products") for u in messages}
+
+    def update(self, inputs, reward, *, round_no, work_dir):
+        self.updates += 1
+        if self.fail is not None and self.updates == self.fail:
+            raise RuntimeError(f"simulated kill in round {round_no}")
+        r = reward(completions=[self.truth[u] for u in inputs.users], user_id=inputs.users)
+        self.skill += 1
+        return {"reward_mean": float(np.mean(r)), "reward_std": float(np.std(r)), "kl": 0.01 * round_no,
+                "loss": 0.0, "update_seconds": 0.0, "step_seconds": 0.0, "steps": []}
+
+    def save(self, folder):
+        folder.mkdir(parents=True)
+        (folder / "skill.txt").write_text(str(self.skill))
+        (folder / "adapter_config.json").write_text("{}")
+
+
+def _run(tmp_path, explainer, settings, data):
+    inter, ex, users, items = data
+    inputs = explainer_inputs(inter, _catalog(items), "beauty", settings, with_description=False)
+    return RLRun(tmp_path / "rl", inter, ex, items, inputs, explainer, FakeEncoder(), settings, SEQ,
+                 explanations_out=tmp_path / "explanations.parquet")
+
+
+def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path):
+    data = text_task(n_users=60, seed=3)
+    truth = {u: t.text for u, t in data[2].items()}
+    settings = RLSettings(rounds=3, n_users=0, reward_targets=2, explain_history=4, seed=1)
+
+    crashing = FakeExplainer(truth, fail_on_update=2)
+    with pytest.raises(RuntimeError, match="simulated kill in round 2"):
+        run_recpie_rl(_run(tmp_path, crashing, settings, data))
+    out = tmp_path / "rl"
+    assert [r["round"] for r in rounds_log(out)] == [0, 1]
+    assert (round_dir(out, 1) / "adapter" / "skill.txt").is_file() and not round_dir(out, 2).exists()
+    assert not list(out.glob(".round_*"))  # the half-built round was removed
+    stamp = {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in ("recommender.pt", "explanations.parquet")}
+
+    resumed = FakeExplainer(truth)
+    log = run_recpie_rl(_run(tmp_path, resumed, settings, data))
+    assert resumed.updates == 2  # rounds 2 and 3 only; round 1 was not recomputed
+    assert resumed.loads[0] == round_dir(out, 1) / "adapter"  # round 2 starts from round 1's explainer
+    assert {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in stamp} == stamp
+    assert [r["round"] for r in log] == [0, 1, 2, 3]
+    assert len((out / "log.jsonl").read_text().splitlines()) == 4
+    assert all(r["reward_mean"] > 0 and r["kl"] is not None for r in log[1:])  # true texts help on training targets
+    assert log[1]["valid_auc"] > log[0]["valid_auc"] + 0.1  # vague texts -> true texts
+    final = pd.read_parquet(tmp_path / "explanations.parquet")
+    assert set(final["round"]) == {3} and final["explanation"].tolist() == [truth[u] for u in final["user_id"]]
+
+    # killed after a round's folder was renamed into place but before its log line: reconciled
+    lines = (out / "log.jsonl").read_text().splitlines()
+    (out / "log.jsonl").write_text("\n".join(lines[:-1]) + "\n")
+    idle = FakeExplainer(truth)
+    assert [r["round"] for r in run_recpie_rl(_run(tmp_path, idle, settings, data))] == [0, 1, 2, 3]
+    assert idle.updates == 0 and idle.loads == []
+
+    with pytest.raises(TrainingConfigMismatch, match="settings"):
+        run_recpie_rl(_run(tmp_path, FakeExplainer(truth), RLSettings(rounds=3, n_users=0, reward_targets=2,
+                                                                      explain_history=4, seed=1, kl_beta=0.5), data))
+
+
+SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"  # as tests/test_finetune.py
+
+
+@pytest.mark.slow
+def test_one_grpo_round_on_cpu(tmp_path):
+    """One real round: trl's GRPOTrainer updates a LoRA on the embedded student from the
+    recommender's reward; reward, KL and times are logged; a rerun recomputes nothing."""
+    from rrlib.config.params import Config
+    from rrlib.recpie_rl import GRPOExplainer
+
+    inter, ex, users, items = text_task(n_users=30, seed=5)
+    short = {i: f"{'dry' if 'dry' in t else 'oily'} skin cream" for i, t in items.items()}
+    cfg = Config.full({"CACHE_DIR": str(SHARED_CACHE), "SEED": 3})
+    settings = RLSettings(rounds=1, steps=1, prompts_per_step=1, num_generations=2, max_completion_tokens=8,
+                          n_users=2, reward_targets=2, explain_history=2, words=10, seed=3, learning_rate=1e-4)
+    inputs = explainer_inputs(inter, _catalog(short), "beauty", settings, with_description=False)
+    run = RLRun(tmp_path / "rl", inter, ex, short, inputs, GRPOExplainer(cfg, settings), FakeEncoder(), settings, SEQ)
+    log = run_recpie_rl(run)
+    assert [r["round"] for r in log] == [0, 1]
+    r1 = log[1]
+    assert np.isfinite(r1["reward_mean"]) and r1["kl"] is not None and r1["step_seconds"] > 0
+    assert len(r1["steps"]) == 1 and r1["steps"][0]["completions/mean_length"] <= 8
+    adapter = round_dir(tmp_path / "rl", 1) / "adapter"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
+    table = pd.read_parquet(round_dir(tmp_path / "rl", 1) / "explanations.parquet")
+    assert table["explanation"].str.strip().str.len().gt(0).all()
+    again = GRPOExplainer(cfg, settings)
+    assert run_recpie_rl(RLRun(tmp_path / "rl", inter, ex, short, inputs, again, FakeEncoder(), settings, SEQ)) == log
+    assert again.model is None  # nothing was loaded, generated or trained
