@@ -55,17 +55,51 @@ def stand_in_enrichment(paths, cfg, methods) -> None:
     prof["source"], prof["status"] = "generated", "ok"
     prof["n_words"] = prof["profile"].str.split().str.len()
     prof.to_parquet(paths.user_profiles)
-    train = kshot(t.examples, max(cfg.data.kshot_sizes), base_seed=cfg.common.seed)
-    out = []
-    for m in methods:
-        for r in train.itertuples():
-            text = reviews.get((r.user_id, r.target_item_id), "") or "no review text"
-            body = f"The customer {'liked' if r.label else 'disliked'} this product. In their words: {text} "
-            out.append((r.example_id, m, int(r.label), _words(body * 6, 2 * e.reasoning_words), "ok"))
-    reasoning = pd.DataFrame(out, columns=["example_id", "method", "label", "reasoning", "status"])
-    reasoning["n_words"] = reasoning["reasoning"].str.split().str.len()
+    from rrlib.methods.registry import view_name
+    from rrlib.reasoning import teacher_views
+
+    views = {m: view_name(v) for m, v in teacher_views(methods, e.ablation_reasoning).items()}
+
+    def table(examples):
+        out = []
+        for m in methods:
+            for r in examples.itertuples():
+                text = reviews.get((r.user_id, r.target_item_id), "") or "no review text"
+                body = f"The customer {'liked' if r.label else 'disliked'} this product. In their words: {text} "
+                out.append((r.example_id, m, views.get(m, "full"), int(r.label),
+                            _words(body * 6, 2 * e.reasoning_words), "ok"))
+        df = pd.DataFrame(out, columns=["example_id", "method", "view", "label", "reasoning", "status"])
+        df["n_words"] = df["reasoning"].str.split().str.len()
+        return df
+
     paths.reasoning.parent.mkdir(parents=True, exist_ok=True)
-    reasoning.to_parquet(paths.reasoning)
+    table(kshot(t.examples, max(cfg.data.kshot_sizes), base_seed=cfg.common.seed)).to_parquet(paths.reasoning)
+    test = t.examples[t.examples["split"] == "test"]
+    table(test).to_parquet(paths.reference_reasoning)  # BERTScore references of notebook 06
+
+
+def generation_split(backend, messages, max_new_tokens: int) -> dict:
+    """Seconds of one greedy generation batch and of its prefill forward pass alone."""
+    import torch
+
+    from rrlib.llm.base import GenerationRequest, GenerationSettings
+
+    settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=0, max_new_tokens=max_new_tokens)
+    requests = [GenerationRequest(messages=tuple(m), settings=settings, template="bench", template_version="1")
+                for m in messages]
+    backend.batch_size = max(backend.batch_size, len(requests))
+    start = time.perf_counter()
+    results = backend.generate(requests)
+    total = time.perf_counter() - start
+    tok, model = backend.tokenizer, backend.model
+    enc = tok([backend.render(m) for m in messages], return_tensors="pt", padding=True, add_special_tokens=False)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model(**enc, use_cache=True, logits_to_keep=1)
+    prefill = time.perf_counter() - start
+    return {"generation_rows": len(requests), "generation_s": total, "generation_prefill_s": prefill,
+            "generation_prefill_share": prefill / total,
+            "generated_tokens": sum(r.completion_tokens for r in results)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="score with the base model only")
     ap.add_argument("--score-repeats", type=int, default=1, help="score this many times each way (best time kept)")
     ap.add_argument("--prefix", choices=("both", "off", "on"), default="both", help="prefix KV reuse when scoring")
+    ap.add_argument("--generation", type=int, default=0, metavar="N",
+                    help="also time greedy generation (REASONING_MAX_NEW_TOKENS) of N test prompts in one batch and "
+                         "its prefill alone (the share any prompt-prefix reuse could save)")
     args = ap.parse_args(argv)
 
     work = Path(args.work).resolve()
@@ -141,6 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         report[f"score_s_prefix_{'on' if reuse else 'off'}"] = best
     if len(scores) == 2:
         report["prefix_max_abs_diff"] = float(abs(scores[True].p_yes - scores[False].p_yes).max())
+    if args.generation:
+        report.update(generation_split(backend, [fit_scoring_messages(backend, build_messages(args.method, r, ctx),
+                                                                      cfg.student.max_seq_length)[0]
+                                                 for _, r in test.head(args.generation).iterrows()],
+                                       cfg.evaluate.reasoning_max_new_tokens))
     from rrlib.student import shared_prefix_length
 
     report.update({"n_scored": len(prompts), "mean_prompt_tokens": sum(len(p.ids) for p in prompts) / len(prompts),

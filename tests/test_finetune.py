@@ -245,7 +245,7 @@ def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, m
 
     new = RunPaths.of(tmp_path / "run2")  # notebooks 01-04 of the new run: the same files
     for sub in ("data", "enrich", "reasoning"):
-        shutil.copytree(paths.root / sub, new.root / sub)
+        shutil.copytree(paths.root / sub, new.root / sub, dirs_exist_ok=True)
     cfg2 = Config(dict(cfg.params, RUN_DIR=str(new.root)))
 
     def no_model(*args, **kwargs):
