@@ -1,6 +1,8 @@
 """Tiny end-to-end LoRA finetune of the embedded student on CPU, on real embedded data:
 adapter saved and reloaded, probabilities in [0, 1] that vary, AUC and BERTScore against real
-labels and references; resume after an interruption; skip of a finished run; config guard.
+labels and references; resume after an interruption; skip of a finished run; config guard; a
+warm rerun in a new run folder reuses the stored adapter, scores and generations without
+loading the model.
 
 The enrichment tables (descriptions, profiles, reasoning) that notebooks 02-05 would write
 with the teacher LLM are built here from the real review texts of the same data, so the run
@@ -14,8 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rrlib.config.params import Config, load_params
 from rrlib.config.paths import RunPaths
-from rrlib.config.params import load_params
+from rrlib.prompts.student import PromptContext
 
 pytestmark = pytest.mark.slow
 
@@ -24,8 +27,8 @@ SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
 # Small and fast on 2 CPU cores: 4 training examples, 2 epochs, 6 validation examples. "Liked" is
 # 5 stars here (LIKE_THRESHOLD 4) so that tiny samples hold both labels (at > 3 about 95% are liked).
 TEST_OVERRIDES = dict(MAX_USERS=40, LIKE_THRESHOLD=4.0, N_VALID=6, N_TEST=0, KSHOT_SIZES=[4], TRAIN_KSHOTS=[4],
-                      HISTORY_LEN=2, PROFILE_ITEMS=3, MAX_EPOCHS=2, MAX_SEQ_LENGTH=512, TRAIN_BATCH_SIZE=4,
-                      N_VALID_EVAL=6, LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
+                      HISTORY_LEN=2, PROFILE_ITEMS=3, MAX_EPOCHS=2, MAX_SEQ_LENGTH=512, TRAIN_BATCH_SIZE=2,
+                      GRAD_ACCUM_STEPS=2, N_VALID_EVAL=6, LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
 
 
 def _words(text: str, n: int) -> str:
@@ -44,7 +47,7 @@ def _link_embedded_model(cache_dir: Path) -> None:
 
 def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
     """Descriptions, profiles and reasoning from the real reviews; returns the test references."""
-    from rrlib.data import load_tables, kshot
+    from rrlib.data import kshot, load_tables
 
     t = load_tables(paths)
     reviews = t.interactions.set_index(["user_id", "item_id"])["review_text"].to_dict()
@@ -61,8 +64,8 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
             prof_rows.append((u.user_id, "", "no_history", "no_history"))
             continue
         titles = dict(zip(t.items["item_id"], t.items["title"]))
-        liked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if l]
-        disliked = [titles[x] for x, l in zip(u.profile_item_ids, u.profile_liked) if not l]
+        liked = [titles[x] for x, like in zip(u.profile_item_ids, u.profile_liked) if like]
+        disliked = [titles[x] for x, like in zip(u.profile_item_ids, u.profile_liked) if not like]
         prof_rows.append((u.user_id, _words(f"Liked: {'; '.join(liked) or 'nothing yet'}. "
                                             f"Disliked: {'; '.join(disliked) or 'nothing yet'}.", 30),
                           "generated", "ok"))
@@ -76,7 +79,7 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
         return f"The customer {verdict} this product. In their own words: {_words(text, 30)}"
 
     train = kshot(t.examples, k_max)
-    reasoning = pd.DataFrame({"example_id": train["example_id"], "label": train["label"],
+    reasoning = pd.DataFrame({"example_id": train["example_id"], "method": "reasoningrec", "label": train["label"],
                               "reasoning": [reference(r) for r in train.itertuples()], "status": "ok"})
     reasoning["n_words"] = reasoning["reasoning"].str.split().str.len()
     paths.reasoning.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +98,11 @@ def run(tmp_path_factory):
     _link_embedded_model(root / "cache")
     prepare(params, paths, progress=False)
     references = _write_enrichment(paths, max(params["KSHOT_SIZES"]))
-    return params, paths, references
+    return Config(params), paths, references
+
+
+def _ctx(paths: RunPaths, method: str) -> PromptContext:
+    return PromptContext.from_run(paths, "beauty", method)
 
 
 class _Interrupt(RuntimeError):
@@ -118,26 +125,29 @@ def trained(run):
     """reasoningrec K=4 for 2 epochs, interrupted after epoch 1's checkpoint, then rerun."""
     from rrlib.finetune import train
 
-    params, paths, _ = run
+    cfg, paths, _ = run
     out = paths.adapter_dir("reasoningrec", 4)
+    ctx = _ctx(paths, "reasoningrec")
     with pytest.raises(_Interrupt):
-        train("reasoningrec", 4, params, paths, callbacks=[_interrupt_after_first_save()])
+        train("reasoningrec", 4, cfg, paths, ctx, callbacks=[_interrupt_after_first_save()])
     after_crash = {"checkpoints": sorted(c.name for c in (out / "checkpoints").glob("checkpoint-*")),
                    "finished": (out / "training_summary.json").exists(),
                    "adapter": (out / "adapter").exists()}
-    summary = train("reasoningrec", 4, params, paths)
+    summary = train("reasoningrec", 4, cfg, paths, ctx)
     return after_crash, summary
 
 
 def test_resume_from_checkpoint_after_interruption(run, trained):
-    params, paths, _ = run
+    cfg, paths, _ = run
     after_crash, summary = trained
     out = paths.adapter_dir("reasoningrec", 4)
     assert after_crash == {"checkpoints": ["checkpoint-1"], "finished": False, "adapter": False}
     assert summary["status"] == "resumed" and summary["epochs_run"] == 2 and summary["global_step"] == 2
     state = json.loads((out / "trainer_state.json").read_text())
     assert [h["epoch"] for h in state["log_history"] if "valid_auc" in h] == [1, 2]  # epoch 1 not redone
-    assert len([h for h in state["log_history"] if "loss" in h]) == 2  # one optimizer step per epoch
+    # one optimizer step per epoch: 4 examples = 2 micro-batches of 2, accumulated
+    assert len([h for h in state["log_history"] if "loss" in h]) == 2
+    assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in state["log_history"] if "loss" in h)
     assert summary["train_tokens"] > 0  # only this session's epoch is counted
     best = summary["best_epoch"]
     assert summary["best_valid_auc"] == max(summary["valid_auc"]) == summary["valid_auc"][best - 1]
@@ -147,10 +157,11 @@ def test_resume_from_checkpoint_after_interruption(run, trained):
 def test_finished_run_is_not_retrained_and_config_changes_are_refused(run, trained):
     from rrlib.finetune import TrainingConfigMismatch, train
 
-    params, paths, _ = run
-    assert train("reasoningrec", 4, params, paths)["status"] == "already_trained"
+    cfg, paths, _ = run
+    ctx = _ctx(paths, "reasoningrec")
+    assert train("reasoningrec", 4, cfg, paths, ctx)["status"] == "already_trained"
     with pytest.raises(TrainingConfigMismatch, match="LEARNING_RATE"):
-        train("reasoningrec", 4, dict(params, LEARNING_RATE=5e-4), paths)
+        train("reasoningrec", 4, Config(dict(cfg.params, LEARNING_RATE=5e-4)), paths, ctx)
 
 
 def _test_examples(paths: RunPaths, n: int = 4) -> pd.DataFrame:
@@ -166,10 +177,12 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     from peft import PeftModel
     from sklearn.metrics import roc_auc_score
 
+    from rrlib.evaluate.llm import predict_llm
     from rrlib.llm.embedded import embedded_bertscore_model
-    from rrlib.predict import PREDICTION_COLUMNS, predict_llm, student_backend
+    from rrlib.predictions import PREDICTION_COLUMNS
+    from rrlib.student import student_backend
 
-    params, paths, references = run
+    cfg, paths, references = run
     _, summary = trained
     out = paths.adapter_dir("reasoningrec", 4)
     assert summary["n_train"] == 4 and summary["n_valid_eval"] == 6
@@ -181,14 +194,14 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     assert 0 < summary["trainable_params"] < summary["total_params"] / 50  # LoRA on q/v only
 
     # the adapter reloads onto a fresh base model and carries trained (non-zero) LoRA B weights
-    reloaded = PeftModel.from_pretrained(student_backend(params).model, str(out / "adapter"))
+    reloaded = PeftModel.from_pretrained(student_backend(cfg).model, str(out / "adapter"))
     lora_b = [p for n, p in reloaded.named_parameters() if "lora_B" in n]
     assert lora_b and any(float(p.abs().sum()) > 0 for p in lora_b)
     del reloaded
 
     examples = _test_examples(paths)
-    pred = predict_llm("reasoningrec", 4, examples, params, paths, out)
-    assert list(pred.columns) == PREDICTION_COLUMNS and len(pred) == len(examples)
+    pred = predict_llm("reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), out)
+    assert list(pred.columns) == list(PREDICTION_COLUMNS) and len(pred) == len(examples)
     assert pred["p_yes"].between(0, 1).all() and pred["p_yes"].std() > 1e-4
     assert set(pred["predicted_label"]) <= {0, 1} and pred["format_ok"].dtype == bool
     stats = pred.attrs["stats"]
@@ -204,26 +217,66 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     assert len(f1) == len(pred) and -1.0 <= float(f1.min()) <= float(f1.max()) <= 1.0
 
     # a second call is answered from the caches; the base model (zero-shot) scores differ
-    again = predict_llm("reasoningrec", 4, examples, params, paths, out)
+    again = predict_llm("reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), out)
     assert again.attrs["stats"]["scores_cached"] == len(examples)
     assert again.attrs["stats"]["generation"]["cached"] == len(examples)
     pd.testing.assert_frame_equal(again, pred)
-    base = predict_llm("zeroshot_reasoningrec", 0, examples, params, paths, None)
+    base = predict_llm("zeroshot_reasoningrec", 0, examples, cfg, _ctx(paths, "zeroshot_reasoningrec"), None)
     assert base.attrs["stats"]["scores_computed"] == len(examples)
     assert not np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
 
 
-def test_prediction_only_method_and_bad_calls(run):
-    from rrlib.predict import predict_llm
+def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, monkeypatch):
+    """Same parameters and CACHE_DIR, new run folder: the adapter comes from the store and the
+    scores and generations from their caches; the model is never loaded."""
+    import shutil
 
-    params, paths, _ = run
+    import rrlib.llm.local
+    import rrlib.student
+    from rrlib.evaluate.llm import predict_llm
+    from rrlib.finetune import store_dir, train
+
+    cfg, paths, _ = run
+    _, summary = trained
     examples = _test_examples(paths)
-    pred = predict_llm("zeroshot_vanilla", 0, examples, params, paths, None)
+    first = predict_llm("reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), paths.adapter_dir("reasoningrec", 4))
+    stored = store_dir(cfg, summary["config_hash"])
+    assert (stored / "adapter" / "adapter_model.safetensors").is_file()
+
+    new = RunPaths.of(tmp_path / "run2")  # notebooks 01-04 of the new run: the same files
+    for sub in ("data", "enrich", "reasoning"):
+        shutil.copytree(paths.root / sub, new.root / sub, dirs_exist_ok=True)
+    cfg2 = Config(dict(cfg.params, RUN_DIR=str(new.root)))
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("a warm rerun must not load the student model")
+
+    monkeypatch.setattr(rrlib.student, "load_model_and_tokenizer", no_model)
+    monkeypatch.setattr(rrlib.llm.local, "load_model_and_tokenizer", no_model)
+    reused = train("reasoningrec", 4, cfg2, new, _ctx(new, "reasoningrec"))
+    out2 = new.adapter_dir("reasoningrec", 4)
+    assert reused["status"] == "reused" and reused["config_hash"] == summary["config_hash"]
+    assert reused["adapter_dir"] == str(out2) and reused["best_valid_auc"] == summary["best_valid_auc"]
+    assert (out2 / "adapter" / "adapter_model.safetensors").read_bytes() == \
+        (paths.adapter_dir("reasoningrec", 4) / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert train("reasoningrec", 4, cfg2, new, _ctx(new, "reasoningrec"))["status"] == "already_trained"
+    again = predict_llm("reasoningrec", 4, examples, cfg2, _ctx(new, "reasoningrec"), out2)
+    assert again.attrs["stats"]["scores_computed"] == 0 and again.attrs["stats"]["generation"]["generated"] == 0
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_prediction_only_method_and_bad_calls(run):
+    from rrlib.evaluate.llm import predict_llm
+
+    cfg, paths, _ = run
+    examples = _test_examples(paths)
+    ctx = _ctx(paths, "zeroshot_vanilla")
+    pred = predict_llm("zeroshot_vanilla", 0, examples, cfg, ctx, None)
     assert (pred["reasoning"] == "").all() and pred["p_yes"].between(0, 1).all()
     assert pred["generated_text"].str.split().str.len().max() <= 8
-    with pytest.raises(ValueError, match="pass adapter_dir"):
-        predict_llm("tallrec", 4, examples, params, paths, None)
+    with pytest.raises(ValueError, match="pass its adapter folder"):
+        predict_llm("tallrec", 4, examples, cfg, _ctx(paths, "tallrec"), None)
     with pytest.raises(FileNotFoundError, match="no finished LoRA adapter"):
-        predict_llm("tallrec", 4, examples, params, paths, paths.adapter_dir("tallrec", 4))
+        predict_llm("tallrec", 4, examples, cfg, _ctx(paths, "tallrec"), paths.adapter_dir("tallrec", 4))
     with pytest.raises(ValueError, match="lacks column"):
-        predict_llm("zeroshot_vanilla", 0, examples.drop(columns="history_liked"), params, paths, None)
+        predict_llm("zeroshot_vanilla", 0, examples.drop(columns="history_liked"), cfg, ctx, None)

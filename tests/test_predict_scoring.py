@@ -1,13 +1,15 @@
-"""Yes/No scoring: token-id discovery on real tokenizers, agreement with a hand computation
-on a fixed prompt, batching invariance, and the durable score cache."""
-import os
+"""Yes/No scoring: the scored position is the training sequence's answer position on three
+chat templates (ChatML, Llama-2-chat, Mistral-instruct), token-id discovery on real tokenizers,
+agreement with a hand computation on a fixed prompt, batching invariance, the durable score
+cache."""
+import copy
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from rrlib.student import ScoreCache, YesNoTokens, scoring_text, yes_no_probabilities, yes_no_token_ids
+from rrlib.student import ScoreCache, ScoringPrompt, answer_tokens, chat_token_ids, scoring_prompt, yes_no_probabilities
 
 FIXED_PROMPT = [
     {"role": "system", "content": "You are a recommender system for beauty and personal-care products."},
@@ -20,6 +22,29 @@ OTHER_PROMPT = [{"role": "user", "content": "The customer hated every perfume th
 
 #: built once per machine and shared by test sessions (de-quantizing takes ~20 s)
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
+
+# Chat templates written for this test in the layouts of the Llama-2-chat and Mistral-instruct
+# families: Llama-2 wraps the system prompt in <<SYS>> inside the first [INST] and opens the
+# answer with a space after [/INST]; Mistral-instruct folds the system prompt into the first
+# user turn and starts the answer right after [/INST].
+LLAMA2_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system = '<<SYS>>\\n' + messages[0]['content'] + '\\n<</SYS>>\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}"
+    "{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + (system if loop.first else '') + m['content'] + ' [/INST]' }}"
+    "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}"
+    "{% endfor %}")
+MISTRAL_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages[0]['role'] == 'system' %}"
+    "{% set system = messages[0]['content'] + '\\n\\n' %}{% set turns = messages[1:] %}"
+    "{% else %}{% set system = '' %}{% set turns = messages %}{% endif %}"
+    "{% for m in turns %}"
+    "{% if m['role'] == 'user' %}{{ '[INST] ' + (system if loop.first else '') + m['content'] + ' [/INST]' }}"
+    "{% else %}{{ m['content'] + eos_token }}{% endif %}"
+    "{% endfor %}")
+TEMPLATES = {"chatml": None, "llama2": LLAMA2_TEMPLATE, "mistral": MISTRAL_TEMPLATE}
 
 
 def embedded_folder() -> Path:
@@ -43,13 +68,56 @@ def model():
     return AutoModelForCausalLM.from_pretrained(embedded_folder(), dtype=torch.float32).eval()
 
 
+def _with_template(tokenizer, name):
+    tok = copy.deepcopy(tokenizer)
+    if TEMPLATES[name] is not None:
+        tok.chat_template = TEMPLATES[name]
+    return tok
+
+
+def _old_string_method(tok, messages) -> list[int]:
+    # what scoring did before: the rendered generation prompt with "Prediction:" appended
+    text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) + "Prediction:"
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_scored_ids_are_the_training_sequence_up_to_the_answer(tokenizer, name):
+    from trl.data_utils import _tokenize, common_prefix_length
+
+    tok = _with_template(tokenizer, name)
+    for label, answer in ((1, "Prediction: Yes\nThe customer likes hair oils."), (0, "Prediction: No\nToo oily.")):
+        # trl's own prompt-completion tokenization (SFTTrainer tokenize_fn, trl 1.16)
+        completion = [{"role": "assistant", "content": answer}]
+        prompt_ids = _tokenize(tok, FIXED_PROMPT, add_generation_prompt=True)["input_ids"]
+        train_ids = _tokenize(tok, FIXED_PROMPT + completion)["input_ids"]
+        completion_start = common_prefix_length(prompt_ids, train_ids)
+        sp = scoring_prompt(tok, FIXED_PROMPT)
+        at = len(sp.ids)
+        assert list(sp.ids) == train_ids[:at]
+        assert train_ids[at] == (sp.yes_id if label else sp.no_id)
+        assert completion_start <= at < len(train_ids)  # the answer token is trained on (a completion token)
+        assert chat_token_ids(tok, FIXED_PROMPT + completion) == train_ids
+    assert tok.decode([sp.yes_id]).strip() == "Yes" and tok.decode([sp.no_id]).strip() == "No"
+
+
+def test_the_old_string_method_read_the_wrong_position_for_llama2(tokenizer):
+    same = {name: _old_string_method(_with_template(tokenizer, name), FIXED_PROMPT) ==
+            list(scoring_prompt(_with_template(tokenizer, name), FIXED_PROMPT).ids) for name in TEMPLATES}
+    # Llama-2 puts a space between [/INST] and the answer: "[/INST]Prediction:" is not what training saw
+    assert same == {"chatml": True, "llama2": False, "mistral": True}
+    text = _with_template(tokenizer, "llama2").decode(list(scoring_prompt(_with_template(tokenizer, "llama2"),
+                                                                          FIXED_PROMPT).ids))
+    assert text.endswith("[/INST] Prediction:")
+
+
 def test_token_ids_on_embedded_tokenizer(tokenizer):
-    tokens = yes_no_token_ids(tokenizer)
+    sp = scoring_prompt(tokenizer, FIXED_PROMPT)
+    tokens = answer_tokens(tokenizer, [sp, scoring_prompt(tokenizer, OTHER_PROMPT)])
     # byte-level BPE: the answer token carries the leading space ("Ġ")
     assert (tokens.yes_token, tokens.no_token) == ("ĠYes", "ĠNo")
     assert tokens.yes_id == tokenizer.convert_tokens_to_ids("ĠYes") != tokenizer.convert_tokens_to_ids("Yes")
-    assert tokenizer("Prediction: Yes", add_special_tokens=False)["input_ids"][-1] == tokens.yes_id
-    assert tokenizer("Prediction: No", add_special_tokens=False)["input_ids"][-1] == tokens.no_id
+    assert tokenizer.decode(list(sp.ids)).endswith("<|im_start|>assistant\nPrediction:")
 
 
 def test_token_ids_on_a_wordpiece_tokenizer():
@@ -59,49 +127,43 @@ def test_token_ids_on_a_wordpiece_tokenizer():
     from rrlib.llm.embedded import embedded_bertscore_model
 
     tok = AutoTokenizer.from_pretrained(embedded_bertscore_model())
-    tokens = yes_no_token_ids(tok)
+    tok.chat_template = "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + ' [SEP] ' }}{% endfor %}"
+    tokens = answer_tokens(tok, [scoring_prompt(tok, FIXED_PROMPT)])
     assert (tokens.yes_token, tokens.no_token) == ("yes", "no")
-
-
-def test_scoring_text_ends_the_prompt_where_training_puts_the_prediction(tokenizer):
-    text = scoring_text(tokenizer, FIXED_PROMPT)
-    assert text.endswith("<|im_start|>assistant\nPrediction:")
-    full = tokenizer.apply_chat_template(FIXED_PROMPT + [{"role": "assistant", "content": "Prediction: Yes\nx"}],
-                                         tokenize=False)
-    ids_full = tokenizer(full, add_special_tokens=False)["input_ids"]
-    ids_text = tokenizer(text, add_special_tokens=False)["input_ids"]
-    assert ids_full[:len(ids_text)] == ids_text
-    assert ids_full[len(ids_text)] == yes_no_token_ids(tokenizer).yes_id
 
 
 @pytest.mark.slow
 def test_yes_no_scoring_agrees_with_hand_computation(model, tokenizer):
     import torch
 
-    text = scoring_text(tokenizer, FIXED_PROMPT)
-    ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+    sp = scoring_prompt(tokenizer, FIXED_PROMPT)
     with torch.no_grad():
-        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), dim=-1)
+        probs = torch.softmax(model(input_ids=torch.tensor([list(sp.ids)])).logits[0, -1].double(), dim=-1)
     p_yes_tok = probs[tokenizer.convert_tokens_to_ids("ĠYes")].item()
     p_no_tok = probs[tokenizer.convert_tokens_to_ids("ĠNo")].item()
     hand = p_yes_tok / (p_yes_tok + p_no_tok)
 
     # batched with a shorter prompt, so the fixed prompt is scored next to left padding
-    other = scoring_text(tokenizer, OTHER_PROMPT)
-    scores = yes_no_probabilities(model, tokenizer, [other, text], batch_size=2)
+    other = scoring_prompt(tokenizer, OTHER_PROMPT)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    scores = yes_no_probabilities(model, [other, sp], batch_size=2, pad_id=pad)
     assert scores.p_yes[1] == pytest.approx(hand, abs=1e-4)
     assert scores.yes_no_mass[1] == pytest.approx(p_yes_tok + p_no_tok, rel=1e-3)
-    alone = yes_no_probabilities(model, tokenizer, [other], batch_size=1)
+    alone = yes_no_probabilities(model, [other], batch_size=1, pad_id=pad)
     assert scores.p_yes[0] == pytest.approx(alone.p_yes[0], abs=1e-4)
     assert 0.0 < hand < 1.0 and abs(scores.p_yes[0] - scores.p_yes[1]) > 1e-6
+    # a token budget that splits the pair into two batches gives the same scores
+    split = yes_no_probabilities(model, [other, sp], batch_size=2, pad_id=pad, batch_tokens=len(sp.ids))
+    np.testing.assert_allclose(split.p_yes, scores.p_yes, atol=1e-4)
 
 
-def test_score_cache_is_durable_and_keyed_by_identity(tmp_path):
-    tokens = YesNoTokens(1, 2, "ĠYes", "ĠNo")
+def test_score_cache_is_durable_and_keyed_by_identity_and_ids(tmp_path):
     base = {"name": "m", "adapter_sha256": None}
     tuned = {"name": "m", "adapter_sha256": "abc"}
-    k_base, k_tuned = ScoreCache.key(base, "t", tokens), ScoreCache.key(tuned, "t", tokens)
-    assert k_base != k_tuned != ScoreCache.key(tuned, "t2", tokens)
+    p1, p2 = ScoringPrompt((5, 6, 7), 1, 2), ScoringPrompt((5, 6, 8), 1, 2)
+    k_base, k_tuned = ScoreCache.key(base, p1), ScoreCache.key(tuned, p1)
+    assert k_base != k_tuned != ScoreCache.key(tuned, p2)
+    assert ScoreCache.key(base, p1) != ScoreCache.key(base, ScoringPrompt((5, 6, 7), 2, 1))
     path = tmp_path / "scores.jsonl"
     ScoreCache(path).put_many([{"key": k_base, "p_yes": 0.25, "yes_no_mass": 0.5}])
     with open(path, "a") as f:

@@ -240,8 +240,8 @@ class StudentConfig(Section):
     lora_dropout: float = param(0.05, "LoRA dropout", min=0, max=0.99)
     lora_target_modules: list[str] = param(["q_proj", "v_proj"], "modules that get LoRA adapters")
     max_seq_length: int = param(2048, "longest training sequence in tokens", min=64)
-    train_batch_size: int = param(8, "per-device training batch", min=1)
-    grad_accum_steps: int = param(1, "gradient accumulation steps", min=1)
+    train_batch_size: int = param(1, "per-device training batch (1 keeps memory low on CPU)", min=1)
+    grad_accum_steps: int = param(8, "gradient accumulation steps (optimizer batch: TRAIN_BATCH_SIZE x this)", min=1)
     n_valid_eval: int = param(64, "validation examples scored for AUC after each epoch (0: all)", min=0)
 
 

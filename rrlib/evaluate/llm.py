@@ -12,14 +12,21 @@ from typing import Sequence
 import pandas as pd
 
 from rrlib import predictions as pr
+from rrlib.config.params import Config
+from rrlib.config.paths import resolve_path
 from rrlib.errors import MethodError
 from rrlib.llm.base import GenerationRequest, GenerationSettings
 from rrlib.llm.cache import CachedGenerator
 from rrlib.prompts.answers import parse_output
 from rrlib.prompts.student import TEMPLATE_NAME, TEMPLATE_VERSION, PromptContext, build_messages, method_spec
-from rrlib.student import SCORE_CACHE_NAME, ScoreCache, cached_yes_no, scoring_text, student_backend
-from rrlib.config.params import Config
-from rrlib.config.paths import resolve_path
+from rrlib.student import (
+    SCORE_CACHE_NAME,
+    ScoreCache,
+    cached_yes_no,
+    fit_scoring_messages,
+    scoring_prompt,
+    student_backend,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +66,14 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
     backend = student_backend(cfg, adapter_dir)  # checks the adapter folder; loads nothing yet
     cache_dir = resolve_path(cfg.common.cache_dir)
     rows = [r for _, r in examples.iterrows()]
-    limit = min(cfg.student.max_seq_length, backend.context_length)
     messages, n_truncated = [], 0
-    for r in rows:  # the same truncation policy as in training (and as generation applies)
-        fitted, truncated = backend.fit_prompt(build_messages(method, r, ctx), limit - 4)
+    for r in rows:  # the truncation of the validation prompts in training (generation applies it too)
+        fitted, truncated = fit_scoring_messages(backend, build_messages(method, r, ctx), cfg.student.max_seq_length)
         messages.append(fitted)
         n_truncated += truncated
 
-    texts = [scoring_text(backend.tokenizer, m) for m in messages]
-    scores, score_stats = cached_yes_no(backend, texts, ScoreCache(cache_dir / "scores" / SCORE_CACHE_NAME),
+    prompts = [scoring_prompt(backend.tokenizer, m) for m in messages]  # the training sequence up to the answer
+    scores, score_stats = cached_yes_no(backend, prompts, ScoreCache(cache_dir / "scores" / SCORE_CACHE_NAME),
                                         cfg.evaluate.predict_batch_size, desc=f"{method} K={k}: Yes/No")
     with_reasoning = spec.reasons and cfg.evaluate.generate_reasoning
     settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=int(seed),

@@ -366,6 +366,7 @@ class LocalBackend:
         self._identity: dict[str, Any] | None = None
         self._model = None
         self._tokenizer = None
+        self._context_length: int | None = None
         self.load_seconds = 0.0
 
     # nothing to release; lets ``with teacher_backend(cfg) as backend:`` work for every backend
@@ -419,9 +420,11 @@ class LocalBackend:
 
         if self._model is not None:
             return model_context_length(self._model.config)
-        path, kwargs = _resolve_source(self.model_name, self.revision, self.cache_dir)
-        return model_context_length(AutoConfig.from_pretrained(path, trust_remote_code=self.trust_remote_code,
-                                                               **kwargs))
+        if self._context_length is None:  # read once: prompt fitting asks for it per prompt
+            path, kwargs = _resolve_source(self.model_name, self.revision, self.cache_dir)
+            self._context_length = model_context_length(AutoConfig.from_pretrained(
+                path, trust_remote_code=self.trust_remote_code, **kwargs))
+        return self._context_length
 
     # prompts --------------------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
