@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import yaml
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -115,7 +116,9 @@ def _cmd_params(args: argparse.Namespace) -> int:
             used = f" [notebooks {','.join(users[name])}]" if name in users else ""
             if args.yaml:
                 print(f"# {p.help}{extra}{used}")
-                print(f"{name}: {json.dumps(p.default)}")
+                # PyYAML writes floats that it reads back as floats (JSON's 5e-05 reads as a string)
+                value = yaml.safe_dump(p.default, default_flow_style=True, width=10**6).removesuffix("...\n")
+                print(f"{name}: {value.strip()}")
             else:
                 print(f"{name:<26} {p.type:<10} default {json.dumps(p.default)}")
                 print(f"{'':<26} {p.help}{extra}{used}")

@@ -84,7 +84,7 @@ def _base(method: str, k: int, seed: int, task: str, examples: pd.DataFrame, n_s
     }
 
 
-def like_rows(method: str, k: int, examples: pd.DataFrame, p_yes: Sequence[float], *, seed: int = 0,
+def like_rows(method: str, k: int, examples: pd.DataFrame, p_yes: Sequence[float] | np.ndarray, *, seed: int = 0,
               generated_text: Sequence[str] | None = None, reasoning: Sequence[str] | None = None,
               format_ok: Sequence[bool] | None = None) -> pd.DataFrame:
     """Like-task rows for ``examples`` (one per row, same order)."""

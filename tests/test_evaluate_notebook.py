@@ -48,7 +48,7 @@ def test_notebook_06_in_the_smoke_run(smoke_run):
         results.set_index("method").loc["user_like_rate", "auc"])
     assert metrics["n_test"] == n_test and "all-MiniLM-L6-v2" in metrics["bertscore_backbone"]
     run_metrics = json.loads(paths.metrics.read_text())
-    assert run_metrics["07_evaluate"]["auc"] == metrics["auc"]
+    assert run_metrics["metrics"]["auc"] == metrics["auc"] and run_metrics["n_test"] == n_test
     records = sorted(paths.results.glob("07_evaluate-*.json"))
     assert len(records) == 1
     record = json.loads(records[0].read_text())

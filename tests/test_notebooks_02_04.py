@@ -14,7 +14,7 @@ import pytest
 from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import load_tables
 from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
-from rrlib.config.params import COMMON, ENRICH, SCHEMA, TEACHER, defaults, notebook_parameters
+from rrlib.config.params import COMMON, ENRICH, SCHEMA, TEACHER, Config, defaults, notebook_parameters
 from rrlib.prompts.postprocess import STATUSES
 from rrlib.reasoning import REASONING_COLUMNS
 
@@ -142,7 +142,7 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     paths = RunPaths.of(run_dir, create=False)
     tables = load_tables(paths)
     full = {**defaults(), **params}
-    scope = enrichment_scope(tables.items, tables.users, tables.examples, full)
+    scope = enrichment_scope(tables.items, tables.users, tables.examples, Config.full(full))
 
     desc = pd.read_parquet(paths.item_descriptions)
     assert list(desc.columns)[:len(DESCRIPTION_COLUMNS)] == DESCRIPTION_COLUMNS

@@ -84,9 +84,10 @@ def test_reproducible_with_a_seed():
 def test_runs_on_the_embedded_dataset(tmp_path):
     from rrlib.config.paths import RunPaths
     from rrlib.data import eval_subset, load_tables, prepare
-    from rrlib.config.params import Config, defaults
+    from rrlib.config.params import Config, load_params
 
-    params = defaults()
+    # the shipped default dataset (ml-latest-small), on a user slice so SASRec trains in seconds
+    params = load_params([], {"DATASET": "ml_latest_small", "MAX_USERS": 25, "N_TEST": 25})
     paths = RunPaths.of(tmp_path / "run")
     prepare(params, paths)
     tables = load_tables(paths)

@@ -17,8 +17,8 @@ annotation gives its type and :func:`param` its default, one-line help, choices 
 from __future__ import annotations
 
 import ast
-import dataclasses
 import difflib
+import functools
 import json
 import math
 from dataclasses import dataclass, field, fields
@@ -61,7 +61,7 @@ def param(default: Any, help: str, *, choices: Iterable | None = None, min: floa
     optional choices and inclusive bounds (bounds apply to each element of a list)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max}
     if isinstance(default, list):
-        return field(default_factory=lambda d=tuple(default): list(d), metadata=meta)
+        return field(default_factory=functools.partial(list, tuple(default)), metadata=meta)
     return field(default=default, metadata=meta)
 
 
@@ -323,8 +323,9 @@ def _schema() -> tuple[dict[str, dict[str, Param]], dict[str, Param]]:
     sections: dict[str, dict[str, Param]] = {}
     for sname, cls in SECTION_CLASSES.items():
         out = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        instance = cls()  # every field has a default: read them (factories included) from an instance
+        for f in fields(instance):  # type: ignore[arg-type]  # Section subclasses are dataclasses
+            default = getattr(instance, f.name)
             m = f.metadata
             out[f.name.upper()] = Param(f.name.upper(), _type_of(f.type), default, m["help"], sname, m["choices"],
                                         m["min"], m["max"])

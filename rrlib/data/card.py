@@ -28,6 +28,7 @@ def _rate(x) -> float | None:
 
 def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], domain: str) -> dict[str, Any]:
     inter, items, users, ex = built.interactions, built.items, built.users, built.examples
+    figure2 = built.figure2 if built.figure2 is not None else pd.DataFrame({"k": [], "users": []})
     n_users, n_items, n_inter = inter["user_id"].nunique(), inter["item_id"].nunique(), len(inter)
     per_user = inter.groupby("user_id").size()
     splits = {}
@@ -87,7 +88,7 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         "reviews": built.stats["reviews"],
         "rating_distribution": {f"{r:g}": int(c) for r, c in ratings.items()},
         "figure2_users_with_at_least_k": {int(k): int(u) for k, u in
-                                           zip(built.figure2["k"], built.figure2["users"])},
+                                           zip(figure2["k"], figure2["users"])},
         "flags": degenerate_flags(inter, audit, built.stats["copies"]),
         "notes": built.stats["notes"],
     }

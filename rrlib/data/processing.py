@@ -179,7 +179,7 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
     an example whose target is absent is dropped (both counted)."""
     arrays = _user_arrays(inter)
     rows = []
-    stats = {"windows": 0, "exact_slices": 0, "realigned": 0, "target_moved": 0,
+    stats: dict[str, Any] = {"windows": 0, "exact_slices": 0, "realigned": 0, "target_moved": 0,
              "history_ids_not_in_ratings": 0, "dropped_target_not_in_ratings": {s: 0 for s in SPLIT_OFFSETS}}
     for split in ("test", "valid", "train"):
         for u, window in windows[split].items():
@@ -187,6 +187,7 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
             n, items = len(a["item"]), list(a["item"])
             end = n - SPLIT_OFFSETS[split]  # expected target position
             stats["windows"] += 1
+            matched: list[int | None]
             if end >= 0 and items[max(0, end + 1 - len(window)):end + 1] == window:
                 stats["exact_slices"] += 1
                 matched = list(range(end + 1 - len(window), end + 1))
@@ -404,6 +405,8 @@ def _release_steps(inter: pd.DataFrame, raw: RawDataset, p: dict[str, Any], stat
     RELEASE_WINDOWS='as_released'."""
     _, dd = deduplicate(inter, "keep_all")
     inter = binarize(order_interactions(inter, "file"), p["LIKE_THRESHOLD"])
+    if raw.windows is None:
+        raise ValueError(f"{raw.name}: a release dataset without its split windows.")
     examples, stats["windows"] = examples_from_windows(inter, raw.windows)
     if p["RELEASE_WINDOWS"] == "clean":
         inter, examples, stats["release_cleaning"] = clean_release_windows(inter, examples)

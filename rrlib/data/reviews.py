@@ -76,7 +76,7 @@ def sample_item_reviews(pool: pd.DataFrame, item_ids, p: int, n_words: int, seed
     pool = pool[pool["review_text"].astype(str).str.strip() != ""]
     pool = pool.sort_values(["item_id", "timestamp", "source_order"], kind="stable")
     groups = {k: g for k, g in pool.groupby("item_id", sort=False)}
-    out = {}
+    out: dict[str, list[dict]] = {}
     for item in tqdm(list(item_ids), desc="Algorithm 1: sampling reviews", disable=not progress):
         g = groups.get(item)
         if g is None:
@@ -98,7 +98,7 @@ def headline_title(summaries: list[str]) -> str:
     if not usable:
         return ""
     counts = Counter(s.lower() for s in usable)
-    first = {}
+    first: dict[str, tuple[int, str]] = {}
     for i, s in enumerate(usable):
         first.setdefault(s.lower(), (i, s))
     best = max(counts, key=lambda k: (counts[k], len(k), -first[k][0]))

@@ -38,7 +38,7 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
     test: last), checked against ``target_item_id`` so that a table from a different split or
     ordering fails here instead of silently leaking labels."""
     out = np.empty(len(examples), dtype=int)
-    recorded = (examples["target_position"].astype(int).tolist() if "target_position" in examples.columns
+    recorded: list[int | None] = (examples["target_position"].astype(int).tolist() if "target_position" in examples.columns
                 else [None] * len(examples))
     for i, (eid, split, user, item) in enumerate(zip(examples["example_id"], examples["split"],
                                                      examples["user_id"], examples["target_item_id"])):
@@ -47,7 +47,8 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
         seq = sequences.get(str(user))
         if seq is None:
             raise ValueError(f"example {eid}: user {user} has no interactions in the interactions table.")
-        pos = recorded[i] if recorded[i] is not None else len(seq) - SPLIT_OFFSET[split]
+        given = recorded[i]
+        pos = given if given is not None else len(seq) - SPLIT_OFFSET[split]
         if pos < 0 or pos >= len(seq) or seq["item_id"].iat[pos] != str(item):
             found = seq["item_id"].iat[pos] if pos >= 0 else None
             raise ValueError(f"example {eid}: its target item {item} is not the {split} target of user "

@@ -63,7 +63,7 @@ def apply_tags(items: pd.DataFrame, tags: pd.DataFrame | None, inter: pd.DataFra
     extra = out["item_id"].map(shown).fillna("")
     base = out["attributes"].fillna("").astype(str)
     out["attributes"] = [f"{a}; tags: {x}" if a and x else (f"tags: {x}" if x else a) for a, x in zip(base, extra)]
-    stats = {"tags_in_file": int(len(tags)),
+    stats: dict[str, Any] = {"tags_in_file": int(len(tags)),
              "excluded_on_own_target": {s: int((excluded["split"] == s).sum()) for s in ("train", "valid", "test")},
              "excluded_on_own_target_total": int(len(excluded)),
              "bookkeeping_or_blank_dropped": int(len(tags) - len(t)),

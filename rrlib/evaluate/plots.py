@@ -79,7 +79,7 @@ def plot_bertscore_distribution(per_example: pd.DataFrame, path: str | Path | No
         bins = np.linspace(min(lo, 0.0) if lo <= 0 else lo, max(hi, lo + 1e-3), 30)
         for (method, k), g in sorted(per_example.groupby(["method", "k"]),
                                      key=lambda t: (order(t[0][0]), t[0][1])):
-            ax.hist(g["bertscore_f1"], bins=bins, alpha=0.45,
+            ax.hist(g["bertscore_f1"], bins=bins.tolist(), alpha=0.45,
                     label=f"{label(method)} K={k} (mean {g['bertscore_f1'].mean():.3f})")
         ax.legend(fontsize=7)
         ax.set_title(f"BERTScore F1 — {per_example['bertscore_backbone'].iloc[0]}", fontsize=8)

@@ -68,8 +68,10 @@ class GenerationResult:
 class ChatBackend(Protocol):
     """A chat model that turns message lists into text."""
 
-    #: name, revision or file hash, adapter hash: everything about the model that changes answers
-    identity: dict[str, Any]
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Name, revision or file hash, adapter hash: everything about the model that changes answers."""
+        ...
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate for every request, in order. Backends batch internally."""

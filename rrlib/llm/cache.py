@@ -112,7 +112,7 @@ class GenerationCache:
 
     def append(self, entries: Sequence[tuple[str, GenerationRequest, GenerationResult]]) -> None:
         """Write records durably (one write per record, then one fsync)."""
-        recs = []
+        recs: list[dict[str, Any]] = []
         for key, req, res in entries:
             recs.append({"v": RECORD_VERSION, "key": key, "text": res.text, "prompt_tokens": res.prompt_tokens,
                          "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,

@@ -116,7 +116,8 @@ class TextEncoder:
         if "hidden_size" not in config:
             raise ModelLoadError(f"{self.model_dir}/config.json has no hidden_size; not a BERT-like encoder.")
         self.dim = int(config["hidden_size"])
-        self._model = self._tokenizer = None
+        self._model: Any = None  # loaded on first use
+        self._tokenizer: Any = None
         self._identity: dict[str, Any] | None = None
         self._cache: EmbeddingCache | None = None
         self.stats = {"cached": 0, "computed": 0}
@@ -182,7 +183,7 @@ class TextEncoder:
                              f"{type(texts[bad[0]]).__name__} ({len(bad)} non-string in all).")
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         store = self.cache if cache else None
-        keys = [self.key(t) for t in texts] if store is not None else [None] * len(texts)
+        keys: list[Any] = [self.key(t) for t in texts] if store is not None else [None] * len(texts)
         todo: dict[str, list[int]] = {}  # each distinct uncached text once
         for i, (t, k) in enumerate(zip(texts, keys)):
             hit = store.get(k) if store is not None else None

@@ -128,8 +128,8 @@ class EngineProcess:
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.startup_seconds = 0.0
-        self._log = None
-        self._finalizer = None
+        self._log: Any = None
+        self._finalizer: Any = None
 
     # ---------------------------------------------------------------- state
     @property

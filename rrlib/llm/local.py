@@ -238,7 +238,7 @@ def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: st
     if qconfig is not None:
         load_kwargs.update(quantization_config=qconfig, device_map="auto")
     try:
-        net = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
+        net: Any = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(_load_hint(model, e)) from e
     tok = load_tokenizer(model, revision=revision, cache_dir=cache_dir, trust_remote_code=trust_remote_code,

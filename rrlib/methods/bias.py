@@ -118,7 +118,7 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
     if unknown:
         raise MethodError(f"unknown bias baseline(s) {unknown}; choose from {list(BIAS_METHODS)}.")
     prior = global_like_rate(interactions)
-    kw = dict(prior_rate=prior, user_scope=user_scope, prior_strength=prior_strength)
+    kw: dict[str, Any] = dict(prior_rate=prior, user_scope=user_scope, prior_strength=prior_strength)
     x_eval = bias_features(eval_examples, interactions, **kw)
     info: dict[str, Any] = {"prior_like_rate": prior, "prior_strength": prior_strength,
                             "user_scope": user_scope}

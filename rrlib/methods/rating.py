@@ -168,7 +168,8 @@ def svd_predict(algo, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
 def checkpoints(max_epochs: int, first: int = 5, ratio: float = 1.5) -> list[int]:
     """Epoch counts at which MF is evaluated: 5, 8, 11, 17, 25, ... (each fit restarts, so a
     geometric schedule keeps the total cost within a few times that of the final fit)."""
-    out, e = [], float(first)
+    out: list[int] = []
+    e = float(first)
     while round(e) <= max_epochs:
         if not out or round(e) > out[-1]:
             out.append(int(round(e)))

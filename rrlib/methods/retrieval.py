@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -283,7 +283,7 @@ def candidate_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-Scores = Mapping[tuple[str, str], float] | pd.Series | pd.DataFrame | Callable[[list[str], list[str]], Sequence[float]]
+Scores: TypeAlias = Mapping[tuple[str, str], float] | pd.Series | pd.DataFrame | Callable[[list[str], list[str]], Sequence[float]]
 
 
 def _lookup(scores: Scores, users: list[str], items: list[str]) -> np.ndarray:

@@ -315,7 +315,8 @@ def fit_early_stopped(model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: S
     loss_fn = nn.BCEWithLogitsLoss()
     gen = torch.Generator().manual_seed(cfg.seed)
     valid_y = valid.label.numpy()
-    best, best_state, best_epoch, bad, curve, metric = -math.inf, None, 0, 0, [], "auc"
+    best, best_epoch, bad, curve, metric = -math.inf, 0, 0, [], "auc"
+    best_state = copy.deepcopy(model.state_dict())  # kept if no epoch scores above -inf
     bar = tqdm(range(1, cfg.epochs + 1), desc=desc, disable=not progress)
     for epoch in bar:
         model.train()

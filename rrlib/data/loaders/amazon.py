@@ -194,7 +194,8 @@ def load_amazon_instruments(folder: Path | None = None, encoding: str = "utf-8",
     """Amazon 2014 Musical Instruments 5-core: from ``folder`` when it holds one of
     :data:`INSTRUMENTS_FILES`, else the shipped CSV (sha256-checked)."""
     shipped = folder is None
-    if shipped:
+    path: Path | None
+    if folder is None:
         path = require_file(INSTRUMENTS_DIR / INSTRUMENTS_CSV, "the shipped Musical Instruments reviews",
                             "The package is incomplete: reinstall it (pip install -e .).")
         digest = dl.sha256_file(path)

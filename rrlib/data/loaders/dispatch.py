@@ -149,7 +149,7 @@ def load_dataset(dataset: str, data_dir: str | Path = "", cache_dir: str | Path 
         raise DataError(f"DATASET={dataset!r} is unknown; choose one of {list(DATASETS)} "
                         f"(generic = your own interactions.csv/items.csv in DATA_DIR).")
     encoding, date_order = check_encoding(encoding), check_date_order(date_order)
-    scale = rating_scale_param(rating_scale, None)
+    scale = rating_scale_param(rating_scale, None)  # None: each loader applies its own scale
     if amazon_category and dataset != "amazon2018":
         raise ParamError(f"AMAZON_CATEGORY={amazon_category!r} applies to DATASET=amazon2018 only (DATASET is "
                          f"{dataset!r}); set it to ''.")

@@ -214,7 +214,7 @@ def load_ml_latest_small(folder: Path | None = None, encoding: str = "utf-8", da
     """ml-latest-small from ``folder`` (``ratings.csv``, ``movies.csv``, optional ``tags.csv``
     and ``links.csv``, plain or .gz), else the shipped copy (checked against the release)."""
     shipped = folder is None
-    folder = ML_SMALL_DIR if shipped else Path(folder)
+    folder = ML_SMALL_DIR if folder is None else Path(folder)
     r, r_rows, r_rec = _read_ml_small(folder, "ratings.csv", shipped, encoding,
                                       ("userId", "movieId", "rating", "timestamp"))
     secs, fmt = parse_timestamps(r["timestamp"], r_rows, date_order=date_order)

@@ -397,7 +397,7 @@ class RatingScale:
 GENERIC_SCALE = RatingScale(1.0, 5.0, None, "default generic")
 
 
-def rating_scale_param(value: Any, default: RatingScale) -> RatingScale:
+def rating_scale_param(value: Any, default: RatingScale | None) -> RatingScale | None:
     """RATING_SCALE ([] = the dataset's own ``default``; else [low, high])."""
     if value is None or (isinstance(value, (list, tuple)) and len(value) == 0):
         return default
