@@ -267,7 +267,7 @@ def _trainer_callback_base():
     return TrainerCallback
 
 
-class ValidationAUCCallback(_trainer_callback_base()):
+class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
     """After each epoch: validation AUC from the Yes/No probability (the scoring of notebook 06,
     :func:`rrlib.student.yes_no_probabilities`), best-epoch bookkeeping in the trainer state (so
     it survives a resume) and early stopping with ``patience``."""

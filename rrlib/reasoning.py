@@ -251,7 +251,7 @@ def generate_rating_reasoning(examples: pd.DataFrame, ctx, *, cfg: Config, gener
     requests = {str(r["example_id"]): ctx.teacher_request(str(r["user_id"]), str(r["target_item_id"]), rating,
                                                           words=words, settings_=st, tag=str(r["example_id"]))
                 for r, rating in zip(rows_in, ratings)}
-    outs = []
+    outs: list[tuple[int, Any]] = []
     # one check per rating value: the post-processing needs the true rating of each answer
     for rating in sorted(set(ratings)):
         idx = [i for i, x in enumerate(ratings) if x == rating]

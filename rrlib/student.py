@@ -295,7 +295,10 @@ def cached_yes_no(backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, 
             bar.update(len(part))
     finally:
         bar.close()
-    rows = [cache.get(k) for k in keys]
+    rows = [r for r in (cache.get(k) for k in keys) if r is not None]
+    if len(rows) != len(keys):
+        raise RuntimeError(f"yes_no_probabilities: {len(keys) - len(rows)} score(s) missing from the cache "
+                           f"after scoring.")
     tokens = answer_tokens(backend.tokenizer, prompts)
     return (YesNoScores(np.array([r["p_yes"] for r in rows], dtype=float),
                         np.array([r["yes_no_mass"] for r in rows], dtype=float)),

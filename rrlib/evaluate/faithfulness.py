@@ -22,6 +22,7 @@ indicators to compare methods by, and check cases in notebook 07.
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -246,7 +247,7 @@ def verdict_agreement(row: Mapping[str, Any], *, like_threshold: float = 3.0,
         rating = row.get("rating_argmax")
         if rating is None or not np.isfinite(float(rating)):
             rating = row.get("predicted_rating")
-        rating = float(rating)
+        rating = float(rating) if rating is not None else math.nan
         stated = stated_rating(reasoning, scale)
         if stated is not None:
             return {"verdict": stated, "how": "stated_rating", "agrees": abs(stated - rating) <= tolerance + 1e-9}

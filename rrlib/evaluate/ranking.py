@@ -107,7 +107,7 @@ def paired_ranking_difference(a: pd.Series, b: pd.Series, *, n_boot: int, seed: 
         boot = _boot_means(d, n_boot, seed)
         alpha = (1 - level) / 2
         out["ci_low"], out["ci_high"] = (float(x) for x in np.quantile(boot, [alpha, 1 - alpha]))
-        out["p_value"] = float(min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))))
+        out["p_value"] = min(1.0, 2 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0))))
     return out
 
 

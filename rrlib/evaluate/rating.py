@@ -77,7 +77,7 @@ def rmse_mae_with_ci(targets: Iterable[float], predicted: Iterable[float], *, n_
 
 def _p_value(d: np.ndarray) -> float:
     """Two-sided bootstrap p-value: 2 * min(P(d <= 0), P(d >= 0)), capped at 1."""
-    return float(min(1.0, 2 * min(np.mean(d <= 0), np.mean(d >= 0))))
+    return min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
 
 
 def paired_rating_difference(targets: Iterable[float], predicted_a: Iterable[float], predicted_b: Iterable[float],
@@ -214,9 +214,9 @@ def rating_results(predictions: pd.DataFrame, *, n_boot: int, seed: int, dataset
         notes: list[str] = []
         if ref is not None:
             row["rating_reference"] = ref_name
-            if method != ref_name:
-                cols, notes = rating_difference_columns(block, ref, ref_name, n_boot=n_boot, seed=seed)
-                row.update(cols)
+            if method != ref_name and ref_name is not None:
+                diff, notes = rating_difference_columns(block, ref, ref_name, n_boot=n_boot, seed=seed)
+                row.update(diff)
         row["note"] = "; ".join(notes)
         rows.append(row)
     cols = ["dataset", "method", "label", "k", "seed", "n", "auc"] + RATING_COLUMNS + RATING_DELTA_COLUMNS + ["note"]

@@ -103,7 +103,7 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
                 row.update(figures)
             except ValueError as e:
                 notes.append(str(e))
-            if rating_ref_block is not None:
+            if rating_ref_block is not None and rating_ref is not None:
                 row["rating_reference"] = rating_ref
                 if method != rating_ref and not math.isnan(row["rmse"]):
                     cols, more = rating_difference_columns(block, rating_ref_block, rating_ref, n_boot=n_boot,

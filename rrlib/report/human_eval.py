@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,11 +126,11 @@ def build_comparisons(predictions: pd.DataFrame, pairs: Sequence[tuple[str, str]
         raise ReportError(f"human evaluation: criterion names must be simple identifiers (CSV columns), got {bad}.")
     methods = list(dict.fromkeys(m for p in pairs for m in p))
     blocks = {m: _method_block(predictions, m) for m in methods}
-    usable = None
+    common: set[Any] | None = None
     for b in blocks.values():
         ok = set(b.index[b["reasoning"].fillna("").astype(str).str.strip() != ""])
-        usable = ok if usable is None else usable & ok
-    usable = sorted(e for e in (usable or set()) if e in contexts and e in targets)
+        common = ok if common is None else common & ok
+    usable = sorted(e for e in (common or set()) if e in contexts and e in targets)
     if not usable:
         raise ReportError(f"human evaluation: no example has an explanation from every method of {methods} and a "
                           f"context and target text.")
