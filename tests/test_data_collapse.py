@@ -72,7 +72,7 @@ def test_collapse_runs_before_dedup_in_build_tables():
     collapse every test target is a copy of an item in its own history."""
     rows = []
     for u in range(8):
-        for j, item in enumerate(["a", "b", "c"]):
+        for item in ["a", "b", "c"]:
             rows.append((f"u{u}", item, 5 if u % 2 else 2, 100 * DAY, f"one review by {u}"))
         rows += [(f"u{u}", f"x{u}", 4, 101 * DAY, f"x {u}"), (f"u{u}", f"y{u}", 2, 102 * DAY, f"y {u}"),
                  (f"u{u}", f"z{u}", 5, 103 * DAY, f"z {u}"), (f"u{u}", f"w{u}", 1, 104 * DAY, f"w {u}")]

@@ -190,7 +190,7 @@ def test_wrong_model_name_is_a_clear_error():
     be = backend("http://127.0.0.1:9/v1")
     be._request = lambda method, path, payload=None: {"data": [{"id": "a"}, {"id": "b"}]}
     with pytest.raises(ServerError, match=r"SERVER_MODEL='fake-model' is not served .* \['a', 'b'\]"):
-        be.identity
+        _ = be.identity
 
 
 def test_make_backend_rejects_bad_server_params_before_generating(tmp_path):

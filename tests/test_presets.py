@@ -46,7 +46,7 @@ def test_every_preset_key_is_declared_by_a_notebook(path):
 def test_every_key_has_a_comment_or_a_section_header(path):
     lines = path.read_text().splitlines()
     assert lines[0].startswith("#"), f"{path.name} starts with a comment saying what the preset is for"
-    assert any(l.startswith("# ---") for l in lines), f"{path.name} groups keys under comment headers"
+    assert any(line.startswith("# ---") for line in lines), f"{path.name} groups keys under comment headers"
 
 
 @pytest.mark.parametrize("dataset,kcore,lr", [("ml1m", 20, 3e-5), ("beauty", 5, 1e-4), ("fashion", 5, 1e-4)])

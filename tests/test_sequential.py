@@ -63,7 +63,7 @@ def test_training_targets_stop_before_the_valid_target():
     test = ex[ex["split"] == "test"]
     batch = data.example_targets(test)
     # a test target's history ends right before it: its last step is the valid target
-    for r, (u, item) in enumerate(zip(test["user_id"], test["target_item_id"])):
+    for r, u in enumerate(test["user_id"]):
         seq = data.sequences[u]
         assert batch.label[r].item() == float(seq["liked"].iat[-1])
         assert batch.items[r, -1].item() == data.item_index.get(seq["item_id"].iat[-2], 1)

@@ -24,7 +24,7 @@ def rated(catalog: ItemCatalog, item_id: str, liked: bool) -> RatedItem:
 
 def profile_request(user_row: Mapping[str, Any], catalog: ItemCatalog, *, domain: str, cfg: Config
                     ) -> GenerationRequest:
-    items = [rated(catalog, str(i), bool(l)) for i, l in zip(as_list(user_row["profile_item_ids"]),
+    items = [rated(catalog, str(i), bool(liked)) for i, liked in zip(as_list(user_row["profile_item_ids"]),
                                                            as_list(user_row["profile_liked"]))]
     template = template_for("user_profile")
     settings = generation_settings("user_profile", cfg.teacher.generation_mode, cfg.common.seed,

@@ -131,7 +131,7 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
         if spec is not None and spec.reasons:
             view = method_views.get(method, "full")
             refs = references.get(view, {})
-            has_ref = block["example_id"].map(lambda e: bool(str(refs.get(e, "") or "").strip()))
+            has_ref = block["example_id"].map(lambda e, refs=refs: bool(str(refs.get(e, "") or "").strip()))
             scored = block[has_ref.to_numpy()]
             if len(scored) < len(block):
                 notes.append(f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "

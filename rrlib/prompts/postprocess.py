@@ -133,7 +133,7 @@ def strip_boilerplate(text: str, prompt_text: str = "", keep_labels: Sequence[st
             echoed += 1
             continue
         kept.append(re.sub(r"[ \t]+", " ", line).strip())
-    return "\n".join(l for l in kept if l).strip(), echoed
+    return "\n".join(line for line in kept if line).strip(), echoed
 
 
 # ---------------------------------------------------------------------------------------
@@ -182,7 +182,7 @@ def drop_unfinished_sentence(text: str, keep_fraction: float = 0.5) -> tuple[str
 # ---------------------------------------------------------------------------------------
 def repetition(text: str) -> str:
     """Why ``text`` is repetitive ('' when it is not)."""
-    lines = [_norm(l) for l in text.split("\n") if count_words(l) >= 3]
+    lines = [_norm(line) for line in text.split("\n") if count_words(line) >= 3]
     if lines:
         line, n = Counter(lines).most_common(1)[0]
         if n >= 3:

@@ -151,8 +151,8 @@ def build_messages(method: str, example: pd.Series, ctx: PromptContext) -> list[
         return ctx.catalog.card(item_id, with_description)
 
     if not spec.reasons:  # TALLRec-style: item cards, liked/disliked, answer only
-        liked = [show(i) for i, l in history if l]
-        disliked = [show(i) for i, l in history if not l]
+        liked = [show(i) for i, liked in history if liked]
+        disliked = [show(i) for i, liked in history if not liked]
         user = (f"A {role.person}'s recent {role.items}, oldest first, split by whether they liked them.\n"
                 f"Liked: {'; '.join(liked) if liked else 'none'}\n"
                 f"Disliked: {'; '.join(disliked) if disliked else 'none'}\n\n"
@@ -165,7 +165,7 @@ def build_messages(method: str, example: pd.Series, ctx: PromptContext) -> list[
     if spec.shows("profile"):
         parts.append(f"{role.person.capitalize()} profile:\n{ctx.profile(user_id)}")
     if history:
-        lines = [f"{n}. {show(i)} -> {'liked' if l else 'disliked'}" for n, (i, l) in enumerate(history, 1)]
+        lines = [f"{n}. {show(i)} -> {'liked' if liked else 'disliked'}" for n, (i, liked) in enumerate(history, 1)]
         parts.append(f"The {role.person}'s {len(history)} most recent {role.items}, oldest first, with their "
                      f"reaction:\n" + "\n".join(lines))
     else:

@@ -164,7 +164,7 @@ def failure_summary(annotated: pd.DataFrame, examples_per_type: int = 5) -> pd.D
     n = len(annotated)
     records = []
     for ftype, meaning in FAILURE_TYPES.items():
-        hit = annotated[annotated["failures"].map(lambda f: ftype in f)]
+        hit = annotated[annotated["failures"].map(lambda f, ftype=ftype: ftype in f)]
         by_method = hit.groupby(["method", "k"]).size()
         records.append({
             "failure": ftype, "count": len(hit), "share": (len(hit) / n) if n else 0.0,
@@ -256,8 +256,8 @@ def build_cases(inputs: InspectionInputs, example_ids: Sequence[str], lead_metho
         if not lead:
             raise InspectError(f"example {eid} has no {lead_method} prediction.")
         history = [HistoryEntry(item_id=str(i), title=titles.get(str(i), str(i)), description=descs.get(str(i), ""),
-                                rating=float(r), liked=bool(l))
-                   for i, r, l in zip(ex["history_item_ids"], ex["history_ratings"], ex["history_liked"])]
+                                rating=float(r), liked=bool(liked))
+                   for i, r, liked in zip(ex["history_item_ids"], ex["history_ratings"], ex["history_liked"])]
         terms = feature_terms([f"{h.title} {h.description}" for h in history if h.liked],
                               [f"{h.title} {h.description}" for h in history if not h.liked])
         cases.append(Case(example_id=eid, user_id=str(ex["user_id"]), label=int(ex["label"]),
