@@ -278,6 +278,17 @@ def test_engine_identities_differ_and_need_no_running_engine(tmp_path):
     assert identity_hash(q4) != identity_hash(model_identity("embedded", cache_dir=tmp_path))
 
 
+def test_a_self_started_engine_gets_its_own_request_timeout(tmp_path):
+    # a local engine shares the CPU with its other slots and any other job: SERVER_TIMEOUT_S (meant for a
+    # remote server) timed requests out on a loaded 2-core machine, so the engine has its own timeout
+    reason = eng.not_installed_reason("llama_server")
+    if reason:
+        pytest.skip(reason)
+    be = make_teacher({"TEACHER_ENGINE": "llama_server", "SERVER_TIMEOUT_S": 5, "TEACHER_ENGINE_TIMEOUT_S": 1234},
+                      tmp_path)
+    assert isinstance(be, EngineBackend) and be.client.timeout_s == 1234
+
+
 # --------------------------------------------------------------------------- real engines
 @pytest.mark.slow
 @pytest.mark.server

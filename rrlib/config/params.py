@@ -151,6 +151,9 @@ class TeacherConfig(Section):
                                              "max_num_seqs)", min=1)
     teacher_engine_threads: int = param(0, "engine CPU threads (0: every core; on a machine shared with other jobs 1 "
                                            "is faster: llama.cpp threads spin-wait on each other)", min=0)
+    teacher_engine_timeout_s: float = param(900.0, "timeout of one request to a self-started engine, in seconds (it "
+                                                   "shares the CPU with the other slots and any other job)",
+                                            min=1, max=86400)
     teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     teacher_revision: str = param("", "model revision for a hub id ('': default)")
     teacher_quantization: str = param("none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only",

@@ -101,7 +101,7 @@ def _engine_backend(cfg: Config, model: str, cache_dir: Path):
         spec = engine_spec(replace(config, engine=chosen), cache_dir)
     except ServerError as e:
         raise ParamError(f"TEACHER_ENGINE={t.teacher_engine!r}: {e}") from e
-    return EngineBackend(spec, timeout_s=t.server_timeout_s, retries=t.server_retries,
+    return EngineBackend(spec, timeout_s=t.teacher_engine_timeout_s, retries=t.server_retries,
                          max_prompt_tokens=t.max_prompt_tokens, log_dir=cache_dir / "engines" / "logs")
 
 
