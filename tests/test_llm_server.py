@@ -5,20 +5,17 @@ from __future__ import annotations
 import json
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import BaseHTTPRequestHandler
 
 import pytest
-import requests
+from loopback import LoopbackServer
 
 from rrlib.llm import CachedGenerator, GenerationCache, GenerationRequest, GenerationSettings, ServerBackend, \
     ServerError
 from rrlib.llm.embedded import embedded_gguf
 from rrlib.config.params import Config, ParamError
 from rrlib.llm import teacher_backend
-from rrlib.student import student_backend
 
 
 def make_teacher(params, cache_dir):
@@ -33,7 +30,7 @@ def _request(i: int, **settings) -> GenerationRequest:
                              GenerationSettings(**({"max_new_tokens": 16} | settings)), "t", "1", tag=str(i))
 
 
-class Scripted:
+class Scripted(LoopbackServer):
     """A loopback OpenAI-like server. ``plan(body) -> (status, payload, delay_s)`` per chat request."""
 
     def __init__(self, plan):
@@ -70,17 +67,7 @@ class Scripted:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def ok(text: str) -> dict:

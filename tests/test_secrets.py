@@ -3,13 +3,13 @@ trace of it in errors, tracebacks, the generation cache, the run folder or the c
 from __future__ import annotations
 
 import json
-import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import nbformat
 import pytest
+from loopback import LoopbackServer
 
 from rrlib.__main__ import main
 from rrlib.errors import mask_secrets
@@ -26,7 +26,7 @@ def leaks(text: str, secret: str = SECRET) -> list[str]:
     return sorted({secret[i:i + 6] for i in range(len(secret) - 5) if secret[i:i + 6] in text})
 
 
-class EchoServer:
+class EchoServer(LoopbackServer):
     """A loopback OpenAI-like server that echoes the Authorization header it receives into
     its reply; ``mode`` says which kind of reply."""
 
@@ -82,17 +82,7 @@ class EchoServer:
                          "finish_reason": "stop"}]})
                 raise AssertionError(mode)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        super().__init__(Handler)
 
 
 def _request(i: int = 0) -> GenerationRequest:

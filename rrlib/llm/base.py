@@ -13,6 +13,19 @@ Message = dict  # {"role": "system"|"user"|"assistant", "content": str}
 TRUNCATION_MARKER = "\n[...]\n"
 
 
+class Closeable:
+    """``with backend:`` for every backend; those holding nothing to release inherit this ``close``."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings. ``temperature == 0`` means greedy decoding."""

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from .base import (
+    Closeable,
     TRUNCATION_MARKER,
     GenerationRequest,
     GenerationResult,
@@ -332,7 +333,7 @@ def _is_oom(error: BaseException) -> bool:
 # ---------------------------------------------------------------------------------------
 # the backend
 # ---------------------------------------------------------------------------------------
-class LocalBackend:
+class LocalBackend(Closeable):
     """A transformers chat model in this process (see the module docstring for batching,
     decoding and truncation)."""
 
@@ -368,16 +369,6 @@ class LocalBackend:
         self._tokenizer = None
         self._context_length: int | None = None
         self.load_seconds = 0.0
-
-    # nothing to release; lets ``with teacher_backend(cfg) as backend:`` work for every backend
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # lazy parts -----------------------------------------------------------------------
     @property

@@ -35,6 +35,7 @@ import requests
 from rrlib.errors import mask_secrets
 
 from .base import (
+    Closeable,
     TRUNCATION_MARKER,
     GenerationRequest,
     GenerationResult,
@@ -54,7 +55,7 @@ def check_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-class ServerBackend:
+class ServerBackend(Closeable):
     def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
                  timeout_s: float = 120.0, retries: int = 4, max_prompt_tokens: int = 2048,
                  backoff_s: float = 1.0, max_backoff_s: float = 30.0, extra_body: dict | None = None,
@@ -78,16 +79,6 @@ class ServerBackend:
         self.liveness = liveness
         self._identity: dict[str, Any] | None = None
         self._local = threading.local()
-
-    # nothing to release; lets ``with teacher_backend(cfg) as backend:`` work for every backend
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     # HTTP -----------------------------------------------------------------------------
     def _headers(self) -> dict[str, str]:
