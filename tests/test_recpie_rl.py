@@ -181,3 +181,49 @@ def test_one_grpo_round_on_cpu(tmp_path):
     again = GRPOExplainer(cfg, settings)
     assert run_recpie_rl(RLRun(tmp_path / "rl", inter, ex, short, inputs, again, FakeEncoder(), settings, SEQ)) == log
     assert again.model is None  # nothing was loaded, generated or trained
+
+
+def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path, monkeypatch):
+    """Notebook 06's path (rl_run_for on RUN_DIR, then run_recpie_rl) keeps finished rounds after a
+    kill; its explanations are what recpie_rl of notebook 07 fuses; the round log table/plot work."""
+    from types import SimpleNamespace
+
+    from rrlib.config.params import Config
+    from rrlib.config.paths import RunPaths
+    from rrlib.methods import registry
+    from rrlib.recpie_rl import needs_rl, plot_rounds, rl_run_for, rounds_table
+
+    inter, ex, users, items = text_task(n_users=50, seed=6)
+    truth = {u: t.text for u, t in users.items()}
+    paths = RunPaths.of(tmp_path / "run")
+    pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
+        paths.item_descriptions)
+    tables = SimpleNamespace(interactions=inter, examples=ex, users=pd.DataFrame({"user_id": list(users)}),
+                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
+    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_RL_ROUNDS": 2, "RECPIE_RL_USERS": 0, "RECPIE_EPOCHS": 4,
+                       "RECPIE_PATIENCE": 2, "RECPIE_HIDDEN": 16, "RECPIE_EXPLAIN_HISTORY": 4,
+                       "EVAL_METHODS": ["user_like_rate", "recpie_rl"]})
+    assert needs_rl(cfg) and not needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"]}))
+    assert needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"], "RECPIE_USER_TEXT": "explanations"}))
+
+    def run(explainer):
+        return run_recpie_rl(rl_run_for(cfg, paths, tables, "beauty", explainer=explainer, encoder=FakeEncoder()))
+
+    with pytest.raises(RuntimeError, match="simulated kill in round 2"):
+        run(FakeExplainer(truth, fail_on_update=2))
+    assert [r["round"] for r in rounds_log(paths.recpie_rl)] == [0, 1] and not paths.recpie_explanations.exists()
+    resumed = FakeExplainer(truth)
+    log = run(resumed)
+    assert resumed.updates == 1 and [r["round"] for r in log] == [0, 1, 2]  # only round 2 was computed
+    table = rounds_table(log)
+    assert table["round"].tolist() == [0, 1, 2] and pd.isna(table.loc[0, "reward_mean"])
+    assert table["valid_auc"].between(0, 1).all() and (table.loc[1:, "kl"] >= 0).all()
+    fig = plot_rounds(log, paths.recpie / "rounds.png")
+    assert len(fig.axes) == 3 and (paths.recpie / "rounds.png").stat().st_size > 0
+
+    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    test = ex[ex["split"] == "test"]
+    rows, info = registry.implementation("recpie_rl")(["recpie_rl"], tables, test, cfg)
+    final = pd.read_parquet(paths.recpie_explanations)
+    assert set(final["round"]) == {2} and info["recpie_rl"]["eval_text_coverage"]["user_text"] == 1.0
+    assert (rows.set_index("user_id").loc[final["user_id"], "reasoning"] == final["explanation"].tolist()).all()
