@@ -540,10 +540,22 @@ def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "R
     return fig
 
 
-def explainer_known_texts(run: RLRun, examples: pd.DataFrame) -> dict[str, str]:
-    """example_id -> what the explainer's prompt showed for that example's user (the input the
-    faithfulness checks hold an explanation to); users without an explanation get ''."""
-    texts = {u: "\n".join(str(m["content"]) for m in msgs) for u, msgs in run.inputs.messages.items()}
+def write_prompts(run: RLRun, path: Path) -> Path:
+    """What the explainer was shown, per user (user_id, prompt, available_from): the input that
+    notebook 07's faithfulness checks hold each explanation to."""
+    users = run.inputs.users
+    write_parquet_atomic(pd.DataFrame({
+        "user_id": users, "prompt": ["\n".join(str(m["content"]) for m in run.inputs.messages[u]) for u in users],
+        "available_from": [run.inputs.available_from[u] for u in users]}), path)
+    return Path(path)
+
+
+def explainer_known_texts(prompts: pd.DataFrame, examples: pd.DataFrame) -> dict[str, str]:
+    """example_id -> the explainer prompt of the example's user ('' for users never explained)."""
+    missing = [c for c in ("user_id", "prompt") if c not in prompts.columns]
+    if missing:
+        raise DataError(f"explainer prompts table lacks {missing}; it is written by rrlib.recpie_rl.write_prompts.")
+    texts = dict(zip(prompts["user_id"].astype(str), prompts["prompt"].astype(str)))
     return {str(e): texts.get(str(u), "") for e, u in zip(examples["example_id"], examples["user_id"])}
 
 
@@ -563,4 +575,5 @@ def rounds_log(out_dir: Path) -> list[dict[str, Any]]:
 
 __all__ = ["ExplainerInputs", "Explainer", "GRPOExplainer", "ROUND_COLUMNS", "RLRun", "RLSettings", "completion_text",
            "explainer_inputs", "explainer_known_texts", "make_reward", "needs_rl", "plot_rounds", "rl_run_for",
-           "round_dir", "round_explanations", "round_finished", "rounds_log", "rounds_table", "run_recpie_rl"]
+           "round_dir", "round_explanations", "round_finished", "rounds_log", "rounds_table", "run_recpie_rl",
+           "write_prompts"]

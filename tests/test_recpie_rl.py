@@ -227,3 +227,33 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     final = pd.read_parquet(paths.recpie_explanations)
     assert set(final["round"]) == {2} and info["recpie_rl"]["eval_text_coverage"]["user_text"] == 1.0
     assert (rows.set_index("user_id").loc[final["user_id"], "reasoning"] == final["explanation"].tolist()).all()
+
+    # notebook 07: faithfulness of the explanations against what the explainer saw; blind sheets
+    from rrlib.evaluate.faithfulness import explanation_quality
+    from rrlib.recpie_rl import explainer_known_texts, round_explanations, write_prompts
+    from rrlib.report.human_eval import export_human_eval
+    from rrlib.report.recpie import explanation_comparisons, largest_shifts, load_score_shift, score_shift_summary
+
+    write_prompts(rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
+                  paths.recpie_prompts)
+    known = explainer_known_texts(pd.read_parquet(paths.recpie_prompts), test)
+    assert set(known) == set(test["example_id"]) and all("Recent" in t or t for t in known.values())
+    quality = explanation_quality(rows, known)
+    assert quality["method"].tolist() == ["recpie_rl"] and quality.loc[0, "n_reasoning"] == len(final)
+    round0 = round_explanations(paths.recpie_rl, 0)
+    comp = explanation_comparisons(rows, round0, ex, tables.items.assign(attributes=""), n_examples=5, seed=1)
+    assert len(comp.sheet) == 5 and set(comp.key["method_2"]) == {"recpie_rl_round0"}
+    assert "recpie_rl" not in comp.sheet.to_csv()  # blind
+    vague = (comp.sheet["explanation_a"] == "likes skincare products").astype(int) + (
+        comp.sheet["explanation_b"] == "likes skincare products")
+    assert (vague == 1).all()  # one side is round 0's vague text, the other the tuned one
+    files = export_human_eval(comp, paths.evaluate / "human_eval_recpie")
+    assert files["sheet_csv"].is_file()
+
+    # notebook 08: how the explanation moved the score
+    shift = load_score_shift(paths.recpie_score_shift)
+    summary = score_shift_summary(shift)
+    assert summary.loc[0, "n_shown"] == len(final) and summary.loc[0, "toward_label_share"] > 0.5
+    assert summary.loc[0, "logloss_with"] < summary.loc[0, "logloss_without"]  # true texts help on test too
+    top = largest_shifts(shift, "recpie_rl", n=3)
+    assert len(top) == 3 and top["delta"].abs().is_monotonic_decreasing and top["user_text"].str.len().gt(0).all()

@@ -115,6 +115,8 @@ class RunPaths:
     @property
     def recpie_score_shift(self) -> Path: return self.recpie / "score_shift.parquet"
     @property
+    def recpie_prompts(self) -> Path: return self.recpie / "explainer_prompts.parquet"
+    @property
     def recpie_efficiency(self) -> Path: return self.recpie / "data_efficiency.csv"
     # 06-08
     @property
