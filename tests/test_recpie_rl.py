@@ -232,7 +232,13 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     from rrlib.evaluate.faithfulness import explanation_quality
     from rrlib.recpie_rl import explainer_known_texts, round_explanations, write_prompts
     from rrlib.report.human_eval import export_human_eval
-    from rrlib.report.recpie import explanation_comparisons, largest_shifts, load_score_shift, score_shift_summary
+    from rrlib.report.recpie import (
+        explanation_comparisons,
+        largest_shifts,
+        load_score_shift,
+        plot_score_shift,
+        score_shift_summary,
+    )
 
     write_prompts(rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
                   paths.recpie_prompts)
@@ -257,3 +263,4 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert summary.loc[0, "logloss_with"] < summary.loc[0, "logloss_without"]  # true texts help on test too
     top = largest_shifts(shift, "recpie_rl", n=3)
     assert len(top) == 3 and top["delta"].abs().is_monotonic_decreasing and top["user_text"].str.len().gt(0).all()
+    assert plot_score_shift(shift, "recpie_rl", paths.inspect / "shift.png").axes and (paths.inspect / "shift.png").is_file()

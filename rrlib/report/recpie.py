@@ -70,6 +70,33 @@ def largest_shifts(shift: pd.DataFrame, method: str, n: int = 10) -> pd.DataFram
     return g[cols].head(n).reset_index(drop=True)
 
 
+def plot_score_shift(shift: pd.DataFrame, method: str, path=None):
+    """P(like) without the user text (x) against with it (y) for ``method``'s examples that were
+    shown one, liked and disliked targets apart; above the diagonal the text raised the score.
+    Saved to ``path`` when given; returns a plain matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    g = shift[(shift["method"] == method) & shift["user_text_shown"]]
+    if g.empty:
+        raise ReportError(f"score shift: method {method!r} has no example with a user text shown.")
+    fig = Figure(figsize=(4.6, 4.4))
+    ax = fig.subplots()
+    for lab, name, color in ((1, "liked", "#2a9d55"), (0, "disliked", "#d1495b")):
+        part = g[g["label"] == lab]
+        ax.scatter(part["p_without_user_text"], part["p_with_user_text"], s=14, alpha=0.6, color=color, label=name)
+    ax.plot([0, 1], [0, 1], color="#777", lw=1, ls="--")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="P(like) without the user text", ylabel="P(like) with it",
+           title=f"How the explanation moved {method}")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        from pathlib import Path
+
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
 def round_zero_block(block: pd.DataFrame, round0: pd.DataFrame, method: str = "recpie_rl_round0") -> pd.DataFrame:
     """``block`` (the recpie_rl predictions rows) with each shown explanation replaced by the
     same user's explanation from round 0 (the explainer before any reward), renamed ``method``:
@@ -81,7 +108,7 @@ def round_zero_block(block: pd.DataFrame, round0: pd.DataFrame, method: str = "r
 
 
 def explanation_comparisons(predictions: pd.DataFrame, round0: pd.DataFrame, examples: pd.DataFrame,
-                            items: pd.DataFrame, *, n_examples: int, seed: int, method: str = "recpie_rl",
+                            items: pd.DataFrame, *, seed: int, n_examples: int = 20, method: str = "recpie_rl",
                             others: Sequence[str] = ()):
     """Blind pairwise sheets: ``method``'s reward-tuned explanations against round 0's, and
     against each method of ``others`` that wrote reasoning for the same examples."""
@@ -99,5 +126,6 @@ def explanation_comparisons(predictions: pd.DataFrame, round0: pd.DataFrame, exa
                              target_texts(ex, items), n_examples=n_examples, seed=seed)
 
 
-__all__ = ["SHIFT_COLUMNS", "explanation_comparisons", "largest_shifts", "load_score_shift", "round_zero_block",
+__all__ = ["SHIFT_COLUMNS", "explanation_comparisons", "largest_shifts", "load_score_shift", "plot_score_shift",
+           "round_zero_block",
            "score_shift_summary"]
