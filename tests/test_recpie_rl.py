@@ -38,6 +38,10 @@ def test_prompt_is_versioned_and_pinned():
     assert stable_hash(msgs, 16) == "8f104cad2417474f", stable_hash(msgs, 16)
     with pytest.raises(ValueError, match="history is empty"):
         explainer_messages([], catalog, "beauty", 40)
+    from rrlib.prompts.teacher import DOMAINS
+
+    for domain in DOMAINS:  # every domain renders (the smoke's instruments once raised a KeyError)
+        assert "You are a recommender system for" in explainer_messages([("a", True)], catalog, domain, 40)[0]["content"]
 
 
 def test_explainer_sees_only_interactions_before_the_reward_targets():
