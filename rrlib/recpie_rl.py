@@ -459,11 +459,121 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
     return rounds_log(out)
 
 
+# ---------------------------------------------------------------------------------------
+# From the run folder (notebook 06)
+# ---------------------------------------------------------------------------------------
+def needs_rl(cfg) -> bool:
+    """Whether the run asks for the explainer loop: ``recpie_rl`` is in EVAL_METHODS, or a
+    user-text RecPIE variant is and RECPIE_USER_TEXT is 'explanations'."""
+    from rrlib.methods.recpie import EXPLAINED, VARIANTS
+
+    methods = list(cfg.evaluate.eval_methods)
+    if any(m in EXPLAINED for m in methods):
+        return True
+    return cfg.recpie.recpie_user_text == "explanations" and any(m in VARIANTS and variant(m)[0] for m in methods)
+
+
+def rl_run_for(cfg, paths, tables, domain: str, *, explainer: Explainer | None = None, encoder: Any = None,
+               progress: bool = False) -> RLRun:
+    """The loop of this run: the explainer sees RUN_DIR's tables (descriptions when
+    RECPIE_ITEM_TEXT is 'description'), rounds go to ``paths.recpie_rl`` and the last round's
+    explanations to ``paths.recpie_explanations`` (which ``recpie_rl`` reads in notebook 07).
+    ``explainer`` / ``encoder`` default to :class:`GRPOExplainer` and the shipped encoder."""
+    from rrlib.config.paths import resolve_path
+    from rrlib.methods.recpie import hybrid_config, run_texts
+
+    rc = cfg.recpie
+    settings = RLSettings.from_config(cfg)
+    desc = None
+    if rc.recpie_item_text == "description":
+        desc = pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
+    catalog = ItemCatalog.from_tables(tables.items, desc)
+    inputs = explainer_inputs(tables.interactions, catalog, domain, settings, with_description=desc is not None)
+    items = run_texts(paths, tables, "none", rc.recpie_item_text)[1] if rc.recpie_item_text != "none" else {}
+    if encoder is None:
+        from rrlib.llm.encoder import default_encoder
+
+        encoder = default_encoder(resolve_path(cfg.common.cache_dir))
+    return RLRun(paths.recpie_rl, tables.interactions, tables.examples, items, inputs,
+                 explainer if explainer is not None else GRPOExplainer(cfg, settings), encoder, settings,
+                 hybrid_config(cfg), explanations_out=paths.recpie_explanations, progress=progress)
+
+
+ROUND_COLUMNS = ("round", "reward_mean", "reward_std", "kl", "loss", "valid_auc", "train_gain_mean", "n_explained",
+                 "mean_words", "recommender_epochs", "update_seconds", "seconds")
+
+
+def rounds_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per round: reward (mean and sd over the round's GRPO steps), KL, loss, the
+    refitted recommender's validation AUC, the gain of the greedy explanations on training
+    targets, and times. Round 0 (the base explainer) has no reward or KL."""
+    rows = [{c: r.get(c) for c in ROUND_COLUMNS} for r in records]
+    return pd.DataFrame(rows, columns=list(ROUND_COLUMNS))
+
+
+def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "RecPIE explainer rounds"):
+    """Reward, KL and validation AUC against the round (three panels); saved to ``path`` when
+    given. Returns a plain matplotlib Figure."""
+    from matplotlib.figure import Figure
+
+    table = rounds_table(records)
+    if table.empty:
+        raise DataError("plot_rounds: no finished round to plot (run rrlib.recpie_rl.run_recpie_rl first).")
+    fig = Figure(figsize=(9.6, 3.2))
+    axes = fig.subplots(1, 3)
+    for ax, col, name in zip(axes, ("reward_mean", "kl", "valid_auc"),
+                             ("reward (log-lik. gain)", "KL to round start", "validation AUC")):
+        t = table[["round", col]].dropna()
+        ax.plot(t["round"], t[col].astype(float), marker="o")
+        if col == "reward_mean" and table["reward_std"].notna().any():
+            s = table[["round", "reward_mean", "reward_std"]].dropna()
+            ax.fill_between(s["round"], s["reward_mean"] - s["reward_std"], s["reward_mean"] + s["reward_std"],
+                            alpha=0.15)
+        ax.set(xlabel="round", title=name)
+        ax.set_xticks(table["round"].tolist())
+        ax.grid(alpha=0.3)
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def write_prompts(run: RLRun, path: Path) -> Path:
+    """What the explainer was shown, per user (user_id, prompt, available_from): the input that
+    notebook 07's faithfulness checks hold each explanation to."""
+    users = run.inputs.users
+    write_parquet_atomic(pd.DataFrame({
+        "user_id": users, "prompt": ["\n".join(str(m["content"]) for m in run.inputs.messages[u]) for u in users],
+        "available_from": [run.inputs.available_from[u] for u in users]}), path)
+    return Path(path)
+
+
+def explainer_known_texts(prompts: pd.DataFrame, examples: pd.DataFrame) -> dict[str, str]:
+    """example_id -> the explainer prompt of the example's user ('' for users never explained)."""
+    missing = [c for c in ("user_id", "prompt") if c not in prompts.columns]
+    if missing:
+        raise DataError(f"explainer prompts table lacks {missing}; it is written by rrlib.recpie_rl.write_prompts.")
+    texts = dict(zip(prompts["user_id"].astype(str), prompts["prompt"].astype(str)))
+    return {str(e): texts.get(str(u), "") for e, u in zip(examples["example_id"], examples["user_id"])}
+
+
+def round_explanations(out_dir: Path, r: int) -> pd.DataFrame:
+    """The explanations table of finished round ``r`` (user_id, explanation, available_from, round)."""
+    path = round_dir(out_dir, r) / "explanations.parquet"
+    if not round_finished(round_dir(out_dir, r)):
+        raise DataError(f"RecPIE RL round {r} is not finished in {out_dir}; rerun 06_finetune.")
+    return pd.read_parquet(path)
+
+
 def rounds_log(out_dir: Path) -> list[dict[str, Any]]:
     """The log records, one per finished round (the last record of a round wins), by round."""
     recs = {int(r["round"]): r for r in JsonlLog(Path(out_dir) / LOG_NAME, required=("round",)).load().records}
     return [recs[k] for k in sorted(recs)]
 
 
-__all__ = ["ExplainerInputs", "Explainer", "GRPOExplainer", "RLRun", "RLSettings", "completion_text",
-           "explainer_inputs", "make_reward", "round_dir", "round_finished", "rounds_log", "run_recpie_rl"]
+__all__ = ["ExplainerInputs", "Explainer", "GRPOExplainer", "ROUND_COLUMNS", "RLRun", "RLSettings", "completion_text",
+           "explainer_inputs", "explainer_known_texts", "make_reward", "needs_rl", "plot_rounds", "rl_run_for",
+           "round_dir", "round_explanations", "round_finished", "rounds_log", "rounds_table", "run_recpie_rl",
+           "write_prompts"]

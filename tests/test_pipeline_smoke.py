@@ -44,3 +44,32 @@ def test_smoke_pipeline_01_to_07(smoke_run):
     page = (run_dir / "inspect" / "report.html").read_text(encoding="utf-8")
     shown = [e for e in test_ids if f'data-example-id="{e}"' in page]
     assert shown, "the HTML report shows no test example"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_smoke_results_table_has_every_recpie_method(smoke_run):
+    """The hybrid, its ablations and the reward-tuned variant are rows of the results table with a
+    paired difference to the strongest bias baseline; 06 logged its RL rounds, 07 drew the
+    data-efficiency plot and exported the blind sheets, 08 recorded the score shift."""
+    import pandas as pd
+
+    from rrlib.methods import registry
+
+    run_dir = smoke_run[0]
+    results = pd.read_csv(run_dir / "evaluate" / "results.csv")
+    recpie = registry.names(family="recpie")
+    assert "recpie_rl" in recpie and len(recpie) == 5
+    rows = results[results["method"].isin(recpie)].set_index("method")
+    assert sorted(rows.index) == sorted(recpie), f"results.csv lacks {sorted(set(recpie) - set(rows.index))}"
+    assert rows["auc"].between(0, 1).all() and rows["delta_auc"].notna().all()
+    assert (rows["reference"] == results.loc[results["method"] == "user_like_rate", "reference"].iloc[0]).all()
+    rounds = [json.loads(line)["round"] for line in (run_dir / "recpie" / "rl" / "log.jsonl").read_text().splitlines()]
+    assert rounds == [0, 1]
+    assert (run_dir / "recpie" / "data_efficiency.png").stat().st_size > 0
+    assert set(pd.read_csv(run_dir / "recpie" / "data_efficiency.csv")["method"]) >= {"sasrec", "recpie_hybrid"}
+    preds = pd.read_parquet(run_dir / "evaluate" / "predictions.parquet").query("method == 'recpie_rl'")
+    if preds["reasoning"].fillna("").str.strip().ne("").any():  # a test user was among RECPIE_RL_USERS
+        assert (run_dir / "evaluate" / "human_eval_recpie" / "sheet.html").is_file()
+    shift = pd.read_parquet(run_dir / "recpie" / "score_shift.parquet")
+    assert {"recpie_rl", "recpie_hybrid", "recpie_user_text"} <= set(shift["method"])

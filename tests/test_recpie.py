@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from rrlib.errors import DataError, MethodError, ParamError
+from rrlib.errors import DataError, MethodError, MissingArtifactError, ParamError
 from rrlib.methods import registry
 from rrlib.methods.recpie import (
     NO_TEXT,
@@ -214,7 +214,7 @@ def test_registry_entries_and_run_folder_entry_point(tmp_path, monkeypatch):
     from rrlib.config.paths import RunPaths
 
     assert registry.names(kind="hybrid") == ["recpie_no_text", "recpie_user_text", "recpie_item_text",
-                                             "recpie_hybrid"]
+                                             "recpie_hybrid", "recpie_rl"]
     for m in registry.names(kind="hybrid"):
         spec = registry.get(m)
         assert spec.task == "like" and registry.implementation(m).__module__ == "rrlib.methods.recpie"
@@ -264,3 +264,43 @@ def test_data_efficiency_table_and_plot(tmp_path):
     assert (tmp_path / "eff.png").stat().st_size > 0 and fig.axes
     with pytest.raises(MethodError, match="cannot train"):
         data_efficiency(inter, ex, test, fractions=[1.0], features=feats, cfg=CFG, methods=("caser",))
+
+
+def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tmp_path, monkeypatch):
+    """recpie_rl fuses notebook 06's explanations whatever RECPIE_USER_TEXT says, carries the
+    explanation it was shown as reasoning, and the score shift (without / with the user text) is
+    written for notebook 08."""
+    from rrlib.config.params import Config
+    from rrlib.config.paths import RunPaths
+
+    inter, ex, users, items = text_task(n_users=40, seed=1)
+    paths = RunPaths.of(tmp_path / "run")
+    pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
+        paths.item_descriptions)
+    tables = SimpleNamespace(interactions=inter, examples=ex, users=pd.DataFrame({"user_id": list(users)}),
+                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
+    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16,
+                       "RECPIE_USER_TEXT": "none"})
+    test = ex[ex["split"] == "test"]
+    predict = registry.implementation("recpie_rl")
+    with pytest.raises(MissingArtifactError, match="06_finetune"):
+        predict(["recpie_rl"], tables, test, cfg)  # notebook 06 has not written explanations yet
+    paths.recpie.mkdir()
+    explained = sorted(users)[:30]  # the rest have no explanation: no text, no reasoning
+    pd.DataFrame({"user_id": explained, "explanation": [users[u].text for u in explained],
+                  "available_from": 2, "round": 1}).to_parquet(paths.recpie_explanations)
+    rows, info = predict(["recpie_rl", "recpie_item_text"], tables, test, cfg)
+    assert info["recpie_rl"]["text_sources"] == {"user": "explanations", "item": "description"}
+    rl = rows[rows["method"] == "recpie_rl"].set_index("user_id")
+    assert (rl.loc[explained, "reasoning"] == [users[u].text for u in explained]).all()
+    assert (rl.drop(index=explained)["reasoning"] == "").all()
+    assert (rows[rows["method"] == "recpie_item_text"]["reasoning"].fillna("") == "").all()
+    shift = pd.read_parquet(paths.recpie_score_shift)
+    assert set(shift["method"]) == {"recpie_rl"} and len(shift) == len(test)  # item-only variant: no user text
+    shown = shift[shift["user_text_shown"]]
+    assert set(shown["user_id"]) == set(explained)
+    np.testing.assert_allclose(shift.set_index("user_id").loc[rl.index, "p_with_user_text"], rl["p_yes"], atol=1e-6)
+    hidden = shift[~shift["user_text_shown"]]
+    np.testing.assert_allclose(hidden["p_with_user_text"], hidden["p_without_user_text"], atol=1e-7)
+    assert (shown["p_with_user_text"] - shown["p_without_user_text"]).abs().max() > 1e-4

@@ -38,6 +38,10 @@ def test_prompt_is_versioned_and_pinned():
     assert stable_hash(msgs, 16) == "8f104cad2417474f", stable_hash(msgs, 16)
     with pytest.raises(ValueError, match="history is empty"):
         explainer_messages([], catalog, "beauty", 40)
+    from rrlib.prompts.teacher import DOMAINS
+
+    for domain in DOMAINS:  # every domain renders (the smoke's instruments once raised a KeyError)
+        assert "You are a recommender system for" in explainer_messages([("a", True)], catalog, domain, 40)[0]["content"]
 
 
 def test_explainer_sees_only_interactions_before_the_reward_targets():
@@ -181,3 +185,86 @@ def test_one_grpo_round_on_cpu(tmp_path):
     again = GRPOExplainer(cfg, settings)
     assert run_recpie_rl(RLRun(tmp_path / "rl", inter, ex, short, inputs, again, FakeEncoder(), settings, SEQ)) == log
     assert again.model is None  # nothing was loaded, generated or trained
+
+
+def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path, monkeypatch):
+    """Notebook 06's path (rl_run_for on RUN_DIR, then run_recpie_rl) keeps finished rounds after a
+    kill; its explanations are what recpie_rl of notebook 07 fuses; the round log table/plot work."""
+    from types import SimpleNamespace
+
+    from rrlib.config.params import Config
+    from rrlib.config.paths import RunPaths
+    from rrlib.methods import registry
+    from rrlib.recpie_rl import needs_rl, plot_rounds, rl_run_for, rounds_table
+
+    inter, ex, users, items = text_task(n_users=50, seed=6)
+    truth = {u: t.text for u, t in users.items()}
+    paths = RunPaths.of(tmp_path / "run")
+    pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
+        paths.item_descriptions)
+    tables = SimpleNamespace(interactions=inter, examples=ex, users=pd.DataFrame({"user_id": list(users)}),
+                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
+    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_RL_ROUNDS": 2, "RECPIE_RL_USERS": 0, "RECPIE_EPOCHS": 4,
+                       "RECPIE_PATIENCE": 2, "RECPIE_HIDDEN": 16, "RECPIE_EXPLAIN_HISTORY": 4,
+                       "EVAL_METHODS": ["user_like_rate", "recpie_rl"]})
+    assert needs_rl(cfg) and not needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"]}))
+    assert needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"], "RECPIE_USER_TEXT": "explanations"}))
+
+    def run(explainer):
+        return run_recpie_rl(rl_run_for(cfg, paths, tables, "beauty", explainer=explainer, encoder=FakeEncoder()))
+
+    with pytest.raises(RuntimeError, match="simulated kill in round 2"):
+        run(FakeExplainer(truth, fail_on_update=2))
+    assert [r["round"] for r in rounds_log(paths.recpie_rl)] == [0, 1] and not paths.recpie_explanations.exists()
+    resumed = FakeExplainer(truth)
+    log = run(resumed)
+    assert resumed.updates == 1 and [r["round"] for r in log] == [0, 1, 2]  # only round 2 was computed
+    table = rounds_table(log)
+    assert table["round"].tolist() == [0, 1, 2] and pd.isna(table.loc[0, "reward_mean"])
+    assert table["valid_auc"].between(0, 1).all() and (table.loc[1:, "kl"] >= 0).all()
+    fig = plot_rounds(log, paths.recpie / "rounds.png")
+    assert len(fig.axes) == 3 and (paths.recpie / "rounds.png").stat().st_size > 0
+
+    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    test = ex[ex["split"] == "test"]
+    rows, info = registry.implementation("recpie_rl")(["recpie_rl"], tables, test, cfg)
+    final = pd.read_parquet(paths.recpie_explanations)
+    assert set(final["round"]) == {2} and info["recpie_rl"]["eval_text_coverage"]["user_text"] == 1.0
+    assert (rows.set_index("user_id").loc[final["user_id"], "reasoning"] == final["explanation"].tolist()).all()
+
+    # notebook 07: faithfulness of the explanations against what the explainer saw; blind sheets
+    from rrlib.evaluate.faithfulness import explanation_quality
+    from rrlib.recpie_rl import explainer_known_texts, round_explanations, write_prompts
+    from rrlib.report.human_eval import export_human_eval
+    from rrlib.report.recpie import (
+        explanation_comparisons,
+        largest_shifts,
+        load_score_shift,
+        plot_score_shift,
+        score_shift_summary,
+    )
+
+    write_prompts(rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
+                  paths.recpie_prompts)
+    known = explainer_known_texts(pd.read_parquet(paths.recpie_prompts), test)
+    assert set(known) == set(test["example_id"]) and all("Recent" in t or t for t in known.values())
+    quality = explanation_quality(rows, known)
+    assert quality["method"].tolist() == ["recpie_rl"] and quality.loc[0, "n_reasoning"] == len(final)
+    round0 = round_explanations(paths.recpie_rl, 0)
+    comp = explanation_comparisons(rows, round0, ex, tables.items.assign(attributes=""), n_examples=5, seed=1)
+    assert len(comp.sheet) == 5 and set(comp.key["method_2"]) == {"recpie_rl_round0"}
+    assert "recpie_rl" not in comp.sheet.to_csv()  # blind
+    vague = (comp.sheet["explanation_a"] == "likes skincare products").astype(int) + (
+        comp.sheet["explanation_b"] == "likes skincare products")
+    assert (vague == 1).all()  # one side is round 0's vague text, the other the tuned one
+    files = export_human_eval(comp, paths.evaluate / "human_eval_recpie")
+    assert files["sheet_csv"].is_file()
+
+    # notebook 08: how the explanation moved the score
+    shift = load_score_shift(paths.recpie_score_shift)
+    summary = score_shift_summary(shift)
+    assert summary.loc[0, "n_shown"] == len(final) and summary.loc[0, "toward_label_share"] > 0.5
+    assert summary.loc[0, "logloss_with"] < summary.loc[0, "logloss_without"]  # true texts help on test too
+    top = largest_shifts(shift, "recpie_rl", n=3)
+    assert len(top) == 3 and top["delta"].abs().is_monotonic_decreasing and top["user_text"].str.len().gt(0).all()
+    assert plot_score_shift(shift, "recpie_rl", paths.inspect / "shift.png").axes and (paths.inspect / "shift.png").is_file()

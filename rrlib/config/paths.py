@@ -112,6 +112,12 @@ class RunPaths:
     def recpie_explanations(self) -> Path: return self.recpie / "explanations.parquet"
     @property
     def recpie_rl(self) -> Path: return self.recpie / "rl"
+    @property
+    def recpie_score_shift(self) -> Path: return self.recpie / "score_shift.parquet"
+    @property
+    def recpie_prompts(self) -> Path: return self.recpie / "explainer_prompts.parquet"
+    @property
+    def recpie_efficiency(self) -> Path: return self.recpie / "data_efficiency.csv"
     # 06-08
     @property
     def finetune(self) -> Path: return self.root / "finetune"

@@ -77,6 +77,24 @@ def data_efficiency(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exa
     return pd.DataFrame(rows)
 
 
+def run_data_efficiency(cfg, paths, tables, eval_examples: pd.DataFrame, *,
+                        methods: Sequence[str] = DEFAULT_EFFICIENCY_METHODS, encoder=None) -> pd.DataFrame:
+    """:func:`data_efficiency` of a run: RECPIE_FRACTIONS (percent), the RecPIE recommender's
+    settings (RECPIE_*, also for SASRec so the two differ only by the texts), the hybrid's texts
+    from RUN_DIR and BOOTSTRAP_SAMPLES resamples."""
+    from rrlib.methods.recpie import hybrid_config, run_features
+
+    text_methods = [m for m in methods if m in VARIANTS]
+    feats = run_features(text_methods, tables, cfg, paths, encoder=encoder) if text_methods else {}
+    distinct = {id(f) for f in feats.values()}
+    if len(distinct) > 1:
+        raise MethodError(f"data_efficiency: {text_methods} read different user texts; pass methods with one source.")
+    features = next(iter(feats.values())) if feats else TextFeatures.empty()
+    return data_efficiency(tables.interactions, tables.examples, eval_examples,
+                           fractions=[f / 100 for f in cfg.recpie.recpie_fractions], features=features,
+                           cfg=hybrid_config(cfg), methods=methods, n_boot=cfg.evaluate.bootstrap_samples)
+
+
 def plot_data_efficiency(table: pd.DataFrame, path=None, title: str = "Data efficiency"):
     """AUC against the share of training users, one line per method with its bootstrap interval;
     saved to ``path`` when given. Returns a plain matplotlib Figure."""
@@ -105,4 +123,5 @@ def plot_data_efficiency(table: pd.DataFrame, path=None, title: str = "Data effi
     return fig
 
 
-__all__ = ["DEFAULT_EFFICIENCY_METHODS", "data_efficiency", "nested_user_fractions", "plot_data_efficiency"]
+__all__ = ["DEFAULT_EFFICIENCY_METHODS", "data_efficiency", "nested_user_fractions", "plot_data_efficiency",
+           "run_data_efficiency"]

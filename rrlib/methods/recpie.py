@@ -20,7 +20,10 @@ Architecture (``d`` = RECPIE_HIDDEN, ``t`` = 384-d unit sentence vectors from
   user text meet the target's text (``M`` starts at zero, so the untrained head is SASRec's).
 
 Ablations are the same model with a text switched off: ``recpie_no_text`` (neither),
-``recpie_user_text``, ``recpie_item_text``, ``recpie_hybrid`` (both).
+``recpie_user_text``, ``recpie_item_text``, ``recpie_hybrid`` (both). ``recpie_rl`` is the
+hybrid whose user texts are always the reward-tuned explainer's (the last RL round of
+notebook 06, :mod:`rrlib.recpie_rl`), whatever RECPIE_USER_TEXT says; its predictions rows carry
+the explanation shown as ``reasoning``.
 
 **When a user text may be shown.** A user text is written from some of the user's
 interactions; it is shown only for targets *after* all of them (``UserText.available_from``):
@@ -62,8 +65,10 @@ HYBRID_METHODS = tuple(names(kind="hybrid"))
 #: method -> (uses user text, uses item text)
 VARIANTS: dict[str, tuple[bool, bool]] = {
     "recpie_no_text": (False, False), "recpie_user_text": (True, False),
-    "recpie_item_text": (False, True), "recpie_hybrid": (True, True),
+    "recpie_item_text": (False, True), "recpie_hybrid": (True, True), "recpie_rl": (True, True),
 }
+#: methods whose user text is the explainer's whatever RECPIE_USER_TEXT says
+EXPLAINED = ("recpie_rl",)
 NO_TEXT = 0  # row 0 of both text tables is "no text"
 
 
@@ -454,7 +459,8 @@ def run_texts(paths, tables, user_source: str, item_source: str) -> tuple[dict[s
     if user_source == "profile":
         users = profile_texts(pd.read_parquet(paths.require(paths.user_profiles, "03_user_profiles")), tables.users)
     elif user_source == "explanations":
-        path = paths.require(paths.recpie_explanations, "the RecPIE explainer (rrlib.recpie_rl.run_recpie_rl)")
+        path = paths.require(paths.recpie_explanations, "06_finetune (its RecPIE explainer loop runs when "
+                                                                 "EVAL_METHODS holds recpie_rl)")
         users = explanation_texts(pd.read_parquet(path), str(path))
     items: dict[str, str] = {}
     if item_source != "none":
@@ -464,34 +470,96 @@ def run_texts(paths, tables, user_source: str, item_source: str) -> tuple[dict[s
     return users, items
 
 
-def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Registry entry point: train and score each RecPIE variant in ``methods``, with the texts
-    RECPIE_USER_TEXT and RECPIE_ITEM_TEXT name (read from RUN_DIR)."""
+def user_source(method: str, cfg) -> str:
+    """Where ``method``'s user text comes from: 'explanations' for :data:`EXPLAINED` methods,
+    RECPIE_USER_TEXT for the other user-text variants, 'none' for the rest."""
+    if not variant(method)[0]:
+        return "none"
+    return "explanations" if method in EXPLAINED else cfg.recpie.recpie_user_text
+
+
+def run_features(methods: Sequence[str], tables, cfg, paths=None, encoder=None) -> dict[str, TextFeatures]:
+    """The text features of each method (user texts per :func:`user_source`, item texts per
+    RECPIE_ITEM_TEXT), embedded once per user-text source; read from RUN_DIR (or ``paths``)."""
     from rrlib.config.paths import RunPaths, resolve_path
-    from rrlib.llm.encoder import default_encoder
 
     rc = cfg.recpie
-    need_user = any(variant(m)[0] for m in methods)
-    need_item = any(variant(m)[1] for m in methods)
+    need_user = [m for m in methods if variant(m)[0] and m not in EXPLAINED]
+    need_item = [m for m in methods if variant(m)[1]]
     if need_user and rc.recpie_user_text == "none":
-        raise ParamError(f"{[m for m in methods if variant(m)[0]]} fuse a user text but RECPIE_USER_TEXT is 'none'.")
+        raise ParamError(f"{need_user} fuse a user text but RECPIE_USER_TEXT is 'none'.")
     if need_item and rc.recpie_item_text == "none":
-        raise ParamError(f"{[m for m in methods if variant(m)[1]]} fuse an item text but RECPIE_ITEM_TEXT is 'none'.")
+        raise ParamError(f"{need_item} fuse an item text but RECPIE_ITEM_TEXT is 'none'.")
+    if encoder is None:
+        from rrlib.llm.encoder import default_encoder
+
+        encoder = default_encoder(resolve_path(cfg.common.cache_dir))
+    paths = paths if paths is not None else RunPaths.of(cfg.common.run_dir, create=False)
+    item_source = rc.recpie_item_text if need_item else "none"
+    items = run_texts(paths, tables, "none", item_source)[1]
+    by_source: dict[str, TextFeatures] = {}
+    for src in dict.fromkeys(user_source(m, cfg) for m in methods):
+        by_source[src] = TextFeatures.encode(run_texts(paths, tables, src, "none")[0], items, encoder)
+    return {m: by_source[user_source(m, cfg)] for m in methods}
+
+
+def score_shift(fitted: FittedHybrid, examples: pd.DataFrame, texts: Mapping[str, UserText]) -> pd.DataFrame:
+    """Per example: the recommender's P(like) without the user text and with it (where it is
+    shown), the text and the label; how the explanation moved the score."""
+    users, pos = fitted.data.example_positions(examples)
+    rows = fitted.data.user_rows(users, pos)
+    with single_thread():
+        b = fitted.data.tensors(users, pos, user_rows=rows)
+        p_with = _predict(fitted.model, b)
+        p_without = _predict(fitted.model, fitted.data.tensors(users, pos, user_rows=np.zeros_like(rows)))
+    shown = rows != NO_TEXT
+    return pd.DataFrame({
+        "method": fitted.method, "example_id": examples["example_id"].astype(str).to_numpy(),
+        "user_id": [str(u) for u in users], "target_item_id": examples["target_item_id"].astype(str).to_numpy(),
+        "label": examples["label"].to_numpy(dtype=int), "p_without_user_text": p_without, "p_with_user_text": p_with,
+        "user_text_shown": shown,
+        "user_text": [texts[u].text if s and u in texts else "" for u, s in zip(users, shown)]})
+
+
+def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Registry entry point: train and score each RecPIE variant in ``methods``, with the texts
+    RECPIE_USER_TEXT (``recpie_rl``: the explainer's) and RECPIE_ITEM_TEXT name (read from
+    RUN_DIR). Writes the per-example score shift of the user-text variants to
+    ``RUN_DIR/recpie/score_shift.parquet`` (notebook 08 reads it)."""
+    from rrlib.config.paths import RunPaths
+    from rrlib.io import write_parquet_atomic
+
     paths = RunPaths.of(cfg.common.run_dir, create=False)
-    users, items = run_texts(paths, tables, rc.recpie_user_text if need_user else "none",
-                             rc.recpie_item_text if need_item else "none")
-    features = TextFeatures.encode(users, items, default_encoder(resolve_path(cfg.common.cache_dir)))
+    features = run_features(methods, tables, cfg, paths)
     seq_cfg = hybrid_config(cfg)
-    parts, info = [], {}
+    parts, shifts, info = [], [], {}
     for m in methods:
-        rows, info[m] = train_hybrid(m, tables.interactions, tables.examples, eval_examples, seq_cfg, features)
-        info[m]["text_sources"] = {"user": rc.recpie_user_text if variant(m)[0] else "none",
-                                   "item": rc.recpie_item_text if variant(m)[1] else "none"}
-        parts.append(rows)
+        src = user_source(m, cfg)
+        fitted = fit_hybrid(m, tables.interactions, tables.examples, features[m], seq_cfg)
+        p = fitted.predict(eval_examples)
+        info[m] = fitted.info()
+        info[m]["eval_text_coverage"] = fitted.data.text_coverage(*fitted.data.example_positions(eval_examples))
+        info[m]["text_sources"] = {"user": src, "item": cfg.recpie.recpie_item_text if variant(m)[1] else "none"}
+        reasoning = None
+        if variant(m)[0]:
+            texts = run_texts(paths, tables, src, "none")[0]
+            shift = score_shift(fitted, eval_examples, texts)
+            shifts.append(shift)
+            if m in EXPLAINED:  # the explanation shown is this method's reasoning (faithfulness, human eval)
+                reasoning = shift["user_text"].tolist()
+        parts.append(like_rows(m, 0, eval_examples, p, seed=seq_cfg.seed, reasoning=reasoning))
+    if shifts:
+        old = pd.read_parquet(paths.recpie_score_shift) if paths.recpie_score_shift.is_file() else None
+        new = pd.concat(shifts, ignore_index=True)
+        if old is not None:
+            new = pd.concat([old[~old["method"].isin(new["method"])], new], ignore_index=True)
+        paths.recpie.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(new, paths.recpie_score_shift)
     return pd.concat(parts, ignore_index=True), info
 
 
-__all__ = ["FittedHybrid", "GatedFusion", "HYBRID_METHODS", "RecPIE", "TextFeatures",
+__all__ = ["EXPLAINED", "FittedHybrid", "GatedFusion", "HYBRID_METHODS", "RecPIE", "TextFeatures",
            "TextSeqBatch", "TextSequenceData", "UserText", "VARIANTS", "explanation_gain",
            "explanation_texts", "fit_hybrid", "hybrid_config", "item_texts_from", "log_likelihood", "predict", "profile_texts", "restore_hybrid",
-           "reward_positions", "run_texts", "train_hybrid", "variant"]
+           "reward_positions", "run_features", "run_texts", "score_shift", "train_hybrid", "user_source",
+           "variant"]

@@ -110,6 +110,9 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
           implementation="rrlib.methods.recpie:predict"),
     _spec("recpie_hybrid", "RecPIE (user + item text)", "recpie", "hybrid", "like",
           ("history", "explanation", "descriptions"), implementation="rrlib.methods.recpie:predict"),
+    _spec("recpie_rl", "RecPIE + reward-tuned explainer", "recpie", "hybrid", "like",
+          ("history", "explanation", "descriptions"), implementation="rrlib.methods.recpie:predict",
+          note="recpie_hybrid fed the explanations of the last RL round of notebook 06 (rrlib.recpie_rl)"),
     # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
     _spec("global_mean", "Global mean rating", "rating", "rating_baseline", "rating", ("ratings",),
           implementation="rrlib.methods.rating:predict"),
