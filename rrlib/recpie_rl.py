@@ -210,7 +210,8 @@ class GRPOExplainer:
 
     def __init__(self, cfg, settings: RLSettings):
         self.cfg, self.settings = cfg, settings
-        self.model = self.tokenizer = None
+        self.model: Any = None  # loaded lazily (load())
+        self.tokenizer: Any = None
 
     def _threads(self):
         import torch
@@ -228,7 +229,8 @@ class GRPOExplainer:
 
         from rrlib.student import load_student_for_training
 
-        self.model = self.tokenizer = None
+        self.model = None
+        self.tokenizer = None
         with self._threads():
             model, tok = load_student_for_training(self.cfg)
         s = self.settings
@@ -284,7 +286,8 @@ class GRPOExplainer:
             bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True,
             # a 135M-parameter student fits easily; recomputing activations would only cost time
             gradient_checkpointing=False)
-        trainer = GRPOTrainer(model=self.model, reward_funcs=[reward], args=args, train_dataset=data,
+        reward_funcs: list[Any] = [reward]
+        trainer = GRPOTrainer(model=self.model, reward_funcs=reward_funcs, args=args, train_dataset=data,
                               processing_class=self.tokenizer)
         start = time.perf_counter()
         with self._threads():
@@ -420,6 +423,7 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
             run.explainer.load(_adapter_of(round_dir(out, r - 1)) if r > 1 else None)
             metrics: dict[str, Any] = {}
             if r > 0:
+                assert prev is not None  # loaded above
                 reward = make_reward(prev[0], run.inputs.available_from, run.encoder, s.reward_measure)
                 metrics = run.explainer.update(run.inputs, reward, round_no=r, work_dir=tmp)
             explanations = run.explainer.generate(run.inputs.messages)

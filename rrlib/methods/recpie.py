@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -145,11 +145,16 @@ class TextFeatures:
 # ---------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------
+def _no_rows() -> torch.Tensor:
+    return torch.zeros(0, dtype=torch.long)
+
+
 @dataclass
 class TextSeqBatch(SeqBatch):
-    items_text: torch.Tensor = None   # (N, L) rows of the item-text table for the history steps
-    target_text: torch.Tensor = None  # (N,) row of the target's item text
-    user_text: torch.Tensor = None    # (N,) row of the user text (0 when not yet available)
+    # always given (TextSequenceData builds them); defaults only because SeqBatch's fields have none
+    items_text: torch.Tensor = field(default_factory=_no_rows)   # (N, L) item-text rows of the history steps
+    target_text: torch.Tensor = field(default_factory=_no_rows)  # (N,) item-text row of the target
+    user_text: torch.Tensor = field(default_factory=_no_rows)    # (N,) user-text row (0 when not yet available)
 
 
 class TextSequenceData(SequenceData):
@@ -206,6 +211,9 @@ class GatedFusion(nn.Module):
 class RecPIE(SASRec):
     """SASRec with gated text fusion into the item and user representations (module docstring)."""
 
+    item_text: torch.Tensor  # buffers (register_buffer): the text-embedding tables
+    user_text: torch.Tensor
+
     def __init__(self, n_items: int, cfg: SeqConfig, features: TextFeatures, use_user: bool, use_item: bool):
         super().__init__(n_items, cfg)
         d = cfg.hidden
@@ -221,14 +229,16 @@ class RecPIE(SASRec):
     def set_user_table(self, table: np.ndarray) -> None:
         self.user_text = torch.as_tensor(np.asarray(table, dtype=np.float32))
 
-    def token_items(self, b: TextSeqBatch) -> torch.Tensor:
+    def token_items(self, b: SeqBatch) -> torch.Tensor:
+        assert isinstance(b, TextSeqBatch), "RecPIE reads batches of TextSequenceData"
         e = super().token_items(b)
         if self.item_fusion is None:
             return e
         rows = torch.cat([b.items_text, b.target_text[:, None]], dim=1)
         return self.item_fusion(e, self.item_text[rows], rows != NO_TEXT)
 
-    def forward(self, b: TextSeqBatch) -> torch.Tensor:
+    def forward(self, b: SeqBatch) -> torch.Tensor:
+        assert isinstance(b, TextSeqBatch), "RecPIE reads batches of TextSequenceData"
         tokens = self.token_items(b)
         u = self.encode(b, tokens)
         if self.user_fusion is not None:
@@ -420,9 +430,10 @@ def profile_texts(profiles: pd.DataFrame, users: pd.DataFrame) -> dict[str, User
         if u not in last:
             raise DataError(f"user profiles table holds user {u}, who is not in the users table; the profiles come "
                             f"from another run — rerun 03_user_profiles.")
-        if last[u] is None:
+        seen_until = last[u]
+        if seen_until is None:
             continue  # a profile without profile items (imported): its source window is unknown, never shown
-        out[u] = UserText(str(text).strip(), last[u] + 1)
+        out[u] = UserText(str(text).strip(), seen_until + 1)
     return out
 
 
