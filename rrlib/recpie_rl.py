@@ -47,6 +47,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import training_cutoffs, user_sequences
 from rrlib.errors import DataError, ParamError, TrainingConfigMismatch
 from rrlib.io import (
@@ -134,10 +135,12 @@ class ExplainerInputs:
 
 
 def explainer_inputs(interactions: pd.DataFrame, catalog: ItemCatalog, domain: str, settings: RLSettings, *,
-                     with_description: bool = True) -> ExplainerInputs:
-    """Per user (a seeded sample of ``settings.n_users``; 0: all): the prompt over the last
+                     with_description: bool = True, first: Sequence[str] = ()) -> ExplainerInputs:
+    """Per user (``settings.n_users`` of them, 0: all): the prompt over the last
     ``explain_history`` interactions before the user's reward targets, i.e. before the last
-    ``reward_targets`` training targets. Users with too few interactions are left out."""
+    ``reward_targets`` training targets. Users with too few interactions are left out.
+    The users in ``first`` (the evaluated ones) are taken before a seeded sample of the rest, so
+    that the reward-tuned variant is scored on explanations rather than on its no-text fallback."""
     seqs = user_sequences(interactions)
     cut = training_cutoffs(seqs)
     k = int(settings.reward_targets)
@@ -146,8 +149,15 @@ def explainer_inputs(interactions: pd.DataFrame, catalog: ItemCatalog, domain: s
         raise DataError(f"no user has an interaction before their last {k} training targets; lower "
                         f"RECPIE_REWARD_TARGETS or use users with more interactions.")
     if settings.n_users and len(eligible) > settings.n_users:
-        pick = np.random.default_rng(settings.seed).choice(len(eligible), settings.n_users, replace=False)
-        eligible = sorted(eligible[i] for i in pick)
+        rng = np.random.default_rng(settings.seed)
+        wanted = set(map(str, first))
+        head = [u for u in eligible if u in wanted]
+        rest = [u for u in eligible if u not in wanted]
+        if len(head) >= settings.n_users:
+            chosen = [head[i] for i in rng.choice(len(head), settings.n_users, replace=False)]
+        else:
+            chosen = head + [rest[i] for i in rng.choice(len(rest), settings.n_users - len(head), replace=False)]
+        eligible = sorted(chosen)
     messages, available = {}, {}
     for u in eligible:
         end = cut[u] - k
@@ -492,7 +502,9 @@ def rl_run_for(cfg, paths, tables, domain: str, *, explainer: Explainer | None =
     if rc.recpie_item_text == "description":
         desc = pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
     catalog = ItemCatalog.from_tables(tables.items, desc)
-    inputs = explainer_inputs(tables.interactions, catalog, domain, settings, with_description=desc is not None)
+    test = eval_subset(tables.examples, "test", cfg.data.n_test)
+    inputs = explainer_inputs(tables.interactions, catalog, domain, settings, with_description=desc is not None,
+                              first=test["user_id"].astype(str).tolist())
     items = run_texts(paths, tables, "none", rc.recpie_item_text)[1] if rc.recpie_item_text != "none" else {}
     if encoder is None:
         from rrlib.llm.encoder import default_encoder

@@ -71,13 +71,13 @@ def text_task(n_users: int = 120, seed: int = 0, noise: float = 0.05, rule: str 
                              position=p))
     inter = pd.DataFrame(rows)
     ex = []
-    for u, g in inter.groupby("user_id", sort=False):
+    for rank, (u, g) in enumerate(inter.groupby("user_id", sort=False)):
         it, lk = g["item_id"].tolist(), g["liked"].tolist()
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             p = len(it) - off
             ex.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=it[p], label=int(lk[p]),
                            target_rating=5.0 if lk[p] else 1.0, history_item_ids=it[max(0, p - 5):p],
-                           history_liked=lk[max(0, p - 5):p], target_position=p))
+                           history_liked=lk[max(0, p - 5):p], target_position=p, sample_rank=rank))
     return inter, pd.DataFrame(ex), users, items
 
 

@@ -44,6 +44,18 @@ def test_prompt_is_versioned_and_pinned():
         assert "You are a recommender system for" in explainer_messages([("a", True)], catalog, domain, 40)[0]["content"]
 
 
+def test_the_evaluated_users_are_explained_first():
+    inter, ex, users, items = text_task(n_users=30)
+    everyone = sorted(inter["user_id"].astype(str).unique())
+    first = everyone[3:9]
+    s = RLSettings(n_users=10, reward_targets=2, explain_history=3, seed=4)
+    picked = explainer_inputs(inter, _catalog(items), "beauty", s, with_description=False, first=first).users
+    assert set(first) <= set(picked) and len(picked) == 10
+    few = RLSettings(n_users=4, reward_targets=2, explain_history=3, seed=4)
+    assert set(explainer_inputs(inter, _catalog(items), "beauty", few, with_description=False, first=first).users) \
+        < set(first)
+
+
 def test_explainer_sees_only_interactions_before_the_reward_targets():
     inter, ex, users, items = text_task(n_users=30)
     s = RLSettings(n_users=10, reward_targets=2, explain_history=3, seed=4)
