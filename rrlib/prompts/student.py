@@ -85,8 +85,13 @@ class PromptContext:
     @classmethod
     def from_run(cls, paths, domain: str, method: str) -> "PromptContext":
         """Load what ``method`` shows from a run folder: titles and attributes always,
-        descriptions (02) and profiles (03) only when the method shows them."""
+        descriptions (02) and profiles (03) only when the method shows them. A rating method
+        (EXP3RT) gets its own context, :meth:`rrlib.prompts.exp3rt.RatingContext.from_run`."""
         spec = method_spec(method)
+        if spec.task == "rating":
+            from rrlib.prompts.exp3rt import RatingContext
+
+            return RatingContext.from_run(paths, domain)  # type: ignore[return-value]
         items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
         descriptions = (pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
                         if spec.shows("descriptions") else None)
