@@ -147,6 +147,9 @@ def _guardrails(domain: str) -> str:
 def build_messages(method: str, example: pd.Series, ctx: PromptContext) -> list[Message]:
     """The chat prompt (system + user turns) for one example under one method."""
     spec = method_spec(method)
+    if spec.task != "like":
+        raise MethodError(f"method {method!r} answers {spec.task}s: its prompt is "
+                          f"rrlib.prompts.exp3rt.rating_messages (RatingContext.student_messages).")
     role = ROLES[ctx.domain]
     history = _history(example)
     user_id, target = str(example["user_id"]), str(example["target_item_id"])
