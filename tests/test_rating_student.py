@@ -4,6 +4,7 @@
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from rrlib.prompts.exp3rt import rating_answer, rating_completion, split_rating_answer
@@ -17,7 +18,7 @@ from rrlib.student import (
     rating_scores_from_log_probs,
     rating_scoring_prompt,
 )
-from tests.test_predict_scoring import FIXED_PROMPT, OTHER_PROMPT, TEMPLATES, _with_template, embedded_folder
+from test_predict_scoring import FIXED_PROMPT, OTHER_PROMPT, TEMPLATES, _with_template, embedded_folder
 
 REASONING = "Analysis: the user values warm tone and the guitar is praised for its warm tone."
 
@@ -110,3 +111,90 @@ def test_rating_scores_agree_with_hand_computation(tokenizer):
     assert s.mass[1] == pytest.approx(p.sum(), rel=1e-3)
     assert 1.0 <= s.expected[0] <= 5.0 and s.argmax[1] == float(np.argmax(p) + 1)
     assert chat_token_ids(tokenizer, FIXED_PROMPT)  # the tokenizer renders the prompt
+
+
+# ---------------------------------------------------------------------------------------
+# Leakage: no held-out review reaches steps 1-3 or the rating student's training pairs
+# ---------------------------------------------------------------------------------------
+class _EchoTeacher:
+    """Copies what it reads into its answers, so a leaked review would show downstream."""
+    identity = {"name": "echo"}
+
+    def __init__(self):
+        self.calls = []
+
+    def generate(self, requests):
+        import re
+
+        from rrlib.llm.base import GenerationResult
+
+        self.calls.extend(requests)
+        out = []
+        for r in requests:
+            user = r.messages[-1]["content"]
+            if r.template == "preference_extraction":
+                review = next(line for line in user.splitlines() if line.startswith('"')).strip('"')
+                text = f"Liked: {' '.join(review.split()[:4])}\nDisliked: none"
+            elif r.template in ("exp3rt_user_profile", "exp3rt_item_profile"):
+                liked = re.findall(r"Liked: ([^|\n]+)", user)
+                first, second = ("Values:", "Avoids:") if r.template == "exp3rt_user_profile" else (
+                    "Strengths:", "Weaknesses:")
+                text = (f"{first} they keep praising {liked[-1].strip()} and similar qualities in their purchases.\n"
+                        f"{second} nothing that they reported.")
+            else:
+                rating = re.search(r"rated this \w+ (\d) out of 5", user).group(1)
+                text = f"Analysis: {user.splitlines()[1]}\nRating: {rating}"
+            out.append(GenerationResult(text=text, prompt_tokens=5, completion_tokens=9, finish_reason="stop"))
+        return out
+
+    def count_tokens(self, messages):
+        return 1
+
+
+class _WordBackend:
+    """The lazy student backend's interface that building training pairs uses (no model)."""
+
+    class tokenizer:  # noqa: N801 - mimics a tokenizer object
+        def __new__(cls, text, add_special_tokens=False):
+            return {"input_ids": str(text).split()}
+
+    def fit_prompt(self, messages, budget):
+        return list(messages), False
+
+
+def test_no_held_out_review_reaches_steps_1_to_3_or_the_rating_student():
+    from test_enrich import DirectGenerator, synthetic_tables
+    from test_exp3rt_enrich import _cfg, _with_reviews
+
+    from rrlib.enrich.preferences import build_profiles, extract_preferences, item_reviews, usable_profiles, user_reviews
+    from rrlib.finetune import build_rating_conversations
+    from rrlib.prompts import exp3rt as xp
+    from rrlib.prompts.items import ItemCatalog
+    from rrlib.reasoning import generate_rating_reasoning
+
+    t = synthetic_tables()
+    inter = _with_reviews(t)  # every train/valid/test target's review reads "TARGET REVIEW ..."
+    teacher, cfg = _EchoTeacher(), _cfg()
+    gen = DirectGenerator(teacher)
+    catalog = ItemCatalog.from_tables(t["items"])
+    users = sorted(inter["user_id"].unique())
+    reviews = pd.concat([user_reviews(inter, users, 8, 50), item_reviews(t["items"], catalog.titles, 5, 50)])
+    prefs = extract_preferences(reviews, catalog, domain="beauty", cfg=cfg, generator=gen).table
+    profiles = {kind: usable_profiles(build_profiles(prefs, kind, ids, catalog, domain="beauty", cfg=cfg,
+                                                     generator=gen).table)
+                for kind, ids in (("user", users), ("item", list(catalog.titles)))}
+    ctx = xp.RatingContext(catalog, profiles["user"], profiles["item"], "beauty")
+    examples = t["examples"].copy()
+    examples["target_rating"] = 4.0
+    train = examples[examples["split"] == "train"]
+    step3 = generate_rating_reasoning(train, ctx, cfg=cfg, generator=gen)
+    reasoning = dict(zip(step3.table["example_id"], step3.table["reasoning"]))
+    pairs, _ = build_rating_conversations(train, ctx, reasoning, _WordBackend(), 4096)
+    valid_test = [ctx.student_messages(r.user_id, r.target_item_id) for r in
+                  examples[examples["split"] != "train"].itertuples()]
+    texts = ([m["content"] for r in teacher.calls for m in r.messages] + [str(x) for x in reasoning.values()]
+             + [m["content"] for p in pairs for m in p["prompt"] + p["completion"]]
+             + [m["content"] for msgs in valid_test for m in msgs])
+    assert not any("TARGET" in x for x in texts)
+    # the check can fail: allowed reviews do travel from step 1 to the student's prompt
+    assert any("review u0" in m["content"] for p in pairs for m in p["prompt"])
