@@ -126,3 +126,31 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
         assert g.sort_values("rank")["score"].is_monotonic_decreasing
     md = ranking.files["ranking_md"].read_text()
     assert "NDCG@10" in md and "EXP3RT rerank" in md
+
+
+def test_multitask_pairs_hold_steps_1_and_2_from_allowed_reviews_only(run):
+    from rrlib.data import load_tables
+    from rrlib.enrich.preferences import user_reviews
+    from rrlib.finetune import multitask_pairs
+    from rrlib.prompts.exp3rt import RatingContext
+
+    cfg, paths = run
+    t = load_tables(paths)
+    users = sorted(t.examples["user_id"].astype(str).unique())[:3]
+    reviews = user_reviews(t.interactions, users, cfg.exp3rt.exp3rt_reviews_per_user, cfg.exp3rt.exp3rt_review_words)
+    prefs = pd.DataFrame({"review_id": reviews["review_id"], "source": "user", "user_id": reviews["user_id"],
+                          "item_id": reviews["item_id"], "position": reviews["position"], "rating": reviews["rating"],
+                          "liked": [["scent"]] * len(reviews), "disliked": [[]] * len(reviews),
+                          "preferences": "Liked: scent\nDisliked: none", "status": "ok"})
+    prefs.to_parquet(paths.preferences)
+    ctx = RatingContext.from_run(paths, "beauty")
+    pairs = multitask_pairs(paths, cfg, ctx)
+    n_profiles = sum(len(pd.read_parquet(p)) for p in (paths.exp3rt_user_profiles, paths.exp3rt_item_profiles))
+    extraction = [p for p in pairs if p["completion"][0]["content"] == "Liked: scent\nDisliked: none"]
+    assert len(extraction) == len(prefs) and len(pairs) <= len(prefs) + n_profiles
+    # every extraction prompt quotes one of the allowed reviews, never a target's own review
+    targets = t.interactions[t.interactions["target_of"].fillna("") != ""]
+    target_texts = {_words(x, 50) for x in targets["review_text"] if len(str(x).split()) > 8}
+    prompts = "\n".join(p["prompt"][-1]["content"] for p in extraction)
+    assert all(_words(x, 50) not in prompts for x in target_texts)
+    assert any(_words(x, 8) in prompts for x in reviews["text"])
