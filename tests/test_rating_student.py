@@ -6,6 +6,7 @@ import copy
 import numpy as np
 import pandas as pd
 import pytest
+from test_predict_scoring import FIXED_PROMPT, OTHER_PROMPT, TEMPLATES, _with_template, embedded_folder
 
 from rrlib.prompts.exp3rt import rating_answer, rating_completion, split_rating_answer
 from rrlib.student import (
@@ -18,7 +19,6 @@ from rrlib.student import (
     rating_scores_from_log_probs,
     rating_scoring_prompt,
 )
-from test_predict_scoring import FIXED_PROMPT, OTHER_PROMPT, TEMPLATES, _with_template, embedded_folder
 
 REASONING = "Analysis: the user values warm tone and the guitar is praised for its warm tone."
 
@@ -166,7 +166,13 @@ def test_no_held_out_review_reaches_steps_1_to_3_or_the_rating_student():
     from test_enrich import DirectGenerator, synthetic_tables
     from test_exp3rt_enrich import _cfg, _with_reviews
 
-    from rrlib.enrich.preferences import build_profiles, extract_preferences, item_reviews, usable_profiles, user_reviews
+    from rrlib.enrich.preferences import (
+        build_profiles,
+        extract_preferences,
+        item_reviews,
+        usable_profiles,
+        user_reviews,
+    )
     from rrlib.finetune import build_rating_conversations
     from rrlib.prompts import exp3rt as xp
     from rrlib.prompts.items import ItemCatalog
