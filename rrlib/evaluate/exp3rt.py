@@ -168,8 +168,8 @@ def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
                          f"NDCG@{cutoff}": [_ci(r, "ndcg") for r in rows.to_dict("records")],
                          f"Recall@{cutoff}": [_ci(r, "recall") for r in rows.to_dict("records")],
                          f"Hit@{cutoff}": [_ci(r, "hit") for r in rows.to_dict("records")],
-                         f"ΔNDCG@{cutoff} vs {rows['reference'].iloc[0] if len(rows) else ''}":
-                             [delta(r) for r in rows.to_dict("records")]}).reset_index(drop=True)
+                         "compared with": rows["reference"].map(registry.label),
+                         f"ΔNDCG@{cutoff} (paired)": [delta(r) for r in rows.to_dict("records")]}).reset_index(drop=True)
 
 
 def ranking_markdown(results: pd.DataFrame) -> str:
