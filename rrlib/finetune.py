@@ -45,7 +45,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,15 @@ from rrlib.student import (
     ADAPTER_FILES,
     ADAPTER_SUBDIR,
     PROMPT_MARGIN,
+    RATINGS,
     ScoringPrompt,
     chat_token_ids,
     fit_scoring_messages,
+    greedy_generate,
     load_student_for_training,
     pad_token_id,
+    rating_probabilities,
+    rating_scoring_prompt,
     scoring_prompt,
     student_backend,
     yes_no_probabilities,
@@ -83,6 +87,8 @@ log = logging.getLogger(__name__)
 TRAINING_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", "STUDENT_DTYPE", "LEARNING_RATE",
                    "MAX_EPOCHS", "EARLY_STOPPING_PATIENCE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
                    "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL")
+#: rating students also depend on these (validation generates reasoning; multi-task adds pairs)
+RATING_TRAINING_PARAMS = ("REASONING_MAX_NEW_TOKENS", "EXP3RT_MULTITASK")
 #: tokens kept free for the chat template's end-of-turn markers
 _TEMPLATE_MARGIN = PROMPT_MARGIN
 #: how the loss is computed (part of the configuration hash: a change retrains)
@@ -160,11 +166,25 @@ class TrainingData:
     valid_prompts: list[ScoringPrompt]  # validation prompts as scored (training ids up to the answer)
     valid_labels: list[int]
     backend: Any               # the student's lazy backend (tokenizer, identity, truncation)
+    task: str = "like"         # rating (EXP3RT): validated by the RMSE of the expected rating
+    valid_messages: list = field(default_factory=list)    # rating: validation prompts (generation first)
+    valid_ratings: list[float] = field(default_factory=list)
+    reasons: bool = False      # rating: the student writes reasoning before the rating
+    n_multitask: int = 0       # rating: extra step 1-2 pairs (EXP3RT_MULTITASK)
 
     @property
     def valid_texts(self) -> list[str]:
         """The validation prompts as the model reads them (decoded, for display)."""
+        if self.task == "rating":
+            return [m[-1]["content"] for m in self.valid_messages]
         return [self.backend.tokenizer.decode(list(p.ids)) for p in self.valid_prompts]
+
+    @property
+    def valid_key(self) -> Any:
+        """What the validation reads (part of the configuration hash)."""
+        if self.task == "rating":
+            return {"messages": [list(m) for m in self.valid_messages], "ratings": list(self.valid_ratings)}
+        return [[list(p.ids), p.yes_id, p.no_id] for p in self.valid_prompts]
 
 
 def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *,
@@ -172,6 +192,8 @@ def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: Prompt
     """The K-shot prompt/completion pairs and the validation texts of ``method`` (no model load).
     ``seed``: the K-shot sample's seed (default SEED, the one notebook 01 stored)."""
     spec = method_spec(method)
+    if spec.task == "rating":
+        return rating_training_data(method, k, cfg, paths, ctx, seed=seed)
     examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
                              paths.examples)
     train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
@@ -223,6 +245,165 @@ def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) ->
                              f"how the answer tokenizes.")
 
 
+# ---------------------------------------------------------------------------------------
+# EXP3RT's rating students: completion = reasoning + "Rating: r" (tallrec_rating: "Rating: r")
+# ---------------------------------------------------------------------------------------
+def load_rating_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
+    """EXP3RT's rating reasoning of notebook 05 for ``examples``: (usable texts by example id,
+    ids left out for unusable reasoning). A row written for another rating is an error."""
+    from rrlib.enrich.generation import read_table
+    from rrlib.prompts.exp3rt import integer_rating
+
+    path = paths.require(paths.rating_reasoning, "05_reasoning_generation")
+    table = read_table(path, ["example_id", "rating", "reasoning", "status"], "05_reasoning_generation")
+    table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
+    ids = examples["example_id"].astype(str).tolist()
+    absent = [i for i in ids if i not in table.index]
+    if absent:
+        raise ValueError(f"{path}: no rating reasoning for {len(absent)} of the {len(ids)} training examples (first: "
+                         f"{absent[:3]}); rerun 05_reasoning_generation with exp3rt in METHODS.")
+    wanted = dict(zip(examples["example_id"].astype(str), examples["target_rating"].map(integer_rating)))
+    wrong = [i for i in ids if int(table.at[i, "rating"]) != wanted[i]]
+    if wrong:
+        raise ValueError(f"{path}: rating reasoning was written for another rating than the example's for "
+                         f"{len(wrong)} example(s) (first: {wrong[:3]}); rerun 05_reasoning_generation.")
+    usable, excluded = {}, []
+    for i in ids:
+        text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
+        if status not in USABLE_STATUSES or not isinstance(text, str) or not text.strip():
+            excluded.append(i)
+        else:
+            usable[i] = text.strip()
+    if not usable:
+        raise ValueError(f"{path}: none of the {len(ids)} training examples has usable rating reasoning; inspect "
+                         f"notebook 05's EXP3RT section.")
+    return usable, excluded
+
+
+def build_rating_conversations(examples: pd.DataFrame, ctx, reasoning: Mapping[str, str] | None, backend,
+                               max_seq_length: int) -> tuple[list[dict], int]:
+    """Prompt/completion pairs of a rating student: EXP3RT's prompt, completion ``reasoning`` +
+    ``Rating: r`` (``reasoning=None``: ``Rating: r`` alone, tallrec_rating), r the true rating on 1-5."""
+    from rrlib.prompts.exp3rt import integer_rating, rating_answer
+
+    tok = backend.tokenizer
+    pairs, n_cut = [], 0
+    for _, row in examples.iterrows():
+        eid = str(row["example_id"])
+        answer = rating_answer(reasoning.get(eid, "") if reasoning is not None else "",
+                               integer_rating(row["target_rating"]))
+        budget = max_seq_length - len(tok(answer, add_special_tokens=False)["input_ids"]) - _TEMPLATE_MARGIN
+        if budget < 32:
+            raise ValueError(f"example {eid}: the completion alone leaves no room for the prompt within "
+                             f"MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH.")
+        messages = ctx.student_messages(str(row["user_id"]), str(row["target_item_id"]),
+                                        with_reasoning=reasoning is not None)
+        prompt, cut = fit_messages(backend, messages, budget, f"example {eid}")
+        n_cut += cut
+        pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
+    return pairs, n_cut
+
+
+def multitask_pairs(paths: RunPaths, cfg: Config, ctx) -> list[dict]:
+    """EXP3RT_MULTITASK: steps 1 and 2 as extra SFT pairs, from notebook 04's tables: each usable
+    extraction (the review's prompt -> the canonical preferences) and each usable user and item
+    profile (the aggregation prompt -> the profile). Only reviews the split allows reach these
+    tables (:mod:`rrlib.enrich.preferences`), so no held-out review is learned."""
+    from rrlib.data import load_tables
+    from rrlib.enrich import preferences as pf
+
+    tables = load_tables(paths)
+    extracted = pd.read_parquet(paths.require(paths.preferences, "04_review_preferences"))
+    usable = extracted[extracted["status"].isin(USABLE_STATUSES)]
+    ex = cfg.exp3rt
+    reviews = pd.concat([pf.user_reviews(tables.interactions, sorted(set(usable["user_id"].astype(str))),
+                                         ex.exp3rt_reviews_per_user, ex.exp3rt_review_words),
+                         pf.item_reviews(tables.items, sorted(set(usable["item_id"].astype(str))),
+                                         ex.exp3rt_reviews_per_item, ex.exp3rt_review_words)], ignore_index=True)
+    requests = pf.extraction_requests(reviews, ctx.catalog, domain=ctx.domain, cfg=cfg)
+    pairs = []
+    for row in usable.itertuples():
+        req = requests.get(str(row.review_id))
+        if req is not None:
+            pairs.append({"prompt": [dict(m) for m in req.messages],
+                          "completion": [{"role": "assistant", "content": str(row.preferences)}]})
+    for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
+        table = pd.read_parquet(paths.require(path, "04_review_preferences"))
+        table = table[table["status"].isin(USABLE_STATUSES)]
+        prof_requests = pf.profile_requests(extracted, kind, table["id"].astype(str).tolist(), ctx.catalog,
+                                            domain=ctx.domain, cfg=cfg)
+        for row in table.itertuples():
+            req = prof_requests.get(str(row.id))
+            if req is not None:
+                pairs.append({"prompt": [dict(m) for m in req.messages],
+                              "completion": [{"role": "assistant", "content": str(row.profile)}]})
+    return pairs
+
+
+def rating_training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx, *,
+                         seed: int | None = None) -> TrainingData:
+    """The K-shot pairs of a rating student (EXP3RT, tallrec_rating) and its validation prompts
+    (the first N_VALID_EVAL valid examples; RMSE of the expected rating). ``ctx``: a
+    :class:`rrlib.prompts.exp3rt.RatingContext`."""
+    from rrlib.prompts.exp3rt import RatingContext
+
+    spec = method_spec(method)
+    if not isinstance(ctx, RatingContext):
+        raise MethodError(f"method {method!r} answers ratings: pass its RatingContext "
+                          f"(PromptContext.from_run(paths, domain, {method!r}) returns it).")
+    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
+                             paths.examples)
+    train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
+    excluded: list[str] = []
+    reasoning: dict[str, str] | None = None
+    if spec.reasons:
+        reasoning, excluded = load_rating_reasoning(paths, train_rows)
+        if excluded:
+            log.warning("%s K=%d: %d training example(s) left out because their rating reasoning is unusable",
+                        method, k, len(excluded))
+            train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
+    backend = student_backend(cfg)
+    max_len = cfg.student.max_seq_length
+    pairs, n_cut = build_rating_conversations(train_rows, ctx, reasoning, backend, max_len)
+    check_rating_position(backend.tokenizer, pairs)
+    extra = multitask_pairs(paths, cfg, ctx) if cfg.exp3rt.exp3rt_multitask else []
+    valid_rows = eval_subset(examples, "valid", cfg.data.n_valid)
+    if cfg.student.n_valid_eval:
+        valid_rows = valid_rows.head(cfg.student.n_valid_eval)
+    if valid_rows.empty:
+        raise ValueError("no validation examples to compute the validation RMSE on; raise N_VALID / N_VALID_EVAL.")
+    valid_msgs = []
+    for _, r in valid_rows.iterrows():
+        msgs = ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons)
+        try:
+            valid_msgs.append(fit_scoring_messages(backend, msgs, max_len)[0])
+        except PromptTooLongError as e:
+            raise ValueError(f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower "
+                             f"EXP3RT_PROFILE_WORDS.") from e
+    return TrainingData(pairs=pairs + extra, example_ids=train_rows["example_id"].astype(str).tolist(),
+                        excluded=excluded, n_truncated=n_cut, valid_prompts=[], valid_labels=[], backend=backend,
+                        task="rating", valid_messages=valid_msgs,
+                        valid_ratings=valid_rows["target_rating"].astype(float).tolist(), reasons=spec.reasons,
+                        n_multitask=len(extra))
+
+
+def check_rating_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> None:
+    """Every rating training sequence holds its rating token exactly where rating scoring reads it."""
+    from rrlib.prompts.exp3rt import split_rating_answer
+
+    for n, pair in enumerate(pairs):
+        answer = split_rating_answer(pair["completion"][0]["content"])
+        if not answer.format_ok:
+            raise ValueError(f"rating training example {n}: its completion does not end with 'Rating: r'.")
+        full = chat_token_ids(tokenizer, list(pair["prompt"]) + list(pair["completion"]))
+        rp = rating_scoring_prompt(tokenizer, pair["prompt"], answer.reasoning)
+        at = len(rp.ids)
+        want = rp.rating_ids[RATINGS.index(int(answer.stated))]
+        if tuple(full[:at]) != rp.ids or len(full) <= at or full[at] != want:
+            raise ValueError(f"rating training example {n}: the rating token of the training sequence is not where "
+                             f"rating scoring reads it (after {at} tokens).")
+
+
 def token_split(pair: Mapping[str, list], tokenizer) -> dict[str, int]:
     """Tokens of the prompt (masked out of the loss) and of the completion (trained on)."""
     prompt = tokenizer.apply_chat_template(pair["prompt"], tokenize=False, add_generation_prompt=True)
@@ -239,13 +420,20 @@ def to_dataset(pairs: Sequence[dict]):
 
 
 def training_config(method: str, k: int, cfg: Config, identity: Mapping[str, Any], pairs: Sequence[dict],
-                    valid_prompts: Sequence[ScoringPrompt], seed: int) -> dict[str, Any]:
+                    valid_prompts: Sequence[ScoringPrompt], seed: int, *, valid_key: Any = None) -> dict[str, Any]:
     """Everything that changes the trained adapter, and nothing of the run folder: its hash
-    decides retrain vs skip here and keys the adapter store shared by runs (CACHE_DIR/adapters)."""
-    config = {"method": method, "k": int(k), "seed": int(seed), "template_version": TEMPLATE_VERSION,
-              "params": {p: cfg.params.get(p) for p in TRAINING_PARAMS}, "model_identity": dict(identity),
+    decides retrain vs skip here and keys the adapter store shared by runs (CACHE_DIR/adapters).
+    ``valid_key``: what a rating student's validation reads (its prompts are generated first)."""
+    rating = method_spec(method).task == "rating"
+    params = {p: cfg.params.get(p) for p in TRAINING_PARAMS + (RATING_TRAINING_PARAMS if rating else ())}
+    from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
+
+    config = {"method": method, "k": int(k), "seed": int(seed),
+              "template_version": STUDENT_TEMPLATE_VERSION if rating else TEMPLATE_VERSION,
+              "params": params, "model_identity": dict(identity),
               "train_data_sha256": stable_hash(list(pairs)),
-              "valid_data_sha256": stable_hash([[list(p.ids), p.yes_id, p.no_id] for p in valid_prompts]),
+              "valid_data_sha256": stable_hash(valid_key if valid_key is not None else
+                                               [[list(p.ids), p.yes_id, p.no_id] for p in valid_prompts]),
               "n_train": len(pairs), "n_valid_eval": len(valid_prompts),
               "precision": training_precision(cfg), "loss": LOSS_IMPLEMENTATION, "libraries": _library_versions()}
     config["config_hash"] = stable_hash(config)
@@ -311,6 +499,51 @@ class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # 
         return control
 
 
+class ValidationRatingCallback(_trainer_callback_base()):
+    """After each epoch: validation RMSE of the expected rating (lower is better). A reasoning
+    student first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS), then the rating is
+    read after it, as in prediction; a rating-only student is read right after the prompt."""
+
+    def __init__(self, messages: Sequence, ratings: Sequence[float], tokenizer, *, reasons: bool, max_new_tokens: int,
+                 batch_size: int, patience: int, pad_id: int = 0, precision: str = "fp32"):
+        self.messages, self.ratings = list(messages), np.asarray(ratings, dtype=float)
+        self.tokenizer, self.reasons, self.max_new_tokens = tokenizer, reasons, max_new_tokens
+        self.batch_size, self.patience, self.pad_id, self.precision = batch_size, patience, pad_id, precision
+        self.valid_seconds = 0.0
+        self.tokens_at_start = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        from rrlib.prompts.exp3rt import split_rating_answer
+
+        start = time.perf_counter()
+        with _autocast(self.precision, next(model.parameters()).device.type):
+            reasoning = [""] * len(self.messages)
+            if self.reasons:
+                texts = greedy_generate(model, self.tokenizer, self.messages, self.max_new_tokens, self.batch_size)
+                reasoning = [split_rating_answer(t).reasoning for t in texts]
+            prompts = [rating_scoring_prompt(self.tokenizer, m, r) for m, r in zip(self.messages, reasoning)]
+            scores = rating_probabilities(model, prompts, self.batch_size, pad_id=self.pad_id,
+                                          desc=f"validation RMSE, epoch {round(state.epoch)}")
+        self.valid_seconds += time.perf_counter() - start
+        rmse = float(np.sqrt(np.mean((scores.expected - self.ratings) ** 2)))
+        epoch = int(round(state.epoch))
+        history = [h for h in state.log_history if "valid_rmse" in h]
+        best_before = min((h["valid_rmse"] for h in history), default=math.inf)
+        state.log_history.append({"epoch": epoch, "step": state.global_step, "valid_rmse": rmse,
+                                  "valid_rating_mass": float(scores.mass.mean())})
+        if rmse < best_before:
+            state.best_metric, state.best_global_step = rmse, state.global_step
+        log.info("epoch %d: validation RMSE %.4f (best %.4f)", epoch, rmse, min(rmse, best_before))
+        control.should_save = True
+        if patience_exhausted(state.log_history, self.patience):
+            log.info("early stopping: no validation-RMSE gain for %d epochs", self.patience)
+            control.should_training_stop = True
+        return control
+
+
 def _autocast(precision: str, device_type: str):
     import torch
 
@@ -321,12 +554,29 @@ def _autocast(precision: str, device_type: str):
     return contextlib.nullcontext()
 
 
+#: the validation metric of each task, and whether higher is better
+VALID_METRICS = {"like": ("valid_auc", True), "rating": ("valid_rmse", False)}
+
+
+def valid_metric(log_history: Sequence[dict]) -> str:
+    """The validation metric a log history records (RMSE for rating students, else AUC)."""
+    return "valid_rmse" if any("valid_rmse" in h for h in log_history) else "valid_auc"
+
+
+def _best_entry(entries: Sequence[dict], metric: str) -> dict:
+    # max/min keep the earliest of equal values
+    higher = dict(VALID_METRICS.values())[metric]
+    return (max if higher else min)(entries, key=lambda h: h[metric])
+
+
 def patience_exhausted(log_history: Sequence[dict], patience: int) -> bool:
-    """True once ``patience`` epochs have passed since the best validation AUC (first best wins)."""
-    aucs = [h for h in log_history if "valid_auc" in h]
+    """True once ``patience`` epochs have passed since the best validation AUC (RMSE for rating
+    students; first best wins)."""
+    metric = valid_metric(log_history)
+    aucs = [h for h in log_history if metric in h]
     if not aucs:
         return False
-    best = max(aucs, key=lambda h: h["valid_auc"])  # max keeps the earliest of equal values
+    best = _best_entry(aucs, metric)
     return aucs[-1]["epoch"] - best["epoch"] >= patience
 
 
@@ -334,19 +584,21 @@ def patience_exhausted(log_history: Sequence[dict], patience: int) -> bool:
 # Curves
 # ---------------------------------------------------------------------------------------
 def epoch_curves(log_history: Sequence[dict]) -> pd.DataFrame:
-    """Per epoch: mean training loss of its steps and the validation AUC."""
+    """Per epoch: mean training loss of its steps and the validation AUC (``valid_rmse`` for
+    rating students)."""
+    metric = valid_metric(log_history)
     steps = pd.DataFrame([h for h in log_history if "loss" in h and "epoch" in h])
-    aucs = pd.DataFrame([h for h in log_history if "valid_auc" in h])
+    aucs = pd.DataFrame([h for h in log_history if metric in h])
     if aucs.empty:
-        return pd.DataFrame(columns=["epoch", "train_loss", "valid_auc"])
-    aucs = aucs.drop_duplicates("epoch", keep="last")[["epoch", "valid_auc"]]
+        return pd.DataFrame(columns=["epoch", "train_loss", metric])
+    aucs = aucs.drop_duplicates("epoch", keep="last")[["epoch", metric]]
     if not steps.empty:
         steps["epoch_n"] = np.ceil(steps["epoch"].astype(float) - 1e-9).astype(int).clip(lower=1)
         loss = steps.groupby("epoch_n")["loss"].mean().rename("train_loss").reset_index()
         aucs = aucs.merge(loss, left_on="epoch", right_on="epoch_n", how="left").drop(columns="epoch_n")
     else:
         aucs["train_loss"] = np.nan
-    return aucs[["epoch", "train_loss", "valid_auc"]].reset_index(drop=True)
+    return aucs[["epoch", "train_loss", metric]].reset_index(drop=True)
 
 
 def plot_curves(log_history: Sequence[dict], path: Path | None, title: str):
@@ -357,19 +609,21 @@ def plot_curves(log_history: Sequence[dict], path: Path | None, title: str):
 
     steps = [h for h in log_history if "loss" in h and "epoch" in h]
     per_epoch = epoch_curves(log_history)
+    metric = valid_metric(log_history)
+    name = "validation RMSE" if metric == "valid_rmse" else "validation AUC"
     fig = Figure(figsize=(10, 3.6))
     ax1, ax2 = fig.subplots(1, 2)
     if steps:
         ax1.plot([h["epoch"] for h in steps], [h["loss"] for h in steps], alpha=0.35, label="per step")
     if not per_epoch.empty:
         ax1.plot(per_epoch["epoch"], per_epoch["train_loss"], marker="o", label="epoch mean")
-        ax2.plot(per_epoch["epoch"], per_epoch["valid_auc"], marker="o", color="tab:green")
-        best = per_epoch.loc[per_epoch["valid_auc"].idxmax()]
+        ax2.plot(per_epoch["epoch"], per_epoch[metric], marker="o", color="tab:green")
+        best = per_epoch.loc[per_epoch[metric].idxmax() if metric == "valid_auc" else per_epoch[metric].idxmin()]
         ax2.axvline(best["epoch"], color="grey", ls="--", lw=1, label=f"best epoch {int(best['epoch'])}")
         ax2.legend(loc="best")
     ax1.set(xlabel="epoch", ylabel="training loss (completion tokens)", title="training loss")
     ax1.legend(loc="best")
-    ax2.set(xlabel="epoch", ylabel="validation AUC", title="validation AUC (Yes/No probability)")
+    ax2.set(xlabel="epoch", ylabel=name, title=f"{name} ({'expected rating' if metric == 'valid_rmse' else 'Yes/No probability'})")
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
@@ -549,7 +803,7 @@ def _config_diff(old: Mapping, new: Mapping) -> list[str]:
 def _finished_checkpoint(checkpoint: Path, max_epochs: int, patience: int) -> bool:
     state = read_json_or_none(checkpoint / "trainer_state.json") or {}
     history = state.get("log_history", [])
-    epochs = [h["epoch"] for h in history if "valid_auc" in h]
+    epochs = [h["epoch"] for h in history if valid_metric(history) in h]
     return bool(epochs) and (max(epochs) >= max_epochs or patience_exhausted(history, patience))
 
 
@@ -604,7 +858,7 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
     max_len = cfg.student.max_seq_length
 
     # configuration: skip, reuse, resume or start --------------------------------------------
-    config = training_config(method, k, cfg, backend.identity, pairs, valid_prompts, seed)
+    config = training_config(method, k, cfg, backend.identity, pairs, valid_prompts, seed, valid_key=data.valid_key)
     stored = store_dir(cfg, config["config_hash"])
     config_path, summary_path = out_dir / "train_config.json", out_dir / "training_summary.json"
     old = read_json_or_none(config_path)
@@ -654,8 +908,16 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
         bf16=precision == "bf16-autocast", use_cpu=not cuda and precision == "bf16-autocast",  # CPU autocast
         gradient_checkpointing=quantized,
         dataloader_num_workers=0, disable_tqdm=False, save_only_model=False)
-    valid_cb = ValidationAUCCallback(valid_prompts, data.valid_labels, cfg.evaluate.predict_batch_size,
-                                     st.early_stopping_patience, pad_id=pad_token_id(tokenizer), precision=precision)
+    if data.task == "rating":
+        valid_cb = ValidationRatingCallback(data.valid_messages, data.valid_ratings, tokenizer, reasons=data.reasons,
+                                            max_new_tokens=cfg.evaluate.reasoning_max_new_tokens,
+                                            batch_size=cfg.evaluate.predict_batch_size,
+                                            patience=st.early_stopping_patience, pad_id=pad_token_id(tokenizer),
+                                            precision=precision)
+    else:
+        valid_cb = ValidationAUCCallback(valid_prompts, data.valid_labels, cfg.evaluate.predict_batch_size,
+                                         st.early_stopping_patience, pad_id=pad_token_id(tokenizer),
+                                         precision=precision)
     trainer = _sft_trainer_class()(model=model, args=sft, train_dataset=to_dataset(pairs), processing_class=tokenizer,
                                    callbacks=[valid_cb, *callbacks])
     if len(trainer.train_dataset) != len(pairs):  # trl drops examples whose completion was cut away entirely
@@ -679,7 +941,10 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
 
     # outputs (main process only) -----------------------------------------------------------
     curves = epoch_curves(state.log_history)
-    best = curves.loc[curves["valid_auc"].idxmax()] if not curves.empty else None
+    metric = valid_metric(state.log_history)
+    best = None
+    if not curves.empty:
+        best = curves.loc[curves[metric].idxmax() if metric == "valid_auc" else curves[metric].idxmin()]
     tokens = int((state.num_input_tokens_seen or 0) - valid_cb.tokens_at_start)
     train_seconds = max(seconds - valid_cb.valid_seconds, 1e-9)
     summary = {
@@ -690,8 +955,10 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
         "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": st.max_epochs,
         "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < st.max_epochs),
         "best_epoch": int(best["epoch"]) if best is not None else None,
-        "best_valid_auc": float(best["valid_auc"]) if best is not None else None,
-        "valid_auc": curves["valid_auc"].tolist(), "train_loss": curves["train_loss"].tolist(),
+        "task": data.task, "valid_metric": metric, "n_multitask_pairs": data.n_multitask,
+        "best_valid_auc": float(best["valid_auc"]) if best is not None and metric == "valid_auc" else None,
+        "best_valid_rmse": float(best["valid_rmse"]) if best is not None and metric == "valid_rmse" else None,
+        metric: curves[metric].tolist(), "train_loss": curves["train_loss"].tolist(),
         "final_train_loss": final_loss, "global_step": int(state.global_step),
         "session_seconds": seconds, "valid_seconds": valid_cb.valid_seconds, "train_seconds": train_seconds,
         "train_tokens": tokens, "tokens_per_s": tokens / train_seconds,
@@ -718,6 +985,7 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
         summary["curves_png"] = str(out_dir / "curves.png")
         write_json_atomic(summary_path, summary)  # written last: marks the run finished
         publish_adapter(out_dir, stored)
-    log.info("%s K=%d: best validation AUC %s at epoch %s; %.0f training tokens/s", method, k,
-             summary["best_valid_auc"], summary["best_epoch"], summary["tokens_per_s"])
+    log.info("%s K=%d: best %s %s at epoch %s; %.0f training tokens/s", method, k, metric,
+             summary["best_valid_auc"] if metric == "valid_auc" else summary["best_valid_rmse"], summary["best_epoch"],
+             summary["tokens_per_s"])
     return summary

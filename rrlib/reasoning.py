@@ -53,7 +53,7 @@ def teacher_views(methods: Sequence[str], ablation_reasoning: str = "faithful") 
     out = {}
     for m in methods:
         spec = get_method(m)
-        if spec.reasons and spec.finetuned:
+        if spec.reasons and spec.finetuned and spec.task == "like":  # EXP3RT's teacher: generate_rating_reasoning
             view = spec.teacher_view if spec.teacher_view is not None else FULL_VIEW
             out[m] = FULL_VIEW if ablation_reasoning == "full" else frozenset(view)
     return out

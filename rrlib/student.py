@@ -27,16 +27,18 @@ from tqdm.auto import tqdm
 
 from rrlib.config.params import Config
 from rrlib.config.paths import resolve_path
-from rrlib.errors import MissingArtifactError
+from rrlib.errors import MethodError, MissingArtifactError
 from rrlib.io import JsonlLog, stable_hash
 from rrlib.llm.base import Message
 from rrlib.llm.local import LocalBackend, load_model_and_tokenizer
 from rrlib.prompts.answers import ANSWERS, prediction_line
+from rrlib.prompts.exp3rt import SCALE, STUDENT_TEMPLATE_VERSION, rating_answer
 from rrlib.prompts.student import TEMPLATE_VERSION
 
 log = logging.getLogger(__name__)
 
 SCORE_CACHE_NAME = "student_yes_no_scores.jsonl"
+RATING_SCORE_CACHE_NAME = "student_rating_scores.jsonl"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ADAPTER_SUBDIR = "adapter"
 
@@ -189,47 +191,43 @@ def _batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, batc
 def shared_prefix_length(prompts: Sequence[ScoringPrompt]) -> int:
     """Tokens every prompt starts with (the system turn and the fixed start of the user turn),
     leaving each prompt at least one token of its own."""
-    if not prompts:
-        return 0
-    first = prompts[0].ids
-    n = min(len(p.ids) for p in prompts) - 1
-    for p in prompts[1:]:
-        n = min(n, common_prefix_length(first, p.ids))
-    return max(n, 0)
+    return _shared_ids_prefix([p.ids for p in prompts]) if prompts else 0
 
 
-def yes_no_probabilities(model, prompts: Sequence[ScoringPrompt], batch_size: int = 32, *,
-                         pad_id: int = 0, batch_tokens: int = SCORE_BATCH_TOKENS, prefix_reuse: bool = False,
-                         desc: str = "Yes/No scoring") -> YesNoScores:
-    """Next-token Yes/No probabilities after each prompt's ids (left-padded batches of at most
-    ``batch_size`` rows and ``batch_tokens`` tokens; only the last position's logits are built).
-    The one scoring function of validation (05) and prediction (06). ``prefix_reuse``: run the
-    prefix all prompts share once and start every batch from its KV cache."""
+def candidate_log_probs(model, ids: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]], batch_size: int = 32,
+                        *, pad_id: int = 0, batch_tokens: int = SCORE_BATCH_TOKENS, prefix_reuse: bool = False,
+                        desc: str = "scoring") -> np.ndarray:
+    """Next-token log-probabilities (over the whole vocabulary) of each prompt's candidate tokens
+    after its ids: an (n prompts x n candidates) array. Left-padded batches of at most
+    ``batch_size`` rows and ``batch_tokens`` tokens; only the last position's logits are built.
+    ``prefix_reuse``: run the prefix all prompts share once and start every batch from its KV
+    cache. The one forward pass behind the Yes/No and the rating-token scores."""
     import copy
 
     import torch
 
-    if not prompts:
-        return YesNoScores(np.zeros(0), np.zeros(0))
-    shared = shared_prefix_length(prompts) if prefix_reuse else 0
-    lengths = [len(p.ids) - shared for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: -lengths[i])
+    width_c = len(candidates[0]) if len(candidates) else 0
+    if not len(ids):
+        return np.zeros((0, width_c))
+    shared = _shared_ids_prefix(ids) if prefix_reuse else 0
+    lengths = [len(p) - shared for p in ids]
+    order = sorted(range(len(ids)), key=lambda i: -lengths[i])
     device = next(model.parameters()).device
-    p_yes, mass = np.zeros(len(prompts)), np.zeros(len(prompts))
+    out_lp = np.zeros((len(ids), width_c))
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             prefix_cache = None
             if shared:
-                prefix_cache = model(input_ids=torch.tensor([list(prompts[0].ids[:shared])], device=device),
+                prefix_cache = model(input_ids=torch.tensor([list(ids[0][:shared])], device=device),
                                      use_cache=True, logits_to_keep=1).past_key_values
             for idx in tqdm(_batches(order, lengths, batch_size, batch_tokens), desc=desc, leave=False):
                 width = lengths[idx[0]]
-                ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                x = torch.full((len(idx), width), pad_id, dtype=torch.long)
                 att = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, i in enumerate(idx):
-                    ids[row, width - lengths[i]:] = torch.tensor(prompts[i].ids[shared:])
+                    x[row, width - lengths[i]:] = torch.tensor(list(ids[i][shared:]))
                     att[row, width - lengths[i]:] = 1
                 pos = (att.cumsum(-1) - 1).clamp(min=0) + shared
                 kwargs = {}
@@ -238,17 +236,35 @@ def yes_no_probabilities(model, prompts: Sequence[ScoringPrompt], batch_size: in
                     cache.batch_repeat_interleave(len(idx))
                     att = torch.cat([torch.ones((len(idx), shared), dtype=torch.long), att], dim=1)
                     kwargs["past_key_values"] = cache
-                out = model(input_ids=ids.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
+                out = model(input_ids=x.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
                             logits_to_keep=1, use_cache=prefix_cache is not None, **kwargs)
                 logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
-                rows = torch.arange(len(idx))
-                ly = logp[rows, torch.tensor([prompts[i].yes_id for i in idx])]
-                ln = logp[rows, torch.tensor([prompts[i].no_id for i in idx])]
-                p_yes[idx] = torch.exp(ly - torch.logaddexp(ly, ln)).numpy()
-                mass[idx] = (torch.exp(ly) + torch.exp(ln)).numpy()
+                cand = torch.tensor([list(candidates[i]) for i in idx], dtype=torch.long)
+                out_lp[idx] = torch.gather(logp, 1, cand).numpy()
     finally:
         model.train(was_training)
-    return YesNoScores(p_yes, mass)
+    return out_lp
+
+
+def _shared_ids_prefix(ids: Sequence[Sequence[int]]) -> int:
+    first = ids[0]
+    n = min(len(p) for p in ids) - 1
+    for p in ids[1:]:
+        n = min(n, common_prefix_length(first, p))
+    return max(n, 0)
+
+
+def yes_no_probabilities(model, prompts: Sequence[ScoringPrompt], batch_size: int = 32, *,
+                         pad_id: int = 0, batch_tokens: int = SCORE_BATCH_TOKENS, prefix_reuse: bool = False,
+                         desc: str = "Yes/No scoring") -> YesNoScores:
+    """Next-token Yes/No probabilities after each prompt's ids (:func:`candidate_log_probs`).
+    The one scoring function of validation (05) and prediction (06)."""
+    if not prompts:
+        return YesNoScores(np.zeros(0), np.zeros(0))
+    lp = candidate_log_probs(model, [p.ids for p in prompts], [(p.yes_id, p.no_id) for p in prompts], batch_size,
+                             pad_id=pad_id, batch_tokens=batch_tokens, prefix_reuse=prefix_reuse, desc=desc)
+    ly, ln = lp[:, 0], lp[:, 1]
+    return YesNoScores(np.exp(ly - np.logaddexp(ly, ln)), np.exp(ly) + np.exp(ln))
 
 
 def pad_token_id(tokenizer) -> int:
@@ -257,10 +273,11 @@ def pad_token_id(tokenizer) -> int:
 
 class ScoreCache:
     """Append-only, crash-safe JSONL of Yes/No scores keyed by model identity and the scored ids."""
+    REQUIRED: tuple[str, ...] = ("key", "p_yes", "yes_no_mass")
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.log = JsonlLog(self.path, required=("key", "p_yes", "yes_no_mass"))
+        self.log = JsonlLog(self.path, required=self.REQUIRED)
         self._rows: dict[str, dict] = {r["key"]: r for r in self.log.load().records}
 
     @staticmethod
@@ -304,3 +321,131 @@ def cached_yes_no(backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, 
                         np.array([r["yes_no_mass"] for r in rows], dtype=float)),
             {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo),
              "yes_token": tokens.yes_token, "no_token": tokens.no_token})
+
+
+# ---------------------------------------------------------------------------------------
+# Rating scoring (EXP3RT): the rating-token probabilities after "Rating: "
+# ---------------------------------------------------------------------------------------
+#: the ratings the student answers, and so the tokens read at the rating position
+RATINGS = tuple(range(SCALE[0], SCALE[1] + 1))
+
+
+class RatingTokenError(MethodError):
+    """The rating cannot be read at one position as one token per rating with this tokenizer."""
+
+
+@dataclass(frozen=True)
+class RatingPrompt:
+    """A rating answer's training sequence up to the rating token, and the token of each rating."""
+    ids: tuple[int, ...]          # prompt + assistant turn up to "Rating: "; the next token is the rating
+    rating_ids: tuple[int, ...]   # token id of rating r at that position, r in RATINGS
+
+
+def rating_scoring_prompt(tokenizer, messages: Sequence[Message], reasoning: str = "") -> RatingPrompt:
+    """The rating position as training sees it: the prompt followed by the assistant completion
+    ``reasoning`` + ``Rating: r`` (``Rating: r`` alone without reasoning), tokenized as trl tokenizes
+    training examples for every r of 1..5; the scored ids are the longest common prefix of the
+    five, the rating ids the tokens where they differ (the read of :func:`scoring_prompt`, with
+    five answers). Every rating must be exactly one token there (what follows it identical for
+    all five): else :class:`RatingTokenError`."""
+    seqs = [chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": rating_answer(reasoning, r)}])
+            for r in RATINGS]
+    n = min(common_prefix_length(seqs[0], q) for q in seqs[1:])
+    name = type(tokenizer).__name__
+    if any(len(q) <= n for q in seqs):
+        raise RatingTokenError(f"tokenizer {name}: one rating answer is a prefix of another; the rating cannot be "
+                               f"read at one position.")
+    ids = tuple(q[n] for q in seqs)
+    tails = {tuple(q[n + 1:]) for q in seqs}
+    if len(set(ids)) != len(ids) or len(tails) != 1:
+        raise RatingTokenError(f"tokenizer {name}: the ratings {list(RATINGS)} are not one token each after "
+                               f"'Rating: ' (tokens there: {[tokenizer.convert_ids_to_tokens(i) for i in ids]}); "
+                               f"the expected rating needs a tokenizer that writes every digit 1-5 as a single "
+                               f"token (choose another STUDENT_MODEL).")
+    for r, i in zip(RATINGS, ids):
+        if tokenizer.decode([i]).strip() != str(r):
+            raise RatingTokenError(f"tokenizer {name}: the token read for rating {r} decodes to "
+                                   f"{tokenizer.decode([i])!r}, not {str(r)!r}.")
+    return RatingPrompt(tuple(seqs[0][:n]), ids)
+
+
+@dataclass
+class RatingScores:
+    expected: np.ndarray  # sum_r r * P(r), P normalised over the five rating tokens
+    argmax: np.ndarray    # the most probable rating (the lowest of equal ones)
+    probs: np.ndarray     # (n, 5) normalised P(r)
+    mass: np.ndarray      # sum_r P(r) over the whole vocabulary (how much the model wants to rate)
+
+
+def rating_scores_from_log_probs(log_probs: np.ndarray) -> RatingScores:
+    """Expected and arg-max rating from the log-probabilities of the rating tokens 1..5 (columns)."""
+    lp = np.asarray(log_probs, dtype=float).reshape(-1, len(RATINGS))
+    top = lp.max(axis=1, keepdims=True) if len(lp) else np.zeros((0, 1))
+    p = np.exp(lp - top)
+    probs = p / p.sum(axis=1, keepdims=True) if len(lp) else p
+    values = np.asarray(RATINGS, dtype=float)
+    return RatingScores(probs @ values, values[np.argmax(probs, axis=1)] if len(lp) else np.zeros(0), probs,
+                        np.exp(lp).sum(axis=1))
+
+
+def rating_probabilities(model, prompts: Sequence[RatingPrompt], batch_size: int = 32, *, pad_id: int = 0,
+                         desc: str = "rating scoring") -> RatingScores:
+    """Rating-token probabilities at each prompt's rating position (validation and prediction)."""
+    lp = candidate_log_probs(model, [p.ids for p in prompts], [p.rating_ids for p in prompts], batch_size,
+                             pad_id=pad_id, desc=desc)
+    return rating_scores_from_log_probs(lp.reshape(-1, len(RATINGS)))
+
+
+class RatingScoreCache(ScoreCache):
+    """Append-only JSONL of rating-token log-probabilities keyed by model identity and scored ids."""
+    REQUIRED = ("key", "log_probs")
+
+    @staticmethod
+    def key(identity: Mapping[str, Any], prompt: RatingPrompt) -> str:  # type: ignore[override]
+        return stable_hash({"identity": dict(identity), "template_version": STUDENT_TEMPLATE_VERSION,
+                            "ids": list(prompt.ids), "ratings": list(prompt.rating_ids)})
+
+
+def cached_rating_scores(backend, prompts: Sequence[RatingPrompt], cache: RatingScoreCache, batch_size: int,
+                         desc: str) -> tuple[RatingScores, dict]:
+    """Rating scores of ``prompts`` under ``backend.identity``; only uncached ones run the model."""
+    keys = [RatingScoreCache.key(backend.identity, p) for p in prompts]
+    todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
+    chunk = max(batch_size * 4, 1)
+    for start in range(0, len(todo), chunk):
+        part = todo[start:start + chunk]
+        lp = candidate_log_probs(backend.model, [prompts[i].ids for i in part], [prompts[i].rating_ids for i in part],
+                                 batch_size, pad_id=pad_token_id(backend.tokenizer), desc=desc)
+        cache.put_many([{"key": keys[i], "log_probs": [float(x) for x in row]} for i, row in zip(part, lp)])
+    lp = np.array([cache.get(k)["log_probs"] for k in keys], dtype=float).reshape(-1, len(RATINGS))
+    return rating_scores_from_log_probs(lp), {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo)}
+
+
+def greedy_generate(model, tokenizer, messages: Sequence[Sequence[Message]], max_new_tokens: int,
+                    batch_size: int = 8) -> list[str]:
+    """Greedy answers of the model being trained (validation of reasoning-first students):
+    the chat template's generation prompt, left-padded batches, special tokens dropped."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    pad = pad_token_id(tokenizer)
+    device = next(model.parameters()).device
+    out: list[str] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(messages), batch_size):
+                seqs = [chat_token_ids(tokenizer, m, add_generation_prompt=True)
+                        for m in messages[start:start + batch_size]]
+                width = max(len(q) for q in seqs)
+                x = torch.full((len(seqs), width), pad, dtype=torch.long)
+                att = torch.zeros((len(seqs), width), dtype=torch.long)
+                for row, q in enumerate(seqs):
+                    x[row, width - len(q):] = torch.tensor(q)
+                    att[row, width - len(q):] = 1
+                gen = model.generate(input_ids=x.to(device), attention_mask=att.to(device), do_sample=False,
+                                     max_new_tokens=max_new_tokens, pad_token_id=pad)
+                out += tokenizer.batch_decode(gen[:, width:].cpu(), skip_special_tokens=True)
+    finally:
+        model.train(was_training)
+    return out

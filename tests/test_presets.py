@@ -11,7 +11,8 @@ from rrlib.config.params import SCHEMA, load_params, load_yaml, notebook_paramet
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "params").glob("*.yaml"))
-EXPECTED = {"default", "smoke", "paper_ml1m", "paper_beauty", "paper_fashion", "release_beauty"}
+EXPECTED = {"default", "smoke", "paper_ml1m", "paper_beauty", "paper_fashion", "release_beauty", "exp3rt_instruments",
+            "exp3rt_paper_amazon_book", "exp3rt_paper_imdb"}
 
 
 def _declared_by_notebooks() -> dict[str, set[str]]:

@@ -26,11 +26,14 @@ FIELDS = {
 # and leaves the others (and the cached answers of their prompts) as they are.
 PINNED = {
     "item_description": ("2", {"movies": "2de6cde5c0130741", "beauty": "17e00f1268b7094f",
-                               "fashion": "41f26de5bcd5b0b4", "instruments": "d2dd175ac4c60f9f"}),
+                               "fashion": "41f26de5bcd5b0b4", "instruments": "d2dd175ac4c60f9f",
+                               "books": "775ded377b0ac3f9"}),
     "user_profile": ("2", {"movies": "23c7bd1a8487fae5", "beauty": "dc4296adf6f960c6",
-                           "fashion": "a359c5c08a4b1b6e", "instruments": "3e5de9b3a0732ec5"}),
+                           "fashion": "a359c5c08a4b1b6e", "instruments": "3e5de9b3a0732ec5",
+                           "books": "f4c15daf5fbbb0f5"}),
     "reasoning": ("2", {"movies": "5ddee2bbb1c08aa7", "beauty": "8bb7934c28120b92",
-                        "fashion": "a0a31956203d8968", "instruments": "9d928cf4ac09fc70"}),
+                        "fashion": "a0a31956203d8968", "instruments": "9d928cf4ac09fc70",
+                        "books": "e686a5b971c60f4f"}),
 }
 
 
@@ -41,7 +44,7 @@ def rendered_hash(name: str, domain: str) -> str:
 
 def test_every_task_has_a_template_and_settings():
     assert set(TEMPLATES) == set(TASKS) == set(PAPER_SETTINGS) == set(PINNED)
-    assert set(ROLES) == set(DOMAINS) == {"movies", "beauty", "fashion", "instruments"}
+    assert set(ROLES) == set(DOMAINS) == {"movies", "beauty", "fashion", "instruments", "books"}
 
 
 @pytest.mark.parametrize("name", sorted(PINNED))
@@ -121,7 +124,7 @@ def test_request_names_template_and_version_and_key_changes_with_them():
 
 def test_unknown_domain_and_task_fail_clearly():
     with pytest.raises(ValueError, match="DOMAIN"):
-        TEMPLATES["user_profile"].messages("books", **FIELDS["user_profile"])
+        TEMPLATES["user_profile"].messages("poetry", **FIELDS["user_profile"])
     with pytest.raises(ValueError, match="no teacher template"):
         template_for("poem")
 

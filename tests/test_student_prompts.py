@@ -13,7 +13,7 @@ from rrlib.prompts.answers import parse_output
 from rrlib.prompts.items import NO_DESCRIPTION, ItemCatalog
 from rrlib.prompts.student import NO_PROFILE_TEXT, PromptContext, build_messages, completion
 
-LLM_METHODS = names(kind=("finetuned_llm", "zeroshot_llm"))
+LLM_METHODS = names(kind=("finetuned_llm", "zeroshot_llm"), task="like")  # rating prompts: test_exp3rt_enrich
 
 DESCRIPTIONS = {"i1": "Lavender shampoo that leaves hair soft; some find the scent too strong.",
                 "i2": "Cheap plastic comb, teeth snap easily.",

@@ -98,8 +98,8 @@ class CommonConfig(Section):
 class DataConfig(Section):
     TITLE: ClassVar[str] = "data (01)"
     allow_download: bool = param(True, "download a paper dataset into CACHE_DIR when absent and online")
-    domain: str = param("", "prompt domain ('': from DATASET): movies, beauty, fashion, instruments",
-                        choices=("", "movies", "beauty", "fashion", "instruments"))
+    domain: str = param("", "prompt domain ('': from DATASET): movies, beauty, fashion, instruments, books",
+                        choices=("", "movies", "beauty", "fashion", "instruments", "books"))
     amazon_category: str = param("", "DATASET amazon2018: the category, e.g. Musical_Instruments ('': the single "
                                      "<Category>[_5].json[.gz] in DATA_DIR)")
     encoding: str = param("utf-8", "text encoding of CSV files read from DATA_DIR: utf-8, latin-1, cp1252, ... or auto "

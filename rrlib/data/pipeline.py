@@ -32,7 +32,7 @@ def domain_of(params: dict[str, Any]) -> str:
     if dataset not in DOMAINS:
         what = (f"AMAZON_CATEGORY={params.get('AMAZON_CATEGORY', '')!r}" if dataset == "amazon2018"
                 else f"DATASET={dataset!r}")
-        raise DataError(f"{what} implies no domain: set DOMAIN to movies, beauty, fashion or instruments "
+        raise DataError(f"{what} implies no domain: set DOMAIN to movies, beauty, fashion, instruments or books "
                         f"(the wording of every prompt depends on it).")
     return DOMAINS[dataset]
 

@@ -75,7 +75,7 @@ def item_reviews(items: pd.DataFrame, item_ids: Iterable[str], per_item: int, wo
 # ---------------------------------------------------------------------------------------
 # What notebook 04 has to do
 # ---------------------------------------------------------------------------------------
-EXP3RT_INPUTS = frozenset({"preferences", "user_profile", "item_profile"})
+EXP3RT_INPUTS = frozenset({"preferences", "user_profile", "item_profile", "candidates"})  # candidates: 04 retrieves them
 
 
 def methods_needing_preferences(cfg: Config) -> list[str]:
@@ -113,15 +113,21 @@ def _check_extraction(req: GenerationRequest, res: GenerationResult) -> Cleaned:
     return xp.check_preferences(res.text, prompt_text_of(req))
 
 
-def extract_preferences(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config,
-                        generator: Generator) -> StepOutput:
-    """One extraction per review row (see :func:`user_reviews`, :func:`item_reviews`)."""
+def extraction_requests(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config
+                        ) -> dict[str, GenerationRequest]:
+    """review_id -> the teacher's extraction request (also the multi-task student's prompt)."""
     template = xp.TEMPLATES["preference_extraction"]
     settings = xp.settings("preference_extraction", cfg.common.seed, mode=cfg.teacher.generation_mode,
                            repetition_penalty=cfg.teacher.teacher_repetition_penalty)
-    requests = {str(r.review_id): template.request(domain, settings, tag=str(r.review_id),
-                                                    review=xp.Review(catalog.title(r.item_id), float(r.rating), r.text))
-                for r in reviews.itertuples()}
+    return {str(r.review_id): template.request(domain, settings, tag=str(r.review_id),
+                                               review=xp.Review(catalog.title(r.item_id), float(r.rating), r.text))
+            for r in reviews.itertuples()}
+
+
+def extract_preferences(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config,
+                        generator: Generator) -> StepOutput:
+    """One extraction per review row (see :func:`user_reviews`, :func:`item_reviews`)."""
+    requests = extraction_requests(reviews, catalog, domain=domain, cfg=cfg)
     outs = generate_checked(generator, list(requests.values()), _check_extraction, cfg.teacher.max_output_retries,
                             desc="preference extraction")
     rows = []
@@ -157,6 +163,32 @@ def _check_profile(sections: Sequence[str], words: int):
     return check
 
 
+def _profile_groups(preferences: pd.DataFrame, kind: str) -> dict[str, pd.DataFrame]:
+    key = "user_id" if kind == "user" else "item_id"
+    usable = preferences[(preferences["source"] == kind) & preferences["status"].isin(USABLE_STATUSES)]
+    return {str(k): g.sort_values("position") for k, g in usable.groupby(key)}
+
+
+def profile_requests(preferences: pd.DataFrame, kind: str, ids: Sequence[str], catalog: ItemCatalog, *, domain: str,
+                     cfg: Config) -> dict[str, GenerationRequest]:
+    """id -> the teacher's profile request for the ids with usable preferences (also the
+    multi-task student's prompt)."""
+    groups = _profile_groups(preferences, kind)
+    template = xp.TEMPLATES[f"exp3rt_{kind}_profile"]
+    words = cfg.exp3rt.exp3rt_profile_words
+    settings = xp.settings(f"exp3rt_{kind}_profile", cfg.common.seed, words=words, mode=cfg.teacher.generation_mode,
+                           repetition_penalty=cfg.teacher.teacher_repetition_penalty)
+    requests = {}
+    for i in ids:
+        if str(i) not in groups:
+            continue
+        fields: dict[str, Any] = {"entries": _entries(groups[str(i)], catalog), "n_words": words}
+        if kind == "item":
+            fields["title"] = catalog.title(i)
+        requests[str(i)] = template.request(domain, settings, tag=f"{kind}:{i}", **fields)
+    return requests
+
+
 def build_profiles(preferences: pd.DataFrame, kind: str, ids: Sequence[str], catalog: ItemCatalog, *, domain: str,
                    cfg: Config, generator: Generator) -> StepOutput:
     """User (``kind='user'``) or item (``kind='item'``) profiles from the parsed preferences. An id
@@ -164,21 +196,11 @@ def build_profiles(preferences: pd.DataFrame, kind: str, ids: Sequence[str], cat
     profile' to the student), never an invented one."""
     if kind not in ("user", "item"):
         raise ValueError(f"kind must be 'user' or 'item', got {kind!r}")
-    key = "user_id" if kind == "user" else "item_id"
-    usable = preferences[(preferences["source"] == kind) & preferences["status"].isin(USABLE_STATUSES)]
-    groups = {str(k): g.sort_values("position") for k, g in usable.groupby(key)}
-    template = xp.TEMPLATES[f"exp3rt_{kind}_profile"]
+    groups = _profile_groups(preferences, kind)
     words = cfg.exp3rt.exp3rt_profile_words
-    settings = xp.settings(f"exp3rt_{kind}_profile", cfg.common.seed, words=words, mode=cfg.teacher.generation_mode,
-                           repetition_penalty=cfg.teacher.teacher_repetition_penalty)
     sections = xp.USER_SECTIONS if kind == "user" else xp.ITEM_SECTIONS
     todo = [i for i in ids if str(i) in groups]
-    requests = {}
-    for i in todo:
-        fields: dict[str, Any] = {"entries": _entries(groups[str(i)], catalog), "n_words": words}
-        if kind == "item":
-            fields["title"] = catalog.title(i)
-        requests[str(i)] = template.request(domain, settings, tag=f"{kind}:{i}", **fields)
+    requests = profile_requests(preferences, kind, todo, catalog, domain=domain, cfg=cfg)
     outs = generate_checked(generator, list(requests.values()), _check_profile(sections, words),
                             cfg.teacher.max_output_retries, desc=f"EXP3RT {kind} profiles")
     done = dict(zip(todo, outs))
@@ -208,5 +230,5 @@ def usable_profiles(table: pd.DataFrame | None) -> dict[str, str]:
     return dict(zip(ok["id"].astype(str), ok["profile"].astype(str)))
 
 
-__all__ = ["EXP3RT_INPUTS", "exp3rt_scope", "methods_needing_preferences", "rank_examples", "PREFERENCE_COLUMNS", "PROFILE_TABLE_COLUMNS", "build_profiles", "extract_preferences", "item_reviews",
+__all__ = ["EXP3RT_INPUTS", "exp3rt_scope", "methods_needing_preferences", "rank_examples", "PREFERENCE_COLUMNS", "PROFILE_TABLE_COLUMNS", "build_profiles", "extract_preferences", "extraction_requests", "profile_requests", "item_reviews",
            "usable_profiles", "user_reviews"]

@@ -57,6 +57,8 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
     reasoning is generated (default: all); the others get the prediction line only.
     ``df.attrs['stats']`` holds counts."""
     spec = method_spec(method)
+    if spec.task == "rating":
+        return predict_rating_llm(method, k, examples, cfg, ctx, adapter_dir, seed=seed)
     _check_examples(examples)
     if spec.finetuned and adapter_dir is None:
         raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
@@ -107,4 +109,70 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
     return df
 
 
-__all__ = ["PREDICTION_ONLY_MAX_NEW_TOKENS", "predict_llm"]
+def predict_rating_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx, adapter_dir: Path | None, *,
+                       seed: int | None = None) -> pd.DataFrame:
+    """Rating-task predictions of an EXP3RT student (rows of :func:`rrlib.predictions.rating_rows`).
+
+    A reasoning method first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS, cached);
+    the rating is then read at the position after ``Rating: `` in the sequence prompt +
+    generated reasoning + ``Rating: `` (:func:`rrlib.student.rating_scoring_prompt`, as in
+    training): ``predicted_rating`` is the expectation over the probabilities of the tokens
+    1..5 there, ``rating_argmax`` the most probable one. ``tallrec_rating`` is read right after
+    the prompt. ``format_ok``: the generation reached its ``Rating:`` line (always True without
+    reasoning). ``ctx``: a :class:`rrlib.prompts.exp3rt.RatingContext`."""
+    from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION, RatingContext, split_rating_answer
+    from rrlib.student import RATING_SCORE_CACHE_NAME, RatingScoreCache, cached_rating_scores, rating_scoring_prompt
+
+    spec = method_spec(method)
+    if not isinstance(ctx, RatingContext):
+        raise MethodError(f"method {method!r} answers ratings: pass its RatingContext "
+                          f"(PromptContext.from_run(paths, domain, {method!r}) returns it).")
+    for col in ("example_id", "user_id", "target_item_id", "target_rating", "label"):
+        if col not in examples.columns:
+            raise ValueError(f"predict_rating_llm: the examples lack column {col!r}.")
+    if spec.finetuned and adapter_dir is None:
+        raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
+    if not spec.finetuned and adapter_dir is not None:
+        raise MethodError(f"method {method!r} is zero-shot (base model): pass adapter_dir=None.")
+    seed = cfg.common.seed if seed is None else seed
+    backend = student_backend(cfg, adapter_dir)
+    cache_dir = resolve_path(cfg.common.cache_dir)
+    rows = examples.to_dict("records")
+    messages, n_truncated = [], 0
+    for r in rows:
+        fitted, truncated = fit_scoring_messages(
+            backend, ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons),
+            cfg.student.max_seq_length)
+        messages.append(fitted)
+        n_truncated += truncated
+    texts = [""] * len(rows)
+    generator = None
+    if spec.reasons:
+        settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=int(seed),
+                                      max_new_tokens=cfg.evaluate.reasoning_max_new_tokens)
+        requests = [GenerationRequest(messages=tuple(m), settings=settings, template=f"exp3rt_student:{method}",
+                                      template_version=STUDENT_TEMPLATE_VERSION, tag=str(r["example_id"]))
+                    for m, r in zip(messages, rows)]
+        generator = CachedGenerator(backend, cache_dir)
+        texts = [g.text for g in generator.generate(requests, desc=f"{method} K={k}: reasoning")]
+    answers = [split_rating_answer(t) for t in texts]
+    prompts = [rating_scoring_prompt(backend.tokenizer, m, a.reasoning) for m, a in zip(messages, answers)]
+    scores, score_stats = cached_rating_scores(backend, prompts, RatingScoreCache(
+        cache_dir / "scores" / RATING_SCORE_CACHE_NAME), cfg.evaluate.predict_batch_size,
+        desc=f"{method} K={k}: rating tokens")
+    format_ok = [a.format_ok if spec.reasons else True for a in answers]
+    df = pr.rating_rows(method, k, examples, scores.expected, like_threshold=cfg.data.like_threshold,
+                        rating_argmax=scores.argmax, seed=seed, generated_text=texts,
+                        reasoning=[a.reasoning for a in answers], format_ok=format_ok)
+    n_bad = int(len(df) - sum(format_ok))
+    df.attrs["stats"] = {**score_stats, "n": len(df), "n_format_bad": n_bad, "format_bad_rate": n_bad / max(len(df), 1),
+                         "mean_rating_mass": float(scores.mass.mean()) if len(df) else float("nan"),
+                         "n_truncated_prompts": n_truncated, "model_identity": dict(backend.identity),
+                         "generation": dict(getattr(generator, "stats", {})) if generator else {}}
+    if n_bad:
+        log.warning("%s K=%s: %d of %d generations never reached 'Rating:' (the rating is read after the cut "
+                    "reasoning; counted in format_ok)", method, k, n_bad, len(df))
+    return df
+
+
+__all__ = ["PREDICTION_ONLY_MAX_NEW_TOKENS", "predict_llm", "predict_rating_llm"]

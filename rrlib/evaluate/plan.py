@@ -17,6 +17,8 @@ class EvaluationPlan:
     zeroshot: list[str] = field(default_factory=list)
     #: non-LLM methods by implementation entry point ("module:function" -> names)
     fitted: dict[str, list[str]] = field(default_factory=dict)
+    #: ranking-task methods (retrievers, rerankers): run by rrlib.evaluate.exp3rt.run_rankings
+    ranking: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
         return ([m for m, _, _ in self.finetuned] + self.zeroshot + [m for ms in self.fitted.values() for m in ms])
@@ -38,7 +40,8 @@ class EvaluationPlan:
         return rows[rows["example_id"].isin(set(examples["example_id"]))]
 
     def as_dict(self) -> dict:
-        return {"finetuned": [list(t) for t in self.finetuned], "zeroshot": self.zeroshot, "fitted": self.fitted}
+        return {"finetuned": [list(t) for t in self.finetuned], "zeroshot": self.zeroshot, "fitted": self.fitted,
+                "ranking": self.ranking}
 
 
 def evaluation_plan(cfg: Config) -> EvaluationPlan:
@@ -56,6 +59,8 @@ def evaluation_plan(cfg: Config) -> EvaluationPlan:
             raise MethodError(f"EVAL_METHODS has {m!r}, a finetuned method: put it in METHODS.")
         if spec.kind == "zeroshot_llm":
             plan.zeroshot.append(m)
+        elif spec.task == "ranking":
+            plan.ranking.append(m)
         else:
             plan.fitted.setdefault(spec.implementation, []).append(m)
     return plan

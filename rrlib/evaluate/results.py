@@ -129,7 +129,8 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
                 notes.append(f"no paired difference: {e}")
         spec = registry.REGISTRY.get(method)
         if spec is not None and spec.reasons:
-            view = method_views.get(method, "full")
+            # a rating method's ground truth is EXP3RT's rating reasoning, whatever the like views say
+            view = "exp3rt" if spec.task == "rating" else method_views.get(method, "full")
             refs = references.get(view, {})
             has_ref = block["example_id"].map(lambda e, refs=refs: bool(str(refs.get(e, "") or "").strip()))
             scored = block[has_ref.to_numpy()]
@@ -145,7 +146,8 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
                 per_example.append(pd.DataFrame({"method": method, "k": int(k), "seed": int(s),
                                                  "example_id": scored["example_id"].to_numpy(), "bertscore_f1": f1,
                                                  "bertscore_backbone": backbone}))
-            own = registry.view_name(spec.teacher_view) if spec.teacher_view is not None else "full"
+            own = ("exp3rt" if spec.task == "rating" else
+                   registry.view_name(spec.teacher_view) if spec.teacher_view is not None else "full")
             if view != own:
                 notes.append(f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own "
                              f"{own} view")

@@ -17,6 +17,11 @@ Fields:
 * ``teacher_view`` - for reasoning students: which inputs the teacher saw when it wrote the
   method's ground-truth reasoning (a faithful ablation's teacher sees only what its student sees);
 * ``order`` - the row order of the tables is the order of :data:`REGISTRY`.
+
+EXP3RT's LLM methods reuse the LLM kinds with ``task = rating`` (``exp3rt``, ``tallrec_rating``
+finetuned, ``exp3rt_zeroshot`` on the base model): training, prediction and the tables switch on
+the task. Rerankers (``kind = reranker``, ``task = ranking``) reorder a retriever's candidates by
+another method's score; ``scorer`` names that method.
 """
 from __future__ import annotations
 
@@ -57,6 +62,8 @@ class MethodSpec:
     teacher_view: frozenset[str] | None = None
     implementation: str = ""
     note: str = ""
+    scorer: str = ""  # rerankers: the method whose score reorders the candidates
+
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -66,6 +73,8 @@ class MethodSpec:
         unknown = set(self.inputs) - set(INPUTS)
         if unknown:
             raise MethodError(f"method {self.name}: unknown inputs {sorted(unknown)}; known: {sorted(INPUTS)}.")
+        if (self.kind == "reranker") != bool(self.scorer):
+            raise MethodError(f"method {self.name}: a reranker names its scorer, and only a reranker does.")
 
     @property
     def finetuned(self) -> bool:
@@ -87,6 +96,7 @@ def _spec(name: str, label: str, family: str, kind: str, task: str, inputs: Iter
 
 _ITEM = ("titles", "attributes")
 _FULL = ("titles", "attributes", "descriptions", "profile", "history")
+_EXP3RT = ("titles", "attributes", "descriptions", "user_profile", "item_profile")
 
 REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
     # --- like/dislike: bias baselines (every table shows them) ---------------------------------
@@ -142,6 +152,18 @@ REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
           teacher_view=("titles", "attributes", "descriptions", "history")),
     _spec("reasoningrec", "ReasoningRec", "reasoningrec", "finetuned_llm", "like", _FULL, reasons=True,
           teacher_view=_FULL),
+    # --- rating: LLM students of EXP3RT (the rating is read from the rating-token probabilities) --
+    _spec("exp3rt_zeroshot", "Zero-shot EXP3RT", "exp3rt", "zeroshot_llm", "rating", _EXP3RT, reasons=True,
+          note="the base student with EXP3RT's prompt: reasoning, then 'Rating: r'"),
+    _spec("tallrec_rating", "TALLRec (rating)", "exp3rt", "finetuned_llm", "rating", _EXP3RT,
+          note="EXP3RT's inputs, completion 'Rating: r' only (no reasoning)"),
+    _spec("exp3rt", "EXP3RT", "exp3rt", "finetuned_llm", "rating", _EXP3RT, reasons=True),
+    # --- top-k ranking: a retriever's candidates reordered by an LLM's score -------------------
+    _spec("exp3rt_rerank", "EXP3RT rerank", "exp3rt", "reranker", "ranking", _EXP3RT + ("candidates",),
+          scorer="exp3rt", note="candidates by EXP3RT's expected rating, ties by the retriever's score"),
+    _spec("reasoningrec_rerank", "ReasoningRec rerank", "reasoningrec", "reranker", "ranking",
+          _FULL + ("candidates",), scorer="reasoningrec",
+          note="candidates by ReasoningRec's P(Yes), ties by the retriever's score"),
 )}
 
 

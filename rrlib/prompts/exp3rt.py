@@ -239,6 +239,27 @@ def rating_line(rating: int) -> str:
     return f"{RATING_PREFIX} {int(rating)}"
 
 
+def rating_answer(reasoning: str, rating: int) -> str:
+    """The assistant turn of a rating answer: reasoning then ``Rating: r``, or the line alone."""
+    return rating_completion(reasoning, rating) if (reasoning or "").strip() else rating_line(rating)
+
+
+@dataclass(frozen=True)
+class RatingAnswer:
+    reasoning: str         # the text before the first 'Rating:' line (all of it when there is none)
+    stated: float | None   # the rating the text states
+    format_ok: bool        # a 'Rating: r' line follows the reasoning
+
+
+def split_rating_answer(text: str) -> RatingAnswer:
+    """Split a generated rating answer at its first ``Rating:`` line; never raises."""
+    text = text if isinstance(text, str) else ""
+    m = _RATING.search(text)
+    if m is None:
+        return RatingAnswer(text.strip(), None, False)
+    return RatingAnswer(text[:m.start()].strip(), float(m.group(1)), True)
+
+
 def rating_completion(reasoning: str, rating: int) -> str:
     """The student's training target: the reasoning first, then ``Rating: r``."""
     if not isinstance(reasoning, str) or not reasoning.strip():
@@ -277,6 +298,23 @@ class RatingContext:
                 "item_profile": self.item_profiles.get(item_id, ""),
                 "description": self.catalog.descriptions.get(item_id, "")}
 
+    @classmethod
+    def from_run(cls, paths, domain: str) -> "RatingContext":
+        """Items (01), descriptions (02, where written) and the usable EXP3RT profiles (04) of a run."""
+        import pandas as pd
+
+        from rrlib.prompts.items import ItemCatalog
+        from rrlib.prompts.postprocess import USABLE_STATUSES
+
+        items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
+        descriptions = pd.read_parquet(paths.item_descriptions) if paths.item_descriptions.exists() else None
+        profiles = {}
+        for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
+            table = pd.read_parquet(paths.require(path, "04_review_preferences"))
+            ok = table[table["status"].isin(USABLE_STATUSES) & (table["profile"].fillna("").str.strip() != "")]
+            profiles[kind] = dict(zip(ok["id"].astype(str), ok["profile"].astype(str)))
+        return cls(ItemCatalog.from_tables(items, descriptions), profiles["user"], profiles["item"], domain)
+
     def student_messages(self, user_id: str, item_id: str, with_reasoning: bool = True) -> list[Message]:
         return rating_messages(self.domain, with_reasoning=with_reasoning, **self.fields(user_id, item_id))
 
@@ -304,4 +342,4 @@ def rating_messages(domain: str, *, user_profile: str, item_title: str, item_att
 __all__ = ["RatingContext", "SCALE", "integer_rating", "ITEM_SECTIONS", "MAX_ASPECTS", "MAX_ASPECT_WORDS", "Preferences", "RATING_PREFIX", "RatedPreferences",
            "Review", "STUDENT_TEMPLATE_VERSION", "TEMPLATES", "USER_SECTIONS", "UnparseableOutput",
            "check_preferences", "check_profile", "check_rating_reasoning", "parse_preferences", "parse_rating",
-           "rating_completion", "rating_line", "rating_messages", "settings"]
+           "rating_answer", "rating_completion", "rating_line", "RatingAnswer", "split_rating_answer", "rating_messages", "settings"]

@@ -85,8 +85,13 @@ class PromptContext:
     @classmethod
     def from_run(cls, paths, domain: str, method: str) -> "PromptContext":
         """Load what ``method`` shows from a run folder: titles and attributes always,
-        descriptions (02) and profiles (03) only when the method shows them."""
+        descriptions (02) and profiles (03) only when the method shows them. A rating method
+        (EXP3RT) gets its own context, :meth:`rrlib.prompts.exp3rt.RatingContext.from_run`."""
         spec = method_spec(method)
+        if spec.task == "rating":
+            from rrlib.prompts.exp3rt import RatingContext
+
+            return RatingContext.from_run(paths, domain)  # type: ignore[return-value]
         items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
         descriptions = (pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
                         if spec.shows("descriptions") else None)
@@ -142,6 +147,9 @@ def _guardrails(domain: str) -> str:
 def build_messages(method: str, example: pd.Series, ctx: PromptContext) -> list[Message]:
     """The chat prompt (system + user turns) for one example under one method."""
     spec = method_spec(method)
+    if spec.task != "like":
+        raise MethodError(f"method {method!r} answers {spec.task}s: its prompt is "
+                          f"rrlib.prompts.exp3rt.rating_messages (RatingContext.student_messages).")
     role = ROLES[ctx.domain]
     history = _history(example)
     user_id, target = str(example["user_id"]), str(example["target_item_id"])

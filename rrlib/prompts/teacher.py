@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 
 from rrlib.llm.base import GenerationRequest, GenerationSettings, Message
 
-DOMAINS = ("movies", "beauty", "fashion", "instruments")
+DOMAINS = ("movies", "beauty", "fashion", "instruments", "books")
 TASKS = ("item_description", "user_profile", "reasoning")
 
 
@@ -56,6 +56,11 @@ ROLES: dict[str, DomainRole] = {
                 "other music and recording gear and about what individual customers want, based only on the "
                 "information you are given."),
         item="product", items="products", person="customer"),
+    "books": DomainRole(  # EXP3RT's Amazon-Book
+        system=("You are a book analyst for an online bookshop's recommender. You write short, factual notes "
+                "about books (genre, themes, style, audience) and about what individual readers enjoy, based "
+                "only on the information you are given."),
+        item="book", items="books", person="reader"),
 }
 
 # Paper Table 6: (temperature, top_p, max_new_tokens) per generation task.

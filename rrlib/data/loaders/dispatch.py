@@ -28,7 +28,7 @@ AMAZON_2018_CATEGORIES = (
     "Sports_and_Outdoors", "Tools_and_Home_Improvement", "Toys_and_Games", "Video_Games")
 # prompt domain of the categories that have one (others need DOMAIN)
 CATEGORY_DOMAINS = {"All_Beauty": "beauty", "Luxury_Beauty": "beauty", "AMAZON_FASHION": "fashion",
-                    "Clothing_Shoes_and_Jewelry": "fashion", "Musical_Instruments": "instruments",
+                    "Clothing_Shoes_and_Jewelry": "fashion", "Musical_Instruments": "instruments", "Books": "books",
                     "Movies_and_TV": "movies"}
 
 
