@@ -398,6 +398,7 @@ def check_rating_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> Non
         full = chat_token_ids(tokenizer, list(pair["prompt"]) + list(pair["completion"]))
         rp = rating_scoring_prompt(tokenizer, pair["prompt"], answer.reasoning)
         at = len(rp.ids)
+        assert answer.stated is not None  # format_ok above
         want = rp.rating_ids[RATINGS.index(int(answer.stated))]
         if tuple(full[:at]) != rp.ids or len(full) <= at or full[at] != want:
             raise ValueError(f"rating training example {n}: the rating token of the training sequence is not where "
@@ -499,7 +500,7 @@ class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # 
         return control
 
 
-class ValidationRatingCallback(_trainer_callback_base()):
+class ValidationRatingCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
     """After each epoch: validation RMSE of the expected rating (lower is better). A reasoning
     student first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS), then the rating is
     read after it, as in prediction; a rating-only student is read right after the prompt."""

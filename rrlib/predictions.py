@@ -101,8 +101,8 @@ def like_rows(method: str, k: int, examples: pd.DataFrame, p_yes: Sequence[float
     return check(out, source=f"method {method} K={k}")
 
 
-def rating_rows(method: str, k: int, examples: pd.DataFrame, predicted_rating: Sequence[float], *,
-                like_threshold: float, rating_argmax: Sequence[float] | None = None, seed: int = 0,
+def rating_rows(method: str, k: int, examples: pd.DataFrame, predicted_rating: Sequence[float] | np.ndarray, *,
+                like_threshold: float, rating_argmax: Sequence[float] | np.ndarray | None = None, seed: int = 0,
                 generated_text: Sequence[str] | None = None, reasoning: Sequence[str] | None = None,
                 format_ok: Sequence[bool] | None = None) -> pd.DataFrame:
     """Rating-task rows for ``examples``; ``predicted_label`` is ``predicted_rating > like_threshold``."""

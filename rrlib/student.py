@@ -417,7 +417,10 @@ def cached_rating_scores(backend, prompts: Sequence[RatingPrompt], cache: Rating
         lp = candidate_log_probs(backend.model, [prompts[i].ids for i in part], [prompts[i].rating_ids for i in part],
                                  batch_size, pad_id=pad_token_id(backend.tokenizer), desc=desc)
         cache.put_many([{"key": keys[i], "log_probs": [float(x) for x in row]} for i, row in zip(part, lp)])
-    lp = np.array([cache.get(k)["log_probs"] for k in keys], dtype=float).reshape(-1, len(RATINGS))
+    rows = [r for r in (cache.get(k) for k in keys) if r is not None]
+    if len(rows) != len(keys):
+        raise RuntimeError(f"rating scores: {len(keys) - len(rows)} missing from the cache after scoring.")
+    lp = np.array([r["log_probs"] for r in rows], dtype=np.float64).reshape(-1, len(RATINGS))
     return rating_scores_from_log_probs(lp), {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo)}
 
 

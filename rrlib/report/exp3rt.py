@@ -37,7 +37,7 @@ def exp3rt_cases(paths, predictions: pd.DataFrame, method: str = "exp3rt", n: in
     items = _usable(pd.read_parquet(paths.require(paths.exp3rt_item_profiles, "04_review_preferences")))
     block = block.assign(error=(block["predicted_rating"] - block["target_rating"]).abs()).sort_values(
         ["error", "example_id"], ascending=[False, True], kind="stable")
-    order = []
+    order: list[dict] = []
     head, tail = block.head(n).to_dict("records"), block.iloc[::-1].head(n).to_dict("records")
     for pair in zip(head, tail):
         for r in pair:
