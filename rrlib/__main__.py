@@ -1,33 +1,50 @@
 """Command line: ``python -m rrlib {run,validate,params,status}``.
 
-    python -m rrlib run -f params/default.yaml [-f more.yaml ...] [-p KEY VALUE ...]
-                        [--run-id ID] [--resume] [--only 01,02]
-    python -m rrlib validate -f params/paper_beauty.yaml -p N_TEST 100
-    python -m rrlib params [--section student] [--yaml]
-    python -m rrlib status RUN_ID
+python -m rrlib run -f params/default.yaml [-f more.yaml ...] [-p KEY VALUE ...]
+                    [--run-id ID] [--resume] [--only 01,02]
+python -m rrlib validate -f params/paper_beauty.yaml -p N_TEST 100
+python -m rrlib params [--section student] [--yaml]
+python -m rrlib status RUN_ID
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-import yaml
 from collections.abc import Sequence
 from pathlib import Path
+
+import yaml
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _add_param_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="YAML",
-                   help="parameter file; repeat to layer (later files win)")
-    p.add_argument("-p", "--param", dest="overrides", action="append", nargs=2, default=[],
-                   metavar=("NAME", "VALUE"), help="override one parameter (YAML syntax: 3, 1e-4, true, "
-                                                   "[64,128]); wins over the files")
+    p.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="parameter file; repeat to layer (later files win)",
+    )
+    p.add_argument(
+        "-p",
+        "--param",
+        dest="overrides",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one parameter (YAML syntax: 3, 1e-4, true, [64,128]); wins over the files",
+    )
     p.add_argument("--run-id", help="name of the run folder under outputs/ (default: <preset>-<UTC time>)")
     p.add_argument("--only", metavar="STEPS", help="run only these notebooks, e.g. 01,02 or 03-05")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run --run-id from its failed or unfinished notebook")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run --run-id from its failed or unfinished notebook"
+    )
     p.add_argument("--outputs", metavar="DIR", help="outputs folder (default: outputs/ of the project)")
     p.add_argument("--notebooks", metavar="DIR", help=argparse.SUPPRESS)  # tests use fake notebooks
     p.add_argument("--kernel", help="Jupyter kernel (default: rrlib when registered, else python3)")
@@ -53,25 +70,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sections() -> list[str]:
     from rrlib.config.params import SECTIONS
+
     return list(SECTIONS)
 
 
 def _plan(args: argparse.Namespace):
     from rrlib.workbook import runner as run
+
     overrides = run.parse_overrides(args.overrides)
-    return run.plan_run(args.files, overrides, run_id=args.run_id, resume=args.resume, only=args.only,
-                        notebook_dir=args.notebooks, outputs_dir=args.outputs, kernel=args.kernel)
+    return run.plan_run(
+        args.files,
+        overrides,
+        run_id=args.run_id,
+        resume=args.resume,
+        only=args.only,
+        notebook_dir=args.notebooks,
+        outputs_dir=args.outputs,
+        kernel=args.kernel,
+    )
 
 
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from rrlib.workbook import runner as run
+
     plan = _plan(args)
     if args.log_output:  # papermill logs cell output at INFO level
         import logging
+
         logging.basicConfig(level=logging.WARNING, format="%(message)s")
         logging.getLogger("papermill").setLevel(logging.INFO)
     try:
-        run.execute_plan(plan, progress_bar=not args.no_progress, log_output=args.log_output, command=["python", "-m", "rrlib", *argv])
+        run.execute_plan(
+            plan,
+            progress_bar=not args.no_progress,
+            log_output=args.log_output,
+            command=["python", "-m", "rrlib", *argv],
+        )
     except run.NotebookFailed as e:
         print(f"error: {run.mask(e, plan.params)}", file=sys.stderr)
         return EXIT_FAILED
@@ -80,6 +114,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from rrlib.config.params import defaults
+
     plan = _plan(args)
     for w in plan.warnings:
         print(f"warning: {w}")
@@ -96,6 +131,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_params(args: argparse.Namespace) -> int:
     from rrlib.config.params import SECTIONS, notebook_parameters
     from rrlib.workbook.runner import NOTEBOOK_DIR, discover_notebooks
+
     if args.section and args.section not in SECTIONS:
         print(f"error: unknown section {args.section!r}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
         return EXIT_USAGE
@@ -129,14 +165,17 @@ def _cmd_params(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     from rrlib.workbook.manifest import read_manifest
     from rrlib.workbook.runner import OUTPUTS_DIR, live_status
+
     run_dir = Path(args.outputs or OUTPUTS_DIR) / args.run_id
     manifest = read_manifest(run_dir)
     status = live_status(manifest)
     if status != manifest.get("status"):
         pid = (manifest.get("attempts") or [{}])[-1].get("pid")
         status = f"{status} (the manifest says {manifest.get('status')}, but runner process {pid} is gone)"
-    print(f"run {manifest['run_id']}: {status} (git {str(manifest.get('git', {}).get('commit'))[:10]}"
-          f"{', dirty' if manifest.get('git', {}).get('dirty') else ''})")
+    print(
+        f"run {manifest['run_id']}: {status} (git {str(manifest.get('git', {}).get('commit'))[:10]}"
+        f"{', dirty' if manifest.get('git', {}).get('dirty') else ''})"
+    )
     for step, rec in manifest.get("notebooks", {}).items():
         secs = f"{rec['seconds']:.1f} s" if rec.get("seconds") is not None else ""
         mem = f"{rec['peak_rss_mb']:.0f} MiB" if rec.get("peak_rss_mb") else ""
@@ -155,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from rrlib.errors import RRLibError, mask_secrets
+
     try:
         if args.command == "run":
             return _cmd_run(args, argv)

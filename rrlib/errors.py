@@ -6,6 +6,7 @@ Each subclass also derives from the built-in exception it used to be (``ValueErr
 
 Messages name what is wrong and where (file, line, parameter, method) and how to fix it.
 """
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,9 @@ def secret_values(env_names: Iterable[str] = ()) -> list[str]:
     return sorted(found, key=len, reverse=True)
 
 
-def mask_secrets(text: object, secrets: Iterable[str] = (), env_names: Iterable[str] = (),
-                 patterns: bool = True) -> str:
+def mask_secrets(
+    text: object, secrets: Iterable[str] = (), env_names: Iterable[str] = (), patterns: bool = True
+) -> str:
     """``text`` with every secret replaced by ``***``: the given values, the values of the
     environment variables ``env_names`` and ``OPENAI_API_KEY``, each also as ``repr`` and JSON
     escape it (a header echoed in an exception or a JSON body), then any ``Bearer <token>`` and
@@ -121,6 +123,25 @@ def mask_secrets(text: object, secrets: Iterable[str] = (), env_names: Iterable[
     return out
 
 
-__all__ = ["MASK", "SECRET_ENV_DEFAULT", "SECRET_MIN_LENGTH", "mask_secrets", "secret_values", "RRLibError", "CorruptFileError", "ParamError", "DataError", "LeakageError", "MissingArtifactError", "RunError",
-           "ModelLoadError", "EmbeddedModelError", "PromptTooLongError", "ServerError", "PredictionsError",
-           "MethodError", "TrainingConfigMismatch", "ReportError"]
+__all__ = [
+    "MASK",
+    "SECRET_ENV_DEFAULT",
+    "SECRET_MIN_LENGTH",
+    "mask_secrets",
+    "secret_values",
+    "RRLibError",
+    "CorruptFileError",
+    "ParamError",
+    "DataError",
+    "LeakageError",
+    "MissingArtifactError",
+    "RunError",
+    "ModelLoadError",
+    "EmbeddedModelError",
+    "PromptTooLongError",
+    "ServerError",
+    "PredictionsError",
+    "MethodError",
+    "TrainingConfigMismatch",
+    "ReportError",
+]

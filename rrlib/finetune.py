@@ -35,6 +35,7 @@ Everything lands in ``paths.adapter_dir(method, k)``: ``adapter/`` (the best LoR
 Runs unchanged on several GPUs with ``accelerate launch scripts/train.py ...`` (the Trainer
 handles data parallelism; only the main process writes files).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -84,9 +85,23 @@ from rrlib.student import (
 log = logging.getLogger(__name__)
 
 #: parameters that change the trained adapter (part of the configuration hash)
-TRAINING_PARAMS = ("STUDENT_MODEL", "STUDENT_REVISION", "STUDENT_QUANTIZATION", "STUDENT_DTYPE", "LEARNING_RATE",
-                   "MAX_EPOCHS", "EARLY_STOPPING_PATIENCE", "LORA_R", "LORA_ALPHA", "LORA_DROPOUT",
-                   "LORA_TARGET_MODULES", "MAX_SEQ_LENGTH", "TRAIN_BATCH_SIZE", "GRAD_ACCUM_STEPS", "N_VALID_EVAL")
+TRAINING_PARAMS = (
+    "STUDENT_MODEL",
+    "STUDENT_REVISION",
+    "STUDENT_QUANTIZATION",
+    "STUDENT_DTYPE",
+    "LEARNING_RATE",
+    "MAX_EPOCHS",
+    "EARLY_STOPPING_PATIENCE",
+    "LORA_R",
+    "LORA_ALPHA",
+    "LORA_DROPOUT",
+    "LORA_TARGET_MODULES",
+    "MAX_SEQ_LENGTH",
+    "TRAIN_BATCH_SIZE",
+    "GRAD_ACCUM_STEPS",
+    "N_VALID_EVAL",
+)
 #: rating students also depend on these (validation generates reasoning; multi-task adds pairs)
 RATING_TRAINING_PARAMS = ("REASONING_MAX_NEW_TOKENS", "EXP3RT_MULTITASK")
 #: tokens kept free for the chat template's end-of-turn markers
@@ -107,14 +122,18 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
     ids = examples["example_id"].astype(str).tolist()
     absent = [i for i in ids if i not in table.index]
     if absent:
-        raise ValueError(f"{path}: no reasoning for {len(absent)} of the {len(ids)} training examples (first: "
-                         f"{absent[:3]}); rerun 05_reasoning_generation with KSHOT_SIZES covering this K.")
+        raise ValueError(
+            f"{path}: no reasoning for {len(absent)} of the {len(ids)} training examples (first: "
+            f"{absent[:3]}); rerun 05_reasoning_generation with KSHOT_SIZES covering this K."
+        )
     labels = dict(zip(examples["example_id"].astype(str), examples["label"].astype(int)))
     wrong = [i for i in ids if int(table.at[i, "label"]) != labels[i]]
     if wrong:
-        raise ValueError(f"{path}: reasoning was generated for a different label than the example's for "
-                         f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 04 — "
-                         f"rerun 05_reasoning_generation.")
+        raise ValueError(
+            f"{path}: reasoning was generated for a different label than the example's for "
+            f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 04 — "
+            f"rerun 05_reasoning_generation."
+        )
     usable, excluded = {}, []
     for i in ids:
         text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
@@ -123,8 +142,10 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
         else:
             usable[i] = text.strip()
     if not usable:
-        raise ValueError(f"{path}: none of the {len(ids)} training examples has usable reasoning (statuses: "
-                         f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 04's outputs.")
+        raise ValueError(
+            f"{path}: none of the {len(ids)} training examples has usable reasoning (statuses: "
+            f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 04's outputs."
+        )
     return usable, excluded
 
 
@@ -136,8 +157,9 @@ def fit_messages(backend, messages: list, budget: int, where: str) -> tuple[list
         raise ValueError(f"{where}: {e} Raise MAX_SEQ_LENGTH or lower HISTORY_LEN / PROFILE_WORDS.") from e
 
 
-def build_conversations(method: str, examples: pd.DataFrame, ctx: PromptContext, reasoning: Mapping[str, str],
-                        backend, max_seq_length: int) -> tuple[list[dict], int]:
+def build_conversations(
+    method: str, examples: pd.DataFrame, ctx: PromptContext, reasoning: Mapping[str, str], backend, max_seq_length: int
+) -> tuple[list[dict], int]:
     """Prompt/completion pairs (trl conversational form) whose prompt fits with its completion
     in ``max_seq_length`` tokens; returns (pairs, number of prompts that had to be cut)."""
     tok = backend.tokenizer
@@ -148,8 +170,10 @@ def build_conversations(method: str, examples: pd.DataFrame, ctx: PromptContext,
         answer_tokens = len(tok(answer, add_special_tokens=False)["input_ids"])
         budget = max_seq_length - answer_tokens - _TEMPLATE_MARGIN
         if budget < 32:
-            raise ValueError(f"example {eid}: the completion alone takes {answer_tokens} tokens, leaving no room for "
-                             f"the prompt within MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH.")
+            raise ValueError(
+                f"example {eid}: the completion alone takes {answer_tokens} tokens, leaving no room for "
+                f"the prompt within MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH."
+            )
         prompt, cut = fit_messages(backend, build_messages(method, row, ctx), budget, f"example {eid}")
         n_cut += cut
         pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
@@ -159,18 +183,19 @@ def build_conversations(method: str, examples: pd.DataFrame, ctx: PromptContext,
 @dataclass
 class TrainingData:
     """What one training run learns from and is validated on."""
-    pairs: list[dict]          # prompt/completion conversations of the K-shot examples
+
+    pairs: list[dict]  # prompt/completion conversations of the K-shot examples
     example_ids: list[str]
-    excluded: list[str]        # K-shot examples left out for unusable reasoning
-    n_truncated: int           # training prompts cut to fit MAX_SEQ_LENGTH
+    excluded: list[str]  # K-shot examples left out for unusable reasoning
+    n_truncated: int  # training prompts cut to fit MAX_SEQ_LENGTH
     valid_prompts: list[ScoringPrompt]  # validation prompts as scored (training ids up to the answer)
     valid_labels: list[int]
-    backend: Any               # the student's lazy backend (tokenizer, identity, truncation)
-    task: str = "like"         # rating (EXP3RT): validated by the RMSE of the expected rating
-    valid_messages: list = field(default_factory=list)    # rating: validation prompts (generation first)
+    backend: Any  # the student's lazy backend (tokenizer, identity, truncation)
+    task: str = "like"  # rating (EXP3RT): validated by the RMSE of the expected rating
+    valid_messages: list = field(default_factory=list)  # rating: validation prompts (generation first)
     valid_ratings: list[float] = field(default_factory=list)
-    reasons: bool = False      # rating: the student writes reasoning before the rating
-    n_multitask: int = 0       # rating: extra step 1-2 pairs (EXP3RT_MULTITASK)
+    reasons: bool = False  # rating: the student writes reasoning before the rating
+    n_multitask: int = 0  # rating: extra step 1-2 pairs (EXP3RT_MULTITASK)
 
     @property
     def valid_texts(self) -> list[str]:
@@ -187,23 +212,28 @@ class TrainingData:
         return [[list(p.ids), p.yes_id, p.no_id] for p in self.valid_prompts]
 
 
-def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *,
-                  seed: int | None = None) -> TrainingData:
+def training_data(
+    method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *, seed: int | None = None
+) -> TrainingData:
     """The K-shot prompt/completion pairs and the validation texts of ``method`` (no model load).
     ``seed``: the K-shot sample's seed (default SEED, the one notebook 01 stored)."""
     spec = method_spec(method)
     if spec.task == "rating":
         return rating_training_data(method, k, cfg, paths, ctx, seed=seed)
-    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
-                             paths.examples)
+    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples", paths.examples)
     train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
     excluded: list[str] = []
     reasoning: dict[str, str] = {}
     if spec.reasons:
         reasoning, excluded = load_reasoning(paths, train_rows, method)
         if excluded:
-            log.warning("%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
-                        method, k, len(excluded), excluded[:5])
+            log.warning(
+                "%s K=%d: %d training example(s) left out because their reasoning is unusable: %s",
+                method,
+                k,
+                len(excluded),
+                excluded[:5],
+            )
             train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
     backend = student_backend(cfg)  # tokenizer + truncation policy (no weights loaded here)
     max_len = cfg.student.max_seq_length
@@ -212,19 +242,28 @@ def training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx: Prompt
     if cfg.student.n_valid_eval:
         valid_rows = valid_rows.head(cfg.student.n_valid_eval)
     if valid_rows["label"].nunique() < 2:
-        raise ValueError(f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
-                         f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID).")
+        raise ValueError(
+            f"the {len(valid_rows)} validation examples scored for early stopping hold only one label, "
+            f"so AUC is undefined; raise N_VALID_EVAL (or N_VALID)."
+        )
     valid_msgs = []
     for _, r in valid_rows.iterrows():
         try:
             valid_msgs.append(fit_scoring_messages(backend, build_messages(method, r, ctx), max_len)[0])
         except PromptTooLongError as e:
-            raise ValueError(f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower HISTORY_LEN / "
-                             f"PROFILE_WORDS.") from e
+            raise ValueError(
+                f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower HISTORY_LEN / PROFILE_WORDS."
+            ) from e
     check_prediction_position(backend.tokenizer, pairs)
-    return TrainingData(pairs=pairs, example_ids=train_rows["example_id"].astype(str).tolist(), excluded=excluded,
-                        n_truncated=n_cut, valid_prompts=[scoring_prompt(backend.tokenizer, m) for m in valid_msgs],
-                        valid_labels=valid_rows["label"].astype(int).tolist(), backend=backend)
+    return TrainingData(
+        pairs=pairs,
+        example_ids=train_rows["example_id"].astype(str).tolist(),
+        excluded=excluded,
+        n_truncated=n_cut,
+        valid_prompts=[scoring_prompt(backend.tokenizer, m) for m in valid_msgs],
+        valid_labels=valid_rows["label"].astype(int).tolist(),
+        backend=backend,
+    )
 
 
 def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> None:
@@ -239,10 +278,12 @@ def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) ->
         answer = sp.yes_id if label else sp.no_id
         at = len(sp.ids)
         if tuple(full[:at]) != sp.ids or len(full) <= at or full[at] != answer:
-            raise ValueError(f"training example {n}: with this tokenizer and chat template the answer token of the "
-                             f"training sequence ({full[at:at + 1]}) is not where Yes/No scoring reads it "
-                             f"(after {at} tokens, id {answer}); the reasoning that follows the prediction changes "
-                             f"how the answer tokenizes.")
+            raise ValueError(
+                f"training example {n}: with this tokenizer and chat template the answer token of the "
+                f"training sequence ({full[at : at + 1]}) is not where Yes/No scoring reads it "
+                f"(after {at} tokens, id {answer}); the reasoning that follows the prediction changes "
+                f"how the answer tokenizes."
+            )
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,13 +301,17 @@ def load_rating_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict
     ids = examples["example_id"].astype(str).tolist()
     absent = [i for i in ids if i not in table.index]
     if absent:
-        raise ValueError(f"{path}: no rating reasoning for {len(absent)} of the {len(ids)} training examples (first: "
-                         f"{absent[:3]}); rerun 05_reasoning_generation with exp3rt in METHODS.")
+        raise ValueError(
+            f"{path}: no rating reasoning for {len(absent)} of the {len(ids)} training examples (first: "
+            f"{absent[:3]}); rerun 05_reasoning_generation with exp3rt in METHODS."
+        )
     wanted = dict(zip(examples["example_id"].astype(str), examples["target_rating"].map(integer_rating)))
     wrong = [i for i in ids if int(table.at[i, "rating"]) != wanted[i]]
     if wrong:
-        raise ValueError(f"{path}: rating reasoning was written for another rating than the example's for "
-                         f"{len(wrong)} example(s) (first: {wrong[:3]}); rerun 05_reasoning_generation.")
+        raise ValueError(
+            f"{path}: rating reasoning was written for another rating than the example's for "
+            f"{len(wrong)} example(s) (first: {wrong[:3]}); rerun 05_reasoning_generation."
+        )
     usable, excluded = {}, []
     for i in ids:
         text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
@@ -275,13 +320,16 @@ def load_rating_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict
         else:
             usable[i] = text.strip()
     if not usable:
-        raise ValueError(f"{path}: none of the {len(ids)} training examples has usable rating reasoning; inspect "
-                         f"notebook 05's EXP3RT section.")
+        raise ValueError(
+            f"{path}: none of the {len(ids)} training examples has usable rating reasoning; inspect "
+            f"notebook 05's EXP3RT section."
+        )
     return usable, excluded
 
 
-def build_rating_conversations(examples: pd.DataFrame, ctx, reasoning: Mapping[str, str] | None, backend,
-                               max_seq_length: int) -> tuple[list[dict], int]:
+def build_rating_conversations(
+    examples: pd.DataFrame, ctx, reasoning: Mapping[str, str] | None, backend, max_seq_length: int
+) -> tuple[list[dict], int]:
     """Prompt/completion pairs of a rating student: EXP3RT's prompt, completion ``reasoning`` +
     ``Rating: r`` (``reasoning=None``: ``Rating: r`` alone, tallrec_rating), r the true rating on 1-5."""
     from rrlib.prompts.exp3rt import integer_rating, rating_answer
@@ -290,14 +338,18 @@ def build_rating_conversations(examples: pd.DataFrame, ctx, reasoning: Mapping[s
     pairs, n_cut = [], 0
     for _, row in examples.iterrows():
         eid = str(row["example_id"])
-        answer = rating_answer(reasoning.get(eid, "") if reasoning is not None else "",
-                               integer_rating(row["target_rating"]))
+        answer = rating_answer(
+            reasoning.get(eid, "") if reasoning is not None else "", integer_rating(row["target_rating"])
+        )
         budget = max_seq_length - len(tok(answer, add_special_tokens=False)["input_ids"]) - _TEMPLATE_MARGIN
         if budget < 32:
-            raise ValueError(f"example {eid}: the completion alone leaves no room for the prompt within "
-                             f"MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH.")
-        messages = ctx.student_messages(str(row["user_id"]), str(row["target_item_id"]),
-                                        with_reasoning=reasoning is not None)
+            raise ValueError(
+                f"example {eid}: the completion alone leaves no room for the prompt within "
+                f"MAX_SEQ_LENGTH={max_seq_length}; raise MAX_SEQ_LENGTH."
+            )
+        messages = ctx.student_messages(
+            str(row["user_id"]), str(row["target_item_id"]), with_reasoning=reasoning is not None
+        )
         prompt, cut = fit_messages(backend, messages, budget, f"example {eid}")
         n_cut += cut
         pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
@@ -316,32 +368,55 @@ def multitask_pairs(paths: RunPaths, cfg: Config, ctx) -> list[dict]:
     extracted = pd.read_parquet(paths.require(paths.preferences, "04_review_preferences"))
     usable = extracted[extracted["status"].isin(USABLE_STATUSES)]
     ex = cfg.exp3rt
-    reviews = pd.concat([pf.user_reviews(tables.interactions, sorted(set(usable["user_id"].astype(str))),
-                                         ex.exp3rt_reviews_per_user, ex.exp3rt_review_words),
-                         pf.item_reviews(tables.items, sorted(set(usable["item_id"].astype(str))),
-                                         ex.exp3rt_reviews_per_item, ex.exp3rt_review_words)], ignore_index=True)
+    reviews = pd.concat(
+        [
+            pf.user_reviews(
+                tables.interactions,
+                sorted(set(usable["user_id"].astype(str))),
+                ex.exp3rt_reviews_per_user,
+                ex.exp3rt_review_words,
+            ),
+            pf.item_reviews(
+                tables.items,
+                sorted(set(usable["item_id"].astype(str))),
+                ex.exp3rt_reviews_per_item,
+                ex.exp3rt_review_words,
+            ),
+        ],
+        ignore_index=True,
+    )
     requests = pf.extraction_requests(reviews, ctx.catalog, domain=ctx.domain, cfg=cfg)
     pairs = []
     for row in usable.itertuples():
         req = requests.get(str(row.review_id))
         if req is not None:
-            pairs.append({"prompt": [dict(m) for m in req.messages],
-                          "completion": [{"role": "assistant", "content": str(row.preferences)}]})
+            pairs.append(
+                {
+                    "prompt": [dict(m) for m in req.messages],
+                    "completion": [{"role": "assistant", "content": str(row.preferences)}],
+                }
+            )
     for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
         table = pd.read_parquet(paths.require(path, "04_review_preferences"))
         table = table[table["status"].isin(USABLE_STATUSES)]
-        prof_requests = pf.profile_requests(extracted, kind, table["id"].astype(str).tolist(), ctx.catalog,
-                                            domain=ctx.domain, cfg=cfg)
+        prof_requests = pf.profile_requests(
+            extracted, kind, table["id"].astype(str).tolist(), ctx.catalog, domain=ctx.domain, cfg=cfg
+        )
         for row in table.itertuples():
             req = prof_requests.get(str(row.id))
             if req is not None:
-                pairs.append({"prompt": [dict(m) for m in req.messages],
-                              "completion": [{"role": "assistant", "content": str(row.profile)}]})
+                pairs.append(
+                    {
+                        "prompt": [dict(m) for m in req.messages],
+                        "completion": [{"role": "assistant", "content": str(row.profile)}],
+                    }
+                )
     return pairs
 
 
-def rating_training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx, *,
-                         seed: int | None = None) -> TrainingData:
+def rating_training_data(
+    method: str, k: int, cfg: Config, paths: RunPaths, ctx, *, seed: int | None = None
+) -> TrainingData:
     """The K-shot pairs of a rating student (EXP3RT, tallrec_rating) and its validation prompts
     (the first N_VALID_EVAL valid examples; RMSE of the expected rating). ``ctx``: a
     :class:`rrlib.prompts.exp3rt.RatingContext`."""
@@ -349,18 +424,23 @@ def rating_training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx,
 
     spec = method_spec(method)
     if not isinstance(ctx, RatingContext):
-        raise MethodError(f"method {method!r} answers ratings: pass its RatingContext "
-                          f"(PromptContext.from_run(paths, domain, {method!r}) returns it).")
-    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples",
-                             paths.examples)
+        raise MethodError(
+            f"method {method!r} answers ratings: pass its RatingContext "
+            f"(PromptContext.from_run(paths, domain, {method!r}) returns it)."
+        )
+    examples = check_columns(pd.read_parquet(paths.require(paths.examples, "01_data_prep")), "examples", paths.examples)
     train_rows = kshot(examples, k, seed=seed, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
     excluded: list[str] = []
     reasoning: dict[str, str] | None = None
     if spec.reasons:
         reasoning, excluded = load_rating_reasoning(paths, train_rows)
         if excluded:
-            log.warning("%s K=%d: %d training example(s) left out because their rating reasoning is unusable",
-                        method, k, len(excluded))
+            log.warning(
+                "%s K=%d: %d training example(s) left out because their rating reasoning is unusable",
+                method,
+                k,
+                len(excluded),
+            )
             train_rows = train_rows[~train_rows["example_id"].astype(str).isin(excluded)]
     backend = student_backend(cfg)
     max_len = cfg.student.max_seq_length
@@ -378,13 +458,23 @@ def rating_training_data(method: str, k: int, cfg: Config, paths: RunPaths, ctx,
         try:
             valid_msgs.append(fit_scoring_messages(backend, msgs, max_len)[0])
         except PromptTooLongError as e:
-            raise ValueError(f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower "
-                             f"EXP3RT_PROFILE_WORDS.") from e
-    return TrainingData(pairs=pairs + extra, example_ids=train_rows["example_id"].astype(str).tolist(),
-                        excluded=excluded, n_truncated=n_cut, valid_prompts=[], valid_labels=[], backend=backend,
-                        task="rating", valid_messages=valid_msgs,
-                        valid_ratings=valid_rows["target_rating"].astype(float).tolist(), reasons=spec.reasons,
-                        n_multitask=len(extra))
+            raise ValueError(
+                f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower EXP3RT_PROFILE_WORDS."
+            ) from e
+    return TrainingData(
+        pairs=pairs + extra,
+        example_ids=train_rows["example_id"].astype(str).tolist(),
+        excluded=excluded,
+        n_truncated=n_cut,
+        valid_prompts=[],
+        valid_labels=[],
+        backend=backend,
+        task="rating",
+        valid_messages=valid_msgs,
+        valid_ratings=valid_rows["target_rating"].astype(float).tolist(),
+        reasons=spec.reasons,
+        n_multitask=len(extra),
+    )
 
 
 def check_rating_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> None:
@@ -401,8 +491,10 @@ def check_rating_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> Non
         assert answer.stated is not None  # format_ok above
         want = rp.rating_ids[RATINGS.index(int(answer.stated))]
         if tuple(full[:at]) != rp.ids or len(full) <= at or full[at] != want:
-            raise ValueError(f"rating training example {n}: the rating token of the training sequence is not where "
-                             f"rating scoring reads it (after {at} tokens).")
+            raise ValueError(
+                f"rating training example {n}: the rating token of the training sequence is not where "
+                f"rating scoring reads it (after {at} tokens)."
+            )
 
 
 def token_split(pair: Mapping[str, list], tokenizer) -> dict[str, int]:
@@ -420,8 +512,17 @@ def to_dataset(pairs: Sequence[dict]):
     return Dataset.from_list(list(pairs))
 
 
-def training_config(method: str, k: int, cfg: Config, identity: Mapping[str, Any], pairs: Sequence[dict],
-                    valid_prompts: Sequence[ScoringPrompt], seed: int, *, valid_key: Any = None) -> dict[str, Any]:
+def training_config(
+    method: str,
+    k: int,
+    cfg: Config,
+    identity: Mapping[str, Any],
+    pairs: Sequence[dict],
+    valid_prompts: Sequence[ScoringPrompt],
+    seed: int,
+    *,
+    valid_key: Any = None,
+) -> dict[str, Any]:
     """Everything that changes the trained adapter, and nothing of the run folder: its hash
     decides retrain vs skip here and keys the adapter store shared by runs (CACHE_DIR/adapters).
     ``valid_key``: what a rating student's validation reads (its prompts are generated first)."""
@@ -429,14 +530,23 @@ def training_config(method: str, k: int, cfg: Config, identity: Mapping[str, Any
     params = {p: cfg.params.get(p) for p in TRAINING_PARAMS + (RATING_TRAINING_PARAMS if rating else ())}
     from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
 
-    config = {"method": method, "k": int(k), "seed": int(seed),
-              "template_version": STUDENT_TEMPLATE_VERSION if rating else TEMPLATE_VERSION,
-              "params": params, "model_identity": dict(identity),
-              "train_data_sha256": stable_hash(list(pairs)),
-              "valid_data_sha256": stable_hash(valid_key if valid_key is not None else
-                                               [[list(p.ids), p.yes_id, p.no_id] for p in valid_prompts]),
-              "n_train": len(pairs), "n_valid_eval": len(valid_prompts),
-              "precision": training_precision(cfg), "loss": LOSS_IMPLEMENTATION, "libraries": _library_versions()}
+    config = {
+        "method": method,
+        "k": int(k),
+        "seed": int(seed),
+        "template_version": STUDENT_TEMPLATE_VERSION if rating else TEMPLATE_VERSION,
+        "params": params,
+        "model_identity": dict(identity),
+        "train_data_sha256": stable_hash(list(pairs)),
+        "valid_data_sha256": stable_hash(
+            valid_key if valid_key is not None else [[list(p.ids), p.yes_id, p.no_id] for p in valid_prompts]
+        ),
+        "n_train": len(pairs),
+        "n_valid_eval": len(valid_prompts),
+        "precision": training_precision(cfg),
+        "loss": LOSS_IMPLEMENTATION,
+        "libraries": _library_versions(),
+    }
     config["config_hash"] = stable_hash(config)
     return config
 
@@ -461,8 +571,15 @@ class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # 
     :func:`rrlib.student.yes_no_probabilities`), best-epoch bookkeeping in the trainer state (so
     it survives a resume) and early stopping with ``patience``."""
 
-    def __init__(self, prompts: Sequence[ScoringPrompt], labels: Sequence[int], batch_size: int, patience: int,
-                 pad_id: int = 0, precision: str = "fp32"):
+    def __init__(
+        self,
+        prompts: Sequence[ScoringPrompt],
+        labels: Sequence[int],
+        batch_size: int,
+        patience: int,
+        pad_id: int = 0,
+        precision: str = "fp32",
+    ):
         self.prompts, self.labels = list(prompts), np.asarray(labels, dtype=int)
         self.batch_size, self.patience, self.pad_id = batch_size, patience, pad_id
         self.precision = precision  # validation computes as training does (bf16 autocast: faster on CPU too)
@@ -477,22 +594,32 @@ class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # 
 
         start = time.perf_counter()
         with _autocast(self.precision, next(model.parameters()).device.type):
-            scores = yes_no_probabilities(model, self.prompts, self.batch_size, pad_id=self.pad_id,
-                                          desc=f"validation AUC, epoch {round(state.epoch)}")
+            scores = yes_no_probabilities(
+                model,
+                self.prompts,
+                self.batch_size,
+                pad_id=self.pad_id,
+                desc=f"validation AUC, epoch {round(state.epoch)}",
+            )
         self.valid_seconds += time.perf_counter() - start
         auc = float(roc_auc_score(self.labels, scores.p_yes))
         epoch = int(round(state.epoch))
         history = [h for h in state.log_history if "valid_auc" in h]
         best_before = max((h["valid_auc"] for h in history), default=-math.inf)
-        state.log_history.append({"epoch": epoch, "step": state.global_step, "valid_auc": auc,
-                                  "valid_yes_no_mass": float(scores.yes_no_mass.mean())})
+        state.log_history.append(
+            {
+                "epoch": epoch,
+                "step": state.global_step,
+                "valid_auc": auc,
+                "valid_yes_no_mass": float(scores.yes_no_mass.mean()),
+            }
+        )
         if auc > best_before:
             # the Trainer turns best_global_step into best_model_checkpoint when it saves this epoch,
             # and its checkpoint rotation then never deletes that checkpoint
             state.best_metric, state.best_global_step = auc, state.global_step
         best_epoch = max(history + [state.log_history[-1]], key=lambda h: h["valid_auc"])["epoch"]
-        log.info("epoch %d: validation AUC %.4f (best %.4f at epoch %d)", epoch, auc, max(auc, best_before),
-                 best_epoch)
+        log.info("epoch %d: validation AUC %.4f (best %.4f at epoch %d)", epoch, auc, max(auc, best_before), best_epoch)
         control.should_save = True
         if patience_exhausted(state.log_history, self.patience):
             log.info("early stopping: no validation-AUC gain for %d epochs", self.patience)
@@ -505,8 +632,19 @@ class ValidationRatingCallback(_trainer_callback_base()):  # type: ignore[misc] 
     student first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS), then the rating is
     read after it, as in prediction; a rating-only student is read right after the prompt."""
 
-    def __init__(self, messages: Sequence, ratings: Sequence[float], tokenizer, *, reasons: bool, max_new_tokens: int,
-                 batch_size: int, patience: int, pad_id: int = 0, precision: str = "fp32"):
+    def __init__(
+        self,
+        messages: Sequence,
+        ratings: Sequence[float],
+        tokenizer,
+        *,
+        reasons: bool,
+        max_new_tokens: int,
+        batch_size: int,
+        patience: int,
+        pad_id: int = 0,
+        precision: str = "fp32",
+    ):
         self.messages, self.ratings = list(messages), np.asarray(ratings, dtype=float)
         self.tokenizer, self.reasons, self.max_new_tokens = tokenizer, reasons, max_new_tokens
         self.batch_size, self.patience, self.pad_id, self.precision = batch_size, patience, pad_id, precision
@@ -526,15 +664,22 @@ class ValidationRatingCallback(_trainer_callback_base()):  # type: ignore[misc] 
                 texts = greedy_generate(model, self.tokenizer, self.messages, self.max_new_tokens, self.batch_size)
                 reasoning = [split_rating_answer(t).reasoning for t in texts]
             prompts = [rating_scoring_prompt(self.tokenizer, m, r) for m, r in zip(self.messages, reasoning)]
-            scores = rating_probabilities(model, prompts, self.batch_size, pad_id=self.pad_id,
-                                          desc=f"validation RMSE, epoch {round(state.epoch)}")
+            scores = rating_probabilities(
+                model, prompts, self.batch_size, pad_id=self.pad_id, desc=f"validation RMSE, epoch {round(state.epoch)}"
+            )
         self.valid_seconds += time.perf_counter() - start
         rmse = float(np.sqrt(np.mean((scores.expected - self.ratings) ** 2)))
         epoch = int(round(state.epoch))
         history = [h for h in state.log_history if "valid_rmse" in h]
         best_before = min((h["valid_rmse"] for h in history), default=math.inf)
-        state.log_history.append({"epoch": epoch, "step": state.global_step, "valid_rmse": rmse,
-                                  "valid_rating_mass": float(scores.mass.mean())})
+        state.log_history.append(
+            {
+                "epoch": epoch,
+                "step": state.global_step,
+                "valid_rmse": rmse,
+                "valid_rating_mass": float(scores.mass.mean()),
+            }
+        )
         if rmse < best_before:
             state.best_metric, state.best_global_step = rmse, state.global_step
         log.info("epoch %d: validation RMSE %.4f (best %.4f)", epoch, rmse, min(rmse, best_before))
@@ -624,7 +769,11 @@ def plot_curves(log_history: Sequence[dict], path: Path | None, title: str):
         ax2.legend(loc="best")
     ax1.set(xlabel="epoch", ylabel="training loss (completion tokens)", title="training loss")
     ax1.legend(loc="best")
-    ax2.set(xlabel="epoch", ylabel=name, title=f"{name} ({'expected rating' if metric == 'valid_rmse' else 'Yes/No probability'})")
+    ax2.set(
+        xlabel="epoch",
+        ylabel=name,
+        title=f"{name} ({'expected rating' if metric == 'valid_rmse' else 'Yes/No probability'})",
+    )
     fig.suptitle(title)
     fig.tight_layout()
     if path is not None:
@@ -700,9 +849,11 @@ def _sft_trainer_class():
                 outputs = model(**forward, use_cache=False, logits_to_keep=keep)
             logits = outputs.logits
             if logits.dim() != 2 or logits.shape[0] != targets.shape[0]:
-                raise RuntimeError(f"{type(self.model).__name__}: the model ignored the boolean logits_to_keep mask "
-                                   f"(logits {tuple(logits.shape)} for {targets.shape[0]} completion tokens); this "
-                                   f"trainer needs transformers >= 5.23 with a model that slices its hidden states.")
+                raise RuntimeError(
+                    f"{type(self.model).__name__}: the model ignored the boolean logits_to_keep mask "
+                    f"(logits {tuple(logits.shape)} for {targets.shape[0]} completion tokens); this "
+                    f"trainer needs transformers >= 5.23 with a model that slices its hidden states."
+                )
             nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             n_tokens = targets.numel() if num_items_in_batch is None else num_items_in_batch
             loss = nll / torch.as_tensor(n_tokens, device=nll.device).clamp(min=1)
@@ -741,7 +892,8 @@ def store_dir(cfg: Config, config_hash: str) -> Path:
 def _complete(folder: Path, config_hash: str) -> bool:
     summary = read_json_or_none(folder / "training_summary.json") or {}
     return summary.get("config_hash") == config_hash and all(
-        (folder / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES)
+        (folder / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES
+    )
 
 
 def publish_adapter(out_dir: Path, target: Path) -> Path:
@@ -779,8 +931,14 @@ def reuse_adapter(source: Path, out_dir: Path, config: Mapping[str, Any]) -> dic
         if (source / f).is_file():
             shutil.copy2(source / f, out_dir / f)
     write_json_atomic(out_dir / "train_config.json", config)
-    summary = {**summary, "status": "reused", "reused_from": str(source), "adapter_dir": str(out_dir),
-               "adapter_path": str(target), "curves_png": str(out_dir / "curves.png")}
+    summary = {
+        **summary,
+        "status": "reused",
+        "reused_from": str(source),
+        "adapter_dir": str(out_dir),
+        "adapter_path": str(target),
+        "curves_png": str(out_dir / "curves.png"),
+    }
     write_json_atomic(out_dir / "training_summary.json", summary)
     return summary
 
@@ -813,19 +971,25 @@ def check_methods(methods: Sequence[str]) -> None:
     finetuned = registry.names(kind="finetuned_llm")
     bad = [m for m in methods if m not in finetuned]
     if bad:
-        raise MethodError(f"METHODS holds {bad}, which are not finetuned methods; choose from {finetuned} "
-                          f"(zero-shot methods and baselines go in EVAL_METHODS).")
+        raise MethodError(
+            f"METHODS holds {bad}, which are not finetuned methods; choose from {finetuned} "
+            f"(zero-shot methods and baselines go in EVAL_METHODS)."
+        )
 
 
 def check_run(method: str, k: int, cfg: Config) -> None:
     """A (method, K) that can be trained: a finetuned method and a K of KSHOT_SIZES."""
     spec = method_spec(method)
     if not spec.finetuned:
-        raise MethodError(f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
-                          f"{registry.names(kind='finetuned_llm')} (check METHODS).")
+        raise MethodError(
+            f"method {method!r} is zero-shot and is not finetuned; finetuned methods: "
+            f"{registry.names(kind='finetuned_llm')} (check METHODS)."
+        )
     if k not in cfg.data.kshot_sizes:
-        raise ValueError(f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
-                         f"reasoning of notebook 04 exist only for those.")
+        raise ValueError(
+            f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
+            f"reasoning of notebook 04 exist only for those."
+        )
 
 
 def adapter_dir(paths: RunPaths, method: str, k: int, seed: int, cfg: Config) -> Path:
@@ -834,8 +998,16 @@ def adapter_dir(paths: RunPaths, method: str, k: int, seed: int, cfg: Config) ->
     return paths.adapter_dir(method, k, None if seed == cfg.common.seed else seed)
 
 
-def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext, *, seed: int | None = None,
-          callbacks: Sequence = ()) -> dict[str, Any]:
+def train(
+    method: str,
+    k: int,
+    cfg: Config,
+    paths: RunPaths,
+    ctx: PromptContext,
+    *,
+    seed: int | None = None,
+    callbacks: Sequence = (),
+) -> dict[str, Any]:
     """Finetune ``method`` on the K-shot training set; returns the training summary (also in
     ``<adapter_dir>/training_summary.json``). Resumes an interrupted run; returns the saved
     summary of a finished run with the same configuration without retraining, and copies in
@@ -867,10 +1039,14 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
         raise TrainingConfigMismatch(
             f"{out_dir} holds a {method} K={k} run trained with a different configuration (differs in: "
             f"{', '.join(_config_diff(old, config)) or 'unknown'}). Use a new RUN_DIR for the new configuration, "
-            f"or delete {out_dir} to retrain here.")
+            f"or delete {out_dir} to retrain here."
+        )
     summary = read_json_or_none(summary_path)
-    if summary is not None and summary.get("config_hash") == config["config_hash"] and \
-            all((out_dir / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES):
+    if (
+        summary is not None
+        and summary.get("config_hash") == config["config_hash"]
+        and all((out_dir / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES)
+    ):
         log.info("%s K=%d: already trained with this configuration (%s); not retraining", method, k, out_dir)
         publish_adapter(out_dir, stored)  # a run finished before the store existed
         return {**summary, "status": "already_trained"}
@@ -888,42 +1064,83 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
     quantized = st.student_quantization != "none"
     if quantized:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    lora = LoraConfig(r=st.lora_r, lora_alpha=st.lora_alpha, lora_dropout=st.lora_dropout,
-                      target_modules=list(st.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=st.lora_r,
+        lora_alpha=st.lora_alpha,
+        lora_dropout=st.lora_dropout,
+        target_modules=list(st.lora_target_modules),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     try:
         model = get_peft_model(model, lora)
     except ValueError as e:
-        raise ValueError(f"LORA_TARGET_MODULES={st.lora_target_modules} do not match modules of "
-                         f"{st.student_model}: {e}") from e
+        raise ValueError(
+            f"LORA_TARGET_MODULES={st.lora_target_modules} do not match modules of {st.student_model}: {e}"
+        ) from e
     trainable, total = model.get_nb_trainable_parameters()
     cuda = torch.cuda.is_available()
     dtype = model.get_base_model().dtype
     precision = config["precision"]
     sft = SFTConfig(
-        output_dir=str(ckpt_dir), num_train_epochs=st.max_epochs, learning_rate=st.learning_rate,
-        per_device_train_batch_size=st.train_batch_size, gradient_accumulation_steps=st.grad_accum_steps,
+        output_dir=str(ckpt_dir),
+        num_train_epochs=st.max_epochs,
+        learning_rate=st.learning_rate,
+        per_device_train_batch_size=st.train_batch_size,
+        gradient_accumulation_steps=st.grad_accum_steps,
         max_length=max_len,
-        completion_only_loss=True, packing=False, logging_strategy="steps", logging_steps=1,
-        save_strategy="epoch", save_total_limit=2, eval_strategy="no", seed=seed, data_seed=seed,
-        report_to="none", include_num_input_tokens_seen="non_padding", fp16=precision == "fp16-autocast",
-        bf16=precision == "bf16-autocast", use_cpu=not cuda and precision == "bf16-autocast",  # CPU autocast
+        completion_only_loss=True,
+        packing=False,
+        logging_strategy="steps",
+        logging_steps=1,
+        save_strategy="epoch",
+        save_total_limit=2,
+        eval_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        report_to="none",
+        include_num_input_tokens_seen="non_padding",
+        fp16=precision == "fp16-autocast",
+        bf16=precision == "bf16-autocast",
+        use_cpu=not cuda and precision == "bf16-autocast",  # CPU autocast
         gradient_checkpointing=quantized,
-        dataloader_num_workers=0, disable_tqdm=False, save_only_model=False)
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+        save_only_model=False,
+    )
     if data.task == "rating":
-        valid_cb = ValidationRatingCallback(data.valid_messages, data.valid_ratings, tokenizer, reasons=data.reasons,
-                                            max_new_tokens=cfg.evaluate.reasoning_max_new_tokens,
-                                            batch_size=cfg.evaluate.predict_batch_size,
-                                            patience=st.early_stopping_patience, pad_id=pad_token_id(tokenizer),
-                                            precision=precision)
+        valid_cb = ValidationRatingCallback(
+            data.valid_messages,
+            data.valid_ratings,
+            tokenizer,
+            reasons=data.reasons,
+            max_new_tokens=cfg.evaluate.reasoning_max_new_tokens,
+            batch_size=cfg.evaluate.predict_batch_size,
+            patience=st.early_stopping_patience,
+            pad_id=pad_token_id(tokenizer),
+            precision=precision,
+        )
     else:
-        valid_cb = ValidationAUCCallback(valid_prompts, data.valid_labels, cfg.evaluate.predict_batch_size,
-                                         st.early_stopping_patience, pad_id=pad_token_id(tokenizer),
-                                         precision=precision)
-    trainer = _sft_trainer_class()(model=model, args=sft, train_dataset=to_dataset(pairs), processing_class=tokenizer,
-                                   callbacks=[valid_cb, *callbacks])
+        valid_cb = ValidationAUCCallback(
+            valid_prompts,
+            data.valid_labels,
+            cfg.evaluate.predict_batch_size,
+            st.early_stopping_patience,
+            pad_id=pad_token_id(tokenizer),
+            precision=precision,
+        )
+    trainer = _sft_trainer_class()(
+        model=model,
+        args=sft,
+        train_dataset=to_dataset(pairs),
+        processing_class=tokenizer,
+        callbacks=[valid_cb, *callbacks],
+    )
     if len(trainer.train_dataset) != len(pairs):  # trl drops examples whose completion was cut away entirely
-        raise ValueError(f"{method} K={k}: {len(pairs) - len(trainer.train_dataset)} training example(s) lost their "
-                         f"completion to truncation at MAX_SEQ_LENGTH={max_len}; raise MAX_SEQ_LENGTH.")
+        raise ValueError(
+            f"{method} K={k}: {len(pairs) - len(trainer.train_dataset)} training example(s) lost their "
+            f"completion to truncation at MAX_SEQ_LENGTH={max_len}; raise MAX_SEQ_LENGTH."
+        )
     start = time.perf_counter()
     if last and _finished_checkpoint(Path(last), st.max_epochs, st.early_stopping_patience):
         # interrupted after the last epoch was saved but before the outputs were written
@@ -949,31 +1166,55 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
     tokens = int((state.num_input_tokens_seen or 0) - valid_cb.tokens_at_start)
     train_seconds = max(seconds - valid_cb.valid_seconds, 1e-9)
     summary = {
-        "method": method, "k": int(k), "seed": seed, "status": "resumed" if last else "trained", "config_hash": config["config_hash"],
-        "adapter_dir": str(out_dir), "adapter_path": str(out_dir / ADAPTER_SUBDIR),
-        "n_train": len(pairs), "n_excluded_reasoning": len(excluded), "excluded_example_ids": excluded,
-        "n_truncated_prompts": data.n_truncated, "n_valid_eval": len(valid_prompts),
-        "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0, "max_epochs": st.max_epochs,
+        "method": method,
+        "k": int(k),
+        "seed": seed,
+        "status": "resumed" if last else "trained",
+        "config_hash": config["config_hash"],
+        "adapter_dir": str(out_dir),
+        "adapter_path": str(out_dir / ADAPTER_SUBDIR),
+        "n_train": len(pairs),
+        "n_excluded_reasoning": len(excluded),
+        "excluded_example_ids": excluded,
+        "n_truncated_prompts": data.n_truncated,
+        "n_valid_eval": len(valid_prompts),
+        "epochs_run": int(curves["epoch"].max()) if not curves.empty else 0,
+        "max_epochs": st.max_epochs,
         "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < st.max_epochs),
         "best_epoch": int(best["epoch"]) if best is not None else None,
-        "task": data.task, "valid_metric": metric, "n_multitask_pairs": data.n_multitask,
+        "task": data.task,
+        "valid_metric": metric,
+        "n_multitask_pairs": data.n_multitask,
         "best_valid_auc": float(best["valid_auc"]) if best is not None and metric == "valid_auc" else None,
         "best_valid_rmse": float(best["valid_rmse"]) if best is not None and metric == "valid_rmse" else None,
-        metric: curves[metric].tolist(), "train_loss": curves["train_loss"].tolist(),
-        "final_train_loss": final_loss, "global_step": int(state.global_step),
-        "session_seconds": seconds, "valid_seconds": valid_cb.valid_seconds, "train_seconds": train_seconds,
-        "train_tokens": tokens, "tokens_per_s": tokens / train_seconds,
-        "trainable_params": int(trainable), "total_params": int(total),
-        "device": "cuda" if cuda else "cpu", "dtype": str(dtype).replace("torch.", ""), "precision": precision,
-        "train_batch_size": st.train_batch_size, "grad_accum_steps": st.grad_accum_steps,
-        "world_size": int(trainer.args.world_size), "model_identity": dict(backend.identity),
-        "finished_at": utc_now(), "environment": environment_info(),
+        metric: curves[metric].tolist(),
+        "train_loss": curves["train_loss"].tolist(),
+        "final_train_loss": final_loss,
+        "global_step": int(state.global_step),
+        "session_seconds": seconds,
+        "valid_seconds": valid_cb.valid_seconds,
+        "train_seconds": train_seconds,
+        "train_tokens": tokens,
+        "tokens_per_s": tokens / train_seconds,
+        "trainable_params": int(trainable),
+        "total_params": int(total),
+        "device": "cuda" if cuda else "cpu",
+        "dtype": str(dtype).replace("torch.", ""),
+        "precision": precision,
+        "train_batch_size": st.train_batch_size,
+        "grad_accum_steps": st.grad_accum_steps,
+        "world_size": int(trainer.args.world_size),
+        "model_identity": dict(backend.identity),
+        "finished_at": utc_now(),
+        "environment": environment_info(),
     }
     if trainer.is_world_process_zero():
         best_ckpt = state.best_model_checkpoint
         if not best_ckpt or not all((Path(best_ckpt) / f).is_file() for f in ADAPTER_FILES):
-            raise RuntimeError(f"{method} K={k}: the best epoch's checkpoint ({best_ckpt}) is missing or holds no "
-                               f"adapter; delete {ckpt_dir} and retrain.")
+            raise RuntimeError(
+                f"{method} K={k}: the best epoch's checkpoint ({best_ckpt}) is missing or holds no "
+                f"adapter; delete {ckpt_dir} and retrain."
+            )
         target = out_dir / ADAPTER_SUBDIR
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
@@ -986,7 +1227,13 @@ def train(method: str, k: int, cfg: Config, paths: RunPaths, ctx: PromptContext,
         summary["curves_png"] = str(out_dir / "curves.png")
         write_json_atomic(summary_path, summary)  # written last: marks the run finished
         publish_adapter(out_dir, stored)
-    log.info("%s K=%d: best %s %s at epoch %s; %.0f training tokens/s", method, k, metric,
-             summary["best_valid_auc"] if metric == "valid_auc" else summary["best_valid_rmse"], summary["best_epoch"],
-             summary["tokens_per_s"])
+    log.info(
+        "%s K=%d: best %s %s at epoch %s; %.0f training tokens/s",
+        method,
+        k,
+        metric,
+        summary["best_valid_auc"] if metric == "valid_auc" else summary["best_valid_rmse"],
+        summary["best_epoch"],
+        summary["tokens_per_s"],
+    )
     return summary

@@ -7,6 +7,7 @@
   record being written. A torn last line (a crash mid-write) is reported and skipped on load,
   and the next append starts on a fresh line, never glued onto the torn one.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,10 @@ def read_json(path: str | Path, what: str = "") -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise CorruptFileError(f"{path}{f' ({what})' if what else ''} is not valid JSON ({e}); move it aside "
-                         f"and rerun the step that writes it.") from e
+        raise CorruptFileError(
+            f"{path}{f' ({what})' if what else ''} is not valid JSON ({e}); move it aside "
+            f"and rerun the step that writes it."
+        ) from e
 
 
 def read_json_or_none(path: str | Path) -> Any:
@@ -125,6 +128,7 @@ class JsonlWarning(UserWarning):
 @dataclass
 class JsonlLoad:
     """What :meth:`JsonlLog.load` found."""
+
     records: list[dict] = field(default_factory=list)
     lines: int = 0
     corrupt: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason)
@@ -166,14 +170,19 @@ class JsonlLog:
                     rec[name]  # noqa: B018 - must exist
             except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as e:
                 last = n == len(raw_lines)
-                out.corrupt.append((n, ("truncated last record" if last else "unreadable record")
-                                    + f" ({type(e).__name__})"))
+                out.corrupt.append(
+                    (n, ("truncated last record" if last else "unreadable record") + f" ({type(e).__name__})")
+                )
                 continue
             out.records.append(rec)
         if out.corrupt and warn:
             where = ", ".join(f"line {n}: {why}" for n, why in out.corrupt[:5])
-            warnings.warn(f"{self.path}: skipped {len(out.corrupt)} damaged record(s) ({where}); they will be "
-                          f"recomputed. Usually a run was killed while writing.", JsonlWarning, stacklevel=3)
+            warnings.warn(
+                f"{self.path}: skipped {len(out.corrupt)} damaged record(s) ({where}); they will be "
+                f"recomputed. Usually a run was killed while writing.",
+                JsonlWarning,
+                stacklevel=3,
+            )
         return out
 
     def append(self, records: Sequence[dict]) -> None:
@@ -198,6 +207,17 @@ class JsonlLog:
             os.close(fd)
 
 
-__all__ = ["JsonlLoad", "JsonlLog", "JsonlWarning", "atomic_path", "read_json", "read_json_or_none",
-           "sha256_file", "sha256_text", "stable_hash", "write_json_atomic", "write_parquet_atomic",
-           "write_text_atomic"]
+__all__ = [
+    "JsonlLoad",
+    "JsonlLog",
+    "JsonlWarning",
+    "atomic_path",
+    "read_json",
+    "read_json_or_none",
+    "sha256_file",
+    "sha256_text",
+    "stable_hash",
+    "write_json_atomic",
+    "write_parquet_atomic",
+    "write_text_atomic",
+]

@@ -14,10 +14,11 @@ Two tables, both in ``RUN_DIR/evaluate/``:
 K = 0 means "not finetuned" (zero-shot methods and classical baselines). ``seed`` is the seed of
 the K-shot sample and the training run (``SEEDS`` repeats them); single runs use ``SEED``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,10 @@ PREDICTION_COLUMNS: dict[str, str] = {
     "k": "int: K-shot training examples (0 = not finetuned)",
     "seed": "int: seed of the K-shot sample and the training run",
     "task": "str: like | rating",
-    "example_id": "str", "split": "str", "user_id": "str", "target_item_id": "str",
+    "example_id": "str",
+    "split": "str",
+    "user_id": "str",
+    "target_item_id": "str",
     "label": "int: 1 liked, 0 disliked (the true label)",
     "target_rating": "float: the true rating",
     "p_yes": "float in [0, 1]: probability of 'Yes' (liked); NaN for rating-task rows",
@@ -47,9 +51,13 @@ KEY = ["method", "k", "seed", "example_id"]
 BLOCK = ["method", "k", "seed"]
 
 RANKING_COLUMNS: dict[str, str] = {
-    "method": "str", "k": "int", "seed": "int", "user_id": "str",
+    "method": "str",
+    "k": "int",
+    "seed": "int",
+    "user_id": "str",
     "example_id": "str: the test example whose target is being retrieved",
-    "item_id": "str: a ranked item", "rank": "int: 1 = top",
+    "item_id": "str: a ranked item",
+    "rank": "int: 1 = top",
     "score": "float: the score the list is sorted by (higher first)",
     "retriever_score": "float: the candidate generator's score (ties of `score` are broken by it)",
     "is_target": "bool: the item is the user's held-out test target",
@@ -70,11 +78,16 @@ def _base(method: str, k: int, seed: int, task: str, examples: pd.DataFrame, n_s
     if n_scores != len(examples):
         raise PredictionsError(f"{method}: {n_scores} scores for {len(examples)} examples.")
     n = len(examples)
-    rating = (examples["target_rating"].astype(float).to_numpy() if "target_rating" in examples.columns
-              else np.full(n, np.nan))
+    rating = (
+        examples["target_rating"].astype(float).to_numpy()
+        if "target_rating" in examples.columns
+        else np.full(n, np.nan)
+    )
     return {
-        "method": [str(method)] * n, "k": np.full(n, int(k), dtype="int64"),
-        "seed": np.full(n, int(seed), dtype="int64"), "task": [task] * n,
+        "method": [str(method)] * n,
+        "k": np.full(n, int(k), dtype="int64"),
+        "seed": np.full(n, int(seed), dtype="int64"),
+        "task": [task] * n,
         "example_id": examples["example_id"].astype(str).to_numpy(),
         "split": examples["split"].astype(str).to_numpy(),
         "user_id": examples["user_id"].astype(str).to_numpy(),
@@ -84,27 +97,49 @@ def _base(method: str, k: int, seed: int, task: str, examples: pd.DataFrame, n_s
     }
 
 
-def like_rows(method: str, k: int, examples: pd.DataFrame, p_yes: Sequence[float] | np.ndarray, *, seed: int = 0,
-              generated_text: Sequence[str] | None = None, reasoning: Sequence[str] | None = None,
-              format_ok: Sequence[bool] | None = None) -> pd.DataFrame:
+def like_rows(
+    method: str,
+    k: int,
+    examples: pd.DataFrame,
+    p_yes: Sequence[float] | np.ndarray,
+    *,
+    seed: int = 0,
+    generated_text: Sequence[str] | None = None,
+    reasoning: Sequence[str] | None = None,
+    format_ok: Sequence[bool] | None = None,
+) -> pd.DataFrame:
     """Like-task rows for ``examples`` (one per row, same order)."""
     p = np.asarray(p_yes, dtype=float)
     base = _base(method, k, seed, "like", examples, len(p))
     n = len(p)
-    out = pd.DataFrame({
-        **base, "p_yes": p, "predicted_label": (p >= 0.5).astype("int64"),
-        "predicted_rating": np.full(n, np.nan), "rating_argmax": np.full(n, np.nan),
-        "generated_text": _text_column(generated_text, n, "generated_text", method),
-        "reasoning": _text_column(reasoning, n, "reasoning", method),
-        "format_ok": np.asarray(format_ok, dtype=bool) if format_ok is not None else np.ones(n, bool),
-    })
+    out = pd.DataFrame(
+        {
+            **base,
+            "p_yes": p,
+            "predicted_label": (p >= 0.5).astype("int64"),
+            "predicted_rating": np.full(n, np.nan),
+            "rating_argmax": np.full(n, np.nan),
+            "generated_text": _text_column(generated_text, n, "generated_text", method),
+            "reasoning": _text_column(reasoning, n, "reasoning", method),
+            "format_ok": np.asarray(format_ok, dtype=bool) if format_ok is not None else np.ones(n, bool),
+        }
+    )
     return check(out, source=f"method {method} K={k}")
 
 
-def rating_rows(method: str, k: int, examples: pd.DataFrame, predicted_rating: Sequence[float] | np.ndarray, *,
-                like_threshold: float, rating_argmax: Sequence[float] | np.ndarray | None = None, seed: int = 0,
-                generated_text: Sequence[str] | None = None, reasoning: Sequence[str] | None = None,
-                format_ok: Sequence[bool] | None = None) -> pd.DataFrame:
+def rating_rows(
+    method: str,
+    k: int,
+    examples: pd.DataFrame,
+    predicted_rating: Sequence[float] | np.ndarray,
+    *,
+    like_threshold: float,
+    rating_argmax: Sequence[float] | np.ndarray | None = None,
+    seed: int = 0,
+    generated_text: Sequence[str] | None = None,
+    reasoning: Sequence[str] | None = None,
+    format_ok: Sequence[bool] | None = None,
+) -> pd.DataFrame:
     """Rating-task rows for ``examples``; ``predicted_label`` is ``predicted_rating > like_threshold``."""
     r = np.asarray(predicted_rating, dtype=float)
     base = _base(method, k, seed, "rating", examples, len(r))
@@ -112,13 +147,18 @@ def rating_rows(method: str, k: int, examples: pd.DataFrame, predicted_rating: S
     argmax = np.asarray(rating_argmax, dtype=float) if rating_argmax is not None else np.full(n, np.nan)
     if len(argmax) != n:
         raise PredictionsError(f"{method}: {len(argmax)} rating_argmax values for {n} examples.")
-    out = pd.DataFrame({
-        **base, "p_yes": np.full(n, np.nan), "predicted_label": (r > float(like_threshold)).astype("int64"),
-        "predicted_rating": r, "rating_argmax": argmax,
-        "generated_text": _text_column(generated_text, n, "generated_text", method),
-        "reasoning": _text_column(reasoning, n, "reasoning", method),
-        "format_ok": np.asarray(format_ok, dtype=bool) if format_ok is not None else np.ones(n, bool),
-    })
+    out = pd.DataFrame(
+        {
+            **base,
+            "p_yes": np.full(n, np.nan),
+            "predicted_label": (r > float(like_threshold)).astype("int64"),
+            "predicted_rating": r,
+            "rating_argmax": argmax,
+            "generated_text": _text_column(generated_text, n, "generated_text", method),
+            "reasoning": _text_column(reasoning, n, "reasoning", method),
+            "format_ok": np.asarray(format_ok, dtype=bool) if format_ok is not None else np.ones(n, bool),
+        }
+    )
     return check(out, source=f"method {method} K={k}")
 
 
@@ -126,9 +166,11 @@ def check(df: pd.DataFrame, source: str | Path = "predictions") -> pd.DataFrame:
     """Fail clearly when a predictions table lacks columns or holds impossible values."""
     missing = [c for c in PREDICTION_COLUMNS if c not in df.columns]
     if missing:
-        raise PredictionsError(f"{source}: predictions table lacks column(s) {missing}; every method must write "
-                               f"{list(PREDICTION_COLUMNS)} (build rows with rrlib.predictions.like_rows or "
-                               f"rating_rows).")
+        raise PredictionsError(
+            f"{source}: predictions table lacks column(s) {missing}; every method must write "
+            f"{list(PREDICTION_COLUMNS)} (build rows with rrlib.predictions.like_rows or "
+            f"rating_rows)."
+        )
     tasks = set(df["task"].astype(str).unique())
     if not tasks <= set(TASKS):
         raise PredictionsError(f"{source}: task must be one of {list(TASKS)}, found {sorted(tasks - set(TASKS))}.")
@@ -137,23 +179,29 @@ def check(df: pd.DataFrame, source: str | Path = "predictions") -> pd.DataFrame:
     bad = df.index[like & (p.isna() | (p < 0) | (p > 1)).to_numpy()]
     if len(bad):
         row = df.loc[bad[0]]
-        raise PredictionsError(f"{source}: p_yes must be a number in [0, 1]; {len(bad)} row(s) are not, e.g. "
-                               f"method={row['method']} k={row['k']} example_id={row['example_id']} "
-                               f"p_yes={row['p_yes']!r}.")
+        raise PredictionsError(
+            f"{source}: p_yes must be a number in [0, 1]; {len(bad)} row(s) are not, e.g. "
+            f"method={row['method']} k={row['k']} example_id={row['example_id']} "
+            f"p_yes={row['p_yes']!r}."
+        )
     r = pd.to_numeric(df["predicted_rating"], errors="coerce")
     bad = df.index[~like & ~np.isfinite(r.to_numpy(dtype=float))]
     if len(bad):
         row = df.loc[bad[0]]
-        raise PredictionsError(f"{source}: rating-task rows need a finite predicted_rating; {len(bad)} row(s) lack "
-                               f"one, e.g. method={row['method']} example_id={row['example_id']}.")
+        raise PredictionsError(
+            f"{source}: rating-task rows need a finite predicted_rating; {len(bad)} row(s) lack "
+            f"one, e.g. method={row['method']} example_id={row['example_id']}."
+        )
     labels = set(pd.to_numeric(df["label"], errors="coerce").dropna().astype(int).unique())
     if not labels <= {0, 1} or df["label"].isna().any():
         raise PredictionsError(f"{source}: label must be 0 or 1, found {sorted(labels)} (or missing values).")
     dup = df.duplicated(KEY)
     if dup.any():
         row = df[dup].iloc[0]
-        raise PredictionsError(f"{source}: {int(dup.sum())} duplicate (method, k, seed, example_id) row(s), e.g. "
-                               f"{row['method']}, K={row['k']}, seed={row['seed']}, {row['example_id']}.")
+        raise PredictionsError(
+            f"{source}: {int(dup.sum())} duplicate (method, k, seed, example_id) row(s), e.g. "
+            f"{row['method']}, K={row['k']}, seed={row['seed']}, {row['example_id']}."
+        )
     return df
 
 
@@ -209,8 +257,9 @@ def ranking_rows(method: str, k: int, lists: pd.DataFrame, *, seed: int = 0) -> 
     df = lists[need].copy()
     df["user_id"] = df["user_id"].astype(str)
     df["item_id"] = df["item_id"].astype(str)
-    df = df.sort_values(["user_id", "score", "retriever_score", "item_id"], ascending=[True, False, False, True],
-                        kind="stable")
+    df = df.sort_values(
+        ["user_id", "score", "retriever_score", "item_id"], ascending=[True, False, False, True], kind="stable"
+    )
     df["rank"] = df.groupby("user_id").cumcount().astype("int64") + 1
     df.insert(0, "seed", int(seed))
     df.insert(0, "k", int(k))
@@ -243,6 +292,22 @@ def load_rankings(path: str | Path) -> pd.DataFrame | None:
     return _load(path, check_rankings)
 
 
-__all__ = ["BLOCK", "KEY", "PREDICTION_COLUMNS", "RANKING_COLUMNS", "TASKS", "block", "check", "check_rankings",
-           "like_rows", "load", "load_rankings", "merge", "merge_rankings", "rating_rows", "ranking_rows", "save",
-           "save_rankings"]
+__all__ = [
+    "BLOCK",
+    "KEY",
+    "PREDICTION_COLUMNS",
+    "RANKING_COLUMNS",
+    "TASKS",
+    "block",
+    "check",
+    "check_rankings",
+    "like_rows",
+    "load",
+    "load_rankings",
+    "merge",
+    "merge_rankings",
+    "rating_rows",
+    "ranking_rows",
+    "save",
+    "save_rankings",
+]

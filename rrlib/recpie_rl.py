@@ -32,6 +32,7 @@ last one; ``log.jsonl`` (one record per round: reward, KL, validation AUC, times
 reconciled with the round folders. ``settings.json`` guards against resuming with other
 settings or data.
 """
+
 from __future__ import annotations
 
 import logging
@@ -76,6 +77,7 @@ SETTINGS_NAME = "settings.json"
 @dataclass(frozen=True)
 class RLSettings:
     """Settings of the explainer/recommender loop (RECPIE_* and the student's LORA_*)."""
+
     rounds: int = 2
     steps: int = 2
     prompts_per_step: int = 2
@@ -96,26 +98,39 @@ class RLSettings:
     lora_dropout: float = 0.05
     lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
     generation_batch: int = 8
-    cpu_threads: int = 1          # torch threads on CPU (0: torch's default); see rrlib.llm.encoder.limited_threads
+    cpu_threads: int = 1  # torch threads on CPU (0: torch's default); see rrlib.llm.encoder.limited_threads
 
     def __post_init__(self) -> None:
         if not variant(self.recommender)[0]:
-            raise ParamError(f"RLSettings.recommender={self.recommender!r} fuses no user text, so explanations "
-                             f"cannot change it; use recpie_user_text or recpie_hybrid.")
+            raise ParamError(
+                f"RLSettings.recommender={self.recommender!r} fuses no user text, so explanations "
+                f"cannot change it; use recpie_user_text or recpie_hybrid."
+            )
         if self.num_generations < 2:
             raise ParamError("RECPIE_NUM_GENERATIONS must be >= 2: GRPO compares explanations within a group.")
 
     @classmethod
     def from_config(cls, cfg, **overrides: Any) -> "RLSettings":
         rc, st = cfg.recpie, cfg.student
-        base = dict(rounds=rc.recpie_rl_rounds, steps=rc.recpie_rl_steps, prompts_per_step=rc.recpie_rl_prompts_per_step,
-                    num_generations=rc.recpie_num_generations, max_completion_tokens=rc.recpie_max_completion_tokens,
-                    kl_beta=rc.recpie_kl_beta, learning_rate=rc.recpie_rl_learning_rate,
-                    temperature=rc.recpie_temperature, n_users=rc.recpie_rl_users,
-                    reward_targets=rc.recpie_reward_targets, explain_history=rc.recpie_explain_history,
-                    words=rc.recpie_explanation_words, seed=cfg.common.seed, lora_r=st.lora_r,
-                    lora_alpha=st.lora_alpha, lora_dropout=st.lora_dropout,
-                    lora_target_modules=tuple(st.lora_target_modules))
+        base = dict(
+            rounds=rc.recpie_rl_rounds,
+            steps=rc.recpie_rl_steps,
+            prompts_per_step=rc.recpie_rl_prompts_per_step,
+            num_generations=rc.recpie_num_generations,
+            max_completion_tokens=rc.recpie_max_completion_tokens,
+            kl_beta=rc.recpie_kl_beta,
+            learning_rate=rc.recpie_rl_learning_rate,
+            temperature=rc.recpie_temperature,
+            n_users=rc.recpie_rl_users,
+            reward_targets=rc.recpie_reward_targets,
+            explain_history=rc.recpie_explain_history,
+            words=rc.recpie_explanation_words,
+            seed=cfg.common.seed,
+            lora_r=st.lora_r,
+            lora_alpha=st.lora_alpha,
+            lora_dropout=st.lora_dropout,
+            lora_target_modules=tuple(st.lora_target_modules),
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -125,17 +140,25 @@ class RLSettings:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class ExplainerInputs:
-    users: list[str]                       # explained (and rewarded) users, sorted
-    messages: dict[str, list[Message]]     # each user's explainer prompt
-    available_from: dict[str, int]         # first position the explanation may be shown at
+    users: list[str]  # explained (and rewarded) users, sorted
+    messages: dict[str, list[Message]]  # each user's explainer prompt
+    available_from: dict[str, int]  # first position the explanation may be shown at
 
     def fingerprint(self) -> str:
-        return stable_hash({"template": TEMPLATE_VERSION, "messages": self.messages,
-                            "available_from": self.available_from})
+        return stable_hash(
+            {"template": TEMPLATE_VERSION, "messages": self.messages, "available_from": self.available_from}
+        )
 
 
-def explainer_inputs(interactions: pd.DataFrame, catalog: ItemCatalog, domain: str, settings: RLSettings, *,
-                     with_description: bool = True, first: Sequence[str] = ()) -> ExplainerInputs:
+def explainer_inputs(
+    interactions: pd.DataFrame,
+    catalog: ItemCatalog,
+    domain: str,
+    settings: RLSettings,
+    *,
+    with_description: bool = True,
+    first: Sequence[str] = (),
+) -> ExplainerInputs:
     """Per user (``settings.n_users`` of them, 0: all): the prompt over the last
     ``explain_history`` interactions before the user's reward targets, i.e. before the last
     ``reward_targets`` training targets. Users with too few interactions are left out.
@@ -146,8 +169,10 @@ def explainer_inputs(interactions: pd.DataFrame, catalog: ItemCatalog, domain: s
     k = int(settings.reward_targets)
     eligible = sorted(u for u, c in cut.items() if c - k >= 1)
     if not eligible:
-        raise DataError(f"no user has an interaction before their last {k} training targets; lower "
-                        f"RECPIE_REWARD_TARGETS or use users with more interactions.")
+        raise DataError(
+            f"no user has an interaction before their last {k} training targets; lower "
+            f"RECPIE_REWARD_TARGETS or use users with more interactions."
+        )
     if settings.n_users and len(eligible) > settings.n_users:
         rng = np.random.default_rng(settings.seed)
         wanted = set(map(str, first))
@@ -161,7 +186,7 @@ def explainer_inputs(interactions: pd.DataFrame, catalog: ItemCatalog, domain: s
     messages, available = {}, {}
     for u in eligible:
         end = cut[u] - k
-        seq = seqs[u].iloc[max(0, end - settings.explain_history):end]
+        seq = seqs[u].iloc[max(0, end - settings.explain_history) : end]
         history = list(zip(seq["item_id"].astype(str), seq["liked"].astype(bool)))
         messages[u] = explainer_messages(history, catalog, domain, settings.words, with_description=with_description)
         available[u] = int(end)
@@ -180,16 +205,20 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"unexpected completion type {type(completion).__name__}")
 
 
-def make_reward(fitted: FittedHybrid, available_from: Mapping[str, int], encoder,
-                measure: str = "log_likelihood") -> Callable[..., list[float]]:
+def make_reward(
+    fitted: FittedHybrid, available_from: Mapping[str, int], encoder, measure: str = "log_likelihood"
+) -> Callable[..., list[float]]:
     """A trl reward function: each completion's :func:`explanation_gain` for its prompt's user
     (dataset column ``user_id``) under ``fitted``. A blank explanation gets 0 (it adds nothing)."""
+
     def recommender_gain(prompts=None, completions=(), user_id=(), **_: Any) -> list[float]:
         texts = [completion_text(c).strip() for c in completions]
         users = [str(u) for u in user_id]
         if len(users) != len(texts):
-            raise ValueError(f"reward: {len(texts)} completions but {len(users)} user ids (keep the user_id column "
-                             f"and remove_unused_columns=False).")
+            raise ValueError(
+                f"reward: {len(texts)} completions but {len(users)} user ids (keep the user_id column "
+                f"and remove_unused_columns=False)."
+            )
         out = np.zeros(len(texts))
         idx = [i for i, t in enumerate(texts) if t]
         if idx:
@@ -209,8 +238,9 @@ class Explainer(Protocol):
     def identity(self) -> dict[str, Any]: ...
     def load(self, adapter: Path | None) -> None: ...
     def generate(self, messages: Mapping[str, list[Message]]) -> dict[str, str]: ...
-    def update(self, inputs: ExplainerInputs, reward: Callable[..., list[float]], *, round_no: int,
-               work_dir: Path) -> dict[str, Any]: ...
+    def update(
+        self, inputs: ExplainerInputs, reward: Callable[..., list[float]], *, round_no: int, work_dir: Path
+    ) -> dict[str, Any]: ...
     def save(self, folder: Path) -> None: ...
 
 
@@ -247,8 +277,14 @@ class GRPOExplainer:
         if adapter is not None:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
         else:
-            lora = LoraConfig(r=s.lora_r, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                              target_modules=list(s.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+            lora = LoraConfig(
+                r=s.lora_r,
+                lora_alpha=s.lora_alpha,
+                lora_dropout=s.lora_dropout,
+                target_modules=list(s.lora_target_modules),
+                bias="none",
+                task_type="CAUSAL_LM",
+            )
             model = get_peft_model(model, lora)
         self.model, self.tokenizer = model, tok
 
@@ -266,20 +302,27 @@ class GRPOExplainer:
         try:
             with torch.no_grad(), self._threads():
                 for s in range(0, len(order), self.settings.generation_batch):
-                    idx = order[s:s + self.settings.generation_batch]
+                    idx = order[s : s + self.settings.generation_batch]
                     enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
                     enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-                    gen = model.generate(**enc, max_new_tokens=self.settings.max_completion_tokens, do_sample=False,
-                                         pad_token_id=tok.pad_token_id)
+                    gen = model.generate(
+                        **enc,
+                        max_new_tokens=self.settings.max_completion_tokens,
+                        do_sample=False,
+                        pad_token_id=tok.pad_token_id,
+                    )
                     for row, i in enumerate(idx):
-                        out[users[i]] = tok.decode(gen[row, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+                        out[users[i]] = tok.decode(
+                            gen[row, enc["input_ids"].shape[1] :], skip_special_tokens=True
+                        ).strip()
         finally:
             tok.padding_side = side
             model.train(was_training)
         return {u: out[u] for u in users}
 
-    def update(self, inputs: ExplainerInputs, reward: Callable[..., list[float]], *, round_no: int,
-               work_dir: Path) -> dict[str, Any]:
+    def update(
+        self, inputs: ExplainerInputs, reward: Callable[..., list[float]], *, round_no: int, work_dir: Path
+    ) -> dict[str, Any]:
         import torch
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
@@ -288,17 +331,33 @@ class GRPOExplainer:
         data = Dataset.from_list([{"prompt": inputs.messages[u], "user_id": u} for u in inputs.users])
         cuda = torch.cuda.is_available()
         args = GRPOConfig(
-            output_dir=str(work_dir / "trainer"), max_steps=s.steps, learning_rate=s.learning_rate,
-            per_device_train_batch_size=s.prompts_per_step * s.num_generations, gradient_accumulation_steps=1,
-            num_generations=s.num_generations, max_completion_length=s.max_completion_tokens,
-            temperature=s.temperature, beta=s.kl_beta, logging_steps=1, save_strategy="no", report_to="none",
-            seed=s.seed + round_no, data_seed=s.seed + round_no, remove_unused_columns=False, use_cpu=not cuda,
-            bf16=False, fp16=False, dataloader_num_workers=0, disable_tqdm=True,
+            output_dir=str(work_dir / "trainer"),
+            max_steps=s.steps,
+            learning_rate=s.learning_rate,
+            per_device_train_batch_size=s.prompts_per_step * s.num_generations,
+            gradient_accumulation_steps=1,
+            num_generations=s.num_generations,
+            max_completion_length=s.max_completion_tokens,
+            temperature=s.temperature,
+            beta=s.kl_beta,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            seed=s.seed + round_no,
+            data_seed=s.seed + round_no,
+            remove_unused_columns=False,
+            use_cpu=not cuda,
+            bf16=False,
+            fp16=False,
+            dataloader_num_workers=0,
+            disable_tqdm=True,
             # a 135M-parameter student fits easily; recomputing activations would only cost time
-            gradient_checkpointing=False)
+            gradient_checkpointing=False,
+        )
         reward_funcs: list[Any] = [reward]
-        trainer = GRPOTrainer(model=self.model, reward_funcs=reward_funcs, args=args, train_dataset=data,
-                              processing_class=self.tokenizer)
+        trainer = GRPOTrainer(
+            model=self.model, reward_funcs=reward_funcs, args=args, train_dataset=data, processing_class=self.tokenizer
+        )
         start = time.perf_counter()
         with self._threads():
             trainer.train()
@@ -311,10 +370,16 @@ class GRPOExplainer:
             vals = [h[key] for h in steps if key in h and h[key] is not None]
             return float(np.mean(vals)) if vals else None
 
-        return {"reward_mean": mean("reward"), "reward_std": mean("reward_std"), "kl": mean("kl"),
-                "loss": mean("loss"), "completion_length": mean("completions/mean_length"),
-                "update_seconds": seconds, "step_seconds": seconds / max(len(steps), 1),
-                "steps": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in steps]}
+        return {
+            "reward_mean": mean("reward"),
+            "reward_std": mean("reward_std"),
+            "kl": mean("kl"),
+            "loss": mean("loss"),
+            "completion_length": mean("completions/mean_length"),
+            "update_seconds": seconds,
+            "step_seconds": seconds / max(len(steps), 1),
+            "steps": [{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in steps],
+        }
 
     def save(self, folder: Path) -> None:
         # only the trained adapter; trl's frozen "ref" copy is rebuilt from it next round
@@ -345,28 +410,35 @@ def _frame_hash(df: pd.DataFrame, cols: Sequence[str]) -> str:
 @dataclass
 class RLRun:
     """Everything the loop needs; texts and the explainer are explicit so tests can pass fakes."""
+
     out_dir: Path
     interactions: pd.DataFrame
     examples: pd.DataFrame
     item_texts: Mapping[str, str]
     inputs: ExplainerInputs
     explainer: Explainer
-    encoder: Any                     # rrlib.llm.encoder.TextEncoder (or a fake with dim/encode/identity)
+    encoder: Any  # rrlib.llm.encoder.TextEncoder (or a fake with dim/encode/identity)
     settings: RLSettings
     seq_cfg: SeqConfig
-    explanations_out: Path | None = None   # where the last round's explanations go (paths.recpie_explanations)
+    explanations_out: Path | None = None  # where the last round's explanations go (paths.recpie_explanations)
     progress: bool = False
     _item_features: TextFeatures | None = field(default=None, repr=False)
 
     def run_config(self) -> dict[str, Any]:
         enc_id = getattr(self.encoder, "identity", None)
-        return {"settings": asdict(self.settings), "recommender": asdict(self.seq_cfg),
-                "inputs": self.inputs.fingerprint(), "template_version": TEMPLATE_VERSION,
-                "item_texts": stable_hash(sorted(self.item_texts.items())),
-                "interactions": _frame_hash(self.interactions, ["user_id", "item_id", "liked", "position"]),
-                "valid_examples": _frame_hash(self.examples[self.examples["split"] == "valid"],
-                                              ["example_id", "user_id", "target_item_id"]),
-                "explainer": self.explainer.identity(), "encoder": enc_id if isinstance(enc_id, dict) else str(enc_id)}
+        return {
+            "settings": asdict(self.settings),
+            "recommender": asdict(self.seq_cfg),
+            "inputs": self.inputs.fingerprint(),
+            "template_version": TEMPLATE_VERSION,
+            "item_texts": stable_hash(sorted(self.item_texts.items())),
+            "interactions": _frame_hash(self.interactions, ["user_id", "item_id", "liked", "position"]),
+            "valid_examples": _frame_hash(
+                self.examples[self.examples["split"] == "valid"], ["example_id", "user_id", "target_item_id"]
+            ),
+            "explainer": self.explainer.identity(),
+            "encoder": enc_id if isinstance(enc_id, dict) else str(enc_id),
+        }
 
     def item_features(self) -> TextFeatures:
         if self._item_features is None:
@@ -376,10 +448,14 @@ class RLRun:
     def features_for(self, explanations: Mapping[str, str]) -> tuple[TextFeatures, list[str], np.ndarray]:
         """The item features with the users' (non-blank) explanations as user texts."""
         users = [u for u in self.inputs.users if explanations.get(u, "").strip()]
-        vecs = self.encoder.encode([explanations[u].strip() for u in users]) if users else \
-            np.zeros((0, self.item_features().dim), dtype=np.float32)
-        feats = self.item_features().with_users(dict(zip(users, vecs)),
-                                                {u: self.inputs.available_from[u] for u in users})
+        vecs = (
+            self.encoder.encode([explanations[u].strip() for u in users])
+            if users
+            else np.zeros((0, self.item_features().dim), dtype=np.float32)
+        )
+        feats = self.item_features().with_users(
+            dict(zip(users, vecs)), {u: self.inputs.available_from[u] for u in users}
+        )
         return feats, users, vecs
 
 
@@ -387,10 +463,14 @@ def _guard_settings(out_dir: Path, config: dict[str, Any]) -> None:
     path = out_dir / SETTINGS_NAME
     old = read_json_or_none(path)
     if old is not None and old.get("hash") != stable_hash(config):
-        differ = sorted(k for k in set(old.get("config", {})) | set(config) if old.get("config", {}).get(k) != config.get(k))
-        raise TrainingConfigMismatch(f"{out_dir} holds RecPIE RL rounds made with other settings or data (differs in: "
-                                     f"{', '.join(differ) or 'unknown'}); use a new RUN_DIR, or delete {out_dir} to "
-                                     f"start over.")
+        differ = sorted(
+            k for k in set(old.get("config", {})) | set(config) if old.get("config", {}).get(k) != config.get(k)
+        )
+        raise TrainingConfigMismatch(
+            f"{out_dir} holds RecPIE RL rounds made with other settings or data (differs in: "
+            f"{', '.join(differ) or 'unknown'}); use a new RUN_DIR, or delete {out_dir} to "
+            f"start over."
+        )
     if old is None:
         write_json_atomic(path, {"hash": stable_hash(config), "config": config})
 
@@ -438,25 +518,46 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
                 metrics = run.explainer.update(run.inputs, reward, round_no=r, work_dir=tmp)
             explanations = run.explainer.generate(run.inputs.messages)
             feats, users, vecs = run.features_for(explanations)
-            fitted = fit_hybrid(s.recommender, run.interactions, run.examples, feats, run.seq_cfg,
-                                progress=run.progress)
-            gain = (explanation_gain(fitted, users, vecs, run.inputs.available_from, measure=s.reward_measure)
-                    if users else np.zeros(0))
+            fitted = fit_hybrid(
+                s.recommender, run.interactions, run.examples, feats, run.seq_cfg, progress=run.progress
+            )
+            gain = (
+                explanation_gain(fitted, users, vecs, run.inputs.available_from, measure=s.reward_measure)
+                if users
+                else np.zeros(0)
+            )
             if r > 0:
                 run.explainer.save(tmp / "adapter")
-            write_parquet_atomic(pd.DataFrame({
-                "user_id": run.inputs.users, "explanation": [explanations.get(u, "") for u in run.inputs.users],
-                "available_from": [run.inputs.available_from[u] for u in run.inputs.users], "round": r}),
-                tmp / "explanations.parquet")
+            write_parquet_atomic(
+                pd.DataFrame(
+                    {
+                        "user_id": run.inputs.users,
+                        "explanation": [explanations.get(u, "") for u in run.inputs.users],
+                        "available_from": [run.inputs.available_from[u] for u in run.inputs.users],
+                        "round": r,
+                    }
+                ),
+                tmp / "explanations.parquet",
+            )
             torch.save(fitted.state(), tmp / "recommender.pt")
             words = [len(explanations.get(u, "").split()) for u in run.inputs.users]
-            record = {"round": r, "reward_mean": metrics.get("reward_mean"), "reward_std": metrics.get("reward_std"),
-                      "kl": metrics.get("kl"), "loss": metrics.get("loss"),
-                      f"valid_{fitted.metric}": fitted.best_valid, "train_gain_mean": float(gain.mean()) if len(gain) else None,
-                      "n_users": len(run.inputs.users), "n_explained": len(users), "mean_words": float(np.mean(words)),
-                      "recommender_epochs": len(fitted.curve), "update_seconds": metrics.get("update_seconds"),
-                      "step_seconds": metrics.get("step_seconds"), "seconds": time.perf_counter() - t0,
-                      "steps": metrics.get("steps", [])}
+            record = {
+                "round": r,
+                "reward_mean": metrics.get("reward_mean"),
+                "reward_std": metrics.get("reward_std"),
+                "kl": metrics.get("kl"),
+                "loss": metrics.get("loss"),
+                f"valid_{fitted.metric}": fitted.best_valid,
+                "train_gain_mean": float(gain.mean()) if len(gain) else None,
+                "n_users": len(run.inputs.users),
+                "n_explained": len(users),
+                "mean_words": float(np.mean(words)),
+                "recommender_epochs": len(fitted.curve),
+                "update_seconds": metrics.get("update_seconds"),
+                "step_seconds": metrics.get("step_seconds"),
+                "seconds": time.perf_counter() - t0,
+                "steps": metrics.get("steps", []),
+            }
             write_json_atomic(tmp / "summary.json", record)
             os.rename(tmp, folder)  # the round exists complete, or not at all
         finally:
@@ -465,8 +566,14 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
         jlog.append([record])
         logged.add(r)
         prev = (fitted, explanations)
-        log.info("RecPIE RL round %d: reward %s, KL %s, valid %s %.4f", r, record["reward_mean"], record["kl"],
-                 fitted.metric, fitted.best_valid)
+        log.info(
+            "RecPIE RL round %d: reward %s, KL %s, valid %s %.4f",
+            r,
+            record["reward_mean"],
+            record["kl"],
+            fitted.metric,
+            fitted.best_valid,
+        )
     if run.explanations_out is not None:
         last = round_dir(out, s.rounds) / "explanations.parquet"
         write_parquet_atomic(pd.read_parquet(last), run.explanations_out)
@@ -487,8 +594,9 @@ def needs_rl(cfg) -> bool:
     return cfg.recpie.recpie_user_text == "explanations" and any(m in VARIANTS and variant(m)[0] for m in methods)
 
 
-def rl_run_for(cfg, paths, tables, domain: str, *, explainer: Explainer | None = None, encoder: Any = None,
-               progress: bool = False) -> RLRun:
+def rl_run_for(
+    cfg, paths, tables, domain: str, *, explainer: Explainer | None = None, encoder: Any = None, progress: bool = False
+) -> RLRun:
     """The loop of this run: the explainer sees RUN_DIR's tables (descriptions when
     RECPIE_ITEM_TEXT is 'description'), rounds go to ``paths.recpie_rl`` and the last round's
     explanations to ``paths.recpie_explanations`` (which ``recpie_rl`` reads in notebook 07).
@@ -503,20 +611,48 @@ def rl_run_for(cfg, paths, tables, domain: str, *, explainer: Explainer | None =
         desc = pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
     catalog = ItemCatalog.from_tables(tables.items, desc)
     test = eval_subset(tables.examples, "test", cfg.data.n_test)
-    inputs = explainer_inputs(tables.interactions, catalog, domain, settings, with_description=desc is not None,
-                              first=test["user_id"].astype(str).tolist())
+    inputs = explainer_inputs(
+        tables.interactions,
+        catalog,
+        domain,
+        settings,
+        with_description=desc is not None,
+        first=test["user_id"].astype(str).tolist(),
+    )
     items = run_texts(paths, tables, "none", rc.recpie_item_text)[1] if rc.recpie_item_text != "none" else {}
     if encoder is None:
         from rrlib.llm.encoder import default_encoder
 
         encoder = default_encoder(resolve_path(cfg.common.cache_dir))
-    return RLRun(paths.recpie_rl, tables.interactions, tables.examples, items, inputs,
-                 explainer if explainer is not None else GRPOExplainer(cfg, settings), encoder, settings,
-                 hybrid_config(cfg), explanations_out=paths.recpie_explanations, progress=progress)
+    return RLRun(
+        paths.recpie_rl,
+        tables.interactions,
+        tables.examples,
+        items,
+        inputs,
+        explainer if explainer is not None else GRPOExplainer(cfg, settings),
+        encoder,
+        settings,
+        hybrid_config(cfg),
+        explanations_out=paths.recpie_explanations,
+        progress=progress,
+    )
 
 
-ROUND_COLUMNS = ("round", "reward_mean", "reward_std", "kl", "loss", "valid_auc", "train_gain_mean", "n_explained",
-                 "mean_words", "recommender_epochs", "update_seconds", "seconds")
+ROUND_COLUMNS = (
+    "round",
+    "reward_mean",
+    "reward_std",
+    "kl",
+    "loss",
+    "valid_auc",
+    "train_gain_mean",
+    "n_explained",
+    "mean_words",
+    "recommender_epochs",
+    "update_seconds",
+    "seconds",
+)
 
 
 def rounds_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
@@ -537,14 +673,16 @@ def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "R
         raise DataError("plot_rounds: no finished round to plot (run rrlib.recpie_rl.run_recpie_rl first).")
     fig = Figure(figsize=(9.6, 3.2))
     axes = fig.subplots(1, 3)
-    for ax, col, name in zip(axes, ("reward_mean", "kl", "valid_auc"),
-                             ("reward (log-lik. gain)", "KL to round start", "validation AUC")):
+    for ax, col, name in zip(
+        axes, ("reward_mean", "kl", "valid_auc"), ("reward (log-lik. gain)", "KL to round start", "validation AUC")
+    ):
         t = table[["round", col]].dropna()
         ax.plot(t["round"], t[col].astype(float), marker="o")
         if col == "reward_mean" and table["reward_std"].notna().any():
             s = table[["round", "reward_mean", "reward_std"]].dropna()
-            ax.fill_between(s["round"], s["reward_mean"] - s["reward_std"], s["reward_mean"] + s["reward_std"],
-                            alpha=0.15)
+            ax.fill_between(
+                s["round"], s["reward_mean"] - s["reward_std"], s["reward_mean"] + s["reward_std"], alpha=0.15
+            )
         ax.set(xlabel="round", title=name)
         ax.set_xticks(table["round"].tolist())
         ax.grid(alpha=0.3)
@@ -560,9 +698,16 @@ def write_prompts(run: RLRun, path: Path) -> Path:
     """What the explainer was shown, per user (user_id, prompt, available_from): the input that
     notebook 07's faithfulness checks hold each explanation to."""
     users = run.inputs.users
-    write_parquet_atomic(pd.DataFrame({
-        "user_id": users, "prompt": ["\n".join(str(m["content"]) for m in run.inputs.messages[u]) for u in users],
-        "available_from": [run.inputs.available_from[u] for u in users]}), path)
+    write_parquet_atomic(
+        pd.DataFrame(
+            {
+                "user_id": users,
+                "prompt": ["\n".join(str(m["content"]) for m in run.inputs.messages[u]) for u in users],
+                "available_from": [run.inputs.available_from[u] for u in users],
+            }
+        ),
+        path,
+    )
     return Path(path)
 
 
@@ -589,7 +734,25 @@ def rounds_log(out_dir: Path) -> list[dict[str, Any]]:
     return [recs[k] for k in sorted(recs)]
 
 
-__all__ = ["ExplainerInputs", "Explainer", "GRPOExplainer", "ROUND_COLUMNS", "RLRun", "RLSettings", "completion_text",
-           "explainer_inputs", "explainer_known_texts", "make_reward", "needs_rl", "plot_rounds", "rl_run_for",
-           "round_dir", "round_explanations", "round_finished", "rounds_log", "rounds_table", "run_recpie_rl",
-           "write_prompts"]
+__all__ = [
+    "ExplainerInputs",
+    "Explainer",
+    "GRPOExplainer",
+    "ROUND_COLUMNS",
+    "RLRun",
+    "RLSettings",
+    "completion_text",
+    "explainer_inputs",
+    "explainer_known_texts",
+    "make_reward",
+    "needs_rl",
+    "plot_rounds",
+    "rl_run_for",
+    "round_dir",
+    "round_explanations",
+    "round_finished",
+    "rounds_log",
+    "rounds_table",
+    "run_recpie_rl",
+    "write_prompts",
+]

@@ -14,6 +14,7 @@ Scores are cached durably (:class:`ScoreCache`, a crash-safe :class:`rrlib.io.Js
 by the model identity, which includes a hash of the adapter weights, and by the scored ids, so
 outputs of different adapters never mix.
 """
+
 from __future__ import annotations
 
 import logging
@@ -63,9 +64,11 @@ def resolve_adapter(adapter_dir: Path | None) -> Path | None:
     for folder in (adapter_dir / ADAPTER_SUBDIR, adapter_dir):
         if all((folder / f).is_file() for f in ADAPTER_FILES):
             return folder
-    raise MissingArtifactError(f"{adapter_dir} holds no finished LoRA adapter (expected {list(ADAPTER_FILES)} in "
-                            f"{adapter_dir / ADAPTER_SUBDIR}); run notebook 06_finetune (or scripts/train.py) "
-                            f"for this method and K first.")
+    raise MissingArtifactError(
+        f"{adapter_dir} holds no finished LoRA adapter (expected {list(ADAPTER_FILES)} in "
+        f"{adapter_dir / ADAPTER_SUBDIR}); run notebook 06_finetune (or scripts/train.py) "
+        f"for this method and K first."
+    )
 
 
 def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBackend:
@@ -77,20 +80,32 @@ def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBacken
 
     s = cfg.student
     check_model_path(s.student_model, "STUDENT_MODEL")
-    return LocalBackend(s.student_model, cache_dir=resolve_path(cfg.common.cache_dir), revision=s.student_revision,
-                        dtype=student_dtype(cfg),
-                        quantization=checked_quantization(s.student_quantization, "STUDENT_QUANTIZATION"),
-                        batch_size=cfg.evaluate.predict_batch_size, max_prompt_tokens=s.max_seq_length,
-                        trust_remote_code=cfg.teacher.trust_remote_code, adapter=resolve_adapter(adapter_dir),
-                        role="student")
+    return LocalBackend(
+        s.student_model,
+        cache_dir=resolve_path(cfg.common.cache_dir),
+        revision=s.student_revision,
+        dtype=student_dtype(cfg),
+        quantization=checked_quantization(s.student_quantization, "STUDENT_QUANTIZATION"),
+        batch_size=cfg.evaluate.predict_batch_size,
+        max_prompt_tokens=s.max_seq_length,
+        trust_remote_code=cfg.teacher.trust_remote_code,
+        adapter=resolve_adapter(adapter_dir),
+        role="student",
+    )
 
 
 def load_student_for_training(cfg: Config):
     """(model, tokenizer) of the base student ready for LoRA training."""
     s = cfg.student
-    return load_model_and_tokenizer(s.student_model, revision=s.student_revision, quantization=s.student_quantization,
-                                    dtype=student_dtype(cfg), cache_dir=resolve_path(cfg.common.cache_dir),
-                                    trust_remote_code=cfg.teacher.trust_remote_code, for_training=True)
+    return load_model_and_tokenizer(
+        s.student_model,
+        revision=s.student_revision,
+        quantization=s.student_quantization,
+        dtype=student_dtype(cfg),
+        cache_dir=resolve_path(cfg.common.cache_dir),
+        trust_remote_code=cfg.teacher.trust_remote_code,
+        for_training=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -105,8 +120,9 @@ SCORE_BATCH_TOKENS = 8192
 def chat_token_ids(tokenizer, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> list[int]:
     """A conversation's token ids exactly as trl's SFTTrainer tokenizes a conversational
     example for training (``apply_chat_template(tokenize=True, return_dict=True)``, trl 1.16)."""
-    out = tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=True, return_dict=True,
-                                        add_generation_prompt=add_generation_prompt)
+    out = tokenizer.apply_chat_template(
+        [dict(m) for m in messages], tokenize=True, return_dict=True, add_generation_prompt=add_generation_prompt
+    )
     return list(out["input_ids"])
 
 
@@ -122,6 +138,7 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 @dataclass(frozen=True)
 class ScoringPrompt:
     """A prompt's training sequence up to its answer token, and the two answer tokens."""
+
     ids: tuple[int, ...]  # what the model reads; the next token is the prediction
     yes_id: int
     no_id: int
@@ -142,14 +159,18 @@ def scoring_prompt(tokenizer, messages: Sequence[Message]) -> ScoringPrompt:
     Yes/No ids the tokens where they first differ. Whatever the chat template puts between the
     prompt and the answer (ChatML's ``assistant\\n``, a space after Llama-2's ``[/INST]``) is
     then exactly what training put there, and string concatenation never decides a token."""
-    seqs = {label: chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": prediction_line(label)}])
-            for label in ANSWERS}
+    seqs = {
+        label: chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": prediction_line(label)}])
+        for label in ANSWERS
+    }
     yes, no = seqs[1], seqs[0]
     n = common_prefix_length(yes, no)
     if n >= min(len(yes), len(no)):
-        raise ValueError(f"tokenizer {type(tokenizer).__name__}: with its chat template, the conversation ending "
-                         f"in {prediction_line(1)!r} is a prefix of the one ending in {prediction_line(0)!r} (or the "
-                         f"reverse); the answer cannot be read at one position.")
+        raise ValueError(
+            f"tokenizer {type(tokenizer).__name__}: with its chat template, the conversation ending "
+            f"in {prediction_line(1)!r} is a prefix of the one ending in {prediction_line(0)!r} (or the "
+            f"reverse); the answer cannot be read at one position."
+        )
     return ScoringPrompt(tuple(yes[:n]), yes[n], no[n])
 
 
@@ -174,7 +195,7 @@ def fit_scoring_messages(backend, messages: Sequence[Message], max_seq_length: i
 
 @dataclass
 class YesNoScores:
-    p_yes: np.ndarray       # P(Yes) / (P(Yes) + P(No))
+    p_yes: np.ndarray  # P(Yes) / (P(Yes) + P(No))
     yes_no_mass: np.ndarray  # P(Yes) + P(No) over the whole vocabulary (how much the model wants to answer)
 
 
@@ -183,7 +204,7 @@ def _batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, batc
     out, pos = [], 0
     while pos < len(order):
         rows = max(1, min(batch_size, batch_tokens // max(lengths[order[pos]], 1)))
-        out.append(list(order[pos:pos + rows]))
+        out.append(list(order[pos : pos + rows]))
         pos += rows
     return out
 
@@ -194,9 +215,17 @@ def shared_prefix_length(prompts: Sequence[ScoringPrompt]) -> int:
     return _shared_ids_prefix([p.ids for p in prompts]) if prompts else 0
 
 
-def candidate_log_probs(model, ids: Sequence[Sequence[int]], candidates: Sequence[Sequence[int]], batch_size: int = 32,
-                        *, pad_id: int = 0, batch_tokens: int = SCORE_BATCH_TOKENS, prefix_reuse: bool = False,
-                        desc: str = "scoring") -> np.ndarray:
+def candidate_log_probs(
+    model,
+    ids: Sequence[Sequence[int]],
+    candidates: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    *,
+    pad_id: int = 0,
+    batch_tokens: int = SCORE_BATCH_TOKENS,
+    prefix_reuse: bool = False,
+    desc: str = "scoring",
+) -> np.ndarray:
     """Next-token log-probabilities (over the whole vocabulary) of each prompt's candidate tokens
     after its ids: an (n prompts x n candidates) array. Left-padded batches of at most
     ``batch_size`` rows and ``batch_tokens`` tokens; only the last position's logits are built.
@@ -220,15 +249,16 @@ def candidate_log_probs(model, ids: Sequence[Sequence[int]], candidates: Sequenc
         with torch.inference_mode():
             prefix_cache = None
             if shared:
-                prefix_cache = model(input_ids=torch.tensor([list(ids[0][:shared])], device=device),
-                                     use_cache=True, logits_to_keep=1).past_key_values
+                prefix_cache = model(
+                    input_ids=torch.tensor([list(ids[0][:shared])], device=device), use_cache=True, logits_to_keep=1
+                ).past_key_values
             for idx in tqdm(_batches(order, lengths, batch_size, batch_tokens), desc=desc, leave=False):
                 width = lengths[idx[0]]
                 x = torch.full((len(idx), width), pad_id, dtype=torch.long)
                 att = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, i in enumerate(idx):
-                    x[row, width - lengths[i]:] = torch.tensor(list(ids[i][shared:]))
-                    att[row, width - lengths[i]:] = 1
+                    x[row, width - lengths[i] :] = torch.tensor(list(ids[i][shared:]))
+                    att[row, width - lengths[i] :] = 1
                 pos = (att.cumsum(-1) - 1).clamp(min=0) + shared
                 kwargs = {}
                 if prefix_cache is not None:
@@ -236,8 +266,14 @@ def candidate_log_probs(model, ids: Sequence[Sequence[int]], candidates: Sequenc
                     cache.batch_repeat_interleave(len(idx))
                     att = torch.cat([torch.ones((len(idx), shared), dtype=torch.long), att], dim=1)
                     kwargs["past_key_values"] = cache
-                out = model(input_ids=x.to(device), attention_mask=att.to(device), position_ids=pos.to(device),
-                            logits_to_keep=1, use_cache=prefix_cache is not None, **kwargs)
+                out = model(
+                    input_ids=x.to(device),
+                    attention_mask=att.to(device),
+                    position_ids=pos.to(device),
+                    logits_to_keep=1,
+                    use_cache=prefix_cache is not None,
+                    **kwargs,
+                )
                 logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
                 cand = torch.tensor([list(candidates[i]) for i in idx], dtype=torch.long)
                 out_lp[idx] = torch.gather(logp, 1, cand).numpy()
@@ -254,15 +290,30 @@ def _shared_ids_prefix(ids: Sequence[Sequence[int]]) -> int:
     return max(n, 0)
 
 
-def yes_no_probabilities(model, prompts: Sequence[ScoringPrompt], batch_size: int = 32, *,
-                         pad_id: int = 0, batch_tokens: int = SCORE_BATCH_TOKENS, prefix_reuse: bool = False,
-                         desc: str = "Yes/No scoring") -> YesNoScores:
+def yes_no_probabilities(
+    model,
+    prompts: Sequence[ScoringPrompt],
+    batch_size: int = 32,
+    *,
+    pad_id: int = 0,
+    batch_tokens: int = SCORE_BATCH_TOKENS,
+    prefix_reuse: bool = False,
+    desc: str = "Yes/No scoring",
+) -> YesNoScores:
     """Next-token Yes/No probabilities after each prompt's ids (:func:`candidate_log_probs`).
     The one scoring function of validation (05) and prediction (06)."""
     if not prompts:
         return YesNoScores(np.zeros(0), np.zeros(0))
-    lp = candidate_log_probs(model, [p.ids for p in prompts], [(p.yes_id, p.no_id) for p in prompts], batch_size,
-                             pad_id=pad_id, batch_tokens=batch_tokens, prefix_reuse=prefix_reuse, desc=desc)
+    lp = candidate_log_probs(
+        model,
+        [p.ids for p in prompts],
+        [(p.yes_id, p.no_id) for p in prompts],
+        batch_size,
+        pad_id=pad_id,
+        batch_tokens=batch_tokens,
+        prefix_reuse=prefix_reuse,
+        desc=desc,
+    )
     ly, ln = lp[:, 0], lp[:, 1]
     return YesNoScores(np.exp(ly - np.logaddexp(ly, ln)), np.exp(ly) + np.exp(ln))
 
@@ -273,6 +324,7 @@ def pad_token_id(tokenizer) -> int:
 
 class ScoreCache:
     """Append-only, crash-safe JSONL of Yes/No scores keyed by model identity and the scored ids."""
+
     REQUIRED: tuple[str, ...] = ("key", "p_yes", "yes_no_mass")
 
     def __init__(self, path: Path):
@@ -282,8 +334,15 @@ class ScoreCache:
 
     @staticmethod
     def key(identity: Mapping[str, Any], prompt: ScoringPrompt) -> str:
-        return stable_hash({"identity": dict(identity), "template_version": TEMPLATE_VERSION,
-                            "ids": list(prompt.ids), "yes": prompt.yes_id, "no": prompt.no_id})
+        return stable_hash(
+            {
+                "identity": dict(identity),
+                "template_version": TEMPLATE_VERSION,
+                "ids": list(prompt.ids),
+                "yes": prompt.yes_id,
+                "no": prompt.no_id,
+            }
+        )
 
     def get(self, key: str) -> dict | None:
         return self._rows.get(key)
@@ -294,8 +353,9 @@ class ScoreCache:
             self._rows[row["key"]] = row
 
 
-def cached_yes_no(backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, batch_size: int, desc: str
-                  ) -> tuple[YesNoScores, dict]:
+def cached_yes_no(
+    backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, batch_size: int, desc: str
+) -> tuple[YesNoScores, dict]:
     """Scores of ``prompts`` under ``backend.identity``; only uncached ones load and run the
     model (in chunks, each appended to the cache at once so an interruption loses little)."""
     keys = [ScoreCache.key(backend.identity, p) for p in prompts]
@@ -304,23 +364,40 @@ def cached_yes_no(backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, 
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", disable=not todo)
     try:
         for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            scores = yes_no_probabilities(backend.model, [prompts[i] for i in part], batch_size,
-                                          pad_id=pad_token_id(backend.tokenizer), desc=f"{desc} (chunk)")
-            cache.put_many([{"key": keys[i], "p_yes": float(p), "yes_no_mass": float(m)}
-                            for i, p, m in zip(part, scores.p_yes, scores.yes_no_mass)])
+            part = todo[start : start + chunk]
+            scores = yes_no_probabilities(
+                backend.model,
+                [prompts[i] for i in part],
+                batch_size,
+                pad_id=pad_token_id(backend.tokenizer),
+                desc=f"{desc} (chunk)",
+            )
+            cache.put_many(
+                [
+                    {"key": keys[i], "p_yes": float(p), "yes_no_mass": float(m)}
+                    for i, p, m in zip(part, scores.p_yes, scores.yes_no_mass)
+                ]
+            )
             bar.update(len(part))
     finally:
         bar.close()
     rows = [r for r in (cache.get(k) for k in keys) if r is not None]
     if len(rows) != len(keys):
-        raise RuntimeError(f"yes_no_probabilities: {len(keys) - len(rows)} score(s) missing from the cache "
-                           f"after scoring.")
+        raise RuntimeError(
+            f"yes_no_probabilities: {len(keys) - len(rows)} score(s) missing from the cache after scoring."
+        )
     tokens = answer_tokens(backend.tokenizer, prompts)
-    return (YesNoScores(np.array([r["p_yes"] for r in rows], dtype=float),
-                        np.array([r["yes_no_mass"] for r in rows], dtype=float)),
-            {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo),
-             "yes_token": tokens.yes_token, "no_token": tokens.no_token})
+    return (
+        YesNoScores(
+            np.array([r["p_yes"] for r in rows], dtype=float), np.array([r["yes_no_mass"] for r in rows], dtype=float)
+        ),
+        {
+            "scores_cached": len(prompts) - len(todo),
+            "scores_computed": len(todo),
+            "yes_token": tokens.yes_token,
+            "no_token": tokens.no_token,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -337,8 +414,9 @@ class RatingTokenError(MethodError):
 @dataclass(frozen=True)
 class RatingPrompt:
     """A rating answer's training sequence up to the rating token, and the token of each rating."""
-    ids: tuple[int, ...]          # prompt + assistant turn up to "Rating: "; the next token is the rating
-    rating_ids: tuple[int, ...]   # token id of rating r at that position, r in RATINGS
+
+    ids: tuple[int, ...]  # prompt + assistant turn up to "Rating: "; the next token is the rating
+    rating_ids: tuple[int, ...]  # token id of rating r at that position, r in RATINGS
 
 
 def rating_scoring_prompt(tokenizer, messages: Sequence[Message], reasoning: str = "") -> RatingPrompt:
@@ -348,33 +426,39 @@ def rating_scoring_prompt(tokenizer, messages: Sequence[Message], reasoning: str
     five, the rating ids the tokens where they differ (the read of :func:`scoring_prompt`, with
     five answers). Every rating must be exactly one token there (what follows it identical for
     all five): else :class:`RatingTokenError`."""
-    seqs = [chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": rating_answer(reasoning, r)}])
-            for r in RATINGS]
+    seqs = [
+        chat_token_ids(tokenizer, [*messages, {"role": "assistant", "content": rating_answer(reasoning, r)}])
+        for r in RATINGS
+    ]
     n = min(common_prefix_length(seqs[0], q) for q in seqs[1:])
     name = type(tokenizer).__name__
     if any(len(q) <= n for q in seqs):
-        raise RatingTokenError(f"tokenizer {name}: one rating answer is a prefix of another; the rating cannot be "
-                               f"read at one position.")
+        raise RatingTokenError(
+            f"tokenizer {name}: one rating answer is a prefix of another; the rating cannot be read at one position."
+        )
     ids = tuple(q[n] for q in seqs)
-    tails = {tuple(q[n + 1:]) for q in seqs}
+    tails = {tuple(q[n + 1 :]) for q in seqs}
     if len(set(ids)) != len(ids) or len(tails) != 1:
-        raise RatingTokenError(f"tokenizer {name}: the ratings {list(RATINGS)} are not one token each after "
-                               f"'Rating: ' (tokens there: {[tokenizer.convert_ids_to_tokens(i) for i in ids]}); "
-                               f"the expected rating needs a tokenizer that writes every digit 1-5 as a single "
-                               f"token (choose another STUDENT_MODEL).")
+        raise RatingTokenError(
+            f"tokenizer {name}: the ratings {list(RATINGS)} are not one token each after "
+            f"'Rating: ' (tokens there: {[tokenizer.convert_ids_to_tokens(i) for i in ids]}); "
+            f"the expected rating needs a tokenizer that writes every digit 1-5 as a single "
+            f"token (choose another STUDENT_MODEL)."
+        )
     for r, i in zip(RATINGS, ids):
         if tokenizer.decode([i]).strip() != str(r):
-            raise RatingTokenError(f"tokenizer {name}: the token read for rating {r} decodes to "
-                                   f"{tokenizer.decode([i])!r}, not {str(r)!r}.")
+            raise RatingTokenError(
+                f"tokenizer {name}: the token read for rating {r} decodes to {tokenizer.decode([i])!r}, not {str(r)!r}."
+            )
     return RatingPrompt(tuple(seqs[0][:n]), ids)
 
 
 @dataclass
 class RatingScores:
     expected: np.ndarray  # sum_r r * P(r), P normalised over the five rating tokens
-    argmax: np.ndarray    # the most probable rating (the lowest of equal ones)
-    probs: np.ndarray     # (n, 5) normalised P(r)
-    mass: np.ndarray      # sum_r P(r) over the whole vocabulary (how much the model wants to rate)
+    argmax: np.ndarray  # the most probable rating (the lowest of equal ones)
+    probs: np.ndarray  # (n, 5) normalised P(r)
+    mass: np.ndarray  # sum_r P(r) over the whole vocabulary (how much the model wants to rate)
 
 
 def rating_scores_from_log_probs(log_probs: np.ndarray) -> RatingScores:
@@ -384,38 +468,55 @@ def rating_scores_from_log_probs(log_probs: np.ndarray) -> RatingScores:
     p = np.exp(lp - top)
     probs = p / p.sum(axis=1, keepdims=True) if len(lp) else p
     values = np.asarray(RATINGS, dtype=float)
-    return RatingScores(probs @ values, values[np.argmax(probs, axis=1)] if len(lp) else np.zeros(0), probs,
-                        np.exp(lp).sum(axis=1))
+    return RatingScores(
+        probs @ values, values[np.argmax(probs, axis=1)] if len(lp) else np.zeros(0), probs, np.exp(lp).sum(axis=1)
+    )
 
 
-def rating_probabilities(model, prompts: Sequence[RatingPrompt], batch_size: int = 32, *, pad_id: int = 0,
-                         desc: str = "rating scoring") -> RatingScores:
+def rating_probabilities(
+    model, prompts: Sequence[RatingPrompt], batch_size: int = 32, *, pad_id: int = 0, desc: str = "rating scoring"
+) -> RatingScores:
     """Rating-token probabilities at each prompt's rating position (validation and prediction)."""
-    lp = candidate_log_probs(model, [p.ids for p in prompts], [p.rating_ids for p in prompts], batch_size,
-                             pad_id=pad_id, desc=desc)
+    lp = candidate_log_probs(
+        model, [p.ids for p in prompts], [p.rating_ids for p in prompts], batch_size, pad_id=pad_id, desc=desc
+    )
     return rating_scores_from_log_probs(lp.reshape(-1, len(RATINGS)))
 
 
 class RatingScoreCache(ScoreCache):
     """Append-only JSONL of rating-token log-probabilities keyed by model identity and scored ids."""
+
     REQUIRED = ("key", "log_probs")
 
     @staticmethod
     def key(identity: Mapping[str, Any], prompt: RatingPrompt) -> str:  # type: ignore[override]
-        return stable_hash({"identity": dict(identity), "template_version": STUDENT_TEMPLATE_VERSION,
-                            "ids": list(prompt.ids), "ratings": list(prompt.rating_ids)})
+        return stable_hash(
+            {
+                "identity": dict(identity),
+                "template_version": STUDENT_TEMPLATE_VERSION,
+                "ids": list(prompt.ids),
+                "ratings": list(prompt.rating_ids),
+            }
+        )
 
 
-def cached_rating_scores(backend, prompts: Sequence[RatingPrompt], cache: RatingScoreCache, batch_size: int,
-                         desc: str) -> tuple[RatingScores, dict]:
+def cached_rating_scores(
+    backend, prompts: Sequence[RatingPrompt], cache: RatingScoreCache, batch_size: int, desc: str
+) -> tuple[RatingScores, dict]:
     """Rating scores of ``prompts`` under ``backend.identity``; only uncached ones run the model."""
     keys = [RatingScoreCache.key(backend.identity, p) for p in prompts]
     todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
     chunk = max(batch_size * 4, 1)
     for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        lp = candidate_log_probs(backend.model, [prompts[i].ids for i in part], [prompts[i].rating_ids for i in part],
-                                 batch_size, pad_id=pad_token_id(backend.tokenizer), desc=desc)
+        part = todo[start : start + chunk]
+        lp = candidate_log_probs(
+            backend.model,
+            [prompts[i].ids for i in part],
+            [prompts[i].rating_ids for i in part],
+            batch_size,
+            pad_id=pad_token_id(backend.tokenizer),
+            desc=desc,
+        )
         cache.put_many([{"key": keys[i], "log_probs": [float(x) for x in row]} for i, row in zip(part, lp)])
     rows = [r for r in (cache.get(k) for k in keys) if r is not None]
     if len(rows) != len(keys):
@@ -424,8 +525,9 @@ def cached_rating_scores(backend, prompts: Sequence[RatingPrompt], cache: Rating
     return rating_scores_from_log_probs(lp), {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo)}
 
 
-def greedy_generate(model, tokenizer, messages: Sequence[Sequence[Message]], max_new_tokens: int,
-                    batch_size: int = 8) -> list[str]:
+def greedy_generate(
+    model, tokenizer, messages: Sequence[Sequence[Message]], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
     """Greedy answers of the model being trained (validation of reasoning-first students):
     the chat template's generation prompt, left-padded batches, special tokens dropped."""
     import torch
@@ -438,16 +540,23 @@ def greedy_generate(model, tokenizer, messages: Sequence[Sequence[Message]], max
     try:
         with torch.inference_mode():
             for start in range(0, len(messages), batch_size):
-                seqs = [chat_token_ids(tokenizer, m, add_generation_prompt=True)
-                        for m in messages[start:start + batch_size]]
+                seqs = [
+                    chat_token_ids(tokenizer, m, add_generation_prompt=True)
+                    for m in messages[start : start + batch_size]
+                ]
                 width = max(len(q) for q in seqs)
                 x = torch.full((len(seqs), width), pad, dtype=torch.long)
                 att = torch.zeros((len(seqs), width), dtype=torch.long)
                 for row, q in enumerate(seqs):
-                    x[row, width - len(q):] = torch.tensor(q)
-                    att[row, width - len(q):] = 1
-                gen = model.generate(input_ids=x.to(device), attention_mask=att.to(device), do_sample=False,
-                                     max_new_tokens=max_new_tokens, pad_token_id=pad)
+                    x[row, width - len(q) :] = torch.tensor(q)
+                    att[row, width - len(q) :] = 1
+                gen = model.generate(
+                    input_ids=x.to(device),
+                    attention_mask=att.to(device),
+                    do_sample=False,
+                    max_new_tokens=max_new_tokens,
+                    pad_token_id=pad,
+                )
                 out += tokenizer.batch_decode(gen[:, width:].cpu(), skip_special_tokens=True)
     finally:
         model.train(was_training)

@@ -9,6 +9,7 @@ and loss of each, and the full-logits loss path for reference.
 Uses the bench run folder of scripts/benchmark_student.py (built there on first use) and the
 training loss of :mod:`rrlib.finetune` (logits on completion positions only). Prints one JSON line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     data = training_data(args.method, cfg.student.train_kshots[0], cfg, paths, ctx)
     tok = data.backend.tokenizer
     batches = []
-    for pair in data.pairs[:args.steps]:
+    for pair in data.pairs[: args.steps]:
         ids = chat_token_ids(tok, pair["prompt"] + pair["completion"])
         start = len(scoring_prompt(tok, pair["prompt"]).ids)  # the completion starts at the answer
         labels = [-100] * start + ids[start:]
@@ -60,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("fp32", "bf16-autocast"):
         base, _ = load_student_for_training(cfg)
         torch.manual_seed(0)
-        lora = LoraConfig(r=st.lora_r, lora_alpha=st.lora_alpha, lora_dropout=0.0,
-                          target_modules=list(st.lora_target_modules), task_type="CAUSAL_LM")
+        lora = LoraConfig(
+            r=st.lora_r,
+            lora_alpha=st.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=list(st.lora_target_modules),
+            task_type="CAUSAL_LM",
+        )
         model = get_peft_model(base, lora)
         models[name] = (model, torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr))
 
@@ -91,9 +97,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in out.values():
         r["mean_step_s"] = sum(r["step_s"][1:]) / max(len(r["step_s"]) - 1, 1)  # first step warms up
         r["tokens_per_s"] = tokens / sum(r["step_s"])
-    print(json.dumps({"steps": len(batches), "mean_tokens": tokens / len(batches), "results": out,
-                      "load_avg": os.getloadavg()[0], "cpus": os.cpu_count(),
-                      "threads": torch.get_num_threads()}))
+    print(
+        json.dumps(
+            {
+                "steps": len(batches),
+                "mean_tokens": tokens / len(batches),
+                "results": out,
+                "load_avg": os.getloadavg()[0],
+                "cpus": os.cpu_count(),
+                "threads": torch.get_num_threads(),
+            }
+        )
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ REASONING_WORDS) cut from the real reviews, so no teacher generation is needed; 
 sizes matter here, not the text. Every call retrains (the adapter store is bypassed) and scores
 without the score cache. Prints one JSON line; the CPU may be shared, so the load average is in it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,9 +39,15 @@ def stand_in_enrichment(paths, cfg, methods) -> None:
     t = load_tables(paths)
     reviews = t.interactions.set_index(["user_id", "item_id"])["review_text"].to_dict()
     e = cfg.enrich
-    desc = pd.DataFrame({"item_id": t.items["item_id"],
-                         "description": [_words(" ".join(r["text"] for r in revs[:3]) or title, e.description_words)
-                                         for revs, title in zip(t.items["sampled_reviews"], t.items["title"])]})
+    desc = pd.DataFrame(
+        {
+            "item_id": t.items["item_id"],
+            "description": [
+                _words(" ".join(r["text"] for r in revs[:3]) or title, e.description_words)
+                for revs, title in zip(t.items["sampled_reviews"], t.items["title"])
+            ],
+        }
+    )
     desc["source"], desc["status"] = "generated", "ok"
     desc["n_words"] = desc["description"].str.split().str.len()
     paths.item_descriptions.parent.mkdir(parents=True, exist_ok=True)
@@ -66,8 +73,9 @@ def stand_in_enrichment(paths, cfg, methods) -> None:
             for r in examples.itertuples():
                 text = reviews.get((r.user_id, r.target_item_id), "") or "no review text"
                 body = f"The customer {'liked' if r.label else 'disliked'} this product. In their words: {text} "
-                out.append((r.example_id, m, views.get(m, "full"), int(r.label),
-                            _words(body * 6, 2 * e.reasoning_words), "ok"))
+                out.append(
+                    (r.example_id, m, views.get(m, "full"), int(r.label), _words(body * 6, 2 * e.reasoning_words), "ok")
+                )
         df = pd.DataFrame(out, columns=["example_id", "method", "view", "label", "reasoning", "status"])
         df["n_words"] = df["reasoning"].str.split().str.len()
         return df
@@ -85,8 +93,10 @@ def generation_split(backend, messages, max_new_tokens: int) -> dict:
     from rrlib.llm.base import GenerationRequest, GenerationSettings
 
     settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=0, max_new_tokens=max_new_tokens)
-    requests = [GenerationRequest(messages=tuple(m), settings=settings, template="bench", template_version="1")
-                for m in messages]
+    requests = [
+        GenerationRequest(messages=tuple(m), settings=settings, template="bench", template_version="1")
+        for m in messages
+    ]
     backend.batch_size = max(backend.batch_size, len(requests))
     start = time.perf_counter()
     results = backend.generate(requests)
@@ -97,9 +107,13 @@ def generation_split(backend, messages, max_new_tokens: int) -> dict:
     with torch.inference_mode():
         model(**enc, use_cache=True, logits_to_keep=1)
     prefill = time.perf_counter() - start
-    return {"generation_rows": len(requests), "generation_s": total, "generation_prefill_s": prefill,
-            "generation_prefill_share": prefill / total,
-            "generated_tokens": sum(r.completion_tokens for r in results)}
+    return {
+        "generation_rows": len(requests),
+        "generation_s": total,
+        "generation_prefill_s": prefill,
+        "generation_prefill_share": prefill / total,
+        "generated_tokens": sum(r.completion_tokens for r in results),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="score with the base model only")
     ap.add_argument("--score-repeats", type=int, default=1, help="score this many times each way (best time kept)")
     ap.add_argument("--prefix", choices=("both", "off", "on"), default="both", help="prefix KV reuse when scoring")
-    ap.add_argument("--generation", type=int, default=0, metavar="N",
-                    help="also time greedy generation (REASONING_MAX_NEW_TOKENS) of N test prompts in one batch and "
-                         "its prefill alone (the share any prompt-prefix reuse could save)")
+    ap.add_argument(
+        "--generation",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also time greedy generation (REASONING_MAX_NEW_TOKENS) of N test prompts in one batch and "
+        "its prefill alone (the share any prompt-prefix reuse could save)",
+    )
     args = ap.parse_args(argv)
 
     work = Path(args.work).resolve()
@@ -142,9 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         ft.training_precision = lambda _cfg: args.precision  # the bench compares both on one machine
     ctx = PromptContext.from_run(paths, domain_of(params), args.method)
     k = cfg.student.train_kshots[0]
-    report: dict = {"method": args.method, "k": k, "load_avg_start": os.getloadavg()[0],
-                    "max_seq_length": cfg.student.max_seq_length, "train_batch_size": cfg.student.train_batch_size,
-                    "grad_accum_steps": cfg.student.grad_accum_steps}
+    report: dict = {
+        "method": args.method,
+        "k": k,
+        "load_avg_start": os.getloadavg()[0],
+        "max_seq_length": cfg.student.max_seq_length,
+        "train_batch_size": cfg.student.train_batch_size,
+        "grad_accum_steps": cfg.student.grad_accum_steps,
+    }
     adapter = None
     if not args.no_train:
         out = ft.adapter_dir(paths, args.method, k, cfg.common.seed, cfg)
@@ -152,18 +176,35 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work / "cache" / "adapters", ignore_errors=True)
         s = ft.train(args.method, k, cfg, paths, ctx)
         steps = max(s["global_step"], 1)
-        report.update({k_: s.get(k_) for k_ in ("precision", "train_seconds", "valid_seconds", "train_tokens",
-                                               "tokens_per_s", "global_step", "final_train_loss", "train_loss",
-                                               "best_valid_auc")})
+        report.update(
+            {
+                k_: s.get(k_)
+                for k_ in (
+                    "precision",
+                    "train_seconds",
+                    "valid_seconds",
+                    "train_tokens",
+                    "tokens_per_s",
+                    "global_step",
+                    "final_train_loss",
+                    "train_loss",
+                    "best_valid_auc",
+                )
+            }
+        )
         report["optimizer_step_s"] = s["train_seconds"] / steps
         report["peak_rss_after_train_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         adapter = out
 
     backend = student_backend(cfg, adapter)
     test = eval_subset(pd.read_parquet(paths.examples), "test", cfg.data.n_test)
-    prompts = [scoring_prompt(backend.tokenizer, fit_scoring_messages(backend, build_messages(args.method, r, ctx),
-                                                                      cfg.student.max_seq_length)[0])
-               for _, r in test.iterrows()]
+    prompts = [
+        scoring_prompt(
+            backend.tokenizer,
+            fit_scoring_messages(backend, build_messages(args.method, r, ctx), cfg.student.max_seq_length)[0],
+        )
+        for _, r in test.iterrows()
+    ]
     model = backend.model
     pad = pad_token_id(backend.tokenizer)
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.prefix]
@@ -172,23 +213,37 @@ def main(argv: list[str] | None = None) -> int:
         best = float("inf")
         for _ in range(args.score_repeats):
             start = time.perf_counter()
-            scores[reuse] = yes_no_probabilities(model, prompts, cfg.evaluate.predict_batch_size, pad_id=pad,
-                                                 prefix_reuse=reuse)
+            scores[reuse] = yes_no_probabilities(
+                model, prompts, cfg.evaluate.predict_batch_size, pad_id=pad, prefix_reuse=reuse
+            )
             best = min(best, time.perf_counter() - start)
         report[f"score_s_prefix_{'on' if reuse else 'off'}"] = best
     if len(scores) == 2:
         report["prefix_max_abs_diff"] = float(abs(scores[True].p_yes - scores[False].p_yes).max())
     if args.generation:
-        report.update(generation_split(backend, [fit_scoring_messages(backend, build_messages(args.method, r, ctx),
-                                                                      cfg.student.max_seq_length)[0]
-                                                 for _, r in test.head(args.generation).iterrows()],
-                                       cfg.evaluate.reasoning_max_new_tokens))
+        report.update(
+            generation_split(
+                backend,
+                [
+                    fit_scoring_messages(backend, build_messages(args.method, r, ctx), cfg.student.max_seq_length)[0]
+                    for _, r in test.head(args.generation).iterrows()
+                ],
+                cfg.evaluate.reasoning_max_new_tokens,
+            )
+        )
     from rrlib.student import shared_prefix_length
 
-    report.update({"n_scored": len(prompts), "mean_prompt_tokens": sum(len(p.ids) for p in prompts) / len(prompts),
-                   "shared_prefix_tokens": shared_prefix_length(prompts), "scoring_dtype": str(model.dtype),
-                   "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
-                   "load_avg_end": os.getloadavg()[0], "cpus": os.cpu_count()})
+    report.update(
+        {
+            "n_scored": len(prompts),
+            "mean_prompt_tokens": sum(len(p.ids) for p in prompts) / len(prompts),
+            "shared_prefix_tokens": shared_prefix_length(prompts),
+            "scoring_dtype": str(model.dtype),
+            "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            "load_avg_end": os.getloadavg()[0],
+            "cpus": os.cpu_count(),
+        }
+    )
     print(json.dumps(report, default=str))
     return 0
 

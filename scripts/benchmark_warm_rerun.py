@@ -12,6 +12,7 @@ scripts/benchmark_student.py), then the runner executes 05 and 06. Prints one JS
 seconds and peak RSS per notebook (from the manifest), the training status of each 05 run and
 what 06 computed (scores, generations) versus found cached.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {n: parse_override(n, v) for n, v in args.overrides}
     source = RunPaths.of(args.source)
     for n in range(1, args.runs + 1):
-        plan = plan_run(args.files, overrides, run_id=f"warm-{n}-{time.strftime('%H%M%S')}", only="05-06",
-                        outputs_dir=args.outputs)
+        plan = plan_run(
+            args.files, overrides, run_id=f"warm-{n}-{time.strftime('%H%M%S')}", only="05-06", outputs_dir=args.outputs
+        )
         for sub in ("data", "enrich", "reasoning"):
             shutil.copytree(source.root / sub, plan.run_dir / sub, dirs_exist_ok=True)
         start = time.monotonic()
@@ -46,15 +48,29 @@ def main(argv: list[str] | None = None) -> int:
         results = {p.stem: json.loads(p.read_text()) for p in sorted((plan.run_dir / "results").glob("*.json"))}
         r05 = next((v for k, v in results.items() if k.startswith("05")), {}).get("results", {})
         r06 = next((v for k, v in results.items() if k.startswith("06")), {}).get("results", {})
-        print(json.dumps({
-            "run": plan.run_id, "wall_s": round(wall, 1),
-            "notebooks": {s: {"seconds": r.get("seconds"), "peak_rss_mb": r.get("peak_rss_mb")}
-                          for s, r in manifest["notebooks"].items() if s in plan.to_run},
-            "training_status": [row.get("status") for row in r05.get("table", [])],
-            "llm": {m: {"scores_computed": st.get("scores_computed"), "scores_cached": st.get("scores_cached"),
-                        "generated": st.get("generation", {}).get("generated"),
-                        "generation_cached": st.get("generation", {}).get("cached")}
-                    for m, st in r06.get("llm", {}).items()}}))
+        print(
+            json.dumps(
+                {
+                    "run": plan.run_id,
+                    "wall_s": round(wall, 1),
+                    "notebooks": {
+                        s: {"seconds": r.get("seconds"), "peak_rss_mb": r.get("peak_rss_mb")}
+                        for s, r in manifest["notebooks"].items()
+                        if s in plan.to_run
+                    },
+                    "training_status": [row.get("status") for row in r05.get("table", [])],
+                    "llm": {
+                        m: {
+                            "scores_computed": st.get("scores_computed"),
+                            "scores_cached": st.get("scores_cached"),
+                            "generated": st.get("generation", {}).get("generated"),
+                            "generation_cached": st.get("generation", {}).get("cached"),
+                        }
+                        for m, st in r06.get("llm", {}).items()
+                    },
+                }
+            )
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ HitRate @k with intervals and the paired difference), all on every test user.
 ``-p NAME VALUE`` sets any notebook-01 parameter (rrlib.config.params). Prints Markdown tables;
 ``--out DIR`` also writes rating.csv and ranking.csv there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,23 +43,67 @@ def main(argv: list[str] | None = None) -> int:
         prepare(dict(cfg.params), paths, progress=False)
         data = load_tables(paths)
     test = eval_subset(data.examples, "test", cfg.data.n_test)
-    print(f"{cfg.common.dataset}: {len(data.interactions)} interactions, {len(data.users)} users, "
-          f"{len(data.items)} items; {len(test)} test users\n")
+    print(
+        f"{cfg.common.dataset}: {len(data.interactions)} interactions, {len(data.users)} users, "
+        f"{len(data.items)} items; {len(test)} test users\n"
+    )
     t0 = time.perf_counter()
     rows, info = rating.predict(registry.names(kind="rating_baseline"), data, test, cfg)
     rating_table = rating_results(rows, n_boot=args.n_boot, seed=cfg.common.seed, dataset=cfg.common.dataset)
     print(f"## Rating baselines ({time.perf_counter() - t0:.1f} s; MF best epoch {info['mf']['best_epoch']})\n")
-    print(markdown_table(rating_table[["method", "n", "rmse", "rmse_ci_low", "rmse_ci_high", "mae", "auc",
-                                       "rating_reference", "delta_rmse", "delta_rmse_ci_low", "delta_rmse_ci_high"]]))
+    print(
+        markdown_table(
+            rating_table[
+                [
+                    "method",
+                    "n",
+                    "rmse",
+                    "rmse_ci_low",
+                    "rmse_ci_high",
+                    "mae",
+                    "auc",
+                    "rating_reference",
+                    "delta_rmse",
+                    "delta_rmse_ci_low",
+                    "delta_rmse_ci_high",
+                ]
+            ]
+        )
+    )
     t0 = time.perf_counter()
     ranked, rinfo = retrieval.predict(registry.names(kind="retriever"), data, test, cfg)
-    ranking_table, _ = score_rankings(ranked, n_boot=args.n_boot, seed=cfg.common.seed, cutoffs=args.cutoffs,
-                                      dataset=cfg.common.dataset, users=test["user_id"].astype(str))
-    print(f"## Retrievers ({time.perf_counter() - t0:.1f} s; BPR best epoch {rinfo['bpr_mf']['best_epoch']}; "
-          f"{rinfo['bpr_mf']['targets_not_in_training_items']} test targets never occur in training)\n")
-    print(markdown_table(ranking_table[["method", "cutoff", "n_users", "ndcg", "ndcg_ci_low", "ndcg_ci_high", "hit",
-                                        "reference", "delta_ndcg", "delta_ndcg_ci_low", "delta_ndcg_ci_high",
-                                        "delta_ndcg_p"]]))
+    ranking_table, _ = score_rankings(
+        ranked,
+        n_boot=args.n_boot,
+        seed=cfg.common.seed,
+        cutoffs=args.cutoffs,
+        dataset=cfg.common.dataset,
+        users=test["user_id"].astype(str),
+    )
+    print(
+        f"## Retrievers ({time.perf_counter() - t0:.1f} s; BPR best epoch {rinfo['bpr_mf']['best_epoch']}; "
+        f"{rinfo['bpr_mf']['targets_not_in_training_items']} test targets never occur in training)\n"
+    )
+    print(
+        markdown_table(
+            ranking_table[
+                [
+                    "method",
+                    "cutoff",
+                    "n_users",
+                    "ndcg",
+                    "ndcg_ci_low",
+                    "ndcg_ci_high",
+                    "hit",
+                    "reference",
+                    "delta_ndcg",
+                    "delta_ndcg_ci_low",
+                    "delta_ndcg_ci_high",
+                    "delta_ndcg_p",
+                ]
+            ]
+        )
+    )
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@ order: the first sentence of each module's docstring is its job.
 
     .venv/bin/python scripts/module_map.py > /tmp/map.md
 """
+
 from __future__ import annotations
 
 import ast
@@ -11,8 +12,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1] / "rrlib"
 #: the pipeline's reading order; anything unlisted follows alphabetically
-ORDER = ["errors", "io", "config", "data", "llm", "prompts", "methods", "predictions", "enrich", "reasoning",
-         "student", "finetune", "evaluate", "report", "workbook", "__main__"]
+ORDER = [
+    "errors",
+    "io",
+    "config",
+    "data",
+    "llm",
+    "prompts",
+    "methods",
+    "predictions",
+    "enrich",
+    "reasoning",
+    "student",
+    "finetune",
+    "evaluate",
+    "report",
+    "workbook",
+    "__main__",
+]
 
 
 def job(path: Path) -> str:

@@ -11,6 +11,7 @@ RUN_DIR/recpie/.
         [--epochs 10]
         [--max-len 20] [--fractions 12,25,50,100]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,22 @@ def synthetic_profiles(tables) -> dict[str, UserText]:
     every target and history window), available after the last one."""
     cat = ItemCatalog.from_tables(tables.items)
     out = {}
-    for u, ids, liked, pos in zip(tables.users["user_id"], tables.users["profile_item_ids"],
-                                  tables.users["profile_liked"], tables.users["profile_positions"]):
+    for u, ids, liked, pos in zip(
+        tables.users["user_id"],
+        tables.users["profile_item_ids"],
+        tables.users["profile_liked"],
+        tables.users["profile_positions"],
+    ):
         if ids is None or not len(ids):
             continue
         cards = [(cat.card(str(i), False), bool(ok)) for i, ok in zip(ids, liked)]
-        text = ("Liked: " + "; ".join(c for c, ok in cards if ok) + ". Disliked: "
-                + ("; ".join(c for c, ok in cards if not ok) or "none") + ".")
+        text = (
+            "Liked: "
+            + "; ".join(c for c, ok in cards if ok)
+            + ". Disliked: "
+            + ("; ".join(c for c, ok in cards if not ok) or "none")
+            + "."
+        )
         out[str(u)] = UserText(text, int(max(pos)) + 1)
     return out
 
@@ -57,10 +67,16 @@ def history_texts(tables, keep_out: int = 2, n: int = 10) -> dict[str, UserText]
         end = c - keep_out
         if end < 1:
             continue
-        seq = seqs[u].iloc[max(0, end - n):end]
+        seq = seqs[u].iloc[max(0, end - n) : end]
         cards = [(cat.card(i, False), bool(ok)) for i, ok in zip(seq["item_id"], seq["liked"])]
-        out[u] = UserText("Liked: " + ("; ".join(c for c, ok in cards if ok) or "none") + ". Disliked: "
-                          + ("; ".join(c for c, ok in cards if not ok) or "none") + ".", end)
+        out[u] = UserText(
+            "Liked: "
+            + ("; ".join(c for c, ok in cards if ok) or "none")
+            + ". Disliked: "
+            + ("; ".join(c for c, ok in cards if not ok) or "none")
+            + ".",
+            end,
+        )
     return out
 
 
@@ -85,8 +101,10 @@ def main() -> None:
     enc = default_encoder(resolve_path(a.cache_dir))
     users = synthetic_profiles(t) if a.user_text == "profile" else history_texts(t)
     feats = TextFeatures.encode(users, item_texts_from(t.items, desc, a.item_text), enc)
-    print(f"texts: {len(feats.user_row)} users, {len(feats.item_row)} items embedded in "
-          f"{time.perf_counter() - t0:.1f} s ({enc.stats})")
+    print(
+        f"texts: {len(feats.user_row)} users, {len(feats.item_row)} items embedded in "
+        f"{time.perf_counter() - t0:.1f} s ({enc.stats})"
+    )
     cfg = SeqConfig(max_len=a.max_len, hidden=a.hidden, epochs=a.epochs, patience=3, seed=a.seed)
     scores, info = {}, {}
     bias, _ = bias_baselines(t.interactions, t.examples, test, seed=a.seed)
@@ -99,8 +117,17 @@ def main() -> None:
         else:
             rows, inf = train_hybrid(m, t.interactions, t.examples, test, cfg, feats, progress=False)
         scores[m] = rows["p_yes"].to_numpy()
-        info[m] = {k: inf.get(k) for k in ("best_epoch", "best_valid_auc", "epochs_run", "n_train_targets",
-                                            "train_text_coverage", "eval_text_coverage")}
+        info[m] = {
+            k: inf.get(k)
+            for k in (
+                "best_epoch",
+                "best_valid_auc",
+                "epochs_run",
+                "n_train_targets",
+                "train_text_coverage",
+                "eval_text_coverage",
+            )
+        }
         info[m]["seconds"] = time.perf_counter() - s
         print(f"{m}: trained in {info[m]['seconds']:.0f} s, best epoch {inf.get('best_epoch')}", flush=True)
     y = test["label"].to_numpy(dtype=int)
@@ -113,18 +140,26 @@ def main() -> None:
         d_b = paired_auc_difference(y, scores[m], scores[best_bias], n_boot=1000, seed=a.seed)
         d_s = paired_auc_difference(y, scores[m], scores["sasrec"], n_boot=1000, seed=a.seed)
         sec = info.get(m, {}).get("seconds", 0.0)
-        print(f"{m:18s} {r['auc']:6.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] {d_b['delta_auc']:+8.3f} "
-              f"{d_b['p_value']:6.3f} {d_s['delta_auc']:+9.3f} {d_s['p_value']:6.3f} {sec:6.0f}")
+        print(
+            f"{m:18s} {r['auc']:6.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] {d_b['delta_auc']:+8.3f} "
+            f"{d_b['p_value']:6.3f} {d_s['delta_auc']:+9.3f} {d_s['p_value']:6.3f} {sec:6.0f}"
+        )
         table.append({"method": m, **r, "delta_vs_best_bias": d_b, "delta_vs_sasrec": d_s, "info": info.get(m)})
-    out = {"run_dir": str(paths.root), "best_bias": best_bias, "config": vars(a),
-           "results": table}
+    out = {"run_dir": str(paths.root), "best_bias": best_bias, "config": vars(a), "results": table}
     if a.fractions:
         from rrlib.evaluate.efficiency import data_efficiency, plot_data_efficiency
 
         fr = [int(x) / 100 for x in a.fractions.split(",")]
-        eff = data_efficiency(t.interactions, t.examples, test, fractions=fr, features=feats, cfg=cfg,
-                              methods=("user_like_rate", "item_like_rate", "bias_logreg", "sasrec", "recpie_hybrid"),
-                              n_boot=500)
+        eff = data_efficiency(
+            t.interactions,
+            t.examples,
+            test,
+            fractions=fr,
+            features=feats,
+            cfg=cfg,
+            methods=("user_like_rate", "item_like_rate", "bias_logreg", "sasrec", "recpie_hybrid"),
+            n_boot=500,
+        )
         print(eff[["method", "fraction", "n_train_users", "auc", "ci_low", "ci_high"]].to_string(index=False))
         paths.recpie.mkdir(parents=True, exist_ok=True)
         plot_data_efficiency(eff, paths.recpie / "data_efficiency.png")

@@ -8,6 +8,7 @@ variant fusing the explainer's explanations. A quick check of RecPIE without the
     python -m rrlib run -f params/recpie_cpu.yaml --only 01 --run-id R
     python scripts/recpie_without_teacher.py outputs/R [RECPIE_RL_USERS] [CACHE_DIR]
 """
+
 import json
 import sys
 import time
@@ -25,8 +26,14 @@ from rrlib.methods import registry
 run = Path(sys.argv[1])
 p = load_params(["params/recpie_cpu.yaml"])
 cache = sys.argv[3] if len(sys.argv) > 3 else "outputs/cache"
-p.update(RUN_DIR=str(run), CACHE_DIR=cache, RECPIE_ITEM_TEXT="title", RECPIE_USER_TEXT="explanations",
-         RECPIE_RL_USERS=int(sys.argv[2]) if len(sys.argv) > 2 else 96, RECPIE_RL_STEPS=3)
+p.update(
+    RUN_DIR=str(run),
+    CACHE_DIR=cache,
+    RECPIE_ITEM_TEXT="title",
+    RECPIE_USER_TEXT="explanations",
+    RECPIE_RL_USERS=int(sys.argv[2]) if len(sys.argv) > 2 else 96,
+    RECPIE_RL_STEPS=3,
+)
 cfg = Config.full(p)
 paths = RunPaths.of(run)
 t = load_tables(paths)
@@ -47,10 +54,29 @@ for names in (["user_like_rate", "item_like_rate", "bias_logreg"], ["sasrec"], r
     print(names, f"{times[names[0]]:.0f} s", flush=True)
     preds = rows if preds is None else pr.merge(preds, rows)
 pr.save(preds, paths.predictions)
-res, _ = score_predictions(preds, {}, dataset=p["DATASET"], n_boot=1000, seed=cfg.common.seed,
-                           bertscore_model="embedded", bertscore_layers=6, cache_dir=Path(cache))
-cols = ["method", "n", "n_neg", "auc", "auc_ci_low", "auc_ci_high", "reference", "delta_auc", "delta_ci_low",
-        "delta_ci_high", "delta_p"]
+res, _ = score_predictions(
+    preds,
+    {},
+    dataset=p["DATASET"],
+    n_boot=1000,
+    seed=cfg.common.seed,
+    bertscore_model="embedded",
+    bertscore_layers=6,
+    cache_dir=Path(cache),
+)
+cols = [
+    "method",
+    "n",
+    "n_neg",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "reference",
+    "delta_auc",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_p",
+]
 print(res[cols].to_string(), flush=True)
 res.to_csv(run / "results.csv", index=False)
 t0 = time.perf_counter()

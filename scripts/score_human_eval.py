@@ -7,6 +7,7 @@ export_human_eval, prints win / tie / loss per method pair and criterion with th
 p-value (pooled and by majority vote) and the inter-rater agreement (Cohen's and Fleiss' kappa),
 and with --out writes results.csv, agreement.csv, judgements.csv and summary.md there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,8 @@ from rrlib.report.human_eval import score_human_eval
 def summary_markdown(scores) -> str:
     res = scores.results
     view = res.assign(pair=res["label_1"] + " vs " + res["label_2"])[
-        ["pair", "criterion", "aggregation", "n", "wins", "ties", "losses", "win_rate", "p_value"]]
+        ["pair", "criterion", "aggregation", "n", "wins", "ties", "losses", "win_rate", "p_value"]
+    ]
     text = "## Win / tie / loss of the first method (sign test, ties left out)\n\n" + markdown_table(view)
     text += "\n## Inter-rater agreement (on the un-blinded outcomes)\n\n" + markdown_table(scores.agreement)
     return text

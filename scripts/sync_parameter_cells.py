@@ -6,6 +6,7 @@ section. ``--check`` changes nothing and exits 1 when a cell differs (tests run 
     .venv/bin/python scripts/sync_parameter_cells.py --check    # report drift
     .venv/bin/python scripts/sync_parameter_cells.py --add 06_finetune SEEDS   # declare a parameter
 """
+
 from __future__ import annotations
 
 import argparse

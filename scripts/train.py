@@ -13,6 +13,7 @@ must hold its own copy of the 8-bit model on its own GPU.
 Prints the training summary (JSON) and exits 0; a parameter or data problem exits 2 with
 the message; an interrupted run resumes from its last epoch checkpoint when started again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,24 +25,40 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rrlib.errors import RRLibError
-    from rrlib.methods.registry import names
     from rrlib.config.params import Config, load_params, parse_override
     from rrlib.config.paths import RunPaths
+    from rrlib.errors import RRLibError
+    from rrlib.methods.registry import names
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("-f", "--file", dest="files", action="append", default=[], metavar="YAML",
-                        help="parameter file; repeat to layer (later files win)")
-    parser.add_argument("-p", "--param", dest="overrides", action="append", nargs=2, default=[],
-                        metavar=("NAME", "VALUE"), help="override one parameter (YAML syntax)")
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="parameter file; repeat to layer (later files win)",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        dest="overrides",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one parameter (YAML syntax)",
+    )
     parser.add_argument("--method", required=True, choices=names(kind="finetuned_llm"))
     parser.add_argument("--seed", type=int, default=None, help="K-shot sample and training seed (default: SEED)")
     parser.add_argument("--k", type=int, required=True, help="training-set size (one of KSHOT_SIZES)")
     args = parser.parse_args(argv)
 
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING, format=f"%(asctime)s [rank {rank}] %(name)s: %(message)s"
+    )
     try:
         overrides = {name: parse_override(name, value) for name, value in args.overrides}
         params = load_params(args.files, overrides)

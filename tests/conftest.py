@@ -1,4 +1,5 @@
 """Shared fixtures. Keep this file small; fixtures for one area live in its test module."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,6 +38,12 @@ def smoke_run(tmp_path_factory):
     cache = os.environ.get("RRLIB_SMOKE_CACHE") or str(base / "cache")
     logs: list[str] = []
     start = time.monotonic()
-    manifest = run_pipeline([root / "params" / "smoke.yaml"], {"CACHE_DIR": cache}, run_id="smoke",
-                            outputs_dir=base / "outputs", log=logs.append, progress_bar=False)
+    manifest = run_pipeline(
+        [root / "params" / "smoke.yaml"],
+        {"CACHE_DIR": cache},
+        run_id="smoke",
+        outputs_dir=base / "outputs",
+        log=logs.append,
+        progress_bar=False,
+    )
     return base / "outputs" / "smoke", manifest, time.monotonic() - start, logs

@@ -1,4 +1,5 @@
 """A throwaway HTTP server on a free loopback port, for tests that fake an OpenAI-like server."""
+
 from __future__ import annotations
 
 import threading

@@ -1,6 +1,7 @@
 """The adapter store: the configuration hash ignores the run folder and changes with what
 changes the adapter; publishing is atomic and never overwrites; reuse copies the adapter into
 a run folder with a summary that points there."""
+
 import json
 
 import pytest
@@ -8,15 +9,20 @@ import pytest
 from rrlib.config.params import Config, load_params
 from rrlib.student import ScoringPrompt
 
-PAIRS = [{"prompt": [{"role": "user", "content": "Will they like it?"}],
-          "completion": [{"role": "assistant", "content": "Prediction: Yes"}]}]
+PAIRS = [
+    {
+        "prompt": [{"role": "user", "content": "Will they like it?"}],
+        "completion": [{"role": "assistant", "content": "Prediction: Yes"}],
+    }
+]
 VALID = [ScoringPrompt((1, 2, 3), 7, 8)]
 IDENTITY = {"name": "embedded:SmolLM2-135M-Instruct", "file_sha256": "abc", "device": "cpu"}
 
 
 def _cfg(tmp_path, **over):
-    return Config(load_params(overrides={"RUN_DIR": str(tmp_path / "run"), "CACHE_DIR": str(tmp_path / "cache"),
-                                         **over}))
+    return Config(
+        load_params(overrides={"RUN_DIR": str(tmp_path / "run"), "CACHE_DIR": str(tmp_path / "cache"), **over})
+    )
 
 
 def test_config_hash_ignores_the_run_folder_and_follows_the_adapter(tmp_path):
@@ -44,8 +50,9 @@ def _finished_run(folder, config_hash):
     (folder / "adapter" / "adapter_config.json").write_text("{}")
     (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
     (folder / "curves.csv").write_text("epoch,train_loss,valid_auc\n1,0.5,0.6\n")
-    (folder / "training_summary.json").write_text(json.dumps({"config_hash": config_hash, "status": "trained",
-                                                              "adapter_dir": str(folder), "best_valid_auc": 0.6}))
+    (folder / "training_summary.json").write_text(
+        json.dumps({"config_hash": config_hash, "status": "trained", "adapter_dir": str(folder), "best_valid_auc": 0.6})
+    )
 
 
 def test_publish_is_atomic_and_reuse_points_at_the_new_run(tmp_path):

@@ -1,6 +1,7 @@
 """Bias baselines (user / item like-rate, logistic regression): exact values on a hand-made
 table, the expected behaviour on synthetic data with a known answer, no leakage, and the
 user-like-rate AUC on the ReasoningRec authors' released Beauty split."""
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,20 @@ from rrlib.methods.bias import bias_baselines, item_like_rate, smoothed_rate, us
 
 
 def interactions_from(seqs: dict[str, list[tuple[str, bool]]]) -> pd.DataFrame:
-    rows = [dict(user_id=u, item_id=i, rating=5.0 if liked else 1.0, timestamp=1000 + p, liked=liked,
-                 position=p, review_text="", summary="")
-            for u, seq in seqs.items() for p, (i, liked) in enumerate(seq)]
+    rows = [
+        dict(
+            user_id=u,
+            item_id=i,
+            rating=5.0 if liked else 1.0,
+            timestamp=1000 + p,
+            liked=liked,
+            position=p,
+            review_text="",
+            summary="",
+        )
+        for u, seq in seqs.items()
+        for p, (i, liked) in enumerate(seq)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -29,11 +41,21 @@ def examples_from(inter: pd.DataFrame, history_len: int = 10) -> pd.DataFrame:
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             p = len(items) - off
             s = max(0, p - history_len)
-            rows.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=items[p],
-                             target_rating=5.0 if liked[p] else 1.0, target_timestamp=1000 + p,
-                             label=int(liked[p]), history_item_ids=items[s:p],
-                             history_ratings=[5.0 if x else 1.0 for x in liked[s:p]], history_liked=liked[s:p],
-                             sample_rank=0))
+            rows.append(
+                dict(
+                    example_id=f"{split}:{u}",
+                    split=split,
+                    user_id=u,
+                    target_item_id=items[p],
+                    target_rating=5.0 if liked[p] else 1.0,
+                    target_timestamp=1000 + p,
+                    label=int(liked[p]),
+                    history_item_ids=items[s:p],
+                    history_ratings=[5.0 if x else 1.0 for x in liked[s:p]],
+                    history_liked=liked[s:p],
+                    sample_rank=0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -49,7 +71,14 @@ def test_hand_computed_rates():
     train = training_interactions(inter)
     # a keeps positions 0..3, b keeps 0..2: the valid and test targets are never inside
     assert sorted(map(tuple, train[["user_id", "position"]].to_numpy().tolist())) == [
-        ("a", 0), ("a", 1), ("a", 2), ("a", 3), ("b", 0), ("b", 1), ("b", 2)]
+        ("a", 0),
+        ("a", 1),
+        ("a", 2),
+        ("a", 3),
+        ("b", 0),
+        ("b", 1),
+        ("b", 2),
+    ]
     prior = train["liked"].mean()  # 4 liked of 7
     assert prior == pytest.approx(4 / 7)
     test = ex[ex["split"] == "test"].set_index("user_id")
@@ -57,8 +86,9 @@ def test_hand_computed_rates():
     # a's history window (2): z liked, y disliked -> (1 + 2*4/7) / (2 + 2)
     assert u[0] == pytest.approx((1 + 2 * prior) / 4)
     # all_before: a has 5 interactions before its test target, 3 liked
-    u_all = user_like_rate(ex[ex["split"] == "test"], prior_rate=prior, prior_strength=2.0, scope="all_before",
-                           interactions=inter)
+    u_all = user_like_rate(
+        ex[ex["split"] == "test"], prior_rate=prior, prior_strength=2.0, scope="all_before", interactions=inter
+    )
     assert u_all[0] == pytest.approx((3 + 2 * prior) / 7)
     it = item_like_rate(ex, inter, prior_rate=prior, prior_strength=2.0)
     ex = ex.assign(item_rate=it).set_index("example_id")
@@ -134,8 +164,9 @@ def test_no_leakage_of_valid_or_test_labels():
     flipped2 = _flip_last(inter, 2)
     ex_f2 = examples_from(flipped2)
     prior = 0.5
-    np.testing.assert_allclose(item_like_rate(ex, inter, prior_rate=prior),
-                               item_like_rate(ex_f2, flipped2, prior_rate=prior))
+    np.testing.assert_allclose(
+        item_like_rate(ex, inter, prior_rate=prior), item_like_rate(ex_f2, flipped2, prior_rate=prior)
+    )
 
 
 def release_test_examples(release_dir) -> pd.DataFrame:
@@ -150,9 +181,17 @@ def release_test_examples(release_dir) -> pd.DataFrame:
         if (user, ids[-1]) not in liked:
             continue  # a released target without a rating (2 of 624 users)
         hist = [i for i in ids[:-1] if (user, i) in liked]
-        rows.append(dict(example_id=f"test:{user}", split="test", user_id=user, target_item_id=ids[-1],
-                         label=int(liked[(user, ids[-1])]), history_item_ids=hist,
-                         history_liked=[liked[(user, i)] for i in hist]))
+        rows.append(
+            dict(
+                example_id=f"test:{user}",
+                split="test",
+                user_id=user,
+                target_item_id=ids[-1],
+                label=int(liked[(user, ids[-1])]),
+                history_item_ids=hist,
+                history_liked=[liked[(user, i)] for i in hist],
+            )
+        )
     return pd.DataFrame(rows)
 
 

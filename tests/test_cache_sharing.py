@@ -1,5 +1,6 @@
 """Issue 11, runs and caches: two processes sharing one CACHE_DIR generate each request once
 (per-key claims), a claim of a killed process is taken over at once, and the file stays whole."""
+
 from __future__ import annotations
 
 import json
@@ -58,8 +59,13 @@ def _env() -> dict:
 def _worker(tmp_path: Path, cache: Path, log: Path, n: int, delay: float, *barrier: str) -> subprocess.Popen:
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
-    return subprocess.Popen([sys.executable, str(script), str(cache), str(log), str(n), str(delay), *barrier],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    return subprocess.Popen(
+        [sys.executable, str(script), str(cache), str(log), str(n), str(delay), *barrier],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+    )
 
 
 def _generations(log: Path) -> list[tuple[str, str]]:
@@ -135,7 +141,9 @@ def test_refresh_reads_only_what_other_writers_appended(tmp_path):
     from rrlib.llm import GenerationRequest, GenerationResult, GenerationSettings
 
     reader, writer = GenerationCache(tmp_path, IDENTITY), GenerationCache(tmp_path, IDENTITY)
-    reqs = [GenerationRequest(({"role": "user", "content": f"q{i}"},), GenerationSettings(), "t", "1") for i in range(3)]
+    reqs = [
+        GenerationRequest(({"role": "user", "content": f"q{i}"},), GenerationSettings(), "t", "1") for i in range(3)
+    ]
     writer.append([(r.key(IDENTITY), r, GenerationResult(text=str(i))) for i, r in enumerate(reqs[:2])])
     with open(writer.path, "ab") as f:
         f.write(b'{"key": "torn-by-a-kill", "te')  # a line still being written (or torn) is not read
@@ -173,8 +181,10 @@ def test_a_file_system_without_flock_generates_without_sharing(tmp_path, monkeyp
         def generate(self, requests):
             return [GenerationResult(text="out:" + r.tag) for r in requests]
 
-    reqs = [GenerationRequest(({"role": "user", "content": f"q{i}"},), GenerationSettings(), "t", "1", tag=str(i))
-            for i in range(5)]
+    reqs = [
+        GenerationRequest(({"role": "user", "content": f"q{i}"},), GenerationSettings(), "t", "1", tag=str(i))
+        for i in range(5)
+    ]
     gen = CachedGenerator(Backend(), tmp_path, progress=False)
     with pytest.warns(UserWarning, match="cannot lock files here"):
         out = gen.generate(reqs)

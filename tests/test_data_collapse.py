@@ -1,15 +1,16 @@
 """Copy collapse (COLLAPSE_COPIES): one review of one user copied onto several listings becomes one
 interaction. Synthetic cases with known answers, then the real All_Beauty 5-core file."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rrlib.config.params import defaults
 from rrlib.data import LeakageError, load_dataset
 from rrlib.data import processing as P
 from rrlib.data.collapse import collapse_copies, find_copy_sets, normalise_text
-from rrlib.config.params import defaults
 
 DAY = 86400
 
@@ -24,8 +25,14 @@ def frame(rows):
 
 
 def test_copy_set_becomes_one_row_on_the_lowest_id():
-    inter = frame([("u", "B3", 5, 10 * DAY, "great  gel"), ("u", "B1", 5, 10 * DAY, "great gel "),
-                   ("u", "B2", 5, 10 * DAY, "great gel"), ("u", "B9", 4, 11 * DAY, "other text")])
+    inter = frame(
+        [
+            ("u", "B3", 5, 10 * DAY, "great  gel"),
+            ("u", "B1", 5, 10 * DAY, "great gel "),
+            ("u", "B2", 5, 10 * DAY, "great gel"),
+            ("u", "B9", 4, 11 * DAY, "other text"),
+        ]
+    )
     out, s = collapse_copies(inter)
     assert sorted(out["item_id"]) == ["B1", "B9"]
     assert s["copy_sets"] == 1 and s["rows_in_copy_sets"] == 3 and s["rows_removed"] == 2
@@ -35,12 +42,18 @@ def test_copy_set_becomes_one_row_on_the_lowest_id():
 
 
 def test_what_is_not_a_copy():
-    inter = frame([
-        ("u", "a", 5, DAY, "same text"), ("u", "b", 4, DAY, "same text"),    # different rating
-        ("u", "c", 5, DAY, ""), ("u", "d", 5, DAY, "  "),                    # no text
-        ("v", "a", 5, DAY, "shared"), ("w", "b", 5, DAY, "shared"),          # different users
-        ("x", "a", 5, DAY, "again"), ("x", "a", 5, DAY, "again"),            # same item: DEDUP's job
-    ])
+    inter = frame(
+        [
+            ("u", "a", 5, DAY, "same text"),
+            ("u", "b", 4, DAY, "same text"),  # different rating
+            ("u", "c", 5, DAY, ""),
+            ("u", "d", 5, DAY, "  "),  # no text
+            ("v", "a", 5, DAY, "shared"),
+            ("w", "b", 5, DAY, "shared"),  # different users
+            ("x", "a", 5, DAY, "again"),
+            ("x", "a", 5, DAY, "again"),  # same item: DEDUP's job
+        ]
+    )
     out, s = collapse_copies(inter)
     assert len(out) == len(inter) and s["copy_sets"] == 0 and s["rows_removed"] == 0
 
@@ -74,12 +87,24 @@ def test_collapse_runs_before_dedup_in_build_tables():
     for u in range(8):
         for item in ["a", "b", "c"]:
             rows.append((f"u{u}", item, 5 if u % 2 else 2, 100 * DAY, f"one review by {u}"))
-        rows += [(f"u{u}", f"x{u}", 4, 101 * DAY, f"x {u}"), (f"u{u}", f"y{u}", 2, 102 * DAY, f"y {u}"),
-                 (f"u{u}", f"z{u}", 5, 103 * DAY, f"z {u}"), (f"u{u}", f"w{u}", 1, 104 * DAY, f"w {u}")]
+        rows += [
+            (f"u{u}", f"x{u}", 4, 101 * DAY, f"x {u}"),
+            (f"u{u}", f"y{u}", 2, 102 * DAY, f"y {u}"),
+            (f"u{u}", f"z{u}", 5, 103 * DAY, f"z {u}"),
+            (f"u{u}", f"w{u}", 1, 104 * DAY, f"w {u}"),
+        ]
     inter = frame(rows)
-    items = pd.DataFrame({"item_id": sorted(set(inter["item_id"])), "title": "t", "title_source": "metadata",
-                          "attributes": "", "metadata_description": ""})
+    items = pd.DataFrame(
+        {
+            "item_id": sorted(set(inter["item_id"])),
+            "title": "t",
+            "title_source": "metadata",
+            "attributes": "",
+            "metadata_description": "",
+        }
+    )
     from rrlib.data.loaders import RawDataset
+
     raw = RawDataset("toy", inter, items, {"dataset": "toy"})
     p = defaults() | {"KCORE": 3, "HISTORY_LEN": 3, "KSHOT_SIZES": [2], "N_VALID": 4, "N_TEST": 4}
     b = P.build_tables(raw, p, progress=False)
@@ -99,8 +124,9 @@ def test_all_beauty_copies_measured(beauty_raw):
     assert s["rows_in"] == 5269 and normalise_text(beauty_raw["review_text"]).nunique() < 1400
     assert s["copy_sets"] == 968 and s["rows_removed"] == 3772 and s["rows_out"] == 5269 - 3772
     # after the collapse no user has one text + rating on two different items
-    key = pd.DataFrame({"u": out["user_id"], "t": normalise_text(out["review_text"]), "r": out["rating"],
-                        "i": out["item_id"]})
+    key = pd.DataFrame(
+        {"u": out["user_id"], "t": normalise_text(out["review_text"]), "r": out["rating"], "i": out["item_id"]}
+    )
     key = key[key["t"] != ""]
     assert key.groupby(["u", "t", "r"])["i"].nunique().max() == 1
 
@@ -108,6 +134,7 @@ def test_all_beauty_copies_measured(beauty_raw):
 def test_all_beauty_without_collapse_is_refused_naming_the_policy(tmp_path):
     from rrlib.config.paths import RunPaths
     from rrlib.data import prepare
+
     paths = RunPaths.of(tmp_path)
     with pytest.raises(LeakageError, match="COLLAPSE_COPIES=true") as e:
         prepare({"COLLAPSE_COPIES": False}, paths, progress=False)

@@ -1,4 +1,5 @@
 """Every kind of bad input fails with a DataError naming the file, line or column and the fix."""
+
 from __future__ import annotations
 
 import gzip
@@ -114,9 +115,13 @@ def test_amazon_missing_field_names_line_and_field(tmp_path):
 
 def test_generic_missing_column(tmp_path):
     pd.DataFrame({"user": ["a"], "item": ["x"], "stars": [5], "timestamp": [1]}).to_csv(
-        tmp_path / "interactions.csv", index=False)
-    with pytest.raises(DataError, match=r"interactions\.csv: column\(s\) \['rating'\] missing \(found "
-                                        r"\['user', 'item', 'stars', 'timestamp'\]\)"):
+        tmp_path / "interactions.csv", index=False
+    )
+    with pytest.raises(
+        DataError,
+        match=r"interactions\.csv: column\(s\) \['rating'\] missing \(found "
+        r"\['user', 'item', 'stars', 'timestamp'\]\)",
+    ):
         load_dataset("generic", tmp_path)
 
 
@@ -127,15 +132,17 @@ def test_generic_header_only(tmp_path):
 
 
 def test_generic_bad_timestamp_names_row(tmp_path):
-    pd.DataFrame({"user": ["a", "a"], "item": ["x", "y"], "rating": [5, 4],
-                  "timestamp": ["2019-01-01", "yesterday"]}).to_csv(tmp_path / "interactions.csv", index=False)
+    pd.DataFrame(
+        {"user": ["a", "a"], "item": ["x", "y"], "rating": [5, 4], "timestamp": ["2019-01-01", "yesterday"]}
+    ).to_csv(tmp_path / "interactions.csv", index=False)
     with pytest.raises(DataError, match=r"interactions\.csv, line 3: column 'timestamp' .* got 'yesterday'"):
         load_dataset("generic", tmp_path)
 
 
 def test_generic_items_without_item_column(tmp_path):
     pd.DataFrame({"user": ["a"], "item": ["x"], "rating": [5], "timestamp": [1]}).to_csv(
-        tmp_path / "interactions.csv", index=False)
+        tmp_path / "interactions.csv", index=False
+    )
     pd.DataFrame({"id": ["x"], "title": ["X"]}).to_csv(tmp_path / "items.csv", index=False)
     with pytest.raises(DataError, match=r"items\.csv: column\(s\) \['item'\] missing"):
         load_dataset("generic", tmp_path)
@@ -143,6 +150,7 @@ def test_generic_items_without_item_column(tmp_path):
 
 def test_release_window_for_unknown_user(tmp_path, shared_data):
     import shutil
+
     beauty = tmp_path / "beauty"
     shutil.copytree(shared_data / "reasoningrec_release" / "beauty", beauty)
     beauty.chmod(0o755)
@@ -157,19 +165,21 @@ def test_release_window_for_unknown_user(tmp_path, shared_data):
 
 def test_kcore_that_leaves_no_users():
     inter = pd.DataFrame({"user_id": ["a", "a", "b"], "item_id": ["x", "y", "x"]})
-    with pytest.raises(DataError, match=r"KCORE=5 leaves no users in toy: the most active user has 2 "
-                                        r"interaction\(s\).* Lower KCORE"):
+    with pytest.raises(
+        DataError,
+        match=r"KCORE=5 leaves no users in toy: the most active user has 2 "
+        r"interaction\(s\).* Lower KCORE",
+    ):
         P.user_kcore(inter, 5, "toy")
 
 
 def test_kcore_that_leaves_no_users_through_prepare(tmp_path):
     with pytest.raises(DataError, match="KCORE=50 leaves no users"):
-        prepare({"KCORE": 50, "CACHE_DIR": str(tmp_path / "cache")}, RunPaths.of(tmp_path / "run"),
-                progress=False)
+        prepare({"KCORE": 50, "CACHE_DIR": str(tmp_path / "cache")}, RunPaths.of(tmp_path / "run"), progress=False)
 
 
 def test_generic_domain_must_be_given():
-    with pytest.raises(DataError, match="set DOMAIN to movies, beauty, fashion or instruments"):
+    with pytest.raises(DataError, match="set DOMAIN to movies, beauty, fashion, instruments or books"):
         domain_of({"DATASET": "generic", "DOMAIN": ""})
     assert domain_of({"DATASET": "generic", "DOMAIN": "movies"}) == "movies"
     assert domain_of({"DATASET": "ml1m"}) == "movies"
@@ -202,8 +212,15 @@ def test_amazon_file_with_only_blank_lines(tmp_path):
 # Each probe passed silently (or blamed the wrong line) before the checks in rrlib/data/loaders/values.py.
 def _interactions(tmp_path, timestamps, ratings=None, name="interactions.csv", **extra):
     n = len(timestamps)
-    df = pd.DataFrame({"user": ["u"] * n, "item": [f"i{k}" for k in range(n)],
-                       "rating": ratings if ratings is not None else [4] * n, "timestamp": timestamps, **extra})
+    df = pd.DataFrame(
+        {
+            "user": ["u"] * n,
+            "item": [f"i{k}" for k in range(n)],
+            "rating": ratings if ratings is not None else [4] * n,
+            "timestamp": timestamps,
+            **extra,
+        }
+    )
     if name.endswith(".parquet"):
         df.to_parquet(tmp_path / name)
     else:
@@ -214,9 +231,12 @@ def _interactions(tmp_path, timestamps, ratings=None, name="interactions.csv", *
 def test_probe_unix_seconds_mixed_with_milliseconds_is_refused(tmp_path):
     ts = [1472688000 + 60 * k for k in range(20)]
     ts[6] = 1472688000000  # milliseconds: would sort after every other row
-    with pytest.raises(DataError, match=r"interactions\.csv, line 8: column 'timestamp' holds '1472688000000', which "
-                                        r"reads as unix milliseconds, but the column mixes units \(19 seconds, "
-                                        r"1 milliseconds"):
+    with pytest.raises(
+        DataError,
+        match=r"interactions\.csv, line 8: column 'timestamp' holds '1472688000000', which "
+        r"reads as unix milliseconds, but the column mixes units \(19 seconds, "
+        r"1 milliseconds",
+    ):
         load_dataset("generic", _interactions(tmp_path, ts))
 
 
@@ -235,8 +255,11 @@ def test_probe_day_first_dates_are_read_consistently(tmp_path):
 
 def test_probe_ambiguous_slash_dates_need_date_order(tmp_path):
     folder = _interactions(tmp_path, ["03/04/2019", "06/07/2019"])
-    with pytest.raises(DataError, match=r"line 2: .* '03/04/2019', which could be day-first or month-first.*"
-                                        r"Set DATE_ORDER: dmy"):
+    with pytest.raises(
+        DataError,
+        match=r"line 2: .* '03/04/2019', which could be day-first or month-first.*"
+        r"Set DATE_ORDER: dmy",
+    ):
         load_dataset("generic", folder)
     for order, first in (("dmy", "2019-04-03"), ("mdy", "2019-03-04")):
         raw = load_dataset("generic", folder, date_order=order)
@@ -244,14 +267,20 @@ def test_probe_ambiguous_slash_dates_need_date_order(tmp_path):
 
 
 def test_probe_slash_dates_in_both_orders_are_refused(tmp_path):
-    with pytest.raises(DataError, match=r"line 3: .* '13/04/2019', which can only be day-first, but .*line 4 holds "
-                                        r"'04/13/2019', which can only be month-first"):
+    with pytest.raises(
+        DataError,
+        match=r"line 3: .* '13/04/2019', which can only be day-first, but .*line 4 holds "
+        r"'04/13/2019', which can only be month-first",
+    ):
         load_dataset("generic", _interactions(tmp_path, ["01/02/2019", "13/04/2019", "04/13/2019"]))
 
 
 def test_probe_date_order_contradicted_by_the_data(tmp_path):
-    with pytest.raises(DataError, match=r"line 3: .* '13/04/2019', which is not a valid date or time when read as "
-                                        r"month-first"):
+    with pytest.raises(
+        DataError,
+        match=r"line 3: .* '13/04/2019', which is not a valid date or time when read as "
+        r"month-first",
+    ):
         load_dataset("generic", _interactions(tmp_path, ["01/02/2019", "13/04/2019"]), date_order="mdy")
 
 
@@ -264,8 +293,11 @@ def test_probe_out_of_range_timestamps_are_refused(tmp_path, value):
 def test_probe_seconds_mixed_with_dates_blames_the_date_line(tmp_path):
     ts = [str(1472688000 + 86400 * k) for k in range(21)]
     ts[20] = "2016-09-21"  # row 21 = line 22 of the CSV
-    with pytest.raises(DataError, match=r"interactions\.csv, line 22: column 'timestamp' holds '2016-09-21', one of "
-                                        r"date strings, but most rows are numbers \(unix time\)"):
+    with pytest.raises(
+        DataError,
+        match=r"interactions\.csv, line 22: column 'timestamp' holds '2016-09-21', one of "
+        r"date strings, but most rows are numbers \(unix time\)",
+    ):
         load_dataset("generic", _interactions(tmp_path, ts))
 
 
@@ -287,16 +319,20 @@ def test_parquet_tz_aware_and_iso_offsets_become_utc(tmp_path):
 
 def test_times_with_and_without_offsets_are_refused(tmp_path):
     with pytest.raises(DataError, match=r"line 4: .* '2016-09-01T00:00:00Z', but most times are without a UTC offset"):
-        load_dataset("generic", _interactions(tmp_path, ["2016-09-01T00:00:00", "2016-09-01T01:00:00",
-                                                         "2016-09-01T00:00:00Z"]))
+        load_dataset(
+            "generic", _interactions(tmp_path, ["2016-09-01T00:00:00", "2016-09-01T01:00:00", "2016-09-01T00:00:00Z"])
+        )
 
 
-@pytest.mark.parametrize("bad,match", [
-    ("-3", r"line 3: column 'rating' holds '-3', outside the default generic scale \[1, 5\].*RATING_SCALE"),
-    ("inf", r"line 3: column 'rating' must be a finite number, got 'inf'"),
-    ("1e9", r"line 3: column 'rating' holds '1e9', outside the default generic scale \[1, 5\].*RATING_SCALE"),
-    ("nan", r"line 3: column 'rating' must be a finite number, got 'nan'"),
-])
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        ("-3", r"line 3: column 'rating' holds '-3', outside the default generic scale \[1, 5\].*RATING_SCALE"),
+        ("inf", r"line 3: column 'rating' must be a finite number, got 'inf'"),
+        ("1e9", r"line 3: column 'rating' holds '1e9', outside the default generic scale \[1, 5\].*RATING_SCALE"),
+        ("nan", r"line 3: column 'rating' must be a finite number, got 'nan'"),
+    ],
+)
 def test_probe_bad_ratings_are_refused_with_their_line(tmp_path, bad, match):
     with pytest.raises(DataError, match=match):
         load_dataset("generic", _interactions(tmp_path, [1, 2], ratings=["4", bad]))
@@ -313,8 +349,11 @@ def test_rating_scale_parameter_widens_the_generic_scale(tmp_path):
 
 def test_known_scales_are_checked_on_the_paper_readers(tmp_path):
     (tmp_path / "ratings.dat").write_text("1::10::5::100\n1::11::6::200\n")
-    with pytest.raises(DataError, match=r"ratings\.dat, line 2: column 'rating' holds '6', outside the MovieLens-1M "
-                                        r"scale \[1, 5\] in steps of 1"):
+    with pytest.raises(
+        DataError,
+        match=r"ratings\.dat, line 2: column 'rating' holds '6', outside the MovieLens-1M "
+        r"scale \[1, 5\] in steps of 1",
+    ):
         L.read_ml1m_ratings(tmp_path / "ratings.dat")
     lines = [json.dumps({"reviewerID": "u", "asin": "a", "overall": r, "unixReviewTime": 1}) for r in (5, 4.5)]
     (tmp_path / "r.json").write_text("\n".join(lines) + "\n")
@@ -326,8 +365,7 @@ def test_probe_items_missing_from_items_csv_are_noted(tmp_path):
     folder = _interactions(tmp_path, [1, 2, 3, 4])
     pd.DataFrame({"item": ["i0", "i2"], "title": ["Zero", "Two"]}).to_csv(folder / "items.csv", index=False)
     raw = load_dataset("generic", folder)
-    assert any("items.csv lacks 2 of the 4 item ids of interactions.csv (first: ['i1', 'i3'])" in n
-               for n in raw.notes)
+    assert any("items.csv lacks 2 of the 4 item ids of interactions.csv (first: ['i1', 'i3'])" in n for n in raw.notes)
     assert raw.items.set_index("item_id").loc["i1", "title"] == ""
 
 
@@ -344,8 +382,11 @@ def test_probe_rating_errors_name_the_physical_line(tmp_path):
 def test_probe_non_utf8_bytes_name_the_line_and_offer_encoding(tmp_path):
     text = "user,item,rating,timestamp,review\nu,i0,4,1,fine\nu,i1,5,2,caf\xe9 cr\xe8me\n"
     (tmp_path / "interactions.csv").write_bytes(text.encode("latin-1"))
-    with pytest.raises(DataError, match=r"interactions\.csv, line 3, column 13: byte 0xe9 is not valid utf-8 .*set "
-                                        r"ENCODING to the file's encoding .* or ENCODING: auto"):
+    with pytest.raises(
+        DataError,
+        match=r"interactions\.csv, line 3, column 13: byte 0xe9 is not valid utf-8 .*set "
+        r"ENCODING to the file's encoding .* or ENCODING: auto",
+    ):
         load_dataset("generic", tmp_path)
     for enc in ("latin-1", "auto"):
         raw = load_dataset("generic", tmp_path, encoding=enc)
@@ -370,8 +411,16 @@ def test_new_data_parameters_reach_the_loader(tmp_path):
 
     text = "user,item,rating,timestamp\nu,i0,8,03/04/2019\nu,i1,9.5,06/07/2019\n"
     (tmp_path / "interactions.csv").write_bytes(text.encode("cp1252"))
-    raw = load_raw({"DATASET": "generic", "DATA_DIR": str(tmp_path), "DOMAIN": "movies", "ENCODING": "cp1252",
-                    "DATE_ORDER": "dmy", "RATING_SCALE": [0, 10]})
+    raw = load_raw(
+        {
+            "DATASET": "generic",
+            "DATA_DIR": str(tmp_path),
+            "DOMAIN": "movies",
+            "ENCODING": "cp1252",
+            "DATE_ORDER": "dmy",
+            "RATING_SCALE": [0, 10],
+        }
+    )
     assert raw.interactions["rating"].tolist() == [8.0, 9.5]
     assert pd.to_datetime(raw.interactions["timestamp"].iloc[0], unit="s").month == 4
 

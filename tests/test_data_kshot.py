@@ -1,5 +1,6 @@
 """K-shot sampling (KSHOT_SAMPLING): stratified (proportional), balanced (50/50, the ReasoningRec
 authors) or random (the TALLRec authors); always nested, one order shared by every method."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -36,8 +37,11 @@ def test_random_ranks_is_a_seeded_permutation_ignoring_labels():
 
 
 def _examples(n_pos, n_neg):
-    rows = [{"split": s, "user_id": f"u{i:03d}", "label": int(i < n_pos)} for s in ("train", "valid", "test")
-            for i in range(n_pos + n_neg)]
+    rows = [
+        {"split": s, "user_id": f"u{i:03d}", "label": int(i < n_pos)}
+        for s in ("train", "valid", "test")
+        for i in range(n_pos + n_neg)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -69,15 +73,24 @@ def test_balanced_impossible_says_so_with_the_counts():
 def test_card_reports_sampling_and_class_counts_per_k(tmp_path):
     """Release Beauty (462 training examples, 46 disliked after cleaning): balanced K=64 is 32/32."""
     paths = RunPaths.of(tmp_path / "bal")
-    card = prepare({"DATASET": "release_beauty", "KSHOT_SIZES": [16, 64], "KSHOT_SAMPLING": "balanced"},
-                   paths, progress=False)
+    card = prepare(
+        {"DATASET": "release_beauty", "KSHOT_SIZES": [16, 64], "KSHOT_SAMPLING": "balanced"}, paths, progress=False
+    )
     assert card["kshot_sampling"] == "balanced"
-    assert card["kshot"]["64"] | {} == {"available": True, "sampling": "balanced", "like_rate": 0.5,
-                                        "liked": 32, "disliked": 32}
+    assert card["kshot"]["64"] | {} == {
+        "available": True,
+        "sampling": "balanced",
+        "like_rate": 0.5,
+        "liked": 32,
+        "disliked": 32,
+    }
     assert card["audit"]["eval_sets"]["kshot_16"]["disliked"] == 8
     ex = load_tables(paths).examples
     assert set(kshot(ex, 16)["example_id"]) < set(kshot(ex, 64)["example_id"])
     assert "K-shot sampling: `balanced`" in paths.data_card_md.read_text()
     with pytest.raises(DataError, match="balanced sets stop at K=92"):
-        prepare({"DATASET": "release_beauty", "KSHOT_SIZES": [64, 128], "KSHOT_SAMPLING": "balanced"},
-                RunPaths.of(tmp_path / "too_many"), progress=False)
+        prepare(
+            {"DATASET": "release_beauty", "KSHOT_SIZES": [64, 128], "KSHOT_SAMPLING": "balanced"},
+            RunPaths.of(tmp_path / "too_many"),
+            progress=False,
+        )

@@ -2,18 +2,19 @@
 sequence appears in that example's history or in the user's profile items; held-out reviews
 never reach item descriptions or titles. Checked on the real embedded data, the ML-1M prefix,
 the released Beauty split, and a synthetic case with marked reviews."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rrlib.config.params import defaults
 from rrlib.config.paths import RunPaths
 from rrlib.data import load_dataset, load_tables, prepare
 from rrlib.data import processing as P
 from rrlib.data.loaders import RawDataset
 from rrlib.data.reviews import trim_words
-from rrlib.config.params import defaults
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +27,11 @@ def embedded(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ml1m(tmp_path_factory, shared_data):
     paths = RunPaths.of(tmp_path_factory.mktemp("ml1m"))
-    prepare({"DATASET": "ml1m", "DATA_DIR": str(shared_data / "ml-1m"), "KCORE": 20, "MAX_USERS": 600},
-            paths, progress=False)
+    prepare(
+        {"DATASET": "ml1m", "DATA_DIR": str(shared_data / "ml-1m"), "KCORE": 20, "MAX_USERS": 600},
+        paths,
+        progress=False,
+    )
     return load_tables(paths)
 
 
@@ -102,8 +106,7 @@ def test_heldout_reviews_absent_from_sampled_reviews_on_real_data(embedded):
     """A review written only at a valid/test target (its text occurs nowhere else in the raw
     file for that item) must not be among the item's sampled reviews."""
     raw = load_dataset("embedded_beauty").interactions
-    raw_counts = raw.assign(t=raw["review_text"].map(lambda s: trim_words(s, 50))).groupby(
-        ["item_id", "t"]).size()
+    raw_counts = raw.assign(t=raw["review_text"].map(lambda s: trim_words(s, 50))).groupby(["item_id", "t"]).size()
     inter = embedded.interactions
     held = inter[inter["target_of"].isin(["valid", "test"]) & (inter["review_text"].str.strip() != "")]
     sampled = {r.item_id: {x["text"] for x in r.sampled_reviews} for r in embedded.items.itertuples()}
@@ -125,10 +128,20 @@ def test_heldout_reviews_and_headlines_never_used_synthetic():
             rows.append((f"u{u}", f"i{i}", 5.0 if u % 2 else 1.0, 100 + i, f"{marker} review {u} {i}", marker))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "review_text", "summary"])
     inter["source_order"] = np.arange(len(inter))
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(6)], "title": "", "title_source": "",
-                          "attributes": "", "metadata_description": ""})
-    b = P.build_tables(RawDataset("toy", inter, items, {"dataset": "toy"}),
-                       defaults() | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2}, progress=False)
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(6)],
+            "title": "",
+            "title_source": "",
+            "attributes": "",
+            "metadata_description": "",
+        }
+    )
+    b = P.build_tables(
+        RawDataset("toy", inter, items, {"dataset": "toy"}),
+        defaults() | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2},
+        progress=False,
+    )
     texts = [r["text"] for reviews in b.items["sampled_reviews"] for r in reviews]
     assert texts and not any("LEAK" in t for t in texts)
     assert not b.items["title"].str.contains("LEAK").any()
@@ -144,6 +157,7 @@ def test_guard_catches_a_leaking_history_and_profile(embedded):
     """The guard is not vacuous: planting the target in a history, or a test-window item in a
     profile, makes it fail."""
     from dataclasses import replace
+
     ex = embedded.examples.copy()
     i = ex.index[ex["split"] == "test"][0]
     ex.at[i, "history_positions"] = list(ex.at[i, "history_positions"]) + [ex.at[i, "target_position"]]
@@ -152,8 +166,9 @@ def test_guard_catches_a_leaking_history_and_profile(embedded):
         assert_no_leakage(replace(embedded, examples=ex), unique_pairs=True)
     users = embedded.users.copy()
     j = users.index[0]
-    test = embedded.examples[(embedded.examples["user_id"] == users.at[j, "user_id"])
-                             & (embedded.examples["split"] == "test")].iloc[0]
+    test = embedded.examples[
+        (embedded.examples["user_id"] == users.at[j, "user_id"]) & (embedded.examples["split"] == "test")
+    ].iloc[0]
     users.at[j, "profile_positions"] = [test["target_position"] - 1]
     users.at[j, "profile_item_ids"] = [test["history_item_ids"][-1]]
     with pytest.raises(AssertionError):

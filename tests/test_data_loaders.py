@@ -1,4 +1,5 @@
 """Loaders on the real files in ../shared/data and on small synthetic files with known content."""
+
 from __future__ import annotations
 
 import gzip
@@ -69,10 +70,10 @@ def test_ml1m_plain_full_style_file_and_latin1(tmp_path, shared_data):
     lines = gzip.decompress((shared_data / "ml-1m" / "ratings_PARTIAL_users1-2999.dat.gz").read_bytes())
     lines = b"\n".join(lines.split(b"\n")[:1000]) + b"\n"
     (tmp_path / "ratings.dat").write_bytes(lines)
-    (tmp_path / "movies.dat").write_bytes("1193::Vol au-dessus d'un nid de coucou, Le (1975)::Drama\n"
-                                          .encode("latin-1") +
-                                          b"".join(f"{i}::Movie {i} (2000)::Drama\n".encode()
-                                                   for i in set(range(1, 4000)) - {1193}))
+    (tmp_path / "movies.dat").write_bytes(
+        "1193::Vol au-dessus d'un nid de coucou, Le (1975)::Drama\n".encode("latin-1")
+        + b"".join(f"{i}::Movie {i} (2000)::Drama\n".encode() for i in set(range(1, 4000)) - {1193})
+    )
     (tmp_path / "movies.dat").write_bytes((tmp_path / "movies.dat").read_bytes().replace(b"dessus", b"d\xe9ssus"))
     raw = L.load_movielens(tmp_path)
     assert len(raw.interactions) == 1000
@@ -81,8 +82,12 @@ def test_ml1m_plain_full_style_file_and_latin1(tmp_path, shared_data):
     # the published blob id check is exact: fake it by patching the constant to this file's id
     blob = dl.git_blob_sha1(tmp_path / "ratings.dat")
     if shutil.which("git"):
-        assert blob == subprocess.run(["git", "hash-object", str(tmp_path / "ratings.dat")],
-                                      capture_output=True, text=True).stdout.strip()
+        assert (
+            blob
+            == subprocess.run(
+                ["git", "hash-object", str(tmp_path / "ratings.dat")], capture_output=True, text=True
+            ).stdout.strip()
+        )
     old = dl.ML1M_RATINGS_GIT_BLOB
     try:
         dl.ML1M_RATINGS_GIT_BLOB = blob
@@ -115,8 +120,12 @@ def test_amazon_5core_counts(beauty5):
     r = beauty5.interactions
     assert (len(r), r["user_id"].nunique(), r["item_id"].nunique()) == (5269, 991, 85)
     first = r.iloc[0]
-    assert (first["user_id"], first["item_id"], first["rating"], first["timestamp"]) == \
-        ("A3CIUOJXQ5VDQ2", "B0000530HU", 5.0, 1472688000)
+    assert (first["user_id"], first["item_id"], first["rating"], first["timestamp"]) == (
+        "A3CIUOJXQ5VDQ2",
+        "B0000530HU",
+        5.0,
+        1472688000,
+    )
     assert first["review_text"] == "As advertised. Reasonably priced"
     assert first["summary"] == "Five Stars"
     assert sorted(r["rating"].unique()) == [1.0, 2.0, 3.0, 4.0, 5.0]
@@ -127,24 +136,54 @@ def test_amazon_5core_counts(beauty5):
 def test_embedded_copy_is_the_shared_file(shared_data):
     raw = load_dataset("embedded_beauty")
     assert raw.source["files"][0]["sha256"] == dl.sha256_file(
-        shared_data / "amazon_beauty_2018_5core" / "All_Beauty_5.json.gz")
+        shared_data / "amazon_beauty_2018_5core" / "All_Beauty_5.json.gz"
+    )
     assert (L.EMBEDDED_BEAUTY.parent / "PROVENANCE.md").read_text().count("EMNLP") >= 1
 
 
 def _amazon_line(user, asin, rating, ts, text="", summary=""):
-    return json.dumps({"reviewerID": user, "asin": asin, "overall": rating, "unixReviewTime": ts,
-                       "reviewText": text, "summary": summary})
+    return json.dumps(
+        {
+            "reviewerID": user,
+            "asin": asin,
+            "overall": rating,
+            "unixReviewTime": ts,
+            "reviewText": text,
+            "summary": summary,
+        }
+    )
 
 
 def test_amazon_with_metadata_plain_and_gz(tmp_path):
-    reviews = "\n".join([_amazon_line("u1", "A", 5, 10, "good"), _amazon_line("u1", "B", 2, 20, "bad"),
-                         _amazon_line("u2", "C", 4, 30)]) + "\n"
-    meta = "\n".join([
-        json.dumps({"asin": "A", "title": "Rose &amp; Oud <b>Soap</b>", "brand": "Acme", "price": "$5.00",
-                    "category": ["Beauty", "Soap"], "description": ["Gentle", "bar."]}),
-        json.dumps({"asin": "A", "title": "duplicate ignored"}),
-        json.dumps({"asin": "B", "title": "", "brand": "Zed"}),
-    ]) + "\n"
+    reviews = (
+        "\n".join(
+            [
+                _amazon_line("u1", "A", 5, 10, "good"),
+                _amazon_line("u1", "B", 2, 20, "bad"),
+                _amazon_line("u2", "C", 4, 30),
+            ]
+        )
+        + "\n"
+    )
+    meta = (
+        "\n".join(
+            [
+                json.dumps(
+                    {
+                        "asin": "A",
+                        "title": "Rose &amp; Oud <b>Soap</b>",
+                        "brand": "Acme",
+                        "price": "$5.00",
+                        "category": ["Beauty", "Soap"],
+                        "description": ["Gentle", "bar."],
+                    }
+                ),
+                json.dumps({"asin": "A", "title": "duplicate ignored"}),
+                json.dumps({"asin": "B", "title": "", "brand": "Zed"}),
+            ]
+        )
+        + "\n"
+    )
     (tmp_path / "r.json").write_text(reviews)
     (tmp_path / "r.json.gz").write_bytes(gzip.compress(reviews.encode()))
     (tmp_path / "meta.json.gz").write_bytes(gzip.compress(meta.encode()))
@@ -163,11 +202,18 @@ def test_amazon_with_metadata_plain_and_gz(tmp_path):
 
 # --------------------------------------------------------------------------- generic
 def test_generic_csv_with_items_and_dates(tmp_path):
-    pd.DataFrame({"user": ["a", "a", "b"], "item": ["x", "y", "x"], "rating": [5, 1, 4],
-                  "timestamp": ["2019-03-01", "2019-03-02T10:00:00", "2019-03-03"],
-                  "review": ["nice", "", "ok"]}).to_csv(tmp_path / "interactions.csv", index=False)
-    pd.DataFrame({"item": ["x"], "title": ["Thing X"], "description": ["A thing."],
-                  "brand": ["Acme"], "genre": [""]}).to_csv(tmp_path / "items.csv", index=False)
+    pd.DataFrame(
+        {
+            "user": ["a", "a", "b"],
+            "item": ["x", "y", "x"],
+            "rating": [5, 1, 4],
+            "timestamp": ["2019-03-01", "2019-03-02T10:00:00", "2019-03-03"],
+            "review": ["nice", "", "ok"],
+        }
+    ).to_csv(tmp_path / "interactions.csv", index=False)
+    pd.DataFrame(
+        {"item": ["x"], "title": ["Thing X"], "description": ["A thing."], "brand": ["Acme"], "genre": [""]}
+    ).to_csv(tmp_path / "items.csv", index=False)
     raw = load_dataset("generic", tmp_path)
     r = raw.interactions
     assert r["timestamp"].tolist() == [1551398400, 1551520800, 1551571200]
@@ -179,8 +225,9 @@ def test_generic_csv_with_items_and_dates(tmp_path):
 
 
 def test_generic_parquet_unix_seconds(tmp_path):
-    pd.DataFrame({"user": [1, 1], "item": [7, 8], "rating": [3.5, 4.0], "timestamp": [100, 200]}
-                 ).to_parquet(tmp_path / "interactions.parquet")
+    pd.DataFrame({"user": [1, 1], "item": [7, 8], "rating": [3.5, 4.0], "timestamp": [100, 200]}).to_parquet(
+        tmp_path / "interactions.parquet"
+    )
     raw = load_dataset("generic", tmp_path)
     assert raw.interactions["user_id"].tolist() == ["1", "1"]
     assert raw.interactions["item_id"].tolist() == ["7", "8"]
@@ -234,11 +281,13 @@ def test_checksum_ledger_records_then_verifies_then_catches_changes(tmp_path):
 
 def test_fetch_ml1m_verifies_git_blob(tmp_path, monkeypatch):
     """The download path unpacks the zip and rejects a ratings.dat whose blob id is wrong."""
+
     def fake_download(urls, dest, desc=""):
         with zipfile.ZipFile(dest, "w") as z:
             for name in ("ratings.dat", "movies.dat", "users.dat", "README"):
                 z.writestr(f"ml-1m/{name}", "1::1::5::1\n" if name == "ratings.dat" else "x\n")
         return urls[0]
+
     monkeypatch.setattr(dl, "download_file", fake_download)
     with pytest.raises(DataError, match="git blob id .* is not the published"):
         dl.fetch_ml1m(tmp_path)
@@ -290,6 +339,7 @@ def test_ml_latest_small_titles_genres_and_last_interactions(ml_small):
     no_genre = items[items["attributes"].str.contains("no genres")]
     assert no_genre.empty  # "(no genres listed)" is not a genre
     from rrlib.data import processing as P
+
     ordered = P.order_interactions(ml_small.interactions, "file")
     assert int((ordered.groupby("user_id").tail(1)["rating"] <= 3).sum()) == 203
 
@@ -330,9 +380,11 @@ def test_amazon_instruments_shipped(shared_data):
     assert r.iloc[0]["summary"] == "good" and r.iloc[0]["timestamp"] == 1393545600
     assert (raw.items["title"] == "").all()  # no metadata: headline fallback later
     assert raw.source["files"][0]["sha256"] == dl.sha256_file(
-        shared_data / "amazon_musical_instruments_2014_5core" / "Musical_instruments_reviews.csv.gz")
+        shared_data / "amazon_musical_instruments_2014_5core" / "Musical_instruments_reviews.csv.gz"
+    )
     assert "SIGIR 2015" in raw.source["citation"] and "WWW 2016" in raw.source["citation"]
     from rrlib.data import processing as P
+
     ordered = P.order_interactions(r, "file")
     assert int((ordered.groupby("user_id").tail(1)["rating"] <= 3).sum()) == 209
 
@@ -355,11 +407,16 @@ def test_amazon2018_any_category_5core(tmp_path):
     raw = load_dataset("amazon2018", tmp_path)  # category from the single file
     assert raw.source["category"] == "Musical_Instruments" and len(raw.interactions) == 3
     assert any("official 5-core" in n for n in raw.notes)
-    assert load_dataset("amazon2018", tmp_path, amazon_category="Musical_Instruments").source["category"] \
+    assert (
+        load_dataset("amazon2018", tmp_path, amazon_category="Musical_Instruments").source["category"]
         == "Musical_Instruments"
+    )
     _category_file(tmp_path, "Video_Games_5.json.gz")
-    with pytest.raises(DataError, match=r"holds 2 review categories \(\['Musical_Instruments', 'Video_Games'\]\)"
-                                        r".*Set AMAZON_CATEGORY"):
+    with pytest.raises(
+        DataError,
+        match=r"holds 2 review categories \(\['Musical_Instruments', 'Video_Games'\]\)"
+        r".*Set AMAZON_CATEGORY",
+    ):
         load_dataset("amazon2018", tmp_path)
     assert load_dataset("amazon2018", tmp_path, amazon_category="Video_Games").source["category"] == "Video_Games"
 
@@ -381,6 +438,7 @@ def test_beauty_and_fashion_accept_their_5core_files(tmp_path):
 
 def test_domains_of_the_new_datasets():
     from rrlib.data import domain_of
+
     assert domain_of({"DATASET": "ml_latest_small"}) == "movies"
     assert domain_of({"DATASET": "amazon_instruments"}) == "instruments"
     assert domain_of({"DATASET": "amazon2018", "AMAZON_CATEGORY": "Musical_Instruments"}) == "instruments"
@@ -393,6 +451,7 @@ def test_domains_of_the_new_datasets():
 # --------------------------------------------------------------------------- the release's ML-1M summaries
 def test_release_ml1m_summaries_cover_ml_latest_small(ml_small):
     from rrlib.enrich import import_coverage, import_fallbacks, load_import, resolve_import
+
     path = resolve_import("release:ml1m_summaries")
     assert path == release_files()["ml1m_summaries"] and (path.parent.parent / "LICENSE").is_file()
     summaries = load_import(path, "item")
@@ -401,8 +460,9 @@ def test_release_ml1m_summaries_cover_ml_latest_small(ml_small):
     assert round(float(r["item_id"].isin(summaries).mean()), 2) == 0.58  # of the ratings
     cov = import_coverage(ml_small.items["item_id"], summaries)
     assert (cov["covered"], cov["needed"]) == (2949, 9742)
-    rest = import_fallbacks(ml_small.items["item_id"], summaries, dict(zip(ml_small.items["item_id"],
-                                                                        ml_small.items["title"])), show=3)
+    rest = import_fallbacks(
+        ml_small.items["item_id"], summaries, dict(zip(ml_small.items["item_id"], ml_small.items["title"])), show=3
+    )
     assert rest["n"] == 9742 - 2949 and len(rest["first"]) == 3 and rest["first"][0]["title"]
     with pytest.raises(FileNotFoundError, match="release:nope"):
         resolve_import("release:nope")

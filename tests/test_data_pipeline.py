@@ -1,4 +1,5 @@
 """prepare() end to end on the embedded default: files, data card, round trip, determinism."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,15 @@ def run(tmp_path_factory):
 
 def test_outputs_exist(run):
     paths, card = run
-    for p in (paths.interactions, paths.items, paths.users, paths.examples, paths.data_card_json,
-              paths.data_card_md, *figure_paths(paths).values()):
+    for p in (
+        paths.interactions,
+        paths.items,
+        paths.users,
+        paths.examples,
+        paths.data_card_json,
+        paths.data_card_md,
+        *figure_paths(paths).values(),
+    ):
         assert p.is_file() and p.stat().st_size > 0, p
     assert figure_paths(paths)["figure2"].read_bytes()[:4] == b"\x89PNG"
     assert read_card(paths) == json.loads(json.dumps(card, default=str))
@@ -35,16 +43,21 @@ def test_tables_round_trip_with_schema_columns(run):
     for name, cols in TABLES.items():
         assert set(cols) <= set(getattr(t, name).columns), name
     assert t.items["sampled_reviews"].map(len).max() <= 10
-    assert isinstance(t.items["sampled_reviews"].iloc[0][0]["text"], str) or \
-        t.items["sampled_reviews"].map(len).iloc[0] == 0
+    assert (
+        isinstance(t.items["sampled_reviews"].iloc[0][0]["text"], str)
+        or t.items["sampled_reviews"].map(len).iloc[0] == 0
+    )
 
 
 def test_card_figures_match_tables_and_loader(run):
     paths, card = run
     t = load_tables(paths)
     raw = load_dataset("embedded_beauty").interactions
-    assert card["raw"] == {"interactions": len(raw), "users": raw["user_id"].nunique(),
-                           "items": raw["item_id"].nunique()}
+    assert card["raw"] == {
+        "interactions": len(raw),
+        "users": raw["user_id"].nunique(),
+        "items": raw["item_id"].nunique(),
+    }
     assert card["raw"] == {"interactions": 5269, "users": 991, "items": 85}
     collapsed, _ = collapse_copies(raw)  # COLLAPSE_COPIES (default) runs before DEDUP
     deduped, stats = P.deduplicate(collapsed, "keep_last")
@@ -53,7 +66,10 @@ def test_card_figures_match_tables_and_loader(run):
     assert card["kcore"]["users"] == int((counts >= 5).sum()) == t.interactions["user_id"].nunique()
     f = card["final"]
     assert (f["users"], f["items"], f["interactions"]) == (
-        t.interactions["user_id"].nunique(), t.interactions["item_id"].nunique(), len(t.interactions))
+        t.interactions["user_id"].nunique(),
+        t.interactions["item_id"].nunique(),
+        len(t.interactions),
+    )
     assert f["sparsity"] == pytest.approx(1 - f["interactions"] / (f["users"] * f["items"]), abs=1e-6)
     for split in ("train", "valid", "test"):
         part = t.examples[t.examples["split"] == split]

@@ -1,20 +1,22 @@
 """The paper's transforms on small synthetic cases with known answers."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
+from rrlib.config.params import defaults
 from rrlib.data import processing as P
 from rrlib.data.loaders import RawDataset
 from rrlib.data.sampling import sample_users, stratified_ranks
-from rrlib.config.params import defaults
 
 
 def frame(rows):
     """rows: (user, item, rating, timestamp[, review]) in file order."""
-    df = pd.DataFrame([r if len(r) == 5 else (*r, "") for r in rows],
-                      columns=["user_id", "item_id", "rating", "timestamp", "review_text"])
+    df = pd.DataFrame(
+        [r if len(r) == 5 else (*r, "") for r in rows],
+        columns=["user_id", "item_id", "rating", "timestamp", "review_text"],
+    )
     df["rating"] = df["rating"].astype(float)
     df["summary"] = ""
     df["source_order"] = np.arange(len(df))
@@ -51,8 +53,9 @@ def test_tie_order_file_vs_item():
 
 # --------------------------------------------------------------------------- k-core, binarize, figure 2
 def test_user_kcore_and_figure2():
-    inter = frame([("a", str(i), 5, i) for i in range(5)] + [("b", str(i), 5, i) for i in range(3)]
-                  + [("c", "1", 5, 1)])
+    inter = frame(
+        [("a", str(i), 5, i) for i in range(5)] + [("b", str(i), 5, i) for i in range(3)] + [("c", "1", 5, 1)]
+    )
     assert set(P.user_kcore(inter, 3)["user_id"]) == {"a", "b"}
     assert set(P.user_kcore(inter, 5)["user_id"]) == {"a"}
     fig = P.users_with_at_least(inter, range(1, 7))
@@ -109,8 +112,9 @@ def test_profile_items_before_test_window():
 
 def test_profile_excludes_items_of_the_test_window_and_targets():
     # keep_all data: item 'x' occurs early and again inside the test window
-    inter = frame([("u", "x", 5, 1), ("u", "a", 5, 2), ("u", "b", 5, 3), ("u", "x", 5, 4), ("u", "c", 5, 5),
-                   ("u", "d", 5, 6)])
+    inter = frame(
+        [("u", "x", 5, 1), ("u", "a", 5, 2), ("u", "b", 5, 3), ("u", "x", 5, 4), ("u", "c", 5, 5), ("u", "d", 5, 6)]
+    )
     inter = P.binarize(P.order_interactions(inter, "file"), 3.0)
     ex, _ = P.build_examples(inter, history_len=2)
     users = P.profile_items(inter, ex, m=15)
@@ -118,12 +122,25 @@ def test_profile_excludes_items_of_the_test_window_and_targets():
 
 
 def test_examples_from_windows_exact_realigned_and_missing():
-    inter = frame([("u", "a", 5, 1), ("u", "b", 1, 2), ("u", "c", 5, 3), ("u", "c", 5, 3), ("u", "d", 2, 4),
-                   ("v", "p", 5, 1), ("v", "q", 5, 2), ("v", "r", 5, 3), ("v", "s", 5, 4)])
+    inter = frame(
+        [
+            ("u", "a", 5, 1),
+            ("u", "b", 1, 2),
+            ("u", "c", 5, 3),
+            ("u", "c", 5, 3),
+            ("u", "d", 2, 4),
+            ("v", "p", 5, 1),
+            ("v", "q", 5, 2),
+            ("v", "r", 5, 3),
+            ("v", "s", 5, 4),
+        ]
+    )
     inter = P.binarize(P.order_interactions(inter, "file"), 3.0)
-    windows = {"train": {"u": ["a", "b", "c"], "v": ["p", "q"]},
-               "valid": {"u": ["a", "b", "c", "c"], "v": ["p", "GONE", "q", "r"]},
-               "test": {"u": ["b", "c", "c", "d"], "v": ["q", "r", "s", "MISSING"]}}
+    windows = {
+        "train": {"u": ["a", "b", "c"], "v": ["p", "q"]},
+        "valid": {"u": ["a", "b", "c", "c"], "v": ["p", "GONE", "q", "r"]},
+        "test": {"u": ["b", "c", "c", "d"], "v": ["q", "r", "s", "MISSING"]},
+    }
     ex, stats = P.examples_from_windows(inter, windows)
     e = ex.set_index("example_id")
     assert e.loc["train:u", "target_position"] == 2 and e.loc["valid:u", "target_position"] == 3
@@ -150,8 +167,12 @@ def test_stratified_ranks_nested_and_proportional():
 
 def test_assign_sample_ranks_per_split_and_kshot_nesting():
     from rrlib.data.schema import eval_subset, kshot
-    rows = [{"split": s, "user_id": f"u{i:03d}", "label": int(i % 4 != 0)} for s in ("train", "valid", "test")
-            for i in range(200)]
+
+    rows = [
+        {"split": s, "user_id": f"u{i:03d}", "label": int(i % 4 != 0)}
+        for s in ("train", "valid", "test")
+        for i in range(200)
+    ]
     ex = P.assign_sample_ranks(pd.DataFrame(rows), seed=7)
     for s in ("train", "valid", "test"):
         assert sorted(ex.loc[ex["split"] == s, "sample_rank"]) == list(range(200))
@@ -176,15 +197,28 @@ def test_build_tables_synthetic_end_to_end():
     rows = []
     for u in range(40):
         for i in range(8):
-            rows.append((f"u{u}", f"i{(u + i) % 12}", 5 if (u + i) % 3 else 2, 1000 + 10 * i,
-                         f"review {u}-{i}"))
+            rows.append((f"u{u}", f"i{(u + i) % 12}", 5 if (u + i) % 3 else 2, 1000 + 10 * i, f"review {u}-{i}"))
     inter = frame(rows)
     inter["summary"] = "Nice"
-    items = pd.DataFrame({"item_id": [f"i{j}" for j in range(12)], "title": "", "title_source": "",
-                          "attributes": "", "metadata_description": ""})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{j}" for j in range(12)],
+            "title": "",
+            "title_source": "",
+            "attributes": "",
+            "metadata_description": "",
+        }
+    )
     raw = RawDataset("toy", inter, items, {"dataset": "toy"})
-    p = defaults() | {"KCORE": 5, "HISTORY_LEN": 3, "PROFILE_ITEMS": 2, "KSHOT_SIZES": [8, 16],
-                      "N_VALID": 10, "N_TEST": 10, "REVIEWS_PER_ITEM": 4}
+    p = defaults() | {
+        "KCORE": 5,
+        "HISTORY_LEN": 3,
+        "PROFILE_ITEMS": 2,
+        "KSHOT_SIZES": [8, 16],
+        "N_VALID": 10,
+        "N_TEST": 10,
+        "REVIEWS_PER_ITEM": 4,
+    }
     b = P.build_tables(raw, p, progress=False)
     assert len(b.examples) == 120 and set(b.examples["split"]) == {"train", "valid", "test"}
     assert b.users["profile_item_ids"].map(len).tolist() == [2] * 40  # 8 - (3 + 1) = 4 candidates

@@ -1,6 +1,7 @@
 """RELEASE_WINDOWS=clean on a synthetic release with known answers: exact duplicate rows dropped,
 the target's own item removed from its window, a train example sharing its target row with the
 valid example dropped, and every deviation counted."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,21 +20,37 @@ def _inter(rows):
 
 
 def test_clean_release_windows_known_answer():
-    inter = _inter([
-        # u: a b c c' d d' e b2   (c' and d' exact duplicates; b2 = b again, later, another rating)
-        ("u", "a", 5, 1), ("u", "b", 2, 2), ("u", "c", 5, 3), ("u", "c", 5, 3), ("u", "d", 4, 4),
-        ("u", "d", 4, 4), ("u", "e", 5, 5), ("u", "b", 5, 6),
-        # v: p q r r' s            (the authors' train target r is the valid target r')
-        ("v", "p", 5, 1), ("v", "q", 5, 2), ("v", "r", 1, 3), ("v", "r", 1, 3), ("v", "s", 5, 4),
-    ])
-    windows = {"test": {"u": ["b", "c", "c", "d", "d", "e", "b"], "v": ["q", "r", "r", "s"]},
-               "valid": {"u": ["d", "d", "e"], "v": ["p", "q", "r", "r"]},
-               "train": {"u": ["c", "c", "d", "d"], "v": ["p", "q", "r"]}}
+    inter = _inter(
+        [
+            # u: a b c c' d d' e b2   (c' and d' exact duplicates; b2 = b again, later, another rating)
+            ("u", "a", 5, 1),
+            ("u", "b", 2, 2),
+            ("u", "c", 5, 3),
+            ("u", "c", 5, 3),
+            ("u", "d", 4, 4),
+            ("u", "d", 4, 4),
+            ("u", "e", 5, 5),
+            ("u", "b", 5, 6),
+            # v: p q r r' s            (the authors' train target r is the valid target r')
+            ("v", "p", 5, 1),
+            ("v", "q", 5, 2),
+            ("v", "r", 1, 3),
+            ("v", "r", 1, 3),
+            ("v", "s", 5, 4),
+        ]
+    )
+    windows = {
+        "test": {"u": ["b", "c", "c", "d", "d", "e", "b"], "v": ["q", "r", "r", "s"]},
+        "valid": {"u": ["d", "d", "e"], "v": ["p", "q", "r", "r"]},
+        "train": {"u": ["c", "c", "d", "d"], "v": ["p", "q", "r"]},
+    }
     ex, located = P.examples_from_windows(inter, windows)
     assert located["exact_slices"] == 6  # the windows are where the authors put them
     cleaned, out, s = P.clean_release_windows(inter, ex)
     assert cleaned.groupby("user_id")["item_id"].agg(list).to_dict() == {
-        "u": ["a", "b", "c", "d", "e", "b"], "v": ["p", "q", "r", "s"]}
+        "u": ["a", "b", "c", "d", "e", "b"],
+        "v": ["p", "q", "r", "s"],
+    }
     assert cleaned.groupby("user_id")["position"].agg(list).to_dict() == {"u": list(range(6)), "v": list(range(4))}
     e = out.set_index("example_id")
     assert e.loc["test:u", "history_item_ids"] == ["c", "d", "e"] and e.loc["test:u", "target_position"] == 5

@@ -1,19 +1,20 @@
 """No example's own target review shapes its own input: reviews written at ANY target (train,
 valid, test) and the same user's copies of them never reach an item's Algorithm 1 sample or its
 review-headline title. Synthetic marked reviews, then every example of the embedded data."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rrlib.config.params import defaults
 from rrlib.config.paths import RunPaths
 from rrlib.data import load_dataset, load_tables, prepare
 from rrlib.data import processing as P
 from rrlib.data.collapse import collapse_copies
 from rrlib.data.loaders import RawDataset
 from rrlib.data.reviews import trim_words
-from rrlib.config.params import defaults
 
 
 def _toy(copy_of_train_target: bool = False):
@@ -27,8 +28,15 @@ def _toy(copy_of_train_target: bool = False):
             rows.append((f"u{u}", "i0", 5.0 if u % 2 else 1.0, 50, f"LEAKTRAIN review {u} 3", "LEAKTRAIN"))
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp", "review_text", "summary"])
     inter["source_order"] = np.arange(len(inter))
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(6)], "title": "", "title_source": "",
-                          "attributes": "", "metadata_description": ""})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(6)],
+            "title": "",
+            "title_source": "",
+            "attributes": "",
+            "metadata_description": "",
+        }
+    )
     return RawDataset("toy", inter, items, {"dataset": "toy"})
 
 
@@ -64,6 +72,7 @@ def test_the_guard_can_fail():
     inter = raw.interactions
     pool = P.order_interactions(inter, "file")
     from rrlib.data.reviews import sample_item_reviews
+
     reviews = sample_item_reviews(pool, ["i3"], 10, 50, 42, progress=False)
     assert any("LEAKTRAIN" in r["text"] for r in reviews["i3"])
 

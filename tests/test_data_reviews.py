@@ -1,4 +1,5 @@
 """Algorithm 1 (stratified review sampling) and the title fallback, with known answers."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -19,8 +20,10 @@ def test_allocate_largest_remainder_known_answer():
     assert R.allocate({5.0: 1, 4.0: 1, 3.0: 1, 2.0: 1}, 3) == {5.0: 1, 4.0: 1, 3.0: 1, 2.0: 0}
 
 
-@pytest.mark.parametrize("counts", [{5.0: 13, 4.0: 7, 3.0: 3, 1.0: 1}, {5.0: 100, 2.0: 1},
-                                    {5.0: 11}, {1.0: 4, 2.0: 4, 3.0: 4, 4.0: 4, 5.0: 4}])
+@pytest.mark.parametrize(
+    "counts",
+    [{5.0: 13, 4.0: 7, 3.0: 3, 1.0: 1}, {5.0: 100, 2.0: 1}, {5.0: 11}, {1.0: 4, 2.0: 4, 3.0: 4, 4.0: 4, 5.0: 4}],
+)
 def test_allocate_totals_exactly_p_and_never_exceeds_a_level(counts):
     for p in (1, 5, 10):
         if sum(counts.values()) <= p:
@@ -54,25 +57,44 @@ def test_select_reviews_takes_all_when_at_most_p():
 
 
 def test_sample_item_reviews_skips_empty_text_and_is_order_independent():
-    pool = pd.DataFrame({"item_id": ["a"] * 12 + ["b"], "rating": [5.0] * 6 + [2.0] * 6 + [4.0],
-                         "review_text": [f"t{i}" for i in range(11)] + ["", "only"],
-                         "timestamp": range(13), "source_order": range(13)})
+    pool = pd.DataFrame(
+        {
+            "item_id": ["a"] * 12 + ["b"],
+            "rating": [5.0] * 6 + [2.0] * 6 + [4.0],
+            "review_text": [f"t{i}" for i in range(11)] + ["", "only"],
+            "timestamp": range(13),
+            "source_order": range(13),
+        }
+    )
     out = R.sample_item_reviews(pool, ["a", "b", "c"], p=4, n_words=50, seed=1, progress=False)
     assert len(out["a"]) == 4 and Counter(r["rating"] for r in out["a"]) == {5.0: 2, 2.0: 2}
     assert out["b"] == [{"rating": 4.0, "text": "only"}] and out["c"] == []
-    shuffled = R.sample_item_reviews(pool.sample(frac=1, random_state=3), ["c", "b", "a"], p=4,
-                                     n_words=50, seed=1, progress=False)
+    shuffled = R.sample_item_reviews(
+        pool.sample(frac=1, random_state=3), ["c", "b", "a"], p=4, n_words=50, seed=1, progress=False
+    )
     assert shuffled == out
 
 
 def test_headline_title_and_fallback():
-    assert R.headline_title(["Five Stars", "Great shampoo", "great  shampoo", "Nice", "4 stars"]) == \
-        "Great shampoo"
+    assert R.headline_title(["Five Stars", "Great shampoo", "great  shampoo", "Nice", "4 stars"]) == "Great shampoo"
     assert R.headline_title(["Five Stars", "", "ONE STAR"]) == ""
-    items = pd.DataFrame({"item_id": ["a", "b", "c"], "title": ["Real title", "", ""],
-                          "title_source": ["metadata", "", ""], "attributes": "", "metadata_description": ""})
-    pool = pd.DataFrame({"item_id": ["b", "b", "c"], "summary": ["Soft towel", "Five Stars", "Five Stars"],
-                         "timestamp": [1, 2, 3], "source_order": [0, 1, 2]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["a", "b", "c"],
+            "title": ["Real title", "", ""],
+            "title_source": ["metadata", "", ""],
+            "attributes": "",
+            "metadata_description": "",
+        }
+    )
+    pool = pd.DataFrame(
+        {
+            "item_id": ["b", "b", "c"],
+            "summary": ["Soft towel", "Five Stars", "Five Stars"],
+            "timestamp": [1, 2, 3],
+            "source_order": [0, 1, 2],
+        }
+    )
     out = R.fallback_titles(items, pool).set_index("item_id")
     assert out.loc["a", "title"] == "Real title" and out.loc["a", "title_source"] == "metadata"
     assert out.loc["b", "title"] == "Soft towel [b]" and out.loc["b", "title_source"] == "review_summary"

@@ -1,23 +1,34 @@
 """User tags join the item attributes after the split, never from a user's own target."""
+
 from __future__ import annotations
 
 import pandas as pd
 
+from rrlib.config.params import defaults
 from rrlib.data import load_dataset
 from rrlib.data import processing as P
 from rrlib.data.tags import BOOKKEEPING_TAGS, apply_tags, target_pairs
-from rrlib.config.params import defaults
 
 
 def _inter():
     # u1's targets: i3 (train), i4 (valid), i5 (test); u2's: i1 (test)
-    return pd.DataFrame({"user_id": ["u1"] * 5 + ["u2"] * 2, "item_id": ["i1", "i2", "i3", "i4", "i5", "i2", "i1"],
-                         "target_of": ["", "", "train", "valid", "test", "", "test"]})
+    return pd.DataFrame(
+        {
+            "user_id": ["u1"] * 5 + ["u2"] * 2,
+            "item_id": ["i1", "i2", "i3", "i4", "i5", "i2", "i1"],
+            "target_of": ["", "", "train", "valid", "test", "", "test"],
+        }
+    )
 
 
 def _items():
-    return pd.DataFrame({"item_id": ["i1", "i2", "i3", "i4", "i5"], "title": list("ABCDE"),
-                         "attributes": ["year: 1999", "", "", "", ""]})
+    return pd.DataFrame(
+        {
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "title": list("ABCDE"),
+            "attributes": ["year: 1999", "", "", "", ""],
+        }
+    )
 
 
 def _tags(rows):
@@ -25,11 +36,20 @@ def _tags(rows):
 
 
 def test_tags_on_a_users_own_target_never_reach_the_item():
-    tags = _tags([("u1", "i5", "boring", 1), ("u2", "i5", "slow", 2),      # u1's test target: only u2's tag
-                  ("u1", "i4", "loved it", 3), ("u1", "i3", "meh", 4),      # u1's valid/train targets
-                  ("u2", "i1", "classic", 5), ("u1", "i1", "classic", 6),   # u2's test target; u1's own history
-                  ("u1", "i2", "funny", 7), ("u2", "i2", " Funny ", 8), ("u3", "i2", "quirky", 9),
-                  ("u3", "i2", "in Netflix queue", 10)])
+    tags = _tags(
+        [
+            ("u1", "i5", "boring", 1),
+            ("u2", "i5", "slow", 2),  # u1's test target: only u2's tag
+            ("u1", "i4", "loved it", 3),
+            ("u1", "i3", "meh", 4),  # u1's valid/train targets
+            ("u2", "i1", "classic", 5),
+            ("u1", "i1", "classic", 6),  # u2's test target; u1's own history
+            ("u1", "i2", "funny", 7),
+            ("u2", "i2", " Funny ", 8),
+            ("u3", "i2", "quirky", 9),
+            ("u3", "i2", "in Netflix queue", 10),
+        ]
+    )
     notes: list[str] = []
     out, stats = apply_tags(_items(), tags, _inter(), notes)
     attrs = out.set_index("item_id")["attributes"]
@@ -55,8 +75,11 @@ def test_ml_latest_small_tags_after_the_split():
     raw = load_dataset("ml_latest_small")
     p = {**defaults(), "KCORE": 20, "HISTORY_LEN": 10, "N_TEST": 0, "N_VALID": 0, "REVIEWS_PER_ITEM": 0}
     built = P.build_tables(raw, p, progress=False)
-    shown = {i: {t.lower() for t in a.split("tags: ", 1)[1].split(", ")} for i, a in
-             zip(built.items["item_id"], built.items["attributes"]) if "tags: " in a}
+    shown = {
+        i: {t.lower() for t in a.split("tags: ", 1)[1].split(", ")}
+        for i, a in zip(built.items["item_id"], built.items["attributes"])
+        if "tags: " in a
+    }
     targets = built.interactions.loc[built.interactions["target_of"] != "", ["user_id", "item_id"]]
     own = raw.tags.merge(targets, on=["user_id", "item_id"])
     assert len(own) > 0

@@ -1,28 +1,32 @@
 """The shared value checks of the readers (rrlib/data/loaders/values.py) on small known inputs."""
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from rrlib.config.params import validate
 from rrlib.data import DataError
 from rrlib.data.loaders import values as V
 from rrlib.errors import ParamError
-from rrlib.config.params import validate
 
 ROWS = V.Rows.numbered("t.csv", 10, first_line=2)
 
 
-@pytest.mark.parametrize("column,expected,fmt", [
-    (["1472688000", "1472688001"], [1472688000, 1472688001], "unix seconds"),
-    ([1472688000123456, 1472688001999999], [1472688000, 1472688001], "unix microseconds"),
-    ([1472688000 * 10**9 + 5], [1472688000], "unix nanoseconds"),
-    ([1472688000.9, 1472688001.2], [1472688000, 1472688001], "unix seconds"),
-    (["2016-09-01", "2016/09/01 00:00:30"], None, None),  # separators differ: still year first, one family
-    (["2016-09-01 00:00:30", "2016-09-01T01:00"], [1472688030, 1472691600], "ISO 8601"),
-    (["1 September 2016", "Sep 2, 2016"], [1472688000, 1472774400], "dates with month names"),
-    (["01.09.2016", "13.09.2016"], [1472688000, 1473724800], "day-first"),
-])
+@pytest.mark.parametrize(
+    "column,expected,fmt",
+    [
+        (["1472688000", "1472688001"], [1472688000, 1472688001], "unix seconds"),
+        ([1472688000123456, 1472688001999999], [1472688000, 1472688001], "unix microseconds"),
+        ([1472688000 * 10**9 + 5], [1472688000], "unix nanoseconds"),
+        ([1472688000.9, 1472688001.2], [1472688000, 1472688001], "unix seconds"),
+        (["2016-09-01", "2016/09/01 00:00:30"], None, None),  # separators differ: still year first, one family
+        (["2016-09-01 00:00:30", "2016-09-01T01:00"], [1472688030, 1472691600], "ISO 8601"),
+        (["1 September 2016", "Sep 2, 2016"], [1472688000, 1472774400], "dates with month names"),
+        (["01.09.2016", "13.09.2016"], [1472688000, 1473724800], "day-first"),
+    ],
+)
 def test_timestamp_formats(column, expected, fmt):
     if expected is None:
         secs, _ = V.parse_timestamps(column, ROWS)
@@ -32,15 +36,21 @@ def test_timestamp_formats(column, expected, fmt):
     assert secs.tolist() == expected and found.startswith(fmt)
 
 
-@pytest.mark.parametrize("column,match", [
-    (["2016-09-01", ""], r"t\.csv, line 3: column 'timestamp' is empty"),
-    (["2016-02-30"], r"line 2: .* '2016-02-30', which is not a valid date"),
-    (["1969-12-31"], r"before 1970"),
-    (["2016-09-01", "01/09/2016", "2016-09-03"], r"line 3: .* '01/09/2016' \(day/month/year dates\), but most rows "
-                                                 r"are ISO 8601"),
-    ([True, False], r"true/false"),
-    ([float("inf")], r"must be a finite unix timestamp"),
-])
+@pytest.mark.parametrize(
+    "column,match",
+    [
+        (["2016-09-01", ""], r"t\.csv, line 3: column 'timestamp' is empty"),
+        (["2016-02-30"], r"line 2: .* '2016-02-30', which is not a valid date"),
+        (["1969-12-31"], r"before 1970"),
+        (
+            ["2016-09-01", "01/09/2016", "2016-09-03"],
+            r"line 3: .* '01/09/2016' \(day/month/year dates\), but most rows "
+            r"are ISO 8601",
+        ),
+        ([True, False], r"true/false"),
+        ([float("inf")], r"must be a finite unix timestamp"),
+    ],
+)
 def test_timestamp_refusals(column, match):
     with pytest.raises(DataError, match=match):
         V.parse_timestamps(pd.Series(column), ROWS)
@@ -72,7 +82,7 @@ def test_rating_scale_steps_and_parameter():
 
 
 def test_csv_lines_blank_lines_bom_and_crlf():
-    text = "\ufeffa,b\r\n1,\"x\r\ny\"\r\n\r\n2,z\r\n"
+    text = '\ufeffa,b\r\n1,"x\r\ny"\r\n\r\n2,z\r\n'
     df, rows = V.read_csv_text(text, "t.csv")
     assert df.columns.tolist() == ["a", "b"] and df["b"].tolist() == ["x\r\ny", "z"]
     assert rows.lines.tolist() == [2, 5]

@@ -1,19 +1,29 @@
 """Movie plots for ML1M descriptions: disk cache, rate limit, offline fallback with counts,
 local CSV, and the installed cinemagoer's real behaviour (no network needed)."""
+
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import rrlib
-from rrlib.enrich.movie_plots import (PlotCache, PlotSourceUnavailable, fetch_plots, load_plots_csv, title_and_year)
+from rrlib.enrich.movie_plots import PlotCache, PlotSourceUnavailable, fetch_plots, load_plots_csv, title_and_year
 
-RELEASE_CSV = (Path(rrlib.__file__).resolve().parent / "resources" / "reasoningrec_release" / "ml1m"
-               / "movie_summary_25_words.csv")  # shipped copy
-MOVIES = pd.DataFrame({"item_id": ["1", "2", "3", "99999"],
-                       "title": ["Toy Story", "Jumanji", "Grumpier Old Men", "Unknown Film"],
-                       "attributes": ["year: 1995; genres: Animation", "year: 1995; genres: Adventure",
-                                      "year: 1995; genres: Comedy", "genres: Drama"]})
+RELEASE_CSV = (
+    Path(rrlib.__file__).resolve().parent / "resources" / "reasoningrec_release" / "ml1m" / "movie_summary_25_words.csv"
+)  # shipped copy
+MOVIES = pd.DataFrame(
+    {
+        "item_id": ["1", "2", "3", "99999"],
+        "title": ["Toy Story", "Jumanji", "Grumpier Old Men", "Unknown Film"],
+        "attributes": [
+            "year: 1995; genres: Animation",
+            "year: 1995; genres: Adventure",
+            "year: 1995; genres: Comedy",
+            "genres: Drama",
+        ],
+    }
+)
 
 
 class FakeIMDb:
@@ -29,16 +39,25 @@ class FakeIMDb:
 
 def test_title_and_year_from_movielens_forms():
     assert title_and_year("American President, The (1995)") == ("The American President", 1995)
-    assert title_and_year("City of Lost Children, The (Cité des enfants perdus, La) (1995)") == \
-        ("The City of Lost Children", 1995)
+    assert title_and_year("City of Lost Children, The (Cité des enfants perdus, La) (1995)") == (
+        "The City of Lost Children",
+        1995,
+    )
     assert title_and_year("The Shawshank Redemption", "year: 1994; genres: Drama") == ("The Shawshank Redemption", 1994)
     assert title_and_year("Heat", "") == ("Heat", None)
 
 
 def test_fetch_caches_on_disk_and_rate_limits(tmp_path):
     imdb, sleeps = FakeIMDb(), []
-    report = fetch_plots(MOVIES, source="cinemagoer", cache_dir=tmp_path, rate_limit_s=2.0, lookup=imdb,
-                         sleep=sleeps.append, progress=False)
+    report = fetch_plots(
+        MOVIES,
+        source="cinemagoer",
+        cache_dir=tmp_path,
+        rate_limit_s=2.0,
+        lookup=imdb,
+        sleep=sleeps.append,
+        progress=False,
+    )
     assert report.plots == {"1": "Plot of Toy Story.", "2": "Plot of Jumanji.", "3": "Plot of Grumpier Old Men."}
     assert (report.n_fetched, report.n_not_found, report.n_missing, report.missing_ids) == (4, 1, 1, ["99999"])
     assert "1 not found on IMDb" in report.reason and "metadata only" in report.message()
@@ -51,28 +70,28 @@ def test_fetch_caches_on_disk_and_rate_limits(tmp_path):
 
 def test_offline_stops_at_once_and_counts_what_lacks_a_plot(tmp_path):
     imdb = FakeIMDb(offline_after=1)
-    report = fetch_plots(MOVIES, source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=imdb,
-                         progress=False)
+    report = fetch_plots(MOVIES, source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=imdb, progress=False)
     assert report.plots == {"1": "Plot of Toy Story."} and report.n_missing == 3
     assert "3 not looked up: IMDb unreachable" in report.reason
     assert "3 are described from metadata only" in report.message()
     # failures are not cached: the next (online) run fetches the rest and reuses the first
     later = FakeIMDb()
-    report2 = fetch_plots(MOVIES, source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=later,
-                          progress=False)
+    report2 = fetch_plots(MOVIES, source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=later, progress=False)
     assert [a[0] for a in later.asked] == ["Jumanji", "Grumpier Old Men", "Unknown Film"]
     assert report2.n_with_plot == 3 and report2.n_from_cache == 1
 
 
 def test_torn_cache_line_is_skipped_and_reported(tmp_path):
-    fetch_plots(MOVIES.iloc[:1], source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=FakeIMDb(),
-                progress=False)
+    fetch_plots(
+        MOVIES.iloc[:1], source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=FakeIMDb(), progress=False
+    )
     with open(tmp_path / "plots" / "cinemagoer.jsonl", "a") as f:
         f.write('{"query": "Jum')
     cache = PlotCache(tmp_path / "plots")
     assert cache.torn_lines == 1 and len(cache.entries) == 1
-    report = fetch_plots(MOVIES.iloc[:2], source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0,
-                         lookup=FakeIMDb(), progress=False)
+    report = fetch_plots(
+        MOVIES.iloc[:2], source="cinemagoer", cache_dir=tmp_path, rate_limit_s=0, lookup=FakeIMDb(), progress=False
+    )
     assert report.n_with_plot == 2 and report.n_missing == 0 and "torn line" in report.reason
 
 
@@ -94,11 +113,14 @@ def test_csv_and_none_sources(tmp_path):
         fetch_plots(MOVIES, source="web", cache_dir=tmp_path)
 
 
-@pytest.mark.parametrize("content,match", [
-    (None, "PLOTS_CSV="),
-    ("movie,text\n1,x\n", r"needs an id column"),
-    ("item_id,plot\n1,a\n1,b\n", r"line 3: item_id '1' appears twice"),
-])
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (None, "PLOTS_CSV="),
+        ("movie,text\n1,x\n", r"needs an id column"),
+        ("item_id,plot\n1,a\n1,b\n", r"line 3: item_id '1' appears twice"),
+    ],
+)
 def test_plots_csv_errors(tmp_path, content, match):
     path = tmp_path / "plots.csv"
     if content is not None:

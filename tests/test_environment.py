@@ -1,5 +1,6 @@
 """environment.yml (conda) and pyproject.toml list the same dependencies; the two embedded-model
 packages that are installed with --no-deps are documented in both and installed by the Makefile."""
+
 from __future__ import annotations
 
 import re
@@ -44,7 +45,8 @@ def test_same_dependencies_and_versions():
     only_project = sorted(set(project) - set(conda))
     only_conda = sorted(set(conda) - set(project))
     assert not only_project and not only_conda, (
-        f"in pyproject.toml only: {only_project}; in environment.yml only: {only_conda}")
+        f"in pyproject.toml only: {only_project}; in environment.yml only: {only_conda}"
+    )
     differ = {k: (project[k], conda[k]) for k in project if project[k] != conda[k]}
     assert not differ, f"version specifiers differ (pyproject, environment.yml): {differ}"
 
@@ -71,4 +73,5 @@ def test_no_deps_model_packages_documented_and_installed():
         assert "--no-deps" in (ROOT / name).read_text(), name
     # the code that locates those packages names the same versions in its error messages
     from rrlib.llm import embedded
+
     assert {embedded.SMOLLM2_PIP, embedded.MINILM_PIP} == {f"{k}=={v}" for k, v in makefile.items()}

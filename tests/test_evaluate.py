@@ -1,5 +1,6 @@
 """AUC with bootstrap interval, the paired comparison with the strongest bias baseline, BERTScore
 on the embedded MiniLM, the predictions contract, results tables and metrics.json."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,8 @@ from rrlib import predictions as pr
 from rrlib.config.paths import RunPaths
 from rrlib.evaluate import bertscore as bs
 from rrlib.evaluate import metrics as me
-from rrlib.evaluate import plots, results as rs, tables
+from rrlib.evaluate import plots, tables
+from rrlib.evaluate import results as rs
 from rrlib.evaluate.metrics import _auc_rows
 
 
@@ -81,9 +83,15 @@ def test_auc_errors_name_the_problem():
 
 
 def _examples(n=6):
-    return pd.DataFrame({"example_id": [f"test:u{i}" for i in range(n)], "split": "test",
-                         "user_id": [f"u{i}" for i in range(n)], "target_item_id": "i1",
-                         "label": [i % 2 for i in range(n)]})
+    return pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(n)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(n)],
+            "target_item_id": "i1",
+            "label": [i % 2 for i in range(n)],
+        }
+    )
 
 
 def test_prediction_rows_and_checks():
@@ -121,9 +129,16 @@ def test_rating_rows_check_and_threshold():
 
 
 def test_ranking_rows_sort_by_score_then_retriever_score():
-    lists = pd.DataFrame({"user_id": ["u1"] * 3 + ["u2"] * 2, "example_id": ["test:u1"] * 3 + ["test:u2"] * 2,
-                          "item_id": ["a", "b", "c", "a", "d"], "score": [4.0, 4.0, 5.0, 1.0, 2.0],
-                          "retriever_score": [0.1, 0.9, 0.0, 0.5, 0.5], "is_target": [False, True, False, True, False]})
+    lists = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 3 + ["u2"] * 2,
+            "example_id": ["test:u1"] * 3 + ["test:u2"] * 2,
+            "item_id": ["a", "b", "c", "a", "d"],
+            "score": [4.0, 4.0, 5.0, 1.0, 2.0],
+            "retriever_score": [0.1, 0.9, 0.0, 0.5, 0.5],
+            "is_target": [False, True, False, True, False],
+        }
+    )
     ranked = pr.ranking_rows("exp3rt_rerank", 64, lists)
     u1 = ranked[ranked["user_id"] == "u1"].sort_values("rank")
     assert u1["item_id"].tolist() == ["c", "b", "a"]  # the tie at 4.0 goes to the better retriever score
@@ -141,7 +156,7 @@ def test_paired_difference_detects_a_real_gain_and_not_a_fake_one():
     y = rng.integers(0, 2, n)
     base = y * 0.8 + rng.normal(size=n)
     better = base + y * 0.8 + rng.normal(scale=0.3, size=n)  # strictly more signal
-    same = base + rng.normal(scale=0.05, size=n)              # the baseline plus noise
+    same = base + rng.normal(scale=0.05, size=n)  # the baseline plus noise
     gain = me.paired_auc_difference(y, better, base, n_boot=500, seed=1)
     assert gain["delta_auc"] > 0 and gain["ci_low"] > 0 and gain["p_value"] < 0.01
     null = me.paired_auc_difference(y, same, base, n_boot=500, seed=1)
@@ -168,19 +183,31 @@ def test_paired_difference_refuses_mismatched_or_single_class_inputs():
 def test_results_compare_every_method_with_the_strongest_bias_baseline(tmp_path):
     rng = np.random.default_rng(4)
     n = 300
-    ex = pd.DataFrame({"example_id": [f"test:u{i}" for i in range(n)], "split": "test",
-                       "user_id": [f"u{i}" for i in range(n)], "target_item_id": "i1",
-                       "label": rng.integers(0, 2, n)})
+    ex = pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(n)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(n)],
+            "target_item_id": "i1",
+            "label": rng.integers(0, 2, n),
+        }
+    )
     y = ex["label"].to_numpy()
     strong = 1 / (1 + np.exp(-(y * 1.5 + rng.normal(size=n))))
     weak = 1 / (1 + np.exp(-(y * 0.3 + rng.normal(size=n))))
-    preds = pd.concat([
-        pr.like_rows("user_like_rate", 0, ex, strong), pr.like_rows("item_like_rate", 0, ex, weak),
-        pr.like_rows("tallrec", 64, ex, 1 / (1 + np.exp(-(y * 3 + rng.normal(size=n)))), seed=1),
-        pr.like_rows("tallrec", 64, ex, 1 / (1 + np.exp(-(y * 3 + rng.normal(size=n)))), seed=2),
-        pr.like_rows("sasrec", 0, ex, weak)], ignore_index=True)
-    results, _ = rs.score_predictions(preds, {}, dataset="toy", n_boot=300, seed=0, bertscore_model="embedded",
-                                      bertscore_layers=6, progress=False)
+    preds = pd.concat(
+        [
+            pr.like_rows("user_like_rate", 0, ex, strong),
+            pr.like_rows("item_like_rate", 0, ex, weak),
+            pr.like_rows("tallrec", 64, ex, 1 / (1 + np.exp(-(y * 3 + rng.normal(size=n)))), seed=1),
+            pr.like_rows("tallrec", 64, ex, 1 / (1 + np.exp(-(y * 3 + rng.normal(size=n)))), seed=2),
+            pr.like_rows("sasrec", 0, ex, weak),
+        ],
+        ignore_index=True,
+    )
+    results, _ = rs.score_predictions(
+        preds, {}, dataset="toy", n_boot=300, seed=0, bertscore_model="embedded", bertscore_layers=6, progress=False
+    )
     by = {(r.method, r.seed): r for r in results.itertuples()}
     assert set(results["reference"]) == {"user_like_rate"}  # the strongest bias baseline on these examples
     assert np.isnan(by[("user_like_rate", 0)].delta_auc)
@@ -198,44 +225,75 @@ def test_results_compare_every_method_with_the_strongest_bias_baseline(tmp_path)
 
 @pytest.mark.slow
 def test_bertscore_embedded_minilm():
-    cands = ["The user enjoys gentle moisturisers, so she will like this hydrating cream.",
-             "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
-             "Quarterly revenue of the steel mill fell after the strike.", "", "   "]
-    refs = ["The user enjoys gentle moisturisers, so she will like this hydrating cream.",
-            "She prefers mild hydrating products and this cream fits her taste.",
-            "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
-            "Some reference.", "Another reference."]
+    cands = [
+        "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
+        "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
+        "Quarterly revenue of the steel mill fell after the strike.",
+        "",
+        "   ",
+    ]
+    refs = [
+        "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
+        "She prefers mild hydrating products and this cream fits her taste.",
+        "The user enjoys gentle moisturisers, so she will like this hydrating cream.",
+        "Some reference.",
+        "Another reference.",
+    ]
     f1 = bs.bertscore_f1(cands, refs, "embedded", 6)
     assert f1[0] == pytest.approx(1.0, abs=1e-4)
-    assert f1[0] > f1[1] > f1[2]          # paraphrase above an unrelated sentence
+    assert f1[0] > f1[1] > f1[2]  # paraphrase above an unrelated sentence
     assert f1[3] == 0.0 and f1[4] == 0.0  # empty candidates score 0
     with pytest.raises(ValueError, match="has 6 layers"):
         bs.bertscore_f1(["a b"], ["a b"], "embedded", 9)
     with pytest.raises(ValueError, match="reference #0"):
         bs.bertscore_f1(["a"], [""], "embedded", 6)
     assert "all-MiniLM-L6-v2" in bs.bertscore_backbone("embedded", 6) and "layer 6" in bs.bertscore_backbone(
-        "embedded", 6)
+        "embedded", 6
+    )
 
 
 @pytest.mark.slow
 def test_score_predictions_tables_plots_and_metrics(tmp_path):
     rng = np.random.default_rng(0)
     n = 40
-    ex = pd.DataFrame({"example_id": [f"test:u{i}" for i in range(n)], "split": "test",
-                       "user_id": [f"u{i}" for i in range(n)], "target_item_id": "i1",
-                       "label": rng.integers(0, 2, n)})
+    ex = pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(n)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(n)],
+            "target_item_id": "i1",
+            "label": rng.integers(0, 2, n),
+        }
+    )
     ex.loc[:1, "label"] = [0, 1]
     refs = {e: f"reference reasoning number {i} about a moisturiser" for i, e in enumerate(ex["example_id"])}
     reasoning = [refs[e] if i % 3 else "" for i, e in enumerate(ex["example_id"])]
     refs.pop("test:u5")  # one example without ground truth: counted in the note
-    preds = pd.concat([
-        pr.like_rows("reasoningrec", 64, ex, np.clip(ex["label"] * 0.5 + rng.random(n) * 0.5, 0, 1),
-                           reasoning=reasoning, generated_text=reasoning,
-                           format_ok=[i != 3 for i in range(n)]),
-        pr.like_rows("user_like_rate", 0, ex, rng.random(n)),
-    ], ignore_index=True)
-    results, per = rs.score_predictions(preds, {"full": refs}, dataset="embedded_beauty", n_boot=200, seed=0,
-                                        bertscore_model="embedded", bertscore_layers=6, progress=False)
+    preds = pd.concat(
+        [
+            pr.like_rows(
+                "reasoningrec",
+                64,
+                ex,
+                np.clip(ex["label"] * 0.5 + rng.random(n) * 0.5, 0, 1),
+                reasoning=reasoning,
+                generated_text=reasoning,
+                format_ok=[i != 3 for i in range(n)],
+            ),
+            pr.like_rows("user_like_rate", 0, ex, rng.random(n)),
+        ],
+        ignore_index=True,
+    )
+    results, per = rs.score_predictions(
+        preds,
+        {"full": refs},
+        dataset="embedded_beauty",
+        n_boot=200,
+        seed=0,
+        bertscore_model="embedded",
+        bertscore_layers=6,
+        progress=False,
+    )
     rr = results.set_index("method").loc["reasoningrec"]
     assert rr["n"] == n and rr["format_errors"] == 1 and rr["bertscore_n"] == n - 1
     assert rr["bertscore_empty"] == sum(1 for i in range(n) if i % 3 == 0 and i != 5)
@@ -251,8 +309,13 @@ def test_score_predictions_tables_plots_and_metrics(tmp_path):
     md = files["results_md"].read_text()
     assert "ReasoningRec" in md and "[" in md and "BERTScore backbone" in md
     paper = pd.read_csv(files["paper_table_csv"])
-    assert list(paper.columns) == ["Model", "K", "embedded_beauty AUC", "embedded_beauty Δ vs bias",
-                                   "embedded_beauty BERTScore"]
+    assert list(paper.columns) == [
+        "Model",
+        "K",
+        "embedded_beauty AUC",
+        "embedded_beauty Δ vs bias",
+        "embedded_beauty BERTScore",
+    ]
     assert paper["Model"].tolist() == ["User like-rate", "ReasoningRec"]  # the registry's row order
     paths = plots.plot_paths(tmp_path)
     plots.plot_auc_vs_k(results, paths["auc_vs_k"])
@@ -261,8 +324,15 @@ def test_score_predictions_tables_plots_and_metrics(tmp_path):
     plots.plot_paired_differences(results, paths["paired"])
     assert all(paths[k].stat().st_size > 1000 for k in ("auc_vs_k", "roc", "bertscore", "paired"))
 
-    metrics = rs.metrics_dict(results, summary, n_boot=200, seed=0, seeds=[0],
-                              bertscore_backbone_name=rr["bertscore_backbone"], test_examples=ex)
+    metrics = rs.metrics_dict(
+        results,
+        summary,
+        n_boot=200,
+        seed=0,
+        seeds=[0],
+        bertscore_backbone_name=rr["bertscore_backbone"],
+        test_examples=ex,
+    )
     run = RunPaths.of(tmp_path / "run")
     rs.write_run_metrics(run, metrics, {"DATASET": "embedded_beauty", "SEED": 0})
     loaded = json.loads((run.evaluate / "metrics.json").read_text())

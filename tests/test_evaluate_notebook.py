@@ -1,6 +1,7 @@
 """Notebook 07 runs headless (papermill, through the runner's smoke run) and leaves the
 predictions, results table, plots, metrics JSON and results record it promises, for every
 finetuned method, zero-shot method and baseline, all on the same test examples."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
-from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.config.params import COMMON, EVALUATE, SCHEMA, notebook_parameters
+from rrlib.config.paths import PROJECT_ROOT, RunPaths
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "07_evaluate.ipynb"
 
@@ -33,19 +34,30 @@ def test_notebook_06_in_the_smoke_run(smoke_run):
     assert set(preds["method"]) == methods
     finetuned = preds["method"].isin(params["METHODS"])
     assert set(preds.loc[finetuned, "k"]) == set(params["TRAIN_KSHOTS"]) and (preds.loc[~finetuned, "k"] == 0).all()
-    assert preds.groupby(["method", "k"])["example_id"].apply(lambda s: tuple(sorted(s))).nunique() == 1  # same examples
+    assert (
+        preds.groupby(["method", "k"])["example_id"].apply(lambda s: tuple(sorted(s))).nunique() == 1
+    )  # same examples
     assert preds["p_yes"].between(0, 1).all()
     results = pd.read_csv(paths.evaluate / "results.csv")
     assert set(results["method"]) == methods and (results["n"] == n_test).all()
     reasoning_methods = results[results["method"].isin(["reasoningrec", "zeroshot_reasoningrec"])]
     assert (reasoning_methods["bertscore_n"] > 0).all(), "no BERTScore for the reasoning methods"
     assert (results["auc_ci_low"] <= results["auc"]).all() and (results["auc"] <= results["auc_ci_high"]).all()
-    for name in ("results.md", "paper_table.md", "paper_table.csv", "metrics.json", "plots/auc_vs_k.png",
-                 "plots/roc_curves.png", "plots/bertscore_distribution.png", "plots/sequential_training.png"):
+    for name in (
+        "results.md",
+        "paper_table.md",
+        "paper_table.csv",
+        "metrics.json",
+        "plots/auc_vs_k.png",
+        "plots/roc_curves.png",
+        "plots/bertscore_distribution.png",
+        "plots/sequential_training.png",
+    ):
         assert (paths.evaluate / name).is_file(), name
     metrics = json.loads((paths.evaluate / "metrics.json").read_text())
     assert metrics["auc"]["user_like_rate@K0"] == pytest.approx(
-        results.set_index("method").loc["user_like_rate", "auc"])
+        results.set_index("method").loc["user_like_rate", "auc"]
+    )
     assert metrics["n_test"] == n_test and "all-MiniLM-L6-v2" in metrics["bertscore_backbone"]
     run_metrics = json.loads(paths.metrics.read_text())
     assert run_metrics["metrics"]["auc"] == metrics["auc"] and run_metrics["n_test"] == n_test

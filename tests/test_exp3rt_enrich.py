@@ -1,6 +1,7 @@
 """EXP3RT steps 1-2: the structured extraction format and its parser (unparseable outputs are
 counted and retried, never a crash), the reviews each profile may read (no target's review reaches
 any step), user and item profiles, and the rating-reasoning post-processing."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,38 +9,54 @@ import json
 
 import pandas as pd
 import pytest
+from test_enrich import DirectGenerator, synthetic_tables
 
 from rrlib.config.params import Config
-from rrlib.enrich.preferences import (PREFERENCE_COLUMNS, build_profiles, extract_preferences, item_reviews,
-                                      usable_profiles, user_reviews)
+from rrlib.enrich.preferences import (
+    PREFERENCE_COLUMNS,
+    build_profiles,
+    extract_preferences,
+    item_reviews,
+    usable_profiles,
+    user_reviews,
+)
 from rrlib.llm.base import GenerationResult
 from rrlib.prompts import exp3rt as xp
 from rrlib.prompts.items import ItemCatalog
-from test_enrich import DirectGenerator, synthetic_tables
 
 
 # ---------------------------------------------------------------------------------------
 # Parsing
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,liked,disliked", [
-    ("Liked: warm tone; sturdy build\nDisliked: tuning pegs slip", ("warm tone", "sturdy build"), ("tuning pegs slip",)),
-    ("**Liked:** bright sound\n- Disliked: none", ("bright sound",), ()),
-    ("Disliked: too quiet.\nLiked: none", (), ("too quiet",)),
-    ("Sure! Here you go:\nLiked: price, weight\nDisliked: n/a\nHope this helps", ("price", "weight"), ()),
-])
+@pytest.mark.parametrize(
+    "text,liked,disliked",
+    [
+        (
+            "Liked: warm tone; sturdy build\nDisliked: tuning pegs slip",
+            ("warm tone", "sturdy build"),
+            ("tuning pegs slip",),
+        ),
+        ("**Liked:** bright sound\n- Disliked: none", ("bright sound",), ()),
+        ("Disliked: too quiet.\nLiked: none", (), ("too quiet",)),
+        ("Sure! Here you go:\nLiked: price, weight\nDisliked: n/a\nHope this helps", ("price", "weight"), ()),
+    ],
+)
 def test_parse_preferences_accepts_the_format(text, liked, disliked):
     prefs = xp.parse_preferences(text)
     assert (prefs.liked, prefs.disliked) == (liked, disliked)
     assert xp.parse_preferences(prefs.render()) == prefs  # the canonical form round-trips
 
 
-@pytest.mark.parametrize("text,why", [
-    ("The reviewer liked the sound.", "no 'Liked:' line"),
-    ("Liked: sound", "no 'Disliked:' line"),
-    ("Liked: none\nDisliked: none", "both sides are empty"),
-    ("Liked: a; b; c; d; e; f\nDisliked: none", "6 liked aspects"),
-    ("Liked: " + " ".join(["word"] * 12) + "\nDisliked: none", "longer than 8 words"),
-])
+@pytest.mark.parametrize(
+    "text,why",
+    [
+        ("The reviewer liked the sound.", "no 'Liked:' line"),
+        ("Liked: sound", "no 'Disliked:' line"),
+        ("Liked: none\nDisliked: none", "both sides are empty"),
+        ("Liked: a; b; c; d; e; f\nDisliked: none", "6 liked aspects"),
+        ("Liked: " + " ".join(["word"] * 12) + "\nDisliked: none", "longer than 8 words"),
+    ],
+)
 def test_parse_preferences_names_what_is_wrong(text, why):
     with pytest.raises(xp.UnparseableOutput, match=why):
         xp.parse_preferences(text)
@@ -61,31 +78,57 @@ def test_rating_parsing_and_teacher_reasoning_checks():
 
 
 def test_student_rating_prompt_shows_the_inputs_and_never_the_rating():
-    msgs = xp.rating_messages("beauty", user_profile="Values: scent.", item_title="Rose Oil", item_attributes="brand: X",
-                              item_profile="Strengths: smell.", description="An oil.")
+    msgs = xp.rating_messages(
+        "beauty",
+        user_profile="Values: scent.",
+        item_title="Rose Oil",
+        item_attributes="brand: X",
+        item_profile="Strengths: smell.",
+        description="An oil.",
+    )
     text = msgs[1]["content"]
     assert "Values: scent." in text and '"Rose Oil" (brand: X)' in text and "Strengths: smell." in text
     assert "Analysis:" in text and "Rating: r" in text and "rated" not in text
-    short = xp.rating_messages("beauty", user_profile="", item_title="Rose Oil", item_attributes="", item_profile="",
-                               description="", with_reasoning=False)[1]["content"]
+    short = xp.rating_messages(
+        "beauty",
+        user_profile="",
+        item_title="Rose Oil",
+        item_attributes="",
+        item_profile="",
+        description="",
+        with_reasoning=False,
+    )[1]["content"]
     assert "no profile" in short and "Analysis" not in short and "no reviews yet" in short
 
 
 def test_templates_are_pinned_to_their_versions():
     fields = {
         "preference_extraction": {"review": xp.Review("Capo", 4.0, "Holds well, a bit stiff.")},
-        "exp3rt_user_profile": {"entries": [xp.RatedPreferences("Capo", 4.0, xp.Preferences(("grip",), ()))],
-                                "n_words": 60},
-        "exp3rt_item_profile": {"title": "Capo", "entries": [xp.RatedPreferences("Capo", 2.0, xp.Preferences(
-            (), ("stiff spring",)))], "n_words": 60},
-        "exp3rt_rating_reasoning": {"user_profile": "Values: grip.", "item_title": "Capo", "item_attributes": "",
-                                    "item_profile": "Strengths: grip.", "description": "A capo.", "rating": 4,
-                                    "n_words": 80},
+        "exp3rt_user_profile": {
+            "entries": [xp.RatedPreferences("Capo", 4.0, xp.Preferences(("grip",), ()))],
+            "n_words": 60,
+        },
+        "exp3rt_item_profile": {
+            "title": "Capo",
+            "entries": [xp.RatedPreferences("Capo", 2.0, xp.Preferences((), ("stiff spring",)))],
+            "n_words": 60,
+        },
+        "exp3rt_rating_reasoning": {
+            "user_profile": "Values: grip.",
+            "item_title": "Capo",
+            "item_attributes": "",
+            "item_profile": "Strengths: grip.",
+            "description": "A capo.",
+            "rating": 4,
+            "n_words": 80,
+        },
     }
-    blob = json.dumps({n: [t.version, t.messages("beauty", **fields[n])] for n, t in xp.TEMPLATES.items()},
-                      sort_keys=True)
-    assert hashlib.sha256(blob.encode()).hexdigest()[:16] == PINNED, \
+    blob = json.dumps(
+        {n: [t.version, t.messages("beauty", **fields[n])] for n, t in xp.TEMPLATES.items()}, sort_keys=True
+    )
+    assert hashlib.sha256(blob.encode()).hexdigest()[:16] == PINNED, (
         "an EXP3RT template's wording changed: bump its version in rrlib/prompts/exp3rt.py, then update PINNED"
+    )
 
 
 PINNED = "02bbe62090a3fe75"
@@ -120,7 +163,10 @@ def test_user_reviews_never_include_a_target_review():
 def test_item_reviews_read_the_algorithm_1_sample():
     t = synthetic_tables()
     got = item_reviews(t["items"], ["i0", "i1"], per_item=1, words=3)
-    assert got["review_id"].tolist() == ["i:i0:0", "i:i1:0"] and got["text"].tolist() == ["great item 0", "great item 1"]
+    assert got["review_id"].tolist() == ["i:i0:0", "i:i1:0"] and got["text"].tolist() == [
+        "great item 0",
+        "great item 1",
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -178,17 +224,30 @@ def test_profiles_aggregate_parsed_preferences_and_mark_users_without_any():
     catalog = ItemCatalog.from_tables(t["items"])
     cfg = _cfg(MAX_OUTPUT_RETRIES=0)
     prefs = extract_preferences(reviews, catalog, domain="beauty", cfg=cfg, generator=DirectGenerator(teacher)).table
-    out = build_profiles(prefs, "user", ["u0", "u1", "u9"], catalog, domain="beauty", cfg=cfg,
-                         generator=DirectGenerator(teacher))
+    out = build_profiles(
+        prefs, "user", ["u0", "u1", "u9"], catalog, domain="beauty", cfg=cfg, generator=DirectGenerator(teacher)
+    )
     tab = out.table.set_index("id")
     assert tab.loc["u0", "status"] == "ok" and tab.loc["u0", "profile"].startswith("Values:")
     assert tab.loc["u1", "status"] == "no_reviews" and tab.loc["u9", "status"] == "no_reviews"  # nothing invented
     assert usable_profiles(out.table) == {"u0": tab.loc["u0", "profile"]}
     prompt = out.requests["u0"].messages[1]["content"]
     assert "Liked: sound; price | Disliked: none" in prompt and "Values:" in prompt
-    items = build_profiles(extract_preferences(item_reviews(t["items"], ["i0"], 2, 20), catalog, domain="beauty",
-                                               cfg=cfg, generator=DirectGenerator(teacher)).table,
-                           "item", ["i0"], catalog, domain="beauty", cfg=cfg, generator=DirectGenerator(teacher))
+    items = build_profiles(
+        extract_preferences(
+            item_reviews(t["items"], ["i0"], 2, 20),
+            catalog,
+            domain="beauty",
+            cfg=cfg,
+            generator=DirectGenerator(teacher),
+        ).table,
+        "item",
+        ["i0"],
+        catalog,
+        domain="beauty",
+        cfg=cfg,
+        generator=DirectGenerator(teacher),
+    )
     assert items.table["profile"].iloc[0].startswith("Strengths:") and items.summary["n_usable"] == 1
     with pytest.raises(ValueError, match="kind"):
         build_profiles(prefs, "shop", [], catalog, domain="beauty", cfg=cfg, generator=DirectGenerator(teacher))
@@ -222,10 +281,16 @@ def test_rating_reasoning_is_conditioned_on_the_true_rating_and_checked():
             for r in requests:
                 true = int(re.search(r"rated this product (\d) out of 5", r.messages[1]["content"]).group(1))
                 stated = 2 if (r.tag == "train:u0" and r.settings.temperature < 0.2) else true  # one wrong first try
-                out.append(GenerationResult(text="Analysis: the product matches what this customer values in the "
-                                                 "profile, a pleasant scent and a gentle feel, and nothing "
-                                                 f"in it clashes with what they avoid.\nRating: {stated}",
-                                            prompt_tokens=5, completion_tokens=9, finish_reason="stop"))
+                out.append(
+                    GenerationResult(
+                        text="Analysis: the product matches what this customer values in the "
+                        "profile, a pleasant scent and a gentle feel, and nothing "
+                        f"in it clashes with what they avoid.\nRating: {stated}",
+                        prompt_tokens=5,
+                        completion_tokens=9,
+                        finish_reason="stop",
+                    )
+                )
             return out
 
     teacher = Teacher()

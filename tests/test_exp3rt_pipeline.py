@@ -1,5 +1,6 @@
 """EXP3RT through the runner: the smoke run (params/smoke.yaml, shared session fixture) lists
 every EXP3RT method; its tables must hold a row for each, and notebooks 04-08 their EXP3RT outputs."""
+
 import json
 
 import pandas as pd

@@ -3,6 +3,7 @@ that notebooks 04-05 would write are built from the real review texts of the emb
 the rating students train (LoRA, RMSE early stopping), predict test ratings (reasoning first,
 expected rating read after 'Rating: ', cached) and rerank a retriever's candidates, and the
 rating and ranking tables get their rows."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,10 +14,19 @@ from rrlib.config.paths import RunPaths
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = dict(TEST_OVERRIDES, MAX_EPOCHS=1, N_TEST=6, N_VALID_EVAL=3, REASONING_MAX_NEW_TOKENS=8,
-                 METHODS=["exp3rt", "tallrec_rating"], RANK_USERS=2, RANK_CANDIDATES=3, RANK_K=[2],
-                 EVAL_METHODS=["exp3rt_zeroshot", "global_mean", "popularity", "bpr_mf", "exp3rt_rerank"],
-                 BOOTSTRAP_SAMPLES=20)
+OVERRIDES = dict(
+    TEST_OVERRIDES,
+    MAX_EPOCHS=1,
+    N_TEST=6,
+    N_VALID_EVAL=3,
+    REASONING_MAX_NEW_TOKENS=8,
+    METHODS=["exp3rt", "tallrec_rating"],
+    RANK_USERS=2,
+    RANK_CANDIDATES=3,
+    RANK_K=[2],
+    EVAL_METHODS=["exp3rt_zeroshot", "global_mean", "popularity", "bpr_mf", "exp3rt_rerank"],
+    BOOTSTRAP_SAMPLES=20,
+)
 
 
 def _write_exp3rt_tables(paths: RunPaths, cfg: Config) -> None:
@@ -29,22 +39,44 @@ def _write_exp3rt_tables(paths: RunPaths, cfg: Config) -> None:
     t = load_tables(paths)
     allowed = t.interactions[t.interactions["target_of"].fillna("") == ""]
     user_text = allowed.groupby("user_id")["review_text"].apply(lambda s: _words(" ".join(s), 20))
-    item_text = {i: _words(" ".join(r["text"] for r in revs[:2]), 20)
-                 for i, revs in zip(t.items["item_id"], t.items["sampled_reviews"])}
-    for kind, texts, path in (("user", user_text.to_dict(), paths.exp3rt_user_profiles),
-                              ("item", item_text, paths.exp3rt_item_profiles)):
+    item_text = {
+        i: _words(" ".join(r["text"] for r in revs[:2]), 20)
+        for i, revs in zip(t.items["item_id"], t.items["sampled_reviews"])
+    }
+    for kind, texts, path in (
+        ("user", user_text.to_dict(), paths.exp3rt_user_profiles),
+        ("item", item_text, paths.exp3rt_item_profiles),
+    ):
         path.parent.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame({"id": list(texts), "kind": kind, "status": "ok",
-                      "profile": [f"Values: {v}" if kind == "user" else f"Strengths: {v}" for v in texts.values()]}
-                     ).to_parquet(path)
+        pd.DataFrame(
+            {
+                "id": list(texts),
+                "kind": kind,
+                "status": "ok",
+                "profile": [f"Values: {v}" if kind == "user" else f"Strengths: {v}" for v in texts.values()],
+            }
+        ).to_parquet(path)
     train = reasoning_examples(t.examples, cfg)
     paths.rating_reasoning.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"example_id": train["example_id"], "method": "exp3rt", "view": "exp3rt",
-                  "rating": train["target_rating"].map(integer_rating), "status": "ok",
-                  "reasoning": [f"Analysis: the item suits what this customer values, {r % 3} small issues."
-                                for r in range(len(train))]}).to_parquet(paths.rating_reasoning)
-    candidates, _ = retrieve("bpr_mf", t.interactions, t.examples, rank_examples(t.examples, cfg),
-                             RetrievalConfig.from_config(cfg, bpr_max_epochs=20))
+    pd.DataFrame(
+        {
+            "example_id": train["example_id"],
+            "method": "exp3rt",
+            "view": "exp3rt",
+            "rating": train["target_rating"].map(integer_rating),
+            "status": "ok",
+            "reasoning": [
+                f"Analysis: the item suits what this customer values, {r % 3} small issues." for r in range(len(train))
+            ],
+        }
+    ).to_parquet(paths.rating_reasoning)
+    candidates, _ = retrieve(
+        "bpr_mf",
+        t.interactions,
+        t.examples,
+        rank_examples(t.examples, cfg),
+        RetrievalConfig.from_config(cfg, bpr_max_epochs=20),
+    )
     candidates.to_parquet(paths.candidates)
 
 
@@ -78,8 +110,10 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
     assert isinstance(ctx, RatingContext)
     data = training_data("exp3rt", 4, cfg, paths, ctx)
     assert data.task == "rating" and len(data.pairs) == 4 and len(data.valid_messages) == 3
-    assert all(p["completion"][0]["content"].startswith("Analysis:") and "\nRating: " in p["completion"][0]["content"]
-               for p in data.pairs)
+    assert all(
+        p["completion"][0]["content"].startswith("Analysis:") and "\nRating: " in p["completion"][0]["content"]
+        for p in data.pairs
+    )
     only = training_data("tallrec_rating", 4, cfg, paths, ctx)
     assert all(p["completion"][0]["content"].startswith("Rating: ") for p in only.pairs)
 
@@ -106,8 +140,9 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
 
     base, _ = rating_baselines.predict(["global_mean"], tables, test, cfg)
     predictions = pd.concat([*rows, base], ignore_index=True)
-    results, _ = score_predictions(predictions, {}, dataset="t", n_boot=20, seed=0, bertscore_model="embedded",
-                                   bertscore_layers=6, progress=False)
+    results, _ = score_predictions(
+        predictions, {}, dataset="t", n_boot=20, seed=0, bertscore_model="embedded", bertscore_layers=6, progress=False
+    )
     view = ex3.rating_view(results)
     assert set(view["method"]) == {"EXP3RT", "TALLRec (rating)", "Zero-shot EXP3RT", "Global mean rating"}
     assert (results.loc[results["method"] == "exp3rt", "rating_reference"] == "global_mean").all()
@@ -138,10 +173,20 @@ def test_multitask_pairs_hold_steps_1_and_2_from_allowed_reviews_only(run):
     t = load_tables(paths)
     users = sorted(t.examples["user_id"].astype(str).unique())[:3]
     reviews = user_reviews(t.interactions, users, cfg.exp3rt.exp3rt_reviews_per_user, cfg.exp3rt.exp3rt_review_words)
-    prefs = pd.DataFrame({"review_id": reviews["review_id"], "source": "user", "user_id": reviews["user_id"],
-                          "item_id": reviews["item_id"], "position": reviews["position"], "rating": reviews["rating"],
-                          "liked": [["scent"]] * len(reviews), "disliked": [[]] * len(reviews),
-                          "preferences": "Liked: scent\nDisliked: none", "status": "ok"})
+    prefs = pd.DataFrame(
+        {
+            "review_id": reviews["review_id"],
+            "source": "user",
+            "user_id": reviews["user_id"],
+            "item_id": reviews["item_id"],
+            "position": reviews["position"],
+            "rating": reviews["rating"],
+            "liked": [["scent"]] * len(reviews),
+            "disliked": [[]] * len(reviews),
+            "preferences": "Liked: scent\nDisliked: none",
+            "status": "ok",
+        }
+    )
     prefs.to_parquet(paths.preferences)
     ctx = RatingContext.from_run(paths, "beauty")
     pairs = multitask_pairs(paths, cfg, ctx)

@@ -7,6 +7,7 @@ loading the model.
 The enrichment tables (descriptions, profiles, reasoning) that notebooks 02-05 would write
 with the teacher LLM are built here from the real review texts of the same data, so the run
 needs no teacher generation."""
+
 import json
 import os
 import tempfile
@@ -26,9 +27,25 @@ pytestmark = pytest.mark.slow
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
 # Small and fast on 2 CPU cores: 4 training examples, 2 epochs, 6 validation examples. "Liked" is
 # 5 stars here (LIKE_THRESHOLD 4) so that tiny samples hold both labels (at > 3 about 95% are liked).
-TEST_OVERRIDES = dict(MAX_USERS=40, LIKE_THRESHOLD=4.0, N_VALID=6, N_TEST=0, KSHOT_SIZES=[4], TRAIN_KSHOTS=[4],
-                      HISTORY_LEN=2, PROFILE_ITEMS=3, MAX_EPOCHS=2, MAX_SEQ_LENGTH=512, TRAIN_BATCH_SIZE=2,
-                      GRAD_ACCUM_STEPS=2, N_VALID_EVAL=6, LEARNING_RATE=1e-3, REASONING_MAX_NEW_TOKENS=12, PREDICT_BATCH_SIZE=8, SEED=7)
+TEST_OVERRIDES = dict(
+    MAX_USERS=40,
+    LIKE_THRESHOLD=4.0,
+    N_VALID=6,
+    N_TEST=0,
+    KSHOT_SIZES=[4],
+    TRAIN_KSHOTS=[4],
+    HISTORY_LEN=2,
+    PROFILE_ITEMS=3,
+    MAX_EPOCHS=2,
+    MAX_SEQ_LENGTH=512,
+    TRAIN_BATCH_SIZE=2,
+    GRAD_ACCUM_STEPS=2,
+    N_VALID_EVAL=6,
+    LEARNING_RATE=1e-3,
+    REASONING_MAX_NEW_TOKENS=12,
+    PREDICT_BATCH_SIZE=8,
+    SEED=7,
+)
 
 
 def _words(text: str, n: int) -> str:
@@ -51,9 +68,15 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
 
     t = load_tables(paths)
     reviews = t.interactions.set_index(["user_id", "item_id"])["review_text"].to_dict()
-    desc = pd.DataFrame({"item_id": t.items["item_id"],
-                         "description": [_words(" ".join(r["text"] for r in revs[:2]) or title, 15)
-                                         for revs, title in zip(t.items["sampled_reviews"], t.items["title"])]})
+    desc = pd.DataFrame(
+        {
+            "item_id": t.items["item_id"],
+            "description": [
+                _words(" ".join(r["text"] for r in revs[:2]) or title, 15)
+                for revs, title in zip(t.items["sampled_reviews"], t.items["title"])
+            ],
+        }
+    )
     desc["source"], desc["status"] = "generated", "ok"
     desc.loc[desc.index[:2], ["description", "status"]] = ["", "empty"]  # missing descriptions are tolerated
     desc["n_words"] = desc["description"].str.split().str.len()
@@ -66,9 +89,16 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
         titles = dict(zip(t.items["item_id"], t.items["title"]))
         liked = [titles[x] for x, like in zip(u.profile_item_ids, u.profile_liked) if like]
         disliked = [titles[x] for x, like in zip(u.profile_item_ids, u.profile_liked) if not like]
-        prof_rows.append((u.user_id, _words(f"Liked: {'; '.join(liked) or 'nothing yet'}. "
-                                            f"Disliked: {'; '.join(disliked) or 'nothing yet'}.", 30),
-                          "generated", "ok"))
+        prof_rows.append(
+            (
+                u.user_id,
+                _words(
+                    f"Liked: {'; '.join(liked) or 'nothing yet'}. Disliked: {'; '.join(disliked) or 'nothing yet'}.", 30
+                ),
+                "generated",
+                "ok",
+            )
+        )
     prof = pd.DataFrame(prof_rows, columns=["user_id", "profile", "source", "status"])
     prof["n_words"] = prof["profile"].str.split().str.len()
     prof.to_parquet(paths.user_profiles)
@@ -79,8 +109,15 @@ def _write_enrichment(paths: RunPaths, k_max: int) -> pd.DataFrame:
         return f"The customer {verdict} this product. In their own words: {_words(text, 30)}"
 
     train = kshot(t.examples, k_max)
-    reasoning = pd.DataFrame({"example_id": train["example_id"], "method": "reasoningrec", "label": train["label"],
-                              "reasoning": [reference(r) for r in train.itertuples()], "status": "ok"})
+    reasoning = pd.DataFrame(
+        {
+            "example_id": train["example_id"],
+            "method": "reasoningrec",
+            "label": train["label"],
+            "reasoning": [reference(r) for r in train.itertuples()],
+            "status": "ok",
+        }
+    )
     reasoning["n_words"] = reasoning["reasoning"].str.split().str.len()
     paths.reasoning.parent.mkdir(parents=True, exist_ok=True)
     reasoning.to_parquet(paths.reasoning)
@@ -130,9 +167,11 @@ def trained(run):
     ctx = _ctx(paths, "reasoningrec")
     with pytest.raises(_Interrupt):
         train("reasoningrec", 4, cfg, paths, ctx, callbacks=[_interrupt_after_first_save()])
-    after_crash = {"checkpoints": sorted(c.name for c in (out / "checkpoints").glob("checkpoint-*")),
-                   "finished": (out / "training_summary.json").exists(),
-                   "adapter": (out / "adapter").exists()}
+    after_crash = {
+        "checkpoints": sorted(c.name for c in (out / "checkpoints").glob("checkpoint-*")),
+        "finished": (out / "training_summary.json").exists(),
+        "adapter": (out / "adapter").exists(),
+    }
     summary = train("reasoningrec", 4, cfg, paths, ctx)
     return after_crash, summary
 
@@ -212,8 +251,14 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     assert 0.0 <= auc <= 1.0
     refs = pred.merge(references, on="example_id")["reference"].tolist()
     cands = [r if r.strip() else g for r, g in zip(pred["reasoning"], pred["generated_text"])]
-    _, _, f1 = bertscore([c or "(empty)" for c in cands], refs, model_type=str(embedded_bertscore_model()),
-                         num_layers=6, lang="en", verbose=False)
+    _, _, f1 = bertscore(
+        [c or "(empty)" for c in cands],
+        refs,
+        model_type=str(embedded_bertscore_model()),
+        num_layers=6,
+        lang="en",
+        verbose=False,
+    )
     assert len(f1) == len(pred) and -1.0 <= float(f1.min()) <= float(f1.max()) <= 1.0
 
     # a second call is answered from the caches; the base model (zero-shot) scores differ
@@ -239,7 +284,9 @@ def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, m
     cfg, paths, _ = run
     _, summary = trained
     examples = _test_examples(paths)
-    first = predict_llm("reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), paths.adapter_dir("reasoningrec", 4))
+    first = predict_llm(
+        "reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), paths.adapter_dir("reasoningrec", 4)
+    )
     stored = store_dir(cfg, summary["config_hash"])
     assert (stored / "adapter" / "adapter_model.safetensors").is_file()
 
@@ -257,8 +304,9 @@ def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, m
     out2 = new.adapter_dir("reasoningrec", 4)
     assert reused["status"] == "reused" and reused["config_hash"] == summary["config_hash"]
     assert reused["adapter_dir"] == str(out2) and reused["best_valid_auc"] == summary["best_valid_auc"]
-    assert (out2 / "adapter" / "adapter_model.safetensors").read_bytes() == \
-        (paths.adapter_dir("reasoningrec", 4) / "adapter" / "adapter_model.safetensors").read_bytes()
+    assert (out2 / "adapter" / "adapter_model.safetensors").read_bytes() == (
+        paths.adapter_dir("reasoningrec", 4) / "adapter" / "adapter_model.safetensors"
+    ).read_bytes()
     assert train("reasoningrec", 4, cfg2, new, _ctx(new, "reasoningrec"))["status"] == "already_trained"
     again = predict_llm("reasoningrec", 4, examples, cfg2, _ctx(new, "reasoningrec"), out2)
     assert again.attrs["stats"]["scores_computed"] == 0 and again.attrs["stats"]["generation"]["generated"] == 0

@@ -1,5 +1,6 @@
 """scripts/train.py: argument and parameter errors exit 2 with a message naming the problem;
 nothing is loaded before the inputs are known to exist."""
+
 import importlib.util
 from pathlib import Path
 

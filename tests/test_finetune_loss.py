@@ -1,6 +1,7 @@
 """The lean training loss (logits on completion positions only) equals the full-logits loss of
 the same batch, in value and in gradient, with and without gradient-accumulation token counts;
 on a tiny randomly initialised model with the embedded tokenizer (no download, seconds)."""
+
 import tempfile
 from pathlib import Path
 
@@ -8,12 +9,20 @@ import pytest
 
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
 PAIRS = [
-    {"prompt": [{"role": "system", "content": "You recommend beauty products."},
-                {"role": "user", "content": "Liked: a lavender shampoo. Target: an argan oil mask. Will they like it?"}],
-     "completion": [{"role": "assistant", "content": "Prediction: Yes\nThey like hair care with natural oils."}]},
-    {"prompt": [{"role": "system", "content": "You recommend beauty products."},
-                {"role": "user", "content": "Disliked: every perfume. Target: a perfume. Will they like it?"}],
-     "completion": [{"role": "assistant", "content": "Prediction: No"}]},
+    {
+        "prompt": [
+            {"role": "system", "content": "You recommend beauty products."},
+            {"role": "user", "content": "Liked: a lavender shampoo. Target: an argan oil mask. Will they like it?"},
+        ],
+        "completion": [{"role": "assistant", "content": "Prediction: Yes\nThey like hair care with natural oils."}],
+    },
+    {
+        "prompt": [
+            {"role": "system", "content": "You recommend beauty products."},
+            {"role": "user", "content": "Disliked: every perfume. Target: a perfume. Will they like it?"},
+        ],
+        "completion": [{"role": "assistant", "content": "Prediction: No"}],
+    },
 ]
 
 
@@ -30,13 +39,29 @@ def trainer(tmp_path_factory):
 
     tok = AutoTokenizer.from_pretrained(embedded_checkpoint(SHARED_CACHE))
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
-    model = get_peft_model(LlamaForCausalLM(config), LoraConfig(r=4, target_modules=["q_proj", "v_proj"],
-                                                                task_type="CAUSAL_LM", init_lora_weights=False))
-    args = SFTConfig(output_dir=str(tmp_path_factory.mktemp("loss")), per_device_train_batch_size=2,
-                     completion_only_loss=True, report_to="none", use_cpu=True, max_length=256)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = get_peft_model(
+        LlamaForCausalLM(config),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM", init_lora_weights=False),
+    )
+    args = SFTConfig(
+        output_dir=str(tmp_path_factory.mktemp("loss")),
+        per_device_train_batch_size=2,
+        completion_only_loss=True,
+        report_to="none",
+        use_cpu=True,
+        max_length=256,
+    )
     return _sft_trainer_class()(model=model, args=args, train_dataset=Dataset.from_list(PAIRS), processing_class=tok)
 
 
@@ -45,8 +70,9 @@ def _reference_loss(model, batch, num_items=None):
 
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     labels = batch["labels"][:, 1:]
-    nll = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                                            ignore_index=-100, reduction="sum")
+    nll = torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), labels.flatten(), ignore_index=-100, reduction="sum"
+    )
     return nll / (labels.ne(-100).sum() if num_items is None else num_items)
 
 
@@ -65,6 +91,9 @@ def test_completion_loss_equals_full_logits_loss(trainer, num_items):
     ref = _reference_loss(model, batch, num_items)
     ref.backward()
     assert float(lean) == pytest.approx(float(ref), rel=1e-5)
-    assert lean_grads and all(torch.allclose(p.grad, lean_grads[n], rtol=1e-4, atol=1e-7)
-                              for n, p in model.named_parameters() if p.requires_grad)
+    assert lean_grads and all(
+        torch.allclose(p.grad, lean_grads[n], rtol=1e-4, atol=1e-7)
+        for n, p in model.named_parameters()
+        if p.requires_grad
+    )
     assert {"entropy", "mean_token_accuracy", "num_tokens"} <= set(trainer._metrics["train"])

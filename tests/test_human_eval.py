@@ -1,6 +1,7 @@
 """Blind pairwise human evaluation: export (blind, seeded, shuffled, key kept apart), synthetic
 filling by raters whose preferences are known, scoring (win / tie / loss, sign test, kappas) and
 the command-line script."""
+
 from __future__ import annotations
 
 import re
@@ -23,27 +24,53 @@ N = 12
 
 
 def _inputs():
-    ex = pd.DataFrame({"example_id": [f"test:u{i}" for i in range(N)], "split": "test",
-                       "user_id": [f"u{i}" for i in range(N)], "target_item_id": [f"i{i % 4}" for i in range(N)],
-                       "label": [i % 2 for i in range(N)], "target_rating": [4.0] * N,
-                       "history_item_ids": [["i1", "i2"]] * N, "history_liked": [[True, False]] * N,
-                       "history_ratings": [[5.0, 2.0]] * N})
-    items = pd.DataFrame({"item_id": ["i0", "i1", "i2", "i3"], "title": ["Argan Oil", "Rose Shampoo", "Mint Cream",
-                                                                        "Lavender Soap"],
-                          "attributes": ["brand: Acme", "", "", "price: $5"]})
-    preds = pd.concat([
-        pr.like_rows("reasoningrec", 64, ex, [0.8] * N, reasoning=[f"[P{i}] personal text {i}" for i in range(N)]),
-        pr.like_rows("zeroshot_reasoningrec", 0, ex, [0.6] * N,
-                     reasoning=[f"[G{i}] generic text" if i != 3 else "" for i in range(N)]),
-        pr.like_rows("tallrec", 64, ex, [0.7] * N, reasoning=[f"[T{i}] short text" for i in range(N)]),
-    ], ignore_index=True)
+    ex = pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(N)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(N)],
+            "target_item_id": [f"i{i % 4}" for i in range(N)],
+            "label": [i % 2 for i in range(N)],
+            "target_rating": [4.0] * N,
+            "history_item_ids": [["i1", "i2"]] * N,
+            "history_liked": [[True, False]] * N,
+            "history_ratings": [[5.0, 2.0]] * N,
+        }
+    )
+    items = pd.DataFrame(
+        {
+            "item_id": ["i0", "i1", "i2", "i3"],
+            "title": ["Argan Oil", "Rose Shampoo", "Mint Cream", "Lavender Soap"],
+            "attributes": ["brand: Acme", "", "", "price: $5"],
+        }
+    )
+    preds = pd.concat(
+        [
+            pr.like_rows("reasoningrec", 64, ex, [0.8] * N, reasoning=[f"[P{i}] personal text {i}" for i in range(N)]),
+            pr.like_rows(
+                "zeroshot_reasoningrec",
+                0,
+                ex,
+                [0.6] * N,
+                reasoning=[f"[G{i}] generic text" if i != 3 else "" for i in range(N)],
+            ),
+            pr.like_rows("tallrec", 64, ex, [0.7] * N, reasoning=[f"[T{i}] short text" for i in range(N)]),
+        ],
+        ignore_index=True,
+    )
     return ex, items, preds
 
 
 def _comparisons(seed=0, n=8):
     ex, items, preds = _inputs()
-    return he.build_comparisons(preds, [("reasoningrec", "zeroshot_reasoningrec"), ("reasoningrec", "tallrec")],
-                                he.context_texts(ex, items), he.target_texts(ex, items), n_examples=n, seed=seed)
+    return he.build_comparisons(
+        preds,
+        [("reasoningrec", "zeroshot_reasoningrec"), ("reasoningrec", "tallrec")],
+        he.context_texts(ex, items),
+        he.target_texts(ex, items),
+        n_examples=n,
+        seed=seed,
+    )
 
 
 def test_comparisons_are_blind_seeded_and_shuffled(tmp_path):
@@ -108,15 +135,20 @@ def _fill(c: he.Comparisons, prefer: dict[tuple[str, str], float], rng, tie=0.1,
 def test_scoring_unblinds_and_counts():
     c = _comparisons(n=10)
     # a rater who always prefers reasoningrec over zeroshot and never over tallrec, no ties
-    always = _fill(c, {("reasoningrec", "zeroshot_reasoningrec"): 1.0, ("reasoningrec", "tallrec"): 0.0},
-                   np.random.default_rng(0), tie=0.0, rater="alice")
+    always = _fill(
+        c,
+        {("reasoningrec", "zeroshot_reasoningrec"): 1.0, ("reasoningrec", "tallrec"): 0.0},
+        np.random.default_rng(0),
+        tie=0.0,
+        rater="alice",
+    )
     scores = he.score_human_eval([always], c.key)
     r = scores.results.set_index(["method_2", "criterion", "aggregation"])
     z = r.loc[("zeroshot_reasoningrec", "convincing", "pooled")]
     assert (z["wins"], z["ties"], z["losses"], z["n"]) == (10, 0, 0, 10)
-    assert z["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert z["p_value"] == pytest.approx(2 * 0.5**10)
     t = r.loc[("tallrec", "faithful", "majority")]
-    assert (t["wins"], t["losses"]) == (0, 10) and t["p_value"] == pytest.approx(2 * 0.5 ** 10)
+    assert (t["wins"], t["losses"]) == (0, 10) and t["p_value"] == pytest.approx(2 * 0.5**10)
     assert set(scores.judgements["rater"]) == {"alice"} and len(scores.judgements) == 20 * 3
     assert scores.results["label_1"].eq("ReasoningRec").all()
 
@@ -141,8 +173,12 @@ def test_several_raters_agreement_and_majority():
     # Cohen's kappa: mean over the three rater pairs, on the questions all answered
     ag = scores.agreement.set_index("criterion")
     conv = j[j["criterion"] == "convincing"].pivot(index="question", columns="rater", values="outcome")
-    want = np.mean([cohen_kappa_score(conv[a], conv[b], labels=list(he.OUTCOMES))
-                    for a, b in (("r1", "r2"), ("r1", "r3"), ("r2", "r3"))])
+    want = np.mean(
+        [
+            cohen_kappa_score(conv[a], conv[b], labels=list(he.OUTCOMES))
+            for a, b in (("r1", "r2"), ("r1", "r3"), ("r2", "r3"))
+        ]
+    )
     assert ag.loc["convincing", "cohen_kappa"] == pytest.approx(want)
     assert ag.loc["convincing", "n_raters"] == 3 and ag.loc["specific", "n_questions"] == 21
     # identical raters agree perfectly
@@ -186,18 +222,38 @@ def test_score_script_end_to_end(tmp_path):
     prefs = {("reasoningrec", "zeroshot_reasoningrec"): 1.0, ("reasoningrec", "tallrec"): 1.0}
     for s, name in enumerate(["ann", "ben"]):
         filled = _fill(c, prefs, np.random.default_rng(s), tie=0.0)
-        filled.drop(columns=["context", "explanation_a", "explanation_b"]).to_csv(tmp_path / f"{name}.csv",
-                                                                                  index=False)
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "score_human_eval.py"), "--key",
-                          str(files["key_csv"]), str(tmp_path / "ann.csv"), str(tmp_path / "ben.csv"),
-                          "--out", str(tmp_path / "scored")], capture_output=True, text=True, cwd=ROOT)
+        filled.drop(columns=["context", "explanation_a", "explanation_b"]).to_csv(tmp_path / f"{name}.csv", index=False)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "score_human_eval.py"),
+            "--key",
+            str(files["key_csv"]),
+            str(tmp_path / "ann.csv"),
+            str(tmp_path / "ben.csv"),
+            "--out",
+            str(tmp_path / "scored"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert out.returncode == 0, out.stderr
     assert "ReasoningRec vs TALLRec" in out.stdout and "Inter-rater agreement" in out.stdout
     results = pd.read_csv(tmp_path / "scored" / "results.csv")
     pooled = results[results["aggregation"] == "pooled"]
     assert pooled["wins"].eq(12).all() and pooled["losses"].eq(0).all()  # 6 questions x 2 raters
     assert (tmp_path / "scored" / "summary.md").is_file()
-    bad = subprocess.run([sys.executable, str(ROOT / "scripts" / "score_human_eval.py"), "--key",
-                          str(tmp_path / "nope.csv"), str(tmp_path / "ann.csv")], capture_output=True, text=True,
-                         cwd=ROOT)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "score_human_eval.py"),
+            "--key",
+            str(tmp_path / "nope.csv"),
+            str(tmp_path / "ann.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert bad.returncode == 2 and "nope.csv does not exist" in bad.stderr

@@ -1,5 +1,6 @@
 """rrlib.report (notebook 08) and the faithfulness checks on small synthetic tables that follow the shared
 schemas."""
+
 from __future__ import annotations
 
 import html
@@ -26,65 +27,124 @@ def is_repetitive(text: str) -> bool:
 
 
 def _tables():
-    items = pd.DataFrame({
-        "item_id": ["i1", "i2", "i3", "i4", "i5"],
-        "title": ["Rose Shampoo", "Lavender Soap", "Mint Cream", "Argan Oil", "Coconut Lotion"],
-        "title_source": ["metadata"] * 5,
-        "attributes": ["brand: Acme", "", "", "", "brand: Coco"],
-        "metadata_description": [""] * 5,
-        "n_ratings": [3] * 5, "like_rate": [0.5] * 5, "sampled_reviews": [[]] * 5,
-    })
-    descriptions = pd.DataFrame({
-        "item_id": ["i1", "i2", "i3", "i4", "i5"],
-        "description": ["gentle floral shampoo for dry hair", "lavender scented soap, moisturizing",
-                        "strong mint cream with harsh fragrance", "argan oil for dry hair and shine",
-                        "coconut lotion, moisturizing and gentle"],
-        "source": ["generated"] * 5, "status": ["ok"] * 5, "n_words": [6] * 5,
-    })
-    examples = pd.DataFrame({
-        "example_id": ["test:u1", "test:u2", "test:u3", "train:u1"],
-        "split": ["test", "test", "test", "train"],
-        "user_id": ["u1", "u2", "u3", "u1"],
-        "target_item_id": ["i4", "i5", "i3", "i1"],
-        "target_rating": [5.0, 2.0, 4.0, 5.0], "target_timestamp": [10, 10, 10, 5],
-        "label": [1, 0, 1, 1],
-        "history_item_ids": [["i1", "i3"], ["i2"], ["i1", "i2"], ["i3"]],
-        "history_ratings": [[5.0, 1.0], [5.0], [4.0, 2.0], [1.0]],
-        "history_liked": [[True, False], [True], [True, False], [False]],
-        "sample_rank": [1, 0, 2, 0],
-    })
-    profiles = pd.DataFrame({"user_id": ["u1", "u2", "u3"],
-                             "profile": ["Loves gentle hair care for dry hair.", "Likes soaps.", ""],
-                             "source": ["generated", "generated", "no_history"],
-                             "status": ["ok", "ok", "no_history"], "n_words": [7, 2, 0]})
-    reasoning = pd.DataFrame({"example_id": ["test:u1"], "label": [1],
-                              "reasoning": ["The user enjoys products for dry hair, so will like the oil."],
-                              "status": ["ok"], "n_words": [11]})
+    items = pd.DataFrame(
+        {
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "title": ["Rose Shampoo", "Lavender Soap", "Mint Cream", "Argan Oil", "Coconut Lotion"],
+            "title_source": ["metadata"] * 5,
+            "attributes": ["brand: Acme", "", "", "", "brand: Coco"],
+            "metadata_description": [""] * 5,
+            "n_ratings": [3] * 5,
+            "like_rate": [0.5] * 5,
+            "sampled_reviews": [[]] * 5,
+        }
+    )
+    descriptions = pd.DataFrame(
+        {
+            "item_id": ["i1", "i2", "i3", "i4", "i5"],
+            "description": [
+                "gentle floral shampoo for dry hair",
+                "lavender scented soap, moisturizing",
+                "strong mint cream with harsh fragrance",
+                "argan oil for dry hair and shine",
+                "coconut lotion, moisturizing and gentle",
+            ],
+            "source": ["generated"] * 5,
+            "status": ["ok"] * 5,
+            "n_words": [6] * 5,
+        }
+    )
+    examples = pd.DataFrame(
+        {
+            "example_id": ["test:u1", "test:u2", "test:u3", "train:u1"],
+            "split": ["test", "test", "test", "train"],
+            "user_id": ["u1", "u2", "u3", "u1"],
+            "target_item_id": ["i4", "i5", "i3", "i1"],
+            "target_rating": [5.0, 2.0, 4.0, 5.0],
+            "target_timestamp": [10, 10, 10, 5],
+            "label": [1, 0, 1, 1],
+            "history_item_ids": [["i1", "i3"], ["i2"], ["i1", "i2"], ["i3"]],
+            "history_ratings": [[5.0, 1.0], [5.0], [4.0, 2.0], [1.0]],
+            "history_liked": [[True, False], [True], [True, False], [False]],
+            "sample_rank": [1, 0, 2, 0],
+        }
+    )
+    profiles = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3"],
+            "profile": ["Loves gentle hair care for dry hair.", "Likes soaps.", ""],
+            "source": ["generated", "generated", "no_history"],
+            "status": ["ok", "ok", "no_history"],
+            "n_words": [7, 2, 0],
+        }
+    )
+    reasoning = pd.DataFrame(
+        {
+            "example_id": ["test:u1"],
+            "label": [1],
+            "reasoning": ["The user enjoys products for dry hair, so will like the oil."],
+            "status": ["ok"],
+            "n_words": [11],
+        }
+    )
 
     def rows(method, k, p, texts, reasons, ok=None):
         ex = examples[examples["split"] == "test"]
-        return pd.DataFrame({
-            "method": method, "k": k, "example_id": ex["example_id"].to_numpy(), "split": "test",
-            "user_id": ex["user_id"].to_numpy(), "target_item_id": ex["target_item_id"].to_numpy(),
-            "label": ex["label"].to_numpy(), "p_yes": p, "predicted_label": [int(x >= 0.5) for x in p],
-            "generated_text": texts, "reasoning": reasons, "format_ok": ok or [True] * len(p)})
+        return pd.DataFrame(
+            {
+                "method": method,
+                "k": k,
+                "example_id": ex["example_id"].to_numpy(),
+                "split": "test",
+                "user_id": ex["user_id"].to_numpy(),
+                "target_item_id": ex["target_item_id"].to_numpy(),
+                "label": ex["label"].to_numpy(),
+                "p_yes": p,
+                "predicted_label": [int(x >= 0.5) for x in p],
+                "generated_text": texts,
+                "reasoning": reasons,
+                "format_ok": ok or [True] * len(p),
+            }
+        )
 
-    predictions = pd.concat([
-        rows("reasoningrec", 64, [0.9, 0.95, 0.2],
-             ["Prediction: Yes\nThe user will like the argan oil for dry hair.",
-              "Prediction: Yes\nThe user will not like this coconut lotion.",
-              "Prediction: No\nThe user would enjoy \"Velvet Dream Serum\" from Glow Labs."],
-             ["The user will like the argan oil for dry hair.",
-              "The user will not like this coconut lotion.",
-              "The user would enjoy \"Velvet Dream Serum\" from Glow Labs."]),
-        rows("reasoningrec", 8, [0.5, 0.5, 0.5], ["Prediction: Yes\nx"] * 3, ["x"] * 3),
-        rows("zeroshot_reasoningrec", 0, [0.6, 0.4, 0.7],
-             ["I think", "Prediction: No\n" + "the same words again and again " * 4, "Prediction: Yes\n"],
-             ["", "the same words again and again " * 4, ""], [False, True, True]),
-        rows("user_like_rate", 0, [0.7, 0.3, 0.6], [""] * 3, [""] * 3),
-    ], ignore_index=True)
-    return rc.InspectionInputs(examples=examples, items=items, predictions=predictions,
-                               descriptions=descriptions, profiles=profiles, reasoning=reasoning)
+    predictions = pd.concat(
+        [
+            rows(
+                "reasoningrec",
+                64,
+                [0.9, 0.95, 0.2],
+                [
+                    "Prediction: Yes\nThe user will like the argan oil for dry hair.",
+                    "Prediction: Yes\nThe user will not like this coconut lotion.",
+                    'Prediction: No\nThe user would enjoy "Velvet Dream Serum" from Glow Labs.',
+                ],
+                [
+                    "The user will like the argan oil for dry hair.",
+                    "The user will not like this coconut lotion.",
+                    'The user would enjoy "Velvet Dream Serum" from Glow Labs.',
+                ],
+            ),
+            rows("reasoningrec", 8, [0.5, 0.5, 0.5], ["Prediction: Yes\nx"] * 3, ["x"] * 3),
+            rows(
+                "zeroshot_reasoningrec",
+                0,
+                [0.6, 0.4, 0.7],
+                ["I think", "Prediction: No\n" + "the same words again and again " * 4, "Prediction: Yes\n"],
+                ["", "the same words again and again " * 4, ""],
+                [False, True, True],
+            ),
+            rows("user_like_rate", 0, [0.7, 0.3, 0.6], [""] * 3, [""] * 3),
+        ],
+        ignore_index=True,
+    )
+    return rc.InspectionInputs(
+        examples=examples,
+        items=items,
+        predictions=predictions,
+        descriptions=descriptions,
+        profiles=profiles,
+        reasoning=reasoning,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -93,8 +153,7 @@ def _tables():
 def test_method_block_takes_largest_k_and_marks_correctness():
     block = rc.method_block(_tables().predictions, "reasoningrec")
     assert set(block["k"]) == {64}
-    assert block.set_index("example_id")["correct"].to_dict() == {"test:u1": True, "test:u2": False,
-                                                                   "test:u3": False}
+    assert block.set_index("example_id")["correct"].to_dict() == {"test:u1": True, "test:u2": False, "test:u3": False}
     conf = block.set_index("example_id")["confidence"]
     assert conf["test:u2"] == pytest.approx(0.95) and conf["test:u3"] == pytest.approx(0.8)
 
@@ -104,14 +163,17 @@ def test_method_block_unknown_method_names_available():
         rc.method_block(_tables().predictions, "tallrec")
 
 
-@pytest.mark.parametrize("how,expected", [
-    ("all", ["test:u2", "test:u1", "test:u3"]),  # seeded sample_rank order
-    ("correct", ["test:u1"]),
-    ("wrong", ["test:u2", "test:u3"]),
-    ("confident_wrong", ["test:u2", "test:u3"]),  # 0.95 before 0.8
-    ("liked", ["test:u1", "test:u3"]),
-    ("disliked", ["test:u2"]),
-])
+@pytest.mark.parametrize(
+    "how,expected",
+    [
+        ("all", ["test:u2", "test:u1", "test:u3"]),  # seeded sample_rank order
+        ("correct", ["test:u1"]),
+        ("wrong", ["test:u2", "test:u3"]),
+        ("confident_wrong", ["test:u2", "test:u3"]),  # 0.95 before 0.8
+        ("liked", ["test:u1", "test:u3"]),
+        ("disliked", ["test:u2"]),
+    ],
+)
 def test_select_examples_filters(how, expected):
     inputs = _tables()
     block = rc.method_block(inputs.predictions, "reasoningrec")
@@ -154,16 +216,19 @@ def test_highlight_html_marks_and_escapes():
 # ---------------------------------------------------------------------------------------
 # failure types
 # ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,stance", [
-    ("The user has liked floral scents. They will likely enjoy this shampoo.", 1),
-    ("Given the harsh fragrance, the user will not like this cream.", 0),
-    ("The user disliked mint before. However, this is a good fit for them.", 1),
-    ("It is not a good fit for the user.", 0),
-    ("The user is unlikely to enjoy it.", 0),
-    ("The user won't like it.", 0),
-    ("It seems the user would enjoy it, but on balance they would not purchase it.", 0),
-    ("The user bought shampoo before.", None),
-])
+@pytest.mark.parametrize(
+    "text,stance",
+    [
+        ("The user has liked floral scents. They will likely enjoy this shampoo.", 1),
+        ("Given the harsh fragrance, the user will not like this cream.", 0),
+        ("The user disliked mint before. However, this is a good fit for them.", 1),
+        ("It is not a good fit for the user.", 0),
+        ("The user is unlikely to enjoy it.", 0),
+        ("The user won't like it.", 0),
+        ("It seems the user would enjoy it, but on balance they would not purchase it.", 0),
+        ("The user bought shampoo before.", None),
+    ],
+)
 def test_reasoning_stance(text, stance):
     assert fa.reasoning_stance(text) == stance
 
@@ -176,8 +241,11 @@ def test_parse_prediction():
 
 def test_unknown_mentions():
     known = "Rose Shampoo\ngentle floral shampoo\nArgan Oil\nLoves gentle hair care."
-    found = fa.unknown_mentions('The user liked Rose Shampoo and "Argan Oil" but would love '
-                                '"Velvet Dream Serum" by Glow Labs. Based on the User Profile, yes.', known)
+    found = fa.unknown_mentions(
+        'The user liked Rose Shampoo and "Argan Oil" but would love '
+        '"Velvet Dream Serum" by Glow Labs. Based on the User Profile, yes.',
+        known,
+    )
     assert found == ["Velvet Dream Serum", "Glow Labs"]
     assert fa.unknown_mentions("The User Profile shows Prediction Yes.", known) == []
 
@@ -185,8 +253,9 @@ def test_unknown_mentions():
 def test_copies_input_and_repetition():
     known = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
     assert fa.copies_input(known + " seventeen", known)
-    assert not fa.copies_input("a completely different sentence about other things that the user may like "
-                               "in the future when shopping", known)
+    assert not fa.copies_input(
+        "a completely different sentence about other things that the user may like in the future when shopping", known
+    )
     assert is_repetitive("buy it now please ok " * 4)
     assert not is_repetitive("buy it now please ok then")
 
@@ -231,8 +300,9 @@ def test_build_cases_side_by_side():
 def test_report_is_self_contained_and_escaped(tmp_path):
     inputs = _tables()
     inputs.items.loc[0, "title"] = "Rose <script>alert(1)</script> Shampoo"
-    cases, summary, rates, page = rh.inspect_run(inputs, method="reasoningrec", how="all", n=3,
-                                                 meta={"run": "synthetic"})
+    cases, summary, rates, page = rh.inspect_run(
+        inputs, method="reasoningrec", how="all", n=3, meta={"run": "synthetic"}
+    )
     assert [c.example_id for c in cases] == ["test:u2", "test:u1", "test:u3"]
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)  # no external assets
@@ -255,14 +325,26 @@ def _chromium() -> str | None:
 def test_report_renders_in_headless_chromium(tmp_path):
     browser = _chromium()
     if browser is None:
-        pytest.skip("headless Chromium is not installed (apt-get install chromium chromium-driver; "
-                    ".ci/run installs it)")
+        pytest.skip(
+            "headless Chromium is not installed (apt-get install chromium chromium-driver; .ci/run installs it)"
+        )
     _, _, _, page = rh.inspect_run(_tables(), method="reasoningrec", n=3, meta={"run": "render-test"})
     report = rh.write_report(tmp_path / "report.html", page)
     profile = tempfile.mkdtemp(prefix="chromium-profile-", dir=tmp_path)
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           f"--user-data-dir={profile}", "--dump-dom", report.resolve().as_uri()]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--dump-dom",
+        report.resolve().as_uri(),
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     dom = done.stdout
@@ -278,6 +360,7 @@ def test_report_renders_in_headless_chromium(tmp_path):
 def _complete(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """Add any column the current data schema requires that the synthetic table lacks."""
     from rrlib.data import schema
+
     filler = {"str": "", "int": 0, "float": 0.0, "bool": False, "list": []}
     for col, kind in schema.TABLES[table].items():
         if col not in df.columns:
@@ -288,16 +371,37 @@ def _complete(df: pd.DataFrame, table: str) -> pd.DataFrame:
 
 def _write_synthetic_run(run_dir: Path) -> None:
     from rrlib.config.paths import RunPaths
+
     inputs = _tables()
     paths = RunPaths.of(run_dir)
     _complete(inputs.items, "items").to_parquet(paths.items)
     _complete(inputs.examples, "examples").to_parquet(paths.examples)
-    _complete(pd.DataFrame({"user_id": ["u1", "u1"], "item_id": ["i1", "i3"], "rating": [5.0, 1.0],
-                            "timestamp": [1, 2], "liked": [True, False], "position": [0, 1],
-                            "review_text": ["", ""], "summary": ["", ""]}), "interactions").to_parquet(paths.interactions)
-    _complete(pd.DataFrame({"user_id": ["u1", "u2", "u3"], "n_interactions": [5, 5, 5],
-                            "profile_item_ids": [["i2"], [], []], "profile_liked": [[True], [], []]}),
-              "users").to_parquet(paths.users)
+    _complete(
+        pd.DataFrame(
+            {
+                "user_id": ["u1", "u1"],
+                "item_id": ["i1", "i3"],
+                "rating": [5.0, 1.0],
+                "timestamp": [1, 2],
+                "liked": [True, False],
+                "position": [0, 1],
+                "review_text": ["", ""],
+                "summary": ["", ""],
+            }
+        ),
+        "interactions",
+    ).to_parquet(paths.interactions)
+    _complete(
+        pd.DataFrame(
+            {
+                "user_id": ["u1", "u2", "u3"],
+                "n_interactions": [5, 5, 5],
+                "profile_item_ids": [["i2"], [], []],
+                "profile_liked": [[True], [], []],
+            }
+        ),
+        "users",
+    ).to_parquet(paths.users)
     inputs.descriptions.to_parquet(paths.item_descriptions)
     inputs.profiles.to_parquet(paths.user_profiles)
     inputs.reasoning.to_parquet(paths.reasoning)
@@ -316,9 +420,14 @@ def test_notebook_07_on_a_synthetic_run(tmp_path):
     run_dir = tmp_path / "run"
     _write_synthetic_run(run_dir)
     out = tmp_path / "07.ipynb"
-    pm.execute_notebook(str(PROJECT_ROOT / "notebooks" / "08_inspect_outputs.ipynb"), str(out),
-                        parameters={"RUN_DIR": str(run_dir), "SHOWCASE_FILTER": "wrong", "N_SHOWCASE": 5},
-                        kernel_name=choose_kernel(), cwd=str(PROJECT_ROOT), progress_bar=False)
+    pm.execute_notebook(
+        str(PROJECT_ROOT / "notebooks" / "08_inspect_outputs.ipynb"),
+        str(out),
+        parameters={"RUN_DIR": str(run_dir), "SHOWCASE_FILTER": "wrong", "N_SHOWCASE": 5},
+        kernel_name=choose_kernel(),
+        cwd=str(PROJECT_ROOT),
+        progress_bar=False,
+    )
     page = (run_dir / "inspect" / "report.html").read_text(encoding="utf-8")
     assert 'data-example-id="test:u2"' in page and 'data-example-id="test:u3"' in page
     assert 'data-example-id="test:u1"' not in page  # correct, filtered out

@@ -1,5 +1,6 @@
 """The durable generation cache: keys, damaged files, duplicates, CachedGenerator bookkeeping,
 and exact resume after SIGKILL of a real generating subprocess."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,15 @@ from pathlib import Path
 import pytest
 
 import rrlib
-from rrlib.llm import CachedGenerator, CacheWarning, GenerationCache, GenerationRequest, GenerationResult, \
-    GenerationSettings, LocalBackend
+from rrlib.llm import (
+    CachedGenerator,
+    CacheWarning,
+    GenerationCache,
+    GenerationRequest,
+    GenerationResult,
+    GenerationSettings,
+    LocalBackend,
+)
 
 REPO = Path(rrlib.__file__).resolve().parents[1]
 #: the de-quantized embedded checkpoint is built once here (the default CACHE_DIR) and shared
@@ -26,10 +34,16 @@ IDENTITY = {"backend": "fake", "name": "m", "revision": "r1"}
 
 
 def _request(**over) -> GenerationRequest:
-    base = dict(messages=({"role": "system", "content": "You describe products."},
-                          {"role": "user", "content": "Describe: lavender soap."}),
-                settings=GenerationSettings(temperature=0.01, top_p=0.9, max_new_tokens=64, seed=42),
-                template="item_description", template_version="1", tag="item-1")
+    base = dict(
+        messages=(
+            {"role": "system", "content": "You describe products."},
+            {"role": "user", "content": "Describe: lavender soap."},
+        ),
+        settings=GenerationSettings(temperature=0.01, top_p=0.9, max_new_tokens=64, seed=42),
+        template="item_description",
+        template_version="1",
+        tag="item-1",
+    )
     base.update(over)
     return GenerationRequest(**base)
 
@@ -44,8 +58,12 @@ class FakeBackend:
 
     def generate(self, requests):
         self.calls.append([r.tag for r in requests])
-        return [GenerationResult(text=f"out:{r.messages[-1]['content']}", prompt_tokens=10, completion_tokens=3,
-                                 finish_reason="stop") for r in requests]
+        return [
+            GenerationResult(
+                text=f"out:{r.messages[-1]['content']}", prompt_tokens=10, completion_tokens=3, finish_reason="stop"
+            )
+            for r in requests
+        ]
 
     def count_tokens(self, messages):
         return 10
@@ -62,19 +80,23 @@ def test_key_changes_when_any_input_changes_and_not_with_tag():
         "dtype": base.key(dict(IDENTITY, dtype="float32")),
         "template": _request(template="user_profile").key(IDENTITY),
         "template version": _request(template_version="2").key(IDENTITY),
-        "system message": _request(messages=({"role": "system", "content": "You describe items."},
-                                             base.messages[1])).key(IDENTITY),
-        "user message": _request(messages=(base.messages[0],
-                                           {"role": "user", "content": "Describe: lavender soaps."})).key(IDENTITY),
-        "message role": _request(messages=(base.messages[0],
-                                           {"role": "assistant", "content": base.messages[1]["content"]})).key(IDENTITY),
+        "system message": _request(
+            messages=({"role": "system", "content": "You describe items."}, base.messages[1])
+        ).key(IDENTITY),
+        "user message": _request(
+            messages=(base.messages[0], {"role": "user", "content": "Describe: lavender soaps."})
+        ).key(IDENTITY),
+        "message role": _request(
+            messages=(base.messages[0], {"role": "assistant", "content": base.messages[1]["content"]})
+        ).key(IDENTITY),
         "extra message": _request(messages=base.messages + ({"role": "user", "content": "More."},)).key(IDENTITY),
     }
     for field in dataclasses.fields(GenerationSettings):
         value = getattr(base.settings, field.name)
         changed = value + 1 if isinstance(value, int) else value + 0.05
         variants[f"settings.{field.name}"] = _request(
-            settings=dataclasses.replace(base.settings, **{field.name: changed})).key(IDENTITY)
+            settings=dataclasses.replace(base.settings, **{field.name: changed})
+        ).key(IDENTITY)
     for what, key in variants.items():
         assert key != k0, f"cache key ignores a change of {what}"
     assert len(set(variants.values())) == len(variants)

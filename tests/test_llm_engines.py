@@ -1,6 +1,7 @@
 """The engine launcher (rrlib.llm.engines): crash detection with real crashing processes, startup
 timeouts, clean stops, the portable build's CPU-feature choice, TEACHER_ENGINE wiring, and real
 llama-server / vLLM generations where those engines are installed."""
+
 from __future__ import annotations
 
 import json
@@ -15,21 +16,22 @@ from pathlib import Path
 import pytest
 import requests
 
+from rrlib.config.params import Config, ParamError
 from rrlib.errors import ServerError
 from rrlib.llm import CachedGenerator, GenerationRequest, GenerationSettings, teacher_backend
 from rrlib.llm import engines as eng
 from rrlib.llm.engines import EngineBackend, EngineConfig, EngineProcess, EngineSpec, describe_exit
-from rrlib.config.params import Config, ParamError
 
 
 def make_teacher(params, cache_dir):
     """The teacher backend of ``params`` over the schema defaults, caching under ``cache_dir``."""
     return teacher_backend(Config.full({**params, "CACHE_DIR": str(cache_dir)}))
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # A stand-in engine: an OpenAI-like loopback server that misbehaves on demand.
-FAKE_ENGINE = textwrap.dedent('''
+FAKE_ENGINE = textwrap.dedent("""
     import json, os, resource, signal, sys, time
     from http.server import BaseHTTPRequestHandler, HTTPServer
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a crash must not leave a core file
@@ -71,7 +73,7 @@ FAKE_ENGINE = textwrap.dedent('''
             self._send({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
                         "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
     HTTPServer(("127.0.0.1", port), H).serve_forever()
-''')
+""")
 
 
 @pytest.fixture
@@ -81,18 +83,29 @@ def fake(tmp_path):
 
     def command(mode: str, sig: str = "SIGILL") -> list[str]:
         return [sys.executable, str(script), mode, "{port}", sig]
+
     return command
 
 
 def _spec(command, **config) -> EngineSpec:
-    return EngineSpec(EngineConfig("llama_server", parallel=2, startup_timeout_s=config.pop("timeout", 20),
-                                   **config), command, {"backend": "engine", "engine": "fake"}, "/health", None,
-                      {"cache_prompt": True})
+    return EngineSpec(
+        EngineConfig("llama_server", parallel=2, startup_timeout_s=config.pop("timeout", 20), **config),
+        command,
+        {"backend": "engine", "engine": "fake"},
+        "/health",
+        None,
+        {"cache_prompt": True},
+    )
 
 
 def _req(i: int) -> GenerationRequest:
-    return GenerationRequest(({"role": "user", "content": f"item {i} " + "x" * i},),
-                             GenerationSettings(max_new_tokens=8), "t", "1", tag=str(i))
+    return GenerationRequest(
+        ({"role": "user", "content": f"item {i} " + "x" * i},),
+        GenerationSettings(max_new_tokens=8),
+        "t",
+        "1",
+        tag=str(i),
+    )
 
 
 # --------------------------------------------------------------------------- crash detection
@@ -106,8 +119,9 @@ def test_describe_exit_names_signals_and_exit_codes():
 
 @pytest.mark.parametrize("sig", ["SIGILL", "SIGSEGV"])
 def test_crash_during_startup_names_signal_and_log_tail(fake, tmp_path, sig):
-    proc = EngineProcess(fake("crash-at-start", sig), name="fake-engine", log_path=tmp_path / "e.log",
-                         startup_timeout_s=20)
+    proc = EngineProcess(
+        fake("crash-at-start", sig), name="fake-engine", log_path=tmp_path / "e.log", startup_timeout_s=20
+    )
     with pytest.raises(ServerError) as err:
         proc.start()
     msg = str(err.value)
@@ -172,15 +186,21 @@ def test_engine_backend_starts_lazily_orders_by_length_and_stops(fake, tmp_path)
     assert log.count("cache_prompt=True") == 3  # the prefix-cache request field reached the engine
     # the cache serves a rerun without starting the engine
     be2 = EngineBackend(_spec(fake("crash-at-start")), log_dir=tmp_path)
-    assert [r.text for r in CachedGenerator(be2, tmp_path, progress=False).generate(
-        [_req(i) for i in (1, 30, 5)])] == [r.text for r in out]
+    assert [r.text for r in CachedGenerator(be2, tmp_path, progress=False).generate([_req(i) for i in (1, 30, 5)])] == [
+        r.text for r in out
+    ]
     assert be2.process.proc is None
 
 
 # --------------------------------------------------------------------------- portable build flags
 def _flags(env_extra: dict) -> str:
-    out = subprocess.run(["bash", str(ROOT / "scripts" / "build_llama.sh"), "--flags"], capture_output=True,
-                         text=True, env=dict(os.environ, **env_extra), timeout=120)
+    out = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_llama.sh"), "--flags"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, **env_extra),
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout.strip() + "\n" + out.stderr
 
@@ -201,8 +221,10 @@ def test_build_flags_drop_a_listed_feature_whose_probe_dies_with_sigill(tmp_path
     SIGILL and the feature must be left out. Here every probe is replaced by a program that
     executes an undefined instruction (ud2 -> SIGILL)."""
     fake_cc = tmp_path / "cc"
-    fake_cc.write_text('#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
-                       'printf "int main(void){__builtin_trap();}" | gcc -x c - -o "$out"\n')
+    fake_cc.write_text(
+        '#!/bin/sh\nout=""\nwhile [ $# -gt 0 ]; do [ "$1" = -o ] && out="$2"; shift; done\n'
+        'printf "int main(void){__builtin_trap();}" | gcc -x c - -o "$out"\n'
+    )
     fake_cc.chmod(0o755)
     if subprocess.run(["sh", "-c", "command -v gcc"], capture_output=True).returncode != 0:
         pytest.skip("gcc is not installed")
@@ -218,14 +240,16 @@ def test_installed_llama_cpp_python_was_built_portably():
     if spec is None:
         pytest.skip("llama-cpp-python is not installed (make server)")
     libs = sorted(Path(spec.origin).parent.joinpath("lib").glob("libggml-cpu*.so*"))
-    if not libs or not any(Path(p).name == "objdump" or (Path(p) / "objdump").exists()
-                           for p in os.environ.get("PATH", "").split(":")):
+    if not libs or not any(
+        Path(p).name == "objdump" or (Path(p) / "objdump").exists() for p in os.environ.get("PATH", "").split(":")
+    ):
         pytest.skip("no libggml-cpu or no objdump to inspect it")
     flags_file = Path(sys.prefix) / ".llama-cpp-python-flags"
     assert flags_file.is_file(), "llama-cpp-python was not built by scripts/build_llama.sh (run make server)"
     assert "-DGGML_NATIVE=OFF" in flags_file.read_text()
-    dis = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(libs[0])], capture_output=True, text=True,
-                         timeout=300).stdout
+    dis = subprocess.run(
+        ["objdump", "-d", "--no-show-raw-insn", str(libs[0])], capture_output=True, text=True, timeout=300
+    ).stdout
     assert "tdpb" not in dis and "ldtilecfg" not in dis  # no AMX instruction anywhere
     if " avx512f " not in Path("/proc/cpuinfo").read_text():
         assert "%zmm" not in dis
@@ -258,8 +282,9 @@ def test_missing_engine_is_a_clear_param_error(tmp_path, monkeypatch):
 def test_auto_falls_back_to_transformers_when_no_engine_is_installed(tmp_path, monkeypatch):
     from rrlib.llm import LocalBackend
 
-    monkeypatch.setattr(eng, "not_installed_reason", lambda engine: "" if engine == "transformers" else
-                        f"{engine} is not installed")
+    monkeypatch.setattr(
+        eng, "not_installed_reason", lambda engine: "" if engine == "transformers" else f"{engine} is not installed"
+    )
     with pytest.warns(UserWarning, match="TEACHER_ENGINE auto: using transformers"):
         assert isinstance(make_teacher({"TEACHER_ENGINE": "auto"}, tmp_path), LocalBackend)
 
@@ -284,8 +309,9 @@ def test_a_self_started_engine_gets_its_own_request_timeout(tmp_path):
     reason = eng.not_installed_reason("llama_server")
     if reason:
         pytest.skip(reason)
-    be = make_teacher({"TEACHER_ENGINE": "llama_server", "SERVER_TIMEOUT_S": 5, "TEACHER_ENGINE_TIMEOUT_S": 1234},
-                      tmp_path)
+    be = make_teacher(
+        {"TEACHER_ENGINE": "llama_server", "SERVER_TIMEOUT_S": 5, "TEACHER_ENGINE_TIMEOUT_S": 1234}, tmp_path
+    )
     assert isinstance(be, EngineBackend) and be.client.timeout_s == 1234
 
 
@@ -296,13 +322,26 @@ def test_real_llama_server_generates_through_the_workbook(tmp_path):
     reason = eng.not_installed_reason("llama_server")
     if reason:
         pytest.skip(reason)
-    params = {"TEACHER_ENGINE": "llama_server", "TEACHER_ENGINE_WEIGHTS": "q8_0", "TEACHER_ENGINE_PARALLEL": 4,
-              "TEACHER_ENGINE_THREADS": 2}
+    params = {
+        "TEACHER_ENGINE": "llama_server",
+        "TEACHER_ENGINE_WEIGHTS": "q8_0",
+        "TEACHER_ENGINE_PARALLEL": 4,
+        "TEACHER_ENGINE_THREADS": 2,
+    }
     reqs = [_req(i) for i in range(6)]
-    reqs = [GenerationRequest(({"role": "system", "content": "You describe products."},
-                               {"role": "user", "content": f"Describe product number {i} in ten words."}),
-                              GenerationSettings(max_new_tokens=24, temperature=0.01, top_p=0.9, seed=3),
-                              "t", "1", tag=str(i)) for i in range(6)]
+    reqs = [
+        GenerationRequest(
+            (
+                {"role": "system", "content": "You describe products."},
+                {"role": "user", "content": f"Describe product number {i} in ten words."},
+            ),
+            GenerationSettings(max_new_tokens=24, temperature=0.01, top_p=0.9, seed=3),
+            "t",
+            "1",
+            tag=str(i),
+        )
+        for i in range(6)
+    ]
     with make_teacher(params, tmp_path) as be:
         assert isinstance(be, EngineBackend) and be.identity["weights"] == "q8_0"
         out = CachedGenerator(be, tmp_path, progress=False).generate(reqs)
@@ -337,8 +376,16 @@ def test_real_vllm_generates(tmp_path):
     if os.environ.get("RRLIB_TEST_VLLM") != "1":
         pytest.skip("vLLM starts in 1-3 minutes on 2 cores; set RRLIB_TEST_VLLM=1 to run this test")
     params = {"TEACHER_ENGINE": "vllm", "TEACHER_ENGINE_PARALLEL": 4, "TEACHER_ENGINE_THREADS": 2}
-    reqs = [GenerationRequest(({"role": "user", "content": f"Describe product number {i} in ten words."},),
-                              GenerationSettings(max_new_tokens=24), "t", "1", tag=str(i)) for i in range(4)]
+    reqs = [
+        GenerationRequest(
+            ({"role": "user", "content": f"Describe product number {i} in ten words."},),
+            GenerationSettings(max_new_tokens=24),
+            "t",
+            "1",
+            tag=str(i),
+        )
+        for i in range(4)
+    ]
     with make_teacher(params, tmp_path) as be:
         out = be.generate(reqs)
     assert all(r.text and r.completion_tokens >= 2 for r in out)

@@ -1,5 +1,6 @@
 """The embedded model and the local transformers backend: locating, hashing and de-quantizing
 once, dtype choice, parameter errors, decoding settings, batching and the truncation policy."""
+
 from __future__ import annotations
 
 import sys
@@ -9,16 +10,16 @@ import pytest
 
 import rrlib
 import rrlib.llm.embedded as embedded
-from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend
-from rrlib.llm.local import ModelLoadError, load_model_and_tokenizer, resolve_dtype
 from rrlib.config.params import Config, ParamError
-from rrlib.llm import teacher_backend
+from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend, teacher_backend
+from rrlib.llm.local import ModelLoadError, load_model_and_tokenizer, resolve_dtype
 from rrlib.student import student_backend
 
 
 def make_teacher(params, cache_dir):
     """The teacher backend of ``params`` over the schema defaults, caching under ``cache_dir``."""
     return teacher_backend(Config.full({**params, "CACHE_DIR": str(cache_dir)}))
+
 
 REPO = Path(rrlib.__file__).resolve().parents[1]
 MODEL_CACHE = REPO / "outputs" / "cache"  # shared with test_llm_cache: the checkpoint is built once
@@ -134,9 +135,12 @@ def smol():
 
 
 def _req(text: str, **settings) -> GenerationRequest:
-    return GenerationRequest(({"role": "system", "content": "You are a concise shop assistant."},
-                              {"role": "user", "content": text}),
-                             GenerationSettings(**({"max_new_tokens": 10} | settings)), "t", "1")
+    return GenerationRequest(
+        ({"role": "system", "content": "You are a concise shop assistant."}, {"role": "user", "content": text}),
+        GenerationSettings(**({"max_new_tokens": 10} | settings)),
+        "t",
+        "1",
+    )
 
 
 @pytest.mark.slow
@@ -152,8 +156,12 @@ def test_for_training_loads_plain_fp32_weights_with_pad_token():
 
 @pytest.mark.slow
 def test_batched_generation_is_ordered_seeded_and_independent_of_batch(smol):
-    prompts = ["Name a shampoo.", "Describe a red lipstick in one line of text please, with detail.",
-               "Hi", "What is a moisturiser used for?"]
+    prompts = [
+        "Name a shampoo.",
+        "Describe a red lipstick in one line of text please, with detail.",
+        "Hi",
+        "What is a moisturiser used for?",
+    ]
     greedy = [_req(p) for p in prompts]
     sampled = [_req(p, temperature=1.0, top_p=0.95, seed=7) for p in prompts]
     together = smol.generate(greedy + sampled)  # mixed settings, sorted by length internally
@@ -182,9 +190,17 @@ def test_truncation_keeps_system_start_and_end_of_user_message(smol):
     assert result[0].truncated_prompt and result[0].prompt_tokens <= 128
     assert not result[1].truncated_prompt
     with pytest.raises(ValueError, match="cannot fit"):
-        smol_short.generate([GenerationRequest(({"role": "system", "content": "word " * 400},
-                                                {"role": "user", "content": "hi"}),
-                                               GenerationSettings(max_new_tokens=4), "t", "1", tag="x")])
+        smol_short.generate(
+            [
+                GenerationRequest(
+                    ({"role": "system", "content": "word " * 400}, {"role": "user", "content": "hi"}),
+                    GenerationSettings(max_new_tokens=4),
+                    "t",
+                    "1",
+                    tag="x",
+                )
+            ]
+        )
 
 
 def test_per_row_sampler_follows_temperature_and_top_p():

@@ -1,5 +1,6 @@
 """Issue 11, what a kill can lose: LocalBackend yields each row of a batch the moment it ends,
 while the rest of the batch is still generating, so the cache holds it before the batch is done."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,10 +17,12 @@ MODEL_CACHE = Path(rrlib.__file__).resolve().parents[1] / "outputs" / "cache"  #
 def test_a_row_that_ends_early_is_yielded_before_its_batch_ends(monkeypatch):
     be = LocalBackend("embedded", cache_dir=MODEL_CACHE, batch_size=8, dtype="float32")
     settings = GenerationSettings(max_new_tokens=32)
-    long = GenerationRequest(({"role": "user", "content": "Count from 1 to 100, separated by commas."},),
-                             settings, "t", "1", tag="long")
-    short = GenerationRequest(({"role": "user", "content": "Reply with just the word OK."},), settings, "t", "1",
-                              tag="short")
+    long = GenerationRequest(
+        ({"role": "user", "content": "Count from 1 to 100, separated by commas."},), settings, "t", "1", tag="long"
+    )
+    short = GenerationRequest(
+        ({"role": "user", "content": "Reply with just the word OK."},), settings, "t", "1", tag="short"
+    )
     net = be.model
     steps = [0]  # forward passes so far: one per generated token of the batch
     forward = net.forward
@@ -48,5 +51,8 @@ def test_a_row_that_ends_early_is_yielded_before_its_batch_ends(monkeypatch):
     # the early row is exactly what the finished batch computed for it
     (final,) = finals
     for i, r in ((0, r_long), (1, r_short)):
-        assert (r.text, r.completion_tokens, r.finish_reason) == \
-            (final[i].text, final[i].completion_tokens, final[i].finish_reason)
+        assert (r.text, r.completion_tokens, r.finish_reason) == (
+            final[i].text,
+            final[i].completion_tokens,
+            final[i].finish_reason,
+        )

@@ -1,5 +1,6 @@
 """The OpenAI-compatible server backend: retries, clear errors, API-key hygiene and an intact
 cache against scripted loopback servers, then real generations from a llama.cpp server."""
+
 from __future__ import annotations
 
 import json
@@ -11,23 +12,35 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from loopback import LoopbackServer
 
-from rrlib.llm import CachedGenerator, GenerationCache, GenerationRequest, GenerationSettings, ServerBackend, \
-    ServerError
-from rrlib.llm.embedded import embedded_gguf
 from rrlib.config.params import Config, ParamError
-from rrlib.llm import teacher_backend
+from rrlib.llm import (
+    CachedGenerator,
+    GenerationCache,
+    GenerationRequest,
+    GenerationSettings,
+    ServerBackend,
+    ServerError,
+    teacher_backend,
+)
+from rrlib.llm.embedded import embedded_gguf
 
 
 def make_teacher(params, cache_dir):
     """The teacher backend of ``params`` over the schema defaults, caching under ``cache_dir``."""
     return teacher_backend(Config.full({**params, "CACHE_DIR": str(cache_dir)}))
 
+
 SECRET = "sk-test-DO-NOT-LEAK-0123456789"
 
 
 def _request(i: int, **settings) -> GenerationRequest:
-    return GenerationRequest(({"role": "user", "content": f"Describe product {i} in five words."},),
-                             GenerationSettings(**({"max_new_tokens": 16} | settings)), "t", "1", tag=str(i))
+    return GenerationRequest(
+        ({"role": "user", "content": f"Describe product {i} in five words."},),
+        GenerationSettings(**({"max_new_tokens": 16} | settings)),
+        "t",
+        "1",
+        tag=str(i),
+    )
 
 
 class Scripted(LoopbackServer):
@@ -71,9 +84,11 @@ class Scripted(LoopbackServer):
 
 
 def ok(text: str) -> dict:
-    return {"model": "fake-model", "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                                "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 5}}
+    return {
+        "model": "fake-model",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": 5},
+    }
 
 
 def backend(url: str, **kw) -> ServerBackend:
@@ -93,8 +108,11 @@ def test_500_then_200_is_retried(monkeypatch):
 
 
 def test_429_is_retried_then_other_4xx_fails_at_once_with_server_message():
-    plan = lambda body, n: (429, {"error": {"message": "slow down"}}, 0) if n == 1 else \
-        (400, {"error": {"message": "max_tokens is too large"}}, 0)
+    plan = lambda body, n: (
+        (429, {"error": {"message": "slow down"}}, 0)
+        if n == 1
+        else (400, {"error": {"message": "max_tokens is too large"}}, 0)
+    )
     with Scripted(plan) as srv:
         with pytest.raises(ServerError, match=r"HTTP 400: max_tokens is too large"):
             backend(srv.url).generate([_request(0)])
@@ -194,8 +212,7 @@ def test_make_backend_rejects_bad_server_params_before_generating(tmp_path):
 def test_long_prompt_is_cut_in_the_middle_of_the_user_message():
     be = backend("http://127.0.0.1:9/v1", max_prompt_tokens=200)
     user = "TASK: describe. " + "review text " * 400 + "ANSWER FORMAT: one line."
-    msgs, truncated = be.fit_prompt([{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": user}],
-                                    200)
+    msgs, truncated = be.fit_prompt([{"role": "system", "content": "SYSTEM"}, {"role": "user", "content": user}], 200)
     assert truncated and msgs[0]["content"] == "SYSTEM" and be.count_tokens(msgs) <= 200
     assert msgs[1]["content"].startswith("TASK: describe.") and msgs[1]["content"].endswith("one line.")
     assert "[...]" in msgs[1]["content"]
@@ -212,10 +229,30 @@ def llama_server(tmp_path_factory):
     reason = not_installed_reason("llama_cpp_python")
     if reason:
         pytest.skip(reason)
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(embedded_gguf()), "--host", "127.0.0.1",
-           "--port", "{port}", "--n_ctx", "2048", "--model_alias", "smollm2", "--n_threads", "2"]
-    proc = EngineProcess(cmd, name="llama_cpp.server", health_path="/v1/models", startup_timeout_s=180,
-                         log_path=tmp_path_factory.mktemp("llama_server") / "server.log")
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(embedded_gguf()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--n_ctx",
+        "2048",
+        "--model_alias",
+        "smollm2",
+        "--n_threads",
+        "2",
+    ]
+    proc = EngineProcess(
+        cmd,
+        name="llama_cpp.server",
+        health_path="/v1/models",
+        startup_timeout_s=180,
+        log_path=tmp_path_factory.mktemp("llama_server") / "server.log",
+    )
     try:
         proc.start()
     except ServerError as e:
@@ -229,12 +266,18 @@ def llama_server(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.server
 def test_real_llama_cpp_server_generates_and_caches(llama_server, tmp_path):
-    params = {"TEACHER_BACKEND": "server", "SERVER_URL": llama_server.url, "SERVER_MODEL": "smollm2",
-              "SERVER_CONCURRENCY": 2, "SERVER_API_KEY_ENV": "RRLIB_UNSET_KEY_ENV"}
+    params = {
+        "TEACHER_BACKEND": "server",
+        "SERVER_URL": llama_server.url,
+        "SERVER_MODEL": "smollm2",
+        "SERVER_CONCURRENCY": 2,
+        "SERVER_API_KEY_ENV": "RRLIB_UNSET_KEY_ENV",
+    }
     be = make_teacher(params, tmp_path)
     assert be.identity == {"backend": "server", "name": "smollm2", "served_model": "smollm2"}
-    reqs = [_request(i, max_new_tokens=12) for i in range(3)] + [_request(0, max_new_tokens=12, temperature=0.7,
-                                                                           top_p=0.9, seed=5)]
+    reqs = [_request(i, max_new_tokens=12) for i in range(3)] + [
+        _request(0, max_new_tokens=12, temperature=0.7, top_p=0.9, seed=5)
+    ]
     be.liveness = llama_server.check_alive  # a crash mid-run names its signal and log
     gen = CachedGenerator(be, tmp_path, progress=False)
     out = gen.generate(reqs)

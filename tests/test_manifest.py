@@ -1,4 +1,5 @@
 """rrlib.manifest: run record pieces, on fake run folders."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,20 +9,35 @@ import re
 import pandas as pd
 import pytest
 
-from rrlib.workbook import manifest as mf
+from rrlib.config.params import defaults
 from rrlib.config.paths import RunPaths
 from rrlib.config.provenance import write_results
-from rrlib.config.params import defaults
+from rrlib.workbook import manifest as mf
 
 
 def test_tokens_of_reads_the_generation_key_only():
-    stats = {"cached": 2, "generated": 5, "prompt_tokens": 100, "completion_tokens": 50, "seconds": 3.5,
-             "truncated_prompts": 1}
+    stats = {
+        "cached": 2,
+        "generated": 5,
+        "prompt_tokens": 100,
+        "completion_tokens": 50,
+        "seconds": 3.5,
+        "truncated_prompts": 1,
+    }
     assert mf.tokens_of({"generation": stats}) == {
-        "cached": 2, "generated": 5, "prompt_tokens": 100, "completion_tokens": 50, "truncated_prompts": 1,
-        "total_tokens": 150}
-    nested = {"generation": {"valid": {"prompt_tokens": 1, "completion_tokens": 2},
-                             "test": {"prompt_tokens": 10, "completion_tokens": 20}}}
+        "cached": 2,
+        "generated": 5,
+        "prompt_tokens": 100,
+        "completion_tokens": 50,
+        "truncated_prompts": 1,
+        "total_tokens": 150,
+    }
+    nested = {
+        "generation": {
+            "valid": {"prompt_tokens": 1, "completion_tokens": 2},
+            "test": {"prompt_tokens": 10, "completion_tokens": 20},
+        }
+    }
     assert mf.tokens_of(nested)["total_tokens"] == 33
     # the keys are fixed (manifest.RESULT_KEYS): figures under any other name are not guessed at
     assert mf.tokens_of({"tokens": 12}) is None and mf.tokens_of({"generation_stats": stats}) is None
@@ -58,8 +74,10 @@ def test_data_checksums_cover_raw_inputs_and_tables(tmp_path):
     pd.DataFrame({"b": [2]}).to_parquet(paths.item_descriptions)
     params = {**defaults(), "PROFILES_IMPORT": str(imported)}
     sums = mf.data_checksums(run_dir, params)
-    assert sums["raw_inputs"] == {str(raw): hashlib.sha256(b"raw data").hexdigest(),
-                                  str(imported): hashlib.sha256(b"{}").hexdigest()}
+    assert sums["raw_inputs"] == {
+        str(raw): hashlib.sha256(b"raw data").hexdigest(),
+        str(imported): hashlib.sha256(b"{}").hexdigest(),
+    }
     assert set(sums["tables"]) == {"data/interactions.parquet", "enrich/item_descriptions.parquet"}
     assert sums["tables"]["data/interactions.parquet"] == mf.sha256_file(paths.interactions)
 
@@ -78,10 +96,12 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     run_dir = tmp_path / "run"
     params = {**defaults(), "CACHE_DIR": str(tmp_path / "cache")}
     paths = RunPaths.of(run_dir)
-    write_results(paths, "02_item_descriptions", {"generation": {}, "model_identities": {"teacher": {"name": "t"}}},
-                  params)
-    write_results(paths, "06_finetune", {"model_identities": {"student": {"name": "s", "adapter_sha256": "sha"}}},
-                  params)
+    write_results(
+        paths, "02_item_descriptions", {"generation": {}, "model_identities": {"teacher": {"name": "t"}}}, params
+    )
+    write_results(
+        paths, "06_finetune", {"model_identities": {"student": {"name": "s", "adapter_sha256": "sha"}}}, params
+    )
     adapter = run_dir / "finetune" / "reasoningrec_K64" / "adapter_model.safetensors"
     adapter.parent.mkdir(parents=True)
     adapter.write_bytes(b"lora")
@@ -89,8 +109,12 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
     (adapter.parent / "checkpoint-8" / "adapter_model.safetensors").write_bytes(b"old")
     models = mf.model_identities(run_dir, params)
     assert models["student"]["adapters"] == {"reasoningrec_K64": hashlib.sha256(b"lora").hexdigest()}
-    assert models["teacher"]["requested"] == {"MODEL": "embedded", "REVISION": "", "QUANTIZATION": "none",
-                                              "BACKEND": "local"}
+    assert models["teacher"]["requested"] == {
+        "MODEL": "embedded",
+        "REVISION": "",
+        "QUANTIZATION": "none",
+        "BACKEND": "local",
+    }
     assert models["teacher"]["recorded"] == {"02_item_descriptions": {"teacher": {"name": "t"}}}
     assert models["student"]["recorded"] == {"06_finetune": {"student": {"name": "s", "adapter_sha256": "sha"}}}
     emb = models["teacher"]["embedded"]
@@ -103,9 +127,12 @@ def test_model_identities_record_requested_recorded_and_embedded_hash(tmp_path):
 
 def test_step_summary_reads_tokens_and_the_results_file(tmp_path):
     paths = RunPaths.of(tmp_path / "run")
-    write_results(paths, "07_evaluate", {"auc": {"a@K0": 0.5},
-                                         "generation": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
-                  defaults())
+    write_results(
+        paths,
+        "07_evaluate",
+        {"auc": {"a@K0": 0.5}, "generation": {"a@K0": {"prompt_tokens": 4, "completion_tokens": 1}}},
+        defaults(),
+    )
     summary = mf.step_summary(paths.root, "07_evaluate")
     assert summary["tokens"] == {"prompt_tokens": 4, "completion_tokens": 1, "total_tokens": 5}
     assert summary["results_file"].startswith("results/07_evaluate-")

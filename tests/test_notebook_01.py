@@ -1,17 +1,17 @@
 """Notebook 01 runs headless (papermill) on the embedded default and leaves the tables, data
 card, plots and results it promises, with figures equal to what the library computes."""
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import nbformat
 import pytest
 
+from rrlib.config.params import COMMON, DATA, SCHEMA, notebook_parameters
 from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import figure_paths, load_dataset, load_tables
 from rrlib.data import processing as P
-from rrlib.config.params import COMMON, DATA, SCHEMA, notebook_parameters
 from rrlib.data.collapse import collapse_copies
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "01_data_prep.ipynb"
@@ -37,12 +37,24 @@ def test_papermill_run_on_embedded_default(tmp_path):
 
     run_dir = tmp_path / "run"
     out = tmp_path / "01_data_prep.ipynb"
-    pm.execute_notebook(str(NOTEBOOK), str(out), kernel_name="rrlib", cwd=str(PROJECT_ROOT),
-                        parameters={"RUN_DIR": str(run_dir), "CACHE_DIR": str(tmp_path / "cache")},
-                        progress_bar=False)
+    pm.execute_notebook(
+        str(NOTEBOOK),
+        str(out),
+        kernel_name="rrlib",
+        cwd=str(PROJECT_ROOT),
+        parameters={"RUN_DIR": str(run_dir), "CACHE_DIR": str(tmp_path / "cache")},
+        progress_bar=False,
+    )
     paths = RunPaths.of(run_dir, create=False)
-    for p in (paths.interactions, paths.items, paths.users, paths.examples, paths.data_card_json,
-              paths.data_card_md, *figure_paths(paths).values()):
+    for p in (
+        paths.interactions,
+        paths.items,
+        paths.users,
+        paths.examples,
+        paths.data_card_json,
+        paths.data_card_md,
+        *figure_paths(paths).values(),
+    ):
         assert p.is_file(), p
     results = sorted(paths.results.glob("01_data_prep-*.json"))
     assert len(results) == 1

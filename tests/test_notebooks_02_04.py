@@ -3,6 +3,7 @@ of the embedded default with the embedded teacher, write the tables they promise
 02 is served entirely from the generation cache. Fast checks: papermill sees every declared
 parameter, and notebook 05's cells run on synthetic tables with a fake teacher, writing the training
 reasoning and the test references to their own files."""
+
 from __future__ import annotations
 
 import json
@@ -11,32 +12,55 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from rrlib.config.params import COMMON, ENRICH, SCHEMA, TEACHER, Config, defaults, notebook_parameters
 from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import load_tables
 from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
-from rrlib.config.params import COMMON, ENRICH, SCHEMA, TEACHER, Config, defaults, notebook_parameters
 from rrlib.prompts.postprocess import STATUSES
 from rrlib.reasoning import REASONING_COLUMNS
 
-NB = {name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
-      for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "05_reasoning_generation")}
+NB = {
+    name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
+    for name in ("01_data_prep", "02_item_descriptions", "03_user_profiles", "05_reasoning_generation")
+}
 
 
 @pytest.mark.parametrize("name", list(NB)[1:])
 def test_parameters_declare_what_the_step_uses(name):
     declared = notebook_parameters(NB[name])
     assert set(COMMON) <= set(declared)
-    assert {"TEACHER_BACKEND", "TEACHER_MODEL", "GENERATION_MODE", "MAX_OUTPUT_RETRIES", "MAX_PROMPT_TOKENS",
-            "TEACHER_BATCH_SIZE", "KSHOT_SIZES", "DOMAIN"} <= set(declared)
-    # the K-shot sets of every seed are in scope (SEEDS, KSHOT_SAMPLING); 04 also needs the methods
-    # whose teacher views it writes
-    extra = {"SEEDS", "KSHOT_SAMPLING"} | ({"METHODS"} if name == "05_reasoning_generation" else set())
-    assert set(declared) <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
+    assert {
+        "TEACHER_BACKEND",
+        "TEACHER_MODEL",
+        "GENERATION_MODE",
+        "MAX_OUTPUT_RETRIES",
+        "MAX_PROMPT_TOKENS",
+        "TEACHER_BATCH_SIZE",
+        "KSHOT_SIZES",
+        "DOMAIN",
+    } <= set(declared)
+    # the K-shot sets of every seed are in scope (SEEDS, KSHOT_SAMPLING); 05 also needs the methods
+    # whose teacher views it writes (finetuned and zero-shot, EXP3RT's rating reasoning among them)
+    extra = {"SEEDS", "KSHOT_SAMPLING"} | (
+        {"METHODS", "EVAL_METHODS", "EXP3RT_REASONING_WORDS"} if name == "05_reasoning_generation" else set()
+    )
+    assert (
+        set(declared)
+        <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
+    )
     assert {k: v for k, v in declared.items() if v != SCHEMA[k].default} == {}
-    own = {"02_item_descriptions": {"DESCRIPTION_WORDS", "DESCRIPTIONS_IMPORT", "PLOT_SOURCE", "PLOTS_CSV",
-                                    "PLOT_RATE_LIMIT_S", "ENRICH_SCOPE"},
-           "03_user_profiles": {"PROFILE_WORDS", "PROFILES_IMPORT", "ENRICH_SCOPE"},
-           "05_reasoning_generation": {"REASONING_WORDS"}}[name]
+    own = {
+        "02_item_descriptions": {
+            "DESCRIPTION_WORDS",
+            "DESCRIPTIONS_IMPORT",
+            "PLOT_SOURCE",
+            "PLOTS_CSV",
+            "PLOT_RATE_LIMIT_S",
+            "ENRICH_SCOPE",
+        },
+        "03_user_profiles": {"PROFILE_WORDS", "PROFILES_IMPORT", "ENRICH_SCOPE"},
+        "05_reasoning_generation": {"REASONING_WORDS"},
+    }[name]
     assert own <= set(declared)
 
 
@@ -48,8 +72,9 @@ def test_papermill_infers_every_declared_parameter(name, caplog):
     from papermill.iorw import load_notebook_node
 
     with caplog.at_level("WARNING", logger="papermill"):
-        inferred = {p.name for p in _infer_parameters(load_notebook_node(str(NB[name])), name="rrlib",
-                                                      language="python")}
+        inferred = {
+            p.name for p in _infer_parameters(load_notebook_node(str(NB[name])), name="rrlib", language="python")
+        }
     assert inferred == set(notebook_parameters(NB[name]))
     assert not [r.message for r in caplog.records if "Unable to parse" in r.message]
 
@@ -73,25 +98,36 @@ def _exec_notebook_in_process(path: Path, overrides: dict) -> dict:
 
 @pytest.mark.parametrize("references", [True, False])
 def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_path, monkeypatch, references):
+    from test_enrich import CountingBackend, _descriptions, synthetic_tables
+    from test_reasoning import _profiles
+
     import rrlib.llm
     from rrlib.data.storage import Tables, write_tables
     from rrlib.enrich import write_table
-    from test_enrich import CountingBackend, _descriptions, synthetic_tables
-    from test_reasoning import _profiles
 
     t = synthetic_tables()
     paths = RunPaths.of(tmp_path / "run")
     write_tables(Tables(**t), paths)
     write_table(_descriptions(t), paths.item_descriptions)
-    write_table(_profiles([f"u{n}" for n in range(8)]).assign(detail="", attempts=1, truncated_prompt=False,
-                                                              n_profile_items=3), paths.user_profiles)
+    write_table(
+        _profiles([f"u{n}" for n in range(8)]).assign(detail="", attempts=1, truncated_prompt=False, n_profile_items=3),
+        paths.user_profiles,
+    )
     stale = pd.DataFrame({"example_id": ["test:old"], "reasoning": ["stale"], "status": ["ok"]})
     write_table(stale, paths.reference_reasoning)  # left by an earlier run of this folder
     backend = CountingBackend()
     monkeypatch.setattr(rrlib.llm, "teacher_backend", lambda cfg: backend)
-    ns = _exec_notebook_in_process(NB["05_reasoning_generation"], {
-        "RUN_DIR": str(paths.root), "CACHE_DIR": str(tmp_path / "cache"), "KSHOT_SIZES": [4], "N_TEST": 3,
-        "REFERENCE_REASONING": references, "METHODS": ["reasoningrec", "tallrec"]})
+    ns = _exec_notebook_in_process(
+        NB["05_reasoning_generation"],
+        {
+            "RUN_DIR": str(paths.root),
+            "CACHE_DIR": str(tmp_path / "cache"),
+            "KSHOT_SIZES": [4],
+            "N_TEST": 3,
+            "REFERENCE_REASONING": references,
+            "METHODS": ["reasoningrec", "tallrec"],
+        },
+    )
 
     train = pd.read_parquet(paths.reasoning)
     assert train["example_id"].tolist() == ["train:u0", "train:u1", "train:u2", "train:u3"]
@@ -103,7 +139,7 @@ def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_pat
     refs_res = res["test_references"]
     if references:
         refs = pd.read_parquet(paths.reference_reasoning)
-        assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+        assert list(refs.columns)[: len(REASONING_COLUMNS)] == REASONING_COLUMNS
         assert refs["example_id"].tolist() == ["test:u0", "test:u1", "test:u2"]
         assert refs_res["enabled"] and refs_res["n"] == 3 and res["generation"]["test_references"]["generated"] == 3
         assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
@@ -115,16 +151,22 @@ def test_notebook_04_writes_training_reasoning_and_test_references_apart(tmp_pat
         assert {r.tag for r in backend.calls} == set(train["example_id"])
     assert (paths.root / "reasoning/reasoning_lengths.png").is_file()
     assert {name for name, part in ns["products"].items() if len(part)} == (
-        {"training", "test references"} if references else {"training"})
+        {"training", "test references"} if references else {"training"}
+    )
 
 
 def _run(name, tmp_path, params):
     import papermill as pm
 
     out = tmp_path / f"{name}.ipynb"
-    pm.execute_notebook(str(NB[name]), str(out), kernel_name="rrlib", cwd=str(PROJECT_ROOT),
-                        parameters={k: v for k, v in params.items() if k in notebook_parameters(NB[name])},
-                        progress_bar=False)
+    pm.execute_notebook(
+        str(NB[name]),
+        str(out),
+        kernel_name="rrlib",
+        cwd=str(PROJECT_ROOT),
+        parameters={k: v for k, v in params.items() if k in notebook_parameters(NB[name])},
+        progress_bar=False,
+    )
     return out
 
 
@@ -145,19 +187,19 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     scope = enrichment_scope(tables.items, tables.users, tables.examples, Config.full(full))
 
     desc = pd.read_parquet(paths.item_descriptions)
-    assert list(desc.columns)[:len(DESCRIPTION_COLUMNS)] == DESCRIPTION_COLUMNS
+    assert list(desc.columns)[: len(DESCRIPTION_COLUMNS)] == DESCRIPTION_COLUMNS
     assert sorted(desc["item_id"]) == sorted(scope.item_ids)
     assert set(desc["status"]) <= set(STATUSES) and (desc["source"] == "generated").all()
     assert (desc["n_words"] <= full["DESCRIPTION_WORDS"]).all()
 
     prof = pd.read_parquet(paths.user_profiles)
-    assert list(prof.columns)[:len(PROFILE_COLUMNS)] == PROFILE_COLUMNS
+    assert list(prof.columns)[: len(PROFILE_COLUMNS)] == PROFILE_COLUMNS
     assert sorted(prof["user_id"]) == sorted(scope.user_ids)
     assert set(prof["status"]) <= set(STATUSES) | {"no_history"}
     assert (prof["n_words"] <= full["PROFILE_WORDS"]).all()
 
     reas = pd.read_parquet(paths.reasoning)
-    assert list(reas.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+    assert list(reas.columns)[: len(REASONING_COLUMNS)] == REASONING_COLUMNS
     train = tables.examples[(tables.examples["split"] == "train") & (tables.examples["sample_rank"] < k_max)]
     # one row per training example and teacher view (ablations get reasoning written from their own view)
     for view, rows in reas.groupby("view"):
@@ -166,14 +208,13 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     assert set(reas["status"]) <= set(STATUSES)
     assert (reas["n_words"] <= 2 * full["REASONING_WORDS"] + 4).all()  # two parts + their markers
     refs = pd.read_parquet(paths.reference_reasoning)  # BERTScore references, test subsample only
-    assert list(refs.columns)[:len(REASONING_COLUMNS)] == REASONING_COLUMNS
+    assert list(refs.columns)[: len(REASONING_COLUMNS)] == REASONING_COLUMNS
     test = tables.examples[(tables.examples["split"] == "test") & (tables.examples["sample_rank"] < n_test)]
     for view, rows in refs.groupby("view"):
         assert sorted(rows["example_id"]) == sorted(test["example_id"]), view
     assert set(refs["status"]) <= set(STATUSES)
 
-    for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof),
-                        ("05_reasoning_generation", reas)):
+    for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof), ("05_reasoning_generation", reas)):
         (rec,) = _results(paths, step)
         res = rec["results"]
         assert res["n"] == len(table) and res["by_status"] == table["status"].value_counts().to_dict()

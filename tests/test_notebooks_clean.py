@@ -1,6 +1,7 @@
 """The committed notebooks follow the workbook's conventions: no outputs, the rrlib kernel, one
 `parameters` cell whose names, defaults and comments are exactly rrlib/config/params.py's (as
 scripts/sync_parameter_cells.py renders them), derived values next."""
+
 from __future__ import annotations
 
 import ast
@@ -10,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from rrlib.config.paths import STEPS
 from rrlib.config.params import COMMON, SCHEMA, notebook_parameters, parameters_cell, render_parameters_cell
+from rrlib.config.paths import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -55,8 +56,11 @@ def test_parameters_cell_matches_the_schema(path):
     assert not unknown, f"{path.name} declares {unknown}, which rrlib/config/params.py does not define"
     missing = sorted(set(COMMON) - set(declared))
     assert not missing, f"{path.name} must declare the common parameters {missing}"
-    differ = {k: (v, SCHEMA[k].default) for k, v in declared.items() if v != SCHEMA[k].default
-              or type(v) is not type(SCHEMA[k].default)}
+    differ = {
+        k: (v, SCHEMA[k].default)
+        for k, v in declared.items()
+        if v != SCHEMA[k].default or type(v) is not type(SCHEMA[k].default)
+    }
     assert not differ, f"{path.name}: defaults differ from rrlib/config/params.py (notebook, schema): {differ}"
 
 
@@ -65,7 +69,8 @@ def test_parameters_cell_is_generated_from_the_schema_comments_included(path):
     wanted = render_parameters_cell(notebook_parameters(path))
     assert parameters_cell(path) == wanted, (
         f"{path.name}: the parameters cell drifted from rrlib/config/params.py (defaults, help comments or section "
-        f"headers); run `python scripts/sync_parameter_cells.py`")
+        f"headers); run `python scripts/sync_parameter_cells.py`"
+    )
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -73,8 +78,9 @@ def test_parameters_are_upper_case_literals_with_one_line_comments(path):
     _, cell = _parameters_cell(_load(path))
     source = "".join(cell["source"])
     for node in ast.parse(source).body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), (
             f"{path.name}: the parameters cell may only assign literals (line {node.lineno})"
+        )
         name = node.targets[0].id
         assert name.isupper(), f"{path.name}: parameter {name} is not UPPER_CASE"
         ast.literal_eval(node.value)
@@ -89,9 +95,11 @@ def test_parameters_are_upper_case_literals_with_one_line_comments(path):
 def test_derived_values_next_and_results_written_last(path):
     nb = _load(path)
     index, _ = _parameters_cell(nb)
-    code = [c for c in nb["cells"][index + 1:] if c["cell_type"] == "code"]
-    assert code and "from_namespace(globals())" in "".join(code[0]["source"]), \
+    code = [c for c in nb["cells"][index + 1 :] if c["cell_type"] == "code"]
+    assert code and "from_namespace(globals())" in "".join(code[0]["source"]), (
         f"{path.name}: the cell after the parameters must derive PARAMS = from_namespace(globals())"
+    )
     last = "".join(code[-1]["source"])
-    assert "write_results(" in last and f'"{path.stem}"' in last, \
-        f"{path.name}: the last code cell must call write_results(paths, \"{path.stem}\", ...)"
+    assert "write_results(" in last and f'"{path.stem}"' in last, (
+        f'{path.name}: the last code cell must call write_results(paths, "{path.stem}", ...)'
+    )

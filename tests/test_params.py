@@ -1,4 +1,5 @@
 """rrlib.config.params: layering, override parsing and notebook parameter extraction."""
+
 from __future__ import annotations
 
 import json
@@ -49,11 +50,20 @@ def test_cross_checks_and_ranges():
     assert validate({"LEARNING_RATE": 1})["LEARNING_RATE"] == 1.0
 
 
-@pytest.mark.parametrize("name,text,value", [
-    ("LEARNING_RATE", "1e-4", 1e-4), ("LEARNING_RATE", "3.0e-5", 3e-5), ("LEARNING_RATE", "2", 2.0),
-    ("N_TEST", "16", 16), ("KSHOT_SIZES", "[8, 16]", [8, 16]), ("METHODS", "[tallrec]", ["tallrec"]),
-    ("GENERATE_REASONING", "false", False), ("SHOWCASE_USER", "00123", "00123"), ("DATA_DIR", "", ""),
-])
+@pytest.mark.parametrize(
+    "name,text,value",
+    [
+        ("LEARNING_RATE", "1e-4", 1e-4),
+        ("LEARNING_RATE", "3.0e-5", 3e-5),
+        ("LEARNING_RATE", "2", 2.0),
+        ("N_TEST", "16", 16),
+        ("KSHOT_SIZES", "[8, 16]", [8, 16]),
+        ("METHODS", "[tallrec]", ["tallrec"]),
+        ("GENERATE_REASONING", "false", False),
+        ("SHOWCASE_USER", "00123", "00123"),
+        ("DATA_DIR", "", ""),
+    ],
+)
 def test_parse_override(name, text, value):
     assert parse_override(name, text) == value
     assert validate({name: parse_override(name, text)})
@@ -64,6 +74,7 @@ def test_notebook_parameters_and_selection(tmp_path):
         path = tmp_path / f"nb{len(list(tmp_path.iterdir()))}.ipynb"
         path.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": m, "source": s} for m, s in cells]}))
         return path
+
     good = nb(({"tags": ["parameters"]}, "SEED = 3  # seed\nN_TEST = 5  # n\n"), ({}, "X = 1"))
     assert notebook_parameters(good) == {"SEED": 3, "N_TEST": 5}
     assert select_for_notebook(defaults(), good) == {"SEED": 42, "N_TEST": SCHEMA["N_TEST"].default}
@@ -80,14 +91,16 @@ def test_from_namespace_validates_what_a_notebook_holds():
 
 
 # --------------------------------------------------------------------------- issue 11 probes
-@pytest.mark.parametrize("name,value", [("KSHOT_SIZES", [-8]), ("KSHOT_SIZES", [0]), ("KSHOT_SIZES", [64, 0]),
-                                        ("TRAIN_KSHOTS", [0])])
+@pytest.mark.parametrize(
+    "name,value", [("KSHOT_SIZES", [-8]), ("KSHOT_SIZES", [0]), ("KSHOT_SIZES", [64, 0]), ("TRAIN_KSHOTS", [0])]
+)
 def test_kshot_sizes_must_be_positive(name, value):
     other = {"KSHOT_SIZES": value} if name == "TRAIN_KSHOTS" else {"TRAIN_KSHOTS": []}
     with pytest.raises(ParamError, match=rf"parameter {name}=.* must be >= 1 \(each element\)"):
         load_params([], {name: value, **other})
     with pytest.raises(ParamError, match=r"must be >= 1"):  # notebook 01 itself refuses them too
         from rrlib.data.pipeline import full_params
+
         full_params({name: value, **other})
 
 
@@ -101,8 +114,12 @@ def test_non_finite_numbers_are_refused_from_yaml_cli_and_notebooks(tmp_path):
     bad.write_text("SERVER_TIMEOUT_S: .inf\n")
     with pytest.raises(ParamError, match=r"parameter SERVER_TIMEOUT_S=inf must be a finite number"):
         load_params([bad])
-    for name, text in (("LEARNING_RATE", "nan"), ("SERVER_TIMEOUT_S", "inf"), ("LEARNING_RATE", "-inf"),
-                       ("TEACHER_REPETITION_PENALTY", "NaN")):
+    for name, text in (
+        ("LEARNING_RATE", "nan"),
+        ("SERVER_TIMEOUT_S", "inf"),
+        ("LEARNING_RATE", "-inf"),
+        ("TEACHER_REPETITION_PENALTY", "NaN"),
+    ):
         with pytest.raises(ParamError, match=rf"-p: parameter {name}=.* must be a finite number"):
             parse_overrides([(name, text)])
     with pytest.raises(ParamError, match="LORA_DROPOUT=nan must be a finite number"):
@@ -111,8 +128,16 @@ def test_non_finite_numbers_are_refused_from_yaml_cli_and_notebooks(tmp_path):
         validate({"SERVER_TIMEOUT_S": 1e9})
 
 
-@pytest.mark.parametrize("typo,meant", [("KCOREE", "KCORE"), ("MAX_EPOCH", "MAX_EPOCHS"), ("kcore", "KCORE"),
-                                        ("LEARNING_RATES", "LEARNING_RATE"), ("SERVER_TIMEOUT", "SERVER_TIMEOUT_S")])
+@pytest.mark.parametrize(
+    "typo,meant",
+    [
+        ("KCOREE", "KCORE"),
+        ("MAX_EPOCH", "MAX_EPOCHS"),
+        ("kcore", "KCORE"),
+        ("LEARNING_RATES", "LEARNING_RATE"),
+        ("SERVER_TIMEOUT", "SERVER_TIMEOUT_S"),
+    ],
+)
 def test_misspelt_names_get_close_matches(typo, meant, tmp_path):
     f = tmp_path / "typo.yaml"
     f.write_text(f"{typo}: 5\n")

@@ -1,5 +1,6 @@
 """The whole pipeline, notebooks 01 -> 07, through the runner (papermill, embedded model) on the
 tiny slice of params/smoke.yaml. A few minutes on 2 CPU cores."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,8 @@ def test_smoke_pipeline_01_to_07(smoke_run):
     on_disk = json.loads((run_dir / "manifest.json").read_text())
     assert on_disk["status"] == "completed" and on_disk["params"]["N_TEST"] == 16
     assert {"data/interactions.parquet", "data/examples.parquet", "evaluate/predictions.parquet"} <= set(
-        on_disk["data"]["tables"])
+        on_disk["data"]["tables"]
+    )
     assert on_disk["data"]["raw_inputs"], "the raw input files were not recorded"
     assert len(on_disk["models"]["teacher"]["embedded"]["sha256"]) == 64
 
@@ -39,8 +41,8 @@ def test_smoke_pipeline_01_to_07(smoke_run):
     assert metrics["metrics"]["auc"] and metrics["run_id"] == "smoke" and metrics["n_test"] == 16
 
     import pandas as pd
-    test_ids = set(pd.read_parquet(run_dir / "evaluate" / "predictions.parquet").query("split == 'test'")[
-        "example_id"])
+
+    test_ids = set(pd.read_parquet(run_dir / "evaluate" / "predictions.parquet").query("split == 'test'")["example_id"])
     page = (run_dir / "inspect" / "report.html").read_text(encoding="utf-8")
     shown = [e for e in test_ids if f'data-example-id="{e}"' in page]
     assert shown, "the HTML report shows no test example"

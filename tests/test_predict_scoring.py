@@ -2,6 +2,7 @@
 chat templates (ChatML, Llama-2-chat, Mistral-instruct), token-id discovery on real tokenizers,
 agreement with a hand computation on a fixed prompt, batching invariance, the durable score
 cache."""
+
 import copy
 import tempfile
 from pathlib import Path
@@ -13,12 +14,20 @@ from rrlib.student import ScoreCache, ScoringPrompt, answer_tokens, chat_token_i
 
 FIXED_PROMPT = [
     {"role": "system", "content": "You are a recommender system for beauty and personal-care products."},
-    {"role": "user", "content": "The customer liked a lavender shampoo and disliked a plastic comb. "
-                                "Will the customer like an argan oil hair mask? Answer \"Prediction: Yes\" or "
-                                "\"Prediction: No\"."},
+    {
+        "role": "user",
+        "content": "The customer liked a lavender shampoo and disliked a plastic comb. "
+        'Will the customer like an argan oil hair mask? Answer "Prediction: Yes" or '
+        '"Prediction: No".',
+    },
 ]
-OTHER_PROMPT = [{"role": "user", "content": "The customer hated every perfume they tried. Will they like a new "
-                                            "perfume? Answer \"Prediction: Yes\" or \"Prediction: No\"."}]
+OTHER_PROMPT = [
+    {
+        "role": "user",
+        "content": "The customer hated every perfume they tried. Will they like a new "
+        'perfume? Answer "Prediction: Yes" or "Prediction: No".',
+    }
+]
 
 #: built once per machine and shared by test sessions (de-quantizing takes ~20 s)
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
@@ -34,7 +43,8 @@ LLAMA2_TEMPLATE = (
     "{% for m in turns %}"
     "{% if m['role'] == 'user' %}{{ bos_token + '[INST] ' + (system if loop.first else '') + m['content'] + ' [/INST]' }}"
     "{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}{% endif %}"
-    "{% endfor %}")
+    "{% endfor %}"
+)
 MISTRAL_TEMPLATE = (
     "{{ bos_token }}"
     "{% if messages[0]['role'] == 'system' %}"
@@ -43,7 +53,8 @@ MISTRAL_TEMPLATE = (
     "{% for m in turns %}"
     "{% if m['role'] == 'user' %}{{ '[INST] ' + (system if loop.first else '') + m['content'] + ' [/INST]' }}"
     "{% else %}{{ m['content'] + eos_token }}{% endif %}"
-    "{% endfor %}")
+    "{% endfor %}"
+)
 TEMPLATES = {"chatml": None, "llama2": LLAMA2_TEMPLATE, "mistral": MISTRAL_TEMPLATE}
 
 
@@ -102,12 +113,16 @@ def test_scored_ids_are_the_training_sequence_up_to_the_answer(tokenizer, name):
 
 
 def test_the_old_string_method_read_the_wrong_position_for_llama2(tokenizer):
-    same = {name: _old_string_method(_with_template(tokenizer, name), FIXED_PROMPT) ==
-            list(scoring_prompt(_with_template(tokenizer, name), FIXED_PROMPT).ids) for name in TEMPLATES}
+    same = {
+        name: _old_string_method(_with_template(tokenizer, name), FIXED_PROMPT)
+        == list(scoring_prompt(_with_template(tokenizer, name), FIXED_PROMPT).ids)
+        for name in TEMPLATES
+    }
     # Llama-2 puts a space between [/INST] and the answer: "[/INST]Prediction:" is not what training saw
     assert same == {"chatml": True, "llama2": False, "mistral": True}
-    text = _with_template(tokenizer, "llama2").decode(list(scoring_prompt(_with_template(tokenizer, "llama2"),
-                                                                          FIXED_PROMPT).ids))
+    text = _with_template(tokenizer, "llama2").decode(
+        list(scoring_prompt(_with_template(tokenizer, "llama2"), FIXED_PROMPT).ids)
+    )
     assert text.endswith("[/INST] Prediction:")
 
 

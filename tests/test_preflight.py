@@ -1,5 +1,6 @@
 """Issue 11: ``rrlib validate`` and ``rrlib run`` refuse, before anything runs, what notebook 01
 (dataset, files, prompt domain) and notebooks 04-07 (method names and kinds) would fail on."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,11 +48,17 @@ def test_run_refuses_before_creating_the_run_folder(tmp_path, capsys):
 
 def test_paper_dataset_offline_without_files_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "is_online", lambda url, timeout=3.0: False)  # this machine, offline
-    with pytest.raises(DataError, match=r"DATASET='ml1m': its files are not on this machine and ALLOW_DOWNLOAD "
-                                        r"is false: put ratings.dat, movies.dat and users.dat into .*ml-1m"):
+    with pytest.raises(
+        DataError,
+        match=r"DATASET='ml1m': its files are not on this machine and ALLOW_DOWNLOAD "
+        r"is false: put ratings.dat, movies.dat and users.dat into .*ml-1m",
+    ):
         _plan(tmp_path, DATASET="ml1m", ALLOW_DOWNLOAD=False)
-    with pytest.raises(DataError, match=r"DATASET='beauty': .*mcauleylab.* cannot be reached \(offline\): put "
-                                        r"All_Beauty.json.gz"):
+    with pytest.raises(
+        DataError,
+        match=r"DATASET='beauty': .*mcauleylab.* cannot be reached \(offline\): put "
+        r"All_Beauty.json.gz",
+    ):
         _plan(tmp_path, DATASET="beauty")
     monkeypatch.setattr(download, "is_online", lambda url, timeout=3.0: True)
     plan = _plan(tmp_path, DATASET="fashion")
@@ -81,8 +88,11 @@ def test_method_names_and_kinds(tmp_path):
         _plan(tmp_path, METHODS=["zeroshot_vanilla"])
     with pytest.raises(MethodError, match=r"EVAL_METHODS has 'tallrec', a finetuned method: put it in METHODS"):
         _plan(tmp_path, EVAL_METHODS=["tallrec"])
-    with pytest.raises(MethodError, match=r"parameter EVAL_METHODS names unknown method\(s\): sasrek \(did you mean: "
-                                          r"sasrec\)"):
+    with pytest.raises(
+        MethodError,
+        match=r"parameter EVAL_METHODS names unknown method\(s\): sasrek \(did you mean: "
+        r"sasrec\)",
+    ):
         _plan(tmp_path, EVAL_METHODS=["sasrek", "caser"])
     with pytest.raises(MethodError, match=r"parameter METHODS names unknown method\(s\): reasoningrek"):
         _plan(tmp_path, METHODS=["reasoningrek"])
@@ -94,9 +104,12 @@ def test_method_names_and_kinds(tmp_path):
 
 def test_checks_follow_the_notebooks_that_will_run(tmp_path):
     # 08 alone declares neither the dataset's domain nor METHODS: nothing to check there
-    plan = run.plan_run([], {"DATASET": "generic", "METHODS": ["zeroshot_vanilla"], "INSPECT_METHOD": "zeroshot_vanilla"},
-                        only="08",
-                        outputs_dir=tmp_path / "outputs")
+    plan = run.plan_run(
+        [],
+        {"DATASET": "generic", "METHODS": ["zeroshot_vanilla"], "INSPECT_METHOD": "zeroshot_vanilla"},
+        only="08",
+        outputs_dir=tmp_path / "outputs",
+    )
     assert plan.to_run == ["08_inspect_outputs"]
     with pytest.raises(MethodError):  # 06 trains METHODS
         run.plan_run([], {"METHODS": ["zeroshot_vanilla"]}, only="06", outputs_dir=tmp_path / "outputs")

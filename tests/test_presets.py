@@ -1,5 +1,6 @@
 """Every YAML preset under params/ loads, validates, and only sets parameters some notebook
 declares; the paper presets carry the paper's settings."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,8 +12,17 @@ from rrlib.config.params import SCHEMA, load_params, load_yaml, notebook_paramet
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESETS = sorted((ROOT / "params").glob("*.yaml"))
-EXPECTED = {"default", "smoke", "paper_ml1m", "paper_beauty", "paper_fashion", "release_beauty", "exp3rt_instruments",
-            "exp3rt_paper_amazon_book", "exp3rt_paper_imdb"}
+EXPECTED = {
+    "default",
+    "smoke",
+    "paper_ml1m",
+    "paper_beauty",
+    "paper_fashion",
+    "release_beauty",
+    "exp3rt_instruments",
+    "exp3rt_paper_amazon_book",
+    "exp3rt_paper_imdb",
+}
 
 
 def _declared_by_notebooks() -> dict[str, set[str]]:
@@ -59,12 +69,16 @@ def test_paper_presets_have_the_paper_settings(dataset, kcore, lr):
     assert p["KSHOT_SIZES"] == p["TRAIN_KSHOTS"] == [64, 128, 256]
     assert (p["MAX_EPOCHS"], p["EARLY_STOPPING_PATIENCE"], p["MAX_SEQ_LENGTH"]) == (100, 5, 2048)
     assert (p["LORA_R"], p["LORA_ALPHA"], p["LORA_DROPOUT"], p["LORA_TARGET_MODULES"]) == (
-        8, 16, 0.05, ["q_proj", "v_proj"])
+        8,
+        16,
+        0.05,
+        ["q_proj", "v_proj"],
+    )
     assert (p["N_VALID"], p["N_TEST"], p["LIKE_THRESHOLD"]) == (600, 600, 3.0)
-    assert (p["REVIEWS_PER_ITEM"], p["PROFILE_ITEMS"], p["DESCRIPTION_WORDS"], p["PROFILE_WORDS"]) == (
-        10, 15, 25, 100)
+    assert (p["REVIEWS_PER_ITEM"], p["PROFILE_ITEMS"], p["DESCRIPTION_WORDS"], p["PROFILE_WORDS"]) == (10, 15, 25, 100)
     assert p["BERTSCORE_MODEL"] == "microsoft/deberta-xlarge-mnli"
     from bert_score.utils import model2layers
+
     assert p["BERTSCORE_NUM_LAYERS"] == model2layers["microsoft/deberta-xlarge-mnli"]
     if dataset == "ml1m":
         assert p["PLOT_SOURCE"] == "cinemagoer"
@@ -98,8 +112,24 @@ def test_the_default_test_subsample_holds_at_least_60_dislikes(tmp_path):
 
     params = load_params([ROOT / "params" / "default.yaml"])
     paths = RunPaths.of(tmp_path / "run")
-    card = prepare({k: params[k] for k in ("DATASET", "KCORE", "LIKE_THRESHOLD", "HISTORY_LEN", "PROFILE_ITEMS",
-                                           "KSHOT_SIZES", "N_VALID", "N_TEST", "SEED")}, paths, progress=False)
+    card = prepare(
+        {
+            k: params[k]
+            for k in (
+                "DATASET",
+                "KCORE",
+                "LIKE_THRESHOLD",
+                "HISTORY_LEN",
+                "PROFILE_ITEMS",
+                "KSHOT_SIZES",
+                "N_VALID",
+                "N_TEST",
+                "SEED",
+            )
+        },
+        paths,
+        progress=False,
+    )
     test = eval_subset(load_tables(paths).examples, "test", params["N_TEST"])
     assert len(test) == params["N_TEST"] and int((test["label"] == 0).sum()) >= 60
     assert card["audit"]["passed"] and all(card["splits"][s]["examples"] == 610 for s in ("train", "valid", "test"))

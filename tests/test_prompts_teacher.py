@@ -1,39 +1,82 @@
 """Teacher prompt templates: rendering for every domain and task, Table-6 settings, and a pin of
 every template's rendered text so that a wording change cannot ship without a version bump
 (the generation cache keys on the version)."""
+
 import hashlib
 import json
 
 import pytest
 
 from rrlib.llm.base import GenerationSettings
-from rrlib.prompts.teacher import (DOMAINS, PAPER_SETTINGS, ROLES, TASKS, TEMPLATES, ItemFacts, RatedItem,
-                                   generation_settings, template_for)
+from rrlib.prompts.teacher import (
+    DOMAINS,
+    PAPER_SETTINGS,
+    ROLES,
+    TASKS,
+    TEMPLATES,
+    ItemFacts,
+    RatedItem,
+    generation_settings,
+    template_for,
+)
 
-ITEM = ItemFacts("i1", "Rose Night Cream", "brand: Acme; price: $12.50", "A rich cream.",
-                 ((5.0, "Lovely smell, soft skin."), (2.0, "Greasy and broke me out.")), "A plot.")
-HISTORY = [RatedItem("Lip Balm", "A balm. Strong: moisturising. Weak: sticky.", True),
-           RatedItem("Toner", "A toner. Weak: stings.", False)]
+ITEM = ItemFacts(
+    "i1",
+    "Rose Night Cream",
+    "brand: Acme; price: $12.50",
+    "A rich cream.",
+    ((5.0, "Lovely smell, soft skin."), (2.0, "Greasy and broke me out.")),
+    "A plot.",
+)
+HISTORY = [
+    RatedItem("Lip Balm", "A balm. Strong: moisturising. Weak: sticky.", True),
+    RatedItem("Toner", "A toner. Weak: stings.", False),
+]
 FIELDS = {
     "item_description": dict(item=ITEM, n_words=25),
     "user_profile": dict(items=HISTORY, q_words=100),
-    "reasoning": dict(profile="Likes gentle products.", history=HISTORY,
-                      target=RatedItem("Rose Night Cream", "A cream.", True), n_words=100),
+    "reasoning": dict(
+        profile="Likes gentle products.",
+        history=HISTORY,
+        target=RatedItem("Rose Night Cream", "A cream.", True),
+        n_words=100,
+    ),
 }
 
 # name -> (version, {domain: sha256[:16] of the rendered messages}). When a template's text changes on
 # purpose: bump its version in rrlib/prompts/teacher.py, then update this pin. A new domain adds a pin
 # and leaves the others (and the cached answers of their prompts) as they are.
 PINNED = {
-    "item_description": ("2", {"movies": "2de6cde5c0130741", "beauty": "17e00f1268b7094f",
-                               "fashion": "41f26de5bcd5b0b4", "instruments": "d2dd175ac4c60f9f",
-                               "books": "775ded377b0ac3f9"}),
-    "user_profile": ("2", {"movies": "23c7bd1a8487fae5", "beauty": "dc4296adf6f960c6",
-                           "fashion": "a359c5c08a4b1b6e", "instruments": "3e5de9b3a0732ec5",
-                           "books": "f4c15daf5fbbb0f5"}),
-    "reasoning": ("2", {"movies": "5ddee2bbb1c08aa7", "beauty": "8bb7934c28120b92",
-                        "fashion": "a0a31956203d8968", "instruments": "9d928cf4ac09fc70",
-                        "books": "e686a5b971c60f4f"}),
+    "item_description": (
+        "2",
+        {
+            "movies": "2de6cde5c0130741",
+            "beauty": "17e00f1268b7094f",
+            "fashion": "41f26de5bcd5b0b4",
+            "instruments": "d2dd175ac4c60f9f",
+            "books": "775ded377b0ac3f9",
+        },
+    ),
+    "user_profile": (
+        "2",
+        {
+            "movies": "23c7bd1a8487fae5",
+            "beauty": "dc4296adf6f960c6",
+            "fashion": "a359c5c08a4b1b6e",
+            "instruments": "3e5de9b3a0732ec5",
+            "books": "f4c15daf5fbbb0f5",
+        },
+    ),
+    "reasoning": (
+        "2",
+        {
+            "movies": "5ddee2bbb1c08aa7",
+            "beauty": "8bb7934c28120b92",
+            "fashion": "a0a31956203d8968",
+            "instruments": "9d928cf4ac09fc70",
+            "books": "e686a5b971c60f4f",
+        },
+    ),
 }
 
 
@@ -54,7 +97,8 @@ def test_template_text_is_pinned_to_its_version(name):
     assert (TEMPLATES[name].version, actual) == (version, digests), (
         f"template {name!r} renders differently from the pinned text. If the change is intended, bump its "
         f"version in rrlib/prompts/teacher.py (old answers are cached under the old version) and set "
-        f"PINNED[{name!r}] = ({TEMPLATES[name].version!r}, {actual!r}).")
+        f"PINNED[{name!r}] = ({TEMPLATES[name].version!r}, {actual!r})."
+    )
 
 
 def test_instruments_role_speaks_of_music_gear():
@@ -75,8 +119,17 @@ def test_templates_render_for_every_domain(task, domain):
 
 def test_description_prompt_carries_all_inputs():
     text = TEMPLATES["item_description"].messages("movies", **FIELDS["item_description"])[1]["content"]
-    for part in ("at most 25 words", "Rose Night Cream", "brand: Acme", "Plot: A plot.", "A rich cream.",
-                 "[5] Lovely smell", "[2] Greasy", "strong points", "weak points"):
+    for part in (
+        "at most 25 words",
+        "Rose Night Cream",
+        "brand: Acme",
+        "Plot: A plot.",
+        "A rich cream.",
+        "[5] Lovely smell",
+        "[2] Greasy",
+        "strong points",
+        "weak points",
+    ):
         assert part in text
     bare = ItemFacts("i2", "Plain", "", "", (), "")
     text = TEMPLATES["item_description"].messages("beauty", item=bare, n_words=25)[1]["content"]
@@ -118,6 +171,7 @@ def test_request_names_template_and_version_and_key_changes_with_them():
     assert (req.template, req.template_version, req.tag) == ("user_profile", t.version, "u1")
     model = {"name": "m"}
     from dataclasses import replace
+
     assert req.key(model) != replace(req, template_version=t.version + "x").key(model)
     assert req.key(model) == replace(req, tag="other").key(model)  # the tag is not part of the key
 

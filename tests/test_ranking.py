@@ -2,6 +2,7 @@
 paired differences; the popularity and BPR-MF retrievers (no leakage of the valid and test
 interactions, exclusion of what the user saw, BPR beating popularity where there is structure);
 reranking by any scorer."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,16 @@ def _ranking(method: str, ranks: dict[str, int | None], length: int = 20, k: int
     rows = []
     for u, r in ranks.items():
         for pos in range(1, length + 1):
-            rows.append({"user_id": u, "example_id": f"test:{u}", "item_id": f"{u}-{pos}",
-                         "score": float(length - pos), "retriever_score": 0.0, "is_target": pos == r})
+            rows.append(
+                {
+                    "user_id": u,
+                    "example_id": f"test:{u}",
+                    "item_id": f"{u}-{pos}",
+                    "score": float(length - pos),
+                    "retriever_score": 0.0,
+                    "is_target": pos == r,
+                }
+            )
     return pr.ranking_rows(method, k, pd.DataFrame(rows))
 
 
@@ -80,8 +89,15 @@ def test_paired_ranking_difference_is_near_zero_for_a_copy():
 # retrievers
 # ---------------------------------------------------------------------------------------
 def interactions_from(seqs: dict[str, list[str]]) -> pd.DataFrame:
-    return pd.DataFrame([dict(user_id=u, item_id=i, rating=5.0, timestamp=1000 + p, liked=True, position=p,
-                              review_text="", summary="") for u, seq in seqs.items() for p, i in enumerate(seq)])
+    return pd.DataFrame(
+        [
+            dict(
+                user_id=u, item_id=i, rating=5.0, timestamp=1000 + p, liked=True, position=p, review_text="", summary=""
+            )
+            for u, seq in seqs.items()
+            for p, i in enumerate(seq)
+        ]
+    )
 
 
 def examples_from(inter: pd.DataFrame) -> pd.DataFrame:
@@ -89,8 +105,18 @@ def examples_from(inter: pd.DataFrame) -> pd.DataFrame:
     for u, g in inter.sort_values(["user_id", "position"]).groupby("user_id", sort=False):
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             r = g.iloc[len(g) - off]
-            rows.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=r["item_id"],
-                             target_rating=5.0, label=1, target_position=int(r["position"]), sample_rank=0))
+            rows.append(
+                dict(
+                    example_id=f"{split}:{u}",
+                    split=split,
+                    user_id=u,
+                    target_item_id=r["item_id"],
+                    target_rating=5.0,
+                    label=1,
+                    target_position=int(r["position"]),
+                    sample_rank=0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -107,8 +133,9 @@ def _clustered(n_users=120, n_items=40, per_user=12, seed=0) -> pd.DataFrame:
 
 
 def test_popularity_counts_training_interactions_only():
-    inter = interactions_from({"a": ["x", "y", "z", "v1", "t1"], "b": ["x", "z", "w", "v2", "t2"],
-                               "c": ["y", "x", "q", "v3", "z"]})
+    inter = interactions_from(
+        {"a": ["x", "y", "z", "v1", "t1"], "b": ["x", "z", "w", "v2", "t2"], "c": ["y", "x", "q", "v3", "z"]}
+    )
     ex = examples_from(inter)
     lists, info = rt.retrieve("popularity", inter, ex, ex[ex["split"] == "test"], rt.RetrievalConfig(n_candidates=10))
     # training: a x y z; b x z w; c y x q -> x 3, y 2, z 2, w 1, q 1 (v*, t* are valid/test only)
@@ -134,10 +161,22 @@ def test_bpr_never_sees_the_valid_and_test_interactions():
     idx2 = rt.InteractionIndex(changed)
     assert (idx2.matrix != idx.matrix).nnz == 0 and list(idx2.item_ids) == list(idx.item_ids)
     # the early-stopping targets differ, so fit with the same number of epochs and compare factors
-    model_a = rt._implicit_bpr()(factors=8, iterations=20, num_threads=1, random_state=0,
-                                 learning_rate=cfg.bpr_learning_rate, regularization=cfg.bpr_regularization)
-    model_b = rt._implicit_bpr()(factors=8, iterations=20, num_threads=1, random_state=0,
-                                 learning_rate=cfg.bpr_learning_rate, regularization=cfg.bpr_regularization)
+    model_a = rt._implicit_bpr()(
+        factors=8,
+        iterations=20,
+        num_threads=1,
+        random_state=0,
+        learning_rate=cfg.bpr_learning_rate,
+        regularization=cfg.bpr_regularization,
+    )
+    model_b = rt._implicit_bpr()(
+        factors=8,
+        iterations=20,
+        num_threads=1,
+        random_state=0,
+        learning_rate=cfg.bpr_learning_rate,
+        regularization=cfg.bpr_regularization,
+    )
     model_a.fit(idx.matrix, show_progress=False)
     model_b.fit(idx2.matrix, show_progress=False)
     np.testing.assert_array_equal(model_a.item_factors, model_b.item_factors)
@@ -182,8 +221,7 @@ def test_bpr_beats_popularity_when_tastes_are_clustered():
     by = results.set_index("method")
     assert by.loc["bpr_mf", "ndcg"] > 2 * by.loc["popularity", "ndcg"]
     assert by.loc["popularity", "reference"] == "bpr_mf" and by.loc["popularity", "delta_ndcg_ci_high"] < 0
-    assert info["bpr_mf"]["best_epoch"] == max(info["bpr_mf"]["curve"],
-                                               key=lambda c: c["valid_ndcg@20"])["epoch"]
+    assert info["bpr_mf"]["best_epoch"] == max(info["bpr_mf"]["curve"], key=lambda c: c["valid_ndcg@20"])["epoch"]
     again, _ = rt.retrieve("bpr_mf", inter, ex, test, cfg)
     first, _ = rt.retrieve("bpr_mf", inter, ex, test, cfg)
     pd.testing.assert_frame_equal(again, first)  # seeded and single-threaded: runs repeat exactly
@@ -227,10 +265,16 @@ def test_top_n_ties_and_exclusion():
 # reranking
 # ---------------------------------------------------------------------------------------
 def _candidates() -> pd.DataFrame:
-    lists = pd.DataFrame({"user_id": ["u1"] * 4 + ["u2"] * 2, "example_id": ["test:u1"] * 4 + ["test:u2"] * 2,
-                          "item_id": ["a", "b", "c", "d", "a", "e"], "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
-                          "retriever_score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
-                          "is_target": [False, False, True, False, False, True]})
+    lists = pd.DataFrame(
+        {
+            "user_id": ["u1"] * 4 + ["u2"] * 2,
+            "example_id": ["test:u1"] * 4 + ["test:u2"] * 2,
+            "item_id": ["a", "b", "c", "d", "a", "e"],
+            "score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "retriever_score": [0.9, 0.8, 0.7, 0.6, 0.5, 0.4],
+            "is_target": [False, False, True, False, False, True],
+        }
+    )
     return pr.ranking_rows("bpr_mf", 0, lists)
 
 
@@ -239,8 +283,14 @@ def test_rerank_orders_by_the_scorer_and_breaks_ties_by_the_retriever():
     pairs = rt.candidate_pairs(cands)
     assert pairs.columns.tolist() == ["user_id", "example_id", "item_id", "retriever_rank"]
     assert pairs.loc[pairs["user_id"] == "u1", "retriever_rank"].tolist() == [1, 2, 3, 4]
-    expected = {("u1", "a"): 3.0, ("u1", "b"): 4.0, ("u1", "c"): 5.0, ("u1", "d"): 4.0, ("u2", "a"): 1.0,
-                ("u2", "e"): 2.0}
+    expected = {
+        ("u1", "a"): 3.0,
+        ("u1", "b"): 4.0,
+        ("u1", "c"): 5.0,
+        ("u1", "d"): 4.0,
+        ("u2", "a"): 1.0,
+        ("u2", "e"): 2.0,
+    }
     out = rt.rerank(cands, expected, method="exp3rt_rerank", k=64)
     u1 = out[out["user_id"] == "u1"].sort_values("rank")
     assert u1["item_id"].tolist() == ["c", "b", "d", "a"]  # b and d tie at 4.0: b had the better retriever score
@@ -251,8 +301,9 @@ def test_rerank_orders_by_the_scorer_and_breaks_ties_by_the_retriever():
     frame = pd.DataFrame([{"user_id": u, "item_id": i, "score": s} for (u, i), s in expected.items()])
     for scorer in (series, frame, lambda us, its: [expected[(u, i)] for u, i in zip(us, its)]):
         pd.testing.assert_frame_equal(rt.rerank(cands, scorer, method="exp3rt_rerank", k=64), out)
-    results, _ = rk.score_rankings(pd.concat([cands, out]), n_boot=0, seed=0, cutoffs=(1, 4),
-                                   references={"exp3rt_rerank": "bpr_mf"})
+    results, _ = rk.score_rankings(
+        pd.concat([cands, out]), n_boot=0, seed=0, cutoffs=(1, 4), references={"exp3rt_rerank": "bpr_mf"}
+    )
     row = results.set_index(["method", "cutoff"])
     assert row.loc[("exp3rt_rerank", 1), "hit"] == 1.0 and row.loc[("bpr_mf", 1), "hit"] == 0.0
     assert row.loc[("exp3rt_rerank", 4), "recall"] == row.loc[("bpr_mf", 4), "recall"]  # same candidates
@@ -300,9 +351,22 @@ def test_measure_script_on_the_embedded_data(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, str(root / "scripts" / "measure_exp3rt_baselines.py"), "-p", "CACHE_DIR",
-                          str(tmp_path / "cache"), "--n-boot", "20", "--out", str(tmp_path / "figures")],
-                         capture_output=True, text=True, cwd=root)
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(root / "scripts" / "measure_exp3rt_baselines.py"),
+            "-p",
+            "CACHE_DIR",
+            str(tmp_path / "cache"),
+            "--n-boot",
+            "20",
+            "--out",
+            str(tmp_path / "figures"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=root,
+    )
     assert out.returncode == 0, out.stderr
     assert "## Rating baselines" in out.stdout and "## Retrievers" in out.stdout
     assert len(pd.read_csv(tmp_path / "figures" / "rating.csv")) == 5

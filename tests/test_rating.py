@@ -1,6 +1,7 @@
 """Rating task: RMSE / MAE with bootstrap intervals and paired differences, the rating rows of the
 results table, and the rating baselines (hand-computed values, agreement with scikit-surprise,
 no leakage, early stopping, the embedded Beauty data)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,18 +65,26 @@ def test_paired_rating_difference_detects_a_real_gain_and_not_a_fake_one():
 def _examples(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     rating = rng.integers(1, 6, n).astype(float)
-    return pd.DataFrame({"example_id": [f"test:u{i}" for i in range(n)], "split": "test",
-                         "user_id": [f"u{i}" for i in range(n)], "target_item_id": "i1",
-                         "target_rating": rating, "label": (rating > 3).astype(int)})
+    return pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(n)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(n)],
+            "target_item_id": "i1",
+            "target_rating": rating,
+            "label": (rating > 3).astype(int),
+        }
+    )
 
 
 def test_rating_metrics_of_a_block_with_argmax():
     ex = _examples(6).assign(target_rating=[1.0, 2.0, 3.0, 4.0, 5.0, 5.0], label=[0, 0, 0, 1, 1, 1])
-    rows = pr.rating_rows("mf", 0, ex, [1.5, 2.5, 3.2, 3.9, 4.4, 4.8], like_threshold=3.0,
-                          rating_argmax=[1, 3, 3, 4, 4, np.nan])
+    rows = pr.rating_rows(
+        "mf", 0, ex, [1.5, 2.5, 3.2, 3.9, 4.4, 4.8], like_threshold=3.0, rating_argmax=[1, 3, 3, 4, 4, np.nan]
+    )
     m = ra.rating_metrics(rows, n_boot=0, seed=0)
     err = np.array([0.5, 0.5, 0.2, -0.1, -0.6, -0.2])
-    assert m["rmse"] == pytest.approx(np.sqrt(np.mean(err ** 2))) and m["mae"] == pytest.approx(np.abs(err).mean())
+    assert m["rmse"] == pytest.approx(np.sqrt(np.mean(err**2))) and m["mae"] == pytest.approx(np.abs(err).mean())
     # argmax over the 5 rows that have one: exact on rows 0, 2, 3 -> 3 / 5
     assert m["argmax_n"] == 5 and m["argmax_accuracy"] == pytest.approx(3 / 5)
     assert m["argmax_mae"] == pytest.approx((0 + 1 + 0 + 0 + 1) / 5)
@@ -90,14 +99,18 @@ def test_score_predictions_adds_rating_columns_and_the_paired_difference():
     ex = _examples(n, seed=2)
     t = ex["target_rating"].to_numpy()
     rng = np.random.default_rng(3)
-    preds = pd.concat([
-        pr.like_rows("user_like_rate", 0, ex, np.clip(ex["label"] * 0.3 + rng.random(n) * 0.7, 0, 1)),
-        pr.rating_rows("global_mean", 0, ex, np.full(n, t.mean()), like_threshold=3.0),
-        pr.rating_rows("user_item_bias", 0, ex, t + rng.normal(scale=1.0, size=n), like_threshold=3.0),
-        pr.rating_rows("mf", 0, ex, t + rng.normal(scale=0.5, size=n), like_threshold=3.0),
-    ], ignore_index=True)
-    results, _ = rs.score_predictions(preds, {}, dataset="toy", n_boot=300, seed=0, bertscore_model="embedded",
-                                      bertscore_layers=6, progress=False)
+    preds = pd.concat(
+        [
+            pr.like_rows("user_like_rate", 0, ex, np.clip(ex["label"] * 0.3 + rng.random(n) * 0.7, 0, 1)),
+            pr.rating_rows("global_mean", 0, ex, np.full(n, t.mean()), like_threshold=3.0),
+            pr.rating_rows("user_item_bias", 0, ex, t + rng.normal(scale=1.0, size=n), like_threshold=3.0),
+            pr.rating_rows("mf", 0, ex, t + rng.normal(scale=0.5, size=n), like_threshold=3.0),
+        ],
+        ignore_index=True,
+    )
+    results, _ = rs.score_predictions(
+        preds, {}, dataset="toy", n_boot=300, seed=0, bertscore_model="embedded", bertscore_layers=6, progress=False
+    )
     by = results.set_index("method")
     assert list(results.columns) == rs.RESULT_COLUMNS
     assert set(results.loc[results["task"] == "rating", "rating_reference"]) == {"mf"}  # the lowest RMSE
@@ -113,10 +126,13 @@ def test_score_predictions_adds_rating_columns_and_the_paired_difference():
     assert "RMSE [95% CI]" in md and "Δ RMSE vs Biased MF (SVD)" in md and "lower is better" in md
     paper = tables.paper_table(results)
     assert "toy RMSE" in paper.columns and "toy Δ RMSE vs rating baseline" in paper.columns
-    metrics = rs.metrics_dict(results, summary, n_boot=300, seed=0, seeds=[0], bertscore_backbone_name="",
-                              test_examples=ex)
+    metrics = rs.metrics_dict(
+        results, summary, n_boot=300, seed=0, seeds=[0], bertscore_backbone_name="", test_examples=ex
+    )
     assert metrics["strongest_rating_baseline"] == "mf" and metrics["beats_rating_baseline"] == []
-    assert metrics["rmse"]["mf@K0"] == pytest.approx(by.loc["mf", "rmse"]) and "user_like_rate@K0" not in metrics["rmse"]
+    assert (
+        metrics["rmse"]["mf@K0"] == pytest.approx(by.loc["mf", "rmse"]) and "user_like_rate@K0" not in metrics["rmse"]
+    )
     standalone = ra.rating_results(preds, n_boot=300, seed=0).set_index("method")
     assert standalone.loc["global_mean", "delta_rmse"] == pytest.approx(by.loc["global_mean", "delta_rmse"])
 
@@ -124,8 +140,9 @@ def test_score_predictions_adds_rating_columns_and_the_paired_difference():
 def test_like_only_results_keep_their_layout():
     ex = _examples(40)
     preds = pr.like_rows("user_like_rate", 0, ex, np.linspace(0, 1, 40))
-    results, _ = rs.score_predictions(preds, {}, dataset="toy", n_boot=50, seed=0, bertscore_model="embedded",
-                                      bertscore_layers=6, progress=False)
+    results, _ = rs.score_predictions(
+        preds, {}, dataset="toy", n_boot=50, seed=0, bertscore_model="embedded", bertscore_layers=6, progress=False
+    )
     assert "RMSE" not in tables.results_markdown(results)
     assert list(tables.paper_table(results).columns) == ["Model", "K", "toy AUC", "toy Δ vs bias", "toy BERTScore"]
 
@@ -134,8 +151,20 @@ def test_like_only_results_keep_their_layout():
 # baselines
 # ---------------------------------------------------------------------------------------
 def interactions_from(seqs: dict[str, list[tuple[str, float]]]) -> pd.DataFrame:
-    rows = [dict(user_id=u, item_id=i, rating=float(r), timestamp=1000 + p, liked=r > 3, position=p,
-                 review_text="", summary="") for u, seq in seqs.items() for p, (i, r) in enumerate(seq)]
+    rows = [
+        dict(
+            user_id=u,
+            item_id=i,
+            rating=float(r),
+            timestamp=1000 + p,
+            liked=r > 3,
+            position=p,
+            review_text="",
+            summary="",
+        )
+        for u, seq in seqs.items()
+        for p, (i, r) in enumerate(seq)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -144,9 +173,18 @@ def examples_from(inter: pd.DataFrame) -> pd.DataFrame:
     for u, g in inter.sort_values(["user_id", "position"]).groupby("user_id", sort=False):
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             r = g.iloc[len(g) - off]
-            rows.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=r["item_id"],
-                             target_rating=r["rating"], label=int(r["liked"]), target_position=int(r["position"]),
-                             sample_rank=0))
+            rows.append(
+                dict(
+                    example_id=f"{split}:{u}",
+                    split=split,
+                    user_id=u,
+                    target_item_id=r["item_id"],
+                    target_rating=r["rating"],
+                    label=int(r["liked"]),
+                    target_position=int(r["position"]),
+                    sample_rank=0,
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -161,8 +199,9 @@ def test_means_are_fitted_on_training_interactions_only():
     inter = interactions_from(HAND)
     ex = examples_from(inter)
     test = ex[ex["split"] == "test"]
-    rows, info = rb.rating_baselines(inter, ex, test, like_threshold=3.0, methods=("global_mean", "user_mean",
-                                                                                    "item_mean"))
+    rows, info = rb.rating_baselines(
+        inter, ex, test, like_threshold=3.0, methods=("global_mean", "user_mean", "item_mean")
+    )
     got = rows.pivot(index="example_id", columns="method", values="predicted_rating")
     # training: a x5 y3 z4; b x4 z2 y1; c y5 x5 -> mu = 29 / 8
     mu = 29 / 8
@@ -172,21 +211,26 @@ def test_means_are_fitted_on_training_interactions_only():
     # test targets: a -> x2 (unseen: mu), b -> y2 (unseen), c -> z (a 4, b 2)
     assert got.loc["test:a", "item_mean"] == pytest.approx(mu) and got.loc["test:c", "item_mean"] == pytest.approx(3)
     assert info["item_mean"]["cold_items"] == 2 and info["item_mean"]["rating_scale"] == [1.0, 5.0]
-    assert set(rows["task"]) == {"rating"} and rows["predicted_label"].tolist() == (
-        rows["predicted_rating"] > 3.0).astype(int).tolist()
+    assert (
+        set(rows["task"]) == {"rating"}
+        and rows["predicted_label"].tolist() == (rows["predicted_rating"] > 3.0).astype(int).tolist()
+    )
 
 
 def test_baseline_als_matches_surprise_baseline_only():
     surprise = pytest.importorskip("surprise")
     rng = np.random.default_rng(0)
     n = 600
-    df = pd.DataFrame({"user_id": [f"u{x}" for x in rng.integers(0, 40, n)],
-                       "item_id": [f"i{x}" for x in rng.integers(0, 25, n)],
-                       "rating": rng.integers(1, 6, n).astype(float)}).drop_duplicates(["user_id", "item_id"])
+    df = pd.DataFrame(
+        {
+            "user_id": [f"u{x}" for x in rng.integers(0, 40, n)],
+            "item_id": [f"i{x}" for x in rng.integers(0, 25, n)],
+            "rating": rng.integers(1, 6, n).astype(float),
+        }
+    ).drop_duplicates(["user_id", "item_id"])
     cfg = rb.RatingConfig(reg_user=15.0, reg_item=10.0, als_epochs=10)
     ours = rb._Bias(df, cfg)
-    algo = surprise.BaselineOnly(bsl_options={"method": "als", "reg_u": 15, "reg_i": 10, "n_epochs": 10},
-                                 verbose=False)
+    algo = surprise.BaselineOnly(bsl_options={"method": "als", "reg_u": 15, "reg_i": 10, "n_epochs": 10}, verbose=False)
     algo.fit(surprise.Dataset.load_from_df(df, surprise.Reader(rating_scale=(1, 5))).build_full_trainset())
     users, items = ["u1", "u3", "u7", "nobody"], ["i2", "i9", "nothing", "i4"]
     want = [algo.predict(u, i, clip=False).est for u, i in zip(users, items)]
@@ -213,11 +257,13 @@ def test_mf_learns_a_low_rank_taste_and_stops_early():
     test = ex[ex["split"] == "test"]
     cfg = rb.RatingConfig(seed=1, mf_factors=8, mf_max_epochs=60)
     rows, info = rb.rating_baselines(inter, ex, test, like_threshold=3.0, cfg=cfg)
-    rmse = {m: ra.rmse_mae_with_ci(g["target_rating"], g["predicted_rating"], n_boot=0, seed=0)["rmse"]
-            for m, g in rows.groupby("method")}
+    rmse = {
+        m: ra.rmse_mae_with_ci(g["target_rating"], g["predicted_rating"], n_boot=0, seed=0)["rmse"]
+        for m, g in rows.groupby("method")
+    }
     assert rmse["mf"] < rmse["user_item_bias"] - 0.1 and rmse["user_item_bias"] < rmse["global_mean"]
     curve = info["mf"]["curve"]
-    assert [c["epoch"] for c in curve] == rb.checkpoints(60)[:len(curve)]
+    assert [c["epoch"] for c in curve] == rb.checkpoints(60)[: len(curve)]
     assert info["mf"]["best_epoch"] == min(curve, key=lambda c: c["valid_rmse"])["epoch"]
     assert rows["predicted_rating"].between(1, 5).all()
     again, _ = rb.rating_baselines(inter, ex, test, like_threshold=3.0, cfg=cfg, methods=("mf",))
@@ -241,8 +287,14 @@ def test_no_leakage_test_and_valid_ratings_never_reach_the_models():
     val = changed.groupby("user_id")["position"].transform("max") - 1 == changed["position"]
     changed.loc[val, "rating"] = 6 - changed.loc[val, "rating"]
     ex3 = examples_from(changed)
-    moved, _ = rb.rating_baselines(changed, ex3, ex3[ex3["split"] == "test"], like_threshold=3.0, cfg=cfg,
-                                   methods=("global_mean", "user_mean", "item_mean", "user_item_bias"))
+    moved, _ = rb.rating_baselines(
+        changed,
+        ex3,
+        ex3[ex3["split"] == "test"],
+        like_threshold=3.0,
+        cfg=cfg,
+        methods=("global_mean", "user_mean", "item_mean", "user_item_bias"),
+    )
     np.testing.assert_array_equal(moved["predicted_rating"], base.loc[base["method"] != "mf", "predicted_rating"])
 
 

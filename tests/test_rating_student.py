@@ -1,6 +1,7 @@
 """EXP3RT's rating student: the rating position across chat templates, single-token ratings
 (and a clear error where they are not), the expectation over the rating tokens on fake logits
 (exact numbers) and on the embedded model (hand computation), the answer split, the cache."""
+
 import copy
 
 import numpy as np
@@ -36,7 +37,7 @@ def test_expectation_over_rating_tokens_exact_numbers():
     with np.errstate(divide="ignore"):
         lp = np.log(p)
     s = rating_scores_from_log_probs(lp)
-    assert s.expected[0] == pytest.approx(1 * .1 + 2 * .2 + 3 * .3 + 4 * .3 + 5 * .1)  # 3.1
+    assert s.expected[0] == pytest.approx(1 * 0.1 + 2 * 0.2 + 3 * 0.3 + 4 * 0.3 + 5 * 0.1)  # 3.1
     assert s.expected[0] == pytest.approx(3.1)
     assert s.argmax.tolist() == [3.0, 5.0]  # equal 3 and 4: the lower one
     assert s.expected[1] == pytest.approx(5.0)
@@ -54,7 +55,8 @@ def test_rating_position_is_the_training_sequence_position(tokenizer, name, reas
     at = len(rp.ids)
     for r, rid in zip(RATINGS, rp.rating_ids):
         train_ids = _tokenize(tok, FIXED_PROMPT + [{"role": "assistant", "content": rating_answer(reasoning, r)}])[
-            "input_ids"]
+            "input_ids"
+        ]
         assert list(rp.ids) == train_ids[:at] and train_ids[at] == rid
         assert tok.decode([rid]).strip() == str(r)
     assert tok.decode(list(rp.ids)).rstrip().endswith("Rating:")
@@ -69,8 +71,10 @@ def test_embedded_tokenizer_has_single_token_digits(tokenizer):
 def test_a_tokenizer_that_merges_digits_is_refused(tokenizer):
     tok = copy.deepcopy(tokenizer)
     # a template that writes the rating twice: "Rating: 44" is not one token per rating in this BPE
-    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}"
-                         "{% if m['role'] == 'assistant' %}{{ m['content'][-1] * 3 }}{% endif %}{% endfor %}")
+    tok.chat_template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] }}"
+        "{% if m['role'] == 'assistant' %}{{ m['content'][-1] * 3 }}{% endif %}{% endfor %}"
+    )
     with pytest.raises(RatingTokenError, match="not one token each|decodes to"):
         rating_scoring_prompt(tok, FIXED_PROMPT)
 
@@ -118,6 +122,7 @@ def test_rating_scores_agree_with_hand_computation(tokenizer):
 # ---------------------------------------------------------------------------------------
 class _EchoTeacher:
     """Copies what it reads into its answers, so a leaked review would show downstream."""
+
     identity = {"name": "echo"}
 
     def __init__(self):
@@ -137,10 +142,13 @@ class _EchoTeacher:
                 text = f"Liked: {' '.join(review.split()[:4])}\nDisliked: none"
             elif r.template in ("exp3rt_user_profile", "exp3rt_item_profile"):
                 liked = re.findall(r"Liked: ([^|\n]+)", user)
-                first, second = ("Values:", "Avoids:") if r.template == "exp3rt_user_profile" else (
-                    "Strengths:", "Weaknesses:")
-                text = (f"{first} they keep praising {liked[-1].strip()} and similar qualities in their purchases.\n"
-                        f"{second} nothing that they reported.")
+                first, second = (
+                    ("Values:", "Avoids:") if r.template == "exp3rt_user_profile" else ("Strengths:", "Weaknesses:")
+                )
+                text = (
+                    f"{first} they keep praising {liked[-1].strip()} and similar qualities in their purchases.\n"
+                    f"{second} nothing that they reported."
+                )
             else:
                 rating = re.search(r"rated this \w+ (\d) out of 5", user).group(1)
                 text = f"Analysis: {user.splitlines()[1]}\nRating: {rating}"
@@ -186,9 +194,10 @@ def test_no_held_out_review_reaches_steps_1_to_3_or_the_rating_student():
     users = sorted(inter["user_id"].unique())
     reviews = pd.concat([user_reviews(inter, users, 8, 50), item_reviews(t["items"], catalog.titles, 5, 50)])
     prefs = extract_preferences(reviews, catalog, domain="beauty", cfg=cfg, generator=gen).table
-    profiles = {kind: usable_profiles(build_profiles(prefs, kind, ids, catalog, domain="beauty", cfg=cfg,
-                                                     generator=gen).table)
-                for kind, ids in (("user", users), ("item", list(catalog.titles)))}
+    profiles = {
+        kind: usable_profiles(build_profiles(prefs, kind, ids, catalog, domain="beauty", cfg=cfg, generator=gen).table)
+        for kind, ids in (("user", users), ("item", list(catalog.titles)))
+    }
     ctx = xp.RatingContext(catalog, profiles["user"], profiles["item"], "beauty")
     examples = t["examples"].copy()
     examples["target_rating"] = 4.0
@@ -196,11 +205,15 @@ def test_no_held_out_review_reaches_steps_1_to_3_or_the_rating_student():
     step3 = generate_rating_reasoning(train, ctx, cfg=cfg, generator=gen)
     reasoning = dict(zip(step3.table["example_id"], step3.table["reasoning"]))
     pairs, _ = build_rating_conversations(train, ctx, reasoning, _WordBackend(), 4096)
-    valid_test = [ctx.student_messages(r.user_id, r.target_item_id) for r in
-                  examples[examples["split"] != "train"].itertuples()]
-    texts = ([m["content"] for r in teacher.calls for m in r.messages] + [str(x) for x in reasoning.values()]
-             + [m["content"] for p in pairs for m in p["prompt"] + p["completion"]]
-             + [m["content"] for msgs in valid_test for m in msgs])
+    valid_test = [
+        ctx.student_messages(r.user_id, r.target_item_id) for r in examples[examples["split"] != "train"].itertuples()
+    ]
+    texts = (
+        [m["content"] for r in teacher.calls for m in r.messages]
+        + [str(x) for x in reasoning.values()]
+        + [m["content"] for p in pairs for m in p["prompt"] + p["completion"]]
+        + [m["content"] for msgs in valid_test for m in msgs]
+    )
     assert not any("TARGET" in x for x in texts)
     # the check can fail: allowed reviews do travel from step 1 to the student's prompt
     assert any("review u0" in m["content"] for p in pairs for m in p["prompt"])

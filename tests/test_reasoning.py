@@ -1,24 +1,38 @@
 """Reasoning ground truth (notebook 05): training reasoning for the K-shot training examples only,
 test references (BERTScore only) for the test subsample only, each in its own file, the true
 label in the prompt, two-part post-processing, and the reasoning table contract."""
+
 import pandas as pd
 import pytest
+from test_enrich import CountingBackend, DirectGenerator, _descriptions, small_params, synthetic_tables
 
 from rrlib.config.paths import RunPaths
 from rrlib.evaluate.results import reference_reasoning
 from rrlib.methods.registry import FULL_VIEW, get
 from rrlib.prompts.items import ItemCatalog
-from rrlib.reasoning import (REASONING_COLUMNS, generate_reasoning, generate_reference_reasoning, reasoning_examples,
-                             reference_examples, teacher_views, write_reference_reasoning,
-                             write_training_reasoning)
-from test_enrich import CountingBackend, DirectGenerator, _descriptions, small_params, synthetic_tables
+from rrlib.reasoning import (
+    REASONING_COLUMNS,
+    generate_reasoning,
+    generate_reference_reasoning,
+    reasoning_examples,
+    reference_examples,
+    teacher_views,
+    write_reference_reasoning,
+    write_training_reasoning,
+)
 
 
 def _profiles(user_ids, status_of=None):
     status_of = status_of or {}
-    return pd.DataFrame({"user_id": user_ids, "profile": [f"Profile of {u}: likes durable things." for u in user_ids],
-                         "source": "generated", "status": [status_of.get(u, "ok") for u in user_ids],
-                         "n_words": 5})
+    return pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "profile": [f"Profile of {u}: likes durable things." for u in user_ids],
+            "source": "generated",
+            "status": [status_of.get(u, "ok") for u in user_ids],
+            "n_words": 5,
+        }
+    )
 
 
 def test_reasoning_examples_are_the_largest_kshot_training_set():
@@ -32,8 +46,14 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
     ex = reasoning_examples(t["examples"], small_params())
     texts = ItemCatalog.from_tables(t["items"], _descriptions(t))
     backend = CountingBackend()
-    out = generate_reasoning(ex, _profiles(["u0", "u1", "u2", "u3"], {"u2": "repetitive"}), texts, domain="beauty",
-                             cfg=small_params(REASONING_WORDS=40), generator=DirectGenerator(backend))
+    out = generate_reasoning(
+        ex,
+        _profiles(["u0", "u1", "u2", "u3"], {"u2": "repetitive"}),
+        texts,
+        domain="beauty",
+        cfg=small_params(REASONING_WORDS=40),
+        generator=DirectGenerator(backend),
+    )
     tab = out.table
     assert list(tab.columns) == REASONING_COLUMNS + ["raw"]
     assert tab["example_id"].tolist() == ex["example_id"].tolist()
@@ -69,17 +89,30 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
 def test_reasoning_refuses_non_training_examples():
     t = synthetic_tables()
     with pytest.raises(ValueError, match="train examples only"):
-        generate_reasoning(t["examples"], _profiles([]), ItemCatalog.from_tables(t["items"], None), domain="beauty",
-                           cfg=small_params(), generator=DirectGenerator(CountingBackend()))
+        generate_reasoning(
+            t["examples"],
+            _profiles([]),
+            ItemCatalog.from_tables(t["items"], None),
+            domain="beauty",
+            cfg=small_params(),
+            generator=DirectGenerator(CountingBackend()),
+        )
 
 
 def test_reasoning_flags_bad_outputs():
     t = synthetic_tables()
     ex = reasoning_examples(t["examples"], small_params(KSHOT_SIZES=[2]))
-    backend = CountingBackend(answer=lambda r: "Profile analysis: " + "good " * 30 + "\nTarget analysis: ok"
-                              if r.tag == "train:u0" else "")
-    out = generate_reasoning(ex, _profiles(["u0", "u1"]), ItemCatalog.from_tables(t["items"], _descriptions(t)), domain="movies",
-                             cfg=small_params(MAX_OUTPUT_RETRIES=1), generator=DirectGenerator(backend))
+    backend = CountingBackend(
+        answer=lambda r: "Profile analysis: " + "good " * 30 + "\nTarget analysis: ok" if r.tag == "train:u0" else ""
+    )
+    out = generate_reasoning(
+        ex,
+        _profiles(["u0", "u1"]),
+        ItemCatalog.from_tables(t["items"], _descriptions(t)),
+        domain="movies",
+        cfg=small_params(MAX_OUTPUT_RETRIES=1),
+        generator=DirectGenerator(backend),
+    )
     assert out.table["status"].tolist() == ["repetitive", "empty"]
     assert out.table["attempts"].tolist() == [2, 2] and len(backend.calls) == 4
     assert out.summary["n_unusable_generated"] == 2
@@ -94,8 +127,9 @@ def _write_both(tmp_path, **kw):
     paths = RunPaths.of(tmp_path / "run")
     texts = ItemCatalog.from_tables(t["items"], _descriptions(t))
     backend = CountingBackend()
-    common = dict(domain="beauty", cfg=cfg, generator=DirectGenerator(backend), paths=paths,
-                  views={"reasoningrec": FULL_VIEW})
+    common = dict(
+        domain="beauty", cfg=cfg, generator=DirectGenerator(backend), paths=paths, views={"reasoningrec": FULL_VIEW}
+    )
     train = write_training_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
     refs = write_reference_reasoning(t["examples"], _profiles([f"u{n}" for n in range(8)]), texts, **common)
     return t, paths, backend, train, refs
@@ -121,12 +155,15 @@ def test_training_and_test_references_go_to_their_own_files(tmp_path):
     test = t["examples"].set_index("example_id")
     for eid in on_disk_refs["example_id"]:
         verb = "liked" if test.loc[eid, "label"] == 1 else "disliked"
-        assert f"We know that the customer {verb} the new product" in refs.requests[f"reasoningrec:{eid}"].messages[1][
-            "content"]
+        assert (
+            f"We know that the customer {verb} the new product"
+            in refs.requests[f"reasoningrec:{eid}"].messages[1]["content"]
+        )
         assert f"customer {verb} it." in on_disk_refs.set_index("example_id").loc[eid, "reasoning"]
     assert (on_disk_refs["label"] == test.loc[on_disk_refs["example_id"], "label"].to_numpy()).all()
     assert len(backend.calls) == 7 and {r.tag for r in backend.calls} == set(on_disk_train["example_id"]) | set(
-        on_disk_refs["example_id"])
+        on_disk_refs["example_id"]
+    )
     assert train.summary["product"] == "training" and train.summary["split"] == "train"
     assert refs.summary["product"] == "test_references" and refs.summary["enabled"] is True
     assert refs.summary["n"] == 3 and refs.summary["table"] == str(paths.reference_reasoning)
@@ -170,7 +207,9 @@ def test_teacher_views_follow_the_registry():
     assert set(views) == {"reasoningrec", "reasoningrec_no_profile", "reasoningrec_no_description"}  # tallrec: none
     assert views["reasoningrec"] == FULL_VIEW
     assert "profile" not in views["reasoningrec_no_profile"]
-    assert "descriptions" not in views["reasoningrec_no_description"] and "titles" in views["reasoningrec_no_description"]
+    assert (
+        "descriptions" not in views["reasoningrec_no_description"] and "titles" in views["reasoningrec_no_description"]
+    )
     assert views["reasoningrec_no_profile"] == get("reasoningrec_no_profile").inputs  # student and teacher agree
     full = teacher_views(["reasoningrec_no_profile"], "full")
     assert full == {"reasoningrec_no_profile": FULL_VIEW}
@@ -182,9 +221,15 @@ def test_ablated_teachers_see_only_their_students_inputs():
     t = synthetic_tables()
     ex = reasoning_examples(t["examples"], small_params(KSHOT_SIZES=[2]))
     views = teacher_views(["reasoningrec", "reasoningrec_no_profile", "reasoningrec_no_description"])
-    out = generate_reasoning(ex, _profiles(["u0", "u1"]), ItemCatalog.from_tables(t["items"], _descriptions(t)),
-                             domain="beauty", cfg=small_params(), generator=DirectGenerator(CountingBackend()),
-                             views=views)
+    out = generate_reasoning(
+        ex,
+        _profiles(["u0", "u1"]),
+        ItemCatalog.from_tables(t["items"], _descriptions(t)),
+        domain="beauty",
+        cfg=small_params(),
+        generator=DirectGenerator(CountingBackend()),
+        views=views,
+    )
     assert sorted(set(out.table["view"])) == ["full", "no_description", "no_profile"]
     assert len(out.table) == 3 * len(ex)
     for eid in ex["example_id"]:

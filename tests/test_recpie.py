@@ -2,6 +2,7 @@
 the ablations switch the texts off, a user text is shown only after what it was written from,
 the reward (gain in log-likelihood with an explanation) has the right sign and size and reads
 training labels only, and the registry/run-folder entry point and data-efficiency curve work."""
+
 from __future__ import annotations
 
 import zlib
@@ -33,6 +34,7 @@ from rrlib.methods.sequential import SeqConfig
 class FakeEncoder:
     """Deterministic 16-d unit vectors: 'dry' / 'oily' in a text push axis 0 to +1 / -1, the
     rest is per-text noise. Stands in for the sentence encoder (tested in test_text_encoder.py)."""
+
     dim = 16
     identity = {"model": "fake-encoder", "dim": 16}
 
@@ -67,17 +69,29 @@ def text_task(n_users: int = 120, seed: int = 0, noise: float = 0.05, rule: str 
             items[item] = f"cream number {u}-{p} for {'dry' if attr else 'oily'} skin"
             good = attr == pref if rule == "match" else attr == 1
             liked = bool(good ^ (rng.random() < noise))
-            rows.append(dict(user_id=f"u{u}", item_id=item, rating=5.0 if liked else 1.0, timestamp=p, liked=liked,
-                             position=p))
+            rows.append(
+                dict(user_id=f"u{u}", item_id=item, rating=5.0 if liked else 1.0, timestamp=p, liked=liked, position=p)
+            )
     inter = pd.DataFrame(rows)
     ex = []
     for rank, (u, g) in enumerate(inter.groupby("user_id", sort=False)):
         it, lk = g["item_id"].tolist(), g["liked"].tolist()
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             p = len(it) - off
-            ex.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=it[p], label=int(lk[p]),
-                           target_rating=5.0 if lk[p] else 1.0, history_item_ids=it[max(0, p - 5):p],
-                           history_liked=lk[max(0, p - 5):p], target_position=p, sample_rank=rank))
+            ex.append(
+                dict(
+                    example_id=f"{split}:{u}",
+                    split=split,
+                    user_id=u,
+                    target_item_id=it[p],
+                    label=int(lk[p]),
+                    target_rating=5.0 if lk[p] else 1.0,
+                    history_item_ids=it[max(0, p - 5) : p],
+                    history_liked=lk[max(0, p - 5) : p],
+                    target_position=p,
+                    sample_rank=rank,
+                )
+            )
     return inter, pd.DataFrame(ex), users, items
 
 
@@ -92,8 +106,10 @@ def test_fused_text_beats_no_text_where_only_text_carries_the_answer():
     inter, ex, users, items = text_task()
     test = ex[ex["split"] == "test"]
     feats = TextFeatures.encode(users, items, FakeEncoder())
-    aucs = {m: _auc(train_hybrid(m, inter, ex, test, CFG, feats, progress=False)[0])
-            for m in ("recpie_no_text", "recpie_hybrid")}
+    aucs = {
+        m: _auc(train_hybrid(m, inter, ex, test, CFG, feats, progress=False)[0])
+        for m in ("recpie_no_text", "recpie_hybrid")
+    }
     assert aucs["recpie_no_text"] < 0.65, aucs  # nothing to learn from ids and like-rates
     assert aucs["recpie_hybrid"] > aucs["recpie_no_text"] + 0.25, aucs
 
@@ -137,11 +153,15 @@ def test_user_text_is_shown_only_from_available_from():
 
 
 def test_profile_texts_become_available_after_their_profile_items():
-    profiles = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "profile": ["likes serums", "", "likes soap", "x"],
-                             "status": ["ok", "empty", "ok", "ok"],
-                             "source": ["generated", "generated", "no_history", "generated"]})
-    users = pd.DataFrame({"user_id": ["a", "b", "c", "d"],
-                          "profile_positions": [[0, 1, 3], [0], [], []]})
+    profiles = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "d"],
+            "profile": ["likes serums", "", "likes soap", "x"],
+            "status": ["ok", "empty", "ok", "ok"],
+            "source": ["generated", "generated", "no_history", "generated"],
+        }
+    )
+    users = pd.DataFrame({"user_id": ["a", "b", "c", "d"], "profile_positions": [[0, 1, 3], [0], [], []]})
     out = profile_texts(profiles, users)
     assert out == {"a": UserText("likes serums", 4)}  # b empty, c no history, d has no known source window
     with pytest.raises(DataError, match="not in the users table"):
@@ -167,8 +187,7 @@ def test_reward_sign_and_magnitude(fitted_for_reward):
     ids = sorted(users)[:30]
     avail = {u: users[u].available_from for u in ids}
     true = enc.encode([users[u].text for u in ids])
-    wrong = enc.encode([users[u].text.replace("dry", "TMP").replace("oily", "dry").replace("TMP", "oily")
-                        for u in ids])
+    wrong = enc.encode([users[u].text.replace("dry", "TMP").replace("oily", "dry").replace("TMP", "oily") for u in ids])
     g_true = explanation_gain(fitted, ids, true, avail)
     g_wrong = explanation_gain(fitted, ids, wrong, avail)
     assert np.mean(g_true > 0) > 0.8 and np.mean(g_wrong < 0) > 0.8, (g_true, g_wrong)
@@ -213,8 +232,13 @@ def test_registry_entries_and_run_folder_entry_point(tmp_path, monkeypatch):
     from rrlib.config.params import Config
     from rrlib.config.paths import RunPaths
 
-    assert registry.names(kind="hybrid") == ["recpie_no_text", "recpie_user_text", "recpie_item_text",
-                                             "recpie_hybrid", "recpie_rl"]
+    assert registry.names(kind="hybrid") == [
+        "recpie_no_text",
+        "recpie_user_text",
+        "recpie_item_text",
+        "recpie_hybrid",
+        "recpie_rl",
+    ]
     for m in registry.names(kind="hybrid"):
         spec = registry.get(m)
         assert spec.task == "like" and registry.implementation(m).__module__ == "rrlib.methods.recpie"
@@ -222,13 +246,18 @@ def test_registry_entries_and_run_folder_entry_point(tmp_path, monkeypatch):
 
     inter, ex, users, items = text_task(n_users=40)
     paths = RunPaths.of(tmp_path / "run")
-    pd.DataFrame({"user_id": list(users), "profile": [t.text for t in users.values()], "status": "ok",
-                  "source": "generated"}).to_parquet(paths.user_profiles)
+    pd.DataFrame(
+        {"user_id": list(users), "profile": [t.text for t in users.values()], "status": "ok", "source": "generated"}
+    ).to_parquet(paths.user_profiles)
     pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
-        paths.item_descriptions)
-    tables = SimpleNamespace(interactions=inter, examples=ex,
-                             users=pd.DataFrame({"user_id": list(users), "profile_positions": [[0]] * len(users)}),
-                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
+        paths.item_descriptions
+    )
+    tables = SimpleNamespace(
+        interactions=inter,
+        examples=ex,
+        users=pd.DataFrame({"user_id": list(users), "profile_positions": [[0]] * len(users)}),
+        items=pd.DataFrame({"item_id": list(items), "title": list(items)}),
+    )
     monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
     cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16})
     test = ex[ex["split"] == "test"]
@@ -237,8 +266,9 @@ def test_registry_entries_and_run_folder_entry_point(tmp_path, monkeypatch):
     assert info["recpie_hybrid"]["text_sources"] == {"user": "profile", "item": "description"}
     assert info["recpie_hybrid"]["eval_text_coverage"] == {"user_text": 1.0, "target_item_text": 1.0}
     with pytest.raises(ParamError, match="RECPIE_USER_TEXT is 'none'"):
-        registry.implementation("recpie_hybrid")(["recpie_hybrid"], tables, test,
-                                                  Config.full({"RUN_DIR": str(paths.root), "RECPIE_USER_TEXT": "none"}))
+        registry.implementation("recpie_hybrid")(
+            ["recpie_hybrid"], tables, test, Config.full({"RUN_DIR": str(paths.root), "RECPIE_USER_TEXT": "none"})
+        )
 
 
 def test_data_efficiency_table_and_plot(tmp_path):
@@ -253,9 +283,16 @@ def test_data_efficiency_table_and_plot(tmp_path):
     inter, ex, users, items = text_task(n_users=60)
     test = ex[ex["split"] == "test"]
     feats = TextFeatures.encode(users, items, FakeEncoder())
-    table = data_efficiency(inter, ex, test, fractions=[0.25, 1.0], features=feats,
-                            cfg=SeqConfig(epochs=3, hidden=16, seed=0), n_boot=50,
-                            methods=("user_like_rate", "bias_logreg", "sasrec", "recpie_hybrid"))
+    table = data_efficiency(
+        inter,
+        ex,
+        test,
+        fractions=[0.25, 1.0],
+        features=feats,
+        cfg=SeqConfig(epochs=3, hidden=16, seed=0),
+        n_boot=50,
+        methods=("user_like_rate", "bias_logreg", "sasrec", "recpie_hybrid"),
+    )
     assert len(table) == 8 and set(table["fraction"]) == {0.25, 1.0}
     assert (table["n"] == len(test)).all() and table["auc"].between(0, 1).all()
     small = table[table["fraction"] == 0.25]
@@ -276,20 +313,25 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
     inter, ex, users, items = text_task(n_users=40, seed=1)
     paths = RunPaths.of(tmp_path / "run")
     pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
-        paths.item_descriptions)
-    tables = SimpleNamespace(interactions=inter, examples=ex, users=pd.DataFrame({"user_id": list(users)}),
-                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
+        paths.item_descriptions
+    )
+    tables = SimpleNamespace(
+        interactions=inter,
+        examples=ex,
+        users=pd.DataFrame({"user_id": list(users)}),
+        items=pd.DataFrame({"item_id": list(items), "title": list(items)}),
+    )
     monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
-    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16,
-                       "RECPIE_USER_TEXT": "none"})
+    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16, "RECPIE_USER_TEXT": "none"})
     test = ex[ex["split"] == "test"]
     predict = registry.implementation("recpie_rl")
     with pytest.raises(MissingArtifactError, match="06_finetune"):
         predict(["recpie_rl"], tables, test, cfg)  # notebook 06 has not written explanations yet
     paths.recpie.mkdir()
     explained = sorted(users)[:30]  # the rest have no explanation: no text, no reasoning
-    pd.DataFrame({"user_id": explained, "explanation": [users[u].text for u in explained],
-                  "available_from": 2, "round": 1}).to_parquet(paths.recpie_explanations)
+    pd.DataFrame(
+        {"user_id": explained, "explanation": [users[u].text for u in explained], "available_from": 2, "round": 1}
+    ).to_parquet(paths.recpie_explanations)
     rows, info = predict(["recpie_rl", "recpie_item_text"], tables, test, cfg)
     assert info["recpie_rl"]["text_sources"] == {"user": "explanations", "item": "description"}
     rl = rows[rows["method"] == "recpie_rl"].set_index("user_id")

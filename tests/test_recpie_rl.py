@@ -1,6 +1,7 @@
 """RecPIE's reward-tuned explainer: the prompt is versioned and shows nothing from the reward
 targets on, the trl reward function returns the recommender's gain, the loop resumes after a kill
 without recomputing finished rounds, and (slow) one real GRPO round runs on CPU."""
+
 from __future__ import annotations
 
 import tempfile
@@ -27,8 +28,11 @@ def _catalog(items):
 
 
 def test_prompt_is_versioned_and_pinned():
-    catalog = ItemCatalog(titles={"a": "Rose face oil", "b": "Clay mask"}, attributes={"a": "brand: Flora"},
-                          descriptions={"a": "A light oil for dry skin."})
+    catalog = ItemCatalog(
+        titles={"a": "Rose face oil", "b": "Clay mask"},
+        attributes={"a": "brand: Flora"},
+        descriptions={"a": "A light oil for dry skin."},
+    )
     msgs = explainer_messages([("a", True), ("b", False)], catalog, "beauty", 40)
     assert TEMPLATE_VERSION == "recpie-explainer-v1"
     assert [m["role"] for m in msgs] == ["system", "user"]
@@ -41,7 +45,9 @@ def test_prompt_is_versioned_and_pinned():
     from rrlib.prompts.teacher import DOMAINS
 
     for domain in DOMAINS:  # every domain renders (the smoke's instruments once raised a KeyError)
-        assert "You are a recommender system for" in explainer_messages([("a", True)], catalog, domain, 40)[0]["content"]
+        assert (
+            "You are a recommender system for" in explainer_messages([("a", True)], catalog, domain, 40)[0]["content"]
+        )
 
 
 def test_the_evaluated_users_are_explained_first():
@@ -52,8 +58,9 @@ def test_the_evaluated_users_are_explained_first():
     picked = explainer_inputs(inter, _catalog(items), "beauty", s, with_description=False, first=first).users
     assert set(first) <= set(picked) and len(picked) == 10
     few = RLSettings(n_users=4, reward_targets=2, explain_history=3, seed=4)
-    assert set(explainer_inputs(inter, _catalog(items), "beauty", few, with_description=False, first=first).users) \
-        < set(first)
+    assert set(
+        explainer_inputs(inter, _catalog(items), "beauty", few, with_description=False, first=first).users
+    ) < set(first)
 
 
 def test_explainer_sees_only_interactions_before_the_reward_targets():
@@ -68,7 +75,7 @@ def test_explainer_sees_only_interactions_before_the_reward_targets():
         assert inputs.available_from[u] == end
         text = inputs.messages[u][1]["content"]
         shown = [i for i in seq["item_id"] if f'"{items[i]}"' in text]
-        assert shown == seq["item_id"].iloc[end - 3:end].tolist()  # the 3 steps right before the reward targets
+        assert shown == seq["item_id"].iloc[end - 3 : end].tolist()  # the 3 steps right before the reward targets
     with pytest.raises(ParamError, match="fuses no user text"):
         RLSettings(recommender="recpie_item_text")
 
@@ -81,8 +88,12 @@ def test_reward_function_is_the_recommenders_gain():
     avail = {u: users[u].available_from for u in ids}
     reward = make_reward(fitted, avail, enc)
     texts = [users[u].text for u in ids[:3]] + ["   "]
-    got = reward(prompts=[None] * 4, completions=[[{"role": "assistant", "content": t}] for t in texts],
-                 user_id=ids, trainer_state=None)
+    got = reward(
+        prompts=[None] * 4,
+        completions=[[{"role": "assistant", "content": t}] for t in texts],
+        user_id=ids,
+        trainer_state=None,
+    )
     expected = explanation_gain(fitted, ids[:3], enc.encode(texts[:3]), avail)
     np.testing.assert_allclose(got[:3], expected, atol=1e-7)
     assert got[3] == 0.0  # a blank explanation adds nothing
@@ -114,8 +125,15 @@ class FakeExplainer:
             raise RuntimeError(f"simulated kill in round {round_no}")
         r = reward(completions=[self.truth[u] for u in inputs.users], user_id=inputs.users)
         self.skill += 1
-        return {"reward_mean": float(np.mean(r)), "reward_std": float(np.std(r)), "kl": 0.01 * round_no,
-                "loss": 0.0, "update_seconds": 0.0, "step_seconds": 0.0, "steps": []}
+        return {
+            "reward_mean": float(np.mean(r)),
+            "reward_std": float(np.std(r)),
+            "kl": 0.01 * round_no,
+            "loss": 0.0,
+            "update_seconds": 0.0,
+            "step_seconds": 0.0,
+            "steps": [],
+        }
 
     def save(self, folder):
         folder.mkdir(parents=True)
@@ -126,8 +144,18 @@ class FakeExplainer:
 def _run(tmp_path, explainer, settings, data):
     inter, ex, users, items = data
     inputs = explainer_inputs(inter, _catalog(items), "beauty", settings, with_description=False)
-    return RLRun(tmp_path / "rl", inter, ex, items, inputs, explainer, FakeEncoder(), settings, SEQ,
-                 explanations_out=tmp_path / "explanations.parquet")
+    return RLRun(
+        tmp_path / "rl",
+        inter,
+        ex,
+        items,
+        inputs,
+        explainer,
+        FakeEncoder(),
+        settings,
+        SEQ,
+        explanations_out=tmp_path / "explanations.parquet",
+    )
 
 
 def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path):
@@ -164,8 +192,14 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
     assert idle.updates == 0 and idle.loads == []
 
     with pytest.raises(TrainingConfigMismatch, match="settings"):
-        run_recpie_rl(_run(tmp_path, FakeExplainer(truth), RLSettings(rounds=3, n_users=0, reward_targets=2,
-                                                                      explain_history=4, seed=1, kl_beta=0.5), data))
+        run_recpie_rl(
+            _run(
+                tmp_path,
+                FakeExplainer(truth),
+                RLSettings(rounds=3, n_users=0, reward_targets=2, explain_history=4, seed=1, kl_beta=0.5),
+                data,
+            )
+        )
 
 
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"  # as tests/test_finetune.py
@@ -181,8 +215,19 @@ def test_one_grpo_round_on_cpu(tmp_path):
     inter, ex, users, items = text_task(n_users=30, seed=5)
     short = {i: f"{'dry' if 'dry' in t else 'oily'} skin cream" for i, t in items.items()}
     cfg = Config.full({"CACHE_DIR": str(SHARED_CACHE), "SEED": 3})
-    settings = RLSettings(rounds=1, steps=1, prompts_per_step=1, num_generations=2, max_completion_tokens=8,
-                          n_users=2, reward_targets=2, explain_history=2, words=10, seed=3, learning_rate=1e-4)
+    settings = RLSettings(
+        rounds=1,
+        steps=1,
+        prompts_per_step=1,
+        num_generations=2,
+        max_completion_tokens=8,
+        n_users=2,
+        reward_targets=2,
+        explain_history=2,
+        words=10,
+        seed=3,
+        learning_rate=1e-4,
+    )
     inputs = explainer_inputs(inter, _catalog(short), "beauty", settings, with_description=False)
     run = RLRun(tmp_path / "rl", inter, ex, short, inputs, GRPOExplainer(cfg, settings), FakeEncoder(), settings, SEQ)
     log = run_recpie_rl(run)
@@ -213,12 +258,26 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     truth = {u: t.text for u, t in users.items()}
     paths = RunPaths.of(tmp_path / "run")
     pd.DataFrame({"item_id": list(items), "description": list(items.values()), "status": "ok"}).to_parquet(
-        paths.item_descriptions)
-    tables = SimpleNamespace(interactions=inter, examples=ex, users=pd.DataFrame({"user_id": list(users)}),
-                             items=pd.DataFrame({"item_id": list(items), "title": list(items)}))
-    cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_RL_ROUNDS": 2, "RECPIE_RL_USERS": 0, "RECPIE_EPOCHS": 4,
-                       "RECPIE_PATIENCE": 2, "RECPIE_HIDDEN": 16, "RECPIE_EXPLAIN_HISTORY": 4,
-                       "EVAL_METHODS": ["user_like_rate", "recpie_rl"]})
+        paths.item_descriptions
+    )
+    tables = SimpleNamespace(
+        interactions=inter,
+        examples=ex,
+        users=pd.DataFrame({"user_id": list(users)}),
+        items=pd.DataFrame({"item_id": list(items), "title": list(items)}),
+    )
+    cfg = Config.full(
+        {
+            "RUN_DIR": str(paths.root),
+            "RECPIE_RL_ROUNDS": 2,
+            "RECPIE_RL_USERS": 0,
+            "RECPIE_EPOCHS": 4,
+            "RECPIE_PATIENCE": 2,
+            "RECPIE_HIDDEN": 16,
+            "RECPIE_EXPLAIN_HISTORY": 4,
+            "EVAL_METHODS": ["user_like_rate", "recpie_rl"],
+        }
+    )
     assert needs_rl(cfg) and not needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"]}))
     assert needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"], "RECPIE_USER_TEXT": "explanations"}))
 
@@ -256,8 +315,10 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
         score_shift_summary,
     )
 
-    write_prompts(rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
-                  paths.recpie_prompts)
+    write_prompts(
+        rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
+        paths.recpie_prompts,
+    )
     known = explainer_known_texts(pd.read_parquet(paths.recpie_prompts), test)
     assert set(known) == set(test["example_id"]) and all("Recent" in t or t for t in known.values())
     quality = explanation_quality(rows, known)
@@ -267,7 +328,8 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert len(comp.sheet) == 5 and set(comp.key["method_2"]) == {"recpie_rl_round0"}
     assert "recpie_rl" not in comp.sheet.to_csv()  # blind
     vague = (comp.sheet["explanation_a"] == "likes skincare products").astype(int) + (
-        comp.sheet["explanation_b"] == "likes skincare products")
+        comp.sheet["explanation_b"] == "likes skincare products"
+    )
     assert (vague == 1).all()  # one side is round 0's vague text, the other the tuned one
     files = export_human_eval(comp, paths.evaluate / "human_eval_recpie")
     assert files["sheet_csv"].is_file()
@@ -279,4 +341,7 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert summary.loc[0, "logloss_with"] < summary.loc[0, "logloss_without"]  # true texts help on test too
     top = largest_shifts(shift, "recpie_rl", n=3)
     assert len(top) == 3 and top["delta"].abs().is_monotonic_decreasing and top["user_text"].str.len().gt(0).all()
-    assert plot_score_shift(shift, "recpie_rl", paths.inspect / "shift.png").axes and (paths.inspect / "shift.png").is_file()
+    assert (
+        plot_score_shift(shift, "recpie_rl", paths.inspect / "shift.png").axes
+        and (paths.inspect / "shift.png").is_file()
+    )

@@ -1,4 +1,5 @@
 """The pipeline runner (rrlib.run, python -m rrlib) on tiny fake notebooks in a tmp folder."""
+
 from __future__ import annotations
 
 import json
@@ -13,12 +14,16 @@ from rrlib.config.params import ParamError
 from rrlib.workbook import runner as run
 
 KERNELSPEC = {"name": "rrlib", "display_name": "Python (rrlib)", "language": "python"}
-COMMON = ('DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
-          'RUN_DIR = "outputs/dev"  # run folder\nCACHE_DIR = "outputs/cache"  # cache\nSEED = 42  # seed\n')
-HEADER = ("from pathlib import Path\nfrom rrlib.config.paths import RunPaths, resolve_path\n"
-          "from rrlib.config.provenance import write_results\n"
-          "from rrlib.config.params import from_namespace\nPARAMS = from_namespace(globals())\n"
-          "paths = RunPaths.of(resolve_path(RUN_DIR))")
+COMMON = (
+    'DATASET = "embedded_beauty"  # dataset\nDATA_DIR = ""  # raw files\n'
+    'RUN_DIR = "outputs/dev"  # run folder\nCACHE_DIR = "outputs/cache"  # cache\nSEED = 42  # seed\n'
+)
+HEADER = (
+    "from pathlib import Path\nfrom rrlib.config.paths import RunPaths, resolve_path\n"
+    "from rrlib.config.provenance import write_results\n"
+    "from rrlib.config.params import from_namespace\nPARAMS = from_namespace(globals())\n"
+    "paths = RunPaths.of(resolve_path(RUN_DIR))"
+)
 
 
 def write_notebook(path: Path, params: str, *cells: str) -> Path:
@@ -37,25 +42,35 @@ def fake_pipeline(tmp_path):
     """Three notebooks: 01 writes a table, 02 fails unless RUN_DIR/go exists, 03 records tokens."""
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    write_notebook(nbs / "01_first.ipynb", "N_TEST = 600  # test examples\n",
-                   "import pandas as pd\npd.DataFrame({'x': [1, 2, N_TEST]}).to_parquet(paths.interactions)",
-                   "write_results(paths, '01_first', {'rows': 3}, PARAMS)")
-    write_notebook(nbs / "02_second.ipynb", "TEACHER_BATCH_SIZE = 64  # batch\n",
-                   "marker = 1  # a first cell that works",
-                   "# the cell that fails until RUN_DIR/go exists\ngate = Path(RUN_DIR, 'go')\n"
-                   "if not gate.exists():\n    raise RuntimeError('gate closed')",
-                   "write_results(paths, '02_second', {'generation': {'profiles': {'prompt_tokens': 10, "
-                   "'completion_tokens': 5, 'cached': 1, 'generated': 2}, 'descriptions': {'prompt_tokens': 1, "
-                   "'completion_tokens': 1}}, 'model_identities': {'teacher': {'name': 'fake-teacher'}}}, PARAMS)")
-    write_notebook(nbs / "03_third.ipynb", "N_SHOWCASE = 12  # shown\n",
-                   "Path(paths.inspect, 'report.html').write_text('<html></html>')",
-                   "write_results(paths, '03_third', {'generation': {'completion_tokens': 7}}, PARAMS)")
+    write_notebook(
+        nbs / "01_first.ipynb",
+        "N_TEST = 600  # test examples\n",
+        "import pandas as pd\npd.DataFrame({'x': [1, 2, N_TEST]}).to_parquet(paths.interactions)",
+        "write_results(paths, '01_first', {'rows': 3}, PARAMS)",
+    )
+    write_notebook(
+        nbs / "02_second.ipynb",
+        "TEACHER_BATCH_SIZE = 64  # batch\n",
+        "marker = 1  # a first cell that works",
+        "# the cell that fails until RUN_DIR/go exists\ngate = Path(RUN_DIR, 'go')\n"
+        "if not gate.exists():\n    raise RuntimeError('gate closed')",
+        "write_results(paths, '02_second', {'generation': {'profiles': {'prompt_tokens': 10, "
+        "'completion_tokens': 5, 'cached': 1, 'generated': 2}, 'descriptions': {'prompt_tokens': 1, "
+        "'completion_tokens': 1}}, 'model_identities': {'teacher': {'name': 'fake-teacher'}}}, PARAMS)",
+    )
+    write_notebook(
+        nbs / "03_third.ipynb",
+        "N_SHOWCASE = 12  # shown\n",
+        "Path(paths.inspect, 'report.html').write_text('<html></html>')",
+        "write_results(paths, '03_third', {'generation': {'completion_tokens': 7}}, PARAMS)",
+    )
     return nbs
 
 
 def _plan(nbs, tmp_path, **kw):
-    return run.plan_run(kw.pop("files", ()), kw.pop("overrides", None), notebook_dir=nbs,
-                        outputs_dir=tmp_path / "outputs", **kw)
+    return run.plan_run(
+        kw.pop("files", ()), kw.pop("overrides", None), notebook_dir=nbs, outputs_dir=tmp_path / "outputs", **kw
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,11 +94,24 @@ def test_wrong_type_names_file_and_parameter(fake_pipeline, tmp_path):
 
 
 def test_overrides_are_typed_by_the_schema():
-    got = run.parse_overrides([("N_TEST", "5"), ("LEARNING_RATE", "1e-4"), ("KSHOT_SIZES", "[8, 16]"),
-                               ("GENERATE_REASONING", "false"), ("SHOWCASE_USER", "123"),
-                               ("TRAIN_KSHOTS", "[8]")])
-    assert got == {"N_TEST": 5, "LEARNING_RATE": 1e-4, "KSHOT_SIZES": [8, 16], "GENERATE_REASONING": False,
-                   "SHOWCASE_USER": "123", "TRAIN_KSHOTS": [8]}
+    got = run.parse_overrides(
+        [
+            ("N_TEST", "5"),
+            ("LEARNING_RATE", "1e-4"),
+            ("KSHOT_SIZES", "[8, 16]"),
+            ("GENERATE_REASONING", "false"),
+            ("SHOWCASE_USER", "123"),
+            ("TRAIN_KSHOTS", "[8]"),
+        ]
+    )
+    assert got == {
+        "N_TEST": 5,
+        "LEARNING_RATE": 1e-4,
+        "KSHOT_SIZES": [8, 16],
+        "GENERATE_REASONING": False,
+        "SHOWCASE_USER": "123",
+        "TRAIN_KSHOTS": [8],
+    }
     with pytest.raises(ParamError, match="N_TEST must be an integer"):
         run.parse_overrides([("N_TEST", "five")])
     with pytest.raises(ParamError, match="unknown parameter"):
@@ -107,18 +135,30 @@ def test_each_notebook_gets_only_its_parameters(fake_pipeline, tmp_path):
     assert plan.step_params["01_first"]["N_TEST"] == 3 and "N_SHOWCASE" not in plan.step_params["01_first"]
     assert plan.step_params["03_third"]["N_SHOWCASE"] == 2 and "N_TEST" not in plan.step_params["03_third"]
     assert all(p["RUN_DIR"] == str((tmp_path / "outputs" / "r1").resolve()) for p in plan.step_params.values())
-    assert set(plan.step_params["02_second"]) == {"DATASET", "DATA_DIR", "RUN_DIR", "CACHE_DIR", "SEED",
-                                                 "TEACHER_BATCH_SIZE"}
+    assert set(plan.step_params["02_second"]) == {
+        "DATASET",
+        "DATA_DIR",
+        "RUN_DIR",
+        "CACHE_DIR",
+        "SEED",
+        "TEACHER_BATCH_SIZE",
+    }
     assert plan.kernel in ("rrlib", "python3")
     # a parameter no notebook declares is reported
     plan = _plan(fake_pipeline, tmp_path, overrides={"LORA_R": 4})
     assert any("LORA_R" in w for w in plan.warnings)
 
 
-@pytest.mark.parametrize("text,expected", [
-    (None, ["01_first", "02_second", "03_third"]), ("01,03", ["01_first", "03_third"]),
-    ("3,1", ["01_first", "03_third"]), ("02-03", ["02_second", "03_third"]), ("second", ["02_second"]),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (None, ["01_first", "02_second", "03_third"]),
+        ("01,03", ["01_first", "03_third"]),
+        ("3,1", ["01_first", "03_third"]),
+        ("02-03", ["02_second", "03_third"]),
+        ("second", ["02_second"]),
+    ],
+)
 def test_parse_only(fake_pipeline, text, expected):
     assert run.parse_only(text, list(run.discover_notebooks(fake_pipeline))) == expected
 
@@ -133,6 +173,7 @@ def test_parse_only_errors(fake_pipeline):
 
 def test_default_run_id_and_bad_run_ids():
     import datetime as dt
+
     now = dt.datetime(2025, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     assert run.default_run_id(["params/smoke.yaml"], now) == "smoke-20250102T030405Z"
     assert run.default_run_id(["params/default.yaml", "x/gpu.yaml"], now) == "default_gpu-20250102T030405Z"
@@ -170,8 +211,19 @@ def test_notebook_without_run_dir_is_rejected(tmp_path):
 @pytest.mark.slow
 def test_failure_names_cell_keeps_partial_notebook_and_resume_continues(fake_pipeline, tmp_path, capsys):
     outputs = tmp_path / "outputs"
-    args = ["run", "--notebooks", str(fake_pipeline), "--outputs", str(outputs), "--run-id", "r",
-            "-p", "N_TEST", "9", "--no-progress"]
+    args = [
+        "run",
+        "--notebooks",
+        str(fake_pipeline),
+        "--outputs",
+        str(outputs),
+        "--run-id",
+        "r",
+        "-p",
+        "N_TEST",
+        "9",
+        "--no-progress",
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "notebook 02_second failed in cell" in err and "`gate = Path(RUN_DIR, 'go')`" in err
@@ -191,26 +243,44 @@ def test_failure_names_cell_keeps_partial_notebook_and_resume_continues(fake_pip
 
     # resuming with a parameter that changes results is refused; a harmless one is accepted
     with pytest.raises(run.RunError, match="N_TEST: recorded 9, now 10"):
-        run.plan_run([], {"N_TEST": 10}, run_id="r", resume=True, notebook_dir=fake_pipeline,
-                     outputs_dir=outputs)
+        run.plan_run([], {"N_TEST": 10}, run_id="r", resume=True, notebook_dir=fake_pipeline, outputs_dir=outputs)
     first_01 = (run_dir / "notebooks" / "01_first.ipynb").stat().st_mtime_ns
     (run_dir / "go").write_text("")
     assert main(args + ["--resume", "-p", "TEACHER_BATCH_SIZE", "8"]) == 0
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed"
-    assert [a["ran"] for a in manifest["attempts"]] == [["01_first", "02_second", "03_third"],
-                                                        ["02_second", "03_third"]]
+    assert [a["ran"] for a in manifest["attempts"]] == [
+        ["01_first", "02_second", "03_third"],
+        ["02_second", "03_third"],
+    ]
     assert manifest["attempts"][1]["changed_params"] == {"TEACHER_BATCH_SIZE": {"recorded": 64, "now": 8}}
     assert (run_dir / "notebooks" / "01_first.ipynb").stat().st_mtime_ns == first_01  # reused, not rerun
     assert len(list((run_dir / "results").glob("01_first-*.json"))) == 1
     assert (run_dir / "notebooks" / "02_second.failed-1.ipynb").is_file()  # the failed attempt is kept
     assert manifest["notebooks"]["02_second"]["attempt"] == 2
     injected = nbformat.read(str(run_dir / "notebooks" / "02_second.ipynb"), as_version=4)
-    assert any("TEACHER_BATCH_SIZE = 8" in c.source for c in injected.cells
-               if "injected-parameters" in c.metadata.get("tags", []))
+    assert any(
+        "TEACHER_BATCH_SIZE = 8" in c.source
+        for c in injected.cells
+        if "injected-parameters" in c.metadata.get("tags", [])
+    )
     # nothing left to do: a further resume runs nothing and keeps everything
-    assert main(["run", "--notebooks", str(fake_pipeline), "--outputs", str(outputs), "--run-id", "r",
-                 "--resume", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--notebooks",
+                str(fake_pipeline),
+                "--outputs",
+                str(outputs),
+                "--run-id",
+                "r",
+                "--resume",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "nothing to run" in capsys.readouterr().out
 
 
@@ -218,8 +288,16 @@ def test_failure_names_cell_keeps_partial_notebook_and_resume_continues(fake_pip
 def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     outputs = tmp_path / "outputs"
     logs: list[str] = []
-    run.run_pipeline([], {"N_TEST": 4}, run_id="m", only="01", notebook_dir=fake_pipeline,
-                     outputs_dir=outputs, log=logs.append, progress_bar=False)
+    run.run_pipeline(
+        [],
+        {"N_TEST": 4},
+        run_id="m",
+        only="01",
+        notebook_dir=fake_pipeline,
+        outputs_dir=outputs,
+        log=logs.append,
+        progress_bar=False,
+    )
     run_dir = outputs / "m"
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "incomplete"
@@ -233,8 +311,17 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     assert kept.selected == ["01_first"] and kept.to_run == []
     # ... unless --only is given again
     start = time.time()
-    manifest = run.run_pipeline([], None, run_id="m", resume=True, only="01-03", notebook_dir=fake_pipeline,
-                                outputs_dir=outputs, log=logs.append, progress_bar=False)
+    manifest = run.run_pipeline(
+        [],
+        None,
+        run_id="m",
+        resume=True,
+        only="01-03",
+        notebook_dir=fake_pipeline,
+        outputs_dir=outputs,
+        log=logs.append,
+        progress_bar=False,
+    )
     assert time.time() - start < 120
     assert manifest["status"] == "completed"
     assert manifest["params"]["N_TEST"] == 4  # the recorded parameters were reused
@@ -243,8 +330,13 @@ def test_only_then_resume_and_manifest_contents(fake_pipeline, tmp_path):
     assert set(manifest["git"]) == {"commit", "dirty"}
     assert manifest["environment"]["packages"]["papermill"]
     nb2 = manifest["notebooks"]["02_second"]
-    assert nb2["tokens"] == {"prompt_tokens": 11, "completion_tokens": 6, "cached": 1, "generated": 2,
-                             "total_tokens": 17}
+    assert nb2["tokens"] == {
+        "prompt_tokens": 11,
+        "completion_tokens": 6,
+        "cached": 1,
+        "generated": 2,
+        "total_tokens": 17,
+    }
     assert manifest["notebooks"]["03_third"]["tokens"] == {"completion_tokens": 7, "total_tokens": 7}
     assert nb2["results_file"].startswith("results/02_second-")
     for rec in manifest["notebooks"].values():
@@ -270,8 +362,10 @@ def test_status_and_params_commands(fake_pipeline, tmp_path, capsys):
     assert "SHOWCASE_FILTER" in out and "default" in out
     assert main(["params", "--yaml"]) == 0
     import yaml
+
     listed = yaml.safe_load(capsys.readouterr().out)
     from rrlib.config.params import defaults
+
     assert listed == defaults()
 
 
@@ -294,8 +388,10 @@ def test_resume_keeps_the_only_selection_unless_given_again(fake_pipeline, tmp_p
     assert manifest["selected"] == ["03_third"]
 
 
-SLEEPER = ("Path(RUN_DIR, 'started').write_text(str(__import__('os').getpid()))\n"
-           "import time\nwhile not Path(RUN_DIR, 'go').exists():\n    time.sleep(0.2)")
+SLEEPER = (
+    "Path(RUN_DIR, 'started').write_text(str(__import__('os').getpid()))\n"
+    "import time\nwhile not Path(RUN_DIR, 'go').exists():\n    time.sleep(0.2)"
+)
 
 
 @pytest.mark.slow
@@ -309,17 +405,38 @@ def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys, mo
 
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    write_notebook(nbs / "01_sleepy.ipynb", "", "import os\nprint('key', os.environ['OPENAI_API_KEY'])", SLEEPER,
-                   "write_results(paths, '01_sleepy', {'rows': 1}, PARAMS)")
+    write_notebook(
+        nbs / "01_sleepy.ipynb",
+        "",
+        "import os\nprint('key', os.environ['OPENAI_API_KEY'])",
+        SLEEPER,
+        "write_results(paths, '01_sleepy', {'rows': 1}, PARAMS)",
+    )
     write_notebook(nbs / "02_after.ipynb", "", "write_results(paths, '02_after', {'rows': 2}, PARAMS)")
     outputs = tmp_path / "outputs"
     run_dir = outputs / "k9"
     secret = "sk-KILLCANARY-quxzywvtsrponm"
     monkeypatch.setenv("OPENAI_API_KEY", secret)  # printed by the notebook before the runner is killed
     env = dict(os.environ, PYTHONPATH=str(Path(run.__file__).resolve().parents[2]))
-    proc = subprocess.Popen([sys.executable, "-m", "rrlib", "run", "--notebooks", str(nbs), "--outputs", str(outputs),
-                             "--run-id", "k9", "--no-progress"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rrlib",
+            "run",
+            "--notebooks",
+            str(nbs),
+            "--outputs",
+            str(outputs),
+            "--run-id",
+            "k9",
+            "--no-progress",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     kernels: list[psutil.Process] = []
     try:
         deadline = time.time() + 180
@@ -347,11 +464,15 @@ def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys, mo
     assert f"run k9: interrupted (the manifest says running, but runner process {proc.pid} is gone)" in out
     assert "01_sleepy                  interrupted" in out
     (run_dir / "go").write_text("")
-    assert main(["run", "--notebooks", str(nbs), "--outputs", str(outputs), "--run-id", "k9", "--resume",
-                 "--no-progress"]) == 0
+    assert (
+        main(["run", "--notebooks", str(nbs), "--outputs", str(outputs), "--run-id", "k9", "--resume", "--no-progress"])
+        == 0
+    )
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["status"] == "completed" and [a["ran"] for a in manifest["attempts"]] == [
-        ["01_sleepy", "02_after"], ["01_sleepy", "02_after"]]
+        ["01_sleepy", "02_after"],
+        ["01_sleepy", "02_after"],
+    ]
     killed = run_dir / "notebooks" / "01_sleepy.failed-1.ipynb"  # the killed attempt is kept, and scrubbed
     assert "key ***" in killed.read_text() and "KILLCANARY" not in killed.read_text()
     assert not [p for p in run_dir.rglob("*") if p.is_file() and "KILLCANARY" in p.read_text(errors="replace")]

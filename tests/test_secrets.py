@@ -1,5 +1,6 @@
 """Issue 11, secrets: a server that echoes the API key back in every kind of reply leaves no
 trace of it in errors, tracebacks, the generation cache, the run folder or the console."""
+
 from __future__ import annotations
 
 import json
@@ -23,7 +24,7 @@ KEY_ENV = "RRLIB_TEST_ECHO_KEY"
 
 def leaks(text: str, secret: str = SECRET) -> list[str]:
     """The 6-character windows of the secret found in ``text`` (a cut key leaks in part)."""
-    return sorted({secret[i:i + 6] for i in range(len(secret) - 5) if secret[i:i + 6] in text})
+    return sorted({secret[i : i + 6] for i in range(len(secret) - 5) if secret[i : i + 6] in text})
 
 
 class EchoServer(LoopbackServer):
@@ -77,25 +78,40 @@ class EchoServer(LoopbackServer):
                 if mode == "5xx_text":
                     return self._send(502, f"bad gateway for {auth}".encode(), "text/plain")
                 if mode == "content":
-                    return self._json(200, {"model": f"m {auth}", "choices": [
-                        {"message": {"role": "assistant", "content": f"your key is {auth}"},
-                         "finish_reason": "stop"}]})
+                    return self._json(
+                        200,
+                        {
+                            "model": f"m {auth}",
+                            "choices": [
+                                {
+                                    "message": {"role": "assistant", "content": f"your key is {auth}"},
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                        },
+                    )
                 raise AssertionError(mode)
 
         super().__init__(Handler)
 
 
 def _request(i: int = 0) -> GenerationRequest:
-    return GenerationRequest(({"role": "user", "content": f"Describe product {i}."},),
-                             GenerationSettings(max_new_tokens=8), "t", "1", tag=str(i))
+    return GenerationRequest(
+        ({"role": "user", "content": f"Describe product {i}."},),
+        GenerationSettings(max_new_tokens=8),
+        "t",
+        "1",
+        tag=str(i),
+    )
 
 
 def _everything_under(folder: Path) -> str:
     return "\n".join(p.read_bytes().decode("utf-8", "replace") for p in sorted(folder.rglob("*")) if p.is_file())
 
 
-@pytest.mark.parametrize("mode", ["no_choices", "no_choices_long", "not_json", "4xx", "4xx_long", "headers", "5xx",
-                                  "5xx_text", "models"])
+@pytest.mark.parametrize(
+    "mode", ["no_choices", "no_choices_long", "not_json", "4xx", "4xx_long", "headers", "5xx", "5xx_text", "models"]
+)
 def test_every_error_reply_is_masked(mode, tmp_path, monkeypatch):
     monkeypatch.setenv(KEY_ENV, SECRET)
     with EchoServer(mode) as srv:
@@ -138,8 +154,10 @@ def test_mask_secrets_forms_and_patterns(monkeypatch):
     assert mask_secrets("Authorization: Bearer abcdefghijkl") == "Authorization: Bearer ***"
     assert mask_secrets("key sk-abcdefghijklmnopqrst!") == "key ***!"
     # ordinary words survive: short tokens, and 'sk-' inside a word
-    assert mask_secrets("desk-organizer-abcdefghijklmnop, Bearer of news") == \
-        "desk-organizer-abcdefghijklmnop, Bearer of news"
+    assert (
+        mask_secrets("desk-organizer-abcdefghijklmnop, Bearer of news")
+        == "desk-organizer-abcdefghijklmnop, Bearer of news"
+    )
     monkeypatch.setenv(KEY_ENV, "ollama")  # dummy keys of local servers are too short to be secrets
     assert mask_secrets("served by ollama", env_names=[KEY_ENV]) == "served by ollama"
 
@@ -157,8 +175,10 @@ def _notebook(path: Path, params: str, *cells: str) -> None:
     nbformat.write(nb, str(path))
 
 
-PARAMS_CELL = ('DATASET = "embedded_beauty"  # d\nRUN_DIR = "outputs/dev"  # r\nCACHE_DIR = "outputs/cache"  # c\n'
-               'SERVER_URL = "http://127.0.0.1:8080/v1"  # u\nSERVER_API_KEY_ENV = "OPENAI_API_KEY"  # k\n')
+PARAMS_CELL = (
+    'DATASET = "embedded_beauty"  # d\nRUN_DIR = "outputs/dev"  # r\nCACHE_DIR = "outputs/cache"  # c\n'
+    'SERVER_URL = "http://127.0.0.1:8080/v1"  # u\nSERVER_API_KEY_ENV = "OPENAI_API_KEY"  # k\n'
+)
 
 
 @pytest.mark.slow
@@ -166,19 +186,41 @@ def test_a_run_whose_server_echoes_the_key_keeps_it_out_of_the_run_folder(tmp_pa
     monkeypatch.setenv(KEY_ENV, SECRET)
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "01_leaky.ipynb", PARAMS_CELL,
-              "import os, traceback\nfrom pathlib import Path\nprint('the key is', os.environ[SERVER_API_KEY_ENV])",
-              "from rrlib.llm import CachedGenerator, GenerationRequest, GenerationSettings, ServerBackend\n"
-              "be = ServerBackend(SERVER_URL, 'fake-model', api_key_env=SERVER_API_KEY_ENV, retries=0)\n"
-              "req = GenerationRequest(({'role': 'user', 'content': 'hi'},), GenerationSettings(), 't', '1')\n"
-              "try:\n    CachedGenerator(be, CACHE_DIR, progress=False).generate([req])\n"
-              "except Exception as e:  # what the kernel itself saw\n"
-              "    Path(RUN_DIR, 'seen.txt').write_text(''.join(traceback.format_exception(e)))\n    raise")
+    _notebook(
+        nbs / "01_leaky.ipynb",
+        PARAMS_CELL,
+        "import os, traceback\nfrom pathlib import Path\nprint('the key is', os.environ[SERVER_API_KEY_ENV])",
+        "from rrlib.llm import CachedGenerator, GenerationRequest, GenerationSettings, ServerBackend\n"
+        "be = ServerBackend(SERVER_URL, 'fake-model', api_key_env=SERVER_API_KEY_ENV, retries=0)\n"
+        "req = GenerationRequest(({'role': 'user', 'content': 'hi'},), GenerationSettings(), 't', '1')\n"
+        "try:\n    CachedGenerator(be, CACHE_DIR, progress=False).generate([req])\n"
+        "except Exception as e:  # what the kernel itself saw\n"
+        "    Path(RUN_DIR, 'seen.txt').write_text(''.join(traceback.format_exception(e)))\n    raise",
+    )
     outputs = tmp_path / "outputs"
     with EchoServer("no_choices") as srv:
-        rc = main(["run", "--notebooks", str(nbs), "--outputs", str(outputs), "--run-id", "leak", "--no-progress",
-                   "--log-output", "-p", "SERVER_URL", srv.url, "-p", "SERVER_API_KEY_ENV", KEY_ENV,
-                   "-p", "CACHE_DIR", str(tmp_path / "cache")])
+        rc = main(
+            [
+                "run",
+                "--notebooks",
+                str(nbs),
+                "--outputs",
+                str(outputs),
+                "--run-id",
+                "leak",
+                "--no-progress",
+                "--log-output",
+                "-p",
+                "SERVER_URL",
+                srv.url,
+                "-p",
+                "SERVER_API_KEY_ENV",
+                KEY_ENV,
+                "-p",
+                "CACHE_DIR",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert rc == 1
     captured = capsys.readouterr()
     run_dir = outputs / "leak"
@@ -198,12 +240,22 @@ def test_runner_masks_a_key_that_a_notebook_raises_itself(tmp_path, monkeypatch,
     monkeypatch.setenv(KEY_ENV, SECRET)
     nbs = tmp_path / "notebooks"
     nbs.mkdir()
-    _notebook(nbs / "01_raw.ipynb", PARAMS_CELL,
-              "import os\nraise RuntimeError(f'login failed for {os.environ[SERVER_API_KEY_ENV]}')")
+    _notebook(
+        nbs / "01_raw.ipynb",
+        PARAMS_CELL,
+        "import os\nraise RuntimeError(f'login failed for {os.environ[SERVER_API_KEY_ENV]}')",
+    )
     outputs = tmp_path / "outputs"
     with pytest.raises(run.NotebookFailed) as err:
-        run.run_pipeline([], {"SERVER_API_KEY_ENV": KEY_ENV}, run_id="raw", notebook_dir=nbs, outputs_dir=outputs,
-                         log=print, progress_bar=False)
+        run.run_pipeline(
+            [],
+            {"SERVER_API_KEY_ENV": KEY_ENV},
+            run_id="raw",
+            notebook_dir=nbs,
+            outputs_dir=outputs,
+            log=print,
+            progress_bar=False,
+        )
     assert "RuntimeError: login failed for ***" in str(err.value)
     run_dir = outputs / "raw"
     manifest = json.loads((run_dir / "manifest.json").read_text())

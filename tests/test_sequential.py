@@ -1,6 +1,7 @@
 """SASRec and Caser: learn a synthetic like/dislike rule whose answer is known, are
 reproducible with a seed, never see valid/test targets in training, and run on the embedded
 dataset prepared by notebook 01's code."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,17 +23,36 @@ def group_task(n_users: int = 200, n_items: int = 40, seed: int = 0, noise: floa
         for p in range(int(rng.integers(8, 16))):
             item = int(rng.integers(n_items))
             liked = bool((item % 2 == pref) ^ (rng.random() < noise))
-            rows.append(dict(user_id=f"u{u}", item_id=f"i{item}", rating=5.0 if liked else 1.0,
-                             timestamp=1000 + p, liked=liked, position=p, review_text="", summary=""))
+            rows.append(
+                dict(
+                    user_id=f"u{u}",
+                    item_id=f"i{item}",
+                    rating=5.0 if liked else 1.0,
+                    timestamp=1000 + p,
+                    liked=liked,
+                    position=p,
+                    review_text="",
+                    summary="",
+                )
+            )
     inter = pd.DataFrame(rows)
     ex = []
     for u, g in inter.groupby("user_id", sort=False):
         items, liked = g["item_id"].tolist(), g["liked"].tolist()
         for split, off in (("train", 3), ("valid", 2), ("test", 1)):
             p = len(items) - off
-            ex.append(dict(example_id=f"{split}:{u}", split=split, user_id=u, target_item_id=items[p],
-                           label=int(liked[p]), history_item_ids=items[max(0, p - 10):p],
-                           history_liked=liked[max(0, p - 10):p], sample_rank=0))
+            ex.append(
+                dict(
+                    example_id=f"{split}:{u}",
+                    split=split,
+                    user_id=u,
+                    target_item_id=items[p],
+                    label=int(liked[p]),
+                    history_item_ids=items[max(0, p - 10) : p],
+                    history_liked=liked[max(0, p - 10) : p],
+                    sample_rank=0,
+                )
+            )
     return inter, pd.DataFrame(ex)
 
 
@@ -58,7 +78,7 @@ def test_training_targets_stop_before_the_valid_target():
     n_train = sum(max(len(s) - 2, 0) - 1 for s in data.sequences.values())
     assert len(data.training_targets()) == n_train
     # items that occur only as valid/test targets get the "unseen" index, not an embedding
-    train_items = {i for u, s in data.sequences.items() for i in s["item_id"].iloc[:data.cutoffs[u]]}
+    train_items = {i for u, s in data.sequences.items() for i in s["item_id"].iloc[: data.cutoffs[u]]}
     assert set(data.item_index) == train_items
     test = ex[ex["split"] == "test"]
     batch = data.example_targets(test)
@@ -82,9 +102,9 @@ def test_reproducible_with_a_seed():
 
 @pytest.mark.slow
 def test_runs_on_the_embedded_dataset(tmp_path):
+    from rrlib.config.params import Config, load_params
     from rrlib.config.paths import RunPaths
     from rrlib.data import eval_subset, load_tables, prepare
-    from rrlib.config.params import Config, load_params
 
     # the shipped default dataset (ml-latest-small), on a user slice so SASRec trains in seconds
     params = load_params([], {"DATASET": "ml_latest_small", "MAX_USERS": 25, "N_TEST": 25})
@@ -93,8 +113,14 @@ def test_runs_on_the_embedded_dataset(tmp_path):
     tables = load_tables(paths)
     test = eval_subset(tables.examples, "test", params["N_TEST"])
     for model in ("sasrec", "caser"):
-        rows, info = train_sequential(model, tables.interactions, tables.examples, test,
-                                      SeqConfig.from_config(Config.full(params), epochs=5), progress=False)
+        rows, info = train_sequential(
+            model,
+            tables.interactions,
+            tables.examples,
+            test,
+            SeqConfig.from_config(Config.full(params), epochs=5),
+            progress=False,
+        )
         assert len(rows) == len(test) and rows["p_yes"].between(0, 1).all()
         assert rows["p_yes"].nunique() > 1
         assert info["n_train_targets"] > 100 and info["epochs_run"] <= 5

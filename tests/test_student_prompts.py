@@ -1,6 +1,7 @@
 """Student prompt templates: what each method shows (as the registry says), every item with its
 title and attributes, the prediction-first completion, the answer parser, and graceful handling
 of missing profiles/descriptions."""
+
 import hashlib
 
 import pandas as pd
@@ -15,22 +16,36 @@ from rrlib.prompts.student import NO_PROFILE_TEXT, PromptContext, build_messages
 
 LLM_METHODS = names(kind=("finetuned_llm", "zeroshot_llm"), task="like")  # rating prompts: test_exp3rt_enrich
 
-DESCRIPTIONS = {"i1": "Lavender shampoo that leaves hair soft; some find the scent too strong.",
-                "i2": "Cheap plastic comb, teeth snap easily.",
-                "i3": "Rich argan oil hair mask, deeply moisturising, pricey."}
+DESCRIPTIONS = {
+    "i1": "Lavender shampoo that leaves hair soft; some find the scent too strong.",
+    "i2": "Cheap plastic comb, teeth snap easily.",
+    "i3": "Rich argan oil hair mask, deeply moisturising, pricey.",
+}
 TITLES = {"i1": "Lavender Shampoo", "i2": "Pocket Comb", "i3": "Argan Hair Mask"}
 PROFILE = "Cares about natural hair-care ingredients and dislikes flimsy accessories."
 ATTRIBUTES = {"i1": "brand: Meadow; price: $8.00", "i3": "brand: Atlas; price: $24.00"}
 
 
 def _example(user="u1", history=("i1", "i2"), liked=(True, False), target="i3", label=1):
-    return pd.Series({"example_id": f"test:{user}", "split": "test", "user_id": user, "target_item_id": target,
-                      "label": label, "history_item_ids": list(history), "history_liked": list(liked)})
+    return pd.Series(
+        {
+            "example_id": f"test:{user}",
+            "split": "test",
+            "user_id": user,
+            "target_item_id": target,
+            "label": label,
+            "history_item_ids": list(history),
+            "history_liked": list(liked),
+        }
+    )
 
 
 def _ctx(descriptions=None, profiles=None, domain="beauty", attributes=None):
-    catalog = ItemCatalog(titles=TITLES, attributes=ATTRIBUTES if attributes is None else attributes,
-                          descriptions=DESCRIPTIONS if descriptions is None else descriptions)
+    catalog = ItemCatalog(
+        titles=TITLES,
+        attributes=ATTRIBUTES if attributes is None else attributes,
+        descriptions=DESCRIPTIONS if descriptions is None else descriptions,
+    )
     return PromptContext(catalog=catalog, profiles={"u1": PROFILE} if profiles is None else profiles, domain=domain)
 
 
@@ -108,10 +123,17 @@ def test_empty_history_is_rendered():
 
 def test_from_tables_drops_unusable_enrichment():
     items = pd.DataFrame({"item_id": ["i1", "i2"], "title": ["A", "B"]})
-    desc = pd.DataFrame({"item_id": ["i1", "i2"], "description": ["good text", "junk junk junk"],
-                         "status": ["ok", "repetitive"]})
-    prof = pd.DataFrame({"user_id": ["u1", "u2"], "profile": ["likes A", ""], "source": ["generated", "no_history"],
-                         "status": ["ok", "no_history"]})
+    desc = pd.DataFrame(
+        {"item_id": ["i1", "i2"], "description": ["good text", "junk junk junk"], "status": ["ok", "repetitive"]}
+    )
+    prof = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "profile": ["likes A", ""],
+            "source": ["generated", "no_history"],
+            "status": ["ok", "no_history"],
+        }
+    )
     ctx = PromptContext.from_tables(items, desc, prof, domain="beauty")
     assert ctx.catalog.descriptions == {"i1": "good text"}
     assert ctx.profile("u2") == NO_PROFILE_TEXT and ctx.profile("u1") == "likes A"
@@ -129,8 +151,10 @@ def test_history_length_mismatch_is_an_error():
 
 
 def test_completion_puts_prediction_first():
-    assert completion(1, "  Because she loves argan oil. ", "reasoningrec") == \
-        "Prediction: Yes\nBecause she loves argan oil."
+    assert (
+        completion(1, "  Because she loves argan oil. ", "reasoningrec")
+        == "Prediction: Yes\nBecause she loves argan oil."
+    )
     assert completion(0, "x", "reasoningrec_no_profile").startswith("Prediction: No\n")
     assert completion(1, "ignored", "tallrec") == "Prediction: Yes"
     assert completion(0, "", "zeroshot_vanilla") == "Prediction: No"
@@ -144,15 +168,18 @@ def test_completion_puts_prediction_first():
         completion(1, "x", "nope")
 
 
-@pytest.mark.parametrize("text,label,reasoning,ok", [
-    ("Prediction: Yes\nShe likes argan.", 1, "She likes argan.", True),
-    ("prediction: no. The comb broke.", 0, "The comb broke.", True),
-    ("**Prediction:** Yes", 1, "", True),
-    ("I think yes.", None, "I think yes.", False),
-    ("Prediction: maybe", None, "Prediction: maybe", False),
-    ("", None, "", False),
-    (None, None, "", False),
-])
+@pytest.mark.parametrize(
+    "text,label,reasoning,ok",
+    [
+        ("Prediction: Yes\nShe likes argan.", 1, "She likes argan.", True),
+        ("prediction: no. The comb broke.", 0, "The comb broke.", True),
+        ("**Prediction:** Yes", 1, "", True),
+        ("I think yes.", None, "I think yes.", False),
+        ("Prediction: maybe", None, "Prediction: maybe", False),
+        ("", None, "", False),
+        (None, None, "", False),
+    ],
+)
 def test_parse_output_never_raises(text, label, reasoning, ok):
     parsed = parse_output(text)
     assert (parsed.label, parsed.reasoning, parsed.format_ok) == (label, reasoning, ok)
@@ -160,8 +187,11 @@ def test_parse_output_never_raises(text, label, reasoning, ok):
 
 def test_template_wording_is_pinned_to_its_version():
     # Changing any wording must bump TEMPLATE_VERSION (caches key on it) and update this pin.
-    rendered = "\n---\n".join(_text(build_messages(m, _example(), _ctx(domain=d)))
-                              for m in sorted(LLM_METHODS) for d in ("beauty", "movies", "fashion"))
+    rendered = "\n---\n".join(
+        _text(build_messages(m, _example(), _ctx(domain=d)))
+        for m in sorted(LLM_METHODS)
+        for d in ("beauty", "movies", "fashion")
+    )
     digest = hashlib.sha256(rendered.encode()).hexdigest()[:16]
     assert (student.TEMPLATE_VERSION, digest) == ("student-v2", PINNED_DIGEST)
 

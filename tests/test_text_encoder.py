@@ -1,6 +1,7 @@
 """The offline sentence encoder (shipped all-MiniLM-L6-v2): unit vectors that put similar texts
 close, deterministic, and a durable cache keyed by model identity and text that makes reruns
 free, survives a torn last line, and never mixes vectors of different settings."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,8 +11,13 @@ from rrlib.errors import EmbeddedModelError
 from rrlib.io import JsonlWarning
 from rrlib.llm.encoder import TextEncoder
 
-TEXTS = ["a moisturizing cream for very dry skin", "a rich hydrating cream for dry skin",
-         "a red matte lipstick", "a moisturizing cream for very dry skin", ""]
+TEXTS = [
+    "a moisturizing cream for very dry skin",
+    "a rich hydrating cream for dry skin",
+    "a red matte lipstick",
+    "a moisturizing cream for very dry skin",
+    "",
+]
 
 
 @pytest.fixture(scope="module")

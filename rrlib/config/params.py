@@ -14,6 +14,7 @@ annotation gives its type and :func:`param` its default, one-line help, choices 
   field it did not declare raises a :class:`ParamError` that names the parameter, instead of
   silently using the default.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,9 +22,10 @@ import difflib
 import functools
 import json
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar, Iterable, Mapping
+from typing import Any, ClassVar
 
 import yaml
 
@@ -35,6 +37,7 @@ TYPES = ("str", "int", "float", "bool", "list[int]", "list[float]", "list[str]")
 @dataclass(frozen=True)
 class Param:
     """A parameter as the schema knows it."""
+
     name: str
     type: str
     default: Any
@@ -55,8 +58,9 @@ class _Undeclared:
 UNDECLARED: Any = _Undeclared()
 
 
-def param(default: Any, help: str, *, choices: Iterable | None = None, min: float | None = None,
-          max: float | None = None) -> Any:
+def param(
+    default: Any, help: str, *, choices: Iterable | None = None, min: float | None = None, max: float | None = None
+) -> Any:
     """A schema field: its default, one-line help (it becomes the notebook cell comment), and
     optional choices and inclusive bounds (bounds apply to each element of a list)."""
     meta = {"help": help, "choices": tuple(choices) if choices is not None else None, "min": min, "max": max}
@@ -67,18 +71,30 @@ def param(default: Any, help: str, *, choices: Iterable | None = None, min: floa
 
 class Section:
     """Base of the configuration sections: refuses reads of undeclared fields."""
+
     TITLE: ClassVar[str] = ""
 
     def __getattribute__(self, name: str) -> Any:
         value = object.__getattribute__(self, name)
         if value is UNDECLARED:
-            raise ParamError(f"parameter {name.upper()} is read here but was not declared: add it to the notebook's "
-                             f"parameters cell (or pass it to Config.from_params).")
+            raise ParamError(
+                f"parameter {name.upper()} is read here but was not declared: add it to the notebook's "
+                f"parameters cell (or pass it to Config.from_params)."
+            )
         return value
 
 
-DATASET_NAMES = ("ml_latest_small", "amazon_instruments", "embedded_beauty", "beauty", "fashion", "amazon2018",
-                 "ml1m", "release_beauty", "generic")
+DATASET_NAMES = (
+    "ml_latest_small",
+    "amazon_instruments",
+    "embedded_beauty",
+    "beauty",
+    "fashion",
+    "amazon2018",
+    "ml1m",
+    "release_beauty",
+    "generic",
+)
 
 
 # ---------------------------------------------------------------------------------------
@@ -98,37 +114,69 @@ class CommonConfig(Section):
 class DataConfig(Section):
     TITLE: ClassVar[str] = "data (01)"
     allow_download: bool = param(True, "download a paper dataset into CACHE_DIR when absent and online")
-    domain: str = param("", "prompt domain ('': from DATASET): movies, beauty, fashion, instruments, books",
-                        choices=("", "movies", "beauty", "fashion", "instruments", "books"))
-    amazon_category: str = param("", "DATASET amazon2018: the category, e.g. Musical_Instruments ('': the single "
-                                     "<Category>[_5].json[.gz] in DATA_DIR)")
-    encoding: str = param("utf-8", "text encoding of CSV files read from DATA_DIR: utf-8, latin-1, cp1252, ... or auto "
-                                   "(UTF-8 when valid, else latin-1)")
-    date_order: str = param("auto", "slash dates such as 03/04/2019: auto (from the data; ambiguous columns are "
-                                    "refused), dmy (3 April) or mdy (March 4)", choices=("auto", "dmy", "mdy"))
-    rating_scale: list[float] = param([], "[lowest, highest] valid rating; values outside are refused ([]: the "
-                                          "dataset's own scale; generic: [1, 5])")
+    domain: str = param(
+        "",
+        "prompt domain ('': from DATASET): movies, beauty, fashion, instruments, books",
+        choices=("", "movies", "beauty", "fashion", "instruments", "books"),
+    )
+    amazon_category: str = param(
+        "",
+        "DATASET amazon2018: the category, e.g. Musical_Instruments ('': the single "
+        "<Category>[_5].json[.gz] in DATA_DIR)",
+    )
+    encoding: str = param(
+        "utf-8",
+        "text encoding of CSV files read from DATA_DIR: utf-8, latin-1, cp1252, ... or auto "
+        "(UTF-8 when valid, else latin-1)",
+    )
+    date_order: str = param(
+        "auto",
+        "slash dates such as 03/04/2019: auto (from the data; ambiguous columns are "
+        "refused), dmy (3 April) or mdy (March 4)",
+        choices=("auto", "dmy", "mdy"),
+    )
+    rating_scale: list[float] = param(
+        [], "[lowest, highest] valid rating; values outside are refused ([]: the dataset's own scale; generic: [1, 5])"
+    )
     kcore: int = param(5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3)
     like_threshold: float = param(3.0, "rating > threshold counts as liked (paper: 3)")
     history_len: int = param(5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1)
     profile_items: int = param(15, "m: earliest interactions summarised into the user profile", min=0)
-    collapse_copies: bool = param(True, "one review copied onto several listings (same user, text and rating, "
-                                        "different item ids) becomes one interaction, the earliest")
-    release_windows: str = param("clean", "release_beauty: clean (drop exact duplicate rows and the target's own "
-                                          "item from its window) or as_released (the authors' windows unchanged)",
-                                 choices=("clean", "as_released"))
-    dedup: str = param("keep_last", "duplicate user-item rows: keep_last, keep_first or keep_all",
-                       choices=("keep_last", "keep_first", "keep_all"))
-    tie_order: str = param("file", "order of same-timestamp interactions: file (source order) or item (item id)",
-                           choices=("file", "item"))
+    collapse_copies: bool = param(
+        True,
+        "one review copied onto several listings (same user, text and rating, "
+        "different item ids) becomes one interaction, the earliest",
+    )
+    release_windows: str = param(
+        "clean",
+        "release_beauty: clean (drop exact duplicate rows and the target's own "
+        "item from its window) or as_released (the authors' windows unchanged)",
+        choices=("clean", "as_released"),
+    )
+    dedup: str = param(
+        "keep_last",
+        "duplicate user-item rows: keep_last, keep_first or keep_all",
+        choices=("keep_last", "keep_first", "keep_all"),
+    )
+    tie_order: str = param(
+        "file", "order of same-timestamp interactions: file (source order) or item (item id)", choices=("file", "item")
+    )
     reviews_per_item: int = param(10, "p: reviews sampled per item by Algorithm 1", min=0)
     review_words: int = param(50, "each sampled review is trimmed to this many words", min=1)
     kshot_sizes: list[int] = param([64, 128, 256], "K: training-set sizes (nested)", min=1)
-    kshot_sampling: str = param("stratified", "K-shot sets: stratified (label shares of the train split), balanced "
-                                              "(50/50, ReasoningRec authors) or random (TALLRec authors)",
-                                choices=("stratified", "balanced", "random"))
-    leakage_threshold: float = param(0.01, "notebook 01 stops when a larger share of a split's targets has its item "
-                                           "or an identical review in its own input", min=0, max=1)
+    kshot_sampling: str = param(
+        "stratified",
+        "K-shot sets: stratified (label shares of the train split), balanced "
+        "(50/50, ReasoningRec authors) or random (TALLRec authors)",
+        choices=("stratified", "balanced", "random"),
+    )
+    leakage_threshold: float = param(
+        0.01,
+        "notebook 01 stops when a larger share of a split's targets has its item "
+        "or an identical review in its own input",
+        min=0,
+        max=1,
+    )
     n_valid: int = param(600, "validation examples subsampled (paper: 600; 0: all)", min=0)
     n_test: int = param(600, "test examples subsampled (paper: 600; 0: all)", min=0)
     max_users: int = param(0, "keep only this many users after the k-core, seeded (0: all; for smoke runs)", min=0)
@@ -137,32 +185,50 @@ class DataConfig(Section):
 @dataclass(frozen=True)
 class TeacherConfig(Section):
     TITLE: ClassVar[str] = "teacher LLM (02-05)"
-    teacher_backend: str = param("local", "local (transformers in this process) or server (OpenAI-compatible)",
-                                 choices=("local", "server"))
-    teacher_engine: str = param("auto", "with TEACHER_BACKEND local: transformers (in this process), "
-                                                "llama_server, llama_cpp_python or vllm (a loopback process the "
-                                                "workbook starts and stops; make server / make vllm), or auto (the "
-                                                "fastest installed engine that works here, else transformers)",
-                                choices=("auto", "transformers", "llama_server", "llama_cpp_python", "vllm"))
-    teacher_engine_weights: str = param("f16", "GGUF weights the llama.cpp engines serve: q4_1 (shipped), q8_0, f16 "
-                                               "or bf16 (made once with llama-quantize)",
-                                        choices=("q4_1", "q8_0", "f16", "bf16"))
-    teacher_engine_parallel: int = param(16, "engine requests decoded together (llama-server slots, vLLM "
-                                             "max_num_seqs)", min=1)
-    teacher_engine_threads: int = param(0, "engine CPU threads (0: every core; on a machine shared with other jobs 1 "
-                                           "is faster: llama.cpp threads spin-wait on each other)", min=0)
-    teacher_engine_timeout_s: float = param(900.0, "timeout of one request to a self-started engine, in seconds (it "
-                                                   "shares the CPU with the other slots and any other job)",
-                                            min=1, max=86400)
+    teacher_backend: str = param(
+        "local", "local (transformers in this process) or server (OpenAI-compatible)", choices=("local", "server")
+    )
+    teacher_engine: str = param(
+        "auto",
+        "with TEACHER_BACKEND local: transformers (in this process), "
+        "llama_server, llama_cpp_python or vllm (a loopback process the "
+        "workbook starts and stops; make server / make vllm), or auto (the "
+        "fastest installed engine that works here, else transformers)",
+        choices=("auto", "transformers", "llama_server", "llama_cpp_python", "vllm"),
+    )
+    teacher_engine_weights: str = param(
+        "f16",
+        "GGUF weights the llama.cpp engines serve: q4_1 (shipped), q8_0, f16 or bf16 (made once with llama-quantize)",
+        choices=("q4_1", "q8_0", "f16", "bf16"),
+    )
+    teacher_engine_parallel: int = param(
+        16, "engine requests decoded together (llama-server slots, vLLM max_num_seqs)", min=1
+    )
+    teacher_engine_threads: int = param(
+        0,
+        "engine CPU threads (0: every core; on a machine shared with other jobs 1 "
+        "is faster: llama.cpp threads spin-wait on each other)",
+        min=0,
+    )
+    teacher_engine_timeout_s: float = param(
+        900.0,
+        "timeout of one request to a self-started engine, in seconds (it "
+        "shares the CPU with the other slots and any other job)",
+        min=1,
+        max=86400,
+    )
     teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     teacher_revision: str = param("", "model revision for a hub id ('': default)")
-    teacher_quantization: str = param("none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only",
-                                      choices=("none", "4bit", "8bit"))
-    teacher_dtype: str = param("auto", "auto (bf16 where fast, else fp32), bfloat16, float16 or float32",
-                               choices=("auto", "bfloat16", "float16", "float32"))
+    teacher_quantization: str = param(
+        "none", "none, 4bit (nf4, bf16 compute) or 8bit; CUDA only", choices=("none", "4bit", "8bit")
+    )
+    teacher_dtype: str = param(
+        "auto",
+        "auto (bf16 where fast, else fp32), bfloat16, float16 or float32",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
     teacher_batch_size: int = param(64, "largest generation batch (shrunk for long prompts or on OOM)", min=1)
-    teacher_batch_tokens: int = param(65536, "most (prompt + new) tokens x rows in one local generation batch",
-                                      min=64)
+    teacher_batch_tokens: int = param(65536, "most (prompt + new) tokens x rows in one local generation batch", min=64)
     trust_remote_code: bool = param(False, "allow model repositories to run their own code")
     server_url: str = param("http://127.0.0.1:8080/v1", "base URL of the OpenAI-compatible server")
     server_model: str = param("", "model name the server expects")
@@ -170,8 +236,9 @@ class TeacherConfig(Section):
     server_concurrency: int = param(8, "requests in flight at once", min=1)
     server_timeout_s: float = param(120.0, "timeout of one request in seconds", min=1, max=86400)
     server_retries: int = param(4, "retries with exponential backoff on errors and 5xx", min=0)
-    teacher_repetition_penalty: float = param(1.0, "repetition penalty for the teacher (paper: 1.0, off; small "
-                                                   "models loop without ~1.1)", min=1.0, max=10.0)
+    teacher_repetition_penalty: float = param(
+        1.0, "repetition penalty for the teacher (paper: 1.0, off; small models loop without ~1.1)", min=1.0, max=10.0
+    )
     generation_mode: str = param("paper", "paper (Table 6 temperature/top_p) or greedy", choices=("paper", "greedy"))
     max_output_retries: int = param(2, "re-generations with a new seed for degenerate outputs", min=0)
     max_prompt_tokens: int = param(2048, "longer prompts are truncated by the documented policy", min=128)
@@ -182,42 +249,57 @@ class EnrichConfig(Section):
     TITLE: ClassVar[str] = "enrichment and reasoning (02-05)"
     description_words: int = param(25, "n: words in an item description", min=5)
     descriptions_import: str = param("", "file of existing descriptions keyed by item ('': none)")
-    plot_source: str = param("cinemagoer", "movie plots (ML1M): cinemagoer, csv or none",
-                             choices=("cinemagoer", "csv", "none"))
+    plot_source: str = param(
+        "cinemagoer", "movie plots (ML1M): cinemagoer, csv or none", choices=("cinemagoer", "csv", "none")
+    )
     plots_csv: str = param("", "CSV of movie plots (item_id, plot) when PLOT_SOURCE is csv")
     plot_rate_limit_s: float = param(1.0, "seconds between two IMDb look-ups", min=0)
     profile_words: int = param(100, "q: words in a user profile", min=10)
     profiles_import: str = param("", "file of existing profiles keyed by user ('': none)")
     reasoning_words: int = param(100, "words per reasoning part (profile analysis; target explanation)", min=10)
-    ablation_reasoning: str = param("faithful", "ablations' ground truth: faithful (written by a teacher that sees "
-                                                "only what the ablated student sees) or full (reuse the full reasoning)",
-                                    choices=("faithful", "full"))
-    reference_reasoning: bool = param(True, "also write label-conditioned reasoning for the test subsample, as "
-                                            "BERTScore references only")
-    n_reasoning_test: int = param(0, "test examples whose reasoning is written by the teacher (reference) and by "
-                                     "the student, for BERTScore (0: all N_TEST; AUC always uses all N_TEST)", min=0)
-    enrich_scope: str = param("needed", "needed (items/users of the sampled examples) or all",
-                              choices=("needed", "all"))
+    ablation_reasoning: str = param(
+        "faithful",
+        "ablations' ground truth: faithful (written by a teacher that sees "
+        "only what the ablated student sees) or full (reuse the full reasoning)",
+        choices=("faithful", "full"),
+    )
+    reference_reasoning: bool = param(
+        True, "also write label-conditioned reasoning for the test subsample, as BERTScore references only"
+    )
+    n_reasoning_test: int = param(
+        0,
+        "test examples whose reasoning is written by the teacher (reference) and by "
+        "the student, for BERTScore (0: all N_TEST; AUC always uses all N_TEST)",
+        min=0,
+    )
+    enrich_scope: str = param(
+        "needed", "needed (items/users of the sampled examples) or all", choices=("needed", "all")
+    )
 
 
 @dataclass(frozen=True)
 class Exp3rtConfig(Section):
     TITLE: ClassVar[str] = "EXP3RT: review preferences, profiles, rating prediction and reranking (04-08)"
-    exp3rt_review_words: int = param(80, "each review is trimmed to this many words before preference extraction",
-                                     min=5)
-    exp3rt_reviews_per_user: int = param(8, "most recent allowed reviews per user whose preferences form the user "
-                                            "profile", min=1)
-    exp3rt_reviews_per_item: int = param(5, "Algorithm 1 reviews per item whose preferences form the item profile",
-                                         min=1)
+    exp3rt_review_words: int = param(
+        80, "each review is trimmed to this many words before preference extraction", min=5
+    )
+    exp3rt_reviews_per_user: int = param(
+        8, "most recent allowed reviews per user whose preferences form the user profile", min=1
+    )
+    exp3rt_reviews_per_item: int = param(
+        5, "Algorithm 1 reviews per item whose preferences form the item profile", min=1
+    )
     exp3rt_profile_words: int = param(60, "words in an EXP3RT user or item profile", min=10)
     exp3rt_reasoning_words: int = param(80, "words of the rating reasoning", min=10)
-    exp3rt_multitask: bool = param(False, "the rating student also learns steps 1 and 2 (extraction, profiles), as "
-                                          "the paper distils all three")
+    exp3rt_multitask: bool = param(
+        False, "the rating student also learns steps 1 and 2 (extraction, profiles), as the paper distils all three"
+    )
     rank_candidates: int = param(20, "N: candidates per test user proposed by the retriever for reranking", min=2)
     rank_users: int = param(50, "test users whose candidates are reranked (0: every test user of N_TEST)", min=0)
     rank_k: list[int] = param([5, 10], "cutoffs k of NDCG@k, Recall@k and HitRate@k", min=1)
-    retriever: str = param("bpr_mf", "candidate generator for reranking: bpr_mf or popularity",
-                           choices=("bpr_mf", "popularity"))
+    retriever: str = param(
+        "bpr_mf", "candidate generator for reranking: bpr_mf or popularity", choices=("bpr_mf", "popularity")
+    )
 
 
 @dataclass(frozen=True)
@@ -225,16 +307,23 @@ class StudentConfig(Section):
     TITLE: ClassVar[str] = "student finetuning (06)"
     student_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     student_revision: str = param("", "model revision for a hub id ('': default)")
-    student_quantization: str = param("none", "none, 4bit or 8bit (CUDA only; paper: 8bit)",
-                                      choices=("none", "4bit", "8bit"))
-    student_dtype: str = param("auto", "auto (training: fp32 on CPU, fp16 with 8bit; prediction: bf16 where "
-                                       "fast, else fp32), bfloat16, float16 or float32",
-                               choices=("auto", "bfloat16", "float16", "float32"))
+    student_quantization: str = param(
+        "none", "none, 4bit or 8bit (CUDA only; paper: 8bit)", choices=("none", "4bit", "8bit")
+    )
+    student_dtype: str = param(
+        "auto",
+        "auto (training: fp32 on CPU, fp16 with 8bit; prediction: bf16 where "
+        "fast, else fp32), bfloat16, float16 or float32",
+        choices=("auto", "bfloat16", "float16", "float32"),
+    )
     train_kshots: list[int] = param([64], "K values to finetune (each must be in KSHOT_SIZES)", min=1)
-    seeds: list[int] = param([], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables "
-                                 "report mean and sd", min=0)
-    methods: list[str] = param(["reasoningrec", "tallrec", "reasoningrec_no_description", "reasoningrec_no_profile"],
-                               "finetuned methods to train and evaluate")
+    seeds: list[int] = param(
+        [], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables report mean and sd", min=0
+    )
+    methods: list[str] = param(
+        ["reasoningrec", "tallrec", "reasoningrec_no_description", "reasoningrec_no_profile"],
+        "finetuned methods to train and evaluate",
+    )
     learning_rate: float = param(1e-4, "learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0)
     max_epochs: int = param(2, "epochs at most (paper: 100)", min=1)
     early_stopping_patience: int = param(5, "epochs without validation-AUC gain before stopping", min=1)
@@ -251,13 +340,24 @@ class StudentConfig(Section):
 @dataclass(frozen=True)
 class EvaluateConfig(Section):
     TITLE: ClassVar[str] = "evaluation (07)"
-    eval_methods: list[str] = param(["zeroshot_vanilla", "zeroshot_reasoningrec", "user_like_rate", "item_like_rate",
-                                     "bias_logreg", "sasrec", "caser"], "methods scored besides the finetuned ones")
+    eval_methods: list[str] = param(
+        [
+            "zeroshot_vanilla",
+            "zeroshot_reasoningrec",
+            "user_like_rate",
+            "item_like_rate",
+            "bias_logreg",
+            "sasrec",
+            "caser",
+        ],
+        "methods scored besides the finetuned ones",
+    )
     generate_reasoning: bool = param(True, "generate reasoning text for BERTScore (prediction only if False)")
     reasoning_max_new_tokens: int = param(256, "reasoning generation budget for the student", min=1)
     predict_batch_size: int = param(32, "batch for Yes/No scoring and generation", min=1)
-    bertscore_model: str = param("embedded", "'embedded' (all-MiniLM-L6-v2) or a model id/path (paper: "
-                                             "microsoft/deberta-xlarge-mnli)")
+    bertscore_model: str = param(
+        "embedded", "'embedded' (all-MiniLM-L6-v2) or a model id/path (paper: microsoft/deberta-xlarge-mnli)"
+    )
     bertscore_num_layers: int = param(6, "encoder layer whose embeddings BERTScore uses", min=1)
     bootstrap_samples: int = param(1000, "bootstrap resamples for the AUC 95% interval", min=0)
     seq_epochs: int = param(50, "SASRec/Caser epochs at most (early stopping on validation AUC)", min=1)
@@ -270,19 +370,24 @@ class EvaluateConfig(Section):
 @dataclass(frozen=True)
 class RecpieConfig(Section):
     TITLE: ClassVar[str] = "RecPIE: text-fused recommender and reward-tuned explainer"
-    recpie_user_text: str = param("profile", "user text fused into the recommender: profile (03), explanations "
-                                             "(the reward-tuned explainer) or none",
-                                  choices=("profile", "explanations", "none"))
-    recpie_item_text: str = param("description", "item text fused into the recommender: description (02), title "
-                                                 "(title and attributes) or none",
-                                  choices=("description", "title", "none"))
+    recpie_user_text: str = param(
+        "profile",
+        "user text fused into the recommender: profile (03), explanations (the reward-tuned explainer) or none",
+        choices=("profile", "explanations", "none"),
+    )
+    recpie_item_text: str = param(
+        "description",
+        "item text fused into the recommender: description (02), title (title and attributes) or none",
+        choices=("description", "title", "none"),
+    )
     recpie_hidden: int = param(64, "RecPIE recommender hidden size", min=4)
     recpie_epochs: int = param(50, "RecPIE recommender epochs at most (early stopping on validation AUC)", min=1)
     recpie_patience: int = param(5, "RecPIE: epochs without validation-AUC gain before stopping", min=1)
     recpie_learning_rate: float = param(3e-3, "RecPIE recommender Adam learning rate", min=0, max=1)
     recpie_max_len: int = param(50, "RecPIE: most recent history steps fed to the recommender", min=1)
-    recpie_fractions: list[int] = param([12, 25, 50, 100], "data-efficiency curve: percent of training users "
-                                                           "(nested, seeded)", min=1, max=100)
+    recpie_fractions: list[int] = param(
+        [12, 25, 50, 100], "data-efficiency curve: percent of training users (nested, seeded)", min=1, max=100
+    )
     recpie_rl_rounds: int = param(2, "explainer updates alternated with recommender refits", min=1)
     recpie_rl_steps: int = param(2, "GRPO steps per round (CPU: a few; paper scale: hundreds)", min=1)
     recpie_rl_prompts_per_step: int = param(2, "users (prompts) per GRPO step", min=1)
@@ -292,8 +397,9 @@ class RecpieConfig(Section):
     recpie_rl_learning_rate: float = param(5e-5, "explainer LoRA learning rate in the RL updates", min=0, max=1)
     recpie_temperature: float = param(1.0, "sampling temperature of the explanations during RL", min=0.01, max=5)
     recpie_rl_users: int = param(64, "users whose explanations are written and rewarded (0: all; seeded)", min=0)
-    recpie_reward_targets: int = param(2, "latest training targets per user kept out of the explainer's view; "
-                                          "the reward is scored on them", min=1)
+    recpie_reward_targets: int = param(
+        2, "latest training targets per user kept out of the explainer's view; the reward is scored on them", min=1
+    )
     recpie_explain_history: int = param(10, "most recent interactions shown to the explainer", min=1)
     recpie_explanation_words: int = param(40, "words the explainer is asked to write", min=5)
 
@@ -302,15 +408,24 @@ class RecpieConfig(Section):
 class InspectConfig(Section):
     TITLE: ClassVar[str] = "inspection (08)"
     n_showcase: int = param(12, "test examples shown side by side", min=1)
-    showcase_filter: str = param("all", "which examples: all, correct, wrong, confident_wrong, liked, disliked",
-                                 choices=("all", "correct", "wrong", "confident_wrong", "liked", "disliked"))
+    showcase_filter: str = param(
+        "all",
+        "which examples: all, correct, wrong, confident_wrong, liked, disliked",
+        choices=("all", "correct", "wrong", "confident_wrong", "liked", "disliked"),
+    )
     showcase_user: str = param("", "show only this user's examples ('': any)")
     inspect_method: str = param("reasoningrec", "method whose outputs lead the side-by-side view")
 
 
 SECTION_CLASSES: dict[str, type[Section]] = {
-    "common": CommonConfig, "data": DataConfig, "teacher": TeacherConfig, "enrich": EnrichConfig,
-    "exp3rt": Exp3rtConfig, "student": StudentConfig, "evaluate": EvaluateConfig, "recpie": RecpieConfig,
+    "common": CommonConfig,
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "enrich": EnrichConfig,
+    "exp3rt": Exp3rtConfig,
+    "student": StudentConfig,
+    "evaluate": EvaluateConfig,
+    "recpie": RecpieConfig,
     "inspect": InspectConfig,
 }
 
@@ -330,8 +445,9 @@ def _schema() -> tuple[dict[str, dict[str, Param]], dict[str, Param]]:
         for f in fields(instance):  # type: ignore[arg-type]  # Section subclasses are dataclasses
             default = getattr(instance, f.name)
             m = f.metadata
-            out[f.name.upper()] = Param(f.name.upper(), _type_of(f.type), default, m["help"], sname, m["choices"],
-                                        m["min"], m["max"])
+            out[f.name.upper()] = Param(
+                f.name.upper(), _type_of(f.type), default, m["help"], sname, m["choices"], m["min"], m["max"]
+            )
         sections[sname] = out
     flat = {k: v for s in sections.values() for k, v in s.items()}
     return sections, flat
@@ -357,15 +473,21 @@ def suggest(name: str, candidates: Iterable[str] = ()) -> list[str]:
     pool = list(candidates) or list(SCHEMA)
     close = difflib.get_close_matches(name.upper(), pool, n=3, cutoff=0.6)
     # a dropped or added plural/suffix ("MAX_EPOCH" -> "MAX_EPOCHS") is always worth naming
-    close += [k for k in pool if k not in close and (k.startswith(name.upper()) or name.upper().startswith(k))
-              and abs(len(k) - len(name)) <= 3]
+    close += [
+        k
+        for k in pool
+        if k not in close
+        and (k.startswith(name.upper()) or name.upper().startswith(k))
+        and abs(len(k) - len(name)) <= 3
+    ]
     return close[:3]
 
 
 def _number(value: Any, name: str, where: str, param: Param, kind: str) -> Any:
     def bad(expected: str) -> ParamError:
-        return ParamError(f"{where}: parameter {name} must be {expected}, got {value!r} "
-                          f"({type(value).__name__}). {param.help}.")
+        return ParamError(
+            f"{where}: parameter {name} must be {expected}, got {value!r} ({type(value).__name__}). {param.help}."
+        )
 
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -389,8 +511,9 @@ def check_value(name: str, value: Any, param: Param, where: str = "parameters") 
     t = param.type
 
     def bad(expected: str) -> ParamError:
-        return ParamError(f"{where}: parameter {name} must be {expected}, got {value!r} "
-                          f"({type(value).__name__}). {param.help}.")
+        return ParamError(
+            f"{where}: parameter {name} must be {expected}, got {value!r} ({type(value).__name__}). {param.help}."
+        )
 
     if t == "str":
         if not isinstance(value, str):
@@ -422,11 +545,15 @@ def check_value(name: str, value: Any, param: Param, where: str = "parameters") 
     for v in values:
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             if param.min is not None and v < param.min:
-                raise ParamError(f"{where}: parameter {name}={value!r} must be >= {param.min:g}"
-                                 f"{' (each element)' if isinstance(value, list) else ''}. {param.help}.")
+                raise ParamError(
+                    f"{where}: parameter {name}={value!r} must be >= {param.min:g}"
+                    f"{' (each element)' if isinstance(value, list) else ''}. {param.help}."
+                )
             if param.max is not None and v > param.max:
-                raise ParamError(f"{where}: parameter {name}={value!r} must be <= {param.max:g}"
-                                 f"{' (each element)' if isinstance(value, list) else ''}. {param.help}.")
+                raise ParamError(
+                    f"{where}: parameter {name}={value!r} must be <= {param.max:g}"
+                    f"{' (each element)' if isinstance(value, list) else ''}. {param.help}."
+                )
     return value
 
 
@@ -618,9 +745,38 @@ def config_from_namespace(namespace: Mapping[str, Any]) -> Config:
     return Config(from_namespace(namespace), where="notebook parameters")
 
 
-__all__ = ["Config", "CommonConfig", "DataConfig", "EnrichConfig", "EvaluateConfig", "Exp3rtConfig", "InspectConfig", "Param",
-           "RecpieConfig",
-           "ParamError", "SCHEMA", "SECTIONS", "SECTION_CLASSES", "StudentConfig", "TeacherConfig", "UNDECLARED",
-           "check_value", "config_from_namespace", "defaults", "from_namespace", "load_params", "load_yaml",
-           "notebook_comments", "notebook_parameters", "param", "parameters_cell", "parse_override",
-           "render_parameters_cell", "run_seeds", "select_for_notebook", "suggest", "validate", "yaml_keys"]
+__all__ = [
+    "Config",
+    "CommonConfig",
+    "DataConfig",
+    "EnrichConfig",
+    "EvaluateConfig",
+    "Exp3rtConfig",
+    "InspectConfig",
+    "Param",
+    "RecpieConfig",
+    "ParamError",
+    "SCHEMA",
+    "SECTIONS",
+    "SECTION_CLASSES",
+    "StudentConfig",
+    "TeacherConfig",
+    "UNDECLARED",
+    "check_value",
+    "config_from_namespace",
+    "defaults",
+    "from_namespace",
+    "load_params",
+    "load_yaml",
+    "notebook_comments",
+    "notebook_parameters",
+    "param",
+    "parameters_cell",
+    "parse_override",
+    "render_parameters_cell",
+    "run_seeds",
+    "select_for_notebook",
+    "suggest",
+    "validate",
+    "yaml_keys",
+]

@@ -18,6 +18,7 @@ themselves, so that data flows one way through one layout:
 Relative paths in parameters are relative to the project root (where pyproject.toml is), so a
 notebook opened from ``notebooks/`` under JupyterLab and a papermill run agree on RUN_DIR.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,8 +27,16 @@ from pathlib import Path
 from rrlib.errors import MissingArtifactError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-STEPS = ("01_data_prep", "02_item_descriptions", "03_user_profiles", "04_review_preferences",
-         "05_reasoning_generation", "06_finetune", "07_evaluate", "08_inspect_outputs")
+STEPS = (
+    "01_data_prep",
+    "02_item_descriptions",
+    "03_user_profiles",
+    "04_review_preferences",
+    "05_reasoning_generation",
+    "06_finetune",
+    "07_evaluate",
+    "08_inspect_outputs",
+)
 _SUBFOLDERS = ("data", "enrich", "reasoning", "finetune", "evaluate", "inspect", "notebooks", "results")
 
 
@@ -56,97 +65,163 @@ class RunPaths:
 
     # 01 data
     @property
-    def data(self) -> Path: return self.root / "data"
+    def data(self) -> Path:
+        return self.root / "data"
+
     @property
-    def interactions(self) -> Path: return self.data / "interactions.parquet"
+    def interactions(self) -> Path:
+        return self.data / "interactions.parquet"
+
     @property
-    def items(self) -> Path: return self.data / "items.parquet"
+    def items(self) -> Path:
+        return self.data / "items.parquet"
+
     @property
-    def users(self) -> Path: return self.data / "users.parquet"
+    def users(self) -> Path:
+        return self.data / "users.parquet"
+
     @property
-    def examples(self) -> Path: return self.data / "examples.parquet"
+    def examples(self) -> Path:
+        return self.data / "examples.parquet"
+
     @property
-    def data_card_json(self) -> Path: return self.data / "data_card.json"
+    def data_card_json(self) -> Path:
+        return self.data / "data_card.json"
+
     @property
-    def data_card_md(self) -> Path: return self.data / "data_card.md"
+    def data_card_md(self) -> Path:
+        return self.data / "data_card.md"
+
     # 02-05 enrichment and reasoning
     @property
-    def enrich(self) -> Path: return self.root / "enrich"
+    def enrich(self) -> Path:
+        return self.root / "enrich"
+
     @property
-    def item_descriptions(self) -> Path: return self.enrich / "item_descriptions.parquet"
+    def item_descriptions(self) -> Path:
+        return self.enrich / "item_descriptions.parquet"
+
     @property
-    def user_profiles(self) -> Path: return self.enrich / "user_profiles.parquet"
+    def user_profiles(self) -> Path:
+        return self.enrich / "user_profiles.parquet"
+
     @property
     def preferences(self) -> Path:
         """EXP3RT step 1: the preferences extracted from every allowed review."""
         return self.enrich / "preferences.parquet"
+
     @property
-    def exp3rt_user_profiles(self) -> Path: return self.enrich / "exp3rt_user_profiles.parquet"
+    def exp3rt_user_profiles(self) -> Path:
+        return self.enrich / "exp3rt_user_profiles.parquet"
+
     @property
-    def exp3rt_item_profiles(self) -> Path: return self.enrich / "exp3rt_item_profiles.parquet"
+    def exp3rt_item_profiles(self) -> Path:
+        return self.enrich / "exp3rt_item_profiles.parquet"
+
     @property
     def candidates(self) -> Path:
         """The retriever's candidate lists of the reranking users (EXP3RT step 3, top-k)."""
         return self.enrich / "candidates.parquet"
+
     @property
-    def reasoning_dir(self) -> Path: return self.root / "reasoning"
+    def reasoning_dir(self) -> Path:
+        return self.root / "reasoning"
+
     @property
     def rating_reasoning(self) -> Path:
         """EXP3RT: rating reasoning for training examples (finetuning targets)."""
         return self.reasoning_dir / "rating_reasoning.parquet"
+
     @property
     def rating_reference_reasoning(self) -> Path:
         """EXP3RT: rating reasoning for the reasoning-test subsample (BERTScore references only)."""
         return self.reasoning_dir / "rating_test_references.parquet"
+
     @property
-    def reasoning(self) -> Path: return self.reasoning_dir / "reasoning.parquet"
+    def reasoning(self) -> Path:
+        return self.reasoning_dir / "reasoning.parquet"
+
     @property
     def reference_reasoning(self) -> Path:
         """Label-conditioned reasoning for the TEST subsample: BERTScore references only, never
         shown to the student (kept in its own file so training cannot read it by accident)."""
         return self.reasoning_dir / "test_references.parquet"
+
     # RecPIE (issue 13): explanations written by the reward-tuned explainer and its RL rounds
     @property
-    def recpie(self) -> Path: return self.root / "recpie"
+    def recpie(self) -> Path:
+        return self.root / "recpie"
+
     @property
-    def recpie_explanations(self) -> Path: return self.recpie / "explanations.parquet"
+    def recpie_explanations(self) -> Path:
+        return self.recpie / "explanations.parquet"
+
     @property
-    def recpie_rl(self) -> Path: return self.recpie / "rl"
+    def recpie_rl(self) -> Path:
+        return self.recpie / "rl"
+
     @property
-    def recpie_score_shift(self) -> Path: return self.recpie / "score_shift.parquet"
+    def recpie_score_shift(self) -> Path:
+        return self.recpie / "score_shift.parquet"
+
     @property
-    def recpie_prompts(self) -> Path: return self.recpie / "explainer_prompts.parquet"
+    def recpie_prompts(self) -> Path:
+        return self.recpie / "explainer_prompts.parquet"
+
     @property
-    def recpie_efficiency(self) -> Path: return self.recpie / "data_efficiency.csv"
+    def recpie_efficiency(self) -> Path:
+        return self.recpie / "data_efficiency.csv"
+
     # 06-08
     @property
-    def finetune(self) -> Path: return self.root / "finetune"
+    def finetune(self) -> Path:
+        return self.root / "finetune"
+
     def adapter_dir(self, method: str, k: int, seed: int | None = None) -> Path:
         return self.finetune / (f"{method}_K{k}" if seed is None else f"{method}_K{k}_seed{seed}")
+
     @property
-    def evaluate(self) -> Path: return self.root / "evaluate"
+    def evaluate(self) -> Path:
+        return self.root / "evaluate"
+
     @property
-    def predictions(self) -> Path: return self.evaluate / "predictions.parquet"
+    def predictions(self) -> Path:
+        return self.evaluate / "predictions.parquet"
+
     @property
-    def rankings(self) -> Path: return self.evaluate / "rankings.parquet"
+    def rankings(self) -> Path:
+        return self.evaluate / "rankings.parquet"
+
     @property
-    def evaluate_plots(self) -> Path: return self.evaluate / "plots"
+    def evaluate_plots(self) -> Path:
+        return self.evaluate / "plots"
+
     @property
-    def inspect(self) -> Path: return self.root / "inspect"
+    def inspect(self) -> Path:
+        return self.root / "inspect"
+
     @property
-    def notebooks(self) -> Path: return self.root / "notebooks"
+    def notebooks(self) -> Path:
+        return self.root / "notebooks"
+
     @property
-    def manifest(self) -> Path: return self.root / "manifest.json"
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
     @property
-    def metrics(self) -> Path: return self.root / "metrics.json"
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
     @property
-    def results(self) -> Path: return self.root / "results"
+    def results(self) -> Path:
+        return self.root / "results"
 
     def require(self, path: Path, made_by: str) -> Path:
         """Fail clearly when an upstream artifact is missing."""
         if not Path(path).exists():
-            raise MissingArtifactError(f"{path} is missing: run notebook {made_by} for this run folder "
-                                       f"({self.root}) first.")
+            raise MissingArtifactError(
+                f"{path} is missing: run notebook {made_by} for this run folder ({self.root}) first."
+            )
         return Path(path)
 
 

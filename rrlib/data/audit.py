@@ -21,6 +21,7 @@ exceed ``LEAKAGE_THRESHOLD`` in any split, and with :class:`~rrlib.errors.DataEr
 used to train or evaluate holds one class only (AUC is then undefined; the failure would
 otherwise surface only after the teacher has run).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -75,13 +76,16 @@ def _sequences(interactions: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     out = {}
     for u, idx in inter.groupby("user_id", sort=False).indices.items():
         g = inter.iloc[idx]
-        out[str(u)] = {"pos": g["position"].to_numpy("int64"), "item": g["item_id"].astype(str).to_numpy(object),
-                       "rating": g["rating"].to_numpy(float), "text": text[idx]}
+        out[str(u)] = {
+            "pos": g["position"].to_numpy("int64"),
+            "item": g["item_id"].astype(str).to_numpy(object),
+            "rating": g["rating"].to_numpy(float),
+            "text": text[idx],
+        }
     return out
 
 
-def _context_flags(seq: dict[str, np.ndarray], target_pos: int, positions: list[int]
-                   ) -> tuple[bool, bool]:
+def _context_flags(seq: dict[str, np.ndarray], target_pos: int, positions: list[int]) -> tuple[bool, bool]:
     """(target item among ``positions``, identical text + rating among ``positions``)."""
     where = {int(p): i for i, p in enumerate(seq["pos"])}
     t = where[int(target_pos)]
@@ -104,18 +108,25 @@ def eval_sets(examples: pd.DataFrame, params: dict[str, Any]) -> dict[str, dict[
         part = examples[examples["split"] == split]
         n = params.get(name, 0)
         sub = part[part["sample_rank"] < n] if n else part
-        out[f"{split}_subsample"] = _class_counts(sub["label"]) | {"parameter": name, "split": split,
-                                                                    "requested": int(n)}
+        out[f"{split}_subsample"] = _class_counts(sub["label"]) | {
+            "parameter": name,
+            "split": split,
+            "requested": int(n),
+        }
     train = examples[examples["split"] == "train"]
     for k in params.get("KSHOT_SIZES", []):
         if k <= len(train):
             out[f"kshot_{k}"] = _class_counts(train.loc[train["sample_rank"] < k, "label"]) | {
-                "parameter": "KSHOT_SIZES", "split": "train", "requested": int(k)}
+                "parameter": "KSHOT_SIZES",
+                "split": "train",
+                "requested": int(k),
+            }
     return out
 
 
-def leakage_audit(interactions: pd.DataFrame, examples: pd.DataFrame, users: pd.DataFrame,
-                  params: dict[str, Any]) -> dict[str, Any]:
+def leakage_audit(
+    interactions: pd.DataFrame, examples: pd.DataFrame, users: pd.DataFrame, params: dict[str, Any]
+) -> dict[str, Any]:
     """The audit figures (module docstring) of the final tables."""
     seqs = _sequences(interactions)
     profile = {str(u): list(p) for u, p in zip(users["user_id"], users["profile_positions"])}
@@ -125,8 +136,13 @@ def leakage_audit(interactions: pd.DataFrame, examples: pd.DataFrame, users: pd.
     splits: dict[str, Any] = {}
     for split in SPLITS:
         part = examples[examples["split"] == split]
-        flags = {"target_item_in_history": 0, "target_item_in_profile": 0, "copied_review_in_history": 0,
-                 "copied_review_in_profile": 0, "copied_label": 0}
+        flags = {
+            "target_item_in_history": 0,
+            "target_item_in_profile": 0,
+            "copied_review_in_history": 0,
+            "copied_review_in_profile": 0,
+            "copied_label": 0,
+        }
         for u, tp, hist in zip(part["user_id"].astype(str), part["target_position"], part["history_positions"]):
             item_h, text_h = _context_flags(seqs[u], tp, list(hist))
             item_p, text_p = _context_flags(seqs[u], tp, profile.get(u, []))
@@ -137,33 +153,46 @@ def leakage_audit(interactions: pd.DataFrame, examples: pd.DataFrame, users: pd.
             flags["copied_label"] += item_h or item_p or text_h or text_p
         n = len(part)
         n_const = int(part["user_id"].astype(str).isin(constant).sum())
-        splits[split] = (_class_counts(part["label"]) | {k: int(v) for k, v in flags.items()} | {
-            "copied_label_share": _share(flags["copied_label"], n),
-            "examples_of_constant_raters": n_const,
-            "constant_rater_share": _share(n_const, n),
-            "user_like_rate_auc": (round(a, 4) if (a := auc(user_like_rate_scores(part, prior), part["label"]))
-                                   is not None else None)})
+        splits[split] = (
+            _class_counts(part["label"])
+            | {k: int(v) for k, v in flags.items()}
+            | {
+                "copied_label_share": _share(flags["copied_label"], n),
+                "examples_of_constant_raters": n_const,
+                "constant_rater_share": _share(n_const, n),
+                "user_like_rate_auc": (
+                    round(a, 4) if (a := auc(user_like_rate_scores(part, prior), part["label"])) is not None else None
+                ),
+            }
+        )
     return {
         "threshold": float(params.get("LEAKAGE_THRESHOLD", 0.0)),
         "like_threshold": params.get("LIKE_THRESHOLD"),
         "policies": {k: params.get(k) for k in ("COLLAPSE_COPIES", "DEDUP", "RELEASE_WINDOWS", "DATASET")},
         "splits": splits,
-        "users": {"users": int(len(per_user)), "constant_raters": len(constant),
-                  "constant_rater_share": _share(len(constant), len(per_user))},
+        "users": {
+            "users": int(len(per_user)),
+            "constant_raters": len(constant),
+            "constant_rater_share": _share(len(constant), len(per_user)),
+        },
         "user_like_rate_prior": round(prior, 4),
         "eval_sets": eval_sets(examples, params),
     }
 
 
-ROWS = [("examples", "examples"), ("liked", "liked"), ("disliked", "disliked"),
-        ("copied_label", "copied labels (item or identical review in history/profile)"),
-        ("copied_label_share", "copied-label share"),
-        ("target_item_in_history", "target item in its history"),
-        ("target_item_in_profile", "target item in the profile items"),
-        ("copied_review_in_history", "identical review + rating in the history"),
-        ("copied_review_in_profile", "identical review + rating in the profile items"),
-        ("constant_rater_share", "share of examples whose user gives one rating to everything"),
-        ("user_like_rate_auc", "AUC of the user's history like-rate")]
+ROWS = [
+    ("examples", "examples"),
+    ("liked", "liked"),
+    ("disliked", "disliked"),
+    ("copied_label", "copied labels (item or identical review in history/profile)"),
+    ("copied_label_share", "copied-label share"),
+    ("target_item_in_history", "target item in its history"),
+    ("target_item_in_profile", "target item in the profile items"),
+    ("copied_review_in_history", "identical review + rating in the history"),
+    ("copied_review_in_profile", "identical review + rating in the profile items"),
+    ("constant_rater_share", "share of examples whose user gives one rating to everything"),
+    ("user_like_rate_auc", "AUC of the user's history like-rate"),
+]
 
 
 def audit_table(audit: dict[str, Any]) -> pd.DataFrame:
@@ -176,16 +205,16 @@ def _fix_for(split_figures: dict[str, Any], policies: dict[str, Any]) -> str:
     fixes = []
     if split_figures["target_item_in_history"] or split_figures["target_item_in_profile"]:
         if policies.get("DATASET") == "release_beauty" and policies.get("RELEASE_WINDOWS") != "clean":
-            fixes.append("RELEASE_WINDOWS='clean' (drops exact duplicate rows and the target's own item "
-                         "from its window)")
+            fixes.append(
+                "RELEASE_WINDOWS='clean' (drops exact duplicate rows and the target's own item from its window)"
+            )
         elif policies.get("DEDUP") == "keep_all":
             fixes.append("DEDUP='keep_last' (one row per user-item pair)")
         else:
             fixes.append("DEDUP='keep_last'")
     if split_figures["copied_review_in_history"] or split_figures["copied_review_in_profile"]:
         if not policies.get("COLLAPSE_COPIES"):
-            fixes.append("COLLAPSE_COPIES=true (one review copied onto several listings becomes one "
-                         "interaction)")
+            fixes.append("COLLAPSE_COPIES=true (one review copied onto several listings becomes one interaction)")
         else:  # after the collapse only repeats on the same item remain
             fixes.append("DEDUP='keep_last' (the identical reviews left are repeats on the same item)")
     return " and ".join(fixes) or "a stricter DEDUP / COLLAPSE_COPIES policy"
@@ -198,23 +227,40 @@ def problems(audit: dict[str, Any]) -> list[dict[str, Any]]:
     for split in SPLITS:
         f = audit["splits"][split]
         if f["examples"] and f["copied_label_share"] > thr:
-            out.append({"kind": "leakage", "split": split, "message": (
-                f"leakage audit: {f['copied_label']} of {f['examples']} {split} targets "
-                f"({f['copied_label_share']:.1%}) have their own item ({f['target_item_in_history']} in the "
-                f"history, {f['target_item_in_profile']} in the profile) or an identical review and rating "
-                f"({f['copied_review_in_history']} in the history, {f['copied_review_in_profile']} in the "
-                f"profile) in their input, above LEAKAGE_THRESHOLD={thr:g}: their labels can be copied "
-                f"from the input. Fix: {_fix_for(f, audit['policies'])}.")})
+            out.append(
+                {
+                    "kind": "leakage",
+                    "split": split,
+                    "message": (
+                        f"leakage audit: {f['copied_label']} of {f['examples']} {split} targets "
+                        f"({f['copied_label_share']:.1%}) have their own item ({f['target_item_in_history']} in the "
+                        f"history, {f['target_item_in_profile']} in the profile) or an identical review and rating "
+                        f"({f['copied_review_in_history']} in the history, {f['copied_review_in_profile']} in the "
+                        f"profile) in their input, above LEAKAGE_THRESHOLD={thr:g}: their labels can be copied "
+                        f"from the input. Fix: {_fix_for(f, audit['policies'])}."
+                    ),
+                }
+            )
     for name, s in audit["eval_sets"].items():
         if s["examples"] and min(s["liked"], s["disliked"]) == 0:
             only = "liked" if s["disliked"] == 0 else "disliked"
-            what = (f"the K={s['requested']} training set" if name.startswith("kshot") else
-                    f"the {s['split']} subsample ({s['parameter']}={s['requested']})")
-            out.append({"kind": "one_class", "split": name, "message": (
-                f"{what} holds only {only} examples ({s['liked']} liked, {s['disliked']} disliked): AUC is "
-                f"undefined and a model trained on it learns one answer. Change LIKE_THRESHOLD (now "
-                f"{audit.get('like_threshold')}; liked = rating > threshold), enlarge "
-                f"{s['parameter']}, or use a dataset with both labels.")})
+            what = (
+                f"the K={s['requested']} training set"
+                if name.startswith("kshot")
+                else f"the {s['split']} subsample ({s['parameter']}={s['requested']})"
+            )
+            out.append(
+                {
+                    "kind": "one_class",
+                    "split": name,
+                    "message": (
+                        f"{what} holds only {only} examples ({s['liked']} liked, {s['disliked']} disliked): AUC is "
+                        f"undefined and a model trained on it learns one answer. Change LIKE_THRESHOLD (now "
+                        f"{audit.get('like_threshold')}; liked = rating > threshold), enlarge "
+                        f"{s['parameter']}, or use a dataset with both labels."
+                    ),
+                }
+            )
     return out
 
 
@@ -232,40 +278,48 @@ def check_audit(audit: dict[str, Any]) -> None:
 # ---------------------------------------------------------------------------------------
 # degenerate data
 # ---------------------------------------------------------------------------------------
-def degenerate_flags(interactions: pd.DataFrame, audit: dict[str, Any],
-                     copies: dict[str, Any] | None = None) -> list[str]:
+def degenerate_flags(
+    interactions: pd.DataFrame, audit: dict[str, Any], copies: dict[str, Any] | None = None
+) -> list[str]:
     """Visible warnings about data that makes figures meaningless or fragile."""
     flags = []
     ratings = interactions["rating"].nunique()
     if ratings == 1:
-        flags.append(f"every interaction has the same rating ({interactions['rating'].iloc[0]:g}): every "
-                     f"label is the same")
+        flags.append(
+            f"every interaction has the same rating ({interactions['rating'].iloc[0]:g}): every label is the same"
+        )
     like = float(interactions["liked"].mean()) if len(interactions) else 0.0
     if like > 0.95 or like < 0.05:
-        flags.append(f"like rate {like:.1%}: one label dominates, so AUC intervals are wide and accuracy "
-                     f"means little")
+        flags.append(f"like rate {like:.1%}: one label dominates, so AUC intervals are wide and accuracy means little")
     n_items = interactions["item_id"].nunique()
     if n_items < 100:
-        flags.append(f"only {n_items} items: item like-rates and item descriptions are shared by most "
-                     f"examples")
+        flags.append(f"only {n_items} items: item like-rates and item descriptions are shared by most examples")
     n_users = interactions["user_id"].nunique()
     if n_users < 100:
         flags.append(f"only {n_users} users: at most {n_users} examples per split")
     u = audit["users"]
     if u["constant_rater_share"] and u["constant_rater_share"] > 0.1:
-        flags.append(f"{u['constant_raters']} of {u['users']} users ({u['constant_rater_share']:.0%}) give "
-                     f"one rating to everything: their history like-rate states their label")
+        flags.append(
+            f"{u['constant_raters']} of {u['users']} users ({u['constant_rater_share']:.0%}) give "
+            f"one rating to everything: their history like-rate states their label"
+        )
     for split in ("valid", "test"):
         f = audit["splits"][split]
         if f["examples"] and 0 < min(f["liked"], f["disliked"]) < 10:
-            flags.append(f"{split} split: only {min(f['liked'], f['disliked'])} "
-                         f"{'disliked' if f['disliked'] < f['liked'] else 'liked'} examples, so its AUC "
-                         f"interval is very wide")
+            flags.append(
+                f"{split} split: only {min(f['liked'], f['disliked'])} "
+                f"{'disliked' if f['disliked'] < f['liked'] else 'liked'} examples, so its AUC "
+                f"interval is very wide"
+            )
         a = f["user_like_rate_auc"]
         if a is not None and a >= 0.95:
-            flags.append(f"{split} split: the user's history like-rate alone reaches AUC {a:.3f}: labels are "
-                         f"predictable from the history (check COLLAPSE_COPIES / DEDUP)")
+            flags.append(
+                f"{split} split: the user's history like-rate alone reaches AUC {a:.3f}: labels are "
+                f"predictable from the history (check COLLAPSE_COPIES / DEDUP)"
+            )
     if copies and copies.get("rows_that_would_be_removed") and not copies.get("rows_removed"):
-        flags.append(f"COLLAPSE_COPIES is off: {copies['rows_that_would_be_removed']} rows are copies of one "
-                     f"review onto other listings")
+        flags.append(
+            f"COLLAPSE_COPIES is off: {copies['rows_that_would_be_removed']} rows are copies of one "
+            f"review onto other listings"
+        )
     return flags

@@ -1,4 +1,5 @@
 """The data card (JSON + Markdown) and the two data plots of notebook 01."""
+
 from __future__ import annotations
 
 import json
@@ -10,15 +11,39 @@ import pandas as pd
 
 from rrlib.config.provenance import utc_now
 
-from .audit import ROWS as AUDIT_ROWS, SPLITS, degenerate_flags, leakage_audit, problems
+from .audit import ROWS as AUDIT_ROWS
+from .audit import SPLITS, degenerate_flags, leakage_audit, problems
 from .processing import Built
 
 FIGURE2_PNG = "figure2_users_vs_k.png"
 RATINGS_PNG = "rating_distribution.png"
-DATA_PARAMS = ("DATASET", "DATA_DIR", "SEED", "KCORE", "LIKE_THRESHOLD", "HISTORY_LEN", "PROFILE_ITEMS",
-               "COLLAPSE_COPIES", "DEDUP", "RELEASE_WINDOWS", "TIE_ORDER", "REVIEWS_PER_ITEM", "REVIEW_WORDS",
-               "KSHOT_SIZES", "KSHOT_SAMPLING", "N_VALID", "N_TEST", "MAX_USERS", "LEAKAGE_THRESHOLD",
-               "ALLOW_DOWNLOAD", "DOMAIN", "AMAZON_CATEGORY", "ENCODING", "DATE_ORDER", "RATING_SCALE")
+DATA_PARAMS = (
+    "DATASET",
+    "DATA_DIR",
+    "SEED",
+    "KCORE",
+    "LIKE_THRESHOLD",
+    "HISTORY_LEN",
+    "PROFILE_ITEMS",
+    "COLLAPSE_COPIES",
+    "DEDUP",
+    "RELEASE_WINDOWS",
+    "TIE_ORDER",
+    "REVIEWS_PER_ITEM",
+    "REVIEW_WORDS",
+    "KSHOT_SIZES",
+    "KSHOT_SAMPLING",
+    "N_VALID",
+    "N_TEST",
+    "MAX_USERS",
+    "LEAKAGE_THRESHOLD",
+    "ALLOW_DOWNLOAD",
+    "DOMAIN",
+    "AMAZON_CATEGORY",
+    "ENCODING",
+    "DATE_ORDER",
+    "RATING_SCALE",
+)
 
 
 def _rate(x) -> float | None:
@@ -38,18 +63,23 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         sub = part[part["sample_rank"] < n_sub] if n_sub else part
         hist = part["history_item_ids"].map(len)
         splits[split] = {
-            "examples": int(len(part)), "like_rate": _rate(part["label"]),
+            "examples": int(len(part)),
+            "like_rate": _rate(part["label"]),
             "mean_history_len": round(float(hist.mean()), 2) if len(part) else None,
             "subsample": int(len(sub)) if split != "train" else None,
-            "subsample_like_rate": _rate(sub["label"]) if split != "train" else None}
+            "subsample_like_rate": _rate(sub["label"]) if split != "train" else None,
+        }
     train = ex[ex["split"] == "train"]
     kshot = {}
     for k in params["KSHOT_SIZES"]:
         labels = train.loc[train["sample_rank"] < k, "label"] if k <= len(train) else pd.Series(dtype=int)
-        kshot[str(k)] = {"available": k <= len(train), "sampling": params["KSHOT_SAMPLING"],
-                         "like_rate": _rate(labels) if k <= len(train) else None,
-                         "liked": int(labels.sum()) if k <= len(train) else None,
-                         "disliked": int((1 - labels).sum()) if k <= len(train) else None}
+        kshot[str(k)] = {
+            "available": k <= len(train),
+            "sampling": params["KSHOT_SAMPLING"],
+            "like_rate": _rate(labels) if k <= len(train) else None,
+            "liked": int(labels.sum()) if k <= len(train) else None,
+            "disliked": int((1 - labels).sum()) if k <= len(train) else None,
+        }
     audit = leakage_audit(inter, ex, users, params)
     audit["problems"] = problems(audit)
     audit["passed"] = not audit["problems"]
@@ -59,7 +89,8 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
     card = {
         "title": f"Data card: {source.get('dataset')}",
         "written_at": utc_now(),
-        "dataset": params["DATASET"], "domain": domain,
+        "dataset": params["DATASET"],
+        "domain": domain,
         "source": source,
         "parameters": {k: params[k] for k in DATA_PARAMS if k in params},
         "raw": built.stats["raw"],
@@ -68,27 +99,34 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         "ties": built.stats["ties"],
         "kcore": built.stats["kcore"],
         "max_users": built.stats.get("max_users"),
-        "final": {"users": int(n_users), "items": int(n_items), "interactions": int(n_inter),
-                  "sparsity": round(1 - n_inter / (n_users * n_items), 6),
-                  "interactions_per_user_mean": round(float(per_user.mean()), 2),
-                  "interactions_per_user_median": float(per_user.median()),
-                  "interactions_per_user_max": int(per_user.max()),
-                  "like_rate": _rate(inter["liked"])},
+        "final": {
+            "users": int(n_users),
+            "items": int(n_items),
+            "interactions": int(n_inter),
+            "sparsity": round(1 - n_inter / (n_users * n_items), 6),
+            "interactions_per_user_mean": round(float(per_user.mean()), 2),
+            "interactions_per_user_median": float(per_user.median()),
+            "interactions_per_user_max": int(per_user.max()),
+            "like_rate": _rate(inter["liked"]),
+        },
         "splits": splits,
         "kshot_sampling": params["KSHOT_SAMPLING"],
         "kshot": kshot,
         "audit": audit,
-        "profiles": {"users_with_profile_items": int((n_prof > 0).sum()),
-                     "mean_profile_items": round(float(n_prof.mean()), 2),
-                     "users_without_profile_items": int((n_prof == 0).sum())},
-        "items": {"title_source": {k: int(v) for k, v in items["title_source"].value_counts().items()},
-                  "with_metadata_description": int((items["metadata_description"] != "").sum()),
-                  "with_sampled_reviews": int((n_rev > 0).sum()),
-                  "mean_sampled_reviews": round(float(n_rev.mean()), 2) if len(items) else 0.0},
+        "profiles": {
+            "users_with_profile_items": int((n_prof > 0).sum()),
+            "mean_profile_items": round(float(n_prof.mean()), 2),
+            "users_without_profile_items": int((n_prof == 0).sum()),
+        },
+        "items": {
+            "title_source": {k: int(v) for k, v in items["title_source"].value_counts().items()},
+            "with_metadata_description": int((items["metadata_description"] != "").sum()),
+            "with_sampled_reviews": int((n_rev > 0).sum()),
+            "mean_sampled_reviews": round(float(n_rev.mean()), 2) if len(items) else 0.0,
+        },
         "reviews": built.stats["reviews"],
         "rating_distribution": {f"{r:g}": int(c) for r, c in ratings.items()},
-        "figure2_users_with_at_least_k": {int(k): int(u) for k, u in
-                                           zip(figure2["k"], figure2["users"])},
+        "figure2_users_with_at_least_k": {int(k): int(u) for k, u in zip(figure2["k"], figure2["users"])},
         "flags": degenerate_flags(inter, audit, built.stats["copies"]),
         "notes": built.stats["notes"],
     }
@@ -115,17 +153,26 @@ def audit_markdown(audit: dict[str, Any]) -> list[str]:
     """The leakage audit section of the data card."""
     a = audit
     rows = [[label] + [_fmt(a["splits"][s][k]) for s in SPLITS] for k, label in AUDIT_ROWS]
-    sets = [[name, v["examples"], v["liked"], v["disliked"], f"{v['parameter']}={v['requested']}"]
-            for name, v in a["eval_sets"].items()]
+    sets = [
+        [name, v["examples"], v["liked"], v["disliked"], f"{v['parameter']}={v['requested']}"]
+        for name, v in a["eval_sets"].items()
+    ]
     u = a["users"]
-    out = ["## Leakage audit", "",
-           f"Policies: {', '.join(f'{k}={v}' for k, v in a['policies'].items() if v is not None)}; "
-           f"LEAKAGE_THRESHOLD={a['threshold']:g}. **{'passed' if a['passed'] else 'REFUSED'}**.", "",
-           _md_table(rows, ["figure"] + list(SPLITS)), "",
-           f"Users who give one rating to everything: {u['constant_raters']} of {u['users']} "
-           f"({_fmt(u['constant_rater_share'])}). User like-rate prior (training like-rate): "
-           f"{a['user_like_rate_prior']}.", "",
-           _md_table(sets, ["set used to train/evaluate", "examples", "liked", "disliked", "sized by"]), ""]
+    out = [
+        "## Leakage audit",
+        "",
+        f"Policies: {', '.join(f'{k}={v}' for k, v in a['policies'].items() if v is not None)}; "
+        f"LEAKAGE_THRESHOLD={a['threshold']:g}. **{'passed' if a['passed'] else 'REFUSED'}**.",
+        "",
+        _md_table(rows, ["figure"] + list(SPLITS)),
+        "",
+        f"Users who give one rating to everything: {u['constant_raters']} of {u['users']} "
+        f"({_fmt(u['constant_rater_share'])}). User like-rate prior (training like-rate): "
+        f"{a['user_like_rate_prior']}.",
+        "",
+        _md_table(sets, ["set used to train/evaluate", "examples", "liked", "disliked", "sized by"]),
+        "",
+    ]
     out += [f"- **{p['kind']}** ({p['split']}): {p['message']}" for p in a.get("problems", [])]
     return out + ([""] if a.get("problems") else [])
 
@@ -133,64 +180,116 @@ def audit_markdown(audit: dict[str, Any]) -> list[str]:
 def card_markdown(card: dict[str, Any]) -> str:
     f, d, t, src = card["final"], card["duplicates"], card["ties"], card["source"]
     c = card["copies"]
-    out = [f"# {card['title']}", "",
-           f"{src.get('description', '')}. Domain: **{card['domain']}**. Written {card['written_at']}.", ""]
+    out = [
+        f"# {card['title']}",
+        "",
+        f"{src.get('description', '')}. Domain: **{card['domain']}**. Written {card['written_at']}.",
+        "",
+    ]
     if card.get("flags"):
         out += ["## Flags", ""] + [f"- ⚠ {x}" for x in card["flags"]] + [""]
-    out += ["## Source", "",
-           _md_table([[x["role"], Path(x["path"]).name, f"{x['bytes']:,}", x["sha256"][:16] + "…",
-                       x.get("checksum_status", "")] for x in src["files"]],
-                     ["file", "name", "bytes", "sha256", "checksum"]), "",
-           f"License: {src.get('license', '')}. Cite: {src.get('citation', '')}", "",
-           "## Size", "",
-           _md_table([["raw", card["raw"]["users"], card["raw"]["items"], card["raw"]["interactions"], ""],
-                      [f"after copy collapse, dedup, user k-core (k={card['kcore']['k']})", card["kcore"]["users"],
-                       card["kcore"]["items"], card["kcore"]["interactions"], ""],
-                      ["final (tables)", f["users"], f["items"], f["interactions"], f["sparsity"]]],
-                     ["stage", "users", "items", "interactions", "sparsity"]), "",
-           f"Interactions per user: mean {f['interactions_per_user_mean']}, median "
-           f"{f['interactions_per_user_median']}, max {f['interactions_per_user_max']}. "
-           f"Overall like rate {f['like_rate']}.", "",
-           "## Copies, duplicates and ties", "",
-           f"- Copied reviews (same user, text and rating on different item ids): {c['copy_sets']} copy "
-           f"sets of {c['rows_in_copy_sets']} rows by {c['users_affected']} users over "
-           f"{c['items_in_copy_sets']} items ({c['listing_sets']} distinct listing sets, the largest "
-           f"{c['largest_listing_set']} listings; {c['copy_sets_spanning_days']} sets span several days). "
-           f"Policy `{c['policy']}` removed {c['rows_removed']} rows (collapsing removes "
-           f"{c['rows_that_would_be_removed']}); {c['items_left_without_rows']} items were left with no rows.",
-           f"- Duplicate user-item rows: {d['duplicate_rows_extra']} extra rows over {d['duplicate_pairs']} "
-           f"pairs ({d['exact_duplicate_rows']} exact copies, {d['pairs_with_conflicting_ratings']} pairs "
-           f"with conflicting ratings). Policy `{d['policy']}` removed {d['rows_removed']} rows.",
-           f"- Same-timestamp ties: {t['interactions_sharing_a_timestamp']} interactions of "
-           f"{t['users_with_ties']} users; order `{t['policy']}`. Targets tied with a neighbour "
-           f"(the tie order chose them): {t.get('targets_tied_with_a_neighbour', 'n/a')}; examples with a "
-           f"history item at the target's timestamp: "
-           f"{t.get('examples_with_history_item_at_target_timestamp', 'n/a')}.", "",
-           "## Splits", "",
-           _md_table([[s, v["examples"], v["like_rate"], v["mean_history_len"], v["subsample"],
-                       v["subsample_like_rate"]] for s, v in card["splits"].items()],
-                     ["split", "examples", "like rate", "mean history", "subsample", "subsample like rate"]),
-           "", f"K-shot sampling: `{card['kshot_sampling']}` (nested: each K is a prefix of one seeded order).",
-           "", _md_table([[k, v["available"], v["liked"], v["disliked"], v["like_rate"]]
-                          for k, v in card["kshot"].items()],
-                         ["K-shot", "available", "liked", "disliked", "like rate"]), "",
-           "## Items, reviews and profiles", "",
-           f"- Title sources: {card['items']['title_source']}; metadata descriptions: "
-           f"{card['items']['with_metadata_description']}.",
-           f"- Algorithm 1: {card['items']['with_sampled_reviews']} items have sampled reviews (mean "
-           f"{card['items']['mean_sampled_reviews']}); reviews excluded from the pool: "
-           f"{card['reviews']['eval_target_reviews_excluded']} written at validation/test targets, "
-           f"{card['reviews'].get('train_target_reviews_excluded', 0)} at training targets, "
-           f"{card['reviews'].get('copies_of_target_reviews_excluded', 0)} same-user copies of a target's review.",
-           f"- Profiles: {card['profiles']['users_with_profile_items']} users have profile items (mean "
-           f"{card['profiles']['mean_profile_items']}); {card['profiles']['users_without_profile_items']} "
-           f"have none (their whole sequence is inside the test window).", "",
-           "## Rating distribution", "",
-           _md_table([[r, c] for r, c in card["rating_distribution"].items()], ["rating", "count"]), ""]
+    out += [
+        "## Source",
+        "",
+        _md_table(
+            [
+                [
+                    x["role"],
+                    Path(x["path"]).name,
+                    f"{x['bytes']:,}",
+                    x["sha256"][:16] + "…",
+                    x.get("checksum_status", ""),
+                ]
+                for x in src["files"]
+            ],
+            ["file", "name", "bytes", "sha256", "checksum"],
+        ),
+        "",
+        f"License: {src.get('license', '')}. Cite: {src.get('citation', '')}",
+        "",
+        "## Size",
+        "",
+        _md_table(
+            [
+                ["raw", card["raw"]["users"], card["raw"]["items"], card["raw"]["interactions"], ""],
+                [
+                    f"after copy collapse, dedup, user k-core (k={card['kcore']['k']})",
+                    card["kcore"]["users"],
+                    card["kcore"]["items"],
+                    card["kcore"]["interactions"],
+                    "",
+                ],
+                ["final (tables)", f["users"], f["items"], f["interactions"], f["sparsity"]],
+            ],
+            ["stage", "users", "items", "interactions", "sparsity"],
+        ),
+        "",
+        f"Interactions per user: mean {f['interactions_per_user_mean']}, median "
+        f"{f['interactions_per_user_median']}, max {f['interactions_per_user_max']}. "
+        f"Overall like rate {f['like_rate']}.",
+        "",
+        "## Copies, duplicates and ties",
+        "",
+        f"- Copied reviews (same user, text and rating on different item ids): {c['copy_sets']} copy "
+        f"sets of {c['rows_in_copy_sets']} rows by {c['users_affected']} users over "
+        f"{c['items_in_copy_sets']} items ({c['listing_sets']} distinct listing sets, the largest "
+        f"{c['largest_listing_set']} listings; {c['copy_sets_spanning_days']} sets span several days). "
+        f"Policy `{c['policy']}` removed {c['rows_removed']} rows (collapsing removes "
+        f"{c['rows_that_would_be_removed']}); {c['items_left_without_rows']} items were left with no rows.",
+        f"- Duplicate user-item rows: {d['duplicate_rows_extra']} extra rows over {d['duplicate_pairs']} "
+        f"pairs ({d['exact_duplicate_rows']} exact copies, {d['pairs_with_conflicting_ratings']} pairs "
+        f"with conflicting ratings). Policy `{d['policy']}` removed {d['rows_removed']} rows.",
+        f"- Same-timestamp ties: {t['interactions_sharing_a_timestamp']} interactions of "
+        f"{t['users_with_ties']} users; order `{t['policy']}`. Targets tied with a neighbour "
+        f"(the tie order chose them): {t.get('targets_tied_with_a_neighbour', 'n/a')}; examples with a "
+        f"history item at the target's timestamp: "
+        f"{t.get('examples_with_history_item_at_target_timestamp', 'n/a')}.",
+        "",
+        "## Splits",
+        "",
+        _md_table(
+            [
+                [s, v["examples"], v["like_rate"], v["mean_history_len"], v["subsample"], v["subsample_like_rate"]]
+                for s, v in card["splits"].items()
+            ],
+            ["split", "examples", "like rate", "mean history", "subsample", "subsample like rate"],
+        ),
+        "",
+        f"K-shot sampling: `{card['kshot_sampling']}` (nested: each K is a prefix of one seeded order).",
+        "",
+        _md_table(
+            [[k, v["available"], v["liked"], v["disliked"], v["like_rate"]] for k, v in card["kshot"].items()],
+            ["K-shot", "available", "liked", "disliked", "like rate"],
+        ),
+        "",
+        "## Items, reviews and profiles",
+        "",
+        f"- Title sources: {card['items']['title_source']}; metadata descriptions: "
+        f"{card['items']['with_metadata_description']}.",
+        f"- Algorithm 1: {card['items']['with_sampled_reviews']} items have sampled reviews (mean "
+        f"{card['items']['mean_sampled_reviews']}); reviews excluded from the pool: "
+        f"{card['reviews']['eval_target_reviews_excluded']} written at validation/test targets, "
+        f"{card['reviews'].get('train_target_reviews_excluded', 0)} at training targets, "
+        f"{card['reviews'].get('copies_of_target_reviews_excluded', 0)} same-user copies of a target's review.",
+        f"- Profiles: {card['profiles']['users_with_profile_items']} users have profile items (mean "
+        f"{card['profiles']['mean_profile_items']}); {card['profiles']['users_without_profile_items']} "
+        f"have none (their whole sequence is inside the test window).",
+        "",
+        "## Rating distribution",
+        "",
+        _md_table([[r, c] for r, c in card["rating_distribution"].items()], ["rating", "count"]),
+        "",
+    ]
     out += audit_markdown(card["audit"])
     if card.get("release_cleaning"):
-        out += ["## Deviations from the authors' windows", "", "```",
-                json.dumps(card["release_cleaning"], indent=1), "```", ""]
+        out += [
+            "## Deviations from the authors' windows",
+            "",
+            "```",
+            json.dumps(card["release_cleaning"], indent=1),
+            "```",
+            "",
+        ]
     if card.get("release_windows"):
         out += ["## Released windows", "", "```", json.dumps(card["release_windows"], indent=1), "```", ""]
     if card["notes"]:

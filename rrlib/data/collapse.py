@@ -30,6 +30,7 @@ families apart (in All_Beauty both rules leave 20 users with 5+ interactions onc
 run). The price: two users' copies of one product can land on different ids of that product
 (the data card counts the distinct listing sets).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -54,22 +55,34 @@ def find_copy_sets(inter: pd.DataFrame) -> pd.DataFrame:
     whether it is the row kept (``keep``: the earliest, then the lowest item id, then file order)."""
     text = normalise_text(inter["review_text"])
     has_text = text != ""
-    df = pd.DataFrame({"user_id": inter["user_id"].astype(str), "text": text, "rating": inter["rating"],
-                       "timestamp": inter["timestamp"].astype("int64"),
-                       "day": inter["timestamp"].astype("int64") // DAY_SECONDS,
-                       "item_id": inter["item_id"].astype(str), "source_order": inter["source_order"]},
-                      index=inter.index)[has_text]
+    df = pd.DataFrame(
+        {
+            "user_id": inter["user_id"].astype(str),
+            "text": text,
+            "rating": inter["rating"],
+            "timestamp": inter["timestamp"].astype("int64"),
+            "day": inter["timestamp"].astype("int64") // DAY_SECONDS,
+            "item_id": inter["item_id"].astype(str),
+            "source_order": inter["source_order"],
+        },
+        index=inter.index,
+    )[has_text]
     key = ["user_id", "text", "rating"]
     n_items = df.groupby(key, sort=False)["item_id"].transform("nunique")
     df = df[n_items > 1].copy()
     if df.empty:
-        return pd.DataFrame({"set_id": pd.Series(dtype="int64"), "item_id": pd.Series(dtype=str),
-                             "user_id": pd.Series(dtype=str), "day": pd.Series(dtype="int64"),
-                             "keep": pd.Series(dtype=bool)})
+        return pd.DataFrame(
+            {
+                "set_id": pd.Series(dtype="int64"),
+                "item_id": pd.Series(dtype=str),
+                "user_id": pd.Series(dtype=str),
+                "day": pd.Series(dtype="int64"),
+                "keep": pd.Series(dtype=bool),
+            }
+        )
     df["set_id"] = df.groupby(key, sort=False).ngroup().astype("int64")
     df["id_key"] = _id_key(df["item_id"])
-    first = df.sort_values(["set_id", "timestamp", "id_key", "source_order"], kind="stable"
-                           ).groupby("set_id").head(1)
+    first = df.sort_values(["set_id", "timestamp", "id_key", "source_order"], kind="stable").groupby("set_id").head(1)
     df["keep"] = df.index.isin(first.index)
     return df[["set_id", "item_id", "user_id", "day", "keep"]]
 
@@ -101,4 +114,3 @@ def collapse_copies(inter: pd.DataFrame, enabled: bool = True) -> tuple[pd.DataF
     if not has_text:
         stats["note"] = "no review text in this dataset: nothing can be collapsed"
     return out.reset_index(drop=True), stats
-

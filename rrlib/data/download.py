@@ -10,6 +10,7 @@ is true and the source host answers. Integrity:
   ``CACHE_DIR/downloads/checksums.json`` on first download and verified on every later use,
   so a truncated or silently replaced file is caught.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -38,8 +39,6 @@ AMAZON_CATEGORIES = {"beauty": "All_Beauty", "fashion": "AMAZON_FASHION"}  # the
 
 LEDGER_NAME = "checksums.json"
 _CHUNK = 1 << 20
-
-
 
 
 def git_blob_sha1(path: Path) -> str:
@@ -76,8 +75,10 @@ class ChecksumLedger:
     def record(self, file: Path, url: str) -> str:
         digest = sha256_file(file)
         self.entries[self._key(file)] = {
-            "sha256": digest, "url": url,
-            "recorded_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "sha256": digest,
+            "url": url,
+            "recorded_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.entries, indent=2, sort_keys=True))
@@ -97,9 +98,9 @@ class ChecksumLedger:
             raise DataError(
                 f"{file}: sha256 {digest} differs from the {entry['sha256']} recorded when it was "
                 f"downloaded on {entry['recorded_at']} from {entry['url']}. The file was changed or "
-                f"truncated: delete it and run again to download it afresh.")
-        return {"sha256": digest, "status": f"verified against sha256 recorded at download "
-                                            f"({entry['recorded_at']})"}
+                f"truncated: delete it and run again to download it afresh."
+            )
+        return {"sha256": digest, "status": f"verified against sha256 recorded at download ({entry['recorded_at']})"}
 
 
 def download_file(urls: list[str] | tuple[str, ...], dest: Path, desc: str = "") -> str:
@@ -116,8 +117,7 @@ def download_file(urls: list[str] | tuple[str, ...], dest: Path, desc: str = "")
             with requests.get(url, stream=True, timeout=60) as r:
                 r.raise_for_status()
                 total = int(r.headers.get("content-length") or 0) or None
-                with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True,
-                                                 desc=desc or dest.name) as bar:
+                with open(part, "wb") as f, tqdm(total=total, unit="B", unit_scale=True, desc=desc or dest.name) as bar:
                     for chunk in r.iter_content(_CHUNK):
                         f.write(chunk)
                         bar.update(len(chunk))
@@ -143,9 +143,11 @@ def fetch_ml1m(downloads: Path) -> Path:
                 target.write_bytes(z.read(f"ml-1m/{name}"))
     blob = git_blob_sha1(folder / "ratings.dat")
     if blob != ML1M_RATINGS_GIT_BLOB:
-        raise DataError(f"{folder / 'ratings.dat'}: git blob id {blob} is not the published "
-                        f"{ML1M_RATINGS_GIT_BLOB}; the download is corrupt. Delete {archive} and "
-                        f"{folder} and run again.")
+        raise DataError(
+            f"{folder / 'ratings.dat'}: git blob id {blob} is not the published "
+            f"{ML1M_RATINGS_GIT_BLOB}; the download is corrupt. Delete {archive} and "
+            f"{folder} and run again."
+        )
     ledger = ChecksumLedger(downloads)
     for name in ("movies.dat", "users.dat"):
         if ledger.entries.get(ledger._key(folder / name)) is None:

@@ -1,15 +1,16 @@
 """Notebook 01 in one call: read the dataset, process it as the paper does, audit it for
 leakage, write the tables, data card and plots into the run folder (or refuse, see
 :func:`prepare`)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
 
-from rrlib.io import write_json_atomic, write_text_atomic
 from rrlib.config.params import defaults, validate
 from rrlib.config.paths import RunPaths, resolve_path
+from rrlib.io import write_json_atomic, write_text_atomic
 
 from .audit import check_audit
 from .card import FIGURE2_PNG, RATINGS_PNG, build_card, card_markdown, plot_figure2, plot_ratings
@@ -18,8 +19,15 @@ from .loaders import CATEGORY_DOMAINS, RawDataset, load_dataset
 from .processing import build_tables
 from .storage import Tables, write_tables
 
-DOMAINS = {"ml1m": "movies", "ml_latest_small": "movies", "beauty": "beauty", "embedded_beauty": "beauty",
-           "release_beauty": "beauty", "fashion": "fashion", "amazon_instruments": "instruments"}
+DOMAINS = {
+    "ml1m": "movies",
+    "ml_latest_small": "movies",
+    "beauty": "beauty",
+    "embedded_beauty": "beauty",
+    "release_beauty": "beauty",
+    "fashion": "fashion",
+    "amazon_instruments": "instruments",
+}
 
 
 def domain_of(params: dict[str, Any]) -> str:
@@ -30,10 +38,15 @@ def domain_of(params: dict[str, Any]) -> str:
     if dataset == "amazon2018" and params.get("AMAZON_CATEGORY") in CATEGORY_DOMAINS:
         return CATEGORY_DOMAINS[params["AMAZON_CATEGORY"]]
     if dataset not in DOMAINS:
-        what = (f"AMAZON_CATEGORY={params.get('AMAZON_CATEGORY', '')!r}" if dataset == "amazon2018"
-                else f"DATASET={dataset!r}")
-        raise DataError(f"{what} implies no domain: set DOMAIN to movies, beauty, fashion, instruments or books "
-                        f"(the wording of every prompt depends on it).")
+        what = (
+            f"AMAZON_CATEGORY={params.get('AMAZON_CATEGORY', '')!r}"
+            if dataset == "amazon2018"
+            else f"DATASET={dataset!r}"
+        )
+        raise DataError(
+            f"{what} implies no domain: set DOMAIN to movies, beauty, fashion, instruments or books "
+            f"(the wording of every prompt depends on it)."
+        )
     return DOMAINS[dataset]
 
 
@@ -48,14 +61,21 @@ def load_raw(params: dict[str, Any]) -> RawDataset:
 
 
 def _load(p: dict[str, Any]) -> RawDataset:
-    return load_dataset(p["DATASET"], resolve_path(p["DATA_DIR"]) if p["DATA_DIR"] else "",
-                        resolve_path(p["CACHE_DIR"]), p["ALLOW_DOWNLOAD"], encoding=p["ENCODING"],
-                        date_order=p["DATE_ORDER"], rating_scale=p["RATING_SCALE"],
-                        amazon_category=p["AMAZON_CATEGORY"])
+    return load_dataset(
+        p["DATASET"],
+        resolve_path(p["DATA_DIR"]) if p["DATA_DIR"] else "",
+        resolve_path(p["CACHE_DIR"]),
+        p["ALLOW_DOWNLOAD"],
+        encoding=p["ENCODING"],
+        date_order=p["DATE_ORDER"],
+        rating_scale=p["RATING_SCALE"],
+        amazon_category=p["AMAZON_CATEGORY"],
+    )
 
 
-def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
-            raw: RawDataset | None = None) -> dict[str, Any]:
+def prepare(
+    params: dict[str, Any], paths: RunPaths, progress: bool = True, raw: RawDataset | None = None
+) -> dict[str, Any]:
     """Build and write interactions/items/users/examples Parquet tables, the data card
     (JSON + Markdown) and the plots; return the data-card dict. ``raw``: an already loaded
     dataset (from :func:`load_raw` with the same parameters), to avoid reading it twice.
@@ -82,10 +102,19 @@ def prepare(params: dict[str, Any], paths: RunPaths, progress: bool = True,
         check_audit(card["audit"])
     card["tables"] = write_tables(tables, paths)
     card["plots"] = {
-        "figure2": str(plot_figure2(built.figure2, card["kcore"]["k"], paths.data / FIGURE2_PNG,
-                                    f"{p['DATASET']}: users with at least k interactions")),
-        "rating_distribution": str(plot_ratings(card["rating_distribution"], p["LIKE_THRESHOLD"],
-                                                paths.data / RATINGS_PNG, f"{p['DATASET']}: ratings")),
+        "figure2": str(
+            plot_figure2(
+                built.figure2,
+                card["kcore"]["k"],
+                paths.data / FIGURE2_PNG,
+                f"{p['DATASET']}: users with at least k interactions",
+            )
+        ),
+        "rating_distribution": str(
+            plot_ratings(
+                card["rating_distribution"], p["LIKE_THRESHOLD"], paths.data / RATINGS_PNG, f"{p['DATASET']}: ratings"
+            )
+        ),
     }
     _write_card(card, paths)
     return card

@@ -26,6 +26,7 @@ The leakage audit of the result is :mod:`rrlib.data.audit`.
 * K-shot sets (``KSHOT_SAMPLING``): nested prefixes of one seeded order of the train split,
   label-stratified, label-balanced or random (:mod:`rrlib.data.sampling`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,9 +35,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .collapse import collapse_copies, normalise_text
 from .errors import DataError
 from .loaders import RawDataset
-from .collapse import collapse_copies, normalise_text
 from .reviews import fallback_titles, sample_item_reviews
 from .sampling import RANKERS, balanced_limit, sample_users, stratified_ranks
 from .tags import apply_tags
@@ -54,17 +55,19 @@ def deduplicate(inter: pd.DataFrame, how: str) -> tuple[pd.DataFrame, dict[str, 
     dup_mask = inter.duplicated(["user_id", "item_id"], keep=False)
     exact = inter.duplicated(["user_id", "item_id", "rating", "timestamp", "review_text"]).sum()
     conflicting = (inter[dup_mask].groupby(["user_id", "item_id"])["rating"].nunique() > 1).sum()
-    stats = {"policy": how, "rows_in": int(len(inter)),
-             "duplicate_pairs": int(inter[dup_mask][["user_id", "item_id"]].drop_duplicates().shape[0]),
-             "duplicate_rows_extra": int(inter.duplicated(["user_id", "item_id"]).sum()),
-             "exact_duplicate_rows": int(exact),
-             "pairs_with_conflicting_ratings": int(conflicting)}
+    stats = {
+        "policy": how,
+        "rows_in": int(len(inter)),
+        "duplicate_pairs": int(inter[dup_mask][["user_id", "item_id"]].drop_duplicates().shape[0]),
+        "duplicate_rows_extra": int(inter.duplicated(["user_id", "item_id"]).sum()),
+        "exact_duplicate_rows": int(exact),
+        "pairs_with_conflicting_ratings": int(conflicting),
+    }
     if how == "keep_all":
         out = inter
     else:
         ordered = inter.sort_values(["timestamp", "source_order"], kind="stable")
-        out = ordered.drop_duplicates(["user_id", "item_id"],
-                                      keep="last" if how == "keep_last" else "first")
+        out = ordered.drop_duplicates(["user_id", "item_id"], keep="last" if how == "keep_last" else "first")
         out = out.sort_values("source_order", kind="stable")
     stats["rows_removed"] = int(len(inter) - len(out))
     stats["rows_out"] = int(len(out))
@@ -84,8 +87,10 @@ def order_interactions(inter: pd.DataFrame, tie_order: str) -> pd.DataFrame:
 
 def tie_stats(inter: pd.DataFrame) -> dict[str, Any]:
     tied = inter.duplicated(["user_id", "timestamp"], keep=False)
-    return {"interactions_sharing_a_timestamp": int(tied.sum()),
-            "users_with_ties": int(inter.loc[tied, "user_id"].nunique())}
+    return {
+        "interactions_sharing_a_timestamp": int(tied.sum()),
+        "users_with_ties": int(inter.loc[tied, "user_id"].nunique()),
+    }
 
 
 def users_with_at_least(inter: pd.DataFrame, ks) -> pd.DataFrame:
@@ -102,9 +107,11 @@ def user_kcore(inter: pd.DataFrame, k: int, source: str = "") -> pd.DataFrame:
     out = inter[counts >= k].reset_index(drop=True)
     if out.empty:
         most = int(counts.max()) if len(counts) else 0
-        raise DataError(f"KCORE={k} leaves no users{f' in {source}' if source else ''}: the most active "
-                        f"user has {most} interaction(s) after deduplication. Lower KCORE to at most "
-                        f"{max(most, 3)} or use a larger dataset.")
+        raise DataError(
+            f"KCORE={k} leaves no users{f' in {source}' if source else ''}: the most active "
+            f"user has {most} interaction(s) after deduplication. Lower KCORE to at most "
+            f"{max(most, 3)} or use a larger dataset."
+        )
     return out
 
 
@@ -127,21 +134,31 @@ def _user_arrays(inter: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
     inter = inter.sort_values(["user_id", "position"], kind="stable")
     out = {}
     for u, g in inter.groupby("user_id", sort=False):
-        out[u] = {"item": g["item_id"].to_numpy(dtype=object), "rating": g["rating"].to_numpy(float),
-                  "liked": g["liked"].to_numpy(bool), "ts": g["timestamp"].to_numpy("int64"),
-                  "pos": g["position"].to_numpy("int64")}
+        out[u] = {
+            "item": g["item_id"].to_numpy(dtype=object),
+            "rating": g["rating"].to_numpy(float),
+            "liked": g["liked"].to_numpy(bool),
+            "ts": g["timestamp"].to_numpy("int64"),
+            "pos": g["position"].to_numpy("int64"),
+        }
     return out
 
 
 def _example_row(split: str, u: str, a: dict, t: int, hist: list[int]) -> dict[str, Any]:
-    return {"example_id": f"{split}:{u}", "split": split, "user_id": u,
-            "target_item_id": str(a["item"][t]), "target_rating": float(a["rating"][t]),
-            "target_timestamp": int(a["ts"][t]), "label": int(a["liked"][t]),
-            "target_position": int(a["pos"][t]),
-            "history_item_ids": [str(a["item"][i]) for i in hist],
-            "history_ratings": [float(a["rating"][i]) for i in hist],
-            "history_liked": [bool(a["liked"][i]) for i in hist],
-            "history_positions": [int(a["pos"][i]) for i in hist]}
+    return {
+        "example_id": f"{split}:{u}",
+        "split": split,
+        "user_id": u,
+        "target_item_id": str(a["item"][t]),
+        "target_rating": float(a["rating"][t]),
+        "target_timestamp": int(a["ts"][t]),
+        "label": int(a["liked"][t]),
+        "target_position": int(a["pos"][t]),
+        "history_item_ids": [str(a["item"][i]) for i in hist],
+        "history_ratings": [float(a["rating"][i]) for i in hist],
+        "history_liked": [bool(a["liked"][i]) for i in hist],
+        "history_positions": [int(a["pos"][i]) for i in hist],
+    }
 
 
 def build_examples(inter: pd.DataFrame, history_len: int) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -162,14 +179,26 @@ def build_examples(inter: pd.DataFrame, history_len: int) -> tuple[pd.DataFrame,
 
 
 def _examples_frame(rows: list[dict]) -> pd.DataFrame:
-    cols = ["example_id", "split", "user_id", "target_item_id", "target_rating", "target_timestamp",
-            "label", "target_position", "history_item_ids", "history_ratings", "history_liked",
-            "history_positions"]
+    cols = [
+        "example_id",
+        "split",
+        "user_id",
+        "target_item_id",
+        "target_rating",
+        "target_timestamp",
+        "label",
+        "target_position",
+        "history_item_ids",
+        "history_ratings",
+        "history_liked",
+        "history_positions",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
-def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list[str]]]
-                          ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def examples_from_windows(
+    inter: pd.DataFrame, windows: dict[str, dict[str, list[str]]]
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Examples from released windows (last id = target, the rest = history, oldest first).
 
     Each window is located in the user's sequence: first as the contiguous slice ending at the
@@ -179,8 +208,14 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
     an example whose target is absent is dropped (both counted)."""
     arrays = _user_arrays(inter)
     rows = []
-    stats: dict[str, Any] = {"windows": 0, "exact_slices": 0, "realigned": 0, "target_moved": 0,
-             "history_ids_not_in_ratings": 0, "dropped_target_not_in_ratings": {s: 0 for s in SPLIT_OFFSETS}}
+    stats: dict[str, Any] = {
+        "windows": 0,
+        "exact_slices": 0,
+        "realigned": 0,
+        "target_moved": 0,
+        "history_ids_not_in_ratings": 0,
+        "dropped_target_not_in_ratings": {s: 0 for s in SPLIT_OFFSETS},
+    }
     for split in ("test", "valid", "train"):
         for u, window in windows[split].items():
             a = arrays[u]
@@ -188,14 +223,16 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
             end = n - SPLIT_OFFSETS[split]  # expected target position
             stats["windows"] += 1
             matched: list[int | None]
-            if end >= 0 and items[max(0, end + 1 - len(window)):end + 1] == window:
+            if end >= 0 and items[max(0, end + 1 - len(window)) : end + 1] == window:
                 stats["exact_slices"] += 1
                 matched = list(range(end + 1 - len(window), end + 1))
             else:
                 stats["realigned"] += 1
                 # the target: nearest occurrence at/before the expected position, else after it
-                target = next((i for i in range(min(end, n - 1), -1, -1) if items[i] == window[-1]),
-                              next((i for i in range(max(end + 1, 0), n) if items[i] == window[-1]), None))
+                target = next(
+                    (i for i in range(min(end, n - 1), -1, -1) if items[i] == window[-1]),
+                    next((i for i in range(max(end + 1, 0), n) if items[i] == window[-1]), None),
+                )
                 matched, cursor = [target], (target - 1 if target is not None else min(end, n - 1))
                 for item in reversed(window[:-1]):
                     hit = next((i for i in range(cursor, -1, -1) if items[i] == item), None)
@@ -213,8 +250,9 @@ def examples_from_windows(inter: pd.DataFrame, windows: dict[str, dict[str, list
     return _examples_frame(rows), stats
 
 
-def clean_release_windows(inter: pd.DataFrame, examples: pd.DataFrame
-                          ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def clean_release_windows(
+    inter: pd.DataFrame, examples: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """``RELEASE_WINDOWS=clean``: the authors' windows (already located in the full sequence by
     :func:`examples_from_windows`) on the sequence without exact duplicate rows.
 
@@ -262,10 +300,14 @@ def clean_release_windows(inter: pd.DataFrame, examples: pd.DataFrame
                 seen.add(q)
             changed[split] += len(hist) != len(r["history_positions"])
             rows.append(_example_row(split, u, a, t, sorted(hist)))
-    stats = {"policy": "clean", "exact_duplicate_rows_dropped": int((~keep).sum()),
-             "authors_windows_with_target_item_in_history": target_in_window,
-             "history_entries_removed": removed, "examples_with_shorter_history": changed,
-             "examples_dropped_same_target_row_as_a_later_split": dropped}
+    stats = {
+        "policy": "clean",
+        "exact_duplicate_rows_dropped": int((~keep).sum()),
+        "authors_windows_with_target_item_in_history": target_in_window,
+        "history_entries_removed": removed,
+        "examples_with_shorter_history": changed,
+        "examples_dropped_same_target_row_as_a_later_split": dropped,
+    }
     return cleaned.reset_index(drop=True), _examples_frame(rows), stats
 
 
@@ -275,8 +317,9 @@ def profile_items(inter: pd.DataFrame, examples: pd.DataFrame, m: int) -> pd.Dat
     Users without a test example (release: unknown test target) use their latest example."""
     arrays = _user_arrays(inter)
     by_user: dict[str, list[dict]] = {}
-    for r in examples[["user_id", "split", "target_item_id", "target_position", "history_item_ids",
-                       "history_positions"]].to_dict("records"):
+    for r in examples[
+        ["user_id", "split", "target_item_id", "target_position", "history_item_ids", "history_positions"]
+    ].to_dict("records"):
         by_user.setdefault(r["user_id"], []).append(r)
     rows = []
     for u, a in arrays.items():
@@ -289,16 +332,21 @@ def profile_items(inter: pd.DataFrame, examples: pd.DataFrame, m: int) -> pd.Dat
             cutoff = min(list(anchor["history_positions"]) + [r["target_position"] for r in ex])
             banned = set(anchor["history_item_ids"]) | {r["target_item_id"] for r in ex}
         chosen = [i for i in range(cutoff) if a["item"][i] not in banned][:m]
-        rows.append({"user_id": u, "n_interactions": int(len(a["item"])),
-                     "profile_item_ids": [str(a["item"][i]) for i in chosen],
-                     "profile_liked": [bool(a["liked"][i]) for i in chosen],
-                     "profile_positions": [int(a["pos"][i]) for i in chosen]})
-    return pd.DataFrame(rows, columns=["user_id", "n_interactions", "profile_item_ids", "profile_liked",
-                                       "profile_positions"])
+        rows.append(
+            {
+                "user_id": u,
+                "n_interactions": int(len(a["item"])),
+                "profile_item_ids": [str(a["item"][i]) for i in chosen],
+                "profile_liked": [bool(a["liked"][i]) for i in chosen],
+                "profile_positions": [int(a["pos"][i]) for i in chosen],
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["user_id", "n_interactions", "profile_item_ids", "profile_liked", "profile_positions"]
+    )
 
 
-def assign_sample_ranks(examples: pd.DataFrame, seed: int, kshot_sampling: str = "stratified"
-                        ) -> pd.DataFrame:
+def assign_sample_ranks(examples: pd.DataFrame, seed: int, kshot_sampling: str = "stratified") -> pd.DataFrame:
     """``sample_rank`` per split: valid/test label-stratified, train per ``kshot_sampling``
     (stratified | balanced | random; see :mod:`rrlib.data.sampling`)."""
     if kshot_sampling not in RANKERS:
@@ -311,8 +359,9 @@ def assign_sample_ranks(examples: pd.DataFrame, seed: int, kshot_sampling: str =
         out.loc[part.index, "sample_rank"] = ranker(part["label"].to_numpy(), seed, split)
     out["sample_rank"] = out["sample_rank"].astype("int64")
     order = {"train": 0, "valid": 1, "test": 2}
-    return out.sort_values(["split", "sample_rank"], key=lambda s: s.map(order) if s.name == "split" else s
-                           ).reset_index(drop=True)
+    return out.sort_values(
+        ["split", "sample_rank"], key=lambda s: s.map(order) if s.name == "split" else s
+    ).reset_index(drop=True)
 
 
 def check_kshot_balance(examples: pd.DataFrame, sizes, kshot_sampling: str) -> None:
@@ -328,7 +377,8 @@ def check_kshot_balance(examples: pd.DataFrame, sizes, kshot_sampling: str) -> N
             f"KSHOT_SAMPLING='balanced' cannot make K={bad} half liked, half disliked: the train split has "
             f"{n_pos} liked and {len(labels) - n_pos} disliked examples, so balanced sets stop at K={limit}. "
             f"Use KSHOT_SAMPLING='stratified' (proportional) or 'random', KSHOT_SIZES of at most {limit}, "
-            f"or a dataset with more examples of the smaller label.")
+            f"or a dataset with more examples of the smaller label."
+        )
 
 
 def tie_decided_targets(inter: pd.DataFrame, examples: pd.DataFrame) -> dict[str, int]:
@@ -336,13 +386,16 @@ def tie_decided_targets(inter: pd.DataFrame, examples: pd.DataFrame) -> dict[str
     rule chose which item is the target) or with an item of its own history."""
     ts = {u: a["ts"] for u, a in _user_arrays(inter).items()}
     decided, hist_same = 0, 0
-    for u, t, t_ts, hist in zip(examples["user_id"], examples["target_position"],
-                                examples["target_timestamp"], examples["history_positions"]):
+    for u, t, t_ts, hist in zip(
+        examples["user_id"], examples["target_position"], examples["target_timestamp"], examples["history_positions"]
+    ):
         seq = ts[u]
         decided += bool((t > 0 and seq[t - 1] == t_ts) or (t + 1 < len(seq) and seq[t + 1] == t_ts))
         hist_same += bool(len(hist) and (seq[np.asarray(hist, dtype=int)] == t_ts).any())
-    return {"targets_tied_with_a_neighbour": int(decided),
-            "examples_with_history_item_at_target_timestamp": int(hist_same)}
+    return {
+        "targets_tied_with_a_neighbour": int(decided),
+        "examples_with_history_item_at_target_timestamp": int(hist_same),
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -368,8 +421,10 @@ def _size_notes(examples: pd.DataFrame, params: dict[str, Any]) -> list[str]:
     have = int((examples["split"] == "train").sum())
     too_big = [k for k in params["KSHOT_SIZES"] if k > have]
     if too_big:
-        notes.append(f"KSHOT_SIZES {too_big} exceed the {have} training examples: those K-shot sets "
-                     f"are unavailable (use a larger dataset or smaller K)")
+        notes.append(
+            f"KSHOT_SIZES {too_big} exceed the {have} training examples: those K-shot sets "
+            f"are unavailable (use a larger dataset or smaller K)"
+        )
     return notes
 
 
@@ -390,17 +445,20 @@ def review_pool(everything: pd.DataFrame, inter: pd.DataFrame) -> tuple[pd.DataF
     copy = np.array([bool(t) and (u, t) in target_text for u, t in zip(everything["user_id"], text)], dtype=bool)
     copy &= at == ""
     allowed = (at == "") & ~copy
-    stats = {"eval_target_reviews_excluded": int((np.isin(at, ["valid", "test"]) & has_text).sum()),
-             "train_target_reviews_excluded": int(((at == "train") & has_text).sum()),
-             "copies_of_target_reviews_excluded": int((copy & has_text).sum()),
-             "pool_reviews_with_text": int((allowed & has_text).sum()),
-             "pool": "all deduplicated reviews (also of users outside the k-core) except those written at "
-                     "train/validation/test targets and the same user's copies of them"}
+    stats = {
+        "eval_target_reviews_excluded": int((np.isin(at, ["valid", "test"]) & has_text).sum()),
+        "train_target_reviews_excluded": int(((at == "train") & has_text).sum()),
+        "copies_of_target_reviews_excluded": int((copy & has_text).sum()),
+        "pool_reviews_with_text": int((allowed & has_text).sum()),
+        "pool": "all deduplicated reviews (also of users outside the k-core) except those written at "
+        "train/validation/test targets and the same user's copies of them",
+    }
     return everything[allowed], stats
 
 
-def _release_steps(inter: pd.DataFrame, raw: RawDataset, p: dict[str, Any], stats: dict[str, Any]
-                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _release_steps(
+    inter: pd.DataFrame, raw: RawDataset, p: dict[str, Any], stats: dict[str, Any]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The authors' split: their rows in file order, their windows, cleaned unless
     RELEASE_WINDOWS='as_released'."""
     _, dd = deduplicate(inter, "keep_all")
@@ -410,14 +468,19 @@ def _release_steps(inter: pd.DataFrame, raw: RawDataset, p: dict[str, Any], stat
     examples, stats["windows"] = examples_from_windows(inter, raw.windows)
     if p["RELEASE_WINDOWS"] == "clean":
         inter, examples, stats["release_cleaning"] = clean_release_windows(inter, examples)
-        dd |= {"policy": "exact duplicate rows dropped (RELEASE_WINDOWS=clean); other repeated user-item "
-                         "rows kept (the authors' windows use them); DEDUP not applied",
-               "rows_removed": stats["release_cleaning"]["exact_duplicate_rows_dropped"]}
+        dd |= {
+            "policy": "exact duplicate rows dropped (RELEASE_WINDOWS=clean); other repeated user-item "
+            "rows kept (the authors' windows use them); DEDUP not applied",
+            "rows_removed": stats["release_cleaning"]["exact_duplicate_rows_dropped"],
+        }
     else:
-        stats["release_cleaning"] = {"policy": "as_released (the authors' windows unchanged, exact "
-                                               "duplicate rows kept)"}
-        dd |= {"policy": "keep_all (RELEASE_WINDOWS=as_released: the authors' windows contain repeated "
-                         "ids; DEDUP not applied)"}
+        stats["release_cleaning"] = {
+            "policy": "as_released (the authors' windows unchanged, exact duplicate rows kept)"
+        }
+        dd |= {
+            "policy": "keep_all (RELEASE_WINDOWS=as_released: the authors' windows contain repeated "
+            "ids; DEDUP not applied)"
+        }
     dd["rows_out"] = int(len(inter))
     stats["dedup"] = dd
     stats["ties"] = tie_stats(inter) | {"policy": "file (release order)"}
@@ -429,8 +492,11 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
     stats: dict[str, Any] = {"notes": list(raw.notes)}
     inter = raw.interactions.copy()
     release = raw.windows is not None
-    stats["raw"] = {"interactions": int(len(inter)), "users": int(inter["user_id"].nunique()),
-                    "items": int(inter["item_id"].nunique())}
+    stats["raw"] = {
+        "interactions": int(len(inter)),
+        "users": int(inter["user_id"].nunique()),
+        "items": int(inter["item_id"].nunique()),
+    }
     inter, stats["copies"] = collapse_copies(inter, p["COLLAPSE_COPIES"])
     if release:
         inter, examples = _release_steps(inter, raw, p, stats)
@@ -446,8 +512,12 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
         inter = binarize(inter, p["LIKE_THRESHOLD"])
         # examples on all k-core users first: the targets fix which reviews are allowed
         examples, stats["examples_built"] = build_examples(inter, p["HISTORY_LEN"])
-    stats["kcore"] = {"k": None if release else p["KCORE"], "users": int(inter["user_id"].nunique()),
-                      "items": int(inter["item_id"].nunique()), "interactions": int(len(inter))}
+    stats["kcore"] = {
+        "k": None if release else p["KCORE"],
+        "users": int(inter["user_id"].nunique()),
+        "items": int(inter["item_id"].nunique()),
+        "interactions": int(len(inter)),
+    }
     key = examples.set_index(["user_id", "target_position"])["split"]
     key = key[~key.index.duplicated()]
     idx = pd.MultiIndex.from_arrays([inter["user_id"], inter["position"]])
@@ -473,8 +543,9 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
     items = fallback_titles(items, pool)
     # [data-loaders hook] user tags (MovieLens) join the attributes now that targets are known
     items, stats["tags"] = apply_tags(items, raw.tags, inter, stats["notes"])
-    reviews = sample_item_reviews(pool, items["item_id"], p["REVIEWS_PER_ITEM"], p["REVIEW_WORDS"],
-                                  p["SEED"], progress=progress)
+    reviews = sample_item_reviews(
+        pool, items["item_id"], p["REVIEWS_PER_ITEM"], p["REVIEW_WORDS"], p["SEED"], progress=progress
+    )
     counted = inter[~inter["target_of"].isin(["valid", "test"])]
     agg = counted.groupby("item_id")["liked"].agg(["size", "mean"])
     items["n_ratings"] = items["item_id"].map(agg["size"]).fillna(0).astype("int64")

@@ -10,6 +10,7 @@ targets it would also leak into every other user's prompt. Reviews with empty te
 (nothing to describe). Other users' reviews written after a target's time are allowed, as in
 the paper (an item description is a property of the item, not of one example).
 """
+
 from __future__ import annotations
 
 import re
@@ -44,8 +45,9 @@ def trim_words(text: str, n_words: int) -> str:
     return " ".join(str(text).split()[:n_words])
 
 
-def select_reviews(ratings: list[float], texts: list[str], p: int, n_words: int,
-                   rng: np.random.Generator) -> list[dict]:
+def select_reviews(
+    ratings: list[float], texts: list[str], p: int, n_words: int, rng: np.random.Generator
+) -> list[dict]:
     """Algorithm 1 for one item: at most ``p`` reviews, stratified by rating, trimmed.
 
     Input order is kept in the output (callers pass reviews oldest first)."""
@@ -67,8 +69,9 @@ def select_reviews(ratings: list[float], texts: list[str], p: int, n_words: int,
     return [{"rating": float(ratings[i]), "text": trim_words(texts[i], n_words)} for i in chosen]
 
 
-def sample_item_reviews(pool: pd.DataFrame, item_ids, p: int, n_words: int, seed: int,
-                        progress: bool = True) -> dict[str, list[dict]]:
+def sample_item_reviews(
+    pool: pd.DataFrame, item_ids, p: int, n_words: int, seed: int, progress: bool = True
+) -> dict[str, list[dict]]:
     """Algorithm 1 for every item in ``item_ids``. ``pool`` has item_id, rating, review_text,
     timestamp, source_order: the reviews allowed for descriptions (see module docstring)."""
     from tqdm.auto import tqdm
@@ -82,8 +85,7 @@ def sample_item_reviews(pool: pd.DataFrame, item_ids, p: int, n_words: int, seed
         if g is None:
             out[item] = []
             continue
-        out[item] = select_reviews(g["rating"].tolist(), g["review_text"].tolist(), p, n_words,
-                                   item_rng(seed, item))
+        out[item] = select_reviews(g["rating"].tolist(), g["review_text"].tolist(), p, n_words, item_rng(seed, item))
     return out
 
 

@@ -13,6 +13,7 @@ are inside the 128, which are inside the 256) and every method gets the same exa
   label only.
 * ``random`` (the TALLRec authors' K-shot sets): a uniformly random permutation.
 """
+
 from __future__ import annotations
 
 import zlib

@@ -4,6 +4,7 @@ All ids are strings. Lists are Parquet list columns, oldest first. ``check_colum
 called by writers and readers so that a table from an older or foreign run fails with a
 message naming the file and the missing column.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,9 +13,14 @@ import pandas as pd
 
 # One row per kept interaction, in per-user chronological order.
 INTERACTIONS = {
-    "user_id": "str", "item_id": "str", "rating": "float", "timestamp": "int64 (unix seconds)",
-    "liked": "bool (rating > LIKE_THRESHOLD)", "position": "int (0-based index in the user's sequence)",
-    "review_text": "str ('' when none)", "summary": "str ('' when none)",
+    "user_id": "str",
+    "item_id": "str",
+    "rating": "float",
+    "timestamp": "int64 (unix seconds)",
+    "liked": "bool (rating > LIKE_THRESHOLD)",
+    "position": "int (0-based index in the user's sequence)",
+    "review_text": "str ('' when none)",
+    "summary": "str ('' when none)",
     "target_of": "str: test | valid | train when this interaction is that split's target, else ''",
     "source_order": "int: row order in the source file (the 'file' tie order)",
 }
@@ -33,7 +39,8 @@ ITEMS = {
 
 # One row per user that survived the k-core.
 USERS = {
-    "user_id": "str", "n_interactions": "int",
+    "user_id": "str",
+    "n_interactions": "int",
     "profile_item_ids": "list<str>: first PROFILE_ITEMS items before the test target's history window",
     "profile_liked": "list<bool>",
     "profile_positions": "list<int>: positions of the profile items in the user's sequence",
@@ -44,16 +51,20 @@ USERS = {
 EXAMPLES = {
     "example_id": "str: '<split>:<user_id>'",
     "split": "str: train (3rd last) | valid (2nd last) | test (last)",
-    "user_id": "str", "target_item_id": "str", "target_rating": "float",
-    "target_timestamp": "int64", "label": "int: 1 liked, 0 disliked",
+    "user_id": "str",
+    "target_item_id": "str",
+    "target_rating": "float",
+    "target_timestamp": "int64",
+    "label": "int: 1 liked, 0 disliked",
     "history_item_ids": "list<str>: up to HISTORY_LEN interactions before the target, oldest first",
-    "history_ratings": "list<float>", "history_liked": "list<bool>",
+    "history_ratings": "list<float>",
+    "history_liked": "list<bool>",
     "target_position": "int: the target's position in the user's sequence",
     "history_positions": "list<int>: positions of the history items (all < target_position)",
     "sample_rank": "int: position in the seeded order within the split (train: KSHOT_SAMPLING, "
-                   "stratified | balanced | random; valid/test: label-stratified); the K-shot training set "
-                   "is sample_rank < K (so K sets are nested), the valid/test subsample is "
-                   "sample_rank < N_VALID / N_TEST",
+    "stratified | balanced | random; valid/test: label-stratified); the K-shot training set "
+    "is sample_rank < K (so K sets are nested), the valid/test subsample is "
+    "sample_rank < N_VALID / N_TEST",
 }
 
 TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "examples": EXAMPLES}
@@ -62,13 +73,16 @@ TABLES = {"interactions": INTERACTIONS, "items": ITEMS, "users": USERS, "example
 def check_columns(df: pd.DataFrame, table: str, source: str | Path) -> pd.DataFrame:
     missing = [c for c in TABLES[table] if c not in df.columns]
     if missing:
-        raise ValueError(f"{source}: table '{table}' lacks column(s) {missing}; it was not written by this "
-                         f"version of notebook 01 — rerun 01_data_prep for this run folder.")
+        raise ValueError(
+            f"{source}: table '{table}' lacks column(s) {missing}; it was not written by this "
+            f"version of notebook 01 — rerun 01_data_prep for this run folder."
+        )
     return df
 
 
-def kshot(examples: pd.DataFrame, k: int, seed: int | None = None, base_seed: int | None = None,
-          sampling: str = "stratified") -> pd.DataFrame:
+def kshot(
+    examples: pd.DataFrame, k: int, seed: int | None = None, base_seed: int | None = None, sampling: str = "stratified"
+) -> pd.DataFrame:
     """The K-shot training set (nested in K; ordered as KSHOT_SAMPLING says). With a ``seed`` other
     than the ``base_seed`` notebook 01 ranked with (SEED), the train split is re-ranked with that
     seed by the same sampler (``sampling``: KSHOT_SAMPLING), so SEEDS repeats the K-shot sampling;

@@ -6,6 +6,7 @@ test target, the second last the valid target, the third last the train target. 
 interactions" are every interaction before the user's valid target; nothing at or after it is
 used to fit anything.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,10 +39,14 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
     test: last), checked against ``target_item_id`` so that a table from a different split or
     ordering fails here instead of silently leaking labels."""
     out = np.empty(len(examples), dtype=int)
-    recorded: list[int | None] = (examples["target_position"].astype(int).tolist() if "target_position" in examples.columns
-                else [None] * len(examples))
-    for i, (eid, split, user, item) in enumerate(zip(examples["example_id"], examples["split"],
-                                                     examples["user_id"], examples["target_item_id"])):
+    recorded: list[int | None] = (
+        examples["target_position"].astype(int).tolist()
+        if "target_position" in examples.columns
+        else [None] * len(examples)
+    )
+    for i, (eid, split, user, item) in enumerate(
+        zip(examples["example_id"], examples["split"], examples["user_id"], examples["target_item_id"])
+    ):
         if split not in SPLIT_OFFSET:
             raise ValueError(f"example {eid}: unknown split {split!r} (expected train, valid or test).")
         seq = sequences.get(str(user))
@@ -51,9 +56,11 @@ def target_positions(examples: pd.DataFrame, sequences: dict[str, pd.DataFrame])
         pos = given if given is not None else len(seq) - SPLIT_OFFSET[split]
         if pos < 0 or pos >= len(seq) or seq["item_id"].iat[pos] != str(item):
             found = seq["item_id"].iat[pos] if pos >= 0 else None
-            raise ValueError(f"example {eid}: its target item {item} is not the {split} target of user "
-                             f"{user} (position {pos} of {len(seq)} holds {found}); examples and "
-                             f"interactions come from different runs or splits — rerun 01_data_prep.")
+            raise ValueError(
+                f"example {eid}: its target item {item} is not the {split} target of user "
+                f"{user} (position {pos} of {len(seq)} holds {found}); examples and "
+                f"interactions come from different runs or splits — rerun 01_data_prep."
+            )
         out[i] = pos
     return out
 
@@ -62,8 +69,7 @@ def training_cutoffs(sequences: dict[str, pd.DataFrame]) -> dict[str, int]:
     """Per user, the number of leading interactions usable for training (before the valid target)."""
     out = {}
     for u, seq in sequences.items():
-        held_out = (seq.index[seq["target_of"].isin(["valid", "test"])] if "target_of" in seq.columns
-                    else [])
+        held_out = seq.index[seq["target_of"].isin(["valid", "test"])] if "target_of" in seq.columns else []
         out[u] = int(min(held_out)) if len(held_out) else max(len(seq) - SPLIT_OFFSET["valid"], 0)
     return out
 
@@ -72,9 +78,15 @@ def training_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     """Every interaction strictly before its user's valid target (no valid/test label inside)."""
     seqs = user_sequences(interactions)
     cut = training_cutoffs(seqs)
-    parts = [seq.iloc[:cut[u]].assign(user_id=u) for u, seq in seqs.items() if cut[u] > 0]
+    parts = [seq.iloc[: cut[u]].assign(user_id=u) for u, seq in seqs.items() if cut[u] > 0]
     if not parts:
-        return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
-                             "liked": pd.Series(dtype=bool), "position": pd.Series(dtype="int64"),
-                             "rating": pd.Series(dtype=float)})
+        return pd.DataFrame(
+            {
+                "user_id": pd.Series(dtype=str),
+                "item_id": pd.Series(dtype=str),
+                "liked": pd.Series(dtype=bool),
+                "position": pd.Series(dtype="int64"),
+                "rating": pd.Series(dtype=float),
+            }
+        )
     return pd.concat(parts, ignore_index=True)

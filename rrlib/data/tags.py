@@ -12,6 +12,7 @@ An item shows its ``MAX_TAGS`` most used tags (by distinct users, then first use
 case-insensitively and shown in their most common spelling; bookkeeping tags that say nothing
 about the item (``in netflix queue``) are left out.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,15 +35,22 @@ def _top_tags(kept: pd.DataFrame, max_tags: int) -> pd.Series:
     """item_id -> "tag, tag, ..." (most users first, then first use)."""
     if kept.empty:
         return pd.Series(dtype=object)
-    by_tag = (kept.groupby(["item_id", "key"], sort=False)
-              .agg(users=("user_id", "nunique"), first=("order", "min"),
-                   shown=("text", lambda s: s.value_counts().index[0])).reset_index())
+    by_tag = (
+        kept.groupby(["item_id", "key"], sort=False)
+        .agg(users=("user_id", "nunique"), first=("order", "min"), shown=("text", lambda s: s.value_counts().index[0]))
+        .reset_index()
+    )
     by_tag = by_tag.sort_values(["item_id", "users", "first"], ascending=[True, False, True])
     return by_tag.groupby("item_id", sort=False).head(max_tags).groupby("item_id", sort=False)["shown"].agg(", ".join)
 
 
-def apply_tags(items: pd.DataFrame, tags: pd.DataFrame | None, inter: pd.DataFrame,
-               notes: list[str] | None = None, max_tags: int = MAX_TAGS) -> tuple[pd.DataFrame, dict[str, Any] | None]:
+def apply_tags(
+    items: pd.DataFrame,
+    tags: pd.DataFrame | None,
+    inter: pd.DataFrame,
+    notes: list[str] | None = None,
+    max_tags: int = MAX_TAGS,
+) -> tuple[pd.DataFrame, dict[str, Any] | None]:
     """``items`` with ``"tags: a, b, ..."`` appended to their attributes, from ``tags`` minus
     those written by a user on one of their own targets in ``inter``; and the counts (also
     added to ``notes`` when given). ``tags`` None: items unchanged, no counts."""
@@ -63,16 +71,21 @@ def apply_tags(items: pd.DataFrame, tags: pd.DataFrame | None, inter: pd.DataFra
     extra = out["item_id"].map(shown).fillna("")
     base = out["attributes"].fillna("").astype(str)
     out["attributes"] = [f"{a}; tags: {x}" if a and x else (f"tags: {x}" if x else a) for a, x in zip(base, extra)]
-    stats: dict[str, Any] = {"tags_in_file": int(len(tags)),
-             "excluded_on_own_target": {s: int((excluded["split"] == s).sum()) for s in ("train", "valid", "test")},
-             "excluded_on_own_target_total": int(len(excluded)),
-             "bookkeeping_or_blank_dropped": int(len(tags) - len(t)),
-             "on_kept_items": int(len(kept)), "items_with_tags": int((extra != "").sum()),
-             "max_tags_per_item": int(max_tags)}
+    stats: dict[str, Any] = {
+        "tags_in_file": int(len(tags)),
+        "excluded_on_own_target": {s: int((excluded["split"] == s).sum()) for s in ("train", "valid", "test")},
+        "excluded_on_own_target_total": int(len(excluded)),
+        "bookkeeping_or_blank_dropped": int(len(tags) - len(t)),
+        "on_kept_items": int(len(kept)),
+        "items_with_tags": int((extra != "").sum()),
+        "max_tags_per_item": int(max_tags),
+    }
     if notes is not None:
         ex = stats["excluded_on_own_target"]
-        notes.append(f"user tags: {stats['items_with_tags']:,} items show up to {max_tags} tags from "
-                     f"{stats['on_kept_items']:,} tag applications; {stats['excluded_on_own_target_total']:,} tags "
-                     f"written by a user on their own target were excluded (test {ex['test']}, valid "
-                     f"{ex['valid']}, train {ex['train']})")
+        notes.append(
+            f"user tags: {stats['items_with_tags']:,} items show up to {max_tags} tags from "
+            f"{stats['on_kept_items']:,} tag applications; {stats['excluded_on_own_target_total']:,} tags "
+            f"written by a user on their own target were excluded (test {ex['test']}, valid "
+            f"{ex['valid']}, train {ex['train']})"
+        )
     return out, stats

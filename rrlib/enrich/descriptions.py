@@ -1,40 +1,65 @@
 """Item descriptions (notebook 02, paper section 3.2): an n-word description per item from its
 title, attributes, metadata text, Algorithm-1 sampled reviews and (movies) plot."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
+from rrlib.config.params import Config
 from rrlib.data.schema import as_list
+from rrlib.enrich.generation import (
+    DESCRIPTION_COLUMNS,
+    StepOutput,
+    _check_plain,
+    _generated_row,
+    _imported_row,
+    _table,
+    step_summary,
+)
 from rrlib.llm.base import GenerationRequest
 from rrlib.prompts.postprocess import Generator, generate_checked
 from rrlib.prompts.teacher import ItemFacts, generation_settings, template_for
-from rrlib.config.params import Config
-from rrlib.enrich.generation import (DESCRIPTION_COLUMNS, StepOutput, _check_plain, _generated_row, _imported_row,
-                                     _table, step_summary)
 
 
 def item_facts(row: Mapping[str, Any], plot: str = "") -> ItemFacts:
     reviews = tuple((float(r["rating"]), str(r["text"])) for r in as_list(row.get("sampled_reviews")))
-    return ItemFacts(item_id=str(row["item_id"]), title=str(row["title"]), attributes=str(row["attributes"] or ""),
-                     metadata_description=str(row["metadata_description"] or ""), reviews=reviews, plot=plot)
+    return ItemFacts(
+        item_id=str(row["item_id"]),
+        title=str(row["title"]),
+        attributes=str(row["attributes"] or ""),
+        metadata_description=str(row["metadata_description"] or ""),
+        reviews=reviews,
+        plot=plot,
+    )
 
 
-def description_request(row: Mapping[str, Any], *, domain: str, cfg: Config, plot: str = ""
-                        ) -> GenerationRequest:
+def description_request(row: Mapping[str, Any], *, domain: str, cfg: Config, plot: str = "") -> GenerationRequest:
     template = template_for("item_description")
-    settings = generation_settings("item_description", cfg.teacher.generation_mode, cfg.common.seed,
-                                   words=cfg.enrich.description_words,
-                                   repetition_penalty=cfg.teacher.teacher_repetition_penalty)
-    return template.request(domain, settings, tag=str(row["item_id"]), item=item_facts(row, plot),
-                            n_words=cfg.enrich.description_words)
+    settings = generation_settings(
+        "item_description",
+        cfg.teacher.generation_mode,
+        cfg.common.seed,
+        words=cfg.enrich.description_words,
+        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+    )
+    return template.request(
+        domain, settings, tag=str(row["item_id"]), item=item_facts(row, plot), n_words=cfg.enrich.description_words
+    )
 
 
-def generate_descriptions(items: pd.DataFrame, item_ids: Sequence[str], *, domain: str,
-                          cfg: Config, generator: Generator,
-                          imported: Mapping[str, str] | None = None,
-                          plots: Mapping[str, str] | None = None) -> StepOutput:
+def generate_descriptions(
+    items: pd.DataFrame,
+    item_ids: Sequence[str],
+    *,
+    domain: str,
+    cfg: Config,
+    generator: Generator,
+    imported: Mapping[str, str] | None = None,
+    plots: Mapping[str, str] | None = None,
+) -> StepOutput:
     """Descriptions of ``item_ids``: imported where ``imported`` has one, generated otherwise."""
     imported = imported or {}
     plots = plots or {}
@@ -44,13 +69,18 @@ def generate_descriptions(items: pd.DataFrame, item_ids: Sequence[str], *, domai
         raise ValueError(f"{len(missing)} item id(s) are not in the items table, e.g. {missing[:3]}.")
     rows = [_imported_row("item_id", i, imported[i]) for i in item_ids if i in imported]
     todo = [i for i in item_ids if i not in imported]
-    requests = {i: description_request(by_id.loc[i].to_dict(), domain=domain, cfg=cfg,
-                                       plot=plots.get(i, "")) for i in todo}
-    outs = generate_checked(generator, list(requests.values()), _check_plain(cfg.enrich.description_words),
-                            cfg.teacher.max_output_retries, desc="item descriptions")
+    requests = {
+        i: description_request(by_id.loc[i].to_dict(), domain=domain, cfg=cfg, plot=plots.get(i, "")) for i in todo
+    }
+    outs = generate_checked(
+        generator,
+        list(requests.values()),
+        _check_plain(cfg.enrich.description_words),
+        cfg.teacher.max_output_retries,
+        desc="item descriptions",
+    )
     rows += [_generated_row("item_id", i, o) for i, o in zip(todo, outs)]
     table = _table(rows, "item_id", "description", item_ids, DESCRIPTION_COLUMNS)
     summary = step_summary(table, "description", imported=imported, needed=item_ids)
     summary["n_with_plot"] = sum(1 for i in item_ids if plots.get(i))
     return StepOutput(table, requests, summary)
-

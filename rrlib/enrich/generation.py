@@ -1,30 +1,50 @@
 """What notebooks 02-05 share: a step's output (table, requests, summary), the rows of imported
 and generated texts, the summary counts, and reading and writing the enrichment tables."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
+from rrlib.enrich.imports import import_coverage, imported_status
 from rrlib.errors import MissingArtifactError
 from rrlib.io import write_parquet_atomic
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.prompts.postprocess import USABLE_STATUSES, CheckedOutput, Cleaned, clean_output, prompt_text_of
-from rrlib.enrich.imports import import_coverage, imported_status
 
-DESCRIPTION_COLUMNS = ["item_id", "description", "source", "status", "n_words", "detail", "attempts",
-                       "truncated_prompt"]
+DESCRIPTION_COLUMNS = [
+    "item_id",
+    "description",
+    "source",
+    "status",
+    "n_words",
+    "detail",
+    "attempts",
+    "truncated_prompt",
+]
 
 
-PROFILE_COLUMNS = ["user_id", "profile", "source", "status", "n_words", "detail", "attempts",
-                   "truncated_prompt", "n_profile_items"]
+PROFILE_COLUMNS = [
+    "user_id",
+    "profile",
+    "source",
+    "status",
+    "n_words",
+    "detail",
+    "attempts",
+    "truncated_prompt",
+    "n_profile_items",
+]
 
 
 @dataclass
 class StepOutput:
     """A generation step's table, the requests it sent (by id, for showing prompts) and a summary."""
+
     table: pd.DataFrame
     requests: dict[str, GenerationRequest] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -32,20 +52,44 @@ class StepOutput:
 
 def _imported_row(id_col: str, key: str, text: str) -> dict:
     c = imported_status(text)
-    return {id_col: key, "text": c.text, "source": "imported", "status": c.status, "n_words": c.n_words,
-            "detail": c.detail, "attempts": 0, "truncated_prompt": False, "raw": text}
+    return {
+        id_col: key,
+        "text": c.text,
+        "source": "imported",
+        "status": c.status,
+        "n_words": c.n_words,
+        "detail": c.detail,
+        "attempts": 0,
+        "truncated_prompt": False,
+        "raw": text,
+    }
 
 
 def _generated_row(id_col: str, key: str, o: CheckedOutput) -> dict:
-    return {id_col: key, "text": o.text, "source": "generated", "status": o.status, "n_words": o.n_words,
-            "detail": o.detail, "attempts": o.attempts, "truncated_prompt": o.truncated_prompt, "raw": o.raw}
+    return {
+        id_col: key,
+        "text": o.text,
+        "source": "generated",
+        "status": o.status,
+        "n_words": o.n_words,
+        "detail": o.detail,
+        "attempts": o.attempts,
+        "truncated_prompt": o.truncated_prompt,
+        "raw": o.raw,
+    }
 
 
 _ROW_KEYS = ["text", "source", "status", "n_words", "detail", "attempts", "truncated_prompt", "raw"]
 
 
-def _table(rows: list[dict], id_col: str, text_col: str, ids: Sequence[str], columns: Sequence[str],
-           extra: Mapping[str, Mapping[str, Any]] | None = None) -> pd.DataFrame:
+def _table(
+    rows: list[dict],
+    id_col: str,
+    text_col: str,
+    ids: Sequence[str],
+    columns: Sequence[str],
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> pd.DataFrame:
     """Rows in the order of ``ids`` with typed columns; ``extra`` adds columns by id."""
     table = pd.DataFrame(rows, columns=[id_col] + _ROW_KEYS).rename(columns={"text": text_col})
     for name, by_id in (extra or {}).items():
@@ -60,8 +104,9 @@ def _table(rows: list[dict], id_col: str, text_col: str, ids: Sequence[str], col
     return table[list(columns) + ["raw"]]
 
 
-def step_summary(table: pd.DataFrame, text_col: str, *, imported: Mapping[str, str], needed: Sequence[str]
-                 ) -> dict[str, Any]:
+def step_summary(
+    table: pd.DataFrame, text_col: str, *, imported: Mapping[str, str], needed: Sequence[str]
+) -> dict[str, Any]:
     usable = table["status"].isin(USABLE_STATUSES)
     generated = table["source"] == "generated"
     words = table.loc[usable & (table["n_words"] > 0), "n_words"]
@@ -82,8 +127,13 @@ def step_summary(table: pd.DataFrame, text_col: str, *, imported: Mapping[str, s
 
 def _check_plain(budget: int):
     def check(req: GenerationRequest, res: GenerationResult) -> Cleaned:
-        return clean_output(res.text, word_budget=budget, prompt_text=prompt_text_of(req),
-                            hit_length_limit=res.finish_reason == "length")
+        return clean_output(
+            res.text,
+            word_budget=budget,
+            prompt_text=prompt_text_of(req),
+            hit_length_limit=res.finish_reason == "length",
+        )
+
     return check
 
 
@@ -98,8 +148,9 @@ def read_table(path: Path, columns: Sequence[str], made_by: str) -> pd.DataFrame
     table = pd.read_parquet(path)
     lacking = [c for c in columns if c not in table.columns]
     if lacking:
-        raise ValueError(f"{path}: lacks column(s) {lacking}; it was written by another version of {made_by} — "
-                         f"rerun it.")
+        raise ValueError(
+            f"{path}: lacks column(s) {lacking}; it was written by another version of {made_by} — rerun it."
+        )
     return table
 
 
@@ -114,4 +165,3 @@ def read_profiles(path: Path) -> pd.DataFrame:
 def render_chat(request: GenerationRequest) -> str:
     """A request's messages as readable text (for notebooks)."""
     return "\n\n".join(f"[{m['role']}]\n{m['content']}" for m in request.messages)
-

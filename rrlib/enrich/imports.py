@@ -1,28 +1,29 @@
 """Import of existing descriptions and profiles (e.g. the ReasoningRec release's Mixtral texts),
 so that only what is missing is generated."""
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import pandas as pd
 
 from rrlib.prompts.postprocess import Cleaned, count_words, degeneracy, repetition
 
+ID_ALIASES = {
+    "item": ("item_id", "movie_id", "asin", "parent_asin", "id"),
+    "user": ("user_id", "reviewer_id", "reviewerID", "id"),
+}
 
-ID_ALIASES = {"item": ("item_id", "movie_id", "asin", "parent_asin", "id"),
-              "user": ("user_id", "reviewer_id", "reviewerID", "id")}
 
-
-TEXT_ALIASES = {"item": ("description", "summary", "text"),
-                "user": ("profile", "summary", "text", "description")}
+TEXT_ALIASES = {"item": ("description", "summary", "text"), "user": ("profile", "summary", "text", "description")}
 
 
 #: ``release:<name>`` values of DESCRIPTIONS_IMPORT / PROFILES_IMPORT -> rrlib.data.release_files() key
-RELEASE_IMPORTS = {"ml1m_summaries": "ml1m_summaries", "beauty_descriptions": "items",
-                   "beauty_profiles": "profiles"}
+RELEASE_IMPORTS = {"ml1m_summaries": "ml1m_summaries", "beauty_descriptions": "items", "beauty_profiles": "profiles"}
 
 
 def resolve_import(value: str) -> Path:
@@ -39,13 +40,16 @@ def resolve_import(value: str) -> Path:
     name = value.split(":", 1)[1]
     files = release_files()
     if name not in RELEASE_IMPORTS or RELEASE_IMPORTS[name] not in files:
-        raise FileNotFoundError(f"{value!r}: no such file in the shipped ReasoningRec release; known: "
-                                f"{['release:' + k for k, v in RELEASE_IMPORTS.items() if v in files]}.")
+        raise FileNotFoundError(
+            f"{value!r}: no such file in the shipped ReasoningRec release; known: "
+            f"{['release:' + k for k, v in RELEASE_IMPORTS.items() if v in files]}."
+        )
     return files[RELEASE_IMPORTS[name]]
 
 
-def import_fallbacks(needed_ids: Iterable[str], imported: Mapping[str, str], titles: Mapping[str, str] | None = None,
-                     show: int = 20) -> dict[str, Any]:
+def import_fallbacks(
+    needed_ids: Iterable[str], imported: Mapping[str, str], titles: Mapping[str, str] | None = None, show: int = 20
+) -> dict[str, Any]:
     """The needed ids the import file lacks (the teacher writes those): how many, and the first
     ``show`` of them (sorted) with their titles."""
     missing = sorted(set(needed_ids) - set(imported), key=lambda s: (len(s), s))
@@ -68,8 +72,10 @@ def load_import(path: str | Path, kind: str) -> dict[str, str]:
     param = "DESCRIPTIONS_IMPORT" if kind == "item" else "PROFILES_IMPORT"
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{param}={str(path)!r} is not a file. Give a JSON {{id: text}} or a CSV with "
-                                f"id and text columns, or '' to generate everything.")
+        raise FileNotFoundError(
+            f"{param}={str(path)!r} is not a file. Give a JSON {{id: text}} or a CSV with "
+            f"id and text columns, or '' to generate everything."
+        )
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -101,8 +107,9 @@ def _from_json(data: Any, path: Path, kind: str) -> dict[str, str]:
             if isinstance(value, dict):
                 field_ = next((f for f in TEXT_ALIASES[kind] if f in value), None)
                 if field_ is None:
-                    raise ValueError(f"{path}: entry {key!r} has fields {list(value)[:8]} but none of "
-                                     f"{list(TEXT_ALIASES[kind])}.")
+                    raise ValueError(
+                        f"{path}: entry {key!r} has fields {list(value)[:8]} but none of {list(TEXT_ALIASES[kind])}."
+                    )
                 value = value[field_]
             out[str(key)] = _text(value, f"{path}: entry {key!r}")
         return out
@@ -113,12 +120,13 @@ def _from_json(data: Any, path: Path, kind: str) -> dict[str, str]:
             id_f = next((f for f in ID_ALIASES[kind] if f in rec), None)
             text_f = next((f for f in TEXT_ALIASES[kind] if f in rec), None)
             if id_f is None or text_f is None:
-                raise ValueError(f"{path}: record {n} needs an id field ({list(ID_ALIASES[kind])}) and a text "
-                                 f"field ({list(TEXT_ALIASES[kind])}); it has {list(rec)}.")
+                raise ValueError(
+                    f"{path}: record {n} needs an id field ({list(ID_ALIASES[kind])}) and a text "
+                    f"field ({list(TEXT_ALIASES[kind])}); it has {list(rec)}."
+                )
             out[str(rec[id_f])] = _text(rec[text_f], f"{path}: record {n}")
         return out
-    raise ValueError(f"{path}: expected a JSON object {{id: text}} or a list of records, got "
-                     f"{type(data).__name__}.")
+    raise ValueError(f"{path}: expected a JSON object {{id: text}} or a list of records, got {type(data).__name__}.")
 
 
 def _from_csv(path: Path, kind: str) -> dict[str, str]:
@@ -129,22 +137,27 @@ def _from_csv(path: Path, kind: str) -> dict[str, str]:
     id_c = next((c for c in ID_ALIASES[kind] if c in df.columns), None)
     text_c = next((c for c in TEXT_ALIASES[kind] if c in df.columns), None)
     if id_c is None or text_c is None:
-        raise ValueError(f"{path}: needs an id column (one of {list(ID_ALIASES[kind])}) and a text column (one "
-                         f"of {list(TEXT_ALIASES[kind])}); it has {list(df.columns)}.")
+        raise ValueError(
+            f"{path}: needs an id column (one of {list(ID_ALIASES[kind])}) and a text column (one "
+            f"of {list(TEXT_ALIASES[kind])}); it has {list(df.columns)}."
+        )
     dup = df[id_c].duplicated()
     if dup.any():
         i = int(dup.to_numpy().nonzero()[0][0])
         raise ValueError(f"{path}, line {i + 2}: {id_c} {df[id_c].iloc[i]!r} appears twice; keep one text per id.")
-    return {str(k).strip(): _text(v, f"{path}, line {n + 2}")
-            for n, (k, v) in enumerate(zip(df[id_c], df[text_c]))}
+    return {str(k).strip(): _text(v, f"{path}, line {n + 2}") for n, (k, v) in enumerate(zip(df[id_c], df[text_c]))}
 
 
 def import_coverage(needed_ids: Iterable[str], imported: Mapping[str, str]) -> dict[str, Any]:
     needed = set(needed_ids)
     covered = needed & set(imported)
-    return {"needed": len(needed), "covered": len(covered), "missing": len(needed - covered),
-            "coverage": round(len(covered) / len(needed), 4) if needed else 1.0,
-            "unused_in_file": len(set(imported) - needed)}
+    return {
+        "needed": len(needed),
+        "covered": len(covered),
+        "missing": len(needed - covered),
+        "coverage": round(len(covered) / len(needed), 4) if needed else 1.0,
+        "unused_in_file": len(set(imported) - needed),
+    }
 
 
 def imported_status(text: str) -> Cleaned:
@@ -155,4 +168,3 @@ def imported_status(text: str) -> Cleaned:
     why = degeneracy(text, "", min_words=3) or repetition(text)
     status = "ok" if not why else ("repetitive" if "repeat" in why else "degenerate")
     return Cleaned(text, status, n, why)
-

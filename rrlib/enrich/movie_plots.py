@@ -13,15 +13,17 @@ Sources (parameter PLOT_SOURCE):
   (plot or summary), e.g. the ReasoningRec release's ``ml1m/movie_summary_25_words.csv``.
 * ``none``: metadata only.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -44,13 +46,13 @@ class PlotLookup(Protocol):
 @dataclass
 class PlotReport:
     source: str
-    plots: dict[str, str]                    # item_id -> plot, only items that have one
+    plots: dict[str, str]  # item_id -> plot, only items that have one
     n_items: int
     missing_ids: list[str] = field(default_factory=list)
     n_from_cache: int = 0
     n_fetched: int = 0
     n_not_found: int = 0
-    reason: str = ""                         # why some items have no plot ('' when none lack one)
+    reason: str = ""  # why some items have no plot ('' when none lack one)
 
     @property
     def n_with_plot(self) -> int:
@@ -63,8 +65,10 @@ class PlotReport:
     def message(self) -> str:
         text = f"plots ({self.source}): {self.n_with_plot} of {self.n_items} movies have one"
         if self.source == "cinemagoer":
-            text += (f" ({self.n_from_cache} from the cache, {self.n_fetched} fetched now, "
-                     f"{self.n_not_found} not found on IMDb)")
+            text += (
+                f" ({self.n_from_cache} from the cache, {self.n_fetched} fetched now, "
+                f"{self.n_not_found} not found on IMDb)"
+            )
         if self.n_missing:
             text += f"; {self.n_missing} are described from metadata only"
             if self.reason:
@@ -72,9 +76,16 @@ class PlotReport:
         return text
 
     def summary(self) -> dict:
-        return {"source": self.source, "n_items": self.n_items, "n_with_plot": self.n_with_plot,
-                "n_missing": self.n_missing, "n_from_cache": self.n_from_cache, "n_fetched": self.n_fetched,
-                "n_not_found": self.n_not_found, "reason": self.reason}
+        return {
+            "source": self.source,
+            "n_items": self.n_items,
+            "n_with_plot": self.n_with_plot,
+            "n_missing": self.n_missing,
+            "n_from_cache": self.n_from_cache,
+            "n_fetched": self.n_fetched,
+            "n_not_found": self.n_not_found,
+            "reason": self.reason,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,7 +103,7 @@ def title_and_year(title: str, attributes: str = "") -> tuple[str, int | None]:
     m = _YEAR.search(title)
     if m:
         year = int(m.group(1))
-        title = title[:m.start()].strip()
+        title = title[: m.start()].strip()
     else:
         m = re.search(r"\byear\s*:\s*(\d{4})", attributes)
         year = int(m.group(1)) if m else None
@@ -111,8 +122,10 @@ def load_plots_csv(path: str | Path) -> dict[str, str]:
     (plot/summary/description). Blank plots are skipped."""
     path = Path(path)
     if not str(path) or not path.is_file():
-        raise FileNotFoundError(f"PLOTS_CSV={str(path)!r} is not a file. Set PLOTS_CSV to a CSV with columns "
-                                f"item_id and plot, or use PLOT_SOURCE=cinemagoer or none.")
+        raise FileNotFoundError(
+            f"PLOTS_CSV={str(path)!r} is not a file. Set PLOTS_CSV to a CSV with columns "
+            f"item_id and plot, or use PLOT_SOURCE=cinemagoer or none."
+        )
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
@@ -120,15 +133,19 @@ def load_plots_csv(path: str | Path) -> dict[str, str]:
     id_col = next((c for c in ID_COLUMNS if c in df.columns), None)
     text_col = next((c for c in PLOT_COLUMNS if c in df.columns), None)
     if id_col is None or text_col is None:
-        raise ValueError(f"{path}: needs an id column (one of {list(ID_COLUMNS)}) and a plot column (one of "
-                         f"{list(PLOT_COLUMNS)}); it has {list(df.columns)}.")
+        raise ValueError(
+            f"{path}: needs an id column (one of {list(ID_COLUMNS)}) and a plot column (one of "
+            f"{list(PLOT_COLUMNS)}); it has {list(df.columns)}."
+        )
     dup = df[id_col].duplicated(keep="first")
     if dup.any():
         row = int(dup.idxmax()) + 2  # header is line 1
-        raise ValueError(f"{path}, line {row}: {id_col} {df[id_col][dup.idxmax()]!r} appears twice; keep one "
-                         f"plot per movie.")
-    return {str(i).strip(): str(t).strip().strip('"').strip() for i, t in zip(df[id_col], df[text_col])
-            if str(t).strip()}
+        raise ValueError(
+            f"{path}, line {row}: {id_col} {df[id_col][dup.idxmax()]!r} appears twice; keep one plot per movie."
+        )
+    return {
+        str(i).strip(): str(t).strip().strip('"').strip() for i, t in zip(df[id_col], df[text_col]) if str(t).strip()
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,7 +163,8 @@ class CinemagoerLookup:
                 f"the installed cinemagoer {imdb.VERSION} offers only the {systems} access system(s), which "
                 f"read a local copy of IMDb's bulk datasets and carry no plots; plot look-ups need a cinemagoer "
                 f"release with the 'http' access system. Alternatively set PLOT_SOURCE=csv with PLOTS_CSV (e.g. "
-                f"the ReasoningRec release's ml1m/movie_summary_25_words.csv)")
+                f"the ReasoningRec release's ml1m/movie_summary_25_words.csv)"
+            )
         self._ia = imdb.Cinemagoer("http")
         self._errors = (imdb.IMDbError, OSError)
 
@@ -194,9 +212,17 @@ class PlotCache:
         self.entries[query] = rec
 
 
-def fetch_plots(items: pd.DataFrame, *, source: str, cache_dir: str | Path, csv_path: str = "",
-                rate_limit_s: float = 1.0, lookup: PlotLookup | None = None,
-                sleep: Callable[[float], None] = time.sleep, progress: bool = True) -> PlotReport:
+def fetch_plots(
+    items: pd.DataFrame,
+    *,
+    source: str,
+    cache_dir: str | Path,
+    csv_path: str = "",
+    rate_limit_s: float = 1.0,
+    lookup: PlotLookup | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    progress: bool = True,
+) -> PlotReport:
     """Plots of ``items`` (columns item_id, title, attributes) from ``source``; see the module doc."""
     ids = [str(i) for i in items["item_id"]]
     if source == "none":
@@ -205,8 +231,7 @@ def fetch_plots(items: pd.DataFrame, *, source: str, cache_dir: str | Path, csv_
         table = load_plots_csv(csv_path)
         plots = {i: table[i] for i in ids if i in table}
         missing = [i for i in ids if i not in plots]
-        return PlotReport("csv", plots, len(ids), missing,
-                          reason=f"not in {csv_path}" if missing else "")
+        return PlotReport("csv", plots, len(ids), missing, reason=f"not in {csv_path}" if missing else "")
     if source != "cinemagoer":
         raise ValueError(f"PLOT_SOURCE={source!r} is not one of cinemagoer, csv, none.")
 

@@ -15,6 +15,7 @@ an unparseable answer is retried with a new seed and, when it stays unparseable,
 out of the profiles (``status`` says why), never a crash. Every generation goes through the
 durable cache, so a rerun generates nothing twice.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -23,16 +24,28 @@ from typing import Any
 import pandas as pd
 
 from rrlib.config.params import Config
+from rrlib.data.reviews import trim_words
 from rrlib.data.schema import as_list
 from rrlib.enrich.generation import StepOutput
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.prompts import exp3rt as xp
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import USABLE_STATUSES, Cleaned, Generator, generate_checked, prompt_text_of
-from rrlib.data.reviews import trim_words
 
-PREFERENCE_COLUMNS = ["review_id", "source", "user_id", "item_id", "position", "rating", "liked", "disliked",
-                      "preferences", "status", "detail", "attempts"]
+PREFERENCE_COLUMNS = [
+    "review_id",
+    "source",
+    "user_id",
+    "item_id",
+    "position",
+    "rating",
+    "liked",
+    "disliked",
+    "preferences",
+    "status",
+    "detail",
+    "attempts",
+]
 PROFILE_TABLE_COLUMNS = ["id", "kind", "profile", "status", "n_words", "detail", "attempts", "n_reviews", "source"]
 
 
@@ -50,11 +63,17 @@ def user_reviews(interactions: pd.DataFrame, user_ids: Iterable[str], per_user: 
     df = interactions[interactions["user_id"].astype(str).isin(wanted)]
     df = df[(df["target_of"].fillna("") == "") & (df["review_text"].fillna("").str.strip() != "")]
     df = df.sort_values(["user_id", "position"]).groupby("user_id", sort=False).tail(per_user)
-    return pd.DataFrame({
-        "review_id": [f"u:{u}:{p}" for u, p in zip(df["user_id"], df["position"])],
-        "source": "user", "user_id": df["user_id"].astype(str).to_numpy(), "item_id": df["item_id"].astype(str).to_numpy(),
-        "position": df["position"].astype("int64").to_numpy(), "rating": df["rating"].astype(float).to_numpy(),
-        "text": [trim_words(t, words) for t in df["review_text"]]})
+    return pd.DataFrame(
+        {
+            "review_id": [f"u:{u}:{p}" for u, p in zip(df["user_id"], df["position"])],
+            "source": "user",
+            "user_id": df["user_id"].astype(str).to_numpy(),
+            "item_id": df["item_id"].astype(str).to_numpy(),
+            "position": df["position"].astype("int64").to_numpy(),
+            "rating": df["rating"].astype(float).to_numpy(),
+            "text": [trim_words(t, words) for t in df["review_text"]],
+        }
+    )
 
 
 def item_reviews(items: pd.DataFrame, item_ids: Iterable[str], per_item: int, words: int) -> pd.DataFrame:
@@ -67,15 +86,26 @@ def item_reviews(items: pd.DataFrame, item_ids: Iterable[str], per_item: int, wo
             continue
         for n, r in enumerate(as_list(reviews)[:per_item]):
             if str(r["text"]).strip():
-                rows.append({"review_id": f"i:{item}:{n}", "source": "item", "user_id": "", "item_id": item,
-                             "position": n, "rating": float(r["rating"]), "text": trim_words(str(r["text"]), words)})
+                rows.append(
+                    {
+                        "review_id": f"i:{item}:{n}",
+                        "source": "item",
+                        "user_id": "",
+                        "item_id": item,
+                        "position": n,
+                        "rating": float(r["rating"]),
+                        "text": trim_words(str(r["text"]), words),
+                    }
+                )
     return pd.DataFrame(rows, columns=["review_id", "source", "user_id", "item_id", "position", "rating", "text"])
 
 
 # ---------------------------------------------------------------------------------------
 # What notebook 04 has to do
 # ---------------------------------------------------------------------------------------
-EXP3RT_INPUTS = frozenset({"preferences", "user_profile", "item_profile", "candidates"})  # candidates: 04 retrieves them
+EXP3RT_INPUTS = frozenset(
+    {"preferences", "user_profile", "item_profile", "candidates"}
+)  # candidates: 04 retrieves them
 
 
 def methods_needing_preferences(cfg: Config) -> list[str]:
@@ -113,38 +143,68 @@ def _check_extraction(req: GenerationRequest, res: GenerationResult) -> Cleaned:
     return xp.check_preferences(res.text, prompt_text_of(req))
 
 
-def extraction_requests(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config
-                        ) -> dict[str, GenerationRequest]:
+def extraction_requests(
+    reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config
+) -> dict[str, GenerationRequest]:
     """review_id -> the teacher's extraction request (also the multi-task student's prompt)."""
     template = xp.TEMPLATES["preference_extraction"]
-    settings = xp.settings("preference_extraction", cfg.common.seed, mode=cfg.teacher.generation_mode,
-                           repetition_penalty=cfg.teacher.teacher_repetition_penalty)
-    return {str(r.review_id): template.request(domain, settings, tag=str(r.review_id),
-                                               review=xp.Review(catalog.title(r.item_id), float(r.rating), r.text))
-            for r in reviews.itertuples()}
+    settings = xp.settings(
+        "preference_extraction",
+        cfg.common.seed,
+        mode=cfg.teacher.generation_mode,
+        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+    )
+    return {
+        str(r.review_id): template.request(
+            domain, settings, tag=str(r.review_id), review=xp.Review(catalog.title(r.item_id), float(r.rating), r.text)
+        )
+        for r in reviews.itertuples()
+    }
 
 
-def extract_preferences(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config,
-                        generator: Generator) -> StepOutput:
+def extract_preferences(
+    reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: str, cfg: Config, generator: Generator
+) -> StepOutput:
     """One extraction per review row (see :func:`user_reviews`, :func:`item_reviews`)."""
     requests = extraction_requests(reviews, catalog, domain=domain, cfg=cfg)
-    outs = generate_checked(generator, list(requests.values()), _check_extraction, cfg.teacher.max_output_retries,
-                            desc="preference extraction")
+    outs = generate_checked(
+        generator,
+        list(requests.values()),
+        _check_extraction,
+        cfg.teacher.max_output_retries,
+        desc="preference extraction",
+    )
     rows = []
     for r, o in zip(reviews.itertuples(), outs):
         prefs = xp.parse_preferences(o.text) if o.status in USABLE_STATUSES else None
-        rows.append({"review_id": str(r.review_id), "source": r.source, "user_id": str(r.user_id),
-                     "item_id": str(r.item_id), "position": int(r.position), "rating": float(r.rating),
-                     "liked": list(prefs.liked) if prefs else [], "disliked": list(prefs.disliked) if prefs else [],
-                     "preferences": o.text if prefs else "", "status": o.status, "detail": o.detail,
-                     "attempts": int(o.attempts), "raw": o.raw})
+        rows.append(
+            {
+                "review_id": str(r.review_id),
+                "source": r.source,
+                "user_id": str(r.user_id),
+                "item_id": str(r.item_id),
+                "position": int(r.position),
+                "rating": float(r.rating),
+                "liked": list(prefs.liked) if prefs else [],
+                "disliked": list(prefs.disliked) if prefs else [],
+                "preferences": o.text if prefs else "",
+                "status": o.status,
+                "detail": o.detail,
+                "attempts": int(o.attempts),
+                "raw": o.raw,
+            }
+        )
     table = pd.DataFrame(rows, columns=PREFERENCE_COLUMNS + ["raw"])
     usable = table["status"].isin(USABLE_STATUSES)
-    summary = {"n_reviews": len(table), "by_source": table["source"].value_counts().to_dict(),
-               "n_parsed": int(usable.sum()), "n_unparseable": int((~usable).sum()),
-               "n_retried": int((table["attempts"] > 1).sum()),
-               "mean_liked": round(float(table.loc[usable, "liked"].map(len).mean()), 2) if usable.any() else 0.0,
-               "mean_disliked": round(float(table.loc[usable, "disliked"].map(len).mean()), 2) if usable.any() else 0.0}
+    summary = {
+        "n_reviews": len(table),
+        "by_source": table["source"].value_counts().to_dict(),
+        "n_parsed": int(usable.sum()),
+        "n_unparseable": int((~usable).sum()),
+        "n_retried": int((table["attempts"] > 1).sum()),
+        "mean_liked": round(float(table.loc[usable, "liked"].map(len).mean()), 2) if usable.any() else 0.0,
+        "mean_disliked": round(float(table.loc[usable, "disliked"].map(len).mean()), 2) if usable.any() else 0.0,
+    }
     return StepOutput(table, requests, summary)
 
 
@@ -152,14 +212,18 @@ def extract_preferences(reviews: pd.DataFrame, catalog: ItemCatalog, *, domain: 
 # Step 2: profiles
 # ---------------------------------------------------------------------------------------
 def _entries(rows: pd.DataFrame, catalog: ItemCatalog) -> list[xp.RatedPreferences]:
-    return [xp.RatedPreferences(catalog.title(r.item_id), float(r.rating), xp.Preferences(tuple(r.liked),
-                                                                                             tuple(r.disliked)))
-            for r in rows.itertuples()]
+    return [
+        xp.RatedPreferences(
+            catalog.title(r.item_id), float(r.rating), xp.Preferences(tuple(r.liked), tuple(r.disliked))
+        )
+        for r in rows.itertuples()
+    ]
 
 
 def _check_profile(sections: Sequence[str], words: int):
     def check(req: GenerationRequest, res: GenerationResult) -> Cleaned:
         return xp.check_profile(res.text, sections, words, prompt_text_of(req), res.finish_reason == "length")
+
     return check
 
 
@@ -169,15 +233,21 @@ def _profile_groups(preferences: pd.DataFrame, kind: str) -> dict[str, pd.DataFr
     return {str(k): g.sort_values("position") for k, g in usable.groupby(key)}
 
 
-def profile_requests(preferences: pd.DataFrame, kind: str, ids: Sequence[str], catalog: ItemCatalog, *, domain: str,
-                     cfg: Config) -> dict[str, GenerationRequest]:
+def profile_requests(
+    preferences: pd.DataFrame, kind: str, ids: Sequence[str], catalog: ItemCatalog, *, domain: str, cfg: Config
+) -> dict[str, GenerationRequest]:
     """id -> the teacher's profile request for the ids with usable preferences (also the
     multi-task student's prompt)."""
     groups = _profile_groups(preferences, kind)
     template = xp.TEMPLATES[f"exp3rt_{kind}_profile"]
     words = cfg.exp3rt.exp3rt_profile_words
-    settings = xp.settings(f"exp3rt_{kind}_profile", cfg.common.seed, words=words, mode=cfg.teacher.generation_mode,
-                           repetition_penalty=cfg.teacher.teacher_repetition_penalty)
+    settings = xp.settings(
+        f"exp3rt_{kind}_profile",
+        cfg.common.seed,
+        words=words,
+        mode=cfg.teacher.generation_mode,
+        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+    )
     requests = {}
     for i in ids:
         if str(i) not in groups:
@@ -189,8 +259,16 @@ def profile_requests(preferences: pd.DataFrame, kind: str, ids: Sequence[str], c
     return requests
 
 
-def build_profiles(preferences: pd.DataFrame, kind: str, ids: Sequence[str], catalog: ItemCatalog, *, domain: str,
-                   cfg: Config, generator: Generator) -> StepOutput:
+def build_profiles(
+    preferences: pd.DataFrame,
+    kind: str,
+    ids: Sequence[str],
+    catalog: ItemCatalog,
+    *,
+    domain: str,
+    cfg: Config,
+    generator: Generator,
+) -> StepOutput:
     """User (``kind='user'``) or item (``kind='item'``) profiles from the parsed preferences. An id
     without any usable preference gets an empty profile with status ``no_reviews`` (shown as 'no
     profile' to the student), never an invented one."""
@@ -201,24 +279,55 @@ def build_profiles(preferences: pd.DataFrame, kind: str, ids: Sequence[str], cat
     sections = xp.USER_SECTIONS if kind == "user" else xp.ITEM_SECTIONS
     todo = [i for i in ids if str(i) in groups]
     requests = profile_requests(preferences, kind, todo, catalog, domain=domain, cfg=cfg)
-    outs = generate_checked(generator, list(requests.values()), _check_profile(sections, words),
-                            cfg.teacher.max_output_retries, desc=f"EXP3RT {kind} profiles")
+    outs = generate_checked(
+        generator,
+        list(requests.values()),
+        _check_profile(sections, words),
+        cfg.teacher.max_output_retries,
+        desc=f"EXP3RT {kind} profiles",
+    )
     done = dict(zip(todo, outs))
     rows = []
     for i in ids:
         o = done.get(i)
         if o is None:
-            rows.append({"id": str(i), "kind": kind, "profile": "", "status": "no_reviews", "n_words": 0,
-                         "detail": "no usable review preferences", "attempts": 0, "n_reviews": 0, "source": "none",
-                         "raw": ""})
+            rows.append(
+                {
+                    "id": str(i),
+                    "kind": kind,
+                    "profile": "",
+                    "status": "no_reviews",
+                    "n_words": 0,
+                    "detail": "no usable review preferences",
+                    "attempts": 0,
+                    "n_reviews": 0,
+                    "source": "none",
+                    "raw": "",
+                }
+            )
         else:
-            rows.append({"id": str(i), "kind": kind, "profile": o.text, "status": o.status, "n_words": int(o.n_words),
-                         "detail": o.detail, "attempts": int(o.attempts), "n_reviews": len(groups[str(i)]),
-                         "source": "generated", "raw": o.raw})
+            rows.append(
+                {
+                    "id": str(i),
+                    "kind": kind,
+                    "profile": o.text,
+                    "status": o.status,
+                    "n_words": int(o.n_words),
+                    "detail": o.detail,
+                    "attempts": int(o.attempts),
+                    "n_reviews": len(groups[str(i)]),
+                    "source": "generated",
+                    "raw": o.raw,
+                }
+            )
     table = pd.DataFrame(rows, columns=PROFILE_TABLE_COLUMNS + ["raw"])
-    summary = {"kind": kind, "n": len(table), "by_status": table["status"].value_counts().to_dict(),
-               "n_usable": int(table["status"].isin(USABLE_STATUSES).sum()),
-               "mean_reviews": round(float(table["n_reviews"].mean()), 2) if len(table) else 0.0}
+    summary = {
+        "kind": kind,
+        "n": len(table),
+        "by_status": table["status"].value_counts().to_dict(),
+        "n_usable": int(table["status"].isin(USABLE_STATUSES).sum()),
+        "mean_reviews": round(float(table["n_reviews"].mean()), 2) if len(table) else 0.0,
+    }
     return StepOutput(table, requests, summary)
 
 
@@ -230,5 +339,18 @@ def usable_profiles(table: pd.DataFrame | None) -> dict[str, str]:
     return dict(zip(ok["id"].astype(str), ok["profile"].astype(str)))
 
 
-__all__ = ["EXP3RT_INPUTS", "exp3rt_scope", "methods_needing_preferences", "rank_examples", "PREFERENCE_COLUMNS", "PROFILE_TABLE_COLUMNS", "build_profiles", "extract_preferences", "extraction_requests", "profile_requests", "item_reviews",
-           "usable_profiles", "user_reviews"]
+__all__ = [
+    "EXP3RT_INPUTS",
+    "exp3rt_scope",
+    "methods_needing_preferences",
+    "rank_examples",
+    "PREFERENCE_COLUMNS",
+    "PROFILE_TABLE_COLUMNS",
+    "build_profiles",
+    "extract_preferences",
+    "extraction_requests",
+    "profile_requests",
+    "item_reviews",
+    "usable_profiles",
+    "user_reviews",
+]

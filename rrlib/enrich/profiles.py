@@ -1,42 +1,70 @@
 """User profiles (notebook 03, paper section 3.3): a q-word profile per user from their earliest
 items, each marked liked or disliked with its description."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
+from rrlib.config.params import Config
 from rrlib.data.schema import as_list
+from rrlib.enrich.generation import (
+    PROFILE_COLUMNS,
+    StepOutput,
+    _check_plain,
+    _generated_row,
+    _imported_row,
+    _table,
+    step_summary,
+)
 from rrlib.llm.base import GenerationRequest
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import Generator, generate_checked
 from rrlib.prompts.teacher import RatedItem, generation_settings, template_for
-from rrlib.config.params import Config
-from rrlib.enrich.generation import (PROFILE_COLUMNS, StepOutput, _check_plain, _generated_row, _imported_row,
-                                     _table, step_summary)
 
 
 def rated(catalog: ItemCatalog, item_id: str, liked: bool) -> RatedItem:
     """An item of a teacher prompt: title, description (or its fallback) and liked/disliked."""
-    return RatedItem(title=catalog.title(item_id), description=catalog.description(item_id), liked=bool(liked),
-                     attributes=catalog.attributes_of(item_id))
+    return RatedItem(
+        title=catalog.title(item_id),
+        description=catalog.description(item_id),
+        liked=bool(liked),
+        attributes=catalog.attributes_of(item_id),
+    )
 
 
-def profile_request(user_row: Mapping[str, Any], catalog: ItemCatalog, *, domain: str, cfg: Config
-                    ) -> GenerationRequest:
-    items = [rated(catalog, str(i), bool(liked)) for i, liked in zip(as_list(user_row["profile_item_ids"]),
-                                                           as_list(user_row["profile_liked"]))]
+def profile_request(
+    user_row: Mapping[str, Any], catalog: ItemCatalog, *, domain: str, cfg: Config
+) -> GenerationRequest:
+    items = [
+        rated(catalog, str(i), bool(liked))
+        for i, liked in zip(as_list(user_row["profile_item_ids"]), as_list(user_row["profile_liked"]))
+    ]
     template = template_for("user_profile")
-    settings = generation_settings("user_profile", cfg.teacher.generation_mode, cfg.common.seed,
-                                   words=cfg.enrich.profile_words,
-                                   repetition_penalty=cfg.teacher.teacher_repetition_penalty)
-    return template.request(domain, settings, tag=str(user_row["user_id"]), items=items,
-                            q_words=cfg.enrich.profile_words)
+    settings = generation_settings(
+        "user_profile",
+        cfg.teacher.generation_mode,
+        cfg.common.seed,
+        words=cfg.enrich.profile_words,
+        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+    )
+    return template.request(
+        domain, settings, tag=str(user_row["user_id"]), items=items, q_words=cfg.enrich.profile_words
+    )
 
 
-def generate_profiles(users: pd.DataFrame, user_ids: Sequence[str], catalog: ItemCatalog, *, domain: str,
-                      cfg: Config, generator: Generator,
-                      imported: Mapping[str, str] | None = None) -> StepOutput:
+def generate_profiles(
+    users: pd.DataFrame,
+    user_ids: Sequence[str],
+    catalog: ItemCatalog,
+    *,
+    domain: str,
+    cfg: Config,
+    generator: Generator,
+    imported: Mapping[str, str] | None = None,
+) -> StepOutput:
     """Profiles of ``user_ids``: imported where available; '' with status 'no_history' for a
     user without profile items; generated otherwise."""
     imported = imported or {}
@@ -47,16 +75,31 @@ def generate_profiles(users: pd.DataFrame, user_ids: Sequence[str], catalog: Ite
     n_items = {u: len(as_list(by_id.loc[u, "profile_item_ids"])) for u in user_ids}
     rows = [_imported_row("user_id", u, imported[u]) for u in user_ids if u in imported]
     empty = [u for u in user_ids if u not in imported and n_items[u] == 0]
-    rows += [{"user_id": u, "text": "", "source": "no_history", "status": "no_history", "n_words": 0,
-              "detail": "no interactions before the history window", "attempts": 0, "truncated_prompt": False,
-              "raw": ""} for u in empty]
+    rows += [
+        {
+            "user_id": u,
+            "text": "",
+            "source": "no_history",
+            "status": "no_history",
+            "n_words": 0,
+            "detail": "no interactions before the history window",
+            "attempts": 0,
+            "truncated_prompt": False,
+            "raw": "",
+        }
+        for u in empty
+    ]
     todo = [u for u in user_ids if u not in imported and n_items[u] > 0]
     requests = {u: profile_request(by_id.loc[u].to_dict(), catalog, domain=domain, cfg=cfg) for u in todo}
-    outs = generate_checked(generator, list(requests.values()), _check_plain(cfg.enrich.profile_words),
-                            cfg.teacher.max_output_retries, desc="user profiles")
+    outs = generate_checked(
+        generator,
+        list(requests.values()),
+        _check_plain(cfg.enrich.profile_words),
+        cfg.teacher.max_output_retries,
+        desc="user profiles",
+    )
     rows += [_generated_row("user_id", u, o) for u, o in zip(todo, outs)]
     table = _table(rows, "user_id", "profile", user_ids, PROFILE_COLUMNS, extra={"n_profile_items": n_items})
     summary = step_summary(table, "profile", imported=imported, needed=user_ids)
     summary["n_no_history"] = len(empty)
     return StepOutput(table, requests, summary)
-

@@ -1,8 +1,10 @@
 """The report cells notebooks 02-05 share: a status table, a length histogram and the generation
 speed, for any table of teacher-written texts (descriptions, profiles, reasoning)."""
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import pandas as pd
 
@@ -16,8 +18,9 @@ def status_table(table: pd.DataFrame) -> pd.DataFrame:
     counts["share"] = counts["count"] / max(len(table), 1)
     counts["usable"] = counts["status"].isin(USABLE_STATUSES)
     order = {s: i for i, s in enumerate(STATUSES)}
-    return counts.sort_values(["source", "status"], key=lambda c: c.map(order) if c.name == "status" else c,
-                              kind="stable").reset_index(drop=True)
+    return counts.sort_values(
+        ["source", "status"], key=lambda c: c.map(order) if c.name == "status" else c, kind="stable"
+    ).reset_index(drop=True)
 
 
 def plot_lengths(table: pd.DataFrame, budget: int, what: str, ax=None):
@@ -43,15 +46,20 @@ def speed(stats: Mapping[str, Any]) -> dict[str, float]:
     completion, prompt = int(stats.get("completion_tokens") or 0), int(stats.get("prompt_tokens") or 0)
     if seconds <= 0 or not stats.get("generated"):
         return {"completion_tok_s": 0.0, "all_tok_s": 0.0, "seconds": seconds}
-    return {"completion_tok_s": round(completion / seconds, 1), "all_tok_s": round((completion + prompt) / seconds, 1),
-            "seconds": round(seconds, 1)}
+    return {
+        "completion_tok_s": round(completion / seconds, 1),
+        "all_tok_s": round((completion + prompt) / seconds, 1),
+        "seconds": round(seconds, 1),
+    }
 
 
 def speed_line(stats: Mapping[str, Any]) -> str:
     """One printable line: what was generated, cached, and how fast."""
     s = speed(stats)
-    line = (f"{stats.get('generated', 0)} generated, {stats.get('cached', 0)} from the cache, "
-            f"{stats.get('completion_tokens', 0):,} new completion tokens")
+    line = (
+        f"{stats.get('generated', 0)} generated, {stats.get('cached', 0)} from the cache, "
+        f"{stats.get('completion_tokens', 0):,} new completion tokens"
+    )
     if s["seconds"]:
         line += f" in {s['seconds']:.0f} s ({s['completion_tok_s']} tok/s; {s['all_tok_s']} tok/s with the prompt)"
     return line

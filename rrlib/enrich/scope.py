@@ -1,4 +1,5 @@
 """Which items and users need teacher text: the scope of notebooks 02-05 (ENRICH_SCOPE)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,13 +7,14 @@ from typing import Any
 
 import pandas as pd
 
-from rrlib.data.schema import as_list, eval_subset, kshot
 from rrlib.config.params import Config, run_seeds
+from rrlib.data.schema import as_list, eval_subset, kshot
 
 
 @dataclass(frozen=True)
 class Scope:
     """The items and users that need text, and the examples that make them needed."""
+
     item_ids: list[str]
     user_ids: list[str]
     examples: pd.DataFrame
@@ -20,8 +22,12 @@ class Scope:
 
     def summary(self) -> dict[str, Any]:
         counts = self.examples["split"].value_counts().to_dict() if len(self.examples) else {}
-        return {"mode": self.mode, "n_items": len(self.item_ids), "n_users": len(self.user_ids),
-                "examples_by_split": {str(k): int(v) for k, v in counts.items()}}
+        return {
+            "mode": self.mode,
+            "n_items": len(self.item_ids),
+            "n_users": len(self.user_ids),
+            "examples_by_split": {str(k): int(v) for k, v in counts.items()},
+        }
 
 
 def scoped_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
@@ -29,15 +35,15 @@ def scoped_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     sizes = cfg.data.kshot_sizes
     if not sizes:
         raise ValueError("KSHOT_SIZES is empty: give at least one training-set size.")
-    parts = [kshot(examples, max(sizes), seed=s, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
-             for s in run_seeds(cfg)]
-    parts += [eval_subset(examples, "valid", cfg.data.n_valid),
-             eval_subset(examples, "test", cfg.data.n_test)]
+    parts = [
+        kshot(examples, max(sizes), seed=s, base_seed=cfg.common.seed, sampling=cfg.data.kshot_sampling)
+        for s in run_seeds(cfg)
+    ]
+    parts += [eval_subset(examples, "valid", cfg.data.n_valid), eval_subset(examples, "test", cfg.data.n_test)]
     return pd.concat(parts, ignore_index=True).drop_duplicates("example_id")
 
 
-def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.DataFrame,
-                     cfg: Config) -> Scope:
+def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.DataFrame, cfg: Config) -> Scope:
     """ENRICH_SCOPE 'needed': the users of the scoped examples and every item they touch (targets,
     histories, profile items); 'all': every item and user of the tables."""
     mode = cfg.enrich.enrich_scope
@@ -55,8 +61,9 @@ def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.Data
         needed.update(map(str, as_list(ids)))
     unknown = needed - set(map(str, items["item_id"]))
     if unknown:
-        raise ValueError(f"examples/users tables name {len(unknown)} item(s) absent from the items table "
-                         f"(e.g. {sorted(unknown)[:3]}); the run folder's data tables are inconsistent — "
-                         f"rerun 01_data_prep.")
+        raise ValueError(
+            f"examples/users tables name {len(unknown)} item(s) absent from the items table "
+            f"(e.g. {sorted(unknown)[:3]}); the run folder's data tables are inconsistent — "
+            f"rerun 01_data_prep."
+        )
     return Scope(sorted(needed), user_ids, ex, mode)
-

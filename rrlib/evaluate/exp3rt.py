@@ -9,6 +9,7 @@ test interaction never seen). A reranker (registry kind ``reranker``) reorders e
 expected rating of an EXP3RT student, or ReasoningRec's P(Yes). A candidate is scored with the
 user's test example, its target replaced by the candidate (same history, same profile).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -28,12 +29,12 @@ from rrlib.methods import registry
 class RankingPlan:
     """The ranking methods of EVAL_METHODS: retrievers alone, and rerankers with the runs of
     their scorer (method, K, seed, adapter folder or None for a zero-shot scorer)."""
+
     retrievers: list[str] = field(default_factory=list)
     rerankers: list[tuple[str, str, int, int, Path | None]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"retrievers": self.retrievers,
-                "rerankers": [[r, s, k, seed] for r, s, k, seed, _ in self.rerankers]}
+        return {"retrievers": self.retrievers, "rerankers": [[r, s, k, seed] for r, s, k, seed, _ in self.rerankers]}
 
 
 def ranking_plan(cfg: Config, paths, finetuned: Sequence[tuple[str, int, int]]) -> RankingPlan:
@@ -51,8 +52,10 @@ def ranking_plan(cfg: Config, paths, finetuned: Sequence[tuple[str, int, int]]) 
             if scorer.finetuned:
                 runs = [(k, s) for name, k, s in finetuned if name == spec.scorer]
                 if not runs:
-                    raise MethodError(f"EVAL_METHODS has {m!r}, which reranks by {spec.scorer!r}; put "
-                                      f"{spec.scorer!r} in METHODS so that it is trained.")
+                    raise MethodError(
+                        f"EVAL_METHODS has {m!r}, which reranks by {spec.scorer!r}; put "
+                        f"{spec.scorer!r} in METHODS so that it is trained."
+                    )
                 plan.rerankers += [(m, spec.scorer, k, s, adapter_dir(paths, spec.scorer, k, s, cfg)) for k, s in runs]
             else:
                 plan.rerankers.append((m, spec.scorer, 0, cfg.common.seed, None))
@@ -65,19 +68,30 @@ def candidate_examples(candidates: pd.DataFrame, examples: pd.DataFrame) -> pd.D
     base = examples.drop_duplicates("example_id").set_index(examples["example_id"].astype(str))
     missing = sorted(set(candidates["example_id"].astype(str)) - set(base.index))
     if missing:
-        raise MissingArtifactError(f"the candidate lists name {len(missing)} test example(s) absent from the "
-                                   f"evaluated examples (e.g. {missing[0]}); rerun 04_review_preferences with this "
-                                   f"N_TEST / RANK_USERS.")
+        raise MissingArtifactError(
+            f"the candidate lists name {len(missing)} test example(s) absent from the "
+            f"evaluated examples (e.g. {missing[0]}); rerun 04_review_preferences with this "
+            f"N_TEST / RANK_USERS."
+        )
     rows = base.loc[candidates["example_id"].astype(str)].reset_index(drop=True).copy()
-    rows["example_id"] = [f"{e}|{i}" for e, i in zip(candidates["example_id"].astype(str),
-                                                      candidates["item_id"].astype(str))]
+    rows["example_id"] = [
+        f"{e}|{i}" for e, i in zip(candidates["example_id"].astype(str), candidates["item_id"].astype(str))
+    ]
     rows["target_item_id"] = candidates["item_id"].astype(str).to_numpy()
     rows["label"] = candidates["is_target"].astype(int).to_numpy()
     return rows
 
 
-def rerank_with_llm(reranker: str, k: int, seed: int, candidates: pd.DataFrame, examples: pd.DataFrame, cfg: Config,
-                    ctx, adapter: Path | None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def rerank_with_llm(
+    reranker: str,
+    k: int,
+    seed: int,
+    candidates: pd.DataFrame,
+    examples: pd.DataFrame,
+    cfg: Config,
+    ctx,
+    adapter: Path | None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rankings rows of ``reranker`` (K, seed): its scorer scores every candidate (expected
     rating or P(Yes), cached like every prediction), :func:`rrlib.methods.retrieval.rerank` reorders."""
     from rrlib.evaluate.llm import predict_llm
@@ -90,8 +104,13 @@ def rerank_with_llm(reranker: str, k: int, seed: int, candidates: pd.DataFrame, 
     ex = candidate_examples(candidates, examples)
     rows = predict_llm(spec.scorer, k, ex, cfg, ctx, adapter, seed=seed, reasoning_ids=[])
     score = rows["predicted_rating"] if scorer.task == "rating" else rows["p_yes"]
-    table = pd.DataFrame({"user_id": ex["user_id"].astype(str).to_numpy(),
-                          "item_id": ex["target_item_id"].astype(str).to_numpy(), "score": score.to_numpy()})
+    table = pd.DataFrame(
+        {
+            "user_id": ex["user_id"].astype(str).to_numpy(),
+            "item_id": ex["target_item_id"].astype(str).to_numpy(),
+            "score": score.to_numpy(),
+        }
+    )
     return rerank(candidates, table, method=reranker, k=k, seed=seed), rows.attrs.get("stats", {})
 
 
@@ -122,13 +141,16 @@ def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mappin
         candidates = pd.read_parquet(paths.require(paths.candidates, "04_review_preferences"))
         candidates = candidates[candidates["example_id"].astype(str).isin(set(rank_test["example_id"].astype(str)))]
         if candidates.empty:
-            raise MissingArtifactError(f"{paths.candidates} holds no candidates of this run's reranking users; rerun "
-                                       f"04_review_preferences with this N_TEST / RANK_USERS.")
+            raise MissingArtifactError(
+                f"{paths.candidates} holds no candidates of this run's reranking users; rerun "
+                f"04_review_preferences with this N_TEST / RANK_USERS."
+            )
         info["rerankers"] = {}
         for reranker, scorer, k, seed, adapter in plan.rerankers:
             rows, stats = rerank_with_llm(reranker, k, seed, candidates, rank_test, cfg, contexts[scorer], adapter)
-            info["rerankers"][f"{reranker}@K{k}@seed{seed}"] = {kk: v for kk, v in stats.items()
-                                                              if kk != "model_identity"}
+            info["rerankers"][f"{reranker}@K{k}@seed{seed}"] = {
+                kk: v for kk, v in stats.items() if kk != "model_identity"
+            }
             parts.append(rows)
     new = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(pr.RANKING_COLUMNS))
     rankings = pr.merge_rankings(pr.load_rankings(paths.rankings), new) if len(new) else new
@@ -137,9 +159,15 @@ def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mappin
     cutoffs = sorted(set(cfg.exp3rt.rank_k) | {10})
     if new.empty:
         return RankingRun(new, pd.DataFrame(), info, {})
-    results, _ = score_rankings(new, n_boot=cfg.evaluate.bootstrap_samples, seed=cfg.common.seed, cutoffs=cutoffs,
-                                dataset=cfg.common.dataset, users=rank_test["user_id"].astype(str),
-                                references={r: cfg.exp3rt.retriever for r, *_ in plan.rerankers})
+    results, _ = score_rankings(
+        new,
+        n_boot=cfg.evaluate.bootstrap_samples,
+        seed=cfg.common.seed,
+        cutoffs=cutoffs,
+        dataset=cfg.common.dataset,
+        users=rank_test["user_id"].astype(str),
+        references={r: cfg.exp3rt.retriever for r, *_ in plan.rerankers},
+    )
     folder = Path(paths.evaluate)
     folder.mkdir(parents=True, exist_ok=True)
     files = {"ranking_results_csv": folder / "ranking_results.csv", "ranking_md": folder / "ranking_results.md"}
@@ -164,12 +192,19 @@ def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
             return "reference" if r["method"] == r["reference"] else "–"
         return f"{r['delta_ndcg']:+.3f} [{r['delta_ndcg_ci_low']:+.3f}, {r['delta_ndcg_ci_high']:+.3f}]"
 
-    return pd.DataFrame({"method": rows["label"], "K": rows["k"], "seed": rows["seed"], "users": rows["n_users"],
-                         f"NDCG@{cutoff}": [_ci(r, "ndcg") for r in rows.to_dict("records")],
-                         f"Recall@{cutoff}": [_ci(r, "recall") for r in rows.to_dict("records")],
-                         f"Hit@{cutoff}": [_ci(r, "hit") for r in rows.to_dict("records")],
-                         "compared with": rows["reference"].map(registry.label),
-                         f"ΔNDCG@{cutoff} (paired)": [delta(r) for r in rows.to_dict("records")]}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "method": rows["label"],
+            "K": rows["k"],
+            "seed": rows["seed"],
+            "users": rows["n_users"],
+            f"NDCG@{cutoff}": [_ci(r, "ndcg") for r in rows.to_dict("records")],
+            f"Recall@{cutoff}": [_ci(r, "recall") for r in rows.to_dict("records")],
+            f"Hit@{cutoff}": [_ci(r, "hit") for r in rows.to_dict("records")],
+            "compared with": rows["reference"].map(registry.label),
+            f"ΔNDCG@{cutoff} (paired)": [delta(r) for r in rows.to_dict("records")],
+        }
+    ).reset_index(drop=True)
 
 
 def ranking_markdown(results: pd.DataFrame) -> str:
@@ -192,22 +227,36 @@ def rating_view(results: pd.DataFrame) -> pd.DataFrame:
         return f"{r['delta_rmse']:+.3f} [{r['delta_rmse_ci_low']:+.3f}, {r['delta_rmse_ci_high']:+.3f}]"
 
     recs = rows.to_dict("records")
-    return pd.DataFrame({"method": rows["label"], "K": rows["k"], "seed": rows["seed"], "n": rows["n"],
-                         "RMSE": [_ci(r, "rmse") for r in recs], "MAE": [_ci(r, "mae") for r in recs],
-                         "RMSE (arg-max)": [f"{r['argmax_rmse']:.3f}" if pd.notna(r["argmax_rmse"]) else "–"
-                                            for r in recs],
-                         "ΔRMSE vs best baseline": [delta(r) for r in recs],
-                         "format errors": rows["format_errors"]}).reset_index(drop=True)
+    return pd.DataFrame(
+        {
+            "method": rows["label"],
+            "K": rows["k"],
+            "seed": rows["seed"],
+            "n": rows["n"],
+            "RMSE": [_ci(r, "rmse") for r in recs],
+            "MAE": [_ci(r, "mae") for r in recs],
+            "RMSE (arg-max)": [f"{r['argmax_rmse']:.3f}" if pd.notna(r["argmax_rmse"]) else "–" for r in recs],
+            "ΔRMSE vs best baseline": [delta(r) for r in recs],
+            "format errors": rows["format_errors"],
+        }
+    ).reset_index(drop=True)
 
 
 def rating_known_texts(ctx, examples: pd.DataFrame) -> dict[str, str]:
     """example_id -> the text of EXP3RT's rating prompt (what its reasoning may draw on)."""
-    return {str(r["example_id"]): ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]))[-1]["content"]
-            for r in examples.to_dict("records")}
+    return {
+        str(r["example_id"]): ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]))[-1]["content"]
+        for r in examples.to_dict("records")
+    }
 
 
-def explanation_quality_all(predictions: pd.DataFrame, like_known: Mapping[str, str],
-                            rating_known: Mapping[str, str] | None, *, like_threshold: float) -> pd.DataFrame:
+def explanation_quality_all(
+    predictions: pd.DataFrame,
+    like_known: Mapping[str, str],
+    rating_known: Mapping[str, str] | None,
+    *,
+    like_threshold: float,
+) -> pd.DataFrame:
     """Faithfulness figures of every reasoning method: like-task methods checked against their
     prompts' texts, rating-task methods (EXP3RT) against the rating prompt's."""
     from rrlib.evaluate.faithfulness import explanation_quality
@@ -216,17 +265,34 @@ def explanation_quality_all(predictions: pd.DataFrame, like_known: Mapping[str, 
     like = predictions[predictions["task"] == "like"]
     if len(like):
         parts.append(explanation_quality(like, like_known, like_threshold=like_threshold))
-    rating = predictions[(predictions["task"] == "rating") & predictions["method"].map(
-        lambda m: m in registry.REGISTRY and registry.get(m).reasons)]
+    rating = predictions[
+        (predictions["task"] == "rating")
+        & predictions["method"].map(lambda m: m in registry.REGISTRY and registry.get(m).reasons)
+    ]
     if len(rating) and rating_known is not None:
         parts.append(explanation_quality(rating, rating_known, like_threshold=like_threshold))
     parts = [p for p in parts if len(p)]
     if not parts:
         return pd.DataFrame()
     out = pd.concat(parts, ignore_index=True)
-    return out.assign(_o=out["method"].map(registry.order)).sort_values(["_o", "k", "seed"], kind="stable").drop(
-        columns="_o").reset_index(drop=True)
+    return (
+        out.assign(_o=out["method"].map(registry.order))
+        .sort_values(["_o", "k", "seed"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
-__all__ = ["RankingPlan", "RankingRun", "candidate_examples", "explanation_quality_all", "ranking_markdown",
-           "ranking_plan", "ranking_view", "rating_known_texts", "rating_view", "rerank_with_llm", "run_rankings"]
+__all__ = [
+    "RankingPlan",
+    "RankingRun",
+    "candidate_examples",
+    "explanation_quality_all",
+    "ranking_markdown",
+    "ranking_plan",
+    "ranking_view",
+    "rating_known_texts",
+    "rating_view",
+    "rerank_with_llm",
+    "run_rankings",
+]

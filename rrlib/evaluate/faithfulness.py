@@ -20,6 +20,7 @@ Explanation quality per method (:func:`explanation_quality`, one row per method 
 All are string heuristics: they find clear cases and miss paraphrases, so read the rates as
 indicators to compare methods by, and check cases in notebook 07.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,23 +50,29 @@ FAILURE_TYPES = {
 _LIKE_VERBS = r"(?:like|enjoy|love|appreciate|want|purchase|buy|prefer|be (?:interested|satisfied|happy|pleased))"
 
 
-_NEGATIVE = [re.compile(p, re.I) for p in (
-    rf"\b(?:will|would|should|does|do|may|might|is going to|are going to)\s+(?:probably\s+|likely\s+)?not\s+{_LIKE_VERBS}",
-    rf"\b(?:won't|wouldn't|doesn't|don't|isn't going to)\s+(?:probably\s+|likely\s+)?{_LIKE_VERBS}",
-    rf"\b(?:unlikely|not likely|less likely)\s+to\s+{_LIKE_VERBS}",
-    r"\b(?:will|would|is likely to|are likely to|may|might|probably)\s+(?:likely\s+)?dislike\b",
-    r"\bnot\s+(?:be\s+)?(?:a\s+)?(?:good|suitable|great|perfect|strong)\s+(?:fit|match|choice)",
-    r"\b(?:poor|bad)\s+(?:fit|match|choice)\b",
-    r"\bnot\s+recommend",
-)]
+_NEGATIVE = [
+    re.compile(p, re.I)
+    for p in (
+        rf"\b(?:will|would|should|does|do|may|might|is going to|are going to)\s+(?:probably\s+|likely\s+)?not\s+{_LIKE_VERBS}",
+        rf"\b(?:won't|wouldn't|doesn't|don't|isn't going to)\s+(?:probably\s+|likely\s+)?{_LIKE_VERBS}",
+        rf"\b(?:unlikely|not likely|less likely)\s+to\s+{_LIKE_VERBS}",
+        r"\b(?:will|would|is likely to|are likely to|may|might|probably)\s+(?:likely\s+)?dislike\b",
+        r"\bnot\s+(?:be\s+)?(?:a\s+)?(?:good|suitable|great|perfect|strong)\s+(?:fit|match|choice)",
+        r"\b(?:poor|bad)\s+(?:fit|match|choice)\b",
+        r"\bnot\s+recommend",
+    )
+]
 
 
-_POSITIVE = [re.compile(p, re.I) for p in (
-    rf"\b(?:will|would|should|is going to|are going to)\s+(?:likely\s+|probably\s+|definitely\s+|most likely\s+)?{_LIKE_VERBS}",
-    rf"\b(?:likely|probably)\s+to\s+{_LIKE_VERBS}",
-    r"\b(?:good|suitable|great|perfect|strong)\s+(?:fit|match|choice)\b",
-    r"\brecommend(?:ed)?\b",
-)]
+_POSITIVE = [
+    re.compile(p, re.I)
+    for p in (
+        rf"\b(?:will|would|should|is going to|are going to)\s+(?:likely\s+|probably\s+|definitely\s+|most likely\s+)?{_LIKE_VERBS}",
+        rf"\b(?:likely|probably)\s+to\s+{_LIKE_VERBS}",
+        r"\b(?:good|suitable|great|perfect|strong)\s+(?:fit|match|choice)\b",
+        r"\brecommend(?:ed)?\b",
+    )
+]
 
 
 def _stance(text: str, negative: Sequence[re.Pattern], positive: Sequence[re.Pattern]) -> int | None:
@@ -95,11 +102,13 @@ _CAP_TOKEN = r"(?:[A-Z][\w'&\-.]*|\d[\w\-.]*)"
 _CAPITALISED = re.compile(rf"{_CAP_TOKEN}(?:\s+(?:of|and|&|the|for|de|la|with|{_CAP_TOKEN})){{1,7}}")
 
 
-_GENERIC = frozenset("""the this that these those a an user users user's profile item items target product
+_GENERIC = frozenset(
+    """the this that these those a an user users user's profile item items target product
 products prediction yes no however overall based reasoning analysis it he she they their his her its as in
 on for with and but so if given since additionally furthermore therefore thus also moreover finally first
 second third lastly step part i we you my recent history description descriptions liked disliked like
-dislike amazon beauty fashion movie movies conclusion summary considering while although""".split())
+dislike amazon beauty fashion movie movies conclusion summary considering while although""".split()
+)
 
 
 def _norm_text(text: str) -> str:
@@ -132,7 +141,7 @@ def unknown_mentions(reasoning: str, known_text: str) -> list[str]:
 
 
 def _ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def copies_input(reasoning: str, known_text: str, n: int = 8, share: float = 0.5) -> bool:
@@ -159,8 +168,11 @@ def failure_types(row: Mapping[str, Any], known_text: str, like_threshold: float
             out.append("contradiction")
         if unknown_mentions(reasoning, known_text):
             out.append("unknown_item")
-        allow = [float(x) for x in (row.get("predicted_rating"), row.get("rating_argmax"))
-                 if x is not None and np.isfinite(float(x))]
+        allow = [
+            float(x)
+            for x in (row.get("predicted_rating"), row.get("rating_argmax"))
+            if x is not None and np.isfinite(float(x))
+        ]
         if unknown_numbers(reasoning, known_text, allow=allow):
             out.append("unknown_number")
         if copies_input(reasoning, known_text):
@@ -170,8 +182,13 @@ def failure_types(row: Mapping[str, Any], known_text: str, like_threshold: float
     return out
 
 
-def known_texts_for(ex: Mapping[str, Any], titles: Mapping[str, str], descs: Mapping[str, str],
-                    profiles: Mapping[str, str], attrs: Mapping[str, str] | None = None) -> str:
+def known_texts_for(
+    ex: Mapping[str, Any],
+    titles: Mapping[str, str],
+    descs: Mapping[str, str],
+    profiles: Mapping[str, str],
+    attrs: Mapping[str, str] | None = None,
+) -> str:
     """Every text the prompt of example ``ex`` could hold."""
     ids = [str(ex["target_item_id"]), *[str(i) for i in ex["history_item_ids"]]]
     parts = [profiles.get(str(ex["user_id"]), "")]
@@ -180,31 +197,38 @@ def known_texts_for(ex: Mapping[str, Any], titles: Mapping[str, str], descs: Map
     return "\n".join(p for p in parts if p)
 
 
-
-
 # ---------------------------------------------------------------------------------------
 # (a) Verdict agreement, also for rating methods
 # ---------------------------------------------------------------------------------------
-_RATING_HIGH = [re.compile(p, re.I) for p in (
-    r"\b(?:high|positive|favou?rable|strong|excellent|top|good|great)\s+(?:rating|score)\b",
-    r"\brat(?:e|ed|ing)\s+(?:it\s+|this\s+(?:\w+\s+)?)?(?:highly|high|well)\b",
-    r"\b(?:be|feel|is|are)\s+(?:very\s+|highly\s+|quite\s+)?(?:satisfied|pleased|delighted|impressed)\b",
-)]
-_RATING_LOW = [re.compile(p, re.I) for p in (
-    r"\b(?:low|negative|poor|unfavou?rable|mediocre|bad)\s+(?:rating|score)\b",
-    r"\brat(?:e|ed|ing)\s+(?:it\s+|this\s+(?:\w+\s+)?)?(?:low|lowly|poorly|badly)\b",
-    r"\b(?:be|feel|is|are)\s+(?:likely\s+|probably\s+)?(?:disappointed|dissatisfied|unsatisfied|frustrated)\b",
-    r"\bnot\s+(?:be\s+)?(?:very\s+)?(?:satisfied|pleased|impressed)\b",
-)]
+_RATING_HIGH = [
+    re.compile(p, re.I)
+    for p in (
+        r"\b(?:high|positive|favou?rable|strong|excellent|top|good|great)\s+(?:rating|score)\b",
+        r"\brat(?:e|ed|ing)\s+(?:it\s+|this\s+(?:\w+\s+)?)?(?:highly|high|well)\b",
+        r"\b(?:be|feel|is|are)\s+(?:very\s+|highly\s+|quite\s+)?(?:satisfied|pleased|delighted|impressed)\b",
+    )
+]
+_RATING_LOW = [
+    re.compile(p, re.I)
+    for p in (
+        r"\b(?:low|negative|poor|unfavou?rable|mediocre|bad)\s+(?:rating|score)\b",
+        r"\brat(?:e|ed|ing)\s+(?:it\s+|this\s+(?:\w+\s+)?)?(?:low|lowly|poorly|badly)\b",
+        r"\b(?:be|feel|is|are)\s+(?:likely\s+|probably\s+)?(?:disappointed|dissatisfied|unsatisfied|frustrated)\b",
+        r"\bnot\s+(?:be\s+)?(?:very\s+)?(?:satisfied|pleased|impressed)\b",
+    )
+]
 _NUMBER = r"(\d+(?:\.\d+)?)"
 # a rating the reasoning concludes with: "predicted rating: 4", "would rate it 4 out of 5", "give it 2 stars"
-_STATED = [re.compile(p, re.I | re.M) for p in (
-    rf"\b(?:predicted|expected|estimated|final|overall|likely)\s+rating\s*(?:[:=]|(?:\s*(?:is|was|would|will|"
-    rf"should|be|of|around|about|at|likely|probably|approximately|roughly)\b)+)?\s*[:=]?\s*(?:a\s+)?{_NUMBER}",
-    rf"\b(?:would|will|should|might|may|to|likely)\s+(?:probably\s+|likely\s+)?(?:rate|give|score)\s+"
-    rf"(?:it|this|the\s+\w+(?:\s+\w+)?)?\s*(?:a\s+|an\s+|around\s+|about\s+)?{_NUMBER}",
-    rf"(?:^|[.!?]\s+)\s*\**\s*rating\s*\**\s*:\s*\**\s*{_NUMBER}",  # "Rating: 4" opening a line or sentence
-)]
+_STATED = [
+    re.compile(p, re.I | re.M)
+    for p in (
+        rf"\b(?:predicted|expected|estimated|final|overall|likely)\s+rating\s*(?:[:=]|(?:\s*(?:is|was|would|will|"
+        rf"should|be|of|around|about|at|likely|probably|approximately|roughly)\b)+)?\s*[:=]?\s*(?:a\s+)?{_NUMBER}",
+        rf"\b(?:would|will|should|might|may|to|likely)\s+(?:probably\s+|likely\s+)?(?:rate|give|score)\s+"
+        rf"(?:it|this|the\s+\w+(?:\s+\w+)?)?\s*(?:a\s+|an\s+|around\s+|about\s+)?{_NUMBER}",
+        rf"(?:^|[.!?]\s+)\s*\**\s*rating\s*\**\s*:\s*\**\s*{_NUMBER}",  # "Rating: 4" opening a line or sentence
+    )
+]
 
 
 def rating_stance(text: str) -> int | None:
@@ -228,8 +252,13 @@ def stated_rating(text: str, scale: tuple[float, float] = (1.0, 5.0)) -> float |
     return max(found)[1] if found else None
 
 
-def verdict_agreement(row: Mapping[str, Any], *, like_threshold: float = 3.0,
-                      scale: tuple[float, float] = (1.0, 5.0), tolerance: float = 0.5) -> dict[str, Any]:
+def verdict_agreement(
+    row: Mapping[str, Any],
+    *,
+    like_threshold: float = 3.0,
+    scale: tuple[float, float] = (1.0, 5.0),
+    tolerance: float = 0.5,
+) -> dict[str, Any]:
     """Does the reasoning's conclusion agree with the method's prediction?
 
     Like-task rows: the stance of the reasoning vs the stated answer (else ``predicted_label``).
@@ -267,12 +296,18 @@ def verdict_agreement(row: Mapping[str, Any], *, like_threshold: float = 3.0,
 # (b) Facts absent from the input: numbers and aspects (items and names: unknown_mentions)
 # ---------------------------------------------------------------------------------------
 _NUMERIC_FACTS = {
-    "price": re.compile(r"(?:[$\u00a3\u20ac]\s?(\d+(?:[.,]\d{1,2})?)|\b(\d+(?:\.\d{1,2})?)\s?(?:dollars|usd|euros?|"
-                        r"pounds)\b)", re.I),
+    "price": re.compile(
+        r"(?:[$\u00a3\u20ac]\s?(\d+(?:[.,]\d{1,2})?)|\b(\d+(?:\.\d{1,2})?)\s?(?:dollars|usd|euros?|"
+        r"pounds)\b)",
+        re.I,
+    ),
     "stars": re.compile(r"\b(\d(?:\.\d)?)\s?(?:-\s?)?(?:stars?\b|/\s?(?:5|10)\b|out of (?:5|five|10|ten)\b)", re.I),
     "percent": re.compile(r"\b(\d+(?:\.\d+)?)\s?(?:%|percent\b)", re.I),
-    "count": re.compile(r"\b(\d[\d,]*)\s+(?:reviews|ratings|customers|buyers|users|reviewers|people|times|"
-                        r"purchases|votes)\b", re.I),
+    "count": re.compile(
+        r"\b(\d[\d,]*)\s+(?:reviews|ratings|customers|buyers|users|reviewers|people|times|"
+        r"purchases|votes)\b",
+        re.I,
+    ),
     "year": re.compile(r"\b((?:19|20)\d{2})\b"),
 }
 
@@ -309,18 +344,103 @@ def unknown_numbers(reasoning: str, known_text: str, allow: Sequence[float] = ()
 #: reasoning names although its input never does. Pass your own list (e.g. EXP3RT's
 #: extracted aspects) to :func:`unknown_aspects` for another domain.
 ASPECTS: dict[str, tuple[str, ...]] = {
-    "beauty": ("scent", "fragrance", "smell", "texture", "packaging", "price", "value", "moisturizing", "hydrating",
-               "greasy", "sticky", "lather", "longevity", "sensitive skin", "allergic", "residue", "pump", "bottle",
-               "color", "shade", "coverage", "organic", "natural ingredients", "sulfate", "paraben"),
-    "movies": ("plot", "acting", "performance", "cast", "cinematography", "soundtrack", "score", "pacing", "dialogue",
-               "special effects", "visual effects", "director", "ending", "twist", "humor", "romance", "violence",
-               "character development", "screenplay", "sequel"),
-    "fashion": ("fit", "size", "sizing", "fabric", "material", "color", "comfort", "durability", "stitching",
-                "price", "value", "style", "length", "width", "waist", "breathable"),
-    "instruments": ("tone", "sound quality", "durability", "build quality", "price", "value", "tuning", "strings",
-                    "noise", "cable", "volume", "setup", "pickup", "weight"),
-    "books": ("plot", "characters", "writing style", "prose", "pacing", "ending", "author", "series", "narrator",
-              "world-building", "dialogue", "length"),
+    "beauty": (
+        "scent",
+        "fragrance",
+        "smell",
+        "texture",
+        "packaging",
+        "price",
+        "value",
+        "moisturizing",
+        "hydrating",
+        "greasy",
+        "sticky",
+        "lather",
+        "longevity",
+        "sensitive skin",
+        "allergic",
+        "residue",
+        "pump",
+        "bottle",
+        "color",
+        "shade",
+        "coverage",
+        "organic",
+        "natural ingredients",
+        "sulfate",
+        "paraben",
+    ),
+    "movies": (
+        "plot",
+        "acting",
+        "performance",
+        "cast",
+        "cinematography",
+        "soundtrack",
+        "score",
+        "pacing",
+        "dialogue",
+        "special effects",
+        "visual effects",
+        "director",
+        "ending",
+        "twist",
+        "humor",
+        "romance",
+        "violence",
+        "character development",
+        "screenplay",
+        "sequel",
+    ),
+    "fashion": (
+        "fit",
+        "size",
+        "sizing",
+        "fabric",
+        "material",
+        "color",
+        "comfort",
+        "durability",
+        "stitching",
+        "price",
+        "value",
+        "style",
+        "length",
+        "width",
+        "waist",
+        "breathable",
+    ),
+    "instruments": (
+        "tone",
+        "sound quality",
+        "durability",
+        "build quality",
+        "price",
+        "value",
+        "tuning",
+        "strings",
+        "noise",
+        "cable",
+        "volume",
+        "setup",
+        "pickup",
+        "weight",
+    ),
+    "books": (
+        "plot",
+        "characters",
+        "writing style",
+        "prose",
+        "pacing",
+        "ending",
+        "author",
+        "series",
+        "narrator",
+        "world-building",
+        "dialogue",
+        "length",
+    ),
 }
 
 
@@ -339,8 +459,14 @@ def unknown_aspects(reasoning: str, known_text: str, aspects: Sequence[str]) -> 
 # ---------------------------------------------------------------------------------------
 # (c) User specificity
 # ---------------------------------------------------------------------------------------
-def user_specificity(texts: Sequence[str], users: Sequence[str], items: Sequence[str] | None = None, *,
-                     near_duplicate: float = 0.9, n: int = 8) -> dict[str, Any]:
+def user_specificity(
+    texts: Sequence[str],
+    users: Sequence[str],
+    items: Sequence[str] | None = None,
+    *,
+    near_duplicate: float = 0.9,
+    n: int = 8,
+) -> dict[str, Any]:
     """How near-identical one method's reasonings are across users (higher = less specific).
 
     * ``mean_pairwise_cosine``: mean TF-IDF cosine (words and word pairs, fitted on these
@@ -360,8 +486,13 @@ def user_specificity(texts: Sequence[str], users: Sequence[str], items: Sequence
     users = [str(users[i]) for i in keep]
     item_list = [str(items[i]) for i in keep] if items is not None else None
     nan = float("nan")
-    out = {"n_texts": len(texts), "mean_pairwise_cosine": nan, "same_item_cosine": nan,
-           "near_duplicate_share": nan, "shared_ngram_rate": nan}
+    out = {
+        "n_texts": len(texts),
+        "mean_pairwise_cosine": nan,
+        "same_item_cosine": nan,
+        "near_duplicate_share": nan,
+        "shared_ngram_rate": nan,
+    }
     if len(set(users)) < 2:
         return out
     x = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
@@ -394,14 +525,22 @@ def _known_for(known_texts: Mapping[str, str], example_ids: Sequence[str]) -> li
     unique = list(dict.fromkeys(example_ids))
     missing = [e for e in unique if e not in known_texts]
     if missing:
-        raise PredictionsError(f"explanation checks: known_texts lacks {len(missing)} of {len(unique)} "
-                               f"example(s), e.g. {missing[0]}; give the prompt texts of every scored example "
-                               f"(rrlib.report.cases.known_texts builds them).")
+        raise PredictionsError(
+            f"explanation checks: known_texts lacks {len(missing)} of {len(unique)} "
+            f"example(s), e.g. {missing[0]}; give the prompt texts of every scored example "
+            f"(rrlib.report.cases.known_texts builds them)."
+        )
     return [str(known_texts[e] or "") for e in example_ids]
 
 
-def explanation_checks(predictions: pd.DataFrame, known_texts: Mapping[str, str], *, like_threshold: float = 3.0,
-                       scale: tuple[float, float] = (1.0, 5.0), aspects: Sequence[str] = ()) -> pd.DataFrame:
+def explanation_checks(
+    predictions: pd.DataFrame,
+    known_texts: Mapping[str, str],
+    *,
+    like_threshold: float = 3.0,
+    scale: tuple[float, float] = (1.0, 5.0),
+    aspects: Sequence[str] = (),
+) -> pd.DataFrame:
     """One row per predictions row with non-empty reasoning: verdict agreement (``verdict``,
     ``verdict_how``, ``agrees``), ``unknown_items``, ``unknown_numbers``, ``unknown_aspects`` (lists),
     ``copies_input`` and ``repetitive``."""
@@ -411,23 +550,53 @@ def explanation_checks(predictions: pd.DataFrame, known_texts: Mapping[str, str]
     for r, text in zip(rows.to_dict("records"), known):
         reasoning = str(r["reasoning"])
         v = verdict_agreement(r, like_threshold=like_threshold, scale=scale)
-        allow = [float(x) for x in (r.get("predicted_rating"), r.get("rating_argmax"))
-                 if x is not None and np.isfinite(float(x))]
-        out.append({"method": r["method"], "k": int(r["k"]), "seed": int(r.get("seed", 0)),
-                    "task": str(r.get("task", "like")), "example_id": str(r["example_id"]),
-                    "user_id": str(r["user_id"]), "target_item_id": str(r["target_item_id"]),
-                    "verdict": v["verdict"], "verdict_how": v["how"], "agrees": v["agrees"],
-                    "unknown_items": unknown_mentions(reasoning, text),
-                    "unknown_numbers": unknown_numbers(reasoning, text, allow=allow),
-                    "unknown_aspects": unknown_aspects(reasoning, text, aspects),
-                    "copies_input": copies_input(reasoning, text), "repetitive": bool(repetition(reasoning))})
-    cols = ["method", "k", "seed", "task", "example_id", "user_id", "target_item_id", "verdict", "verdict_how",
-            "agrees", "unknown_items", "unknown_numbers", "unknown_aspects", "copies_input", "repetitive"]
+        allow = [
+            float(x)
+            for x in (r.get("predicted_rating"), r.get("rating_argmax"))
+            if x is not None and np.isfinite(float(x))
+        ]
+        out.append(
+            {
+                "method": r["method"],
+                "k": int(r["k"]),
+                "seed": int(r.get("seed", 0)),
+                "task": str(r.get("task", "like")),
+                "example_id": str(r["example_id"]),
+                "user_id": str(r["user_id"]),
+                "target_item_id": str(r["target_item_id"]),
+                "verdict": v["verdict"],
+                "verdict_how": v["how"],
+                "agrees": v["agrees"],
+                "unknown_items": unknown_mentions(reasoning, text),
+                "unknown_numbers": unknown_numbers(reasoning, text, allow=allow),
+                "unknown_aspects": unknown_aspects(reasoning, text, aspects),
+                "copies_input": copies_input(reasoning, text),
+                "repetitive": bool(repetition(reasoning)),
+            }
+        )
+    cols = [
+        "method",
+        "k",
+        "seed",
+        "task",
+        "example_id",
+        "user_id",
+        "target_item_id",
+        "verdict",
+        "verdict_how",
+        "agrees",
+        "unknown_items",
+        "unknown_numbers",
+        "unknown_aspects",
+        "copies_input",
+        "repetitive",
+    ]
     return pd.DataFrame(out, columns=cols)
 
 
 EXPLANATION_COLUMNS = {
-    "n": "rows of the block", "n_reasoning": "rows with non-empty reasoning",
+    "n": "rows of the block",
+    "n_reasoning": "rows with non-empty reasoning",
     "empty_reasoning_rate": "share of rows without reasoning",
     "verdict_found_rate": "share of reasonings with a conclusion the heuristics recognise",
     "verdict_agreement": "among those, share whose conclusion agrees with the prediction",
@@ -445,9 +614,16 @@ EXPLANATION_COLUMNS = {
 }
 
 
-def explanation_quality(predictions: pd.DataFrame, known_texts: Mapping[str, str], *, like_threshold: float = 3.0,
-                        scale: tuple[float, float] = (1.0, 5.0), aspects: Sequence[str] = (),
-                        near_duplicate: float = 0.9, methods: Sequence[str] | None = None) -> pd.DataFrame:
+def explanation_quality(
+    predictions: pd.DataFrame,
+    known_texts: Mapping[str, str],
+    *,
+    like_threshold: float = 3.0,
+    scale: tuple[float, float] = (1.0, 5.0),
+    aspects: Sequence[str] = (),
+    near_duplicate: float = 0.9,
+    methods: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Explanation quality of every reasoning method: one row per (method, K, seed) with the
     columns of :data:`EXPLANATION_COLUMNS` (verdict agreement, facts absent from the input,
     user specificity). Methods: ``methods``, else every registered reasoning method and any
@@ -456,9 +632,12 @@ def explanation_quality(predictions: pd.DataFrame, known_texts: Mapping[str, str
 
     has_text = predictions["reasoning"].fillna("").astype(str).str.strip() != ""
     if methods is None:
-        methods = [m for m in dict.fromkeys(predictions["method"])
-                   if (registry.REGISTRY.get(m) is not None and registry.get(m).reasons)
-                   or has_text[predictions["method"] == m].any()]
+        methods = [
+            m
+            for m in dict.fromkeys(predictions["method"])
+            if (registry.REGISTRY.get(m) is not None and registry.get(m).reasons)
+            or has_text[predictions["method"] == m].any()
+        ]
     chosen = predictions[predictions["method"].isin(list(methods))]
     checks = explanation_checks(chosen, known_texts, like_threshold=like_threshold, scale=scale, aspects=aspects)
     rows = []
@@ -470,28 +649,64 @@ def explanation_quality(predictions: pd.DataFrame, known_texts: Mapping[str, str
         def rate(mask, n_r: int = n_r) -> float:
             return float(np.mean(mask)) if n_r else float("nan")
 
-        spec = user_specificity(c["example_id"].map(dict(zip(block["example_id"], block["reasoning"]))).tolist(),
-                                c["user_id"].tolist(), c["target_item_id"].tolist(), near_duplicate=near_duplicate)
+        spec = user_specificity(
+            c["example_id"].map(dict(zip(block["example_id"], block["reasoning"]))).tolist(),
+            c["user_id"].tolist(),
+            c["target_item_id"].tolist(),
+            near_duplicate=near_duplicate,
+        )
         unk_i, unk_n = c["unknown_items"].map(bool), c["unknown_numbers"].map(bool)
         unk_a = c["unknown_aspects"].map(bool)
-        rows.append({
-            "method": method, "label": registry.label(method), "k": int(k), "seed": int(s),
-            "task": str(block["task"].iloc[0]) if "task" in block else "like", "n": len(block), "n_reasoning": n_r,
-            "empty_reasoning_rate": 1 - n_r / len(block) if len(block) else float("nan"),
-            "verdict_found_rate": rate(found),
-            "verdict_agreement": float(c.loc[found, "agrees"].astype(bool).mean()) if found.any() else float("nan"),
-            "contradiction_rate": rate(found & (c["agrees"] == False)),  # noqa: E712 (None stays out)
-            "unknown_item_rate": rate(unk_i), "unknown_number_rate": rate(unk_n), "unknown_aspect_rate": rate(unk_a),
-            "any_unknown_rate": rate(unk_i | unk_n | unk_a), "copies_input_rate": rate(c["copies_input"]),
-            "repetitive_rate": rate(c["repetitive"]),
-            **{key: spec[key] for key in ("mean_pairwise_cosine", "same_item_cosine", "near_duplicate_share",
-                                          "shared_ngram_rate")}})
+        rows.append(
+            {
+                "method": method,
+                "label": registry.label(method),
+                "k": int(k),
+                "seed": int(s),
+                "task": str(block["task"].iloc[0]) if "task" in block else "like",
+                "n": len(block),
+                "n_reasoning": n_r,
+                "empty_reasoning_rate": 1 - n_r / len(block) if len(block) else float("nan"),
+                "verdict_found_rate": rate(found),
+                "verdict_agreement": float(c.loc[found, "agrees"].astype(bool).mean()) if found.any() else float("nan"),
+                "contradiction_rate": rate(found & (c["agrees"] == False)),  # noqa: E712 (None stays out)
+                "unknown_item_rate": rate(unk_i),
+                "unknown_number_rate": rate(unk_n),
+                "unknown_aspect_rate": rate(unk_a),
+                "any_unknown_rate": rate(unk_i | unk_n | unk_a),
+                "copies_input_rate": rate(c["copies_input"]),
+                "repetitive_rate": rate(c["repetitive"]),
+                **{
+                    key: spec[key]
+                    for key in ("mean_pairwise_cosine", "same_item_cosine", "near_duplicate_share", "shared_ngram_rate")
+                },
+            }
+        )
     cols = ["method", "label", "k", "seed", "task", *EXPLANATION_COLUMNS]
     out = pd.DataFrame(rows, columns=cols)
-    return out.assign(_o=out["method"].map(registry.order)).sort_values(["_o", "k", "seed"], kind="stable").drop(
-        columns="_o").reset_index(drop=True)
+    return (
+        out.assign(_o=out["method"].map(registry.order))
+        .sort_values(["_o", "k", "seed"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
-__all__ = ["ASPECTS", "EXPLANATION_COLUMNS", "FAILURE_TYPES", "copies_input", "explanation_checks", "explanation_quality",
-           "failure_types", "known_texts_for", "rating_stance", "reasoning_stance", "stated_rating", "unknown_aspects",
-           "unknown_mentions", "unknown_numbers", "user_specificity", "verdict_agreement"]
+__all__ = [
+    "ASPECTS",
+    "EXPLANATION_COLUMNS",
+    "FAILURE_TYPES",
+    "copies_input",
+    "explanation_checks",
+    "explanation_quality",
+    "failure_types",
+    "known_texts_for",
+    "rating_stance",
+    "reasoning_stance",
+    "stated_rating",
+    "unknown_aspects",
+    "unknown_mentions",
+    "unknown_numbers",
+    "user_specificity",
+    "verdict_agreement",
+]

@@ -2,12 +2,13 @@
 position (for AUC) and the greedy answer whose reasoning feeds BERTScore, for one method on a set
 of examples. Scores and generations are cached durably, keyed by the model identity that includes
 the adapter's hash, so a rerun only computes what is missing."""
+
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -38,16 +39,26 @@ _EXAMPLE_COLUMNS = ("example_id", "split", "user_id", "target_item_id", "label",
 def _check_examples(examples: pd.DataFrame) -> None:
     missing = [c for c in _EXAMPLE_COLUMNS if c not in examples.columns]
     if missing:
-        raise ValueError(f"predict_llm: the examples table lacks column(s) {missing}; pass rows of "
-                         f"paths.examples (rrlib.data.schema.EXAMPLES).")
+        raise ValueError(
+            f"predict_llm: the examples table lacks column(s) {missing}; pass rows of "
+            f"paths.examples (rrlib.data.schema.EXAMPLES)."
+        )
     if examples["example_id"].duplicated().any():
         dup = examples.loc[examples["example_id"].duplicated(), "example_id"].iloc[0]
         raise ValueError(f"predict_llm: example_id {dup!r} appears more than once in the examples passed.")
 
 
-def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: PromptContext,
-                adapter_dir: Path | None, *, seed: int | None = None,
-                reasoning_ids: Sequence[str] | None = None) -> pd.DataFrame:
+def predict_llm(
+    method: str,
+    k: int,
+    examples: pd.DataFrame,
+    cfg: Config,
+    ctx: PromptContext,
+    adapter_dir: Path | None,
+    *,
+    seed: int | None = None,
+    reasoning_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Like-task predictions of one LLM method on ``examples`` (rows of :mod:`rrlib.predictions`).
 
     ``p_yes`` is the normalised Yes probability at the prediction position; ``generated_text`` is
@@ -75,15 +86,30 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
         n_truncated += truncated
 
     prompts = [scoring_prompt(backend.tokenizer, m) for m in messages]  # the training sequence up to the answer
-    scores, score_stats = cached_yes_no(backend, prompts, ScoreCache(cache_dir / "scores" / SCORE_CACHE_NAME),
-                                        cfg.evaluate.predict_batch_size, desc=f"{method} K={k}: Yes/No")
+    scores, score_stats = cached_yes_no(
+        backend,
+        prompts,
+        ScoreCache(cache_dir / "scores" / SCORE_CACHE_NAME),
+        cfg.evaluate.predict_batch_size,
+        desc=f"{method} K={k}: Yes/No",
+    )
     with_reasoning = spec.reasons and cfg.evaluate.generate_reasoning
-    settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=int(seed),
-                                  max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning
-                                                  else PREDICTION_ONLY_MAX_NEW_TOKENS))
-    requests = [GenerationRequest(messages=tuple(m), settings=settings, template=f"{TEMPLATE_NAME}:{method}",
-                                  template_version=TEMPLATE_VERSION, tag=str(r["example_id"]))
-                for m, r in zip(messages, rows)]
+    settings = GenerationSettings(
+        temperature=0.0,
+        top_p=1.0,
+        seed=int(seed),
+        max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning else PREDICTION_ONLY_MAX_NEW_TOKENS),
+    )
+    requests = [
+        GenerationRequest(
+            messages=tuple(m),
+            settings=settings,
+            template=f"{TEMPLATE_NAME}:{method}",
+            template_version=TEMPLATE_VERSION,
+            tag=str(r["example_id"]),
+        )
+        for m, r in zip(messages, rows)
+    ]
     generator = CachedGenerator(backend, cache_dir)
     # reasoning is generated for the reasoning subset only (N_REASONING_TEST); every example gets its
     # short prediction line, so format errors are counted everywhere
@@ -94,23 +120,42 @@ def predict_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx: P
     generations = generator.generate(requests, desc=f"{method} K={k}: generating")
     parsed = [parse_output(g.text) for g in generations]
     keep = [spec.reasons and (explain is None or str(r["example_id"]) in explain) for r in rows]
-    df = pr.like_rows(method, k, examples, scores.p_yes, seed=seed, generated_text=[g.text for g in generations],
-                      reasoning=[p.reasoning if kept else "" for p, kept in zip(parsed, keep)],
-                      format_ok=[p.format_ok for p in parsed])
+    df = pr.like_rows(
+        method,
+        k,
+        examples,
+        scores.p_yes,
+        seed=seed,
+        generated_text=[g.text for g in generations],
+        reasoning=[p.reasoning if kept else "" for p, kept in zip(parsed, keep)],
+        format_ok=[p.format_ok for p in parsed],
+    )
     n_bad = int((~df["format_ok"]).sum()) if len(df) else 0
-    stats = {**score_stats, "n": len(df), "n_format_bad": n_bad, "format_bad_rate": n_bad / max(len(df), 1),
-             "mean_yes_no_mass": float(scores.yes_no_mass.mean()) if len(df) else float("nan"),
-             "n_truncated_prompts": n_truncated, "model_identity": dict(backend.identity),
-             "generation": dict(getattr(generator, "stats", {}))}
+    stats = {
+        **score_stats,
+        "n": len(df),
+        "n_format_bad": n_bad,
+        "format_bad_rate": n_bad / max(len(df), 1),
+        "mean_yes_no_mass": float(scores.yes_no_mass.mean()) if len(df) else float("nan"),
+        "n_truncated_prompts": n_truncated,
+        "model_identity": dict(backend.identity),
+        "generation": dict(getattr(generator, "stats", {})),
+    }
     if n_bad:
-        log.warning("%s K=%s: %d of %d outputs do not start with 'Prediction: Yes/No' (counted in format_ok)",
-                    method, k, n_bad, len(df))
+        log.warning(
+            "%s K=%s: %d of %d outputs do not start with 'Prediction: Yes/No' (counted in format_ok)",
+            method,
+            k,
+            n_bad,
+            len(df),
+        )
     df.attrs["stats"] = stats
     return df
 
 
-def predict_rating_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx, adapter_dir: Path | None, *,
-                       seed: int | None = None) -> pd.DataFrame:
+def predict_rating_llm(
+    method: str, k: int, examples: pd.DataFrame, cfg: Config, ctx, adapter_dir: Path | None, *, seed: int | None = None
+) -> pd.DataFrame:
     """Rating-task predictions of an EXP3RT student (rows of :func:`rrlib.predictions.rating_rows`).
 
     A reasoning method first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS, cached);
@@ -125,8 +170,10 @@ def predict_rating_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config,
 
     spec = method_spec(method)
     if not isinstance(ctx, RatingContext):
-        raise MethodError(f"method {method!r} answers ratings: pass its RatingContext "
-                          f"(PromptContext.from_run(paths, domain, {method!r}) returns it).")
+        raise MethodError(
+            f"method {method!r} answers ratings: pass its RatingContext "
+            f"(PromptContext.from_run(paths, domain, {method!r}) returns it)."
+        )
     for col in ("example_id", "user_id", "target_item_id", "target_rating", "label"):
         if col not in examples.columns:
             raise ValueError(f"predict_rating_llm: the examples lack column {col!r}.")
@@ -141,37 +188,72 @@ def predict_rating_llm(method: str, k: int, examples: pd.DataFrame, cfg: Config,
     messages, n_truncated = [], 0
     for r in rows:
         fitted, truncated = fit_scoring_messages(
-            backend, ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons),
-            cfg.student.max_seq_length)
+            backend,
+            ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons),
+            cfg.student.max_seq_length,
+        )
         messages.append(fitted)
         n_truncated += truncated
     texts = [""] * len(rows)
     generator = None
     if spec.reasons:
-        settings = GenerationSettings(temperature=0.0, top_p=1.0, seed=int(seed),
-                                      max_new_tokens=cfg.evaluate.reasoning_max_new_tokens)
-        requests = [GenerationRequest(messages=tuple(m), settings=settings, template=f"exp3rt_student:{method}",
-                                      template_version=STUDENT_TEMPLATE_VERSION, tag=str(r["example_id"]))
-                    for m, r in zip(messages, rows)]
+        settings = GenerationSettings(
+            temperature=0.0, top_p=1.0, seed=int(seed), max_new_tokens=cfg.evaluate.reasoning_max_new_tokens
+        )
+        requests = [
+            GenerationRequest(
+                messages=tuple(m),
+                settings=settings,
+                template=f"exp3rt_student:{method}",
+                template_version=STUDENT_TEMPLATE_VERSION,
+                tag=str(r["example_id"]),
+            )
+            for m, r in zip(messages, rows)
+        ]
         generator = CachedGenerator(backend, cache_dir)
         texts = [g.text for g in generator.generate(requests, desc=f"{method} K={k}: reasoning")]
     answers = [split_rating_answer(t) for t in texts]
     prompts = [rating_scoring_prompt(backend.tokenizer, m, a.reasoning) for m, a in zip(messages, answers)]
-    scores, score_stats = cached_rating_scores(backend, prompts, RatingScoreCache(
-        cache_dir / "scores" / RATING_SCORE_CACHE_NAME), cfg.evaluate.predict_batch_size,
-        desc=f"{method} K={k}: rating tokens")
+    scores, score_stats = cached_rating_scores(
+        backend,
+        prompts,
+        RatingScoreCache(cache_dir / "scores" / RATING_SCORE_CACHE_NAME),
+        cfg.evaluate.predict_batch_size,
+        desc=f"{method} K={k}: rating tokens",
+    )
     format_ok = [a.format_ok if spec.reasons else True for a in answers]
-    df = pr.rating_rows(method, k, examples, scores.expected, like_threshold=cfg.data.like_threshold,
-                        rating_argmax=scores.argmax, seed=seed, generated_text=texts,
-                        reasoning=[a.reasoning for a in answers], format_ok=format_ok)
+    df = pr.rating_rows(
+        method,
+        k,
+        examples,
+        scores.expected,
+        like_threshold=cfg.data.like_threshold,
+        rating_argmax=scores.argmax,
+        seed=seed,
+        generated_text=texts,
+        reasoning=[a.reasoning for a in answers],
+        format_ok=format_ok,
+    )
     n_bad = int(len(df) - sum(format_ok))
-    df.attrs["stats"] = {**score_stats, "n": len(df), "n_format_bad": n_bad, "format_bad_rate": n_bad / max(len(df), 1),
-                         "mean_rating_mass": float(scores.mass.mean()) if len(df) else float("nan"),
-                         "n_truncated_prompts": n_truncated, "model_identity": dict(backend.identity),
-                         "generation": dict(getattr(generator, "stats", {})) if generator else {}}
+    df.attrs["stats"] = {
+        **score_stats,
+        "n": len(df),
+        "n_format_bad": n_bad,
+        "format_bad_rate": n_bad / max(len(df), 1),
+        "mean_rating_mass": float(scores.mass.mean()) if len(df) else float("nan"),
+        "n_truncated_prompts": n_truncated,
+        "model_identity": dict(backend.identity),
+        "generation": dict(getattr(generator, "stats", {})) if generator else {},
+    }
     if n_bad:
-        log.warning("%s K=%s: %d of %d generations never reached 'Rating:' (the rating is read after the cut "
-                    "reasoning; counted in format_ok)", method, k, n_bad, len(df))
+        log.warning(
+            "%s K=%s: %d of %d generations never reached 'Rating:' (the rating is read after the cut "
+            "reasoning; counted in format_ok)",
+            method,
+            k,
+            n_bad,
+            len(df),
+        )
     return df
 
 

@@ -1,10 +1,12 @@
 """Metrics of the like/dislike task with honest uncertainty: binary AUC with a percentile bootstrap
 interval, and the paired bootstrap difference of two methods' AUCs on the same examples (the
 test that decides whether a method beats the strongest bias baseline)."""
+
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata
@@ -24,8 +26,9 @@ def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return auc
 
 
-def auc_with_ci(labels: Iterable[int], scores: Iterable[float], n_boot: int, seed: int,
-                level: float = 0.95) -> dict[str, Any]:
+def auc_with_ci(
+    labels: Iterable[int], scores: Iterable[float], n_boot: int, seed: int, level: float = 0.95
+) -> dict[str, Any]:
     """Binary AUC (scikit-learn) with a percentile bootstrap interval.
 
     Resamples examples with replacement ``n_boot`` times (seeded, so the interval is
@@ -43,13 +46,23 @@ def auc_with_ci(labels: Iterable[int], scores: Iterable[float], n_boot: int, see
     if not classes <= {0, 1}:
         raise ValueError(f"auc_with_ci: labels must be 0/1, found {sorted(classes)}.")
     if len(classes) < 2:
-        raise ValueError(f"auc_with_ci: AUC is undefined because all {len(y)} labels are "
-                         f"{next(iter(classes)) if classes else 'missing'}; evaluate on more examples "
-                         f"(raise N_TEST) so that both liked and disliked targets occur.")
+        raise ValueError(
+            f"auc_with_ci: AUC is undefined because all {len(y)} labels are "
+            f"{next(iter(classes)) if classes else 'missing'}; evaluate on more examples "
+            f"(raise N_TEST) so that both liked and disliked targets occur."
+        )
     auc = float(roc_auc_score(y, s))
-    out = {"auc": auc, "ci_low": math.nan, "ci_high": math.nan, "n": int(len(y)),
-           "n_pos": int(y.sum()), "n_boot": int(n_boot), "n_boot_single_class": 0, "ci_level": level,
-           "seed": int(seed)}
+    out = {
+        "auc": auc,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "n": int(len(y)),
+        "n_pos": int(y.sum()),
+        "n_boot": int(n_boot),
+        "n_boot_single_class": 0,
+        "ci_level": level,
+        "seed": int(seed),
+    }
     if n_boot <= 0:
         return out
     rng = np.random.default_rng(seed)
@@ -67,13 +80,16 @@ def auc_with_ci(labels: Iterable[int], scores: Iterable[float], n_boot: int, see
     return out
 
 
-
-def _aligned(labels: Iterable[int], a: Iterable[float], b: Iterable[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _aligned(
+    labels: Iterable[int], a: Iterable[float], b: Iterable[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     y = np.asarray(list(labels), dtype=int)
     sa, sb = np.asarray(list(a), dtype=float), np.asarray(list(b), dtype=float)
     if not len(y) == len(sa) == len(sb):
-        raise ValueError(f"paired comparison: {len(y)} labels, {len(sa)} and {len(sb)} scores; both methods must "
-                         f"score the same examples.")
+        raise ValueError(
+            f"paired comparison: {len(y)} labels, {len(sa)} and {len(sb)} scores; both methods must "
+            f"score the same examples."
+        )
     if np.isnan(sa).any() or np.isnan(sb).any():
         raise ValueError("paired comparison: a score is NaN.")
     if len(set(np.unique(y).tolist())) < 2:
@@ -81,8 +97,15 @@ def _aligned(labels: Iterable[int], a: Iterable[float], b: Iterable[float]) -> t
     return y, sa, sb
 
 
-def paired_auc_difference(labels: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float], *,
-                          n_boot: int, seed: int, level: float = 0.95) -> dict[str, Any]:
+def paired_auc_difference(
+    labels: Iterable[int],
+    scores_a: Iterable[float],
+    scores_b: Iterable[float],
+    *,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """AUC(a) - AUC(b) on the same examples, with a paired percentile bootstrap interval and a
     two-sided bootstrap p-value.
 
@@ -93,8 +116,17 @@ def paired_auc_difference(labels: Iterable[int], scores_a: Iterable[float], scor
     """
     y, sa, sb = _aligned(labels, scores_a, scores_b)
     diff = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
-    out = {"delta_auc": diff, "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan, "n": int(len(y)),
-           "n_pos": int(y.sum()), "n_boot": int(n_boot), "ci_level": level, "seed": int(seed)}
+    out = {
+        "delta_auc": diff,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "n": int(len(y)),
+        "n_pos": int(y.sum()),
+        "n_boot": int(n_boot),
+        "ci_level": level,
+        "seed": int(seed),
+    }
     if n_boot <= 0:
         return out
     rng = np.random.default_rng(seed)
@@ -112,7 +144,9 @@ def paired_auc_difference(labels: Iterable[int], scores_a: Iterable[float], scor
     return out
 
 
-def delong_auc_difference(labels: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]) -> dict[str, float]:
+def delong_auc_difference(
+    labels: Iterable[int], scores_a: Iterable[float], scores_b: Iterable[float]
+) -> dict[str, float]:
     """DeLong's test of AUC(a) - AUC(b) on the same examples (DeLong, DeLong & Clarke-Pearson 1988):
     the difference, its standard error and the two-sided normal p-value. A closed-form check of
     the paired bootstrap."""

@@ -1,12 +1,13 @@
 """What notebook 07 evaluates: the methods the parameters name, grouped by how they are built,
 every name checked against the registry before anything runs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rrlib.config.params import Config, run_seeds
 from rrlib.errors import MethodError
 from rrlib.methods import registry
-from rrlib.config.params import Config, run_seeds
 
 
 @dataclass
@@ -21,7 +22,7 @@ class EvaluationPlan:
     ranking: list[str] = field(default_factory=list)
 
     def names(self) -> list[str]:
-        return ([m for m, _, _ in self.finetuned] + self.zeroshot + [m for ms in self.fitted.values() for m in ms])
+        return [m for m, _, _ in self.finetuned] + self.zeroshot + [m for ms in self.fitted.values() for m in ms]
 
     def blocks(self, seed: int) -> set[tuple[str, int, int]]:
         """The (method, K, seed) blocks this plan produces; non-finetuned methods run once, with ``seed``."""
@@ -34,14 +35,20 @@ class EvaluationPlan:
         """The rows of ``predictions`` that this plan produced for ``examples`` (the file may hold
         older blocks of the same run)."""
         wanted = self.blocks(seed)
-        keep = [(m, int(k), int(s)) in wanted for m, k, s in
-                zip(predictions["method"], predictions["k"], predictions["seed"])]
+        keep = [
+            (m, int(k), int(s)) in wanted
+            for m, k, s in zip(predictions["method"], predictions["k"], predictions["seed"])
+        ]
         rows = predictions[keep]
         return rows[rows["example_id"].isin(set(examples["example_id"]))]
 
     def as_dict(self) -> dict:
-        return {"finetuned": [list(t) for t in self.finetuned], "zeroshot": self.zeroshot, "fitted": self.fitted,
-                "ranking": self.ranking}
+        return {
+            "finetuned": [list(t) for t in self.finetuned],
+            "zeroshot": self.zeroshot,
+            "fitted": self.fitted,
+            "ranking": self.ranking,
+        }
 
 
 def evaluation_plan(cfg: Config) -> EvaluationPlan:
@@ -50,8 +57,10 @@ def evaluation_plan(cfg: Config) -> EvaluationPlan:
     finetuned = registry.names(kind="finetuned_llm")
     for m in cfg.student.methods:
         if m not in finetuned:
-            raise MethodError(f"METHODS has {m!r}, which is not a finetuned LLM method; choose from {finetuned} "
-                              f"(zero-shot methods and baselines go in EVAL_METHODS).")
+            raise MethodError(
+                f"METHODS has {m!r}, which is not a finetuned LLM method; choose from {finetuned} "
+                f"(zero-shot methods and baselines go in EVAL_METHODS)."
+            )
         plan.finetuned += [(m, int(k), s) for k in cfg.student.train_kshots for s in run_seeds(cfg)]
     for m in cfg.evaluate.eval_methods:
         spec = registry.get(m)  # MethodError for an unknown name

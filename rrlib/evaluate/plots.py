@@ -1,9 +1,11 @@
 """The evaluation plots of notebook 07 (matplotlib; each returns the figure and saves it when a
 path is given)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,12 +31,10 @@ def plot_auc_vs_k(results: pd.DataFrame, path: str | Path | None = None):
     for method, g in sorted(finetuned.groupby("method"), key=lambda t: order(t[0])):
         g = g.sort_values("k")
         err = np.vstack([g["auc"] - g["auc_ci_low"], g["auc_ci_high"] - g["auc"]])
-        ax.errorbar(g["k"], g["auc"], yerr=np.nan_to_num(err), marker="o", capsize=3,
-                    label=label(method))
+        ax.errorbar(g["k"], g["auc"], yerr=np.nan_to_num(err), marker="o", capsize=3, label=label(method))
     flat = results[results["k"] == 0].dropna(subset=["auc"])
     for i, (_, r) in enumerate(flat.sort_values("auc", ascending=False).iterrows()):
-        ax.axhline(r["auc"], ls="--", lw=1, color=plt.cm.tab10(i % 10),
-                   label=f"{label(r['method'])} (K=0)")
+        ax.axhline(r["auc"], ls="--", lw=1, color=plt.cm.tab10(i % 10), label=f"{label(r['method'])} (K=0)")
     ax.axhline(0.5, color="grey", lw=0.8, ls=":")
     ax.set_xticks(ks)
     ax.set_xlabel("K (finetuning examples)")
@@ -72,15 +72,24 @@ def plot_bertscore_distribution(per_example: pd.DataFrame, path: str | Path | No
 
     fig, ax = plt.subplots(figsize=(7, 4))
     if per_example.empty:
-        ax.text(0.5, 0.5, "no BERTScore: no method produced reasoning with a ground truth",
-                ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5,
+            0.5,
+            "no BERTScore: no method produced reasoning with a ground truth",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+        )
     else:
         lo, hi = per_example["bertscore_f1"].min(), per_example["bertscore_f1"].max()
         bins = np.linspace(min(lo, 0.0) if lo <= 0 else lo, max(hi, lo + 1e-3), 30)
-        for (method, k), g in sorted(per_example.groupby(["method", "k"]),
-                                     key=lambda t: (order(t[0][0]), t[0][1])):
-            ax.hist(g["bertscore_f1"], bins=bins.tolist(), alpha=0.45,
-                    label=f"{label(method)} K={k} (mean {g['bertscore_f1'].mean():.3f})")
+        for (method, k), g in sorted(per_example.groupby(["method", "k"]), key=lambda t: (order(t[0][0]), t[0][1])):
+            ax.hist(
+                g["bertscore_f1"],
+                bins=bins.tolist(),
+                alpha=0.45,
+                label=f"{label(method)} K={k} (mean {g['bertscore_f1'].mean():.3f})",
+            )
         ax.legend(fontsize=7)
         ax.set_title(f"BERTScore F1 — {per_example['bertscore_backbone'].iloc[0]}", fontsize=8)
     ax.set_xlabel("BERTScore F1 (generated vs ground-truth reasoning)")
@@ -112,12 +121,16 @@ def plot_paired_differences(results: pd.DataFrame, path: str | Path | None = Non
 
     rows = results.dropna(subset=["delta_auc"])
     fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(rows), 3) + 1))
-    labels = [f"{label(m)} K={k}" + (f" s{s}" if results["seed"].nunique() > 1 else "")
-              for m, k, s in zip(rows["method"], rows["k"], rows["seed"])]
+    labels = [
+        f"{label(m)} K={k}" + (f" s{s}" if results["seed"].nunique() > 1 else "")
+        for m, k, s in zip(rows["method"], rows["k"], rows["seed"])
+    ]
     y = np.arange(len(rows))[::-1]
     err = np.vstack([rows["delta_auc"] - rows["delta_ci_low"], rows["delta_ci_high"] - rows["delta_auc"]])
-    colors = ["tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
-              for lo, hi in zip(rows["delta_ci_low"], rows["delta_ci_high"])]
+    colors = [
+        "tab:green" if lo > 0 else "tab:red" if hi < 0 else "tab:gray"
+        for lo, hi in zip(rows["delta_ci_low"], rows["delta_ci_high"])
+    ]
     for yi, x, e_lo, e_hi, color in zip(y, rows["delta_auc"], np.nan_to_num(err[0]), np.nan_to_num(err[1]), colors):
         ax.errorbar([x], [yi], xerr=[[e_lo], [e_hi]], fmt="o", color=color, capsize=3)
     ax.axvline(0, color="black", lw=0.8)
@@ -131,10 +144,20 @@ def plot_paired_differences(results: pd.DataFrame, path: str | Path | None = Non
 
 def plot_paths(folder: str | Path) -> dict[str, Path]:
     folder = Path(folder) / "plots"
-    return {"auc_vs_k": folder / "auc_vs_k.png", "roc": folder / "roc_curves.png",
-            "bertscore": folder / "bertscore_distribution.png", "sequential": folder / "sequential_training.png",
-            "paired": folder / "paired_differences.png"}
+    return {
+        "auc_vs_k": folder / "auc_vs_k.png",
+        "roc": folder / "roc_curves.png",
+        "bertscore": folder / "bertscore_distribution.png",
+        "sequential": folder / "sequential_training.png",
+        "paired": folder / "paired_differences.png",
+    }
 
 
-__all__ = ["plot_auc_vs_k", "plot_bertscore_distribution", "plot_paired_differences", "plot_paths", "plot_roc_curves",
-           "plot_training_curves"]
+__all__ = [
+    "plot_auc_vs_k",
+    "plot_bertscore_distribution",
+    "plot_paired_differences",
+    "plot_paths",
+    "plot_roc_curves",
+    "plot_training_curves",
+]

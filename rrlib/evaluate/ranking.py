@@ -17,6 +17,7 @@ whose list lacks the target counts as 0, and so does a user in ``users`` with no
 A reranker only reorders its candidates, so at k >= the list length its Recall equals the
 retriever's.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,10 @@ def target_ranks(block: pd.DataFrame, users: Iterable[str] | None = None) -> pd.
     n_targets = block.groupby("user_id")["is_target"].sum()
     if (n_targets > 1).any():
         u = n_targets[n_targets > 1].index[0]
-        raise PredictionsError(f"user {u}: more than one ranked item is marked is_target; the ranking protocol has "
-                               f"one held-out target per user.")
+        raise PredictionsError(
+            f"user {u}: more than one ranked item is marked is_target; the ranking protocol has "
+            f"one held-out target per user."
+        )
     listed = pd.Series(np.nan, index=pd.Index(block["user_id"].astype(str).unique(), name="user_id"))
     hits = block[block["is_target"].astype(bool)]
     listed.loc[hits["user_id"].astype(str).to_numpy()] = hits["rank"].astype(float).to_numpy()
@@ -86,13 +89,15 @@ def mean_with_ci(values: Iterable[float], *, n_boot: int, seed: int, level: floa
     out = {"mean": float(v.mean()), "ci_low": math.nan, "ci_high": math.nan, "n": int(len(v))}
     if n_boot > 0:
         alpha = (1 - level) / 2
-        out["ci_low"], out["ci_high"] = (float(x) for x in np.quantile(_boot_means(v, n_boot, seed),
-                                                                       [alpha, 1 - alpha]))
+        out["ci_low"], out["ci_high"] = (
+            float(x) for x in np.quantile(_boot_means(v, n_boot, seed), [alpha, 1 - alpha])
+        )
     return out
 
 
-def paired_ranking_difference(a: pd.Series, b: pd.Series, *, n_boot: int, seed: int,
-                              level: float = 0.95) -> dict[str, Any]:
+def paired_ranking_difference(
+    a: pd.Series, b: pd.Series, *, n_boot: int, seed: int, level: float = 0.95
+) -> dict[str, Any]:
     """mean(a) - mean(b) of a per-user metric over the users both hold (Series indexed by
     user_id), with a paired bootstrap interval over users and a two-sided bootstrap p-value
     ``2 * min(P(d <= 0), P(d >= 0))``."""
@@ -100,9 +105,15 @@ def paired_ranking_difference(a: pd.Series, b: pd.Series, *, n_boot: int, seed: 
     if not len(common):
         raise PredictionsError("paired_ranking_difference: the two rankings share no user.")
     d = a.loc[common].to_numpy(dtype=float) - b.loc[common].to_numpy(dtype=float)
-    out = {"delta": float(d.mean()), "ci_low": math.nan, "ci_high": math.nan, "p_value": math.nan,
-           "n": int(len(d)), "n_only_a": int(len(a.index.difference(common))),
-           "n_only_b": int(len(b.index.difference(common)))}
+    out = {
+        "delta": float(d.mean()),
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "p_value": math.nan,
+        "n": int(len(d)),
+        "n_only_a": int(len(a.index.difference(common))),
+        "n_only_b": int(len(b.index.difference(common))),
+    }
     if n_boot > 0:
         boot = _boot_means(d, n_boot, seed)
         alpha = (1 - level) / 2
@@ -111,11 +122,35 @@ def paired_ranking_difference(a: pd.Series, b: pd.Series, *, n_boot: int, seed: 
     return out
 
 
-RANKING_RESULT_COLUMNS = ["dataset", "method", "label", "k", "seed", "cutoff", "n_users", "list_length",
-                          "ndcg", "ndcg_ci_low", "ndcg_ci_high", "recall", "recall_ci_low", "recall_ci_high",
-                          "hit", "hit_ci_low", "hit_ci_high", "reference", "delta_ndcg", "delta_ndcg_ci_low",
-                          "delta_ndcg_ci_high", "delta_ndcg_p", "delta_hit", "delta_hit_ci_low", "delta_hit_ci_high",
-                          "delta_hit_p", "note"]
+RANKING_RESULT_COLUMNS = [
+    "dataset",
+    "method",
+    "label",
+    "k",
+    "seed",
+    "cutoff",
+    "n_users",
+    "list_length",
+    "ndcg",
+    "ndcg_ci_low",
+    "ndcg_ci_high",
+    "recall",
+    "recall_ci_low",
+    "recall_ci_high",
+    "hit",
+    "hit_ci_low",
+    "hit_ci_high",
+    "reference",
+    "delta_ndcg",
+    "delta_ndcg_ci_low",
+    "delta_ndcg_ci_high",
+    "delta_ndcg_p",
+    "delta_hit",
+    "delta_hit_ci_low",
+    "delta_hit_ci_high",
+    "delta_hit_p",
+    "note",
+]
 
 
 def strongest_retriever(per_block: Mapping[tuple, pd.DataFrame], cutoff: int) -> str | None:
@@ -130,9 +165,16 @@ def strongest_retriever(per_block: Mapping[tuple, pd.DataFrame], cutoff: int) ->
     return best
 
 
-def score_rankings(rankings: pd.DataFrame, *, n_boot: int, seed: int, cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
-                   dataset: str = "", users: Iterable[str] | None = None,
-                   references: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_rankings(
+    rankings: pd.DataFrame,
+    *,
+    n_boot: int,
+    seed: int,
+    cutoffs: Sequence[int] = DEFAULT_CUTOFFS,
+    dataset: str = "",
+    users: Iterable[str] | None = None,
+    references: Mapping[str, str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every (method, K, seed) block of a rankings table: one row per block and cutoff with
     NDCG / Recall / HitRate @cutoff and their intervals, and the paired difference (NDCG, hit)
     with a reference ranking. ``references``: method -> the method to compare it with (e.g. a
@@ -157,25 +199,48 @@ def score_rankings(rankings: pd.DataFrame, *, n_boot: int, seed: int, cutoffs: S
         method, k, s = key
         ref = references.get(method, default_ref)
         ref_key = next((rk for rk in per_block if rk[0] == ref and rk[2] == s), None) or next(
-            (rk for rk in per_block if rk[0] == ref), None)
+            (rk for rk in per_block if rk[0] == ref), None
+        )
         per_user.append(table.reset_index().assign(method=method, k=k, seed=s))
         for cutoff in cutoffs:
-            row: dict[str, Any] = {"dataset": dataset, "method": method, "label": registry.label(method), "k": k,
-                                   "seed": s, "cutoff": cutoff, "n_users": len(table),
-                                   "list_length": lengths[key], "reference": ref or "", "note": ""}
+            row: dict[str, Any] = {
+                "dataset": dataset,
+                "method": method,
+                "label": registry.label(method),
+                "k": k,
+                "seed": s,
+                "cutoff": cutoff,
+                "n_users": len(table),
+                "list_length": lengths[key],
+                "reference": ref or "",
+                "note": "",
+            }
             for m in METRICS:
                 ci = mean_with_ci(table[f"{m}@{cutoff}"], n_boot=n_boot, seed=seed)
                 row.update({m: ci["mean"], f"{m}_ci_low": ci["ci_low"], f"{m}_ci_high": ci["ci_high"]})
             for m in ("ndcg", "hit"):
-                row.update({f"delta_{m}": math.nan, f"delta_{m}_ci_low": math.nan, f"delta_{m}_ci_high": math.nan,
-                            f"delta_{m}_p": math.nan})
+                row.update(
+                    {
+                        f"delta_{m}": math.nan,
+                        f"delta_{m}_ci_low": math.nan,
+                        f"delta_{m}_ci_high": math.nan,
+                        f"delta_{m}_p": math.nan,
+                    }
+                )
             if ref_key is not None and ref_key != key:
                 notes = []
                 for m in ("ndcg", "hit"):
-                    d = paired_ranking_difference(table[f"{m}@{cutoff}"], per_block[ref_key][f"{m}@{cutoff}"],
-                                                  n_boot=n_boot, seed=seed)
-                    row.update({f"delta_{m}": d["delta"], f"delta_{m}_ci_low": d["ci_low"],
-                                f"delta_{m}_ci_high": d["ci_high"], f"delta_{m}_p": d["p_value"]})
+                    d = paired_ranking_difference(
+                        table[f"{m}@{cutoff}"], per_block[ref_key][f"{m}@{cutoff}"], n_boot=n_boot, seed=seed
+                    )
+                    row.update(
+                        {
+                            f"delta_{m}": d["delta"],
+                            f"delta_{m}_ci_low": d["ci_low"],
+                            f"delta_{m}_ci_high": d["ci_high"],
+                            f"delta_{m}_p": d["p_value"],
+                        }
+                    )
                     if d["n_only_a"] or d["n_only_b"]:
                         notes = [f"paired difference on the {d['n']} users both rankings hold"]
                 row["note"] = "; ".join(notes)
@@ -183,11 +248,24 @@ def score_rankings(rankings: pd.DataFrame, *, n_boot: int, seed: int, cutoffs: S
                 row["note"] = f"reference {ref} has no ranking here"
             rows.append(row)
     results = pd.DataFrame(rows, columns=RANKING_RESULT_COLUMNS)
-    results = results.assign(_o=results["method"].map(registry.order)).sort_values(
-        ["_o", "k", "seed", "cutoff"], kind="stable").drop(columns="_o").reset_index(drop=True)
+    results = (
+        results.assign(_o=results["method"].map(registry.order))
+        .sort_values(["_o", "k", "seed", "cutoff"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
     per = pd.concat(per_user, ignore_index=True) if per_user else pd.DataFrame()
     return results, per
 
 
-__all__ = ["DEFAULT_CUTOFFS", "METRICS", "RANKING_RESULT_COLUMNS", "mean_with_ci", "paired_ranking_difference",
-           "per_user_metrics", "score_rankings", "strongest_retriever", "target_ranks"]
+__all__ = [
+    "DEFAULT_CUTOFFS",
+    "METRICS",
+    "RANKING_RESULT_COLUMNS",
+    "mean_with_ci",
+    "paired_ranking_difference",
+    "per_user_metrics",
+    "score_rankings",
+    "strongest_retriever",
+    "target_ranks",
+]

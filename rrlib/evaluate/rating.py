@@ -13,6 +13,7 @@
   the AUC of the predicted rating read as a like score (so rating methods sit in the like/dislike
   tables too).
 """
+
 from __future__ import annotations
 
 import math
@@ -36,8 +37,10 @@ def _pair(targets: Iterable[float], predicted: Iterable[float], what: str) -> tu
         raise PredictionsError(f"{what}: no examples to score.")
     bad = ~np.isfinite(t) | ~np.isfinite(p)
     if bad.any():
-        raise PredictionsError(f"{what}: {int(bad.sum())} of {len(t)} true or predicted rating(s) are NaN or "
-                               f"infinite (first at position {int(np.flatnonzero(bad)[0])}).")
+        raise PredictionsError(
+            f"{what}: {int(bad.sum())} of {len(t)} true or predicted rating(s) are NaN or "
+            f"infinite (first at position {int(np.flatnonzero(bad)[0])})."
+        )
     return t, p
 
 
@@ -54,18 +57,28 @@ def _quantiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def rmse_mae_with_ci(targets: Iterable[float], predicted: Iterable[float], *, n_boot: int, seed: int,
-                     level: float = 0.95) -> dict[str, Any]:
+def rmse_mae_with_ci(
+    targets: Iterable[float], predicted: Iterable[float], *, n_boot: int, seed: int, level: float = 0.95
+) -> dict[str, Any]:
     """RMSE and MAE with percentile bootstrap intervals (examples resampled with replacement,
     ``n_boot`` times, seeded). ``n_boot = 0`` gives the point values with NaN intervals."""
     t, p = _pair(targets, predicted, "rmse_mae_with_ci")
     err = p - t
-    out = {"rmse": float(np.sqrt(np.mean(err ** 2))), "mae": float(np.mean(np.abs(err))),
-           "rmse_ci_low": math.nan, "rmse_ci_high": math.nan, "mae_ci_low": math.nan, "mae_ci_high": math.nan,
-           "n": int(len(t)), "n_boot": int(n_boot), "ci_level": level, "seed": int(seed)}
+    out = {
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mae": float(np.mean(np.abs(err))),
+        "rmse_ci_low": math.nan,
+        "rmse_ci_high": math.nan,
+        "mae_ci_low": math.nan,
+        "mae_ci_high": math.nan,
+        "n": int(len(t)),
+        "n_boot": int(n_boot),
+        "ci_level": level,
+        "seed": int(seed),
+    }
     if n_boot <= 0:
         return out
-    sq, ab = err ** 2, np.abs(err)
+    sq, ab = err**2, np.abs(err)
     rmse, mae = [], []
     for idx in _boot_index(np.random.default_rng(seed), len(t), n_boot):
         rmse.append(np.sqrt(sq[idx].mean(axis=1)))
@@ -80,8 +93,15 @@ def _p_value(d: np.ndarray) -> float:
     return min(1.0, 2 * min(float(np.mean(d <= 0)), float(np.mean(d >= 0))))
 
 
-def paired_rating_difference(targets: Iterable[float], predicted_a: Iterable[float], predicted_b: Iterable[float],
-                             *, n_boot: int, seed: int, level: float = 0.95) -> dict[str, Any]:
+def paired_rating_difference(
+    targets: Iterable[float],
+    predicted_a: Iterable[float],
+    predicted_b: Iterable[float],
+    *,
+    n_boot: int,
+    seed: int,
+    level: float = 0.95,
+) -> dict[str, Any]:
     """RMSE(a) - RMSE(b) and MAE(a) - MAE(b) on the same examples (negative: a is more accurate),
     each with a paired percentile bootstrap interval and two-sided p-value: every resample draws
     the same examples for both methods, so the interval measures the uncertainty of the
@@ -89,16 +109,28 @@ def paired_rating_difference(targets: Iterable[float], predicted_a: Iterable[flo
     targets = np.asarray(list(targets), dtype=float)
     predicted_a, predicted_b = list(predicted_a), list(predicted_b)
     if len(predicted_a) != len(predicted_b):
-        raise PredictionsError(f"paired_rating_difference: {len(predicted_a)} and {len(predicted_b)} predictions; "
-                               f"both methods must score the same examples.")
+        raise PredictionsError(
+            f"paired_rating_difference: {len(predicted_a)} and {len(predicted_b)} predictions; "
+            f"both methods must score the same examples."
+        )
     t, a = _pair(targets, predicted_a, "paired_rating_difference")
     _, b = _pair(targets, predicted_b, "paired_rating_difference")
     sa, sb = (a - t) ** 2, (b - t) ** 2
     aa, ab = np.abs(a - t), np.abs(b - t)
-    out = {"delta_rmse": float(np.sqrt(sa.mean()) - np.sqrt(sb.mean())), "delta_mae": float(aa.mean() - ab.mean()),
-           "delta_rmse_ci_low": math.nan, "delta_rmse_ci_high": math.nan, "delta_rmse_p": math.nan,
-           "delta_mae_ci_low": math.nan, "delta_mae_ci_high": math.nan, "delta_mae_p": math.nan,
-           "n": int(len(t)), "n_boot": int(n_boot), "ci_level": level, "seed": int(seed)}
+    out = {
+        "delta_rmse": float(np.sqrt(sa.mean()) - np.sqrt(sb.mean())),
+        "delta_mae": float(aa.mean() - ab.mean()),
+        "delta_rmse_ci_low": math.nan,
+        "delta_rmse_ci_high": math.nan,
+        "delta_rmse_p": math.nan,
+        "delta_mae_ci_low": math.nan,
+        "delta_mae_ci_high": math.nan,
+        "delta_mae_p": math.nan,
+        "n": int(len(t)),
+        "n_boot": int(n_boot),
+        "ci_level": level,
+        "seed": int(seed),
+    }
     if n_boot <= 0:
         return out
     d_rmse, d_mae = [], []
@@ -113,11 +145,30 @@ def paired_rating_difference(targets: Iterable[float], predicted_a: Iterable[flo
 
 
 #: the columns :func:`rating_metrics` fills (results rows hold them, NaN for like-task rows)
-RATING_COLUMNS = ["rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high",
-                  "argmax_rmse", "argmax_mae", "argmax_accuracy", "argmax_n"]
+RATING_COLUMNS = [
+    "rmse",
+    "rmse_ci_low",
+    "rmse_ci_high",
+    "mae",
+    "mae_ci_low",
+    "mae_ci_high",
+    "argmax_rmse",
+    "argmax_mae",
+    "argmax_accuracy",
+    "argmax_n",
+]
 #: the columns of the paired difference with the strongest rating baseline
-RATING_DELTA_COLUMNS = ["rating_reference", "delta_rmse", "delta_rmse_ci_low", "delta_rmse_ci_high", "delta_rmse_p",
-                        "delta_mae", "delta_mae_ci_low", "delta_mae_ci_high", "delta_mae_p"]
+RATING_DELTA_COLUMNS = [
+    "rating_reference",
+    "delta_rmse",
+    "delta_rmse_ci_low",
+    "delta_rmse_ci_high",
+    "delta_rmse_p",
+    "delta_mae",
+    "delta_mae_ci_low",
+    "delta_mae_ci_high",
+    "delta_mae_p",
+]
 
 
 def empty_rating_columns() -> dict[str, Any]:
@@ -133,8 +184,10 @@ def _rating_block(block: pd.DataFrame, what: str) -> pd.DataFrame:
     missing = block["target_rating"].isna()
     if missing.any():
         eid = block.loc[missing, "example_id"].iloc[0]
-        raise PredictionsError(f"{what}: {int(missing.sum())} row(s) lack target_rating (e.g. {eid}); the examples "
-                               f"table must carry the true rating.")
+        raise PredictionsError(
+            f"{what}: {int(missing.sum())} row(s) lack target_rating (e.g. {eid}); the examples "
+            f"table must carry the true rating."
+        )
     return block
 
 
@@ -147,15 +200,20 @@ def rating_metrics(block: pd.DataFrame, *, n_boot: int, seed: int, level: float 
     block = _rating_block(block, what)
     m = rmse_mae_with_ci(block["target_rating"], block["predicted_rating"], n_boot=n_boot, seed=seed, level=level)
     out: dict[str, Any] = {c: math.nan for c in RATING_COLUMNS}
-    out.update({k: m[k] for k in ("rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high")},
-               argmax_n=0)
+    out.update(
+        {k: m[k] for k in ("rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high")}, argmax_n=0
+    )
     arg = pd.to_numeric(block["rating_argmax"], errors="coerce").to_numpy(dtype=float)
     has = np.isfinite(arg)
     if has.any():
         t = block["target_rating"].to_numpy(dtype=float)[has]
         err = arg[has] - t
-        out.update(argmax_rmse=float(np.sqrt(np.mean(err ** 2))), argmax_mae=float(np.mean(np.abs(err))),
-                   argmax_accuracy=float(np.mean(np.isclose(arg[has], t))), argmax_n=int(has.sum()))
+        out.update(
+            argmax_rmse=float(np.sqrt(np.mean(err**2))),
+            argmax_mae=float(np.mean(np.abs(err))),
+            argmax_accuracy=float(np.mean(np.isclose(arg[has], t))),
+            argmax_n=int(has.sum()),
+        )
     labels = block["label"].astype(int)
     try:
         out["auc"] = auc_with_ci(labels, block["predicted_rating"], n_boot=0, seed=seed)["auc"]
@@ -178,19 +236,24 @@ def strongest_rating_baseline(predictions: pd.DataFrame) -> tuple[str | None, fl
     return best, best_rmse
 
 
-def rating_difference_columns(block: pd.DataFrame, reference: pd.DataFrame, reference_name: str, *, n_boot: int,
-                              seed: int) -> tuple[dict[str, Any], list[str]]:
+def rating_difference_columns(
+    block: pd.DataFrame, reference: pd.DataFrame, reference_name: str, *, n_boot: int, seed: int
+) -> tuple[dict[str, Any], list[str]]:
     """The paired difference of ``block`` with the ``reference`` block (indexed by example_id)
     on the examples both scored; returns the columns and notes."""
     notes = []
     common = block[block["example_id"].isin(reference.index)]
     if len(common) < len(block):
-        notes.append(f"paired rating difference on the {len(common)} of {len(block)} examples "
-                     f"{reference_name} scored")
+        notes.append(f"paired rating difference on the {len(common)} of {len(block)} examples {reference_name} scored")
     if common.empty:
         return {"rating_reference": reference_name}, notes + ["no paired rating difference: no common examples"]
-    d = paired_rating_difference(common["target_rating"], common["predicted_rating"],
-                                 reference.loc[common["example_id"], "predicted_rating"], n_boot=n_boot, seed=seed)
+    d = paired_rating_difference(
+        common["target_rating"],
+        common["predicted_rating"],
+        reference.loc[common["example_id"], "predicted_rating"],
+        n_boot=n_boot,
+        seed=seed,
+    )
     cols = {c: d[c] for c in RATING_DELTA_COLUMNS[1:]}
     cols["rating_reference"] = reference_name
     return cols, notes
@@ -203,12 +266,19 @@ def rating_results(predictions: pd.DataFrame, *, n_boot: int, seed: int, dataset
 
     rating = predictions[predictions["task"] == "rating"]
     ref_name, _ = strongest_rating_baseline(rating)
-    ref = (rating[rating["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
-           if ref_name else None)
+    ref = (
+        rating[rating["method"] == ref_name].drop_duplicates("example_id").set_index("example_id") if ref_name else None
+    )
     rows = []
     for (method, k, s), block in rating.groupby(BLOCK, sort=False):
-        row: dict[str, Any] = {"dataset": dataset, "method": method, "label": registry.label(method), "k": int(k),
-                               "seed": int(s), "n": len(block)}
+        row: dict[str, Any] = {
+            "dataset": dataset,
+            "method": method,
+            "label": registry.label(method),
+            "k": int(k),
+            "seed": int(s),
+            "n": len(block),
+        }
         row.update(empty_rating_columns())
         row.update(rating_metrics(block, n_boot=n_boot, seed=seed))
         notes: list[str] = []
@@ -221,10 +291,22 @@ def rating_results(predictions: pd.DataFrame, *, n_boot: int, seed: int, dataset
         rows.append(row)
     cols = ["dataset", "method", "label", "k", "seed", "n", "auc"] + RATING_COLUMNS + RATING_DELTA_COLUMNS + ["note"]
     out = pd.DataFrame(rows, columns=cols)
-    return out.assign(_o=out["method"].map(registry.order)).sort_values(["_o", "k", "seed"], kind="stable").drop(
-        columns="_o").reset_index(drop=True)
+    return (
+        out.assign(_o=out["method"].map(registry.order))
+        .sort_values(["_o", "k", "seed"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
 
 
-__all__ = ["RATING_COLUMNS", "RATING_DELTA_COLUMNS", "empty_rating_columns", "paired_rating_difference",
-           "rating_difference_columns", "rating_metrics", "rating_results", "rmse_mae_with_ci",
-           "strongest_rating_baseline"]
+__all__ = [
+    "RATING_COLUMNS",
+    "RATING_DELTA_COLUMNS",
+    "empty_rating_columns",
+    "paired_rating_difference",
+    "rating_difference_columns",
+    "rating_metrics",
+    "rating_results",
+    "rmse_mae_with_ci",
+    "strongest_rating_baseline",
+]

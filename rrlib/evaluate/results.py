@@ -13,33 +13,80 @@ intervals and ``delta_rmse`` / ``delta_mae``: the paired difference with the str
 baseline (lowest RMSE), see :mod:`rrlib.evaluate.rating`. Lower is better there, so a method
 beats that baseline only when the interval lies below 0. Like-task rows leave these columns NaN.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from rrlib import predictions as pr
+from rrlib.config.provenance import utc_now
 from rrlib.evaluate.bertscore import bertscore_backbone, bertscore_f1
 from rrlib.evaluate.metrics import auc_with_ci, mean_sd, paired_auc_difference
-from rrlib.evaluate.rating import (RATING_COLUMNS, RATING_DELTA_COLUMNS, empty_rating_columns,
-                                   rating_difference_columns, rating_metrics, strongest_rating_baseline)
+from rrlib.evaluate.rating import (
+    RATING_COLUMNS,
+    RATING_DELTA_COLUMNS,
+    empty_rating_columns,
+    rating_difference_columns,
+    rating_metrics,
+    strongest_rating_baseline,
+)
 from rrlib.io import read_json_or_none, write_json_atomic
 from rrlib.methods import registry
-from rrlib.config.provenance import utc_now
 
-RESULT_COLUMNS = ["dataset", "method", "label", "k", "seed", "task", "n", "n_pos", "n_neg", "auc", "auc_ci_low",
-                  "auc_ci_high", "reference", "delta_auc", "delta_ci_low", "delta_ci_high", "delta_p",
-                  *RATING_COLUMNS, *RATING_DELTA_COLUMNS,
-                  "bertscore_f1", "bertscore_n", "bertscore_empty", "bertscore_backbone", "format_errors", "note"]
+RESULT_COLUMNS = [
+    "dataset",
+    "method",
+    "label",
+    "k",
+    "seed",
+    "task",
+    "n",
+    "n_pos",
+    "n_neg",
+    "auc",
+    "auc_ci_low",
+    "auc_ci_high",
+    "reference",
+    "delta_auc",
+    "delta_ci_low",
+    "delta_ci_high",
+    "delta_p",
+    *RATING_COLUMNS,
+    *RATING_DELTA_COLUMNS,
+    "bertscore_f1",
+    "bertscore_n",
+    "bertscore_empty",
+    "bertscore_backbone",
+    "format_errors",
+    "note",
+]
 #: the figures notebook 07 records in metrics.json (fixed keys; tests and tooling read them)
-METRICS_KEYS = ("results", "summary", "auc", "bertscore_f1", "best_method", "strongest_bias_baseline",
-                "beats_bias_baseline", "rmse", "mae", "strongest_rating_baseline", "beats_rating_baseline", "n_test",
-                "n_test_dislikes", "bootstrap_samples", "seed", "seeds", "bertscore_backbone")
+METRICS_KEYS = (
+    "results",
+    "summary",
+    "auc",
+    "bertscore_f1",
+    "best_method",
+    "strongest_bias_baseline",
+    "beats_bias_baseline",
+    "rmse",
+    "mae",
+    "strongest_rating_baseline",
+    "beats_rating_baseline",
+    "n_test",
+    "n_test_dislikes",
+    "bootstrap_samples",
+    "seed",
+    "seeds",
+    "bertscore_backbone",
+)
 
 
 def strongest_bias_baseline(predictions: pd.DataFrame) -> tuple[str | None, float]:
@@ -60,10 +107,19 @@ def _like_score(block: pd.DataFrame) -> pd.Series:
     return block["p_yes"] if (block["task"] == "like").all() else block["predicted_rating"]
 
 
-def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mapping[str, str]], *, dataset: str,
-                      n_boot: int, seed: int, bertscore_model: str, bertscore_layers: int,
-                      cache_dir: str | Path | None = None, method_views: Mapping[str, str] | None = None,
-                      progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_predictions(
+    predictions: pd.DataFrame,
+    references: Mapping[str, Mapping[str, str]],
+    *,
+    dataset: str,
+    n_boot: int,
+    seed: int,
+    bertscore_model: str,
+    bertscore_layers: int,
+    cache_dir: str | Path | None = None,
+    method_views: Mapping[str, str] | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every (method, K, seed) block of ``predictions``.
 
     ``references``: teacher view -> {example_id: ground-truth reasoning}; ``method_views``:
@@ -78,24 +134,49 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
     method_views = dict(method_views or {})
     backbone = bertscore_backbone(bertscore_model, bertscore_layers)
     ref_name, _ = strongest_bias_baseline(predictions)
-    ref_block = (predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
-                 if ref_name else None)
+    ref_block = (
+        predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
+        if ref_name
+        else None
+    )
     rating_ref, _ = strongest_rating_baseline(predictions)
-    rating_ref_block = (predictions[(predictions["method"] == rating_ref) & (predictions["task"] == "rating")]
-                        .drop_duplicates("example_id").set_index("example_id") if rating_ref else None)
+    rating_ref_block = (
+        predictions[(predictions["method"] == rating_ref) & (predictions["task"] == "rating")]
+        .drop_duplicates("example_id")
+        .set_index("example_id")
+        if rating_ref
+        else None
+    )
     rows, per_example = [], []
     blocks = list(predictions.groupby(pr.BLOCK, sort=False))
     for (method, k, s), block in tqdm(blocks, desc="scoring methods", disable=not progress):
         notes: list[str] = []
         labels = block["label"].astype(int)
         row: dict[str, Any] = {
-            "dataset": dataset, "method": method, "label": registry.label(method), "k": int(k), "seed": int(s),
-            "task": str(block["task"].iloc[0]), "n": len(block), "n_pos": int(labels.sum()),
-            "n_neg": int((labels == 0).sum()), "format_errors": int((~block["format_ok"].astype(bool)).sum()),
-            "auc": math.nan, "auc_ci_low": math.nan, "auc_ci_high": math.nan, "reference": ref_name or "",
-            "delta_auc": math.nan, "delta_ci_low": math.nan, "delta_ci_high": math.nan, "delta_p": math.nan,
-            "bertscore_backbone": "", "bertscore_f1": math.nan, "bertscore_n": 0, "bertscore_empty": 0,
-            **empty_rating_columns()}
+            "dataset": dataset,
+            "method": method,
+            "label": registry.label(method),
+            "k": int(k),
+            "seed": int(s),
+            "task": str(block["task"].iloc[0]),
+            "n": len(block),
+            "n_pos": int(labels.sum()),
+            "n_neg": int((labels == 0).sum()),
+            "format_errors": int((~block["format_ok"].astype(bool)).sum()),
+            "auc": math.nan,
+            "auc_ci_low": math.nan,
+            "auc_ci_high": math.nan,
+            "reference": ref_name or "",
+            "delta_auc": math.nan,
+            "delta_ci_low": math.nan,
+            "delta_ci_high": math.nan,
+            "delta_p": math.nan,
+            "bertscore_backbone": "",
+            "bertscore_f1": math.nan,
+            "bertscore_n": 0,
+            "bertscore_empty": 0,
+            **empty_rating_columns(),
+        }
         if row["task"] == "rating":
             try:
                 figures = rating_metrics(block, n_boot=n_boot, seed=seed)
@@ -106,8 +187,9 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
             if rating_ref_block is not None and rating_ref is not None:
                 row["rating_reference"] = rating_ref
                 if method != rating_ref and not math.isnan(row["rmse"]):
-                    cols, more = rating_difference_columns(block, rating_ref_block, rating_ref, n_boot=n_boot,
-                                                           seed=seed)
+                    cols, more = rating_difference_columns(
+                        block, rating_ref_block, rating_ref, n_boot=n_boot, seed=seed
+                    )
                     row.update(cols)
                     notes += more
         score = _like_score(block)
@@ -121,10 +203,16 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
             if len(common) < len(block):
                 notes.append(f"paired difference on the {len(common)} of {len(block)} examples the baseline scored")
             try:
-                d = paired_auc_difference(common["label"], _like_score(common),
-                                          ref_block.loc[common["example_id"], "p_yes"], n_boot=n_boot, seed=seed)
-                row.update(delta_auc=d["delta_auc"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"],
-                           delta_p=d["p_value"])
+                d = paired_auc_difference(
+                    common["label"],
+                    _like_score(common),
+                    ref_block.loc[common["example_id"], "p_yes"],
+                    n_boot=n_boot,
+                    seed=seed,
+                )
+                row.update(
+                    delta_auc=d["delta_auc"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"], delta_p=d["p_value"]
+                )
             except ValueError as e:
                 notes.append(f"no paired difference: {e}")
         spec = registry.REGISTRY.get(method)
@@ -135,31 +223,63 @@ def score_predictions(predictions: pd.DataFrame, references: Mapping[str, Mappin
             has_ref = block["example_id"].map(lambda e, refs=refs: bool(str(refs.get(e, "") or "").strip()))
             scored = block[has_ref.to_numpy()]
             if len(scored) < len(block):
-                notes.append(f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "
-                             f"({view} view) and are not in BERTScore")
+                notes.append(
+                    f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "
+                    f"({view} view) and are not in BERTScore"
+                )
             if len(scored):
-                f1 = bertscore_f1(scored["reasoning"].tolist(), [refs[e] for e in scored["example_id"]],
-                                  bertscore_model, bertscore_layers, cache_dir)
-                row.update(bertscore_f1=float(f1.mean()), bertscore_n=len(f1),
-                           bertscore_empty=int((scored["reasoning"].fillna("").str.strip() == "").sum()),
-                           bertscore_backbone=backbone)
-                per_example.append(pd.DataFrame({"method": method, "k": int(k), "seed": int(s),
-                                                 "example_id": scored["example_id"].to_numpy(), "bertscore_f1": f1,
-                                                 "bertscore_backbone": backbone}))
-            own = ("exp3rt" if spec.task == "rating" else
-                   registry.view_name(spec.teacher_view) if spec.teacher_view is not None else "full")
+                f1 = bertscore_f1(
+                    scored["reasoning"].tolist(),
+                    [refs[e] for e in scored["example_id"]],
+                    bertscore_model,
+                    bertscore_layers,
+                    cache_dir,
+                )
+                row.update(
+                    bertscore_f1=float(f1.mean()),
+                    bertscore_n=len(f1),
+                    bertscore_empty=int((scored["reasoning"].fillna("").str.strip() == "").sum()),
+                    bertscore_backbone=backbone,
+                )
+                per_example.append(
+                    pd.DataFrame(
+                        {
+                            "method": method,
+                            "k": int(k),
+                            "seed": int(s),
+                            "example_id": scored["example_id"].to_numpy(),
+                            "bertscore_f1": f1,
+                            "bertscore_backbone": backbone,
+                        }
+                    )
+                )
+            own = (
+                "exp3rt"
+                if spec.task == "rating"
+                else registry.view_name(spec.teacher_view)
+                if spec.teacher_view is not None
+                else "full"
+            )
             if view != own:
-                notes.append(f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own "
-                             f"{own} view")
+                notes.append(
+                    f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own {own} view"
+                )
             elif view != "full":
                 notes.append(f"ground truth written by a teacher with the {view} view")
         row["note"] = "; ".join(notes)
         rows.append(row)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
-    results = results.assign(_o=results["method"].map(registry.order)).sort_values(
-        ["_o", "k", "seed"], kind="stable").drop(columns="_o").reset_index(drop=True)
-    per = (pd.concat(per_example, ignore_index=True) if per_example else
-           pd.DataFrame(columns=["method", "k", "seed", "example_id", "bertscore_f1", "bertscore_backbone"]))
+    results = (
+        results.assign(_o=results["method"].map(registry.order))
+        .sort_values(["_o", "k", "seed"], kind="stable")
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
+    per = (
+        pd.concat(per_example, ignore_index=True)
+        if per_example
+        else pd.DataFrame(columns=["method", "k", "seed", "example_id", "bertscore_f1", "bertscore_backbone"])
+    )
     return results, per
 
 
@@ -176,12 +296,29 @@ def seed_summary(results: pd.DataFrame) -> pd.DataFrame:
         e_m, e_sd, _ = mean_sd(g["mae"]) if "mae" in g else (math.nan, math.nan, 0)
         dr_m, dr_sd, _ = mean_sd(g["delta_rmse"]) if "delta_rmse" in g else (math.nan, math.nan, 0)
         below = int((g["delta_rmse_ci_high"] < 0).sum()) if "delta_rmse_ci_high" in g else 0
-        out.append({"dataset": g["dataset"].iloc[0], "method": method, "label": registry.label(method), "k": int(k),
-                    "n_seeds": n, "auc_mean": auc_m, "auc_sd": auc_sd, "delta_auc_mean": d_m, "delta_auc_sd": d_sd,
-                    "bertscore_mean": b_m, "bertscore_sd": b_sd,
-                    "seeds_above_baseline": int((g["delta_ci_low"] > 0).sum()),
-                    "rmse_mean": r_m, "rmse_sd": r_sd, "mae_mean": e_m, "mae_sd": e_sd, "delta_rmse_mean": dr_m,
-                    "delta_rmse_sd": dr_sd, "seeds_below_rating_baseline": below})
+        out.append(
+            {
+                "dataset": g["dataset"].iloc[0],
+                "method": method,
+                "label": registry.label(method),
+                "k": int(k),
+                "n_seeds": n,
+                "auc_mean": auc_m,
+                "auc_sd": auc_sd,
+                "delta_auc_mean": d_m,
+                "delta_auc_sd": d_sd,
+                "bertscore_mean": b_m,
+                "bertscore_sd": b_sd,
+                "seeds_above_baseline": int((g["delta_ci_low"] > 0).sum()),
+                "rmse_mean": r_m,
+                "rmse_sd": r_sd,
+                "mae_mean": e_m,
+                "mae_sd": e_sd,
+                "delta_rmse_mean": dr_m,
+                "delta_rmse_sd": dr_sd,
+                "seeds_below_rating_baseline": below,
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -196,9 +333,18 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, seed: int, seeds: Sequence[int],
-                 bertscore_backbone_name: str, test_examples: pd.DataFrame) -> dict[str, Any]:
+def metrics_dict(
+    results: pd.DataFrame,
+    summary: pd.DataFrame,
+    *,
+    n_boot: int,
+    seed: int,
+    seeds: Sequence[int],
+    bertscore_backbone_name: str,
+    test_examples: pd.DataFrame,
+) -> dict[str, Any]:
     """The figures of a run (keys :data:`METRICS_KEYS`)."""
+
     def key(r: Mapping[str, Any]) -> str:
         return f"{r['method']}@K{int(r['k'])}" + (f"@seed{int(r['seed'])}" if len(set(results["seed"])) > 1 else "")
 
@@ -212,8 +358,9 @@ def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, s
         "results": [{c: _clean(r[c]) for c in RESULT_COLUMNS} for _, r in results.iterrows()],
         "summary": [{c: _clean(v) for c, v in r.items()} for _, r in summary.iterrows()],
         "auc": {key(r): _clean(r["auc"]) for _, r in results.iterrows()},
-        "bertscore_f1": {key(r): _clean(r["bertscore_f1"]) for _, r in results.iterrows()
-                         if not pd.isna(r["bertscore_f1"])},
+        "bertscore_f1": {
+            key(r): _clean(r["bertscore_f1"]) for _, r in results.iterrows() if not pd.isna(r["bertscore_f1"])
+        },
         "best_method": None if best.empty else key(best.iloc[0]),
         "strongest_bias_baseline": ref,
         "beats_bias_baseline": [key(r) for _, r in beats.iterrows()],
@@ -221,8 +368,11 @@ def metrics_dict(results: pd.DataFrame, summary: pd.DataFrame, *, n_boot: int, s
         "mae": {key(r): _clean(r["mae"]) for _, r in rating.iterrows()},
         "strongest_rating_baseline": rating_ref,
         "beats_rating_baseline": [key(r) for _, r in beats_rating.iterrows()],
-        "n_test": int(len(test_examples)), "n_test_dislikes": int((test_examples["label"] == 0).sum()),
-        "bootstrap_samples": int(n_boot), "seed": int(seed), "seeds": list(seeds),
+        "n_test": int(len(test_examples)),
+        "n_test_dislikes": int((test_examples["label"] == 0).sum()),
+        "bootstrap_samples": int(n_boot),
+        "seed": int(seed),
+        "seeds": list(seeds),
         "bertscore_backbone": bertscore_backbone_name,
     }
 
@@ -237,16 +387,24 @@ def write_run_metrics(paths, metrics: Mapping[str, Any], params: Mapping[str, An
     write_json_atomic(paths.evaluate / "metrics.json", dict(metrics))
     run_id = Path(paths.root).name
     manifest = read_json_or_none(paths.manifest) or {}
-    payload = {"run_id": manifest.get("run_id", run_id), "written_at": utc_now(), "dataset": params.get("DATASET"),
-               "student_model": params.get("STUDENT_MODEL"), "train_kshots": params.get("TRAIN_KSHOTS"),
-               "n_test": metrics["n_test"], "n_test_dislikes": metrics["n_test_dislikes"], "seed": params.get("SEED"),
-               "metrics": {k: metrics[k] for k in METRICS_KEYS if k not in ("results", "summary")}}
+    payload = {
+        "run_id": manifest.get("run_id", run_id),
+        "written_at": utc_now(),
+        "dataset": params.get("DATASET"),
+        "student_model": params.get("STUDENT_MODEL"),
+        "train_kshots": params.get("TRAIN_KSHOTS"),
+        "n_test": metrics["n_test"],
+        "n_test_dislikes": metrics["n_test_dislikes"],
+        "seed": params.get("SEED"),
+        "metrics": {k: metrics[k] for k in METRICS_KEYS if k not in ("results", "summary")},
+    }
     return write_json_atomic(paths.metrics, payload)
 
 
 @dataclass
 class Evaluation:
     """What notebook 07 shows and records."""
+
     results: pd.DataFrame
     summary: pd.DataFrame
     per_example: pd.DataFrame
@@ -257,23 +415,36 @@ class Evaluation:
 def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_views: Mapping[str, str]) -> Evaluation:
     """Score the plan's predictions on the test examples, write the tables and the metrics
     (``evaluate/metrics.json`` and the run's ``metrics.json``)."""
-    from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
     from rrlib.config.params import run_seeds
-    from rrlib.evaluate.tables import save_tables
     from rrlib.config.paths import resolve_path
+    from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
+    from rrlib.evaluate.tables import save_tables
 
     ev = cfg.evaluate
     references = reference_reasoning(paths, test["example_id"])
-    results, per_example = score_predictions(scored, references, dataset=cfg.common.dataset, n_boot=ev.bootstrap_samples,
-                                             seed=cfg.common.seed, bertscore_model=ev.bertscore_model,
-                                             bertscore_layers=ev.bertscore_num_layers,
-                                             cache_dir=resolve_path(cfg.common.cache_dir), method_views=method_views)
+    results, per_example = score_predictions(
+        scored,
+        references,
+        dataset=cfg.common.dataset,
+        n_boot=ev.bootstrap_samples,
+        seed=cfg.common.seed,
+        bertscore_model=ev.bertscore_model,
+        bertscore_layers=ev.bertscore_num_layers,
+        cache_dir=resolve_path(cfg.common.cache_dir),
+        method_views=method_views,
+    )
     summary = seed_summary(results)
     files = save_tables(results, summary, paths.evaluate)
     per_example.to_csv(paths.evaluate / "bertscore_per_example.csv", index=False)
-    metrics = metrics_dict(results, summary, n_boot=ev.bootstrap_samples, seed=cfg.common.seed, seeds=run_seeds(cfg),
-                           bertscore_backbone_name=backbone_name(ev.bertscore_model, ev.bertscore_num_layers),
-                           test_examples=test)
+    metrics = metrics_dict(
+        results,
+        summary,
+        n_boot=ev.bootstrap_samples,
+        seed=cfg.common.seed,
+        seeds=run_seeds(cfg),
+        bertscore_backbone_name=backbone_name(ev.bertscore_model, ev.bertscore_num_layers),
+        test_examples=test,
+    )
     write_run_metrics(paths, metrics, cfg.params)
     return Evaluation(results, summary, per_example, metrics, files)
 
@@ -285,8 +456,12 @@ def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict
 
     refs: dict[str, dict[str, str]] = {}
     wanted = set(map(str, example_ids)) if example_ids is not None else None
-    for source in (paths.reasoning, paths.reference_reasoning, paths.rating_reasoning,
-                   paths.rating_reference_reasoning):
+    for source in (
+        paths.reasoning,
+        paths.reference_reasoning,
+        paths.rating_reasoning,
+        paths.rating_reference_reasoning,
+    ):
         if not Path(source).exists():
             continue
         table = pd.read_parquet(source)
@@ -301,5 +476,15 @@ def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict
     return refs
 
 
-__all__ = ["Evaluation", "evaluate_run", "METRICS_KEYS", "RESULT_COLUMNS", "metrics_dict", "reference_reasoning", "score_predictions", "seed_summary",
-           "strongest_bias_baseline", "write_run_metrics"]
+__all__ = [
+    "Evaluation",
+    "evaluate_run",
+    "METRICS_KEYS",
+    "RESULT_COLUMNS",
+    "metrics_dict",
+    "reference_reasoning",
+    "score_predictions",
+    "seed_summary",
+    "strongest_bias_baseline",
+    "write_run_metrics",
+]

@@ -4,6 +4,7 @@ difference to the strongest bias baseline, the summary over seeds, and the paper
 Rows follow the registry's order (:func:`rrlib.methods.registry.order`). When the results hold
 rating-task rows, RMSE / MAE columns and the paired RMSE difference with the strongest rating
 baseline are added (like-task-only results keep their columns)."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,10 @@ def _delta_rmse(r: pd.Series) -> str:
         return "reference" if r["method"] == r["rating_reference"] else "–"
     # lower is better: below 0 is a gain
     verdict = " ✓" if r["delta_rmse_ci_high"] < 0 else " ✗" if r["delta_rmse_ci_low"] > 0 else ""
-    return (f"{r['delta_rmse']:+.3f} [{r['delta_rmse_ci_low']:+.3f}, {r['delta_rmse_ci_high']:+.3f}] "
-            f"p={r['delta_rmse_p']:.3f}{verdict}")
+    return (
+        f"{r['delta_rmse']:+.3f} [{r['delta_rmse_ci_low']:+.3f}, {r['delta_rmse_ci_high']:+.3f}] "
+        f"p={r['delta_rmse_p']:.3f}{verdict}"
+    )
 
 
 def _rating_interval(r: pd.Series, metric: str) -> str:
@@ -69,20 +72,23 @@ def results_view(results: pd.DataFrame) -> pd.DataFrame:
     """The readable results: AUC [95% CI], Δ AUC to the strongest bias baseline [paired 95% CI]
     and p, BERTScore, and the counts an AUC rests on (examples, dislikes)."""
     multi_seed = results["seed"].nunique() > 1
-    view = pd.DataFrame({
-        "dataset": results["dataset"], "method": [label(m) for m in results["method"]], "K": results["k"]})
+    view = pd.DataFrame(
+        {"dataset": results["dataset"], "method": [label(m) for m in results["method"]], "K": results["k"]}
+    )
     if multi_seed:
         view["seed"] = results["seed"]
     ref = next((r for r in results["reference"] if r), "")
-    view["AUC [95% CI]"] = [_interval(a, lo, hi) for a, lo, hi in
-                            zip(results["auc"], results["auc_ci_low"], results["auc_ci_high"])]
+    view["AUC [95% CI]"] = [
+        _interval(a, lo, hi) for a, lo, hi in zip(results["auc"], results["auc_ci_low"], results["auc_ci_high"])
+    ]
     view[f"Δ AUC vs {label(ref) if ref else 'bias baseline'} [95% CI]"] = [_delta(r) for _, r in results.iterrows()]
     if _has_rating(results):
         rref = next((r for r in results["rating_reference"] if r), "")
         view["RMSE [95% CI]"] = [_rating_interval(r, "rmse") for _, r in results.iterrows()]
         view["MAE [95% CI]"] = [_rating_interval(r, "mae") for _, r in results.iterrows()]
         view[f"Δ RMSE vs {label(rref) if rref else 'rating baseline'} [95% CI]"] = [
-            _delta_rmse(r) for _, r in results.iterrows()]
+            _delta_rmse(r) for _, r in results.iterrows()
+        ]
     view["BERTScore F1"] = [fmt(b) for b in results["bertscore_f1"]]
     view["n (dislikes)"] = [f"{n} ({d})" for n, d in zip(results["n"], results["n_neg"])]
     view["format errors"] = results["format_errors"]
@@ -91,12 +97,16 @@ def results_view(results: pd.DataFrame) -> pd.DataFrame:
 
 def results_markdown(results: pd.DataFrame, summary: pd.DataFrame | None = None) -> str:
     text = markdown_table(results_view(results))
-    text += ("\nΔ AUC: paired bootstrap over the same test examples; ✓ the interval lies above 0 (better than the "
-             "baseline), ✗ below 0 (worse); without a mark the data cannot tell the two apart.\n")
+    text += (
+        "\nΔ AUC: paired bootstrap over the same test examples; ✓ the interval lies above 0 (better than the "
+        "baseline), ✗ below 0 (worse); without a mark the data cannot tell the two apart.\n"
+    )
     if _has_rating(results):
-        text += ("\nRMSE / MAE: rating points, lower is better. Δ RMSE: paired bootstrap against the strongest "
-                 "rating baseline (lowest RMSE) on the same examples; ✓ the interval lies below 0 (more accurate), "
-                 "✗ above 0.\n")
+        text += (
+            "\nRMSE / MAE: rating points, lower is better. Δ RMSE: paired bootstrap against the strongest "
+            "rating baseline (lowest RMSE) on the same examples; ✓ the interval lies below 0 (more accurate), "
+            "✗ above 0.\n"
+        )
     backbones = sorted({b for b in results["bertscore_backbone"] if b})
     if backbones:
         text += "\nBERTScore backbone: " + "; ".join(backbones) + "\n"
@@ -112,12 +122,17 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     def pm(m: float, sd: float) -> str:
         return "–" if math.isnan(m) else f"{m:.3f}" + ("" if math.isnan(sd) else f" ± {sd:.3f}")
 
-    view = pd.DataFrame({"method": [label(m) for m in summary["method"]], "K": summary["k"],
-                         "seeds": summary["n_seeds"],
-                         "AUC": [pm(m, s) for m, s in zip(summary["auc_mean"], summary["auc_sd"])],
-                         "Δ AUC": [pm(m, s) for m, s in zip(summary["delta_auc_mean"], summary["delta_auc_sd"])],
-                         "BERTScore": [pm(m, s) for m, s in zip(summary["bertscore_mean"], summary["bertscore_sd"])],
-                         "seeds above baseline": summary["seeds_above_baseline"]})
+    view = pd.DataFrame(
+        {
+            "method": [label(m) for m in summary["method"]],
+            "K": summary["k"],
+            "seeds": summary["n_seeds"],
+            "AUC": [pm(m, s) for m, s in zip(summary["auc_mean"], summary["auc_sd"])],
+            "Δ AUC": [pm(m, s) for m, s in zip(summary["delta_auc_mean"], summary["delta_auc_sd"])],
+            "BERTScore": [pm(m, s) for m, s in zip(summary["bertscore_mean"], summary["bertscore_sd"])],
+            "seeds above baseline": summary["seeds_above_baseline"],
+        }
+    )
     if "rmse_mean" in summary and summary["rmse_mean"].notna().any():
         view["RMSE"] = [pm(m, s) for m, s in zip(summary["rmse_mean"], summary["rmse_sd"])]
         view["Δ RMSE"] = [pm(m, s) for m, s in zip(summary["delta_rmse_mean"], summary["delta_rmse_sd"])]
@@ -155,9 +170,13 @@ def save_tables(results: pd.DataFrame, summary: pd.DataFrame, folder: str | Path
     paper_table.{csv,md}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"results_csv": folder / "results.csv", "results_md": folder / "results.md",
-             "summary_csv": folder / "summary.csv", "paper_table_csv": folder / "paper_table.csv",
-             "paper_table_md": folder / "paper_table.md"}
+    files = {
+        "results_csv": folder / "results.csv",
+        "results_md": folder / "results.md",
+        "summary_csv": folder / "summary.csv",
+        "paper_table_csv": folder / "paper_table.csv",
+        "paper_table_md": folder / "paper_table.md",
+    }
     results.to_csv(files["results_csv"], index=False)
     summary.to_csv(files["summary_csv"], index=False)
     write_text_atomic(files["results_md"], results_markdown(results, summary))

@@ -7,6 +7,7 @@
 
 The student's backend (a LocalBackend with a LoRA adapter) is built by :mod:`rrlib.student`.
 """
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -46,19 +47,31 @@ def teacher_backend(cfg: Config) -> ChatBackend:
     cache_dir = resolve_path(cfg.common.cache_dir)
     if t.teacher_backend == "server":
         if t.teacher_engine not in ("transformers", "auto"):
-            raise ParamError(f"TEACHER_ENGINE={t.teacher_engine!r} starts a local engine, but TEACHER_BACKEND is "
-                             f"'server' (an engine someone else runs at SERVER_URL). Use TEACHER_BACKEND: local, or "
-                             f"TEACHER_ENGINE: transformers.")
+            raise ParamError(
+                f"TEACHER_ENGINE={t.teacher_engine!r} starts a local engine, but TEACHER_BACKEND is "
+                f"'server' (an engine someone else runs at SERVER_URL). Use TEACHER_BACKEND: local, or "
+                f"TEACHER_ENGINE: transformers."
+            )
         if not t.server_model:
-            raise ParamError("TEACHER_BACKEND is 'server' but SERVER_MODEL is empty: set SERVER_MODEL to the "
-                             "model name the server serves (its GET /v1/models lists them).")
+            raise ParamError(
+                "TEACHER_BACKEND is 'server' but SERVER_MODEL is empty: set SERVER_MODEL to the "
+                "model name the server serves (its GET /v1/models lists them)."
+            )
         if t.teacher_quantization != "none":
-            raise ParamError("TEACHER_QUANTIZATION applies to the local backend only; with TEACHER_BACKEND "
-                             "'server' the server decides the quantization. Set TEACHER_QUANTIZATION: none.")
+            raise ParamError(
+                "TEACHER_QUANTIZATION applies to the local backend only; with TEACHER_BACKEND "
+                "'server' the server decides the quantization. Set TEACHER_QUANTIZATION: none."
+            )
         try:
-            return ServerBackend(t.server_url, t.server_model, api_key_env=t.server_api_key_env,
-                                 concurrency=t.server_concurrency, timeout_s=t.server_timeout_s,
-                                 retries=t.server_retries, max_prompt_tokens=t.max_prompt_tokens)
+            return ServerBackend(
+                t.server_url,
+                t.server_model,
+                api_key_env=t.server_api_key_env,
+                concurrency=t.server_concurrency,
+                timeout_s=t.server_timeout_s,
+                retries=t.server_retries,
+                max_prompt_tokens=t.max_prompt_tokens,
+            )
         except ServerError as e:
             raise ParamError(str(e)) from e
     model = t.teacher_model
@@ -67,15 +80,23 @@ def teacher_backend(cfg: Config) -> ChatBackend:
     check_model_path(model, "TEACHER_MODEL")
     # 4/8-bit loading is a transformers feature: auto settles on transformers when it is asked for
     wants_engine = t.teacher_engine != "transformers" and not (
-        t.teacher_engine == "auto" and t.teacher_quantization != "none")
+        t.teacher_engine == "auto" and t.teacher_quantization != "none"
+    )
     if wants_engine:
         backend = _engine_backend(cfg, model, cache_dir)
         if backend is not None:
             return backend
-    return LocalBackend(model, cache_dir=cache_dir, revision=t.teacher_revision, dtype=t.teacher_dtype,
-                        quantization=checked_quantization(t.teacher_quantization, "TEACHER_QUANTIZATION"),
-                        batch_size=t.teacher_batch_size, batch_tokens=t.teacher_batch_tokens,
-                        max_prompt_tokens=t.max_prompt_tokens, trust_remote_code=t.trust_remote_code)
+    return LocalBackend(
+        model,
+        cache_dir=cache_dir,
+        revision=t.teacher_revision,
+        dtype=t.teacher_dtype,
+        quantization=checked_quantization(t.teacher_quantization, "TEACHER_QUANTIZATION"),
+        batch_size=t.teacher_batch_size,
+        batch_tokens=t.teacher_batch_tokens,
+        max_prompt_tokens=t.max_prompt_tokens,
+        trust_remote_code=t.trust_remote_code,
+    )
 
 
 def _engine_backend(cfg: Config, model: str, cache_dir: Path):
@@ -85,15 +106,23 @@ def _engine_backend(cfg: Config, model: str, cache_dir: Path):
 
     t = cfg.teacher
     if t.teacher_quantization != "none":
-        raise ParamError(f"TEACHER_QUANTIZATION applies to TEACHER_ENGINE transformers only; the engine "
-                         f"{t.teacher_engine!r} is set by TEACHER_ENGINE_WEIGHTS (llama.cpp) or TEACHER_DTYPE (vLLM).")
+        raise ParamError(
+            f"TEACHER_QUANTIZATION applies to TEACHER_ENGINE transformers only; the engine "
+            f"{t.teacher_engine!r} is set by TEACHER_ENGINE_WEIGHTS (llama.cpp) or TEACHER_DTYPE (vLLM)."
+        )
     try:
         dtype = str(resolve_dtype(t.teacher_dtype)).replace("torch.", "")
     except ModelLoadError as e:
         raise ParamError(str(e)) from e
-    config = EngineConfig(t.teacher_engine, model=model, weights=t.teacher_engine_weights, dtype=dtype,
-                          threads=t.teacher_engine_threads, parallel=t.teacher_engine_parallel,
-                          ctx_per_slot=t.max_prompt_tokens + 512)
+    config = EngineConfig(
+        t.teacher_engine,
+        model=model,
+        weights=t.teacher_engine_weights,
+        dtype=dtype,
+        threads=t.teacher_engine_threads,
+        parallel=t.teacher_engine_parallel,
+        ctx_per_slot=t.max_prompt_tokens + 512,
+    )
     try:
         chosen = choose_engine(config, cache_dir)
         if chosen == "transformers":
@@ -101,16 +130,23 @@ def _engine_backend(cfg: Config, model: str, cache_dir: Path):
         spec = engine_spec(replace(config, engine=chosen), cache_dir)
     except ServerError as e:
         raise ParamError(f"TEACHER_ENGINE={t.teacher_engine!r}: {e}") from e
-    return EngineBackend(spec, timeout_s=t.teacher_engine_timeout_s, retries=t.server_retries,
-                         max_prompt_tokens=t.max_prompt_tokens, log_dir=cache_dir / "engines" / "logs")
+    return EngineBackend(
+        spec,
+        timeout_s=t.teacher_engine_timeout_s,
+        retries=t.server_retries,
+        max_prompt_tokens=t.max_prompt_tokens,
+        log_dir=cache_dir / "engines" / "logs",
+    )
 
 
 def check_model_path(model: str, name: str) -> None:
     """A value written like a path must exist (otherwise it would be tried as a hub id)."""
     looks_like_path = model.startswith(("/", "./", "../", "~")) or model.endswith(".gguf")
     if model != "embedded" and looks_like_path and not Path(model).expanduser().exists():
-        raise ParamError(f"{name}={model!r} looks like a local path but does not exist; fix the path, or use "
-                         f"'embedded' or a hub model id.")
+        raise ParamError(
+            f"{name}={model!r} looks like a local path but does not exist; fix the path, or use "
+            f"'embedded' or a hub model id."
+        )
 
 
 def checked_quantization(value: str, name: str) -> str:
@@ -123,8 +159,31 @@ def checked_quantization(value: str, name: str) -> str:
     return value
 
 
-__all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "TRUNCATION_MARKER",
-           "CachedGenerator", "CacheWarning", "GenerationCache", "KeyClaims", "cache_summary", "EmbeddedModelError",
-           "embedded_bertscore_model", "embedded_checkpoint", "embedded_gguf", "LocalBackend", "ModelLoadError",
-           "PromptTooLongError", "load_model_and_tokenizer", "ServerBackend", "ServerError", "check_model_path",
-           "checked_quantization", "teacher_backend", "EngineBackend", "EngineProcess"]
+__all__ = [
+    "ChatBackend",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationSettings",
+    "Message",
+    "TRUNCATION_MARKER",
+    "CachedGenerator",
+    "CacheWarning",
+    "GenerationCache",
+    "KeyClaims",
+    "cache_summary",
+    "EmbeddedModelError",
+    "embedded_bertscore_model",
+    "embedded_checkpoint",
+    "embedded_gguf",
+    "LocalBackend",
+    "ModelLoadError",
+    "PromptTooLongError",
+    "load_model_and_tokenizer",
+    "ServerBackend",
+    "ServerError",
+    "check_model_path",
+    "checked_quantization",
+    "teacher_backend",
+    "EngineBackend",
+    "EngineProcess",
+]

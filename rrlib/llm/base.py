@@ -1,9 +1,11 @@
 """The one generation interface every backend implements, the request/result types that the
 durable cache keys on, and what every backend shares: its errors and the truncation marker."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 from rrlib.errors import ModelLoadError, PromptTooLongError, ServerError
 from rrlib.io import stable_hash
@@ -29,6 +31,7 @@ class Closeable:
 @dataclass(frozen=True)
 class GenerationSettings:
     """Decoding settings. ``temperature == 0`` means greedy decoding."""
+
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 256
@@ -53,6 +56,7 @@ class GenerationRequest:
     """One prompt to generate for. ``template`` and ``template_version`` name the prompt
     template that rendered ``messages``; ``tag`` is a caller's label (e.g. item id) that is
     stored with the result but is not part of the cache key."""
+
     messages: tuple[Message, ...]
     settings: GenerationSettings
     template: str
@@ -61,9 +65,13 @@ class GenerationRequest:
 
     def key(self, model_identity: dict[str, Any]) -> str:
         """Everything that changes the answer, hashed."""
-        payload = {"model": model_identity, "template": self.template,
-                   "template_version": self.template_version,
-                   "messages": [dict(m) for m in self.messages], "settings": self.settings.as_dict()}
+        payload = {
+            "model": model_identity,
+            "template": self.template,
+            "template_version": self.template_version,
+            "messages": [dict(m) for m in self.messages],
+            "settings": self.settings.as_dict(),
+        }
         return stable_hash(payload)
 
 
@@ -105,8 +113,18 @@ class ChatBackend(Protocol):
         ...
 
 
-__all__ = ["ChatBackend", "GenerationRequest", "GenerationResult", "GenerationSettings", "Message", "ModelLoadError",
-           "PromptTooLongError", "ServerError", "TRUNCATION_MARKER", "in_request_order"]
+__all__ = [
+    "ChatBackend",
+    "GenerationRequest",
+    "GenerationResult",
+    "GenerationSettings",
+    "Message",
+    "ModelLoadError",
+    "PromptTooLongError",
+    "ServerError",
+    "TRUNCATION_MARKER",
+    "in_request_order",
+]
 
 
 def in_request_order(n: int, indexed_results: Iterable[tuple[int, GenerationResult]]) -> list[GenerationResult]:

@@ -22,6 +22,7 @@ that makes no progress for ``claim_wait_s`` (default 30 min) is not waited for a
 keys are generated again; the first record wins). Without ``fcntl`` (Windows), or on a file
 system without ``flock``, nothing is shared and each run generates what it misses.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -72,8 +73,13 @@ class GenerationCache:
                 duplicates += 1  # two processes wrote the same key: the first one in file order wins
                 continue
             self.records[rec["key"]] = rec
-        self.report = {"path": str(self.path), "lines": found.lines, "records": len(self.records),
-                       "corrupt": found.corrupt, "duplicates": duplicates}
+        self.report = {
+            "path": str(self.path),
+            "lines": found.lines,
+            "records": len(self.records),
+            "corrupt": found.corrupt,
+            "duplicates": duplicates,
+        }
         for w in caught:
             warnings.warn(f"generation cache {w.message}", CacheWarning, stacklevel=2)
         return self.report
@@ -114,13 +120,26 @@ class GenerationCache:
         """Write records durably (one write per record, then one fsync)."""
         recs: list[dict[str, Any]] = []
         for key, req, res in entries:
-            recs.append({"v": RECORD_VERSION, "key": key, "text": res.text, "prompt_tokens": res.prompt_tokens,
-                         "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
-                         "truncated_prompt": res.truncated_prompt, "seconds": round(res.seconds, 4),
-                         "extra": res.extra, "template": req.template, "template_version": req.template_version,
-                         "tag": req.tag, "settings": req.settings.as_dict(),
-                         "messages": [dict(m) for m in req.messages], "model": self.identity,
-                         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")})
+            recs.append(
+                {
+                    "v": RECORD_VERSION,
+                    "key": key,
+                    "text": res.text,
+                    "prompt_tokens": res.prompt_tokens,
+                    "completion_tokens": res.completion_tokens,
+                    "finish_reason": res.finish_reason,
+                    "truncated_prompt": res.truncated_prompt,
+                    "seconds": round(res.seconds, 4),
+                    "extra": res.extra,
+                    "template": req.template,
+                    "template_version": req.template_version,
+                    "tag": req.tag,
+                    "settings": req.settings.as_dict(),
+                    "messages": [dict(m) for m in req.messages],
+                    "model": self.identity,
+                    "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+                }
+            )
         self.log.append(recs)
         for rec in recs:
             self.records.setdefault(rec["key"], rec)
@@ -136,6 +155,7 @@ class KeyClaims:
         self._made = False
         try:
             import fcntl  # noqa: F401  (POSIX only)
+
             self.enabled = True
         except ImportError:
             self.enabled = False
@@ -162,8 +182,11 @@ class KeyClaims:
             except OSError as e:  # this file system has no flock (ENOLCK, EOPNOTSUPP)
                 os.close(fd)
                 self.enabled = False
-                warnings.warn(f"{self.folder}: cannot lock files here ({e}); concurrent runs sharing this cache "
-                              f"will each generate what they miss.", stacklevel=3)
+                warnings.warn(
+                    f"{self.folder}: cannot lock files here ({e}); concurrent runs sharing this cache "
+                    f"will each generate what they miss.",
+                    stacklevel=3,
+                )
                 return True
             try:  # the previous holder may have released (unlinked) it after we opened it
                 current = os.stat(path).st_ino == os.fstat(fd).st_ino
@@ -215,11 +238,15 @@ class KeyClaims:
 
 
 def result_from_record(rec: dict) -> GenerationResult:
-    return GenerationResult(text=rec["text"], prompt_tokens=rec.get("prompt_tokens", 0),
-                            completion_tokens=rec.get("completion_tokens", 0),
-                            finish_reason=rec.get("finish_reason", ""),
-                            truncated_prompt=bool(rec.get("truncated_prompt", False)),
-                            seconds=rec.get("seconds", 0.0), extra=dict(rec.get("extra") or {}, cached=True))
+    return GenerationResult(
+        text=rec["text"],
+        prompt_tokens=rec.get("prompt_tokens", 0),
+        completion_tokens=rec.get("completion_tokens", 0),
+        finish_reason=rec.get("finish_reason", ""),
+        truncated_prompt=bool(rec.get("truncated_prompt", False)),
+        seconds=rec.get("seconds", 0.0),
+        extra=dict(rec.get("extra") or {}, cached=True),
+    )
 
 
 class CachedGenerator:
@@ -234,12 +261,20 @@ class CachedGenerator:
     #: seconds between two looks at the cache file while other processes hold the keys left
     POLL_S = (0.2, 5.0)
 
-    def __init__(self, backend: ChatBackend, cache_dir: str | Path, chunk_size: int | None = None,
-                 progress: bool = True, claim_size: int | None = None, claim_wait_s: float = 1800.0):
+    def __init__(
+        self,
+        backend: ChatBackend,
+        cache_dir: str | Path,
+        chunk_size: int | None = None,
+        progress: bool = True,
+        claim_size: int | None = None,
+        claim_wait_s: float = 1800.0,
+    ):
         self.backend = backend
         self.cache_dir = Path(cache_dir)
-        self.chunk_size = chunk_size or int(getattr(backend, "batch_size", 0) or getattr(
-            backend, "concurrency", 0) or 8)
+        self.chunk_size = chunk_size or int(
+            getattr(backend, "batch_size", 0) or getattr(backend, "concurrency", 0) or 8
+        )
         self.claim_size = max(1, int(claim_size or min(256, 4 * self.chunk_size)))
         self.claim_wait_s = float(claim_wait_s)
         self.progress = progress
@@ -251,8 +286,15 @@ class CachedGenerator:
         #: cached/generated count results; prompt/completion tokens and seconds are the NEW work
         #: only; truncated_prompts counts every returned result whose prompt was cut; shared
         #: counts the cached results that another process generated while this one waited
-        self.stats = {"cached": 0, "generated": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                      "seconds": 0.0, "truncated_prompts": 0, "shared": 0}
+        self.stats = {
+            "cached": 0,
+            "generated": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "seconds": 0.0,
+            "truncated_prompts": 0,
+            "shared": 0,
+        }
 
     @property
     def cache(self) -> GenerationCache:
@@ -279,8 +321,13 @@ class CachedGenerator:
         n_cached = len(requests) - sum(len(v) for v in missing.values())
         # repeats of a missing request within this call are served from its one generation: cached
         self.stats["cached"] += len(requests) - len(missing)
-        bar = tqdm(total=len(requests), initial=n_cached, desc=desc or "generate", unit="gen",
-                   disable=not self.progress or not requests)
+        bar = tqdm(
+            total=len(requests),
+            initial=n_cached,
+            desc=desc or "generate",
+            unit="gen",
+            disable=not self.progress or not requests,
+        )
         claims = KeyClaims(cache.path.with_suffix(".claims"))
         start = time.perf_counter()
         try:
@@ -295,8 +342,14 @@ class CachedGenerator:
         self.stats["truncated_prompts"] += sum(r.truncated_prompt for r in results)  # type: ignore[union-attr]
         return results  # type: ignore[return-value]
 
-    def _generate_missing(self, requests: list[GenerationRequest], missing: dict[str, list[int]],
-                          results: list[GenerationResult | None], claims: KeyClaims, bar) -> None:
+    def _generate_missing(
+        self,
+        requests: list[GenerationRequest],
+        missing: dict[str, list[int]],
+        results: list[GenerationResult | None],
+        claims: KeyClaims,
+        bar,
+    ) -> None:
         """Generate the keys of ``missing`` that no other process is generating, claim by claim,
         then wait for the ones others are generating (see the module docstring)."""
         cache = self.cache
@@ -328,7 +381,7 @@ class CachedGenerator:
                     break
             first = False
             if ignore_claims:
-                mine = pending[:self.claim_size]
+                mine = pending[: self.claim_size]
             else:
                 mine = []
                 for key in pending:
@@ -360,9 +413,11 @@ class CachedGenerator:
                 continue
             # every key left is being generated by another live process: wait for its results
             if time.monotonic() - last_progress > self.claim_wait_s:
-                warnings.warn(f"generation cache {cache.path}: {len(pending)} key(s) claimed by another process "
-                              f"showed no progress for {self.claim_wait_s:g} s; generating them here.",
-                              stacklevel=3)
+                warnings.warn(
+                    f"generation cache {cache.path}: {len(pending)} key(s) claimed by another process "
+                    f"showed no progress for {self.claim_wait_s:g} s; generating them here.",
+                    stacklevel=3,
+                )
                 ignore_claims = True
                 continue
             time.sleep(poll)
@@ -375,7 +430,7 @@ class CachedGenerator:
             yield from self.backend.iter_generate(todo)
             return
         for start in range(0, len(todo), self.chunk_size):
-            chunk = todo[start:start + self.chunk_size]
+            chunk = todo[start : start + self.chunk_size]
             for j, result in enumerate(self.backend.generate(chunk)):
                 yield start + j, result
 
@@ -391,10 +446,24 @@ def cache_summary(cache_dir: str | Path) -> list[dict[str, Any]]:
                 continue
             first = found.records[0]["model"]
             c = GenerationCache(cache_dir, first)
-            rows.append({"file": path.name, "model": first, "records": len(c), "corrupt": len(c.report["corrupt"]),
-                         "duplicates": c.report["duplicates"]})
+            rows.append(
+                {
+                    "file": path.name,
+                    "model": first,
+                    "records": len(c),
+                    "corrupt": len(c.report["corrupt"]),
+                    "duplicates": c.report["duplicates"],
+                }
+            )
     return rows
 
 
-__all__ = ["CachedGenerator", "GenerationCache", "CacheWarning", "KeyClaims", "cache_summary", "identity_hash",
-           "result_from_record"]
+__all__ = [
+    "CachedGenerator",
+    "GenerationCache",
+    "CacheWarning",
+    "KeyClaims",
+    "cache_summary",
+    "identity_hash",
+    "result_from_record",
+]

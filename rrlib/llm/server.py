@@ -19,15 +19,16 @@
   4 characters per token and the local backend's policy is applied (cut the middle of the longest
   user message, marked ``[...]``); the server's own ``prompt_tokens`` is reported.
 """
+
 from __future__ import annotations
 
 import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -35,8 +36,8 @@ import requests
 from rrlib.errors import mask_secrets
 
 from .base import (
-    Closeable,
     TRUNCATION_MARKER,
+    Closeable,
     GenerationRequest,
     GenerationResult,
     Message,
@@ -56,10 +57,21 @@ def check_base_url(url: str) -> str:
 
 
 class ServerBackend(Closeable):
-    def __init__(self, base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY", concurrency: int = 8,
-                 timeout_s: float = 120.0, retries: int = 4, max_prompt_tokens: int = 2048,
-                 backoff_s: float = 1.0, max_backoff_s: float = 30.0, extra_body: dict | None = None,
-                 liveness: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        concurrency: int = 8,
+        timeout_s: float = 120.0,
+        retries: int = 4,
+        max_prompt_tokens: int = 2048,
+        backoff_s: float = 1.0,
+        max_backoff_s: float = 30.0,
+        extra_body: dict | None = None,
+        liveness: Callable[[], None] | None = None,
+    ):
         """``extra_body``: fields added to every chat request (e.g. llama.cpp's ``cache_prompt``).
         ``liveness``: called on a connection error, timeout or 5xx before retrying; it raises
         when the server process is known to be dead (see :mod:`rrlib.llm.engines`), so a
@@ -105,23 +117,28 @@ class ServerBackend(Closeable):
         for attempt in range(self.retries + 1):
             retry_after = None
             try:
-                resp = self._session().request(method, url, json=payload, headers=self._headers(),
-                                               timeout=self.timeout_s)
+                resp = self._session().request(
+                    method, url, json=payload, headers=self._headers(), timeout=self.timeout_s
+                )
             except requests.Timeout:
                 last = f"timed out after {self.timeout_s:g} s (SERVER_TIMEOUT_S)"
             except requests.ConnectionError as e:
                 last = f"connection failed ({type(e).__name__}); is the server running?"
             except (requests.RequestException, UnicodeError) as e:  # e.g. InvalidHeader, which quotes the key
-                raise self._error(f"{method} {url} could not be sent: {type(e).__name__}: {self._mask(e)[:300]} "
-                                  f"(check the key in ${self.api_key_env} for line breaks or odd "
-                                  f"characters, and SERVER_URL)") from None
+                raise self._error(
+                    f"{method} {url} could not be sent: {type(e).__name__}: {self._mask(e)[:300]} "
+                    f"(check the key in ${self.api_key_env} for line breaks or odd "
+                    f"characters, and SERVER_URL)"
+                ) from None
             else:
                 if resp.status_code < 400:
                     try:
                         return resp.json()
                     except ValueError:
-                        raise self._error(f"{method} {url} returned HTTP {resp.status_code} with a body that "
-                                          f"is not JSON: {self._mask(resp.text)[:300]!r}") from None
+                        raise self._error(
+                            f"{method} {url} returned HTTP {resp.status_code} with a body that "
+                            f"is not JSON: {self._mask(resp.text)[:300]!r}"
+                        ) from None
                 message = self._server_message(resp)
                 if resp.status_code != 429 and resp.status_code < 500:
                     raise self._error(f"{method} {url} was refused with HTTP {resp.status_code}: {message}")
@@ -130,12 +147,14 @@ class ServerBackend(Closeable):
             if self.liveness is not None:
                 self.liveness()  # a dead server process: raise its own story now, do not retry
             if attempt < self.retries:
-                delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt)
+                delay = min(self.max_backoff_s, self.backoff_s * 2**attempt)
                 delay = retry_after if retry_after is not None else delay * (0.5 + random.random())
                 time.sleep(min(delay, self.max_backoff_s))
-        raise self._error(f"{method} {url} failed after {self.retries + 1} attempts; last error: {last}. "
-                          f"Check that the server at {self.base_url} is up (SERVER_URL), or raise "
-                          f"SERVER_RETRIES / SERVER_TIMEOUT_S.")
+        raise self._error(
+            f"{method} {url} failed after {self.retries + 1} attempts; last error: {last}. "
+            f"Check that the server at {self.base_url} is up (SERVER_URL), or raise "
+            f"SERVER_RETRIES / SERVER_TIMEOUT_S."
+        )
 
     def _server_message(self, resp: requests.Response) -> str:
         """The server's own error message, masked, then cut to 500 characters."""
@@ -153,16 +172,19 @@ class ServerBackend(Closeable):
         if self._identity is None:
             listing = self._request("GET", "/models")
             if not isinstance(listing, dict) or not isinstance(listing.get("data", []), list):
-                raise self._error(f"GET {self.base_url}/models returned {self._mask(listing)[:300]}, not a model "
-                                  f"list ({{'data': [{{'id': ...}}]}}); is SERVER_URL an OpenAI-compatible /v1 URL?")
+                raise self._error(
+                    f"GET {self.base_url}/models returned {self._mask(listing)[:300]}, not a model "
+                    f"list ({{'data': [{{'id': ...}}]}}); is SERVER_URL an OpenAI-compatible /v1 URL?"
+                )
             served = [str(m.get("id", "")) for m in listing.get("data", []) if isinstance(m, dict)]
             if self.model in served:
                 served_id = self.model
             elif len(served) == 1:
                 served_id = served[0]  # llama.cpp serves one model whatever name is asked for
             else:
-                raise self._error(f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves "
-                                  f"{served or 'no models'}.")
+                raise self._error(
+                    f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves {served or 'no models'}."
+                )
             self._identity = {"backend": "server", "name": self.model, "served_model": served_id}
         return self._identity
 
@@ -183,8 +205,10 @@ class ServerBackend(Closeable):
         content = msgs[target]["content"]
         keep = len(content) - excess * CHARS_PER_TOKEN - len(TRUNCATION_MARKER)
         if keep < 2:
-            raise PromptTooLongError(f"prompt cannot fit {limit} tokens even after cutting its longest user "
-                                     f"message; shorten the system message or raise MAX_PROMPT_TOKENS.")
+            raise PromptTooLongError(
+                f"prompt cannot fit {limit} tokens even after cutting its longest user "
+                f"message; shorten the system message or raise MAX_PROMPT_TOKENS."
+            )
         head, tail = keep - keep // 2, keep // 2
         msgs[target]["content"] = content[:head] + TRUNCATION_MARKER + (content[-tail:] if tail else "")
         return msgs, True
@@ -193,9 +217,16 @@ class ServerBackend(Closeable):
     def _one(self, req: GenerationRequest) -> GenerationResult:
         messages, truncated = self.fit_prompt(req.messages, self.max_prompt_tokens)
         s = req.settings
-        payload = {"model": self.model, "messages": messages, "max_tokens": s.max_new_tokens,
-                   "temperature": 0.0 if s.greedy else s.temperature, "top_p": 1.0 if s.greedy else s.top_p,
-                   "seed": s.seed, "stream": False, **self.extra_body}
+        payload = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": s.max_new_tokens,
+            "temperature": 0.0 if s.greedy else s.temperature,
+            "top_p": 1.0 if s.greedy else s.top_p,
+            "seed": s.seed,
+            "stream": False,
+            **self.extra_body,
+        }
         if s.repetition_penalty != 1.0:
             # not in the OpenAI spec: vLLM and TGI read repetition_penalty, llama.cpp repeat_penalty
             payload.update(repetition_penalty=s.repetition_penalty, repeat_penalty=s.repetition_penalty)
@@ -206,14 +237,20 @@ class ServerBackend(Closeable):
             choice = body["choices"][0]
             text = choice["message"].get("content") or ""
         except (KeyError, IndexError, TypeError, AttributeError):
-            raise self._error(f"{self.base_url}/chat/completions returned an unexpected body (no "
-                              f"choices[0].message): {self._mask(body)[:300]}") from None
+            raise self._error(
+                f"{self.base_url}/chat/completions returned an unexpected body (no "
+                f"choices[0].message): {self._mask(body)[:300]}"
+            ) from None
         usage = body.get("usage") or {}
-        return GenerationResult(text=self._mask(text.strip(), patterns=False),
-                                prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-                                completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-                                finish_reason=str(choice.get("finish_reason") or ""), truncated_prompt=truncated,
-                                seconds=seconds, extra={"served_model": self._mask(body.get("model", ""))})
+        return GenerationResult(
+            text=self._mask(text.strip(), patterns=False),
+            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
+            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
+            finish_reason=str(choice.get("finish_reason") or ""),
+            truncated_prompt=truncated,
+            seconds=seconds,
+            extra={"served_model": self._mask(body.get("model", ""))},
+        )
 
     def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return in_request_order(len(requests_), self.iter_generate(requests_))

@@ -5,6 +5,7 @@ its reward-tuned explainer is :mod:`rrlib.recpie_rl`) and the EXP3RT family.
 The LLM students (ReasoningRec, TALLRec, zero-shot) have no module of their own here: their
 prompts live in :mod:`rrlib.prompts.student`, their training in :mod:`rrlib.finetune` and their
 scoring in :mod:`rrlib.student`; the registry says what each one shows and answers."""
+
 from rrlib.methods.registry import INPUTS, KINDS, REGISTRY, TASKS, MethodSpec, get, implementation, label, names, order
 
 __all__ = ["INPUTS", "KINDS", "REGISTRY", "TASKS", "MethodSpec", "get", "implementation", "label", "names", "order"]

@@ -16,9 +16,11 @@ that does not beat them has not learned anything beyond bias.
 Both rates are smoothed towards the training like-rate with a Beta prior of
 ``prior_strength`` pseudo-interactions, so an item seen once is not scored 0 or 1.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,8 +38,9 @@ PRIOR_STRENGTH = 2.0
 BIAS_METHODS = tuple(names(kind="bias"))
 
 
-def smoothed_rate(likes: np.ndarray, counts: np.ndarray, prior_rate: float,
-                  prior_strength: float = PRIOR_STRENGTH) -> np.ndarray:
+def smoothed_rate(
+    likes: np.ndarray, counts: np.ndarray, prior_rate: float, prior_strength: float = PRIOR_STRENGTH
+) -> np.ndarray:
     """(likes + a * prior) / (counts + a): the posterior mean under a Beta prior."""
     likes = np.asarray(likes, dtype=float)
     counts = np.asarray(counts, dtype=float)
@@ -52,8 +55,14 @@ def global_like_rate(interactions: pd.DataFrame) -> float:
     return float(train["liked"].mean())
 
 
-def user_like_rate(examples: pd.DataFrame, *, prior_rate: float, prior_strength: float = PRIOR_STRENGTH,
-                   scope: str = "history", interactions: pd.DataFrame | None = None) -> np.ndarray:
+def user_like_rate(
+    examples: pd.DataFrame,
+    *,
+    prior_rate: float,
+    prior_strength: float = PRIOR_STRENGTH,
+    scope: str = "history",
+    interactions: pd.DataFrame | None = None,
+) -> np.ndarray:
     """Smoothed like-rate of each example's user before its target (see module docstring)."""
     if scope == "history":
         if "history_liked" not in examples.columns:
@@ -66,16 +75,16 @@ def user_like_rate(examples: pd.DataFrame, *, prior_rate: float, prior_strength:
             raise ValueError("user_like_rate(scope='all_before') needs the interactions table.")
         seqs = user_sequences(interactions)
         pos = target_positions(examples, seqs)
-        likes = np.array([seqs[str(u)]["liked"].iloc[:p].sum() for u, p in zip(examples["user_id"], pos)],
-                         dtype=float)
+        likes = np.array([seqs[str(u)]["liked"].iloc[:p].sum() for u, p in zip(examples["user_id"], pos)], dtype=float)
         counts = pos.astype(float)
     else:
         raise ValueError(f"user_like_rate: scope must be 'history' or 'all_before', got {scope!r}.")
     return smoothed_rate(likes, counts, prior_rate, prior_strength)
 
 
-def item_like_rate(examples: pd.DataFrame, interactions: pd.DataFrame, *, prior_rate: float,
-                   prior_strength: float = PRIOR_STRENGTH) -> np.ndarray:
+def item_like_rate(
+    examples: pd.DataFrame, interactions: pd.DataFrame, *, prior_rate: float, prior_strength: float = PRIOR_STRENGTH
+) -> np.ndarray:
     """Smoothed like-rate of each example's target item in the training interactions."""
     train = training_interactions(interactions)
     stats = train.groupby("item_id")["liked"].agg(["sum", "count"])
@@ -88,8 +97,10 @@ def item_like_rate(examples: pd.DataFrame, interactions: pd.DataFrame, *, prior_
     likes = likes - np.where(is_train, labels, 0.0)
     counts = counts - is_train.astype(float)
     if (counts < 0).any() or (likes < 0).any():
-        raise ValueError("item_like_rate: a train example's target is missing from the training "
-                         "interactions; examples and interactions come from different runs.")
+        raise ValueError(
+            "item_like_rate: a train example's target is missing from the training "
+            "interactions; examples and interactions come from different runs."
+        )
     return smoothed_rate(likes, counts, prior_rate, prior_strength)
 
 
@@ -98,17 +109,31 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def bias_features(examples: pd.DataFrame, interactions: pd.DataFrame, *, prior_rate: float,
-                  user_scope: str = "history", prior_strength: float = PRIOR_STRENGTH) -> np.ndarray:
-    u = user_like_rate(examples, prior_rate=prior_rate, prior_strength=prior_strength, scope=user_scope,
-                       interactions=interactions)
+def bias_features(
+    examples: pd.DataFrame,
+    interactions: pd.DataFrame,
+    *,
+    prior_rate: float,
+    user_scope: str = "history",
+    prior_strength: float = PRIOR_STRENGTH,
+) -> np.ndarray:
+    u = user_like_rate(
+        examples, prior_rate=prior_rate, prior_strength=prior_strength, scope=user_scope, interactions=interactions
+    )
     i = item_like_rate(examples, interactions, prior_rate=prior_rate, prior_strength=prior_strength)
     return np.column_stack([u, i])
 
 
-def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_examples: pd.DataFrame, *,
-                   seed: int = 0, user_scope: str = "history", prior_strength: float = PRIOR_STRENGTH,
-                   methods: Sequence[str] = BIAS_METHODS) -> tuple[pd.DataFrame, dict[str, Any]]:
+def bias_baselines(
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    *,
+    seed: int = 0,
+    user_scope: str = "history",
+    prior_strength: float = PRIOR_STRENGTH,
+    methods: Sequence[str] = BIAS_METHODS,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions-table rows (K = 0) of the bias baselines for ``eval_examples``.
 
     ``examples`` is the whole examples table; its train split fits the logistic regression.
@@ -120,8 +145,7 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
     prior = global_like_rate(interactions)
     kw: dict[str, Any] = dict(prior_rate=prior, user_scope=user_scope, prior_strength=prior_strength)
     x_eval = bias_features(eval_examples, interactions, **kw)
-    info: dict[str, Any] = {"prior_like_rate": prior, "prior_strength": prior_strength,
-                            "user_scope": user_scope}
+    info: dict[str, Any] = {"prior_like_rate": prior, "prior_strength": prior_strength, "user_scope": user_scope}
     parts = []
     if "user_like_rate" in methods:
         parts.append(like_rows("user_like_rate", 0, eval_examples, x_eval[:, 0], seed=seed))
@@ -131,22 +155,27 @@ def bias_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_exam
         train = examples[examples["split"] == "train"]
         y = train["label"].to_numpy(dtype=int)
         if len(np.unique(y)) < 2:
-            raise ValueError(f"bias_logreg: the {len(train)} train-split targets hold a single class; "
-                             f"a logistic regression cannot be fitted (use more users).")
+            raise ValueError(
+                f"bias_logreg: the {len(train)} train-split targets hold a single class; "
+                f"a logistic regression cannot be fitted (use more users)."
+            )
         x_train = bias_features(train, interactions, **kw)
         model = make_pipeline(StandardScaler(), LogisticRegression(random_state=seed))
         model.fit(_logit(x_train), y)
         p = model.predict_proba(_logit(x_eval))[:, 1]
         parts.append(like_rows("bias_logreg", 0, eval_examples, p, seed=seed))
         lr = model[-1]
-        info.update(logreg_coef={"user_like_rate": float(lr.coef_[0, 0]),
-                                 "item_like_rate": float(lr.coef_[0, 1])},
-                    logreg_intercept=float(lr.intercept_[0]), logreg_n_train=int(len(train)))
+        info.update(
+            logreg_coef={"user_like_rate": float(lr.coef_[0, 0]), "item_like_rate": float(lr.coef_[0, 1])},
+            logreg_intercept=float(lr.intercept_[0]),
+            logreg_n_train=int(len(train)),
+        )
     return pd.concat(parts, ignore_index=True), info
 
 
 def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Registry entry point: the bias baselines ``methods`` on ``eval_examples`` (``tables``: the
     run's data tables; ``cfg``: the typed configuration)."""
-    return bias_baselines(tables.interactions, tables.examples, eval_examples, seed=cfg.common.seed,
-                          methods=tuple(methods))
+    return bias_baselines(
+        tables.interactions, tables.examples, eval_examples, seed=cfg.common.seed, methods=tuple(methods)
+    )

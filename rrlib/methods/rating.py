@@ -21,6 +21,7 @@ pairs (user, target item), and clip their predictions to the rating scale seen i
 Predictions for examples whose target lies inside the training interactions (the train split)
 would be in-sample; they are refused (:class:`rrlib.errors.MethodError`).
 """
+
 from __future__ import annotations
 
 import math
@@ -42,15 +43,15 @@ RATING_METHODS = tuple(names(kind="rating_baseline"))
 
 @dataclass(frozen=True)
 class RatingConfig:
-    reg_item: float = 10.0     # ALS shrinkage of b_i (pseudo-ratings at mu; surprise's default)
-    reg_user: float = 15.0     # ALS shrinkage of b_u
-    als_epochs: int = 10       # ALS sweeps (converges in a few)
+    reg_item: float = 10.0  # ALS shrinkage of b_i (pseudo-ratings at mu; surprise's default)
+    reg_user: float = 15.0  # ALS shrinkage of b_u
+    als_epochs: int = 10  # ALS sweeps (converges in a few)
     mf_factors: int = 32
     mf_lr: float = 0.01
     mf_reg: float = 0.05
     mf_max_epochs: int = 200
-    mf_min_epochs: int = 20    # never stop before: the factors start to help only after the biases settle
-    mf_patience: int = 3       # checkpoints without a valid-RMSE gain before stopping
+    mf_min_epochs: int = 20  # never stop before: the factors start to help only after the biases settle
+    mf_patience: int = 3  # checkpoints without a valid-RMSE gain before stopping
     seed: int = 0
 
     @classmethod
@@ -72,8 +73,10 @@ def rating_training_data(interactions: pd.DataFrame) -> pd.DataFrame:
     bad = ~np.isfinite(pd.to_numeric(train["rating"], errors="coerce").to_numpy(dtype=float))
     if bad.any():
         row = train[bad].iloc[0]
-        raise MethodError(f"rating baselines: {int(bad.sum())} training interaction(s) have no numeric rating, e.g. "
-                          f"user {row['user_id']} item {row['item_id']} position {row['position']}.")
+        raise MethodError(
+            f"rating baselines: {int(bad.sum())} training interaction(s) have no numeric rating, e.g. "
+            f"user {row['user_id']} item {row['item_id']} position {row['position']}."
+        )
     return train[["user_id", "item_id", "rating"]].astype({"rating": float}).reset_index(drop=True)
 
 
@@ -85,8 +88,10 @@ def check_out_of_sample(interactions: pd.DataFrame, examples: pd.DataFrame, what
     cut = training_cutoffs(seqs)
     inside = [eid for eid, u, p in zip(examples["example_id"], examples["user_id"], pos) if p < cut[str(u)]]
     if inside:
-        raise MethodError(f"{what}: {len(inside)} example(s) have their target inside the training interactions "
-                          f"(e.g. {inside[0]}), so they would be scored in-sample; score valid or test examples.")
+        raise MethodError(
+            f"{what}: {len(inside)} example(s) have their target inside the training interactions "
+            f"(e.g. {inside[0]}), so they would be scored in-sample; score valid or test examples."
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -97,14 +102,23 @@ def _codes(values: pd.Series) -> tuple[np.ndarray, dict[str, int]]:
     return cats.codes.astype(np.int64), {c: n for n, c in enumerate(cats.categories)}
 
 
-def baseline_als(users: np.ndarray, items: np.ndarray, ratings: np.ndarray, *, reg_user: float, reg_item: float,
-                 epochs: int, n_users: int | None = None, n_items: int | None = None
-                 ) -> tuple[float, np.ndarray, np.ndarray]:
+def baseline_als(
+    users: np.ndarray,
+    items: np.ndarray,
+    ratings: np.ndarray,
+    *,
+    reg_user: float,
+    reg_item: float,
+    epochs: int,
+    n_users: int | None = None,
+    n_items: int | None = None,
+) -> tuple[float, np.ndarray, np.ndarray]:
     """Koren's baseline predictor by ALS on integer-coded (user, item, rating) triples:
     returns (mu, b_u, b_i). Item biases are updated first in each sweep, then user biases."""
     if reg_user < 0 or reg_item < 0 or epochs < 1:
-        raise MethodError(f"baseline_als: reg_user={reg_user}, reg_item={reg_item} must be >= 0 and "
-                          f"epochs={epochs} >= 1.")
+        raise MethodError(
+            f"baseline_als: reg_user={reg_user}, reg_item={reg_item} must be >= 0 and epochs={epochs} >= 1."
+        )
     n_users = int(users.max()) + 1 if n_users is None else n_users
     n_items = int(items.max()) + 1 if n_items is None else n_items
     mu = float(ratings.mean())
@@ -128,9 +142,16 @@ class _Bias:
     def __init__(self, train: pd.DataFrame, cfg: RatingConfig):
         u, self.users = _codes(train["user_id"])
         i, self.items = _codes(train["item_id"])
-        self.mu, self.bu, self.bi = baseline_als(u, i, train["rating"].to_numpy(float), reg_user=cfg.reg_user,
-                                                 reg_item=cfg.reg_item, epochs=cfg.als_epochs,
-                                                 n_users=len(self.users), n_items=len(self.items))
+        self.mu, self.bu, self.bi = baseline_als(
+            u,
+            i,
+            train["rating"].to_numpy(float),
+            reg_user=cfg.reg_user,
+            reg_item=cfg.reg_item,
+            epochs=cfg.als_epochs,
+            n_users=len(self.users),
+            n_items=len(self.items),
+        )
 
     def predict(self, users: Sequence[str], items: Sequence[str]) -> np.ndarray:
         bu = np.array([self.bu[self.users[u]] if u in self.users else 0.0 for u in users])
@@ -142,8 +163,9 @@ def _surprise():
     try:
         import surprise
     except ImportError as e:  # a dependency of the project: a broken environment, not a user error
-        raise ModelLoadError("the mf rating baseline needs scikit-surprise (a project dependency): "
-                             "pip install 'scikit-surprise==1.1.*'") from e
+        raise ModelLoadError(
+            "the mf rating baseline needs scikit-surprise (a project dependency): pip install 'scikit-surprise==1.1.*'"
+        ) from e
     return surprise
 
 
@@ -177,21 +199,22 @@ def checkpoints(max_epochs: int, first: int = 5, ratio: float = 1.5) -> list[int
     return out or [max_epochs]
 
 
-def fit_mf(train: pd.DataFrame, valid: pd.DataFrame, cfg: RatingConfig, scale: tuple[float, float]
-           ) -> tuple[Any, dict[str, Any]]:
+def fit_mf(
+    train: pd.DataFrame, valid: pd.DataFrame, cfg: RatingConfig, scale: tuple[float, float]
+) -> tuple[Any, dict[str, Any]]:
     """Biased MF with early stopping on the RMSE of ``valid`` (user_id, item_id, rating)."""
     surprise = _surprise()
     if valid.empty:
         raise MethodError("mf: no valid targets for early stopping (the examples table has no valid split).")
-    data = surprise.Dataset.load_from_df(train[["user_id", "item_id", "rating"]],
-                                         surprise.Reader(rating_scale=scale))
+    data = surprise.Dataset.load_from_df(train[["user_id", "item_id", "rating"]], surprise.Reader(rating_scale=scale))
     trainset = data.build_full_trainset()
     vu, vi = valid["user_id"].astype(str).tolist(), valid["item_id"].astype(str).tolist()
     vr = valid["rating"].to_numpy(dtype=float)
     curve, best, best_algo, bad = [], (math.inf, 0), None, 0
     for epochs in checkpoints(cfg.mf_max_epochs):
-        algo = surprise.SVD(n_factors=cfg.mf_factors, n_epochs=epochs, lr_all=cfg.mf_lr, reg_all=cfg.mf_reg,
-                            random_state=cfg.seed)
+        algo = surprise.SVD(
+            n_factors=cfg.mf_factors, n_epochs=epochs, lr_all=cfg.mf_lr, reg_all=cfg.mf_reg, random_state=cfg.seed
+        )
         algo.fit(trainset)
         rmse = float(np.sqrt(np.mean((np.clip(svd_predict(algo, vu, vi), *scale) - vr) ** 2)))
         curve.append({"epoch": epochs, "valid_rmse": rmse})
@@ -211,9 +234,15 @@ def _pairs(df: pd.DataFrame, item_col: str) -> tuple[list[str], list[str]]:
     return df["user_id"].astype(str).tolist(), df[item_col].astype(str).tolist()
 
 
-def rating_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_examples: pd.DataFrame, *,
-                     like_threshold: float, cfg: RatingConfig = RatingConfig(),
-                     methods: Sequence[str] = RATING_METHODS) -> tuple[pd.DataFrame, dict[str, Any]]:
+def rating_baselines(
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    *,
+    like_threshold: float,
+    cfg: RatingConfig = RatingConfig(),
+    methods: Sequence[str] = RATING_METHODS,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions-table rows (task ``rating``, K = 0) of the rating baselines for ``eval_examples``
     and an info dict per method (fitted sizes, cold users/items, MF's early-stopping curve).
     ``examples`` (the whole table) gives MF its valid targets."""
@@ -225,10 +254,14 @@ def rating_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_ex
     scale = (float(train["rating"].min()), float(train["rating"].max()))
     users, items = _pairs(eval_examples, "target_item_id")
     means = _Means(train)
-    common = {"n_train": len(train), "rating_scale": list(scale), "mu": means.mu,
-              "n_eval": len(eval_examples),
-              "cold_users": int(sum(u not in means.user for u in users)),
-              "cold_items": int(sum(i not in means.item for i in items))}
+    common = {
+        "n_train": len(train),
+        "rating_scale": list(scale),
+        "mu": means.mu,
+        "n_eval": len(eval_examples),
+        "cold_users": int(sum(u not in means.user for u in users)),
+        "cold_items": int(sum(i not in means.item for i in items)),
+    }
     info: dict[str, Any] = {}
     parts = []
     for name in methods:
@@ -246,9 +279,13 @@ def rating_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_ex
             extra = {"reg_user": cfg.reg_user, "reg_item": cfg.reg_item, "als_epochs": cfg.als_epochs}
         else:  # mf
             valid_ex = examples[examples["split"] == "valid"]
-            valid = pd.DataFrame({"user_id": valid_ex["user_id"].astype(str),
-                                  "item_id": valid_ex["target_item_id"].astype(str),
-                                  "rating": valid_ex["target_rating"].astype(float)})
+            valid = pd.DataFrame(
+                {
+                    "user_id": valid_ex["user_id"].astype(str),
+                    "item_id": valid_ex["target_item_id"].astype(str),
+                    "rating": valid_ex["target_rating"].astype(float),
+                }
+            )
             algo, extra = fit_mf(train, valid, cfg, scale)
             pred = svd_predict(algo, users, items)
         pred = np.clip(pred, *scale)
@@ -260,10 +297,24 @@ def rating_baselines(interactions: pd.DataFrame, examples: pd.DataFrame, eval_ex
 def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Registry entry point: the rating baselines ``methods`` on ``eval_examples``; the like
     threshold of ``predicted_label`` is LIKE_THRESHOLD."""
-    return rating_baselines(tables.interactions, tables.examples, eval_examples,
-                            like_threshold=cfg.data.like_threshold, cfg=RatingConfig.from_config(cfg),
-                            methods=tuple(methods))
+    return rating_baselines(
+        tables.interactions,
+        tables.examples,
+        eval_examples,
+        like_threshold=cfg.data.like_threshold,
+        cfg=RatingConfig.from_config(cfg),
+        methods=tuple(methods),
+    )
 
 
-__all__ = ["RATING_METHODS", "RatingConfig", "baseline_als", "check_out_of_sample", "fit_mf", "predict",
-           "rating_baselines", "rating_training_data", "svd_predict"]
+__all__ = [
+    "RATING_METHODS",
+    "RatingConfig",
+    "baseline_als",
+    "check_out_of_sample",
+    "fit_mf",
+    "predict",
+    "rating_baselines",
+    "rating_training_data",
+    "svd_predict",
+]

@@ -35,6 +35,7 @@ written from its own label, and the model learns both the with-text and the with
 Training, splits, early stopping on validation AUC, seeding and the "unseen item" masking are
 SASRec's (:func:`rrlib.methods.sequential.fit_early_stopped`).
 """
+
 from __future__ import annotations
 
 import math
@@ -64,8 +65,11 @@ from rrlib.predictions import like_rows
 HYBRID_METHODS = tuple(names(kind="hybrid"))
 #: method -> (uses user text, uses item text)
 VARIANTS: dict[str, tuple[bool, bool]] = {
-    "recpie_no_text": (False, False), "recpie_user_text": (True, False),
-    "recpie_item_text": (False, True), "recpie_hybrid": (True, True), "recpie_rl": (True, True),
+    "recpie_no_text": (False, False),
+    "recpie_user_text": (True, False),
+    "recpie_item_text": (False, True),
+    "recpie_hybrid": (True, True),
+    "recpie_rl": (True, True),
 }
 #: methods whose user text is the explainer's whatever RECPIE_USER_TEXT says
 EXPLAINED = ("recpie_rl",)
@@ -81,8 +85,14 @@ def variant(method: str) -> tuple[bool, bool]:
 def hybrid_config(cfg, **overrides: Any) -> SeqConfig:
     """The recommender's settings from the typed configuration (RECPIE_* parameters)."""
     rc = cfg.recpie
-    base = dict(max_len=rc.recpie_max_len, hidden=rc.recpie_hidden, epochs=rc.recpie_epochs,
-                patience=rc.recpie_patience, lr=rc.recpie_learning_rate, seed=cfg.common.seed)
+    base = dict(
+        max_len=rc.recpie_max_len,
+        hidden=rc.recpie_hidden,
+        epochs=rc.recpie_epochs,
+        patience=rc.recpie_patience,
+        lr=rc.recpie_learning_rate,
+        seed=cfg.common.seed,
+    )
     base.update(overrides)
     return SeqConfig(**base)
 
@@ -94,6 +104,7 @@ def hybrid_config(cfg, **overrides: Any) -> SeqConfig:
 class UserText:
     """A user's text and the first position (in the user's sequence) at which it may be shown:
     everything it was written from lies strictly before ``available_from``."""
+
     text: str
     available_from: int = 0
 
@@ -101,12 +112,13 @@ class UserText:
 @dataclass
 class TextFeatures:
     """Frozen sentence vectors of the user and item texts; row 0 of each table is "no text"."""
+
     dim: int
     user_row: dict[str, int]
     user_from: dict[str, int]
-    user_table: np.ndarray      # (n_users_with_text + 1, dim)
+    user_table: np.ndarray  # (n_users_with_text + 1, dim)
     item_row: dict[str, int]
-    item_table: np.ndarray      # (n_items_with_text + 1, dim)
+    item_table: np.ndarray  # (n_items_with_text + 1, dim)
 
     @classmethod
     def empty(cls, dim: int = 384) -> "TextFeatures":
@@ -114,8 +126,7 @@ class TextFeatures:
         return cls(dim, {}, {}, z, {}, z.copy())
 
     @classmethod
-    def encode(cls, user_texts: Mapping[str, UserText | str], item_texts: Mapping[str, str], encoder
-               ) -> "TextFeatures":
+    def encode(cls, user_texts: Mapping[str, UserText | str], item_texts: Mapping[str, str], encoder) -> "TextFeatures":
         """Embed the texts with ``encoder`` (:class:`rrlib.llm.encoder.TextEncoder` or anything with
         ``dim`` and ``encode(texts) -> (n, dim)``); blank texts count as missing."""
         users = {str(u): (t if isinstance(t, UserText) else UserText(str(t))) for u, t in user_texts.items()}
@@ -129,17 +140,27 @@ class TextFeatures:
         u_vec = encoder.encode([users[u].text.strip() for u in u_ids]) if u_ids else np.zeros((0, dim))
         i_vec = encoder.encode([items[i].strip() for i in i_ids]) if i_ids else np.zeros((0, dim))
         z = np.zeros((1, dim), dtype=np.float32)
-        return cls(dim, {u: n + 1 for n, u in enumerate(u_ids)}, {u: int(users[u].available_from) for u in u_ids},
-                   np.vstack([z, np.asarray(u_vec, dtype=np.float32)]),
-                   {i: n + 1 for n, i in enumerate(i_ids)}, np.vstack([z, np.asarray(i_vec, dtype=np.float32)]))
+        return cls(
+            dim,
+            {u: n + 1 for n, u in enumerate(u_ids)},
+            {u: int(users[u].available_from) for u in u_ids},
+            np.vstack([z, np.asarray(u_vec, dtype=np.float32)]),
+            {i: n + 1 for n, i in enumerate(i_ids)},
+            np.vstack([z, np.asarray(i_vec, dtype=np.float32)]),
+        )
 
     def with_users(self, vectors: Mapping[str, np.ndarray], available_from: Mapping[str, int]) -> "TextFeatures":
         """The same item texts with the user texts replaced by ``vectors`` (already embedded)."""
         ids = sorted(vectors)
-        table = np.vstack([np.zeros((1, self.dim), dtype=np.float32)]
-                          + [np.asarray(vectors[u], dtype=np.float32)[None] for u in ids])
-        return replace(self, user_row={u: n + 1 for n, u in enumerate(ids)},
-                       user_from={u: int(available_from[u]) for u in ids}, user_table=table)
+        table = np.vstack(
+            [np.zeros((1, self.dim), dtype=np.float32)] + [np.asarray(vectors[u], dtype=np.float32)[None] for u in ids]
+        )
+        return replace(
+            self,
+            user_row={u: n + 1 for n, u in enumerate(ids)},
+            user_from={u: int(available_from[u]) for u in ids},
+            user_table=table,
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -152,42 +173,66 @@ def _no_rows() -> torch.Tensor:
 @dataclass
 class TextSeqBatch(SeqBatch):
     # always given (TextSequenceData builds them); defaults only because SeqBatch's fields have none
-    items_text: torch.Tensor = field(default_factory=_no_rows)   # (N, L) item-text rows of the history steps
+    items_text: torch.Tensor = field(default_factory=_no_rows)  # (N, L) item-text rows of the history steps
     target_text: torch.Tensor = field(default_factory=_no_rows)  # (N,) item-text row of the target
-    user_text: torch.Tensor = field(default_factory=_no_rows)    # (N,) user-text row (0 when not yet available)
+    user_text: torch.Tensor = field(default_factory=_no_rows)  # (N,) user-text row (0 when not yet available)
 
 
 class TextSequenceData(SequenceData):
     """SASRec's sequences and index maps, plus which text row every step and target may see."""
 
-    def __init__(self, interactions: pd.DataFrame, max_len: int, features: TextFeatures, *, use_user: bool,
-                 use_item: bool, train_users: Sequence[str] | None = None):
+    def __init__(
+        self,
+        interactions: pd.DataFrame,
+        max_len: int,
+        features: TextFeatures,
+        *,
+        use_user: bool,
+        use_item: bool,
+        train_users: Sequence[str] | None = None,
+    ):
         super().__init__(interactions, max_len, train_users)
         self.features, self.use_user, self.use_item = features, bool(use_user), bool(use_item)
         rows = features.item_row if use_item else {}
-        self._text_codes = {u: np.array([rows.get(i, NO_TEXT) for i in s["item_id"]], dtype=np.int64)
-                            for u, s in self.sequences.items()}
+        self._text_codes = {
+            u: np.array([rows.get(i, NO_TEXT) for i in s["item_id"]], dtype=np.int64) for u, s in self.sequences.items()
+        }
 
     def user_rows(self, users: Sequence[str], positions: Sequence[int]) -> np.ndarray:
         """Each target's user-text row: the user's text once available, else 0."""
         if not self.use_user:
             return np.zeros(len(users), dtype=np.int64)
         f = self.features
-        return np.array([f.user_row.get(u, NO_TEXT) if p >= f.user_from.get(u, math.inf) else NO_TEXT
-                         for u, p in zip(users, positions)], dtype=np.int64)
+        return np.array(
+            [
+                f.user_row.get(u, NO_TEXT) if p >= f.user_from.get(u, math.inf) else NO_TEXT
+                for u, p in zip(users, positions)
+            ],
+            dtype=np.int64,
+        )
 
     def tensors(self, users: list[str], positions: list[int], user_rows: np.ndarray | None = None) -> TextSeqBatch:
         base = super().tensors(users, positions)
         hist, at = self.windows(users, positions, self._text_codes)
         rows = self.user_rows(users, positions) if user_rows is None else np.asarray(user_rows, dtype=np.int64)
-        return TextSeqBatch(base.items, base.feedback, base.target, base.user, base.label,
-                            torch.from_numpy(hist), torch.from_numpy(at), torch.from_numpy(rows))
+        return TextSeqBatch(
+            base.items,
+            base.feedback,
+            base.target,
+            base.user,
+            base.label,
+            torch.from_numpy(hist),
+            torch.from_numpy(at),
+            torch.from_numpy(rows),
+        )
 
     def text_coverage(self, users: Sequence[str], positions: Sequence[int]) -> dict[str, float]:
         b = self.tensors(list(users), list(positions))
         n = max(len(b), 1)
-        return {"user_text": float((b.user_text != NO_TEXT).sum()) / n,
-                "target_item_text": float((b.target_text != NO_TEXT).sum()) / n}
+        return {
+            "user_text": float((b.user_text != NO_TEXT).sum()) / n,
+            "target_item_text": float((b.target_text != NO_TEXT).sum()) / n,
+        }
 
 
 # ---------------------------------------------------------------------------------------
@@ -253,6 +298,7 @@ class RecPIE(SASRec):
 @dataclass
 class FittedHybrid:
     """A trained RecPIE recommender with the data maps it was trained on."""
+
     method: str
     model: RecPIE
     data: TextSequenceData
@@ -269,18 +315,33 @@ class FittedHybrid:
 
     def info(self) -> dict[str, Any]:
         users, pos = self.data.training_positions()
-        return {"method": self.method, "best_epoch": self.best_epoch, f"best_valid_{self.metric}": self.best_valid,
-                "epochs_run": len(self.curve), "n_train_targets": len(users),
-                "train_text_coverage": self.data.text_coverage(users, pos),
-                "n_items": self.data.n_items - 2, "n_users": self.data.n_users - 2,
-                "n_parameters": sum(p.numel() for p in self.model.parameters()), "seconds": self.seconds,
-                "curve": self.curve, "config": asdict(self.cfg)}
+        return {
+            "method": self.method,
+            "best_epoch": self.best_epoch,
+            f"best_valid_{self.metric}": self.best_valid,
+            "epochs_run": len(self.curve),
+            "n_train_targets": len(users),
+            "train_text_coverage": self.data.text_coverage(users, pos),
+            "n_items": self.data.n_items - 2,
+            "n_users": self.data.n_users - 2,
+            "n_parameters": sum(p.numel() for p in self.model.parameters()),
+            "seconds": self.seconds,
+            "curve": self.curve,
+            "config": asdict(self.cfg),
+        }
 
     def state(self) -> dict[str, Any]:
         """What restores this model (with the same interactions and texts): weights and settings."""
-        return {"method": self.method, "state_dict": self.model.state_dict(), "config": asdict(self.cfg),
-                "best_valid": self.best_valid, "metric": self.metric, "best_epoch": self.best_epoch,
-                "curve": self.curve, "seconds": self.seconds}
+        return {
+            "method": self.method,
+            "state_dict": self.model.state_dict(),
+            "config": asdict(self.cfg),
+            "best_valid": self.best_valid,
+            "metric": self.metric,
+            "best_epoch": self.best_epoch,
+            "curve": self.curve,
+            "seconds": self.seconds,
+        }
 
 
 def _valid_examples(examples: pd.DataFrame, method: str) -> pd.DataFrame:
@@ -290,16 +351,25 @@ def _valid_examples(examples: pd.DataFrame, method: str) -> pd.DataFrame:
     return valid
 
 
-def fit_hybrid(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, features: TextFeatures,
-               cfg: SeqConfig, *, train_users: Sequence[str] | None = None, progress: bool = True) -> FittedHybrid:
+def fit_hybrid(
+    method: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    features: TextFeatures,
+    cfg: SeqConfig,
+    *,
+    train_users: Sequence[str] | None = None,
+    progress: bool = True,
+) -> FittedHybrid:
     """Train one RecPIE variant on the training interactions (of ``train_users``), early-stopped
     on the AUC of ``examples``' valid targets."""
     use_user, use_item = variant(method)
     with single_thread():
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
-        data = TextSequenceData(interactions, cfg.max_len, features, use_user=use_user, use_item=use_item,
-                                train_users=train_users)
+        data = TextSequenceData(
+            interactions, cfg.max_len, features, use_user=use_user, use_item=use_item, train_users=train_users
+        )
         cfg = replace(cfg, max_len=data.max_len)
         train = data.training_targets()
         if len(train) == 0:
@@ -307,32 +377,56 @@ def fit_hybrid(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, 
         valid = data.example_targets(_valid_examples(examples, method))
         model = RecPIE(data.n_items, cfg, features, use_user, use_item)
         fit = fit_early_stopped(model, train, valid, cfg, desc=f"{method} epochs", progress=progress)
-    return FittedHybrid(method, model, data, cfg, fit.best, fit.metric, fit.best_epoch, fit.curve,
-                        time.perf_counter() - t0)
+    return FittedHybrid(
+        method, model, data, cfg, fit.best, fit.metric, fit.best_epoch, fit.curve, time.perf_counter() - t0
+    )
 
 
-def restore_hybrid(state: Mapping[str, Any], interactions: pd.DataFrame, features: TextFeatures,
-                   train_users: Sequence[str] | None = None) -> FittedHybrid:
+def restore_hybrid(
+    state: Mapping[str, Any],
+    interactions: pd.DataFrame,
+    features: TextFeatures,
+    train_users: Sequence[str] | None = None,
+) -> FittedHybrid:
     """A model saved with :meth:`FittedHybrid.state`, rebuilt on the same interactions and texts."""
     method = state["method"]
     use_user, use_item = variant(method)
     cfg = SeqConfig(**state["config"])
-    data = TextSequenceData(interactions, cfg.max_len, features, use_user=use_user, use_item=use_item,
-                            train_users=train_users)
+    data = TextSequenceData(
+        interactions, cfg.max_len, features, use_user=use_user, use_item=use_item, train_users=train_users
+    )
     model = RecPIE(data.n_items, cfg, features, use_user, use_item)
     try:
         model.load_state_dict(state["state_dict"])
     except RuntimeError as e:
-        raise DataError(f"saved {method} recommender does not fit these interactions (items or users changed): "
-                        f"{str(e)[:300]}") from e
+        raise DataError(
+            f"saved {method} recommender does not fit these interactions (items or users changed): {str(e)[:300]}"
+        ) from e
     model.eval()
-    return FittedHybrid(method, model, data, cfg, state["best_valid"], state["metric"], state["best_epoch"],
-                        state["curve"], state["seconds"])
+    return FittedHybrid(
+        method,
+        model,
+        data,
+        cfg,
+        state["best_valid"],
+        state["metric"],
+        state["best_epoch"],
+        state["curve"],
+        state["seconds"],
+    )
 
 
-def train_hybrid(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, eval_examples: pd.DataFrame,
-                 cfg: SeqConfig, features: TextFeatures, *, train_users: Sequence[str] | None = None,
-                 progress: bool = True) -> tuple[pd.DataFrame, dict[str, Any]]:
+def train_hybrid(
+    method: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    cfg: SeqConfig,
+    features: TextFeatures,
+    *,
+    train_users: Sequence[str] | None = None,
+    progress: bool = True,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions-table rows (K = 0) of one RecPIE variant for ``eval_examples`` and its info."""
     fitted = fit_hybrid(method, interactions, examples, features, cfg, train_users=train_users, progress=progress)
     p = fitted.predict(eval_examples)
@@ -356,8 +450,9 @@ def reward_positions(data: SequenceData, user: str, available_from: int) -> list
     return positions
 
 
-def log_likelihood(fitted: FittedHybrid, users: Sequence[str], positions: Sequence[int],
-                   user_rows: np.ndarray) -> np.ndarray:
+def log_likelihood(
+    fitted: FittedHybrid, users: Sequence[str], positions: Sequence[int], user_rows: np.ndarray
+) -> np.ndarray:
     """log P(true label) of each (user, position) target with the given user-text rows."""
     b = fitted.data.tensors(list(users), list(positions), user_rows=user_rows)
     with single_thread(), torch.no_grad():
@@ -367,8 +462,14 @@ def log_likelihood(fitted: FittedHybrid, users: Sequence[str], positions: Sequen
     return (y * nn.functional.logsigmoid(logit) + (1 - y) * nn.functional.logsigmoid(-logit)).numpy()
 
 
-def explanation_gain(fitted: FittedHybrid, users: Sequence[str], vectors: np.ndarray,
-                     available_from: Mapping[str, int], *, measure: str = "log_likelihood") -> np.ndarray:
+def explanation_gain(
+    fitted: FittedHybrid,
+    users: Sequence[str],
+    vectors: np.ndarray,
+    available_from: Mapping[str, int],
+    *,
+    measure: str = "log_likelihood",
+) -> np.ndarray:
     """Per explanation ``i`` (the embedded text ``vectors[i]`` of user ``users[i]``): the mean over
     the user's reward targets (:func:`reward_positions`) of the recommender's log-likelihood of the
     true label with the explanation minus without it (``measure="correct"``: the gain in the
@@ -376,19 +477,24 @@ def explanation_gain(fitted: FittedHybrid, users: Sequence[str], vectors: np.nda
     if measure not in ("log_likelihood", "correct"):
         raise ParamError(f"explanation_gain: measure must be log_likelihood or correct, got {measure!r}.")
     if not fitted.data.use_user:
-        raise MethodError(f"{fitted.method} uses no user text, so an explanation cannot change its predictions; "
-                          f"score rewards with recpie_user_text or recpie_hybrid.")
+        raise MethodError(
+            f"{fitted.method} uses no user text, so an explanation cannot change its predictions; "
+            f"score rewards with recpie_user_text or recpie_hybrid."
+        )
     vectors = np.asarray(vectors, dtype=np.float32)
     if vectors.shape != (len(users), fitted.data.features.dim):
-        raise ValueError(f"explanation_gain: {vectors.shape} vectors for {len(users)} users of dim "
-                         f"{fitted.data.features.dim}.")
+        raise ValueError(
+            f"explanation_gain: {vectors.shape} vectors for {len(users)} users of dim {fitted.data.features.dim}."
+        )
     rep_users, rep_pos, owner = [], [], []
     for i, u in enumerate(users):
         pos = reward_positions(fitted.data, str(u), available_from[str(u)])
         if not pos:
-            raise DataError(f"user {u}: no training target after the explanation's window (available_from="
-                            f"{available_from[str(u)]}, valid target at {fitted.data.cutoffs[str(u)]}); keep "
-                            f"RECPIE_REWARD_TARGETS >= 1 and users with at least 4 interactions.")
+            raise DataError(
+                f"user {u}: no training target after the explanation's window (available_from="
+                f"{available_from[str(u)]}, valid target at {fitted.data.cutoffs[str(u)]}); keep "
+                f"RECPIE_REWARD_TARGETS >= 1 and users with at least 4 interactions."
+            )
         rep_users += [str(u)] * len(pos)
         rep_pos += pos
         owner += [i] * len(pos)
@@ -419,8 +525,10 @@ def profile_texts(profiles: pd.DataFrame, users: pd.DataFrame) -> dict[str, User
             raise DataError(f"user profiles table lacks column {col!r}; rerun 03_user_profiles.")
     if "profile_positions" not in users.columns:
         raise DataError("users table lacks profile_positions; rerun 01_data_prep.")
-    last = {str(u): (max(int(x) for x in p) if p is not None and len(p) else None)
-            for u, p in zip(users["user_id"], users["profile_positions"])}
+    last = {
+        str(u): (max(int(x) for x in p) if p is not None and len(p) else None)
+        for u, p in zip(users["user_id"], users["profile_positions"])
+    }
     status = profiles["status"] if "status" in profiles.columns else ["ok"] * len(profiles)
     source = profiles["source"] if "source" in profiles.columns else ["generated"] * len(profiles)
     out = {}
@@ -428,8 +536,10 @@ def profile_texts(profiles: pd.DataFrame, users: pd.DataFrame) -> dict[str, User
         if not usable_text(text, s) or src == "no_history":
             continue
         if u not in last:
-            raise DataError(f"user profiles table holds user {u}, who is not in the users table; the profiles come "
-                            f"from another run — rerun 03_user_profiles.")
+            raise DataError(
+                f"user profiles table holds user {u}, who is not in the users table; the profiles come "
+                f"from another run — rerun 03_user_profiles."
+            )
         seen_until = last[u]
         if seen_until is None:
             continue  # a profile without profile items (imported): its source window is unknown, never shown
@@ -443,8 +553,11 @@ def explanation_texts(table: pd.DataFrame, where: str = "explanations") -> dict[
     missing = [c for c in need if c not in table.columns]
     if missing:
         raise DataError(f"{where} lacks column(s) {missing}; it is written by rrlib.recpie_rl.")
-    return {str(u): UserText(str(t), int(a)) for u, t, a in
-            zip(table["user_id"], table["explanation"], table["available_from"]) if isinstance(t, str) and t.strip()}
+    return {
+        str(u): UserText(str(t), int(a))
+        for u, t, a in zip(table["user_id"], table["explanation"], table["available_from"])
+        if isinstance(t, str) and t.strip()
+    }
 
 
 def item_texts_from(items: pd.DataFrame, descriptions: pd.DataFrame | None, source: str) -> dict[str, str]:
@@ -455,12 +568,17 @@ def item_texts_from(items: pd.DataFrame, descriptions: pd.DataFrame | None, sour
         if descriptions is None:
             raise DataError("RECPIE_ITEM_TEXT is 'description' but no descriptions table was given.")
         status = descriptions["status"] if "status" in descriptions.columns else ["ok"] * len(descriptions)
-        return {str(i): str(t).strip() for i, t, s in zip(descriptions["item_id"], descriptions["description"], status)
-                if usable_text(t, s)}
+        return {
+            str(i): str(t).strip()
+            for i, t, s in zip(descriptions["item_id"], descriptions["description"], status)
+            if usable_text(t, s)
+        }
     if source == "title":
         attrs = items["attributes"] if "attributes" in items.columns else [""] * len(items)
-        return {str(i): " ".join(x for x in (str(t or ""), str(a or "")) if x.strip())
-                for i, t, a in zip(items["item_id"], items["title"], attrs)}
+        return {
+            str(i): " ".join(x for x in (str(t or ""), str(a or "")) if x.strip())
+            for i, t, a in zip(items["item_id"], items["title"], attrs)
+        }
     raise ParamError(f"RECPIE_ITEM_TEXT={source!r} names no item text (description, title).")
 
 
@@ -470,13 +588,17 @@ def run_texts(paths, tables, user_source: str, item_source: str) -> tuple[dict[s
     if user_source == "profile":
         users = profile_texts(pd.read_parquet(paths.require(paths.user_profiles, "03_user_profiles")), tables.users)
     elif user_source == "explanations":
-        path = paths.require(paths.recpie_explanations, "06_finetune (its RecPIE explainer loop runs when "
-                                                                 "EVAL_METHODS holds recpie_rl)")
+        path = paths.require(
+            paths.recpie_explanations, "06_finetune (its RecPIE explainer loop runs when EVAL_METHODS holds recpie_rl)"
+        )
         users = explanation_texts(pd.read_parquet(path), str(path))
     items: dict[str, str] = {}
     if item_source != "none":
-        desc = (pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
-                if item_source == "description" else None)
+        desc = (
+            pd.read_parquet(paths.require(paths.item_descriptions, "02_item_descriptions"))
+            if item_source == "description"
+            else None
+        )
         items = item_texts_from(tables.items, desc, item_source)
     return users, items
 
@@ -524,12 +646,19 @@ def score_shift(fitted: FittedHybrid, examples: pd.DataFrame, texts: Mapping[str
         p_with = _predict(fitted.model, b)
         p_without = _predict(fitted.model, fitted.data.tensors(users, pos, user_rows=np.zeros_like(rows)))
     shown = rows != NO_TEXT
-    return pd.DataFrame({
-        "method": fitted.method, "example_id": examples["example_id"].astype(str).to_numpy(),
-        "user_id": [str(u) for u in users], "target_item_id": examples["target_item_id"].astype(str).to_numpy(),
-        "label": examples["label"].to_numpy(dtype=int), "p_without_user_text": p_without, "p_with_user_text": p_with,
-        "user_text_shown": shown,
-        "user_text": [texts[u].text if s and u in texts else "" for u, s in zip(users, shown)]})
+    return pd.DataFrame(
+        {
+            "method": fitted.method,
+            "example_id": examples["example_id"].astype(str).to_numpy(),
+            "user_id": [str(u) for u in users],
+            "target_item_id": examples["target_item_id"].astype(str).to_numpy(),
+            "label": examples["label"].to_numpy(dtype=int),
+            "p_without_user_text": p_without,
+            "p_with_user_text": p_with,
+            "user_text_shown": shown,
+            "user_text": [texts[u].text if s and u in texts else "" for u, s in zip(users, shown)],
+        }
+    )
 
 
 def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -569,8 +698,31 @@ def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) ->
     return pd.concat(parts, ignore_index=True), info
 
 
-__all__ = ["EXPLAINED", "FittedHybrid", "GatedFusion", "HYBRID_METHODS", "RecPIE", "TextFeatures",
-           "TextSeqBatch", "TextSequenceData", "UserText", "VARIANTS", "explanation_gain",
-           "explanation_texts", "fit_hybrid", "hybrid_config", "item_texts_from", "log_likelihood", "predict", "profile_texts", "restore_hybrid",
-           "reward_positions", "run_features", "run_texts", "score_shift", "train_hybrid", "user_source",
-           "variant"]
+__all__ = [
+    "EXPLAINED",
+    "FittedHybrid",
+    "GatedFusion",
+    "HYBRID_METHODS",
+    "RecPIE",
+    "TextFeatures",
+    "TextSeqBatch",
+    "TextSequenceData",
+    "UserText",
+    "VARIANTS",
+    "explanation_gain",
+    "explanation_texts",
+    "fit_hybrid",
+    "hybrid_config",
+    "item_texts_from",
+    "log_likelihood",
+    "predict",
+    "profile_texts",
+    "restore_hybrid",
+    "reward_positions",
+    "run_features",
+    "run_texts",
+    "score_shift",
+    "train_hybrid",
+    "user_source",
+    "variant",
+]

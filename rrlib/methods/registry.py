@@ -23,16 +23,17 @@ finetuned, ``exp3rt_zeroshot`` on the base model): training, prediction and the 
 the task. Rerankers (``kind = reranker``, ``task = ranking``) reorder a retriever's candidates by
 another method's score; ``scorer`` names that method.
 """
+
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from rrlib.errors import MethodError
 
-KINDS = ("finetuned_llm", "zeroshot_llm", "bias", "sequential", "rating_baseline", "retriever", "reranker",
-         "hybrid")
+KINDS = ("finetuned_llm", "zeroshot_llm", "bias", "sequential", "rating_baseline", "retriever", "reranker", "hybrid")
 TASKS = ("like", "rating", "ranking")
 #: what a method can be shown
 INPUTS = {
@@ -64,7 +65,6 @@ class MethodSpec:
     note: str = ""
     scorer: str = ""  # rerankers: the method whose score reorders the candidates
 
-
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise MethodError(f"method {self.name}: kind {self.kind!r} is not one of {KINDS}.")
@@ -90,81 +90,265 @@ class MethodSpec:
 
 def _spec(name: str, label: str, family: str, kind: str, task: str, inputs: Iterable[str], **kw: Any) -> MethodSpec:
     view = kw.pop("teacher_view", None)
-    return MethodSpec(name, label, family, kind, task, frozenset(inputs),
-                      teacher_view=frozenset(view) if view is not None else None, **kw)
+    return MethodSpec(
+        name,
+        label,
+        family,
+        kind,
+        task,
+        frozenset(inputs),
+        teacher_view=frozenset(view) if view is not None else None,
+        **kw,
+    )
 
 
 _ITEM = ("titles", "attributes")
 _FULL = ("titles", "attributes", "descriptions", "profile", "history")
 _EXP3RT = ("titles", "attributes", "descriptions", "user_profile", "item_profile")
 
-REGISTRY: dict[str, MethodSpec] = {s.name: s for s in (
-    # --- like/dislike: bias baselines (every table shows them) ---------------------------------
-    _spec("user_like_rate", "User like-rate", "bias", "bias", "like", ("history",),
-          implementation="rrlib.methods.bias:predict"),
-    _spec("item_like_rate", "Item like-rate (train)", "bias", "bias", "like", ("ratings",),
-          implementation="rrlib.methods.bias:predict"),
-    _spec("bias_logreg", "LogReg(user, item rate)", "bias", "bias", "like", ("history", "ratings"),
-          implementation="rrlib.methods.bias:predict"),
-    # --- like/dislike: sequential recommenders ------------------------------------------------
-    _spec("sasrec", "SASRec", "sequential", "sequential", "like", ("history",),
-          implementation="rrlib.methods.sequential:predict"),
-    _spec("caser", "Caser", "sequential", "sequential", "like", ("history",),
-          implementation="rrlib.methods.sequential:predict"),
-    # --- like/dislike: RecPIE, text fused into SASRec (user text: the explanation/profile) -----
-    _spec("recpie_no_text", "RecPIE w/o text", "recpie", "hybrid", "like", ("history",),
-          implementation="rrlib.methods.recpie:predict", note="the RecPIE recommender with both texts off"),
-    _spec("recpie_user_text", "RecPIE user text only", "recpie", "hybrid", "like", ("history", "explanation"),
-          implementation="rrlib.methods.recpie:predict"),
-    _spec("recpie_item_text", "RecPIE item text only", "recpie", "hybrid", "like", ("history", "descriptions"),
-          implementation="rrlib.methods.recpie:predict"),
-    _spec("recpie_hybrid", "RecPIE (user + item text)", "recpie", "hybrid", "like",
-          ("history", "explanation", "descriptions"), implementation="rrlib.methods.recpie:predict"),
-    _spec("recpie_rl", "RecPIE + reward-tuned explainer", "recpie", "hybrid", "like",
-          ("history", "explanation", "descriptions"), implementation="rrlib.methods.recpie:predict",
-          note="recpie_hybrid fed the explanations of the last RL round of notebook 06 (rrlib.recpie_rl)"),
-    # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
-    _spec("global_mean", "Global mean rating", "rating", "rating_baseline", "rating", ("ratings",),
-          implementation="rrlib.methods.rating:predict"),
-    _spec("user_mean", "User mean rating", "rating", "rating_baseline", "rating", ("ratings",),
-          implementation="rrlib.methods.rating:predict"),
-    _spec("item_mean", "Item mean rating", "rating", "rating_baseline", "rating", ("ratings",),
-          implementation="rrlib.methods.rating:predict"),
-    _spec("user_item_bias", "Baseline μ + b_u + b_i", "rating", "rating_baseline", "rating", ("ratings",),
-          implementation="rrlib.methods.rating:predict"),
-    _spec("mf", "Biased MF (SVD)", "rating", "rating_baseline", "rating", ("ratings",),
-          implementation="rrlib.methods.rating:predict"),
-    # --- top-k ranking: candidate generators (EXP3RT reranks their lists) ---------------------
-    _spec("popularity", "Popularity", "retrieval", "retriever", "ranking", ("ratings",),
-          implementation="rrlib.methods.retrieval:predict"),
-    _spec("bpr_mf", "BPR-MF", "retrieval", "retriever", "ranking", ("ratings",),
-          implementation="rrlib.methods.retrieval:predict"),
-    # --- like/dislike: LLM students ---------------------------------------------------------
-    _spec("zeroshot_vanilla", "Zero-shot Vanilla", "zeroshot", "zeroshot_llm", "like", _ITEM + ("history",)),
-    _spec("zeroshot_reasoningrec", "Zero-shot ReasoningRec", "zeroshot", "zeroshot_llm", "like", _FULL,
-          reasons=True),
-    _spec("tallrec", "TALLRec", "tallrec", "finetuned_llm", "like", _ITEM + ("history",)),
-    _spec("reasoningrec_no_description", "ReasoningRec w/o Description", "reasoningrec", "finetuned_llm", "like",
-          ("titles", "attributes", "profile", "history"), reasons=True,
-          teacher_view=("titles", "attributes", "profile", "history")),
-    _spec("reasoningrec_no_profile", "ReasoningRec w/o Profile", "reasoningrec", "finetuned_llm", "like",
-          ("titles", "attributes", "descriptions", "history"), reasons=True,
-          teacher_view=("titles", "attributes", "descriptions", "history")),
-    _spec("reasoningrec", "ReasoningRec", "reasoningrec", "finetuned_llm", "like", _FULL, reasons=True,
-          teacher_view=_FULL),
-    # --- rating: LLM students of EXP3RT (the rating is read from the rating-token probabilities) --
-    _spec("exp3rt_zeroshot", "Zero-shot EXP3RT", "exp3rt", "zeroshot_llm", "rating", _EXP3RT, reasons=True,
-          note="the base student with EXP3RT's prompt: reasoning, then 'Rating: r'"),
-    _spec("tallrec_rating", "TALLRec (rating)", "exp3rt", "finetuned_llm", "rating", _EXP3RT,
-          note="EXP3RT's inputs, completion 'Rating: r' only (no reasoning)"),
-    _spec("exp3rt", "EXP3RT", "exp3rt", "finetuned_llm", "rating", _EXP3RT, reasons=True),
-    # --- top-k ranking: a retriever's candidates reordered by an LLM's score -------------------
-    _spec("exp3rt_rerank", "EXP3RT rerank", "exp3rt", "reranker", "ranking", _EXP3RT + ("candidates",),
-          scorer="exp3rt", note="candidates by EXP3RT's expected rating, ties by the retriever's score"),
-    _spec("reasoningrec_rerank", "ReasoningRec rerank", "reasoningrec", "reranker", "ranking",
-          _FULL + ("candidates",), scorer="reasoningrec",
-          note="candidates by ReasoningRec's P(Yes), ties by the retriever's score"),
-)}
+REGISTRY: dict[str, MethodSpec] = {
+    s.name: s
+    for s in (
+        # --- like/dislike: bias baselines (every table shows them) ---------------------------------
+        _spec(
+            "user_like_rate",
+            "User like-rate",
+            "bias",
+            "bias",
+            "like",
+            ("history",),
+            implementation="rrlib.methods.bias:predict",
+        ),
+        _spec(
+            "item_like_rate",
+            "Item like-rate (train)",
+            "bias",
+            "bias",
+            "like",
+            ("ratings",),
+            implementation="rrlib.methods.bias:predict",
+        ),
+        _spec(
+            "bias_logreg",
+            "LogReg(user, item rate)",
+            "bias",
+            "bias",
+            "like",
+            ("history", "ratings"),
+            implementation="rrlib.methods.bias:predict",
+        ),
+        # --- like/dislike: sequential recommenders ------------------------------------------------
+        _spec(
+            "sasrec",
+            "SASRec",
+            "sequential",
+            "sequential",
+            "like",
+            ("history",),
+            implementation="rrlib.methods.sequential:predict",
+        ),
+        _spec(
+            "caser",
+            "Caser",
+            "sequential",
+            "sequential",
+            "like",
+            ("history",),
+            implementation="rrlib.methods.sequential:predict",
+        ),
+        # --- like/dislike: RecPIE, text fused into SASRec (user text: the explanation/profile) -----
+        _spec(
+            "recpie_no_text",
+            "RecPIE w/o text",
+            "recpie",
+            "hybrid",
+            "like",
+            ("history",),
+            implementation="rrlib.methods.recpie:predict",
+            note="the RecPIE recommender with both texts off",
+        ),
+        _spec(
+            "recpie_user_text",
+            "RecPIE user text only",
+            "recpie",
+            "hybrid",
+            "like",
+            ("history", "explanation"),
+            implementation="rrlib.methods.recpie:predict",
+        ),
+        _spec(
+            "recpie_item_text",
+            "RecPIE item text only",
+            "recpie",
+            "hybrid",
+            "like",
+            ("history", "descriptions"),
+            implementation="rrlib.methods.recpie:predict",
+        ),
+        _spec(
+            "recpie_hybrid",
+            "RecPIE (user + item text)",
+            "recpie",
+            "hybrid",
+            "like",
+            ("history", "explanation", "descriptions"),
+            implementation="rrlib.methods.recpie:predict",
+        ),
+        _spec(
+            "recpie_rl",
+            "RecPIE + reward-tuned explainer",
+            "recpie",
+            "hybrid",
+            "like",
+            ("history", "explanation", "descriptions"),
+            implementation="rrlib.methods.recpie:predict",
+            note="recpie_hybrid fed the explanations of the last RL round of notebook 06 (rrlib.recpie_rl)",
+        ),
+        # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
+        _spec(
+            "global_mean",
+            "Global mean rating",
+            "rating",
+            "rating_baseline",
+            "rating",
+            ("ratings",),
+            implementation="rrlib.methods.rating:predict",
+        ),
+        _spec(
+            "user_mean",
+            "User mean rating",
+            "rating",
+            "rating_baseline",
+            "rating",
+            ("ratings",),
+            implementation="rrlib.methods.rating:predict",
+        ),
+        _spec(
+            "item_mean",
+            "Item mean rating",
+            "rating",
+            "rating_baseline",
+            "rating",
+            ("ratings",),
+            implementation="rrlib.methods.rating:predict",
+        ),
+        _spec(
+            "user_item_bias",
+            "Baseline μ + b_u + b_i",
+            "rating",
+            "rating_baseline",
+            "rating",
+            ("ratings",),
+            implementation="rrlib.methods.rating:predict",
+        ),
+        _spec(
+            "mf",
+            "Biased MF (SVD)",
+            "rating",
+            "rating_baseline",
+            "rating",
+            ("ratings",),
+            implementation="rrlib.methods.rating:predict",
+        ),
+        # --- top-k ranking: candidate generators (EXP3RT reranks their lists) ---------------------
+        _spec(
+            "popularity",
+            "Popularity",
+            "retrieval",
+            "retriever",
+            "ranking",
+            ("ratings",),
+            implementation="rrlib.methods.retrieval:predict",
+        ),
+        _spec(
+            "bpr_mf",
+            "BPR-MF",
+            "retrieval",
+            "retriever",
+            "ranking",
+            ("ratings",),
+            implementation="rrlib.methods.retrieval:predict",
+        ),
+        # --- like/dislike: LLM students ---------------------------------------------------------
+        _spec("zeroshot_vanilla", "Zero-shot Vanilla", "zeroshot", "zeroshot_llm", "like", _ITEM + ("history",)),
+        _spec(
+            "zeroshot_reasoningrec", "Zero-shot ReasoningRec", "zeroshot", "zeroshot_llm", "like", _FULL, reasons=True
+        ),
+        _spec("tallrec", "TALLRec", "tallrec", "finetuned_llm", "like", _ITEM + ("history",)),
+        _spec(
+            "reasoningrec_no_description",
+            "ReasoningRec w/o Description",
+            "reasoningrec",
+            "finetuned_llm",
+            "like",
+            ("titles", "attributes", "profile", "history"),
+            reasons=True,
+            teacher_view=("titles", "attributes", "profile", "history"),
+        ),
+        _spec(
+            "reasoningrec_no_profile",
+            "ReasoningRec w/o Profile",
+            "reasoningrec",
+            "finetuned_llm",
+            "like",
+            ("titles", "attributes", "descriptions", "history"),
+            reasons=True,
+            teacher_view=("titles", "attributes", "descriptions", "history"),
+        ),
+        _spec(
+            "reasoningrec",
+            "ReasoningRec",
+            "reasoningrec",
+            "finetuned_llm",
+            "like",
+            _FULL,
+            reasons=True,
+            teacher_view=_FULL,
+        ),
+        # --- rating: LLM students of EXP3RT (the rating is read from the rating-token probabilities) --
+        _spec(
+            "exp3rt_zeroshot",
+            "Zero-shot EXP3RT",
+            "exp3rt",
+            "zeroshot_llm",
+            "rating",
+            _EXP3RT,
+            reasons=True,
+            note="the base student with EXP3RT's prompt: reasoning, then 'Rating: r'",
+        ),
+        _spec(
+            "tallrec_rating",
+            "TALLRec (rating)",
+            "exp3rt",
+            "finetuned_llm",
+            "rating",
+            _EXP3RT,
+            note="EXP3RT's inputs, completion 'Rating: r' only (no reasoning)",
+        ),
+        _spec("exp3rt", "EXP3RT", "exp3rt", "finetuned_llm", "rating", _EXP3RT, reasons=True),
+        # --- top-k ranking: a retriever's candidates reordered by an LLM's score -------------------
+        _spec(
+            "exp3rt_rerank",
+            "EXP3RT rerank",
+            "exp3rt",
+            "reranker",
+            "ranking",
+            _EXP3RT + ("candidates",),
+            scorer="exp3rt",
+            note="candidates by EXP3RT's expected rating, ties by the retriever's score",
+        ),
+        _spec(
+            "reasoningrec_rerank",
+            "ReasoningRec rerank",
+            "reasoningrec",
+            "reranker",
+            "ranking",
+            _FULL + ("candidates",),
+            scorer="reasoningrec",
+            note="candidates by ReasoningRec's P(Yes), ties by the retriever's score",
+        ),
+    )
+}
 
 
 #: the view of the full ReasoningRec teacher
@@ -183,13 +367,23 @@ def get(name: str) -> MethodSpec:
     return REGISTRY[name]
 
 
-def names(*, kind: str | Iterable[str] | None = None, task: str | None = None,
-          family: str | None = None, reasons: bool | None = None) -> list[str]:
+def names(
+    *,
+    kind: str | Iterable[str] | None = None,
+    task: str | None = None,
+    family: str | None = None,
+    reasons: bool | None = None,
+) -> list[str]:
     """Registered method names, in table order, filtered by kind(s), task, family, reasons."""
     kinds = {kind} if isinstance(kind, str) else set(kind) if kind is not None else None
-    return [n for n, s in REGISTRY.items()
-            if (kinds is None or s.kind in kinds) and (task is None or s.task == task)
-            and (family is None or s.family == family) and (reasons is None or s.reasons == reasons)]
+    return [
+        n
+        for n, s in REGISTRY.items()
+        if (kinds is None or s.kind in kinds)
+        and (task is None or s.task == task)
+        and (family is None or s.family == family)
+        and (reasons is None or s.reasons == reasons)
+    ]
 
 
 def order(name: str) -> int:
@@ -206,10 +400,25 @@ def implementation(name: str) -> Callable[..., Any]:
     """The function that fits and predicts a non-LLM method (see each family module)."""
     spec = get(name)
     if not spec.implementation:
-        raise MethodError(f"method {name!r} ({spec.kind}) has no implementation entry point; LLM methods are "
-                          f"trained by rrlib.finetune and scored by rrlib.student.")
+        raise MethodError(
+            f"method {name!r} ({spec.kind}) has no implementation entry point; LLM methods are "
+            f"trained by rrlib.finetune and scored by rrlib.student."
+        )
     module, _, func = spec.implementation.partition(":")
     return getattr(importlib.import_module(module), func)
 
 
-__all__ = ["FULL_VIEW", "view_name", "INPUTS", "KINDS", "REGISTRY", "TASKS", "MethodSpec", "get", "implementation", "label", "names", "order"]
+__all__ = [
+    "FULL_VIEW",
+    "view_name",
+    "INPUTS",
+    "KINDS",
+    "REGISTRY",
+    "TASKS",
+    "MethodSpec",
+    "get",
+    "implementation",
+    "label",
+    "names",
+    "order",
+]

@@ -22,6 +22,7 @@ the target only. Items that never occur in the training interactions cannot be p
 broken by the retriever's score; :func:`candidate_pairs` lists the (user, item) pairs a
 reranker must score. Both write the rankings contract of :mod:`rrlib.predictions`.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,23 +44,24 @@ RETRIEVERS = tuple(names(kind="retriever"))
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    n_candidates: int = 20     # EXP3RT reranks the top 20 of a CF retriever
-    positives: str = "all"     # all | liked: which training interactions are BPR positives
+    n_candidates: int = 20  # EXP3RT reranks the top 20 of a CF retriever
+    positives: str = "all"  # all | liked: which training interactions are BPR positives
     bpr_factors: int = 64
     bpr_learning_rate: float = 0.05
     bpr_regularization: float = 0.001  # chosen on the valid NDCG of ML-1M and Musical Instruments
     bpr_max_epochs: int = 300
     bpr_check_every: int = 10  # epochs between two early-stopping checkpoints
-    bpr_patience: int = 3      # checkpoints without a valid-NDCG gain before stopping
-    valid_k: int = 20          # early stopping on NDCG@valid_k of the valid targets
+    bpr_patience: int = 3  # checkpoints without a valid-NDCG gain before stopping
+    valid_k: int = 20  # early stopping on NDCG@valid_k of the valid targets
     seed: int = 0
 
     def __post_init__(self) -> None:
         if self.positives not in ("all", "liked"):
             raise MethodError(f"RetrievalConfig.positives must be 'all' or 'liked', got {self.positives!r}.")
         if self.n_candidates < 1 or self.valid_k < 1:
-            raise MethodError(f"RetrievalConfig: n_candidates={self.n_candidates} and valid_k={self.valid_k} must "
-                              f"be >= 1.")
+            raise MethodError(
+                f"RetrievalConfig: n_candidates={self.n_candidates} and valid_k={self.valid_k} must be >= 1."
+            )
 
     @classmethod
     def from_config(cls, cfg, **overrides: Any) -> RetrievalConfig:
@@ -80,13 +82,15 @@ class InteractionIndex:
     def __init__(self, interactions: pd.DataFrame, positives: str = "all"):
         self.sequences = user_sequences(interactions)
         self.cutoffs = training_cutoffs(self.sequences)
-        train = [(u, seq.iloc[:self.cutoffs[u]]) for u, seq in self.sequences.items() if self.cutoffs[u] > 0]
+        train = [(u, seq.iloc[: self.cutoffs[u]]) for u, seq in self.sequences.items() if self.cutoffs[u] > 0]
         if positives == "liked":
             train = [(u, s[s["liked"]]) for u, s in train]
         train = [(u, s) for u, s in train if len(s)]
         if not train:
-            raise MethodError("retrieval: no training interactions to learn from (every user has fewer than 3 "
-                              "interactions, or none is liked).")
+            raise MethodError(
+                "retrieval: no training interactions to learn from (every user has fewer than 3 "
+                "interactions, or none is liked)."
+            )
         items = sorted({i for _, s in train for i in s["item_id"]})
         self.item_ids = np.array(items, dtype=object)
         self.item_index = {i: n for n, i in enumerate(items)}
@@ -94,8 +98,9 @@ class InteractionIndex:
         self.user_index = {u: n for n, u in enumerate(self.user_ids)}
         rows = np.concatenate([np.full(len(s), self.user_index[u]) for u, s in train])
         cols = np.concatenate([[self.item_index[i] for i in s["item_id"]] for _, s in train]).astype(np.int64)
-        mat = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)),
-                            shape=(len(self.user_ids), len(items)))
+        mat = sp.csr_matrix(
+            (np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=(len(self.user_ids), len(items))
+        )
         mat.sum_duplicates()
         mat.data[:] = 1.0  # a repeated interaction is one positive
         self.matrix = mat
@@ -115,8 +120,10 @@ def _one_per_user(examples: pd.DataFrame, what: str) -> None:
     dup = examples["user_id"].astype(str).duplicated()
     if dup.any():
         u = examples.loc[dup.to_numpy(), "user_id"].iloc[0]
-        raise MethodError(f"{what}: user {u} has several examples; a ranking holds one held-out target per user "
-                          f"(pass one split, e.g. the test examples).")
+        raise MethodError(
+            f"{what}: user {u} has several examples; a ranking holds one held-out target per user "
+            f"(pass one split, e.g. the test examples)."
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -139,10 +146,16 @@ def _lists(examples: pd.DataFrame, index: InteractionIndex, order: np.ndarray, v
     rows = np.repeat(np.arange(len(examples)), order.shape[1])[keep.ravel()]
     items = index.item_ids[order[keep]].astype(str)
     targets = examples["target_item_id"].astype(str).to_numpy()[rows]
-    return pd.DataFrame({"user_id": examples["user_id"].astype(str).to_numpy()[rows],
-                         "example_id": examples["example_id"].astype(str).to_numpy()[rows],
-                         "item_id": items, "score": values[keep], "retriever_score": values[keep],
-                         "is_target": items == targets})
+    return pd.DataFrame(
+        {
+            "user_id": examples["user_id"].astype(str).to_numpy()[rows],
+            "example_id": examples["example_id"].astype(str).to_numpy()[rows],
+            "item_id": items,
+            "score": values[keep],
+            "retriever_score": values[keep],
+            "is_target": items == targets,
+        }
+    )
 
 
 def _ndcg_at(order: np.ndarray, index: InteractionIndex, targets: Sequence[str]) -> float:
@@ -165,8 +178,9 @@ def _implicit_bpr():
     try:
         from implicit.cpu.bpr import BayesianPersonalizedRanking
     except ImportError as e:  # a dependency of the project: a broken environment, not a user error
-        raise ModelLoadError("the bpr_mf retriever needs implicit (a project dependency): "
-                             "pip install 'implicit==0.7.*'") from e
+        raise ModelLoadError(
+            "the bpr_mf retriever needs implicit (a project dependency): pip install 'implicit==0.7.*'"
+        ) from e
     return BayesianPersonalizedRanking
 
 
@@ -176,21 +190,30 @@ def _user_scores(factors: tuple[np.ndarray, np.ndarray], users: np.ndarray) -> n
     return user_factors[users].astype(float) @ item_factors.T.astype(float)
 
 
-def fit_bpr(index: InteractionIndex, valid_examples: pd.DataFrame, cfg: RetrievalConfig
-            ) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
+def fit_bpr(
+    index: InteractionIndex, valid_examples: pd.DataFrame, cfg: RetrievalConfig
+) -> tuple[tuple[np.ndarray, np.ndarray], dict]:
     """BPR-MF on ``index.matrix`` with early stopping on NDCG@valid_k of ``valid_examples``
     (their users' candidates exclude what they saw before the valid target). Returns the best
     checkpoint's (user factors, item factors) in ``index`` order and the training facts."""
     BPR = _implicit_bpr()
     valid = valid_examples[valid_examples["user_id"].astype(str).isin(index.user_index)]
     if valid.empty:
-        raise MethodError("bpr_mf: no valid targets for early stopping (the examples table has no valid split "
-                          "for the users with training interactions).")
+        raise MethodError(
+            "bpr_mf: no valid targets for early stopping (the examples table has no valid split "
+            "for the users with training interactions)."
+        )
     v_users = np.array([index.user_index[str(u)] for u in valid["user_id"]])
     v_seen = index.seen_before(valid)
     v_targets = valid["target_item_id"].astype(str).tolist()
-    model = BPR(factors=cfg.bpr_factors, learning_rate=cfg.bpr_learning_rate, regularization=cfg.bpr_regularization,
-                iterations=cfg.bpr_check_every, num_threads=1, random_state=cfg.seed)
+    model = BPR(
+        factors=cfg.bpr_factors,
+        learning_rate=cfg.bpr_learning_rate,
+        regularization=cfg.bpr_regularization,
+        iterations=cfg.bpr_check_every,
+        num_threads=1,
+        random_state=cfg.seed,
+    )
     curve, best, best_epoch, best_factors, bad, epochs = [], -1.0, 0, None, 0, 0
     while epochs < cfg.bpr_max_epochs:
         model.fit(index.matrix, show_progress=False)  # continues from the current factors
@@ -207,12 +230,21 @@ def fit_bpr(index: InteractionIndex, valid_examples: pd.DataFrame, cfg: Retrieva
             if bad >= cfg.bpr_patience:
                 break
     assert best_factors is not None  # the first checkpoint always improves on -1
-    return best_factors, {"best_epoch": best_epoch, f"best_valid_ndcg@{cfg.valid_k}": best, "curve": curve,
-                          "n_valid": len(valid)}
+    return best_factors, {
+        "best_epoch": best_epoch,
+        f"best_valid_ndcg@{cfg.valid_k}": best,
+        "curve": curve,
+        "n_valid": len(valid),
+    }
 
 
-def retrieve(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, eval_examples: pd.DataFrame,
-             cfg: RetrievalConfig = RetrievalConfig()) -> tuple[pd.DataFrame, dict[str, Any]]:
+def retrieve(
+    method: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    cfg: RetrievalConfig = RetrievalConfig(),
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Candidate lists of one retriever for ``eval_examples`` (one per user): columns user_id,
     example_id, item_id, score (= retriever_score), retriever_score, is_target; and an info dict
     (sizes, how many targets cannot be retrieved, BPR's early-stopping curve)."""
@@ -223,20 +255,27 @@ def retrieve(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, ev
     index = InteractionIndex(interactions, cfg.positives)
     # Same check as the rating baselines: a target inside the training data would be scored in-sample.
     pos = target_positions(eval_examples, index.sequences)
-    inside = [e for e, u, p in zip(eval_examples["example_id"], eval_examples["user_id"], pos)
-              if p < index.cutoffs[str(u)]]
+    inside = [
+        e for e, u, p in zip(eval_examples["example_id"], eval_examples["user_id"], pos) if p < index.cutoffs[str(u)]
+    ]
     if inside:
-        raise MethodError(f"{method}: {len(inside)} example(s) have their target inside the training interactions "
-                          f"(e.g. {inside[0]}); retrieve for valid or test examples.")
+        raise MethodError(
+            f"{method}: {len(inside)} example(s) have their target inside the training interactions "
+            f"(e.g. {inside[0]}); retrieve for valid or test examples."
+        )
     seen = index.seen_before(eval_examples)
     users = eval_examples["user_id"].astype(str).tolist()
     targets = eval_examples["target_item_id"].astype(str).tolist()
     pop = popularity_scores(index)
-    info: dict[str, Any] = {"method": method, "n_users_train": len(index.user_ids), "n_items": len(index.item_ids),
-                            "n_train_interactions": index.n_interactions, "n_eval": len(eval_examples),
-                            "targets_not_in_training_items": int(sum(t not in index.item_index for t in targets)),
-                            "targets_seen_before": int(sum(index.item_index.get(t, -1) in s
-                                                           for t, s in zip(targets, seen)))}
+    info: dict[str, Any] = {
+        "method": method,
+        "n_users_train": len(index.user_ids),
+        "n_items": len(index.item_ids),
+        "n_train_interactions": index.n_interactions,
+        "n_eval": len(eval_examples),
+        "targets_not_in_training_items": int(sum(t not in index.item_index for t in targets)),
+        "targets_seen_before": int(sum(index.item_index.get(t, -1) in s for t, s in zip(targets, seen))),
+    }
     if method == "popularity":
         scores = np.tile(pop, (len(users), 1))
     else:
@@ -250,8 +289,12 @@ def retrieve(method: str, interactions: pd.DataFrame, examples: pd.DataFrame, ev
         info["cold_users_popularity"] = int((~known).sum())
     order, values = top_n(scores, seen, cfg.n_candidates)
     lists = _lists(eval_examples, index, order, values)
-    info.update(targets_in_candidates=int(lists["is_target"].sum()), n_candidates=cfg.n_candidates,
-                seconds=time.perf_counter() - t0, config=asdict(cfg))
+    info.update(
+        targets_in_candidates=int(lists["is_target"].sum()),
+        n_candidates=cfg.n_candidates,
+        seconds=time.perf_counter() - t0,
+        config=asdict(cfg),
+    )
     return lists, info
 
 
@@ -283,7 +326,9 @@ def candidate_pairs(candidates: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-Scores: TypeAlias = Mapping[tuple[str, str], float] | pd.Series | pd.DataFrame | Callable[[list[str], list[str]], Sequence[float]]
+Scores: TypeAlias = (
+    Mapping[tuple[str, str], float] | pd.Series | pd.DataFrame | Callable[[list[str], list[str]], Sequence[float]]
+)
 
 
 def _lookup(scores: Scores, users: list[str], items: list[str]) -> np.ndarray:
@@ -310,8 +355,9 @@ def rerank(candidates: pd.DataFrame, scores: Scores, *, method: str, k: int = 0,
     need = ["user_id", "example_id", "item_id", "retriever_score", "is_target"]
     missing = [c for c in need if c not in candidates.columns]
     if missing:
-        raise PredictionsError(f"rerank ({method}): the candidates lack column(s) {missing}; pass a retriever's "
-                               f"rankings rows.")
+        raise PredictionsError(
+            f"rerank ({method}): the candidates lack column(s) {missing}; pass a retriever's rankings rows."
+        )
     users = candidates["user_id"].astype(str).tolist()
     items = candidates["item_id"].astype(str).tolist()
     new = _lookup(scores, users, items)
@@ -320,13 +366,25 @@ def rerank(candidates: pd.DataFrame, scores: Scores, *, method: str, k: int = 0,
     bad = ~np.isfinite(new)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise PredictionsError(f"rerank ({method}): {int(bad.sum())} of {len(new)} candidates have no finite score, "
-                               f"e.g. user {users[first]} item {items[first]}; score every pair of "
-                               f"candidate_pairs(candidates).")
+        raise PredictionsError(
+            f"rerank ({method}): {int(bad.sum())} of {len(new)} candidates have no finite score, "
+            f"e.g. user {users[first]} item {items[first]}; score every pair of "
+            f"candidate_pairs(candidates)."
+        )
     lists = candidates[need].copy()
     lists["score"] = new
     return ranking_rows(method, k, lists, seed=seed)
 
 
-__all__ = ["InteractionIndex", "RETRIEVERS", "RetrievalConfig", "candidate_pairs", "fit_bpr", "popularity_scores",
-           "predict", "rerank", "retrieve", "top_n"]
+__all__ = [
+    "InteractionIndex",
+    "RETRIEVERS",
+    "RetrievalConfig",
+    "candidate_pairs",
+    "fit_bpr",
+    "popularity_scores",
+    "predict",
+    "rerank",
+    "retrieve",
+    "top_n",
+]

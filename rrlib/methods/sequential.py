@@ -19,6 +19,7 @@ best epoch's weights score the evaluation examples, whose history runs up to the
 (for test: including the valid interaction, which precedes it). Seeded; seconds on CPU for the
 embedded dataset.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -41,24 +42,24 @@ from rrlib.methods.registry import names
 from rrlib.predictions import like_rows
 
 SEQUENTIAL_METHODS = tuple(names(kind="sequential"))
-PAD, OOV = 0, 1                      # item/user index 0 pads, 1 stands for "not seen in training"
+PAD, OOV = 0, 1  # item/user index 0 pads, 1 stands for "not seen in training"
 FB_PAD, FB_DISLIKED, FB_LIKED, FB_QUERY = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
 class SeqConfig:
-    max_len: int = 50          # history steps fed to SASRec
-    hidden: int = 64           # embedding / model width
-    epochs: int = 50           # at most
-    patience: int = 5          # epochs without a valid-AUC gain before stopping
+    max_len: int = 50  # history steps fed to SASRec
+    hidden: int = 64  # embedding / model width
+    epochs: int = 50  # at most
+    patience: int = 5  # epochs without a valid-AUC gain before stopping
     lr: float = 3e-3
     weight_decay: float = 1e-5
     batch_size: int = 128
     dropout: float = 0.2
     unseen_item_rate: float = 0.1  # training items replaced by the "unseen" index (see _hide_items)
-    n_heads: int = 2           # SASRec
-    n_layers: int = 2          # SASRec
-    caser_window: int = 5      # Caser's L (its paper's default)
+    n_heads: int = 2  # SASRec
+    n_layers: int = 2  # SASRec
+    caser_window: int = 5  # Caser's L (its paper's default)
     caser_h_filters: int = 16  # per height
     caser_v_filters: int = 4
     seed: int = 0
@@ -67,8 +68,14 @@ class SeqConfig:
     def from_config(cls, cfg, **overrides: Any) -> "SeqConfig":
         """From the typed configuration (:class:`rrlib.config.params.Config`)."""
         ev = cfg.evaluate
-        base = dict(max_len=ev.seq_max_len, hidden=ev.seq_hidden, epochs=ev.seq_epochs, patience=ev.seq_patience,
-                    lr=ev.seq_learning_rate, seed=cfg.common.seed)
+        base = dict(
+            max_len=ev.seq_max_len,
+            hidden=ev.seq_hidden,
+            epochs=ev.seq_epochs,
+            patience=ev.seq_patience,
+            lr=ev.seq_learning_rate,
+            seed=cfg.common.seed,
+        )
         base.update(overrides)
         return cls(**base)
 
@@ -78,11 +85,11 @@ class SeqConfig:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class SeqBatch:
-    items: torch.Tensor     # (N, L) history item indices, left-padded
+    items: torch.Tensor  # (N, L) history item indices, left-padded
     feedback: torch.Tensor  # (N, L) FB_* codes
-    target: torch.Tensor    # (N,) target item index
-    user: torch.Tensor      # (N,) user index
-    label: torch.Tensor     # (N,) float 0/1
+    target: torch.Tensor  # (N,) target item index
+    user: torch.Tensor  # (N,) user index
+    label: torch.Tensor  # (N,) float 0/1
 
     def __len__(self) -> int:
         return len(self.target)
@@ -116,9 +123,13 @@ class SequenceData:
         train_items = sorted({i for u, c in learn.items() for i in self.sequences[u]["item_id"].iloc[:c]})
         self.item_index = {item: n + 2 for n, item in enumerate(train_items)}
         self.user_index = {u: n + 2 for n, u in enumerate(sorted(u for u, c in learn.items() if c > 0))}
-        self._codes = {u: (np.array([self.item_index.get(i, OOV) for i in s["item_id"]], dtype=np.int64),
-                           np.where(s["liked"].to_numpy(bool), FB_LIKED, FB_DISLIKED).astype(np.int64))
-                       for u, s in self.sequences.items()}
+        self._codes = {
+            u: (
+                np.array([self.item_index.get(i, OOV) for i in s["item_id"]], dtype=np.int64),
+                np.where(s["liked"].to_numpy(bool), FB_LIKED, FB_DISLIKED).astype(np.int64),
+            )
+            for u, s in self.sequences.items()
+        }
 
     @property
     def n_items(self) -> int:
@@ -128,8 +139,9 @@ class SequenceData:
     def n_users(self) -> int:
         return len(self.user_index) + 2
 
-    def windows(self, users: Sequence[str], positions: Sequence[int], codes: Mapping[str, np.ndarray]
-                ) -> tuple[np.ndarray, np.ndarray]:
+    def windows(
+        self, users: Sequence[str], positions: Sequence[int], codes: Mapping[str, np.ndarray]
+    ) -> tuple[np.ndarray, np.ndarray]:
         """For each (user, position): the ``max_len`` codes of the steps before it (left-padded
         with 0) and the code at it. ``codes`` holds one array per user, aligned with its sequence."""
         n, L = len(users), self.max_len
@@ -140,7 +152,7 @@ class SequenceData:
             start = max(0, p - L)
             h = p - start
             if h:
-                hist[r, L - h:] = c[start:p]
+                hist[r, L - h :] = c[start:p]
             at[r] = c[p]
         return hist, at
 
@@ -149,8 +161,13 @@ class SequenceData:
         fb, fb_at = self.windows(users, positions, {u: c[1] for u, c in self._codes.items()})
         label = (fb_at == FB_LIKED).astype(np.float32)
         user = np.array([self.user_index.get(u, OOV) for u in users], dtype=np.int64)
-        return SeqBatch(torch.from_numpy(items), torch.from_numpy(fb), torch.from_numpy(target),
-                        torch.from_numpy(user), torch.from_numpy(label))
+        return SeqBatch(
+            torch.from_numpy(items),
+            torch.from_numpy(fb),
+            torch.from_numpy(target),
+            torch.from_numpy(user),
+            torch.from_numpy(label),
+        )
 
     def training_positions(self) -> tuple[list[str], list[int]]:
         """(user, position) of every training target: each position before the user's valid
@@ -190,8 +207,9 @@ class SASRec(nn.Module):
         self.feedback = nn.Embedding(4, d, padding_idx=FB_PAD)
         self.pos = nn.Embedding(cfg.max_len + 1, d)
         self.drop = nn.Dropout(cfg.dropout)
-        layer = nn.TransformerEncoderLayer(d, cfg.n_heads, dim_feedforward=d, dropout=cfg.dropout,
-                                           batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, cfg.n_heads, dim_feedforward=d, dropout=cfg.dropout, batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, cfg.n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, 1)
@@ -241,7 +259,7 @@ class Caser(nn.Module):
         nn.init.zeros_(self.target_bias.weight)
 
     def forward(self, b: SeqBatch) -> torch.Tensor:
-        items, fb = b.items[:, -self.window:], b.feedback[:, -self.window:]
+        items, fb = b.items[:, -self.window :], b.feedback[:, -self.window :]
         e = (self.item(items) + self.feedback(fb)).unsqueeze(1)  # (N, 1, L, d)
         out_v = self.vertical(e).flatten(1)
         out_h = [torch.relu(conv(e).squeeze(3)).amax(dim=2) for conv in self.horizontal]
@@ -272,8 +290,7 @@ def _hide_items(b: SeqBatch, rate: float, gen: torch.Generator) -> SeqBatch:
 @torch.no_grad()
 def _predict(model: nn.Module, batch: SeqBatch, batch_size: int = 1024) -> np.ndarray:
     model.eval()
-    out = [torch.sigmoid(model(batch.subset(slice(s, s + batch_size))))
-           for s in range(0, len(batch), batch_size)]
+    out = [torch.sigmoid(model(batch.subset(slice(s, s + batch_size)))) for s in range(0, len(batch), batch_size)]
     return torch.cat(out).numpy().astype(float) if out else np.zeros(0)
 
 
@@ -297,14 +314,15 @@ def single_thread():
 
 @dataclass
 class FitResult:
-    best: float              # best validation score (AUC, or minus the log-loss for one class)
-    metric: str              # "auc" or "neg_log_loss"
+    best: float  # best validation score (AUC, or minus the log-loss for one class)
+    metric: str  # "auc" or "neg_log_loss"
     best_epoch: int
-    curve: list[dict]        # per epoch: train_loss, valid_<metric>
+    curve: list[dict]  # per epoch: train_loss, valid_<metric>
 
 
-def fit_early_stopped(model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: SeqConfig, *, desc: str,
-                      progress: bool = True) -> FitResult:
+def fit_early_stopped(
+    model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: SeqConfig, *, desc: str, progress: bool = True
+) -> FitResult:
     """Adam on binary cross-entropy over ``train`` (shuffled with a generator seeded by
     ``cfg.seed``; a share ``unseen_item_rate`` of item ids hidden), validation score after
     every epoch, stop after ``patience`` epochs without a gain; the best epoch's weights are
@@ -323,7 +341,7 @@ def fit_early_stopped(model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: S
         perm = torch.randperm(len(train), generator=gen)
         total = 0.0
         for s in range(0, len(train), cfg.batch_size):
-            b = _hide_items(train.subset(perm[s: s + cfg.batch_size]), cfg.unseen_item_rate, gen)
+            b = _hide_items(train.subset(perm[s : s + cfg.batch_size]), cfg.unseen_item_rate, gen)
             loss = loss_fn(model(b), b.label)
             opt.zero_grad()
             loss.backward()
@@ -342,9 +360,15 @@ def fit_early_stopped(model: nn.Module, train: SeqBatch, valid: SeqBatch, cfg: S
     return FitResult(best, metric, best_epoch, curve)
 
 
-def train_sequential(model_name: str, interactions: pd.DataFrame, examples: pd.DataFrame,
-                     eval_examples: pd.DataFrame, cfg: SeqConfig, progress: bool = True,
-                     train_users: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+def train_sequential(
+    model_name: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    cfg: SeqConfig,
+    progress: bool = True,
+    train_users: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Train SASRec or Caser on every training interaction (of ``train_users``, default all),
     stop early on the valid targets of ``examples``, and return predictions-table rows (K = 0)
     for ``eval_examples`` with an info dict (best epoch, valid AUC per epoch, sizes, seconds)."""
@@ -368,11 +392,20 @@ def _train_sequential(model_name, interactions, examples, eval_examples, cfg, pr
     fit = fit_early_stopped(model, train, valid, cfg, desc=f"{model_name} epochs", progress=progress)
     p = _predict(model, data.example_targets(eval_examples))
     rows = like_rows(model_name, 0, eval_examples, p, seed=cfg.seed)
-    info = {"method": model_name, "best_epoch": fit.best_epoch, f"best_valid_{fit.metric}": fit.best,
-            "epochs_run": len(fit.curve), "n_train_targets": len(train), "n_valid": len(valid),
-            "n_items": data.n_items - 2, "n_users": data.n_users - 2,
-            "n_parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": time.perf_counter() - t0, "curve": fit.curve, "config": asdict(cfg)}
+    info = {
+        "method": model_name,
+        "best_epoch": fit.best_epoch,
+        f"best_valid_{fit.metric}": fit.best,
+        "epochs_run": len(fit.curve),
+        "n_train_targets": len(train),
+        "n_valid": len(valid),
+        "n_items": data.n_items - 2,
+        "n_users": data.n_users - 2,
+        "n_parameters": sum(p.numel() for p in model.parameters()),
+        "seconds": time.perf_counter() - t0,
+        "curve": fit.curve,
+        "config": asdict(cfg),
+    }
     return rows, info
 
 

@@ -5,6 +5,7 @@ The answer format is fixed by the training completions: the first line is the pr
 rest is reasoning. A text that does not start with it has ``format_ok = False``; the label is
 then unknown (the AUC never depends on parsing: it is read from token probabilities).
 """
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,9 @@ _PRED_RE = re.compile(r"^\s*\**\s*prediction\s*\**\s*:\s*\**\s*(yes|no)\b\W*", r
 
 @dataclass(frozen=True)
 class ParsedOutput:
-    label: int | None   # the stated prediction, None when the format was not followed
-    reasoning: str      # text after the prediction line (whole text when the format was not followed)
-    format_ok: bool     # the text starts with "Prediction: Yes/No"
+    label: int | None  # the stated prediction, None when the format was not followed
+    reasoning: str  # text after the prediction line (whole text when the format was not followed)
+    format_ok: bool  # the text starts with "Prediction: Yes/No"
 
 
 def prediction_line(label: int) -> str:
@@ -40,7 +41,7 @@ def parse_output(text: str) -> ParsedOutput:
     m = _PRED_RE.match(text)
     if not m:
         return ParsedOutput(None, text.strip(), False)
-    return ParsedOutput(1 if m.group(1).lower() == "yes" else 0, text[m.end():].strip(), True)
+    return ParsedOutput(1 if m.group(1).lower() == "yes" else 0, text[m.end() :].strip(), True)
 
 
 def parse_rating(text: str) -> float | None:
@@ -54,5 +55,13 @@ def parse_prediction(text: str) -> int | None:
     return parse_output(text).label
 
 
-__all__ = ["ANSWERS", "PREDICTION_PREFIX", "RATING_PREFIX", "ParsedOutput", "parse_output", "parse_prediction",
-           "parse_rating", "prediction_line"]
+__all__ = [
+    "ANSWERS",
+    "PREDICTION_PREFIX",
+    "RATING_PREFIX",
+    "ParsedOutput",
+    "parse_output",
+    "parse_prediction",
+    "parse_rating",
+    "prediction_line",
+]

@@ -16,6 +16,7 @@ this project from the method:
 Every template has a name and a version; the generation cache keys on both, so a wording change
 must bump the version (tests/test_prompts_exp3rt.py pins the rendered text).
 """
+
 from __future__ import annotations
 
 import re
@@ -39,17 +40,33 @@ ITEM_SECTIONS = ("Strengths:", "Weaknesses:")
 REASONING_SECTIONS = ("Analysis:",)
 #: (temperature, top_p, max_new_tokens at the default word budget) per task; near-greedy as the
 #: teacher is asked for facts, with token budgets sized to the word budgets
-SETTINGS = {"preference_extraction": (0.01, 0.9, 64), "exp3rt_user_profile": (0.01, 0.9, 160),
-            "exp3rt_item_profile": (0.01, 0.9, 160), "exp3rt_rating_reasoning": (0.01, 0.75, 200)}
-DEFAULT_WORDS = {"preference_extraction": 40, "exp3rt_user_profile": 80, "exp3rt_item_profile": 80,
-                 "exp3rt_rating_reasoning": 120}
+SETTINGS = {
+    "preference_extraction": (0.01, 0.9, 64),
+    "exp3rt_user_profile": (0.01, 0.9, 160),
+    "exp3rt_item_profile": (0.01, 0.9, 160),
+    "exp3rt_rating_reasoning": (0.01, 0.75, 200),
+}
+DEFAULT_WORDS = {
+    "preference_extraction": 40,
+    "exp3rt_user_profile": 80,
+    "exp3rt_item_profile": 80,
+    "exp3rt_rating_reasoning": 120,
+}
 
 
-def settings(task: str, seed: int, *, words: int | None = None, mode: str = "paper",
-             repetition_penalty: float = 1.0) -> GenerationSettings:
+def settings(
+    task: str, seed: int, *, words: int | None = None, mode: str = "paper", repetition_penalty: float = 1.0
+) -> GenerationSettings:
     """Decoding settings of an EXP3RT task; the token budget scales with the word budget."""
-    return scaled_settings(SETTINGS[task], DEFAULT_WORDS[task], mode=mode, seed=seed, words=words,
-                           repetition_penalty=repetition_penalty, min_tokens=24)
+    return scaled_settings(
+        SETTINGS[task],
+        DEFAULT_WORDS[task],
+        mode=mode,
+        seed=seed,
+        words=words,
+        repetition_penalty=repetition_penalty,
+        min_tokens=24,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -58,6 +75,7 @@ def settings(task: str, seed: int, *, words: int | None = None, mode: str = "pap
 @dataclass(frozen=True)
 class Review:
     """One review the split allows, with what is known about its item."""
+
     item_title: str
     rating: float
     text: str
@@ -66,17 +84,21 @@ class Review:
 @dataclass(frozen=True)
 class Preferences:
     """What one review says its writer liked and disliked."""
+
     liked: tuple[str, ...]
     disliked: tuple[str, ...]
 
     def render(self) -> str:
-        return (f"Liked: {'; '.join(self.liked) if self.liked else 'none'}\n"
-                f"Disliked: {'; '.join(self.disliked) if self.disliked else 'none'}")
+        return (
+            f"Liked: {'; '.join(self.liked) if self.liked else 'none'}\n"
+            f"Disliked: {'; '.join(self.disliked) if self.disliked else 'none'}"
+        )
 
 
 @dataclass(frozen=True)
 class RatedPreferences:
     """Extracted preferences with the rating and item they came from (profile inputs)."""
+
     item_title: str
     rating: float
     preferences: Preferences
@@ -86,80 +108,109 @@ class RatedPreferences:
 # User messages
 # ---------------------------------------------------------------------------------------
 def _extraction_user(role: DomainRole, *, review: Review) -> str:
-    return "\n".join([
-        f"A {role.person} reviewed the {role.item} \"{review.item_title}\" and rated it {review.rating:g} out of 5:",
-        f"\"{review.text}\"",
-        "",
-        f"List the {role.person}'s own subjective preferences that this review shows: the aspects of the "
-        f"{role.item} they liked and the aspects they disliked, each in at most {MAX_ASPECT_WORDS} words, at most "
-        f"{MAX_ASPECTS} per side. Use only what the review says.",
-        "Reply with exactly two lines and nothing else:",
-        "Liked: <aspect>; <aspect>",
-        "Disliked: <aspect>; <aspect>",
-        "Write 'none' on a line when the review names nothing for that side.",
-    ])
+    return "\n".join(
+        [
+            f'A {role.person} reviewed the {role.item} "{review.item_title}" and rated it {review.rating:g} out of 5:',
+            f'"{review.text}"',
+            "",
+            f"List the {role.person}'s own subjective preferences that this review shows: the aspects of the "
+            f"{role.item} they liked and the aspects they disliked, each in at most {MAX_ASPECT_WORDS} words, at most "
+            f"{MAX_ASPECTS} per side. Use only what the review says.",
+            "Reply with exactly two lines and nothing else:",
+            "Liked: <aspect>; <aspect>",
+            "Disliked: <aspect>; <aspect>",
+            "Write 'none' on a line when the review names nothing for that side.",
+        ]
+    )
 
 
 def _preference_lines(entries: Sequence[RatedPreferences]) -> str:
     lines = []
     for n, e in enumerate(entries, 1):
-        lines.append(f"{n}. \"{e.item_title}\" (rated {e.rating:g}/5)")
+        lines.append(f'{n}. "{e.item_title}" (rated {e.rating:g}/5)')
         lines.append("   " + e.preferences.render().replace("\n", " | "))
     return "\n".join(lines)
 
 
 def _user_profile_user(role: DomainRole, *, entries: Sequence[RatedPreferences], n_words: int) -> str:
-    return "\n".join([
-        f"These are the preferences a {role.person} expressed in their reviews, oldest first:",
-        "", _preference_lines(entries), "",
-        f"Summarise this {role.person}'s taste by two fixed criteria, in at most {n_words} words in all:",
-        f"Values: what they look for in {role.items} (the aspects they repeatedly like).",
-        "Avoids: what puts them off (the aspects they repeatedly dislike).",
-        "Use only the preferences above. Start with 'Values:'.",
-    ])
+    return "\n".join(
+        [
+            f"These are the preferences a {role.person} expressed in their reviews, oldest first:",
+            "",
+            _preference_lines(entries),
+            "",
+            f"Summarise this {role.person}'s taste by two fixed criteria, in at most {n_words} words in all:",
+            f"Values: what they look for in {role.items} (the aspects they repeatedly like).",
+            "Avoids: what puts them off (the aspects they repeatedly dislike).",
+            "Use only the preferences above. Start with 'Values:'.",
+        ]
+    )
 
 
 def _item_profile_user(role: DomainRole, *, title: str, entries: Sequence[RatedPreferences], n_words: int) -> str:
-    return "\n".join([
-        f"These are the preferences reviewers of the {role.item} \"{title}\" expressed:",
-        "", _preference_lines(entries), "",
-        f"Summarise what reviewers say about this {role.item}, in at most {n_words} words in all:",
-        "Strengths: the aspects reviewers like.",
-        "Weaknesses: the aspects reviewers dislike.",
-        "Use only the preferences above. Start with 'Strengths:'.",
-    ])
+    return "\n".join(
+        [
+            f'These are the preferences reviewers of the {role.item} "{title}" expressed:',
+            "",
+            _preference_lines(entries),
+            "",
+            f"Summarise what reviewers say about this {role.item}, in at most {n_words} words in all:",
+            "Strengths: the aspects reviewers like.",
+            "Weaknesses: the aspects reviewers dislike.",
+            "Use only the preferences above. Start with 'Strengths:'.",
+        ]
+    )
 
 
-def _inputs_block(role: DomainRole, user_profile: str, item_title: str, item_attributes: str, item_profile: str,
-                  description: str) -> list[str]:
+def _inputs_block(
+    role: DomainRole, user_profile: str, item_title: str, item_attributes: str, item_profile: str, description: str
+) -> list[str]:
     attrs = f" ({item_attributes})" if item_attributes else ""
-    return [f"{role.person.capitalize()} profile:", user_profile or f"(no profile: the {role.person} has no earlier "
-                                                                    f"reviews)", "",
-            f"{role.item.capitalize()}: \"{item_title}\"{attrs}",
-            f"Description: {description}" if description else "Description: not available",
-            f"What reviewers say: {item_profile}" if item_profile else "What reviewers say: no reviews yet"]
-
-
-def _rating_reasoning_user(role: DomainRole, *, user_profile: str, item_title: str, item_attributes: str,
-                           item_profile: str, description: str, rating: int, n_words: int) -> str:
-    return "\n".join(_inputs_block(role, user_profile, item_title, item_attributes, item_profile, description) + [
+    return [
+        f"{role.person.capitalize()} profile:",
+        user_profile or f"(no profile: the {role.person} has no earlier reviews)",
         "",
-        f"We know that this {role.person} rated this {role.item} {rating} out of 5. Explain step by step, in at most "
-        f"{n_words} words, how the {role.item}'s features match or clash with the {role.person}'s preferences and "
-        f"why that leads to a rating of {rating}.",
-        f"Start with 'Analysis:' and end with the line '{RATING_PREFIX} {rating}'. Use only the information above.",
-    ])
+        f'{role.item.capitalize()}: "{item_title}"{attrs}',
+        f"Description: {description}" if description else "Description: not available",
+        f"What reviewers say: {item_profile}" if item_profile else "What reviewers say: no reviews yet",
+    ]
+
+
+def _rating_reasoning_user(
+    role: DomainRole,
+    *,
+    user_profile: str,
+    item_title: str,
+    item_attributes: str,
+    item_profile: str,
+    description: str,
+    rating: int,
+    n_words: int,
+) -> str:
+    return "\n".join(
+        _inputs_block(role, user_profile, item_title, item_attributes, item_profile, description)
+        + [
+            "",
+            f"We know that this {role.person} rated this {role.item} {rating} out of 5. Explain step by step, in at most "
+            f"{n_words} words, how the {role.item}'s features match or clash with the {role.person}'s preferences and "
+            f"why that leads to a rating of {rating}.",
+            f"Start with 'Analysis:' and end with the line '{RATING_PREFIX} {rating}'. Use only the information above.",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Templates
 # ---------------------------------------------------------------------------------------
-TEMPLATES: dict[str, TeacherTemplate] = {t.name: t for t in (
-    TeacherTemplate("preference_extraction", "1", "preference_extraction", _extraction_user),
-    TeacherTemplate("exp3rt_user_profile", "1", "exp3rt_user_profile", _user_profile_user),
-    TeacherTemplate("exp3rt_item_profile", "1", "exp3rt_item_profile", _item_profile_user),
-    TeacherTemplate("exp3rt_rating_reasoning", "1", "exp3rt_rating_reasoning", _rating_reasoning_user),
-)}
+TEMPLATES: dict[str, TeacherTemplate] = {
+    t.name: t
+    for t in (
+        TeacherTemplate("preference_extraction", "1", "preference_extraction", _extraction_user),
+        TeacherTemplate("exp3rt_user_profile", "1", "exp3rt_user_profile", _user_profile_user),
+        TeacherTemplate("exp3rt_item_profile", "1", "exp3rt_item_profile", _item_profile_user),
+        TeacherTemplate("exp3rt_rating_reasoning", "1", "exp3rt_rating_reasoning", _rating_reasoning_user),
+    )
+}
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,25 +264,38 @@ def check_preferences(raw: str, prompt_text: str = "") -> Cleaned:
     return Cleaned(canonical, "ok", count_words(canonical), "")
 
 
-def check_profile(raw: str, sections: Sequence[str], n_words: int, prompt_text: str = "",
-                  hit_length_limit: bool = False) -> Cleaned:
+def check_profile(
+    raw: str, sections: Sequence[str], n_words: int, prompt_text: str = "", hit_length_limit: bool = False
+) -> Cleaned:
     """Post-processing of a two-criteria profile: each section trimmed to half the word budget."""
-    return clean_sectioned(raw, sections=sections, words_per_section=max(5, n_words // 2), prompt_text=prompt_text,
-                           hit_length_limit=hit_length_limit)
+    return clean_sectioned(
+        raw,
+        sections=sections,
+        words_per_section=max(5, n_words // 2),
+        prompt_text=prompt_text,
+        hit_length_limit=hit_length_limit,
+    )
 
 
-def check_rating_reasoning(raw: str, rating: int, n_words: int, prompt_text: str = "",
-                           hit_length_limit: bool = False) -> Cleaned:
+def check_rating_reasoning(
+    raw: str, rating: int, n_words: int, prompt_text: str = "", hit_length_limit: bool = False
+) -> Cleaned:
     """Post-processing of the teacher's rating reasoning: the reasoning part is cleaned and
     trimmed, and the answer line is set to the TRUE rating (the teacher was told it; a teacher
     that states another rating is flagged ``degenerate`` so it is retried)."""
     stated = parse_rating(raw)
     body = _RATING.sub("", raw or "")
-    cleaned = clean_sectioned(body, sections=REASONING_SECTIONS, words_per_section=n_words, prompt_text=prompt_text,
-                              hit_length_limit=hit_length_limit)
+    cleaned = clean_sectioned(
+        body,
+        sections=REASONING_SECTIONS,
+        words_per_section=n_words,
+        prompt_text=prompt_text,
+        hit_length_limit=hit_length_limit,
+    )
     if stated is not None and round(stated) != int(rating):
-        return Cleaned(cleaned.text, "degenerate", cleaned.n_words,
-                       f"states rating {stated:g}, but the true rating is {rating}")
+        return Cleaned(
+            cleaned.text, "degenerate", cleaned.n_words, f"states rating {stated:g}, but the true rating is {rating}"
+        )
     return Cleaned(cleaned.text, cleaned.status, cleaned.n_words, cleaned.detail)
 
 
@@ -246,9 +310,9 @@ def rating_answer(reasoning: str, rating: int) -> str:
 
 @dataclass(frozen=True)
 class RatingAnswer:
-    reasoning: str         # the text before the first 'Rating:' line (all of it when there is none)
-    stated: float | None   # the rating the text states
-    format_ok: bool        # a 'Rating: r' line follows the reasoning
+    reasoning: str  # the text before the first 'Rating:' line (all of it when there is none)
+    stated: float | None  # the rating the text states
+    format_ok: bool  # a 'Rating: r' line follows the reasoning
 
 
 def split_rating_answer(text: str) -> RatingAnswer:
@@ -257,14 +321,16 @@ def split_rating_answer(text: str) -> RatingAnswer:
     m = _RATING.search(text)
     if m is None:
         return RatingAnswer(text.strip(), None, False)
-    return RatingAnswer(text[:m.start()].strip(), float(m.group(1)), True)
+    return RatingAnswer(text[: m.start()].strip(), float(m.group(1)), True)
 
 
 def rating_completion(reasoning: str, rating: int) -> str:
     """The student's training target: the reasoning first, then ``Rating: r``."""
     if not isinstance(reasoning, str) or not reasoning.strip():
-        raise ValueError("the rating student trains on reasoning, but the reasoning text is empty; rerun the "
-                         "reasoning notebook for these examples.")
+        raise ValueError(
+            "the rating student trains on reasoning, but the reasoning text is empty; rerun the "
+            "reasoning notebook for these examples."
+        )
     return f"{reasoning.strip()}\n{rating_line(rating)}"
 
 
@@ -286,6 +352,7 @@ def integer_rating(rating: float) -> int:
 class RatingContext:
     """What EXP3RT's prompts show for a (user, item) pair: the item catalogue (titles, attributes,
     descriptions), the EXP3RT user profiles and item profiles of notebook 04."""
+
     catalog: "ItemCatalog"
     user_profiles: Mapping[str, str]
     item_profiles: Mapping[str, str]
@@ -293,10 +360,13 @@ class RatingContext:
 
     def fields(self, user_id: str, item_id: str) -> dict[str, str]:
         item_id = str(item_id)
-        return {"user_profile": self.user_profiles.get(str(user_id), ""), "item_title": self.catalog.title(item_id),
-                "item_attributes": self.catalog.attributes_of(item_id),
-                "item_profile": self.item_profiles.get(item_id, ""),
-                "description": self.catalog.descriptions.get(item_id, "")}
+        return {
+            "user_profile": self.user_profiles.get(str(user_id), ""),
+            "item_title": self.catalog.title(item_id),
+            "item_attributes": self.catalog.attributes_of(item_id),
+            "item_profile": self.item_profiles.get(item_id, ""),
+            "description": self.catalog.descriptions.get(item_id, ""),
+        }
 
     @classmethod
     def from_run(cls, paths, domain: str) -> "RatingContext":
@@ -318,28 +388,67 @@ class RatingContext:
     def student_messages(self, user_id: str, item_id: str, with_reasoning: bool = True) -> list[Message]:
         return rating_messages(self.domain, with_reasoning=with_reasoning, **self.fields(user_id, item_id))
 
-    def teacher_request(self, user_id: str, item_id: str, rating: int, *, words: int, settings_: GenerationSettings,
-                        tag: str):
-        return TEMPLATES["exp3rt_rating_reasoning"].request(self.domain, settings_, tag=tag, rating=int(rating),
-                                                            n_words=words, **self.fields(user_id, item_id))
+    def teacher_request(
+        self, user_id: str, item_id: str, rating: int, *, words: int, settings_: GenerationSettings, tag: str
+    ):
+        return TEMPLATES["exp3rt_rating_reasoning"].request(
+            self.domain, settings_, tag=tag, rating=int(rating), n_words=words, **self.fields(user_id, item_id)
+        )
 
 
-def rating_messages(domain: str, *, user_profile: str, item_title: str, item_attributes: str, item_profile: str,
-                    description: str, with_reasoning: bool = True) -> list[Message]:
+def rating_messages(
+    domain: str,
+    *,
+    user_profile: str,
+    item_title: str,
+    item_attributes: str,
+    item_profile: str,
+    description: str,
+    with_reasoning: bool = True,
+) -> list[Message]:
     """The student's prompt for one (user, item) pair. ``with_reasoning=False`` is the
     TALLRec-style rating baseline: the same inputs, the answer is the rating line alone."""
     role = ROLES[domain]
-    task = (f"Predict how this {role.person} will rate this {role.item} from 1 to 5. First explain step by step how "
-            f"its features match the {role.person}'s preferences, starting with 'Analysis:'; then end with the line "
-            f"'{RATING_PREFIX} r'." if with_reasoning else
-            f"Predict how this {role.person} will rate this {role.item} from 1 to 5. Answer with exactly "
-            f"'{RATING_PREFIX} r' and nothing else.")
-    user = "\n".join(_inputs_block(role, user_profile, item_title, item_attributes, item_profile, description)
-                     + ["", task, "Use only the information above."])
+    task = (
+        f"Predict how this {role.person} will rate this {role.item} from 1 to 5. First explain step by step how "
+        f"its features match the {role.person}'s preferences, starting with 'Analysis:'; then end with the line "
+        f"'{RATING_PREFIX} r'."
+        if with_reasoning
+        else f"Predict how this {role.person} will rate this {role.item} from 1 to 5. Answer with exactly "
+        f"'{RATING_PREFIX} r' and nothing else."
+    )
+    user = "\n".join(
+        _inputs_block(role, user_profile, item_title, item_attributes, item_profile, description)
+        + ["", task, "Use only the information above."]
+    )
     return [{"role": "system", "content": role.system}, {"role": "user", "content": user}]
 
 
-__all__ = ["RatingContext", "SCALE", "integer_rating", "ITEM_SECTIONS", "MAX_ASPECTS", "MAX_ASPECT_WORDS", "Preferences", "RATING_PREFIX", "RatedPreferences",
-           "Review", "STUDENT_TEMPLATE_VERSION", "TEMPLATES", "USER_SECTIONS", "UnparseableOutput",
-           "check_preferences", "check_profile", "check_rating_reasoning", "parse_preferences", "parse_rating",
-           "rating_answer", "rating_completion", "rating_line", "RatingAnswer", "split_rating_answer", "rating_messages", "settings"]
+__all__ = [
+    "RatingContext",
+    "SCALE",
+    "integer_rating",
+    "ITEM_SECTIONS",
+    "MAX_ASPECTS",
+    "MAX_ASPECT_WORDS",
+    "Preferences",
+    "RATING_PREFIX",
+    "RatedPreferences",
+    "Review",
+    "STUDENT_TEMPLATE_VERSION",
+    "TEMPLATES",
+    "USER_SECTIONS",
+    "UnparseableOutput",
+    "check_preferences",
+    "check_profile",
+    "check_rating_reasoning",
+    "parse_preferences",
+    "parse_rating",
+    "rating_answer",
+    "rating_completion",
+    "rating_line",
+    "RatingAnswer",
+    "split_rating_answer",
+    "rating_messages",
+    "settings",
+]

@@ -8,10 +8,11 @@ tags) and, where the method sees descriptions, its description (paper Table 1, a
 prompt does). Attributes are always shown beside the title, so an item without a usable
 description shows :data:`NO_DESCRIPTION` where the description would be.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import pandas as pd
 
@@ -41,17 +42,25 @@ class ItemCatalog:
             if col not in items.columns:
                 raise ValueError(f"items table lacks column {col!r}; rerun 01_data_prep.")
         ids = items["item_id"].astype(str)
-        attrs = items["attributes"].fillna("").astype(str) if "attributes" in items.columns else pd.Series("", ids.index)
+        attrs = (
+            items["attributes"].fillna("").astype(str) if "attributes" in items.columns else pd.Series("", ids.index)
+        )
         desc: dict[str, str] = {}
         if descriptions is not None and len(descriptions):
             for col in ("item_id", "description"):
                 if col not in descriptions.columns:
                     raise ValueError(f"item descriptions table lacks column {col!r}; rerun 02_item_descriptions.")
             status = descriptions["status"] if "status" in descriptions.columns else ["ok"] * len(descriptions)
-            desc = {str(i): str(d).strip() for i, d, s in zip(descriptions["item_id"], descriptions["description"],
-                                                              status) if usable_text(d, s)}
-        return cls(titles=dict(zip(ids, items["title"].astype(str))),
-                   attributes={i: a.strip() for i, a in zip(ids, attrs) if a.strip()}, descriptions=desc)
+            desc = {
+                str(i): str(d).strip()
+                for i, d, s in zip(descriptions["item_id"], descriptions["description"], status)
+                if usable_text(d, s)
+            }
+        return cls(
+            titles=dict(zip(ids, items["title"].astype(str))),
+            attributes={i: a.strip() for i, a in zip(ids, attrs) if a.strip()},
+            descriptions=desc,
+        )
 
     def title(self, item_id: str) -> str:
         return self.titles.get(str(item_id)) or f"item {item_id}"

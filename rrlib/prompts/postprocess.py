@@ -23,12 +23,14 @@ return the same text, so each retry also raises the temperature to at least
 ``RETRY_TEMPERATURE_STEP * attempt`` (0.3, then 0.6, ...). Retries go through the same durable
 cache (their settings differ, so their keys differ) and the best attempt is kept.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from rrlib.llm.base import GenerationRequest, GenerationResult, GenerationSettings
 
@@ -67,19 +69,27 @@ _SPECIAL_TOKENS = re.compile(r"<\|[^|>]{1,40}\|>|</?s>|\[/?INST\]")
 _ROLE_PREFIX = re.compile(r"^\s*(assistant|system|user)\s*(:|\n)\s*", re.I)
 _ANSWER_LABEL = re.compile(
     r"^\s*(\*\*)?((item|product|movie|film|user|customer|viewer)\s+)?(description|profile|summary|answer|"
-    r"response|output|reasoning|explanation)(\*\*)?\s*(\(\s*\d+\s*words?\s*\))?\s*(:|-)(\*\*)?\s*", re.I)
+    r"response|output|reasoning|explanation)(\*\*)?\s*(\(\s*\d+\s*words?\s*\))?\s*(:|-)(\*\*)?\s*",
+    re.I,
+)
 _PLEASANTRY = re.compile(
-    r"^\s*(sure( thing)?|certainly|of course|okay|ok|absolutely|great|alright|happy to help)\s*[.!:,]\s*", re.I)
-_INTRO = re.compile(
-    r"^\s*(here is|here's|here are|below is|the following is)\b[^:\n]*(:|\.\s|\n)\s*", re.I)
-_OUTRO = re.compile(r"\s*(i hope (this|that) helps|let me know if|feel free to|is there anything else)"
-                    r"[^\n]*$", re.I | re.S)
+    r"^\s*(sure( thing)?|certainly|of course|okay|ok|absolutely|great|alright|happy to help)\s*[.!:,]\s*", re.I
+)
+_INTRO = re.compile(r"^\s*(here is|here's|here are|below is|the following is)\b[^:\n]*(:|\.\s|\n)\s*", re.I)
+_OUTRO = re.compile(
+    r"\s*(i hope (this|that) helps|let me know if|feel free to|is there anything else)"
+    r"[^\n]*$",
+    re.I | re.S,
+)
 _WORD_COUNT_NOTE = re.compile(r"\(?\s*(word count|words?)\s*:\s*\d+\s*\)?|\(\s*\d+\s*words?\s*\)", re.I)
 _MD_HEADER = re.compile(r"^\s*#{1,6}\s*")
 _BULLET = re.compile(r"^\s*([-*\u2022]|\d{1,2}[.)])\s+")
 # input field labels of the teacher prompts that small models copy at the start of a line
-_FIELD_LABEL = re.compile(r"^\s*(title|details|plot|seller description|reviews?(\s*\([^)]*\))?|"
-                          r"new (movie|product))\s*:\s*", re.I)
+_FIELD_LABEL = re.compile(
+    r"^\s*(title|details|plot|seller description|reviews?(\s*\([^)]*\))?|"
+    r"new (movie|product))\s*:\s*",
+    re.I,
+)
 _EMPTY_LABEL = re.compile(r"^\s*[^\W\d_][\w ]{0,30}:\s*$")
 _BRACKET_CODE = re.compile(r"\[[^\]\s]*\d[^\]\s]*\]|\[\S*$")  # "[5]", "[B000FI4S1E]", a torn "[5"
 
@@ -198,7 +208,7 @@ def repetition(text: str) -> str:
         run = run + 1 if a == b else 1
         if run >= 4:
             return f"the word '{a}' repeats {run} times in a row"
-    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    grams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
     if len(grams) >= 8:
         gram, n = Counter(grams).most_common(1)[0]
         if n >= 3 and len(set(grams)) / len(grams) < 0.6:
@@ -220,7 +230,7 @@ def degeneracy(text: str, prompt_text: str, min_words: int) -> str:
         return f"too short ({n} words, at least {min_words} expected)"
     if prompt_text:
         words, prompt = _norm(text).split(), _norm(prompt_text)
-        grams = [" ".join(words[i:i + ECHO_NGRAM]) for i in range(len(words) - ECHO_NGRAM + 1)]
+        grams = [" ".join(words[i : i + ECHO_NGRAM]) for i in range(len(words) - ECHO_NGRAM + 1)]
         if grams:
             copied = sum(g in prompt for g in grams) / len(grams)
             if copied >= ECHO_FRACTION:
@@ -238,19 +248,26 @@ def drop_instruction_echo(text: str, prompt_text: str) -> tuple[str, int]:
     if not prompt_text.strip() or not text:
         return text, 0
     words = _norm(re.split(r"\n\s*\n", prompt_text.strip())[-1]).split()
-    grams = {tuple(words[i:i + INSTRUCTION_NGRAM]) for i in range(len(words) - INSTRUCTION_NGRAM + 1)}
+    grams = {tuple(words[i : i + INSTRUCTION_NGRAM]) for i in range(len(words) - INSTRUCTION_NGRAM + 1)}
     kept, dropped = [], 0
     for sent in sentences(text):
         w = _norm(sent).split()
-        if any(tuple(w[i:i + INSTRUCTION_NGRAM]) in grams for i in range(len(w) - INSTRUCTION_NGRAM + 1)):
+        if any(tuple(w[i : i + INSTRUCTION_NGRAM]) in grams for i in range(len(w) - INSTRUCTION_NGRAM + 1)):
             dropped += 1
         else:
             kept.append(sent)
     return " ".join(kept), dropped
 
 
-def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_length_limit: bool = False,
-                 min_words: int | None = None, one_paragraph: bool = True) -> Cleaned:
+def clean_output(
+    raw: str,
+    *,
+    word_budget: int,
+    prompt_text: str = "",
+    hit_length_limit: bool = False,
+    min_words: int | None = None,
+    one_paragraph: bool = True,
+) -> Cleaned:
     """Clean ``raw``, enforce ``word_budget`` and classify the result."""
     min_words = max(3, word_budget // 5) if min_words is None else min_words
     text, echoed = strip_boilerplate(raw, prompt_text)
@@ -259,16 +276,21 @@ def clean_output(raw: str, *, word_budget: int, prompt_text: str = "", hit_lengt
     text, parroted = drop_instruction_echo(text, prompt_text)
     if not text:
         if echoed or parroted:
-            return Cleaned("", "degenerate", 0, f"only echoes the prompt ({echoed} line(s), {parroted} "
-                                                f"sentence(s) repeating the instructions)")
+            return Cleaned(
+                "",
+                "degenerate",
+                0,
+                f"only echoes the prompt ({echoed} line(s), {parroted} sentence(s) repeating the instructions)",
+            )
         return Cleaned("", "empty", 0, "nothing left after removing boilerplate" if raw.strip() else "")
     details: list[str] = []
     text, trimmed = _fit_budget(text, parroted, hit_length_limit, word_budget, details)
     return _classify(text, prompt_text, min_words, trimmed, details)
 
 
-def _fit_budget(text: str, parroted: int, hit_length_limit: bool, word_budget: int,
-                details: list[str]) -> tuple[str, bool]:
+def _fit_budget(
+    text: str, parroted: int, hit_length_limit: bool, word_budget: int, details: list[str]
+) -> tuple[str, bool]:
     """Drop an unfinished last sentence and trim to the budget, noting why in ``details``."""
     trimmed = False
     if parroted:
@@ -298,8 +320,9 @@ def _classify(text: str, prompt_text: str, min_words: int, trimmed: bool, detail
     return Cleaned(text, "too_long_trimmed" if trimmed else "ok", n, "; ".join(details))
 
 
-def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int, prompt_text: str = "",
-                    hit_length_limit: bool = False) -> Cleaned:
+def clean_sectioned(
+    raw: str, *, sections: Sequence[str], words_per_section: int, prompt_text: str = "", hit_length_limit: bool = False
+) -> Cleaned:
     """Clean a two-part answer such as the reasoning ('Profile analysis: ... Target analysis:
     ...'): each part is trimmed to ``words_per_section``; parts are kept on their own lines.
     Without the section markers the text is treated as one part of twice the budget."""
@@ -319,7 +342,7 @@ def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int
         if label in found:
             continue  # a repeated marker; repetition check sees it in the body
         end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
-        found[label] = re.sub(r"\s+", " ", text[m.end():end]).strip()
+        found[label] = re.sub(r"\s+", " ", text[m.end() : end]).strip()
     if len(found) == len(sections) and all(found.values()):
         parts = []
         for label in sections:
@@ -339,8 +362,12 @@ def clean_sectioned(raw: str, *, sections: Sequence[str], words_per_section: int
         joined = "\n".join(parts)
         empty = [label for label, part in zip(sections, parts) if part == label]
         if empty:
-            return Cleaned(joined, "degenerate", count_words(joined),
-                           "; ".join(details + [f"empty section(s): {', '.join(empty)}"]))
+            return Cleaned(
+                joined,
+                "degenerate",
+                count_words(joined),
+                "; ".join(details + [f"empty section(s): {', '.join(empty)}"]),
+            )
         return _classify(joined, prompt_text, min_words, trimmed, details)
     details.append("section markers missing; kept as one text")
     flat, parroted = drop_instruction_echo(re.sub(r"\s+", " ", text).strip(), prompt_text)
@@ -358,13 +385,14 @@ class Generator(Protocol):
 @dataclass(frozen=True)
 class CheckedOutput:
     """One request's final, post-processed answer."""
+
     text: str
     status: str
     n_words: int
     detail: str
-    attempts: int               # generations tried for this request (1 + retries)
-    truncated_prompt: bool      # the backend cut the prompt to fit the context
-    raw: str                    # the kept attempt's raw model text
+    attempts: int  # generations tried for this request (1 + retries)
+    truncated_prompt: bool  # the backend cut the prompt to fit the context
+    raw: str  # the kept attempt's raw model text
     prompt_tokens: int = 0
     completion_tokens: int = 0
 
@@ -372,17 +400,22 @@ class CheckedOutput:
 def retry_settings(settings: GenerationSettings, attempt: int) -> GenerationSettings:
     """Settings of retry ``attempt`` (1, 2, ...): a new seed, and a temperature high enough for
     that seed to matter (see the module docstring)."""
-    return replace(settings, seed=settings.seed + attempt,
-                   temperature=max(settings.temperature, RETRY_TEMPERATURE_STEP * attempt))
+    return replace(
+        settings, seed=settings.seed + attempt, temperature=max(settings.temperature, RETRY_TEMPERATURE_STEP * attempt)
+    )
 
 
 def prompt_text_of(request: GenerationRequest) -> str:
     return "\n".join(m["content"] for m in request.messages if m["role"] != "assistant")
 
 
-def generate_checked(generator: Generator, requests: Sequence[GenerationRequest],
-                     check: Callable[[GenerationRequest, GenerationResult], Cleaned],
-                     max_retries: int, desc: str = "") -> list[CheckedOutput]:
+def generate_checked(
+    generator: Generator,
+    requests: Sequence[GenerationRequest],
+    check: Callable[[GenerationRequest, GenerationResult], Cleaned],
+    max_retries: int,
+    desc: str = "",
+) -> list[CheckedOutput]:
     """Generate, check every answer with ``check``, regenerate the unusable ones up to
     ``max_retries`` times and keep each request's best attempt (same order as ``requests``)."""
     requests = list(requests)
@@ -399,12 +432,21 @@ def generate_checked(generator: Generator, requests: Sequence[GenerationRequest]
         results = generator.generate(retry, desc=f"{desc} (retry {attempt}: {len(bad)} unusable)")
         for i, req, res in zip(bad, retry, results):
             new = _checked(check(req, res), res, attempt + 1)
-            outputs[i] = new if _RANK[new.status] < _RANK[outputs[i].status] else \
-                replace(outputs[i], attempts=attempt + 1)
+            outputs[i] = (
+                new if _RANK[new.status] < _RANK[outputs[i].status] else replace(outputs[i], attempts=attempt + 1)
+            )
     return outputs
 
 
 def _checked(c: Cleaned, res: GenerationResult, attempt: int) -> CheckedOutput:
-    return CheckedOutput(text=c.text, status=c.status, n_words=c.n_words, detail=c.detail, attempts=attempt,
-                         truncated_prompt=bool(res.truncated_prompt), raw=res.text,
-                         prompt_tokens=res.prompt_tokens, completion_tokens=res.completion_tokens)
+    return CheckedOutput(
+        text=c.text,
+        status=c.status,
+        n_words=c.n_words,
+        detail=c.detail,
+        attempts=attempt,
+        truncated_prompt=bool(res.truncated_prompt),
+        raw=res.text,
+        prompt_tokens=res.prompt_tokens,
+        completion_tokens=res.completion_tokens,
+    )

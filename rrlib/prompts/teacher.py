@@ -15,10 +15,11 @@ Each template has a name and a version. The generation cache keys on both, so **
 a template's wording must bump its version** (tests/test_prompts.py pins a hash of every
 rendered template and fails until the version is bumped and the pin updated).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 from rrlib.llm.base import GenerationRequest, GenerationSettings, Message
 
@@ -29,38 +30,64 @@ TASKS = ("item_description", "user_profile", "reasoning")
 @dataclass(frozen=True)
 class DomainRole:
     """How the prompts talk about one dataset domain."""
+
     system: str
-    item: str        # singular noun for an item
-    items: str       # plural
-    person: str      # who interacts with the items
+    item: str  # singular noun for an item
+    items: str  # plural
+    person: str  # who interacts with the items
 
 
 ROLES: dict[str, DomainRole] = {
     "movies": DomainRole(
-        system=("You are a film analyst for a movie recommender. You write short, factual notes about "
-                "movies and about what individual viewers enjoy, based only on the information you are given."),
-        item="movie", items="movies", person="viewer"),
+        system=(
+            "You are a film analyst for a movie recommender. You write short, factual notes about "
+            "movies and about what individual viewers enjoy, based only on the information you are given."
+        ),
+        item="movie",
+        items="movies",
+        person="viewer",
+    ),
     "beauty": DomainRole(
-        system=("You are a beauty and personal-care product analyst for an online shop's recommender. You "
-                "write short, factual notes about cosmetics, skin, hair and fragrance products and about what "
-                "individual customers want, based only on the information you are given."),
-        item="product", items="products", person="customer"),
+        system=(
+            "You are a beauty and personal-care product analyst for an online shop's recommender. You "
+            "write short, factual notes about cosmetics, skin, hair and fragrance products and about what "
+            "individual customers want, based only on the information you are given."
+        ),
+        item="product",
+        items="products",
+        person="customer",
+    ),
     "fashion": DomainRole(
-        system=("You are a fashion product analyst for an online shop's recommender. You write short, "
-                "factual notes about clothing, shoes, jewelry and accessories and about what individual "
-                "customers want, based only on the information you are given."),
-        item="product", items="products", person="customer"),
+        system=(
+            "You are a fashion product analyst for an online shop's recommender. You write short, "
+            "factual notes about clothing, shoes, jewelry and accessories and about what individual "
+            "customers want, based only on the information you are given."
+        ),
+        item="product",
+        items="products",
+        person="customer",
+    ),
     "instruments": DomainRole(
-        system=("You are a musical instruments and music gear analyst for an online shop's recommender. You "
-                "write short, factual notes about instruments, strings, pedals, cables, microphones, stands and "
-                "other music and recording gear and about what individual customers want, based only on the "
-                "information you are given."),
-        item="product", items="products", person="customer"),
+        system=(
+            "You are a musical instruments and music gear analyst for an online shop's recommender. You "
+            "write short, factual notes about instruments, strings, pedals, cables, microphones, stands and "
+            "other music and recording gear and about what individual customers want, based only on the "
+            "information you are given."
+        ),
+        item="product",
+        items="products",
+        person="customer",
+    ),
     "books": DomainRole(  # EXP3RT's Amazon-Book
-        system=("You are a book analyst for an online bookshop's recommender. You write short, factual notes "
-                "about books (genre, themes, style, audience) and about what individual readers enjoy, based "
-                "only on the information you are given."),
-        item="book", items="books", person="reader"),
+        system=(
+            "You are a book analyst for an online bookshop's recommender. You write short, factual notes "
+            "about books (genre, themes, style, audience) and about what individual readers enjoy, based "
+            "only on the information you are given."
+        ),
+        item="book",
+        items="books",
+        person="reader",
+    ),
 }
 
 # Paper Table 6: (temperature, top_p, max_new_tokens) per generation task.
@@ -76,9 +103,16 @@ PAPER_SETTINGS: dict[str, tuple[float, float, int]] = {
 PAPER_WORDS = {"user_profile": 100, "item_description": 25, "reasoning": 100}
 
 
-def scaled_settings(base: tuple[float, float, int], paper_words: int, *, mode: str = "paper", seed: int = 0,
-                    words: int | None = None, repetition_penalty: float = 1.0, min_tokens: int = 16
-                    ) -> GenerationSettings:
+def scaled_settings(
+    base: tuple[float, float, int],
+    paper_words: int,
+    *,
+    mode: str = "paper",
+    seed: int = 0,
+    words: int | None = None,
+    repetition_penalty: float = 1.0,
+    min_tokens: int = 16,
+) -> GenerationSettings:
     """Decoding settings from a task's (temperature, top_p, max_new_tokens): the token budget is
     scaled by ``words`` / the word budget it was sized for, and GENERATION_MODE 'greedy' turns
     sampling off. Shared by every teacher task (ReasoningRec's and EXP3RT's)."""
@@ -89,20 +123,28 @@ def scaled_settings(base: tuple[float, float, int], paper_words: int, *, mode: s
         temperature, top_p = 0.0, 1.0
     elif mode != "paper":
         raise ValueError(f"GENERATION_MODE={mode!r} is not 'paper' or 'greedy'.")
-    return GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed,
-                              repetition_penalty=repetition_penalty)
+    return GenerationSettings(
+        temperature=temperature, top_p=top_p, max_new_tokens=max_new, seed=seed, repetition_penalty=repetition_penalty
+    )
 
 
-def generation_settings(task: str, mode: str = "paper", seed: int = 0, *, words: int | None = None,
-                        repetition_penalty: float = 1.0) -> GenerationSettings:
+def generation_settings(
+    task: str, mode: str = "paper", seed: int = 0, *, words: int | None = None, repetition_penalty: float = 1.0
+) -> GenerationSettings:
     """Decoding settings of ``task``: the paper's Table 6, or greedy (temperature 0) when
     GENERATION_MODE is 'greedy'. max_new_tokens is the paper's, scaled by ``words`` / the paper's
     word budget when a different budget is asked for (the paper sized it "in accordance with the
     instructions"), so a 15-word smoke description does not get 64 tokens to ramble in."""
     if task not in PAPER_SETTINGS:
         raise ValueError(f"unknown teacher task {task!r}; known: {list(PAPER_SETTINGS)}")
-    return scaled_settings(PAPER_SETTINGS[task], PAPER_WORDS[task], mode=mode, seed=seed, words=words,
-                           repetition_penalty=repetition_penalty)
+    return scaled_settings(
+        PAPER_SETTINGS[task],
+        PAPER_WORDS[task],
+        mode=mode,
+        seed=seed,
+        words=words,
+        repetition_penalty=repetition_penalty,
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,18 +153,20 @@ def generation_settings(task: str, mode: str = "paper", seed: int = 0, *, words:
 @dataclass(frozen=True)
 class ItemFacts:
     """What is known about an item before the teacher describes it."""
+
     item_id: str
     title: str
     attributes: str = ""
     metadata_description: str = ""
-    reviews: tuple[tuple[float, str], ...] = ()   # (rating, trimmed text), Algorithm 1
-    plot: str = ""                                  # movies: IMDb plot when fetched
+    reviews: tuple[tuple[float, str], ...] = ()  # (rating, trimmed text), Algorithm 1
+    plot: str = ""  # movies: IMDb plot when fetched
 
 
 @dataclass(frozen=True)
 class RatedItem:
     """An item in a user's history: its title, its description ('' when the prompt's view leaves
     descriptions out), whether the user liked it, and its known attributes."""
+
     title: str
     description: str
     liked: bool
@@ -166,51 +210,66 @@ def _item_description_user(role: DomainRole, *, item: ItemFacts, n_words: int) -
         parts += [f"- [{rating:g}] {text}" for rating, text in item.reviews]
     else:
         parts.append("Reviews: none available.")
-    parts += ["",
-              f"Describe this {role.item} in at most {n_words} words. Say in a few words what the {role.item} "
-              f"is, then name its strong points (what people praise) and its weak points (what people "
-              f"complain about).",
-              "Use only the facts above and your own words. Reply with the description only, in plain "
-              "sentences: no title, no list, no introduction."]
+    parts += [
+        "",
+        f"Describe this {role.item} in at most {n_words} words. Say in a few words what the {role.item} "
+        f"is, then name its strong points (what people praise) and its weak points (what people "
+        f"complain about).",
+        "Use only the facts above and your own words. Reply with the description only, in plain "
+        "sentences: no title, no list, no introduction.",
+    ]
     return "\n".join(parts)
 
 
 def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words: int) -> str:
-    return "\n".join([
-        f"These are the first {role.items} a {role.person} rated, oldest first, each marked LIKED or "
-        f"DISLIKED and followed by its description:",
-        "", _rated_list(items), "",
-        f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
-        f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
-        f"{q_words} words, saying what they like and what they dislike.",
-        "Mention only preferences that the list above supports; invent nothing. Reply with the profile "
-        "only.",
-    ])
+    return "\n".join(
+        [
+            f"These are the first {role.items} a {role.person} rated, oldest first, each marked LIKED or "
+            f"DISLIKED and followed by its description:",
+            "",
+            _rated_list(items),
+            "",
+            f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
+            f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
+            f"{q_words} words, saying what they like and what they dislike.",
+            "Mention only preferences that the list above supports; invent nothing. Reply with the profile only.",
+        ]
+    )
 
 
-def _reasoning_user(role: DomainRole, *, profile: str | None, history: Sequence[RatedItem], target: RatedItem,
-                    n_words: int) -> str:
+def _reasoning_user(
+    role: DomainRole, *, profile: str | None, history: Sequence[RatedItem], target: RatedItem, n_words: int
+) -> str:
     """``profile=None``: the view of a student that sees no profile (the block is left out)."""
     verb = "liked" if target.liked else "disliked"
-    head = [] if profile is None else [
-        f"Profile of a {role.person}:", profile or f"(no profile: the {role.person} has too few earlier ratings)", ""]
+    head = (
+        []
+        if profile is None
+        else [
+            f"Profile of a {role.person}:",
+            profile or f"(no profile: the {role.person} has too few earlier ratings)",
+            "",
+        ]
+    )
     attrs = f" [{target.attributes}]" if target.attributes else ""
     shown = "the profile and the recent" if profile is not None else "the recent"
-    return "\n".join(head + [
-        f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
-        _rated_list(history) if history else "(none)",
-        "",
-        f"New {role.item}: {target.title}{attrs}",
-        *([target.description] if target.description else []),
-        "",
-        f"We know that the {role.person} {verb} the new {role.item}. Explain why, step by step, in two "
-        f"parts:",
-        f"Profile analysis: what {shown} {role.items} show about the {role.person}'s "
-        f"preferences (at most {n_words} words).",
-        f"Target analysis: which features of the new {role.item} fit or clash with those preferences, "
-        f"and why the {role.person} {verb} it (at most {n_words} words).",
-        "Use only the information above. Start with 'Profile analysis:'.",
-    ])
+    return "\n".join(
+        head
+        + [
+            f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
+            _rated_list(history) if history else "(none)",
+            "",
+            f"New {role.item}: {target.title}{attrs}",
+            *([target.description] if target.description else []),
+            "",
+            f"We know that the {role.person} {verb} the new {role.item}. Explain why, step by step, in two parts:",
+            f"Profile analysis: what {shown} {role.items} show about the {role.person}'s "
+            f"preferences (at most {n_words} words).",
+            f"Target analysis: which features of the new {role.item} fit or clash with those preferences, "
+            f"and why the {role.person} {verb} it (at most {n_words} words).",
+            "Use only the information above. Start with 'Profile analysis:'.",
+        ]
+    )
 
 
 # ---------------------------------------------------------------------------------------
@@ -220,6 +279,7 @@ def _reasoning_user(role: DomainRole, *, profile: str | None, history: Sequence[
 class TeacherTemplate:
     """A named, versioned prompt: system message from the domain role, user message from the
     task's renderer. Bump ``version`` whenever the rendered text changes."""
+
     name: str
     version: str
     task: str
@@ -227,17 +287,24 @@ class TeacherTemplate:
 
     def messages(self, domain: str, **fields) -> tuple[Message, ...]:
         role = _check_domain(domain)
-        return ({"role": "system", "content": role.system},
-                {"role": "user", "content": self.render_user(role, **fields)})
+        return (
+            {"role": "system", "content": role.system},
+            {"role": "user", "content": self.render_user(role, **fields)},
+        )
 
-    def request(self, domain: str, settings: GenerationSettings, tag: str = "", **fields
-                ) -> GenerationRequest:
-        return GenerationRequest(messages=self.messages(domain, **fields), settings=settings,
-                                 template=self.name, template_version=self.version, tag=tag)
+    def request(self, domain: str, settings: GenerationSettings, tag: str = "", **fields) -> GenerationRequest:
+        return GenerationRequest(
+            messages=self.messages(domain, **fields),
+            settings=settings,
+            template=self.name,
+            template_version=self.version,
+            tag=tag,
+        )
 
 
 TEMPLATES: dict[str, TeacherTemplate] = {
-    t.name: t for t in (
+    t.name: t
+    for t in (
         TeacherTemplate("item_description", "2", "item_description", _item_description_user),
         TeacherTemplate("user_profile", "2", "user_profile", _user_profile_user),
         TeacherTemplate("reasoning", "2", "reasoning", _reasoning_user),

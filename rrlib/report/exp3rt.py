@@ -2,6 +2,7 @@
 allowed reviews (step 1), both profiles (step 2), the student's reasoning and its predicted vs
 true rating (step 3); and the blind human-evaluation sheets comparing EXP3RT's explanations
 with another reasoning method's."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -26,8 +27,10 @@ def exp3rt_cases(paths, predictions: pd.DataFrame, method: str = "exp3rt", n: in
     the true rating; the examples with the largest and smallest errors first, alternating."""
     rows = predictions[(predictions["method"] == method) & (predictions["task"] == "rating")]
     if rows.empty:
-        raise ReportError(f"no rating predictions of {method!r} in {paths.predictions}; run 07_evaluate with "
-                          f"{method!r} in METHODS or EVAL_METHODS.")
+        raise ReportError(
+            f"no rating predictions of {method!r} in {paths.predictions}; run 07_evaluate with "
+            f"{method!r} in METHODS or EVAL_METHODS."
+        )
     k = int(rows["k"].max())
     block = pr.block(rows, method, k, int(rows[rows["k"] == k]["seed"].min()))
     prefs = pd.read_parquet(paths.require(paths.preferences, "04_review_preferences"))
@@ -36,21 +39,34 @@ def exp3rt_cases(paths, predictions: pd.DataFrame, method: str = "exp3rt", n: in
     users = _usable(pd.read_parquet(paths.require(paths.exp3rt_user_profiles, "04_review_preferences")))
     items = _usable(pd.read_parquet(paths.require(paths.exp3rt_item_profiles, "04_review_preferences")))
     block = block.assign(error=(block["predicted_rating"] - block["target_rating"]).abs()).sort_values(
-        ["error", "example_id"], ascending=[False, True], kind="stable")
+        ["error", "example_id"], ascending=[False, True], kind="stable"
+    )
     order: list[dict] = []
     head, tail = block.head(n).to_dict("records"), block.iloc[::-1].head(n).to_dict("records")
     for pair in zip(head, tail):
         for r in pair:
             if r["example_id"] not in {o["example_id"] for o in order}:
                 order.append(r)
-    out = pd.DataFrame([{"example_id": r["example_id"], "method": registry.label(method), "k": k,
-                         "user_id": r["user_id"], "item_id": r["target_item_id"],
-                         "extracted preferences (user's allowed reviews)": by_user.get(str(r["user_id"]), ""),
-                         "user profile": users.get(str(r["user_id"]), ""),
-                         "item profile": items.get(str(r["target_item_id"]), ""),
-                         "reasoning": r["reasoning"], "predicted rating": round(float(r["predicted_rating"]), 3),
-                         "arg-max rating": r["rating_argmax"], "true rating": r["target_rating"],
-                         "abs. error": round(float(r["error"]), 3)} for r in order[:n]])
+    out = pd.DataFrame(
+        [
+            {
+                "example_id": r["example_id"],
+                "method": registry.label(method),
+                "k": k,
+                "user_id": r["user_id"],
+                "item_id": r["target_item_id"],
+                "extracted preferences (user's allowed reviews)": by_user.get(str(r["user_id"]), ""),
+                "user profile": users.get(str(r["user_id"]), ""),
+                "item profile": items.get(str(r["target_item_id"]), ""),
+                "reasoning": r["reasoning"],
+                "predicted rating": round(float(r["predicted_rating"]), 3),
+                "arg-max rating": r["rating_argmax"],
+                "true rating": r["target_rating"],
+                "abs. error": round(float(r["error"]), 3),
+            }
+            for r in order[:n]
+        ]
+    )
     return out
 
 
@@ -62,9 +78,17 @@ def human_eval_pairs(predictions: pd.DataFrame, lead: str = "exp3rt") -> list[tu
     return [(lead, m) for m in registry.names(reasons=True) if m != lead and m in have]
 
 
-def export_exp3rt_human_eval(paths, predictions: pd.DataFrame, ctx, examples: pd.DataFrame, *, n_examples: int,
-                             seed: int, lead: str = "exp3rt", pairs: Sequence[tuple[str, str]] | None = None
-                             ) -> dict[str, Path]:
+def export_exp3rt_human_eval(
+    paths,
+    predictions: pd.DataFrame,
+    ctx,
+    examples: pd.DataFrame,
+    *,
+    n_examples: int,
+    seed: int,
+    lead: str = "exp3rt",
+    pairs: Sequence[tuple[str, str]] | None = None,
+) -> dict[str, Path]:
     """Blind pairwise sheets of EXP3RT's explanations against each other reasoning method's on the
     same test examples (one (K, seed) block per method: the largest K), into
     ``paths.inspect/human_eval_exp3rt`` (the key in a separate folder). The context raters see
@@ -81,13 +105,19 @@ def export_exp3rt_human_eval(paths, predictions: pd.DataFrame, ctx, examples: pd
         blocks.append(pr.block(rows, m, k, int(rows[rows["k"] == k]["seed"].min())))
     chosen = pd.concat(blocks, ignore_index=True)
     test = examples[examples["example_id"].astype(str).isin(set(chosen["example_id"].astype(str)))]
-    contexts = {str(r["example_id"]): ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]))[-1]["content"]
-                for r in test.to_dict("records")}
+    contexts = {
+        str(r["example_id"]): ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]))[-1]["content"]
+        for r in test.to_dict("records")
+    }
     targets = {str(r["example_id"]): ctx.catalog.title(str(r["target_item_id"])) for r in test.to_dict("records")}
     comparisons = build_comparisons(chosen, pairs, contexts, targets, n_examples=n_examples, seed=seed)
     folder = Path(paths.inspect) / "human_eval_exp3rt"
-    return export_human_eval(comparisons, folder, Path(paths.inspect) / "human_eval_exp3rt_key" / "key.csv",
-                             title="Which explanation of the predicted rating is better?")
+    return export_human_eval(
+        comparisons,
+        folder,
+        Path(paths.inspect) / "human_eval_exp3rt_key" / "key.csv",
+        title="Which explanation of the predicted rating is better?",
+    )
 
 
 __all__ = ["export_exp3rt_human_eval", "exp3rt_cases", "human_eval_pairs"]

@@ -3,15 +3,16 @@ of the titles/descriptions of the items the user liked in the shown history and 
 disliked, and *disliked* in the opposite case; words from both sides are not marked. Grounded in
 the example's own input rather than a sentiment lexicon. Words are compared lower-cased, with a
 plural "s" and a possessive "'s" removed, after dropping stop words and generic words."""
+
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
-
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 a about above after again against all also am an and any are as at be because been before being
 below between both but by can could did do does doing down during each few for from further had has
 have having he her here hers herself him himself his how i if in into is it its itself just me more
@@ -21,7 +22,8 @@ under until up very was we were what when where which while who whom why will wi
 yours yourself yourselves one two three well much many may might must shall via per etc its
 item items product products user users profile target like liked likes dislike disliked dislikes
 prediction yes reasoning based overall however make makes made use used using get gets great good
-really also new used work works would could this that these those very""".split())
+really also new used work works would could this that these those very""".split()
+)
 
 
 _WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*[A-Za-z]|[A-Za-z]")
@@ -83,7 +85,6 @@ def highlight_html(text: str, terms: FeatureTerms | None) -> str:
         pos = end
     out.append(html.escape(text[pos:]))
     return "".join(out)
-
 
 
 __all__ = ["FeatureTerms", "content_terms", "feature_terms", "highlight_html", "highlight_spans", "normalize_word"]

@@ -1,19 +1,29 @@
 """The self-contained HTML report of notebook 08 (no external assets: it opens offline)."""
+
 from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 
 from rrlib.evaluate.faithfulness import FAILURE_TYPES
 from rrlib.io import write_text_atomic
-from rrlib.report.cases import (Case, InspectionInputs, MethodOutput, annotate_failures, build_cases, failure_rates,
-                                failure_summary, method_block, select_examples)
+from rrlib.report.cases import (
+    Case,
+    InspectionInputs,
+    MethodOutput,
+    annotate_failures,
+    build_cases,
+    failure_rates,
+    failure_summary,
+    method_block,
+    select_examples,
+)
 from rrlib.report.highlight import highlight_html
-
 
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:0;padding:1.5rem;
@@ -66,8 +76,10 @@ def case_anchor(example_id: str) -> str:
 def _prediction_badge(o: MethodOutput) -> str:
     word = "Yes" if o.predicted_label else "No"
     cls = "ok" if o.correct else "bad"
-    return (f'<span class="badge {cls}">Prediction: {word} · P(yes)={o.p_yes:.3f} · '
-            f'{"correct" if o.correct else "wrong"}</span>')
+    return (
+        f'<span class="badge {cls}">Prediction: {word} · P(yes)={o.p_yes:.3f} · '
+        f"{'correct' if o.correct else 'wrong'}</span>"
+    )
 
 
 def _failures_html(o: MethodOutput) -> str:
@@ -77,23 +89,40 @@ def _failures_html(o: MethodOutput) -> str:
 def case_html(case: Case) -> str:
     """One side-by-side view (also displayed in the notebook)."""
     t = case.terms
-    hist = "".join(
-        f'<li><span class="badge {"liked" if h.liked else "disliked"}">{"liked" if h.liked else "disliked"} '
-        f'{h.rating:g}</span> <b>{_e(h.title)}</b> <span class="small">{highlight_html(h.description, t)}</span></li>'
-        for h in case.history) or "<li class='small'>no history</li>"
-    truth = (f'<div class="box truth"><h3>Reasoning ground truth (teacher)</h3><pre>'
-             f'{highlight_html(case.reasoning_truth, t)}</pre></div>' if case.reasoning_truth else
-             '<div class="box truth small">No reasoning ground truth for this example (the teacher writes '
-             'it for training examples).</div>')
+    hist = (
+        "".join(
+            f'<li><span class="badge {"liked" if h.liked else "disliked"}">{"liked" if h.liked else "disliked"} '
+            f'{h.rating:g}</span> <b>{_e(h.title)}</b> <span class="small">{highlight_html(h.description, t)}</span></li>'
+            for h in case.history
+        )
+        or "<li class='small'>no history</li>"
+    )
+    truth = (
+        f'<div class="box truth"><h3>Reasoning ground truth (teacher)</h3><pre>'
+        f"{highlight_html(case.reasoning_truth, t)}</pre></div>"
+        if case.reasoning_truth
+        else '<div class="box truth small">No reasoning ground truth for this example (the teacher writes '
+        "it for training examples).</div>"
+    )
     lead = case.lead
-    lead_html = (f'<div class="box lead"><h3>{_e(lead.method)} (K={lead.k}) {_prediction_badge(lead)}'
-                 f'{_failures_html(lead)}</h3><pre>{highlight_html(lead.reasoning or lead.generated_text, t)}</pre></div>')
+    lead_html = (
+        f'<div class="box lead"><h3>{_e(lead.method)} (K={lead.k}) {_prediction_badge(lead)}'
+        f"{_failures_html(lead)}</h3><pre>{highlight_html(lead.reasoning or lead.generated_text, t)}</pre></div>"
+    )
     others = "".join(
         f"<tr><td class='mono'>{_e(o.method)}</td><td>{o.k}</td><td>{_prediction_badge(o)}{_failures_html(o)}</td>"
         f"<td><pre>{highlight_html(o.reasoning or o.generated_text, t) or '<span class=small>(no text)</span>'}"
-        f"</pre></td></tr>" for o in case.others)
-    others_html = (f"<h3>Other methods</h3><table><tr><th>method</th><th>K</th><th>prediction</th>"
-                   f"<th>output</th></tr>{others}</table>") if others else ""
+        f"</pre></td></tr>"
+        for o in case.others
+    )
+    others_html = (
+        (
+            f"<h3>Other methods</h3><table><tr><th>method</th><th>K</th><th>prediction</th>"
+            f"<th>output</th></tr>{others}</table>"
+        )
+        if others
+        else ""
+    )
     label = "liked" if case.label else "disliked"
     return (
         f'<section class="case" id="{_e(case_anchor(case.example_id))}" data-example-id="{_e(case.example_id)}" '
@@ -102,10 +131,11 @@ def case_html(case: Case) -> str:
         f'<span class="badge {label}">truth: {label}</span>{_prediction_badge(lead)}</header>'
         f'<div class="grid"><div>'
         f'<h3>Target item</h3><p><b>{_e(case.target_title)}</b> <span class="small mono">{_e(case.target_item_id)}'
-        f'</span><br>{highlight_html(case.target_description, t)}</p>'
-        f'<h3>User profile</h3><p>{highlight_html(case.profile, t) or "<span class=small>(no profile)</span>"}</p>'
+        f"</span><br>{highlight_html(case.target_description, t)}</p>"
+        f"<h3>User profile</h3><p>{highlight_html(case.profile, t) or '<span class=small>(no profile)</span>'}</p>"
         f'<h3>Recent history (oldest first)</h3><ul class="history">{hist}</ul>'
-        f'</div><div>{truth}{lead_html}</div></div>{others_html}</section>')
+        f"</div><div>{truth}{lead_html}</div></div>{others_html}</section>"
+    )
 
 
 def _table_html(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
@@ -117,17 +147,18 @@ def _table_html(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
     return f"<table><tr>{head}</tr>{''.join(body)}</table>"
 
 
-def render_report(cases: Sequence[Case], summary: pd.DataFrame, rates: pd.DataFrame,
-                  meta: Mapping[str, Any]) -> str:
+def render_report(cases: Sequence[Case], summary: pd.DataFrame, rates: pd.DataFrame, meta: Mapping[str, Any]) -> str:
     """A self-contained HTML page: inline CSS and script, no external assets, all text escaped."""
     meta_html = "".join(f"<span><b>{_e(k)}</b>: {_e(v)}</span>" for k, v in meta.items())
     summary_view = summary.set_index("failure")[["count", "share", "by_method", "examples", "meaning"]]
-    filters = "".join(f'<button data-filter="{f}"{" class=active" if f == "all" else ""}>{f}</button>'
-                      for f in ("all", "correct", "wrong", "liked", "disliked"))
+    filters = "".join(
+        f'<button data-filter="{f}"{" class=active" if f == "all" else ""}>{f}</button>'
+        for f in ("all", "correct", "wrong", "liked", "disliked")
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>ReasoningRec inspection: {_e(meta.get('run', ''))}</title>
+<title>ReasoningRec inspection: {_e(meta.get("run", ""))}</title>
 <style>{CSS}</style></head>
 <body>
 <h1>ReasoningRec: what the models said</h1>
@@ -142,7 +173,7 @@ they <b>disliked</b>.</p>
 {_table_html(rates) if not rates.empty else '<p class="small">No method generated text.</p>'}
 <h2>Examples side by side ({len(cases)})</h2>
 <div class="filters">{filters}</div>
-{''.join(case_html(c) for c in cases)}
+{"".join(case_html(c) for c in cases)}
 <script>{_SCRIPT}</script>
 </body></html>
 """
@@ -152,9 +183,15 @@ def write_report(path: str | Path, page: str) -> Path:
     return write_text_atomic(path, page)
 
 
-def inspect_run(inputs: InspectionInputs, *, method: str = "reasoningrec", how: str = "all", user: str = "",
-                n: int = 12, meta: Mapping[str, Any] | None = None
-                ) -> tuple[list[Case], pd.DataFrame, pd.DataFrame, str]:
+def inspect_run(
+    inputs: InspectionInputs,
+    *,
+    method: str = "reasoningrec",
+    how: str = "all",
+    user: str = "",
+    n: int = 12,
+    meta: Mapping[str, Any] | None = None,
+) -> tuple[list[Case], pd.DataFrame, pd.DataFrame, str]:
     """Everything notebook 08 shows: ``(cases, failure summary, failure rates, report HTML)``."""
     block = method_block(inputs.predictions, method)
     order = dict(zip(inputs.examples["example_id"].astype(str), inputs.examples["sample_rank"]))
@@ -162,11 +199,16 @@ def inspect_run(inputs: InspectionInputs, *, method: str = "reasoningrec", how: 
     cases = build_cases(inputs, chosen["example_id"].astype(str).tolist(), method, int(block["k"].iloc[0]))
     annotated = annotate_failures(inputs)
     summary, rates = failure_summary(annotated), failure_rates(annotated)
-    info = {"method": f"{method}@K{int(block['k'].iloc[0])}", "filter": how, **({"user": user} if user else {}),
-            "shown": len(cases), "test examples": int(block.shape[0]),
-            "accuracy": f"{block['correct'].mean():.3f}", **dict(meta or {})}
+    info = {
+        "method": f"{method}@K{int(block['k'].iloc[0])}",
+        "filter": how,
+        **({"user": user} if user else {}),
+        "shown": len(cases),
+        "test examples": int(block.shape[0]),
+        "accuracy": f"{block['correct'].mean():.3f}",
+        **dict(meta or {}),
+    }
     return cases, summary, rates, render_report(cases, summary, rates, info)
-
 
 
 __all__ = ["CSS", "case_anchor", "case_html", "inspect_run", "render_report", "write_report"]

@@ -16,6 +16,7 @@ which explanation is better (A, B or tie).
   and Fleiss' kappa) on the un-blinded outcomes. ``scripts/score_human_eval.py`` is the command
   line.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -49,8 +50,13 @@ SHEET_FIXED = ["sheet_id", "question", "context", "target_item", "explanation_a"
 # ---------------------------------------------------------------------------------------
 # What raters see
 # ---------------------------------------------------------------------------------------
-def context_texts(examples: pd.DataFrame, items: pd.DataFrame, profiles: Mapping[str, str] | None = None,
-                  history_n: int = 10, ratings: bool = True) -> dict[str, str]:
+def context_texts(
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    profiles: Mapping[str, str] | None = None,
+    history_n: int = 10,
+    ratings: bool = True,
+) -> dict[str, str]:
     """example_id -> the user's context as raters see it: the profile (when given) and the last
     ``history_n`` history items, oldest first, with liked/disliked (and the rating)."""
     titles = dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
@@ -89,26 +95,37 @@ def target_texts(examples: pd.DataFrame, items: pd.DataFrame) -> dict[str, str]:
 @dataclass
 class Comparisons:
     sheet: pd.DataFrame  # what raters see (no method names)
-    key: pd.DataFrame    # question -> methods; keep it away from the raters
+    key: pd.DataFrame  # question -> methods; keep it away from the raters
     criteria: dict[str, str]
 
 
 def _method_block(predictions: pd.DataFrame, method: str) -> pd.DataFrame:
     rows = predictions[predictions["method"] == method]
     if rows.empty:
-        raise ReportError(f"human evaluation: method {method!r} has no predictions; available: "
-                          f"{', '.join(sorted(predictions['method'].unique()))}.")
+        raise ReportError(
+            f"human evaluation: method {method!r} has no predictions; available: "
+            f"{', '.join(sorted(predictions['method'].unique()))}."
+        )
     blocks = rows[["k", "seed"]].drop_duplicates()
     if len(blocks) > 1:
-        raise ReportError(f"human evaluation: method {method!r} has {len(blocks)} (K, seed) blocks "
-                          f"{[tuple(map(int, b)) for b in blocks.to_numpy()]}; pass the predictions of one block "
-                          f"per method (e.g. rrlib.predictions.block(df, method, k, seed)).")
+        raise ReportError(
+            f"human evaluation: method {method!r} has {len(blocks)} (K, seed) blocks "
+            f"{[tuple(map(int, b)) for b in blocks.to_numpy()]}; pass the predictions of one block "
+            f"per method (e.g. rrlib.predictions.block(df, method, k, seed))."
+        )
     return rows.set_index(rows["example_id"].astype(str))
 
 
-def build_comparisons(predictions: pd.DataFrame, pairs: Sequence[tuple[str, str]], contexts: Mapping[str, str],
-                      targets: Mapping[str, str], *, n_examples: int, seed: int,
-                      criteria: Mapping[str, str] | None = None) -> Comparisons:
+def build_comparisons(
+    predictions: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    contexts: Mapping[str, str],
+    targets: Mapping[str, str],
+    *,
+    n_examples: int,
+    seed: int,
+    criteria: Mapping[str, str] | None = None,
+) -> Comparisons:
     """Blind, shuffled pairwise comparisons of explanations (the ``reasoning`` column).
 
     ``pairs``: (method 1, method 2) to compare, method 1 being the one whose wins are counted
@@ -132,8 +149,10 @@ def build_comparisons(predictions: pd.DataFrame, pairs: Sequence[tuple[str, str]
         common = ok if common is None else common & ok
     usable = sorted(e for e in (common or set()) if e in contexts and e in targets)
     if not usable:
-        raise ReportError(f"human evaluation: no example has an explanation from every method of {methods} and a "
-                          f"context and target text.")
+        raise ReportError(
+            f"human evaluation: no example has an explanation from every method of {methods} and a "
+            f"context and target text."
+        )
     if n_examples < 1:
         raise ReportError(f"human evaluation: n_examples must be >= 1, got {n_examples}.")
     rng = np.random.default_rng(seed)
@@ -143,29 +162,64 @@ def build_comparisons(predictions: pd.DataFrame, pairs: Sequence[tuple[str, str]
         for m1, m2 in pairs:
             swap = bool(rng.random() < 0.5)
             a, b = (m2, m1) if swap else (m1, m2)
-            questions.append({"example_id": eid, "user_id": str(blocks[m1].at[eid, "user_id"]), "method_1": m1,
-                              "method_2": m2, "method_a": a, "method_b": b,
-                              "k_a": int(blocks[a].at[eid, "k"]), "seed_a": int(blocks[a].at[eid, "seed"]),
-                              "k_b": int(blocks[b].at[eid, "k"]), "seed_b": int(blocks[b].at[eid, "seed"]),
-                              "context": contexts[eid], "target_item": targets[eid],
-                              "explanation_a": str(blocks[a].at[eid, "reasoning"]).strip(),
-                              "explanation_b": str(blocks[b].at[eid, "reasoning"]).strip()})
+            questions.append(
+                {
+                    "example_id": eid,
+                    "user_id": str(blocks[m1].at[eid, "user_id"]),
+                    "method_1": m1,
+                    "method_2": m2,
+                    "method_a": a,
+                    "method_b": b,
+                    "k_a": int(blocks[a].at[eid, "k"]),
+                    "seed_a": int(blocks[a].at[eid, "seed"]),
+                    "k_b": int(blocks[b].at[eid, "k"]),
+                    "seed_b": int(blocks[b].at[eid, "seed"]),
+                    "context": contexts[eid],
+                    "target_item": targets[eid],
+                    "explanation_a": str(blocks[a].at[eid, "reasoning"]).strip(),
+                    "explanation_b": str(blocks[b].at[eid, "reasoning"]).strip(),
+                }
+            )
     order = rng.permutation(len(questions))
     questions = [questions[i] for i in order]
     width = max(3, len(str(len(questions))))
     for n, q in enumerate(questions, 1):
         q["question"] = f"Q{n:0{width}d}"
-    payload = json.dumps([[q["question"], q["context"], q["target_item"], q["explanation_a"], q["explanation_b"]]
-                          for q in questions], ensure_ascii=False)
+    payload = json.dumps(
+        [[q["question"], q["context"], q["target_item"], q["explanation_a"], q["explanation_b"]] for q in questions],
+        ensure_ascii=False,
+    )
     sheet_id = hashlib.sha256(f"{seed}|{payload}".encode()).hexdigest()[:12]
-    sheet = pd.DataFrame([{"sheet_id": sheet_id, **{c: q[c] for c in SHEET_FIXED[1:]}} for q in questions],
-                         columns=SHEET_FIXED)
+    sheet = pd.DataFrame(
+        [{"sheet_id": sheet_id, **{c: q[c] for c in SHEET_FIXED[1:]}} for q in questions], columns=SHEET_FIXED
+    )
     for c in criteria:
         sheet[c] = ""
     sheet["comment"] = ""
-    key = pd.DataFrame([{"sheet_id": sheet_id, **{c: q[c] for c in (
-        "question", "example_id", "user_id", "method_1", "method_2", "method_a", "method_b", "k_a", "seed_a", "k_b",
-        "seed_b")}} for q in questions])
+    key = pd.DataFrame(
+        [
+            {
+                "sheet_id": sheet_id,
+                **{
+                    c: q[c]
+                    for c in (
+                        "question",
+                        "example_id",
+                        "user_id",
+                        "method_1",
+                        "method_2",
+                        "method_a",
+                        "method_b",
+                        "k_a",
+                        "seed_a",
+                        "k_b",
+                        "seed_b",
+                    )
+                },
+            }
+            for q in questions
+        ]
+    )
     return Comparisons(sheet, key, criteria)
 
 
@@ -211,17 +265,23 @@ def sheet_html(sheet: pd.DataFrame, criteria: Mapping[str, str], title: str = "W
     for q in sheet.to_dict("records"):
         qid = _e(q["question"])
         rows = "".join(
-            f"<tr><td>{_e(text)}</td>" + "".join(
+            f"<tr><td>{_e(text)}</td>"
+            + "".join(
                 f'<td class="c"><input type="radio" name="{qid}:{_e(c)}" value="{ch}" aria-label="{ch}"> {ch}</td>'
-                for ch in CHOICES) + "</tr>" for c, text in criteria.items())
+                for ch in CHOICES
+            )
+            + "</tr>"
+            for c, text in criteria.items()
+        )
         sections.append(
             f'<section class="q" data-question="{qid}"><h2>{qid}</h2>'
             f'<p><b>The user</b></p><div class="ctx">{_e(q["context"])}</div>'
-            f'<p><b>Recommended item:</b> {_e(q["target_item"])}</p>'
+            f"<p><b>Recommended item:</b> {_e(q['target_item'])}</p>"
             f'<div class="pair"><div><b>Explanation A</b><div class="exp">{_e(q["explanation_a"])}</div></div>'
             f'<div><b>Explanation B</b><div class="exp">{_e(q["explanation_b"])}</div></div></div>'
-            f'<table><tr><th>criterion</th>{head}</tr>{rows}</table>'
-            f'<p>Comment (optional)</p><textarea name="{qid}:comment"></textarea></section>')
+            f"<table><tr><th>criterion</th>{head}</tr>{rows}</table>"
+            f'<p>Comment (optional)</p><textarea name="{qid}:comment"></textarea></section>'
+        )
     crit_json = _e(json.dumps(list(criteria)))
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -235,15 +295,19 @@ them.</p>
 <div class="noprint">Your name or initials: <input id="rater" size="20">
 <button type="button" onclick="saveCsv()">Save my answers as CSV</button>
 (or print this page and circle your choices)</div>
-{''.join(sections)}
+{"".join(sections)}
 <div class="noprint"><button type="button" onclick="saveCsv()">Save my answers as CSV</button></div>
 <script>{_JS}</script>
 </body></html>
 """
 
 
-def export_human_eval(comparisons: Comparisons, folder: str | Path, key_path: str | Path | None = None,
-                      title: str = "Which explanation is better?") -> dict[str, Path]:
+def export_human_eval(
+    comparisons: Comparisons,
+    folder: str | Path,
+    key_path: str | Path | None = None,
+    title: str = "Which explanation is better?",
+) -> dict[str, Path]:
     """Write ``sheet.csv`` and ``sheet.html`` (to hand out) into ``folder`` and the key to
     ``key_path`` (default ``folder/key_do_not_share/key.csv``, a separate folder so that the
     sheets can be sent without it)."""
@@ -251,8 +315,9 @@ def export_human_eval(comparisons: Comparisons, folder: str | Path, key_path: st
     folder.mkdir(parents=True, exist_ok=True)
     key_path = Path(key_path) if key_path else folder / "key_do_not_share" / "key.csv"
     if key_path.resolve().parent == folder.resolve():
-        raise ReportError(f"human evaluation: the key {key_path} would sit beside the sheets in {folder}; keep it "
-                          f"in another folder.")
+        raise ReportError(
+            f"human evaluation: the key {key_path} would sit beside the sheets in {folder}; keep it in another folder."
+        )
     key_path.parent.mkdir(parents=True, exist_ok=True)
     files = {"sheet_csv": folder / "sheet.csv", "sheet_html": folder / "sheet.html", "key_csv": key_path}
     write_text_atomic(files["sheet_csv"], comparisons.sheet.to_csv(index=False))
@@ -285,12 +350,14 @@ def _choice(value: str, where: str) -> str | None:
     for c in CHOICES:
         if v.lower() == c.lower():
             return c
-    raise ReportError(f"human evaluation: {where} holds {value!r}; allowed answers are {', '.join(CHOICES)} "
-                      f"(or empty for no answer).")
+    raise ReportError(
+        f"human evaluation: {where} holds {value!r}; allowed answers are {', '.join(CHOICES)} (or empty for no answer)."
+    )
 
 
-def judgements(sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd.DataFrame,
-               criteria: Sequence[str] | None = None) -> pd.DataFrame:
+def judgements(
+    sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd.DataFrame, criteria: Sequence[str] | None = None
+) -> pd.DataFrame:
     """The filled sheets as one long, un-blinded table: rater, question, example_id, criterion,
     choice (A / B / tie), method_1, method_2, and ``outcome`` for method 1 (win / tie / loss).
     Unanswered cells are left out. Raters are named by a ``rater`` column (one name per file),
@@ -299,8 +366,9 @@ def judgements(sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd
     need = ["sheet_id", "question", "method_1", "method_2", "method_a", "method_b"]
     missing = [c for c in need if c not in key_df.columns]
     if missing:
-        raise ReportError(f"human evaluation: the key {key_src} lacks column(s) {missing}; it was not written by "
-                          f"export_human_eval.")
+        raise ReportError(
+            f"human evaluation: the key {key_src} lacks column(s) {missing}; it was not written by export_human_eval."
+        )
     if criteria is None:
         stored = str(key_df["criteria"].iloc[0]) if "criteria" in key_df.columns and len(key_df) else ""
         criteria = [c for c in stored.split(";") if c] or list(CRITERIA)
@@ -317,15 +385,18 @@ def judgements(sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd
         if "sheet_id" in df.columns:
             other = set(df["sheet_id"].astype(str).str.strip()) - sheet_ids - {""}
             if other:
-                raise ReportError(f"human evaluation: {src} belongs to sheet {sorted(other)[0]}, but the key is for "
-                                  f"sheet {sorted(sheet_ids)[0]}; use the key exported with it.")
+                raise ReportError(
+                    f"human evaluation: {src} belongs to sheet {sorted(other)[0]}, but the key is for "
+                    f"sheet {sorted(sheet_ids)[0]}; use the key exported with it."
+                )
         names = sorted({str(r).strip() for r in df["rater"]} - {""}) if "rater" in df.columns else []
         if len(names) > 1:
             raise ReportError(f"human evaluation: {src} names several raters {names}; one file per rater.")
         rater = names[0] if names else (Path(src).stem if not isinstance(source, pd.DataFrame) else f"rater{n + 1}")
         if rater in raters:
-            raise ReportError(f"human evaluation: two sheets come from rater {rater!r}; name the files (or the "
-                              f"rater column) apart.")
+            raise ReportError(
+                f"human evaluation: two sheets come from rater {rater!r}; name the files (or the rater column) apart."
+            )
         raters.add(rater)
         dup = df["question"].astype(str).duplicated()
         if dup.any():
@@ -341,11 +412,21 @@ def judgements(sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd
                     continue
                 winner = k["method_a"] if choice == "A" else k["method_b"] if choice == "B" else None
                 outcome = "tie" if winner is None else "win" if winner == k["method_1"] else "loss"
-                rows.append({"rater": rater, "question": q, "example_id": k.get("example_id", ""), "criterion": c,
-                             "choice": choice, "method_1": k["method_1"], "method_2": k["method_2"],
-                             "outcome": outcome})
-    return pd.DataFrame(rows, columns=["rater", "question", "example_id", "criterion", "choice", "method_1",
-                                       "method_2", "outcome"])
+                rows.append(
+                    {
+                        "rater": rater,
+                        "question": q,
+                        "example_id": k.get("example_id", ""),
+                        "criterion": c,
+                        "choice": choice,
+                        "method_1": k["method_1"],
+                        "method_2": k["method_2"],
+                        "outcome": outcome,
+                    }
+                )
+    return pd.DataFrame(
+        rows, columns=["rater", "question", "example_id", "criterion", "choice", "method_1", "method_2", "outcome"]
+    )
 
 
 def sign_test(wins: int, losses: int) -> float:
@@ -372,9 +453,9 @@ def fleiss_kappa(table: np.ndarray) -> float:
     if len(table) == 0 or not np.allclose(n, n[0]) or n[0] < 2:
         return float("nan")
     m = n[0]
-    p_i = ((table ** 2).sum(axis=1) - m) / (m * (m - 1))
+    p_i = ((table**2).sum(axis=1) - m) / (m * (m - 1))
     p_j = table.sum(axis=0) / table.sum()
-    pe = float((p_j ** 2).sum())
+    pe = float((p_j**2).sum())
     return float("nan") if np.isclose(pe, 1.0) else float((p_i.mean() - pe) / (1 - pe))
 
 
@@ -389,8 +470,14 @@ def agreement(judged: pd.DataFrame) -> pd.DataFrame:
         wide = g.pivot_table(index="question", columns="rater", values="outcome", aggfunc="first")
         complete = wide.dropna()
         raters = list(wide.columns)
-        row = {"criterion": crit, "n_raters": len(raters), "n_questions": len(complete),
-               "percent_agreement": float("nan"), "cohen_kappa": float("nan"), "fleiss_kappa": float("nan")}
+        row = {
+            "criterion": crit,
+            "n_raters": len(raters),
+            "n_questions": len(complete),
+            "percent_agreement": float("nan"),
+            "cohen_kappa": float("nan"),
+            "fleiss_kappa": float("nan"),
+        }
         if len(raters) >= 2 and len(complete):
             row["percent_agreement"] = float((complete.nunique(axis=1) == 1).mean())
             kappas = []
@@ -403,19 +490,21 @@ def agreement(judged: pd.DataFrame) -> pd.DataFrame:
             counts = np.array([[int((complete.loc[q] == o).sum()) for o in OUTCOMES] for q in complete.index])
             row["fleiss_kappa"] = fleiss_kappa(counts)
         out.append(row)
-    return pd.DataFrame(out, columns=["criterion", "n_raters", "n_questions", "percent_agreement", "cohen_kappa",
-                                      "fleiss_kappa"])
+    return pd.DataFrame(
+        out, columns=["criterion", "n_raters", "n_questions", "percent_agreement", "cohen_kappa", "fleiss_kappa"]
+    )
 
 
 @dataclass
 class HumanEvalScores:
-    results: pd.DataFrame     # per pair x criterion x aggregation: wins, ties, losses, p-value
-    agreement: pd.DataFrame   # per criterion: kappas
+    results: pd.DataFrame  # per pair x criterion x aggregation: wins, ties, losses, p-value
+    agreement: pd.DataFrame  # per criterion: kappas
     judgements: pd.DataFrame  # every un-blinded answer
 
 
-def score_human_eval(sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd.DataFrame,
-                     criteria: Sequence[str] | None = None) -> HumanEvalScores:
+def score_human_eval(
+    sheets: Sequence[str | Path | pd.DataFrame], key: str | Path | pd.DataFrame, criteria: Sequence[str] | None = None
+) -> HumanEvalScores:
     """Un-blind the filled sheets and count, per (method 1, method 2) pair and criterion, the
     wins, ties and losses of method 1 with the sign test's p-value: ``pooled`` over every
     rater's answers, and ``majority`` (one outcome per question, the raters' majority; a tie
@@ -429,14 +518,43 @@ def score_human_eval(sheets: Sequence[str | Path | pd.DataFrame], key: str | Pat
         for how, outcomes in (("pooled", g["outcome"]), ("majority", major)):
             c = Counter(outcomes)
             n = int(sum(c.values()))
-            rows.append({"method_1": m1, "label_1": registry.label(m1), "method_2": m2, "label_2": registry.label(m2),
-                         "criterion": crit, "aggregation": how, "n": n, "wins": c["win"], "ties": c["tie"],
-                         "losses": c["loss"], "win_rate": c["win"] / n, "tie_rate": c["tie"] / n,
-                         "loss_rate": c["loss"] / n, "p_value": sign_test(c["win"], c["loss"]),
-                         "n_raters": int(g["rater"].nunique()), "n_questions": int(g["question"].nunique())})
+            rows.append(
+                {
+                    "method_1": m1,
+                    "label_1": registry.label(m1),
+                    "method_2": m2,
+                    "label_2": registry.label(m2),
+                    "criterion": crit,
+                    "aggregation": how,
+                    "n": n,
+                    "wins": c["win"],
+                    "ties": c["tie"],
+                    "losses": c["loss"],
+                    "win_rate": c["win"] / n,
+                    "tie_rate": c["tie"] / n,
+                    "loss_rate": c["loss"] / n,
+                    "p_value": sign_test(c["win"], c["loss"]),
+                    "n_raters": int(g["rater"].nunique()),
+                    "n_questions": int(g["question"].nunique()),
+                }
+            )
     return HumanEvalScores(pd.DataFrame(rows), agreement(judged), judged)
 
 
-__all__ = ["CHOICES", "CRITERIA", "Comparisons", "HumanEvalScores", "OUTCOMES", "agreement", "build_comparisons",
-           "context_texts", "export_human_eval", "fleiss_kappa", "judgements", "score_human_eval", "sheet_html",
-           "sign_test", "target_texts"]
+__all__ = [
+    "CHOICES",
+    "CRITERIA",
+    "Comparisons",
+    "HumanEvalScores",
+    "OUTCOMES",
+    "agreement",
+    "build_comparisons",
+    "context_texts",
+    "export_human_eval",
+    "fleiss_kappa",
+    "judgements",
+    "score_human_eval",
+    "sheet_html",
+    "sign_test",
+    "target_texts",
+]

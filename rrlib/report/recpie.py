@@ -5,6 +5,7 @@ The score shift comes from ``RUN_DIR/recpie/score_shift.parquet``, written by
 :func:`rrlib.methods.recpie.predict`: per test example the fitted recommender's P(like) with
 the user text switched off and on (the same weights), so the difference is what the text did.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -14,8 +15,17 @@ import pandas as pd
 
 from rrlib.errors import ReportError
 
-SHIFT_COLUMNS = ("method", "example_id", "user_id", "target_item_id", "label", "p_without_user_text",
-                 "p_with_user_text", "user_text_shown", "user_text")
+SHIFT_COLUMNS = (
+    "method",
+    "example_id",
+    "user_id",
+    "target_item_id",
+    "label",
+    "p_without_user_text",
+    "p_with_user_text",
+    "user_text_shown",
+    "user_text",
+)
 
 
 def load_score_shift(path) -> pd.DataFrame:
@@ -24,8 +34,10 @@ def load_score_shift(path) -> pd.DataFrame:
     from pathlib import Path
 
     if not Path(path).is_file():
-        raise ReportError(f"{path} is missing: run 07_evaluate with a RecPIE user-text method (recpie_rl, "
-                          f"recpie_hybrid or recpie_user_text) in EVAL_METHODS.")
+        raise ReportError(
+            f"{path} is missing: run 07_evaluate with a RecPIE user-text method (recpie_rl, "
+            f"recpie_hybrid or recpie_user_text) in EVAL_METHODS."
+        )
     shift = pd.read_parquet(path)
     missing = [c for c in SHIFT_COLUMNS if c not in shift.columns]
     if missing:
@@ -47,12 +59,18 @@ def score_shift_summary(shift: pd.DataFrame) -> pd.DataFrame:
             p = np.clip(p, 1e-7, 1 - 1e-7)
             return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))) if len(y) else float("nan")
 
-        rows.append({"method": method, "n": len(g), "n_shown": len(s),
-                     "toward_label_share": float((s["toward_label"] > 0).mean()) if len(s) else float("nan"),
-                     "mean_delta_liked": float(s.loc[s["label"] == 1, "delta"].mean()),
-                     "mean_delta_disliked": float(s.loc[s["label"] == 0, "delta"].mean()),
-                     "logloss_without": logloss(s["p_without_user_text"].to_numpy()),
-                     "logloss_with": logloss(s["p_with_user_text"].to_numpy())})
+        rows.append(
+            {
+                "method": method,
+                "n": len(g),
+                "n_shown": len(s),
+                "toward_label_share": float((s["toward_label"] > 0).mean()) if len(s) else float("nan"),
+                "mean_delta_liked": float(s.loc[s["label"] == 1, "delta"].mean()),
+                "mean_delta_disliked": float(s.loc[s["label"] == 0, "delta"].mean()),
+                "logloss_without": logloss(s["p_without_user_text"].to_numpy()),
+                "logloss_with": logloss(s["p_with_user_text"].to_numpy()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -62,11 +80,21 @@ def largest_shifts(shift: pd.DataFrame, method: str, n: int = 10) -> pd.DataFram
     g = shift[(shift["method"] == method) & shift["user_text_shown"]]
     if g.empty:
         have = sorted(shift.loc[shift["user_text_shown"], "method"].unique())
-        raise ReportError(f"score shift: method {method!r} has no example with a user text shown; "
-                          f"methods with one: {have or 'none'}.")
+        raise ReportError(
+            f"score shift: method {method!r} has no example with a user text shown; methods with one: {have or 'none'}."
+        )
     g = g.reindex(g["delta"].abs().sort_values(ascending=False).index)
-    cols = ["example_id", "user_id", "target_item_id", "label", "p_without_user_text", "p_with_user_text", "delta",
-            "toward_label", "user_text"]
+    cols = [
+        "example_id",
+        "user_id",
+        "target_item_id",
+        "label",
+        "p_without_user_text",
+        "p_with_user_text",
+        "delta",
+        "toward_label",
+        "user_text",
+    ]
     return g[cols].head(n).reset_index(drop=True)
 
 
@@ -85,8 +113,13 @@ def plot_score_shift(shift: pd.DataFrame, method: str, path=None):
         part = g[g["label"] == lab]
         ax.scatter(part["p_without_user_text"], part["p_with_user_text"], s=14, alpha=0.6, color=color, label=name)
     ax.plot([0, 1], [0, 1], color="#777", lw=1, ls="--")
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="P(like) without the user text", ylabel="P(like) with it",
-           title=f"How the explanation moved {method}")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="P(like) without the user text",
+        ylabel="P(like) with it",
+        title=f"How the explanation moved {method}",
+    )
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     if path is not None:
@@ -107,9 +140,17 @@ def round_zero_block(block: pd.DataFrame, round0: pd.DataFrame, method: str = "r
     return block.assign(method=method, reasoning=reasoning)
 
 
-def explanation_comparisons(predictions: pd.DataFrame, round0: pd.DataFrame, examples: pd.DataFrame,
-                            items: pd.DataFrame, *, seed: int, n_examples: int = 20, method: str = "recpie_rl",
-                            others: Sequence[str] = ()):
+def explanation_comparisons(
+    predictions: pd.DataFrame,
+    round0: pd.DataFrame,
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    *,
+    seed: int,
+    n_examples: int = 20,
+    method: str = "recpie_rl",
+    others: Sequence[str] = (),
+):
     """Blind pairwise sheets: ``method``'s reward-tuned explanations against round 0's, and
     against each method of ``others`` that wrote reasoning for the same examples."""
     from rrlib.report.human_eval import build_comparisons, context_texts, target_texts
@@ -118,14 +159,27 @@ def explanation_comparisons(predictions: pd.DataFrame, round0: pd.DataFrame, exa
     if block.empty:
         raise ReportError(f"human evaluation: no test predictions of {method}; put it in EVAL_METHODS.")
     base = round_zero_block(block, round0)
-    parts = [block, base] + [predictions[(predictions["method"] == m) & (predictions["split"] == "test")]
-                             for m in others]
+    parts = [block, base] + [
+        predictions[(predictions["method"] == m) & (predictions["split"] == "test")] for m in others
+    ]
     pairs = [(method, str(base["method"].iloc[0]))] + [(method, m) for m in others]
     ex = examples[examples["example_id"].astype(str).isin(block["example_id"].astype(str))]
-    return build_comparisons(pd.concat(parts, ignore_index=True), pairs, context_texts(ex, items),
-                             target_texts(ex, items), n_examples=n_examples, seed=seed)
+    return build_comparisons(
+        pd.concat(parts, ignore_index=True),
+        pairs,
+        context_texts(ex, items),
+        target_texts(ex, items),
+        n_examples=n_examples,
+        seed=seed,
+    )
 
 
-__all__ = ["SHIFT_COLUMNS", "explanation_comparisons", "largest_shifts", "load_score_shift", "plot_score_shift",
-           "round_zero_block",
-           "score_shift_summary"]
+__all__ = [
+    "SHIFT_COLUMNS",
+    "explanation_comparisons",
+    "largest_shifts",
+    "load_score_shift",
+    "plot_score_shift",
+    "round_zero_block",
+    "score_shift_summary",
+]

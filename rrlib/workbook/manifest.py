@@ -20,6 +20,7 @@ What a notebook's results record may hold, read by fixed keys (:data:`RESULT_KEY
 ``generation`` (token counts: a :class:`rrlib.llm.CachedGenerator` ``stats`` dict, or a dict of
 such dicts, one per generation job) and ``model_identities`` (``{role: identity}``).
 """
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,7 @@ _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "generated", "cached", "t
 def read_manifest(run_dir: str | Path) -> dict[str, Any]:
     path = RunPaths.of(run_dir, create=False).manifest
     if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a run folder made by "
-                                f"`python -m rrlib run`.")
+        raise FileNotFoundError(f"{path} does not exist: {run_dir} is not a run folder made by `python -m rrlib run`.")
     return read_json(path, "the run record")
 
 
@@ -60,16 +60,24 @@ def write_manifest(run_dir: str | Path, manifest: Mapping[str, Any]) -> Path:
     manifest["updated_at"] = utc_now()
     text = json.dumps(manifest, indent=2, default=str, ensure_ascii=False)
     key_env = str((manifest.get("params") or {}).get("SERVER_API_KEY_ENV", ""))
-    return write_text_atomic(RunPaths.of(run_dir, create=False).manifest,
-                             mask_secrets(text, env_names=[key_env], patterns=False))
+    return write_text_atomic(
+        RunPaths.of(run_dir, create=False).manifest, mask_secrets(text, env_names=[key_env], patterns=False)
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # The manifest
 # ---------------------------------------------------------------------------------------
-def new_manifest(run_id: str, params: Mapping[str, Any], steps: Iterable[str], *,
-                 param_files: Iterable[str] = (), overrides: Mapping[str, Any] | None = None,
-                 command: list[str] | None = None, kernel: str = "") -> dict[str, Any]:
+def new_manifest(
+    run_id: str,
+    params: Mapping[str, Any],
+    steps: Iterable[str],
+    *,
+    param_files: Iterable[str] = (),
+    overrides: Mapping[str, Any] | None = None,
+    command: list[str] | None = None,
+    kernel: str = "",
+) -> dict[str, Any]:
     env = environment_info()
     return {
         "manifest_version": MANIFEST_VERSION,
@@ -148,15 +156,22 @@ def step_summary(run_dir: str | Path, step: str) -> dict[str, Any]:
 def _embedded_model_info(kind: str, cache_dir: Path) -> dict[str, Any]:
     """Where the embedded model comes from and its hash (never imports the model packages)."""
     from rrlib.llm import embedded
+
     try:
         if kind == "llm":
             gguf = embedded.embedded_gguf()
-            return {"package": embedded.SMOLLM2_PIP, "file": gguf.name,
-                    "sha256": embedded.model_file_sha256(gguf, cache_dir)}
+            return {
+                "package": embedded.SMOLLM2_PIP,
+                "file": gguf.name,
+                "sha256": embedded.model_file_sha256(gguf, cache_dir),
+            }
         folder = embedded.embedded_bertscore_model()
         weights = sorted(p for p in folder.iterdir() if p.suffix in (".safetensors", ".bin"))
-        return {"package": embedded.MINILM_PIP, "folder": folder.name,
-                "sha256": {p.name: embedded.model_file_sha256(p, cache_dir) for p in weights}}
+        return {
+            "package": embedded.MINILM_PIP,
+            "folder": folder.name,
+            "sha256": {p.name: embedded.model_file_sha256(p, cache_dir) for p in weights},
+        }
     except Exception as e:  # a missing package is reported, not fatal for the record
         return {"error": str(e)}
 
@@ -189,13 +204,16 @@ def model_identities(run_dir: str | Path, params: Mapping[str, Any]) -> dict[str
     for role, steps in (("teacher", TEACHER_STEPS), ("student", STUDENT_STEPS)):
         prefix = role.upper()
         entry: dict[str, Any] = {
-            "requested": {k: params.get(f"{prefix}_{k}") for k in ("MODEL", "REVISION", "QUANTIZATION")
-                          if f"{prefix}_{k}" in params}}
+            "requested": {
+                k: params.get(f"{prefix}_{k}")
+                for k in ("MODEL", "REVISION", "QUANTIZATION")
+                if f"{prefix}_{k}" in params
+            }
+        }
         if role == "teacher":
             entry["requested"]["BACKEND"] = params.get("TEACHER_BACKEND")
             if params.get("TEACHER_BACKEND") == "server":
-                entry["requested"].update(SERVER_URL=params.get("SERVER_URL"),
-                                          SERVER_MODEL=params.get("SERVER_MODEL"))
+                entry["requested"].update(SERVER_URL=params.get("SERVER_URL"), SERVER_MODEL=params.get("SERVER_MODEL"))
         recorded = {}
         for step in _recorded_steps(run_dir, steps):
             _, payload = latest_step_results(run_dir, step)
@@ -204,16 +222,16 @@ def model_identities(run_dir: str | Path, params: Mapping[str, Any]) -> dict[str
                 recorded[step] = found
         if recorded:
             entry["recorded"] = recorded
-        if params.get(f"{prefix}_MODEL") == "embedded" and (role == "student" or
-                                                            params.get("TEACHER_BACKEND") != "server"):
+        if params.get(f"{prefix}_MODEL") == "embedded" and (
+            role == "student" or params.get("TEACHER_BACKEND") != "server"
+        ):
             entry["embedded"] = _embedded_model_info("llm", cache_dir)
         if role == "student":
             adapters = adapter_hashes(run_dir)
             if adapters:
                 entry["adapters"] = adapters
         out[role] = entry
-    bert = {"requested": {"MODEL": params.get("BERTSCORE_MODEL"),
-                          "NUM_LAYERS": params.get("BERTSCORE_NUM_LAYERS")}}
+    bert = {"requested": {"MODEL": params.get("BERTSCORE_MODEL"), "NUM_LAYERS": params.get("BERTSCORE_NUM_LAYERS")}}
     if params.get("BERTSCORE_MODEL") == "embedded":
         bert["embedded"] = _embedded_model_info("bertscore", cache_dir)
     out["bertscore"] = bert
@@ -282,9 +300,11 @@ def raw_input_files(run_dir: str | Path, params: Mapping[str, Any]) -> list[Path
 def data_checksums(run_dir: str | Path, params: Mapping[str, Any]) -> dict[str, Any]:
     """SHA-256 of the raw inputs and of every Parquet table under the run folder."""
     root = Path(run_dir)
-    tables = {str(p.relative_to(root)): sha256_file(p)
-              for p in sorted(root.rglob("*.parquet"))
-              if "notebooks" not in p.relative_to(root).parts}
+    tables = {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*.parquet"))
+        if "notebooks" not in p.relative_to(root).parts
+    }
     raw = {str(p): sha256_file(p) for p in raw_input_files(run_dir, params)}
     return {"raw_inputs": raw, "tables": tables}
 
@@ -297,5 +317,16 @@ def refresh(manifest: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-__all__ = ["RESULT_KEYS", "STATUSES", "data_checksums", "model_identities", "new_manifest", "read_manifest",
-           "refresh", "set_step", "step_summary", "tokens_of", "write_manifest"]
+__all__ = [
+    "RESULT_KEYS",
+    "STATUSES",
+    "data_checksums",
+    "model_identities",
+    "new_manifest",
+    "read_manifest",
+    "refresh",
+    "set_step",
+    "step_summary",
+    "tokens_of",
+    "write_manifest",
+]

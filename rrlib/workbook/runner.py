@@ -23,6 +23,7 @@ Guarantees:
   token are masked in every error text the runner writes to the manifest or the console, in the
   notebook output it streams (``--log-output``), and in the executed notebooks it keeps.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -62,28 +63,53 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: names under outputs/ that are not runs (CACHE_DIR defaults to outputs/cache)
 RESERVED_RUN_IDS = frozenset({"cache", "README.md", ".gitkeep"})
 #: parameters that may differ on --resume: they change how the work is done, not its result
-HARMLESS_ON_RESUME = frozenset({
-    "TEACHER_BATCH_SIZE", "PREDICT_BATCH_SIZE",  # batching only (lower them after an out-of-memory)
-    "SERVER_URL", "SERVER_API_KEY_ENV", "SERVER_CONCURRENCY", "SERVER_TIMEOUT_S", "SERVER_RETRIES",
-    "PLOT_RATE_LIMIT_S", "ALLOW_DOWNLOAD", "CACHE_DIR",  # where/how things are fetched or cached
-    "N_SHOWCASE", "SHOWCASE_FILTER", "SHOWCASE_USER", "INSPECT_METHOD",  # notebook 07's view only
-})
+HARMLESS_ON_RESUME = frozenset(
+    {
+        "TEACHER_BATCH_SIZE",
+        "PREDICT_BATCH_SIZE",  # batching only (lower them after an out-of-memory)
+        "SERVER_URL",
+        "SERVER_API_KEY_ENV",
+        "SERVER_CONCURRENCY",
+        "SERVER_TIMEOUT_S",
+        "SERVER_RETRIES",
+        "PLOT_RATE_LIMIT_S",
+        "ALLOW_DOWNLOAD",
+        "CACHE_DIR",  # where/how things are fetched or cached
+        "N_SHOWCASE",
+        "SHOWCASE_FILTER",
+        "SHOWCASE_USER",
+        "INSPECT_METHOD",  # notebook 07's view only
+    }
+)
 _STEP_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
 
 
 class NotebookFailed(RunError):
     """A notebook raised; names the notebook and the cell and where the partial output is."""
 
-    def __init__(self, step: str, executed: Path, *, cell_index: int | None, exec_count: int | None,
-                 first_line: str, error: str, run_id: str):
+    def __init__(
+        self,
+        step: str,
+        executed: Path,
+        *,
+        cell_index: int | None,
+        exec_count: int | None,
+        first_line: str,
+        error: str,
+        run_id: str,
+    ):
         self.step, self.executed, self.cell_index, self.exec_count = step, executed, cell_index, exec_count
         self.first_line, self.error, self.run_id = first_line, error, run_id
-        where = (f"cell {cell_index} (In [{exec_count}]) `{first_line}`" if cell_index is not None
-                 else "a cell that could not be identified")
+        where = (
+            f"cell {cell_index} (In [{exec_count}]) `{first_line}`"
+            if cell_index is not None
+            else "a cell that could not be identified"
+        )
         super().__init__(
             f"notebook {step} failed in {where}:\n  {error}\n"
             f"The partial executed notebook is {executed}.\n"
-            f"Fix the cause, then continue with: python -m rrlib run --run-id {run_id} --resume")
+            f"Fix the cause, then continue with: python -m rrlib run --run-id {run_id} --resume"
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,8 +147,9 @@ def parse_only(text: str | None, steps: Sequence[str]) -> list[str]:
         else:
             numbers = [s[:2] for s in steps if s == token or s[3:] == token]
             if not numbers:
-                raise RunError(f"--only: {token!r} names no notebook; use numbers such as 01,02 or names "
-                               f"among {', '.join(steps)}.")
+                raise RunError(
+                    f"--only: {token!r} names no notebook; use numbers such as 01,02 or names among {', '.join(steps)}."
+                )
         for n in numbers:
             if n not in by_number:
                 raise RunError(f"--only: there is no notebook {n}; available: {', '.join(by_number)}.")
@@ -150,8 +177,10 @@ def default_run_id(param_files: Sequence[str | Path], now: _dt.datetime | None =
 
 def check_run_id(run_id: str) -> str:
     if not RUN_ID_PATTERN.match(run_id) or run_id in RESERVED_RUN_IDS:
-        raise RunError(f"--run-id {run_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
-                       f"(no '/'), at most 128 characters, and not {sorted(RESERVED_RUN_IDS)}.")
+        raise RunError(
+            f"--run-id {run_id!r} is not allowed: use letters, digits, '.', '_' and '-' "
+            f"(no '/'), at most 128 characters, and not {sorted(RESERVED_RUN_IDS)}."
+        )
     return run_id
 
 
@@ -159,11 +188,14 @@ def choose_kernel(preferred: str | None = None) -> str:
     """The Jupyter kernel to run notebooks with: ``preferred`` if given, else "rrlib" when it is
     registered (``make setup`` registers it for .venv), else "python3"."""
     from jupyter_client.kernelspec import KernelSpecManager
+
     specs = KernelSpecManager().find_kernel_specs()
     if preferred:
         if preferred not in specs:
-            raise RunError(f"Jupyter kernel {preferred!r} is not registered (have: {', '.join(sorted(specs))}). "
-                           f"Register it with `python -m ipykernel install --sys-prefix --name {preferred}`.")
+            raise RunError(
+                f"Jupyter kernel {preferred!r} is not registered (have: {', '.join(sorted(specs))}). "
+                f"Register it with `python -m ipykernel install --sys-prefix --name {preferred}`."
+            )
         return preferred
     if PREFERRED_KERNEL in specs:
         return PREFERRED_KERNEL
@@ -205,10 +237,18 @@ class RunPlan:
     warnings: list[str] = field(default_factory=list)
 
 
-def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None, *,
-             run_id: str | None = None, resume: bool = False, only: str | None = None,
-             notebook_dir: str | Path | None = None, outputs_dir: str | Path | None = None,
-             kernel: str | None = None, cwd: str | Path | None = None) -> RunPlan:
+def plan_run(
+    param_files: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    run_id: str | None = None,
+    resume: bool = False,
+    only: str | None = None,
+    notebook_dir: str | Path | None = None,
+    outputs_dir: str | Path | None = None,
+    kernel: str | None = None,
+    cwd: str | Path | None = None,
+) -> RunPlan:
     """Validate the parameters, notebooks and run folder; raise ParamError/RunError on any
     problem. Writes nothing."""
     files = [str(f) for f in param_files]
@@ -217,17 +257,20 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
     if notebook_dir is None or Path(notebook_dir).resolve() == NOTEBOOK_DIR.resolve():
         missing = [s for s in STEPS if s not in notebooks]
         if missing:
-            raise RunError(f"the pipeline notebooks {', '.join(missing)} are missing from {NOTEBOOK_DIR}; "
-                           f"restore them (git checkout notebooks/) before running.")
+            raise RunError(
+                f"the pipeline notebooks {', '.join(missing)} are missing from {NOTEBOOK_DIR}; "
+                f"restore them (git checkout notebooks/) before running."
+            )
     outputs = Path(outputs_dir) if outputs_dir else OUTPUTS_DIR
 
     if resume and not run_id:
-        raise RunError("--resume needs --run-id: the run to continue (a folder under "
-                       f"{outputs}).")
+        raise RunError(f"--resume needs --run-id: the run to continue (a folder under {outputs}).")
     params = load_params(files, overrides)  # raises ParamError naming the file / parameter
     if params["RUN_DIR"] != SCHEMA["RUN_DIR"].default:
-        raise RunError(f"RUN_DIR={params['RUN_DIR']!r} was set, but the runner chooses the run folder "
-                       f"(outputs/<run-id>): use --run-id (and --outputs for another outputs folder).")
+        raise RunError(
+            f"RUN_DIR={params['RUN_DIR']!r} was set, but the runner chooses the run folder "
+            f"(outputs/<run-id>): use --run-id (and --outputs for another outputs folder)."
+        )
 
     existing = None
     changed: dict[str, tuple[Any, Any]] = {}
@@ -250,8 +293,9 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
             raise RunError(f"--resume: there is no run {run_id!r} in {outputs}.")
         existing = mf.read_manifest(run_dir)
         _refuse_if_running(existing, run_dir)
-        recorded = validate({k: v for k, v in existing.get("params", {}).items() if k in SCHEMA},
-                            where=f"{run_dir}/manifest.json")
+        recorded = validate(
+            {k: v for k, v in existing.get("params", {}).items() if k in SCHEMA}, where=f"{run_dir}/manifest.json"
+        )
         if not files and not overrides:
             params = {**defaults(), **recorded}
             files = list(existing.get("param_files", []))
@@ -261,12 +305,16 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
             blocking = {k: v for k, v in changed.items() if k not in HARMLESS_ON_RESUME}
             if blocking:
                 lines = "\n".join(f"  {k}: recorded {old!r}, now {new!r}" for k, (old, new) in blocking.items())
-                raise RunError(f"--resume {run_id}: the parameters differ from the ones this run was "
-                               f"started with:\n{lines}\nResume with the same -f/-p (or none, to reuse the "
-                               f"recorded ones), or start a new run with another --run-id.")
+                raise RunError(
+                    f"--resume {run_id}: the parameters differ from the ones this run was "
+                    f"started with:\n{lines}\nResume with the same -f/-p (or none, to reuse the "
+                    f"recorded ones), or start a new run with another --run-id."
+                )
     elif run_dir.exists():
-        raise RunError(f"run {run_id!r} already exists in {outputs}: runs are never overwritten. Choose "
-                       f"another --run-id, or add --resume to continue it.")
+        raise RunError(
+            f"run {run_id!r} already exists in {outputs}: runs are never overwritten. Choose "
+            f"another --run-id, or add --resume to continue it."
+        )
     params["RUN_DIR"] = run_dir_param
 
     if resume and not only and existing is not None and existing.get("selected"):
@@ -279,28 +327,45 @@ def plan_run(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any
         declared = notebook_parameters(nb)  # ParamError when the tagged cell is missing or doubled
         unknown = sorted(set(declared) - set(SCHEMA))
         if unknown:
-            raise RunError(f"{nb}: its parameters cell declares {unknown}, which rrlib/config/params.py does "
-                           f"not define.")
+            raise RunError(
+                f"{nb}: its parameters cell declares {unknown}, which rrlib/config/params.py does not define."
+            )
         if "RUN_DIR" not in declared:
-            raise RunError(f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed "
-                           f"at the run folder.")
+            raise RunError(
+                f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed at the run folder."
+            )
         declared_anywhere |= set(declared)
         step_params[step] = select_for_notebook(params, nb)
     explicit = set(overrides)
     for f in files:
         explicit |= set(yaml_keys(f))
     for name in sorted(explicit - declared_anywhere):
-        warnings.append(f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
-                        f"declares it, so it has no effect.")
+        warnings.append(
+            f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
+            f"declares it, so it has no effect."
+        )
 
     done = {s for s, rec in (existing or {}).get("notebooks", {}).items() if rec.get("status") == "completed"}
     to_run = [s for s in selected if s not in done]
     warnings += preflight(params, {s: step_params[s] for s in to_run})
-    return RunPlan(run_id=run_id, run_dir=run_dir, run_dir_param=run_dir_param, params=params,
-                   notebooks=notebooks, selected=selected, to_run=to_run, step_params=step_params,
-                   kernel=choose_kernel(kernel), param_files=files, overrides=overrides, resume=resume,
-                   cwd=Path(cwd) if cwd else PROJECT_ROOT, existing=existing, changed_on_resume=changed,
-                   warnings=warnings)
+    return RunPlan(
+        run_id=run_id,
+        run_dir=run_dir,
+        run_dir_param=run_dir_param,
+        params=params,
+        notebooks=notebooks,
+        selected=selected,
+        to_run=to_run,
+        step_params=step_params,
+        kernel=choose_kernel(kernel),
+        param_files=files,
+        overrides=overrides,
+        resume=resume,
+        cwd=Path(cwd) if cwd else PROJECT_ROOT,
+        existing=existing,
+        changed_on_resume=changed,
+        warnings=warnings,
+    )
 
 
 def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -324,25 +389,32 @@ def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]
     if "DOMAIN" in declared:
         domain = domain_of(dict(params))
         if domain not in DOMAINS:
-            raise DataError(f"parameter DOMAIN={domain!r} has no prompt wording; the prompts know "
-                            f"{', '.join(DOMAINS)} (rrlib/prompts/teacher.py).")
+            raise DataError(
+                f"parameter DOMAIN={domain!r} has no prompt wording; the prompts know "
+                f"{', '.join(DOMAINS)} (rrlib/prompts/teacher.py)."
+            )
     if declared & {"METHODS", "EVAL_METHODS"}:
         for name in ("METHODS", "EVAL_METHODS"):
             unknown = [m for m in params.get(name, []) if m not in registry.REGISTRY]
             if unknown:
-                close = {m: ", ".join(difflib.get_close_matches(m, registry.REGISTRY)) or "no close match"
-                         for m in unknown}
+                close = {
+                    m: ", ".join(difflib.get_close_matches(m, registry.REGISTRY)) or "no close match" for m in unknown
+                }
                 hints = "; ".join(f"{m} (did you mean: {c})" for m, c in close.items())
-                raise MethodError(f"parameter {name} names unknown method(s): {hints}. Registered methods: "
-                                  f"{', '.join(registry.REGISTRY)}.")
+                raise MethodError(
+                    f"parameter {name} names unknown method(s): {hints}. Registered methods: "
+                    f"{', '.join(registry.REGISTRY)}."
+                )
         evaluation_plan(Config.full(dict(params)))  # MethodError naming METHODS / EVAL_METHODS
     if "INSPECT_METHOD" in declared:
         lead = params.get("INSPECT_METHOD", "")
         registry.get(lead)  # MethodError for an unknown name
         evaluated = list(params.get("METHODS", [])) + list(params.get("EVAL_METHODS", []))
         if lead not in evaluated:
-            raise MethodError(f"parameter INSPECT_METHOD={lead!r} is not evaluated by this run (METHODS + "
-                              f"EVAL_METHODS: {', '.join(evaluated)}); notebook 07 would find no predictions.")
+            raise MethodError(
+                f"parameter INSPECT_METHOD={lead!r} is not evaluated by this run (METHODS + "
+                f"EVAL_METHODS: {', '.join(evaluated)}); notebook 07 would find no predictions."
+            )
     return notes
 
 
@@ -365,8 +437,10 @@ def _refuse_if_running(manifest: Mapping[str, Any], run_dir: Path) -> None:
         return
     attempts = manifest.get("attempts") or [{}]
     pid, host = attempts[-1].get("pid"), attempts[-1].get("host")
-    raise RunError(f"run {run_dir.name} is being executed right now by process {pid} on {host}; wait for it or "
-                   f"stop it before resuming.")
+    raise RunError(
+        f"run {run_dir.name} is being executed right now by process {pid} on {host}; wait for it or "
+        f"stop it before resuming."
+    )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -393,6 +467,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         import psutil
+
         me = psutil.Process()
         while True:
             total = 0
@@ -439,6 +514,7 @@ def _failed_cell_from_output(executed: Path) -> tuple[int | None, int | None, st
     running or failed in the partial output notebook."""
     try:
         import nbformat
+
         nb = nbformat.read(str(executed), as_version=4)
     except Exception:
         return None, None, ""
@@ -491,8 +567,14 @@ class _MaskFilter(logging.Filter):
         return True
 
 
-def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_bar: bool = True,
-                 log_output: bool = False, command: list[str] | None = None) -> dict[str, Any]:
+def execute_plan(
+    plan: RunPlan,
+    *,
+    log: Callable[[str], None] = print,
+    progress_bar: bool = True,
+    log_output: bool = False,
+    command: list[str] | None = None,
+) -> dict[str, Any]:
     """Run ``plan.to_run`` in order; returns the final manifest. Raises :class:`NotebookFailed`
     (after recording it) when a notebook fails."""
     masking = _MaskFilter(plan.params)
@@ -504,8 +586,9 @@ def execute_plan(plan: RunPlan, *, log: Callable[[str], None] = print, progress_
         papermill_log.removeFilter(masking)
 
 
-def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, log_output: bool,
-             command: list[str] | None) -> dict[str, Any]:
+def _execute(
+    plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, log_output: bool, command: list[str] | None
+) -> dict[str, Any]:
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
@@ -518,12 +601,27 @@ def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, l
         for step in plan.notebooks:
             manifest.setdefault("notebooks", {}).setdefault(step, {"status": "pending"})
     else:
-        manifest = mf.new_manifest(plan.run_id, plan.params, plan.notebooks, param_files=plan.param_files,
-                                   overrides=plan.overrides, command=command, kernel=plan.kernel)
-    manifest.setdefault("attempts", []).append({
-        "started_at": utc_now(), "pid": os.getpid(), "host": os.uname().nodename, "resume": plan.resume,
-        "only": plan.selected, "ran": list(plan.to_run), "command": command or [],
-        "changed_params": {k: {"recorded": o, "now": n} for k, (o, n) in plan.changed_on_resume.items()}})
+        manifest = mf.new_manifest(
+            plan.run_id,
+            plan.params,
+            plan.notebooks,
+            param_files=plan.param_files,
+            overrides=plan.overrides,
+            command=command,
+            kernel=plan.kernel,
+        )
+    manifest.setdefault("attempts", []).append(
+        {
+            "started_at": utc_now(),
+            "pid": os.getpid(),
+            "host": os.uname().nodename,
+            "resume": plan.resume,
+            "only": plan.selected,
+            "ran": list(plan.to_run),
+            "command": command or [],
+            "changed_params": {k: {"recorded": o, "now": n} for k, (o, n) in plan.changed_on_resume.items()},
+        }
+    )
     manifest["status"] = "running"
     manifest["selected"] = list(plan.selected)
     mf.write_manifest(plan.run_dir, manifest)
@@ -540,8 +638,13 @@ def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, l
             kept = _next_failed_name(executed)
             executed.rename(kept)
             scrub_notebook(kept, plan.params)  # a killed runner never scrubbed it
-        record = mf.set_step(manifest, step, status="running", started_at=utc_now(),
-                             executed_notebook=str(executed.relative_to(paths.root)))
+        record = mf.set_step(
+            manifest,
+            step,
+            status="running",
+            started_at=utc_now(),
+            executed_notebook=str(executed.relative_to(paths.root)),
+        )
         record.pop("error", None)
         record["attempt"] = record.get("attempt", 0) + 1
         mf.write_manifest(plan.run_dir, manifest)
@@ -550,36 +653,67 @@ def _execute(plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, l
         memory = PeakMemory()
         try:
             with memory:
-                pm.execute_notebook(str(plan.notebooks[step]), str(executed),
-                                    parameters=plan.step_params[step], kernel_name=plan.kernel,
-                                    cwd=str(plan.cwd), progress_bar=progress_bar, log_output=log_output)
+                pm.execute_notebook(
+                    str(plan.notebooks[step]),
+                    str(executed),
+                    parameters=plan.step_params[step],
+                    kernel_name=plan.kernel,
+                    cwd=str(plan.cwd),
+                    progress_bar=progress_bar,
+                    log_output=log_output,
+                )
         except PapermillExecutionError as e:
             scrub_notebook(executed, plan.params)
-            failure = NotebookFailed(step, executed, cell_index=e.cell_index, exec_count=e.exec_count,
-                                     first_line=mask(_first_code_line(e.source), plan.params),
-                                     error=mask(f"{e.ename}: {e.evalue}", plan.params), run_id=plan.run_id)
+            failure = NotebookFailed(
+                step,
+                executed,
+                cell_index=e.cell_index,
+                exec_count=e.exec_count,
+                first_line=mask(_first_code_line(e.source), plan.params),
+                error=mask(f"{e.ename}: {e.evalue}", plan.params),
+                run_id=plan.run_id,
+            )
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
         except Exception as e:  # dead kernel, timeout, unreadable notebook ...
             scrub_notebook(executed, plan.params)
             cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count,
-                                     first_line=mask(line, plan.params),
-                                     error=mask(f"{type(e).__name__}: {e}", plan.params), run_id=plan.run_id)
+            failure = NotebookFailed(
+                step,
+                executed,
+                cell_index=cell,
+                exec_count=count,
+                first_line=mask(line, plan.params),
+                error=mask(f"{type(e).__name__}: {e}", plan.params),
+                run_id=plan.run_id,
+            )
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
         except BaseException as e:  # Ctrl-C, a test timeout, SystemExit: record, then let it through
             scrub_notebook(executed, plan.params)
             cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(step, executed, cell_index=cell, exec_count=count,
-                                     first_line=mask(line, plan.params),
-                                     error=f"interrupted ({type(e).__name__})", run_id=plan.run_id)
+            failure = NotebookFailed(
+                step,
+                executed,
+                cell_index=cell,
+                exec_count=count,
+                first_line=mask(line, plan.params),
+                error=f"interrupted ({type(e).__name__})",
+                run_id=plan.run_id,
+            )
             _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
             raise
         seconds = round(time.monotonic() - start, 2)
         scrub_notebook(executed, plan.params)
-        record = mf.set_step(manifest, step, status="completed", finished_at=utc_now(), seconds=seconds,
-                             peak_rss_mb=memory.peak_mb, params=plan.step_params[step])
+        record = mf.set_step(
+            manifest,
+            step,
+            status="completed",
+            finished_at=utc_now(),
+            seconds=seconds,
+            peak_rss_mb=memory.peak_mb,
+            params=plan.step_params[step],
+        )
         record.update(mf.step_summary(plan.run_dir, step))
         mf.refresh(manifest, plan.run_dir)
         mf.write_manifest(plan.run_dir, manifest)
@@ -604,18 +738,31 @@ def _step_figures(record: Mapping[str, Any]) -> str:
         parts.append(f"peak {record['peak_rss_mb']:.0f} MiB")
     tokens = record.get("tokens") or {}
     if tokens:
-        parts.append(f"{tokens.get('completion_tokens', 0):,} tokens generated "
-                     f"({tokens.get('generated', 0):,} new, {tokens.get('cached', 0):,} cached)")
+        parts.append(
+            f"{tokens.get('completion_tokens', 0):,} tokens generated "
+            f"({tokens.get('generated', 0):,} new, {tokens.get('cached', 0):,} cached)"
+        )
     return ", ".join(parts)
 
 
-def _record_failure(plan: RunPlan, manifest: dict, step: str, failure: NotebookFailed, start: float,
-                    memory: PeakMemory, status: str) -> None:
+def _record_failure(
+    plan: RunPlan, manifest: dict, step: str, failure: NotebookFailed, start: float, memory: PeakMemory, status: str
+) -> None:
     memory.__exit__(None, None, None)
-    mf.set_step(manifest, step, status=status, finished_at=utc_now(),
-                seconds=round(time.monotonic() - start, 2), peak_rss_mb=memory.peak_mb,
-                error={"cell_index": failure.cell_index, "execution_count": failure.exec_count,
-                       "first_line": failure.first_line, "message": failure.error})
+    mf.set_step(
+        manifest,
+        step,
+        status=status,
+        finished_at=utc_now(),
+        seconds=round(time.monotonic() - start, 2),
+        peak_rss_mb=memory.peak_mb,
+        error={
+            "cell_index": failure.cell_index,
+            "execution_count": failure.exec_count,
+            "first_line": failure.first_line,
+            "message": failure.error,
+        },
+    )
     manifest["status"] = status
     manifest["attempts"][-1]["finished_at"] = utc_now()
     try:
@@ -625,14 +772,37 @@ def _record_failure(plan: RunPlan, manifest: dict, step: str, failure: NotebookF
     mf.write_manifest(plan.run_dir, manifest)
 
 
-def run_pipeline(param_files: Sequence[str | Path] = (), overrides: Mapping[str, Any] | None = None,
-                 *, log: Callable[[str], None] = print, progress_bar: bool = True,
-                 command: list[str] | None = None, **plan_kwargs: Any) -> dict[str, Any]:
+def run_pipeline(
+    param_files: Sequence[str | Path] = (),
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    log: Callable[[str], None] = print,
+    progress_bar: bool = True,
+    command: list[str] | None = None,
+    **plan_kwargs: Any,
+) -> dict[str, Any]:
     """Plan (validate) then execute; see :func:`plan_run` for the keyword arguments."""
     plan = plan_run(param_files, overrides, **plan_kwargs)
     return execute_plan(plan, log=log, progress_bar=progress_bar, command=command or sys.argv)
 
 
-__all__ = ["HARMLESS_ON_RESUME", "NotebookFailed", "ParamError", "RunError", "RunPlan", "choose_kernel",
-           "default_run_id", "discover_notebooks", "execute_plan", "live_status", "mask", "params_diff",
-           "parse_only", "parse_overrides", "plan_run", "preflight", "run_pipeline", "scrub_notebook"]
+__all__ = [
+    "HARMLESS_ON_RESUME",
+    "NotebookFailed",
+    "ParamError",
+    "RunError",
+    "RunPlan",
+    "choose_kernel",
+    "default_run_id",
+    "discover_notebooks",
+    "execute_plan",
+    "live_status",
+    "mask",
+    "params_diff",
+    "parse_only",
+    "parse_overrides",
+    "plan_run",
+    "preflight",
+    "run_pipeline",
+    "scrub_notebook",
+]
