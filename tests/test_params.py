@@ -12,6 +12,7 @@ from rrlib.config.params import (
     defaults,
     from_namespace,
     load_params,
+    load_yaml,
     notebook_parameters,
     parse_override,
     select_for_notebook,
@@ -143,3 +144,11 @@ def test_misspelt_names_get_close_matches(typo, meant, tmp_path):
     f.write_text(f"{typo}: 5\n")
     with pytest.raises(ParamError, match=rf"typo.yaml: unknown parameter\(s\): {typo} \(did you mean: {meant}[,)]"):
         load_params([f])
+
+
+def test_a_preset_that_sets_a_name_twice_is_refused(tmp_path):
+    # PyYAML would keep the second value silently (two merged branches once both appended EVAL_METHODS)
+    f = tmp_path / "twice.yaml"
+    f.write_text("N_TEST: 5\nSEED: 1\nN_TEST: 7\n")
+    with pytest.raises(ParamError, match=r"line 3 sets N_TEST again \(first set on line 1\)"):
+        load_yaml(f)

@@ -75,3 +75,24 @@ def test_smoke_results_table_has_every_recpie_method(smoke_run):
         assert (run_dir / "evaluate" / "human_eval_recpie" / "sheet.html").is_file()
     shift = pd.read_parquet(run_dir / "recpie" / "score_shift.parquet")
     assert {"recpie_rl", "recpie_hybrid", "recpie_user_text"} <= set(shift["method"])
+
+
+@pytest.mark.slow
+def test_every_registered_method_has_a_row_in_the_smoke_run_tables(smoke_run):
+    """A method is one registry entry plus its code: params/smoke.yaml asks for every registered
+    method, and each must reach a results table (like and rating rows in results.csv, ranking rows
+    in ranking_results.csv). A new entry that the pipeline cannot run fails here."""
+    import pandas as pd
+
+    from rrlib.methods import registry
+
+    run_dir, manifest, _, _ = smoke_run
+    asked = set(manifest["params"]["METHODS"]) | set(manifest["params"]["EVAL_METHODS"])
+    assert set(registry.REGISTRY) - asked == set(), "params/smoke.yaml must list every registered method"
+    results = pd.read_csv(run_dir / "evaluate" / "results.csv")
+    ranking = pd.read_csv(run_dir / "evaluate" / "ranking_results.csv")
+    shown = set(results["method"]) | set(ranking["method"])
+    assert set(registry.REGISTRY) - shown == set(), "registered methods without a row in the smoke tables"
+    for name, spec in registry.REGISTRY.items():
+        table = ranking if spec.task == "ranking" else results
+        assert (table["method"] == name).any(), f"{name} ({spec.task}) is missing from its table"

@@ -574,12 +574,33 @@ def validate(params: Mapping[str, Any], where: str = "parameters") -> dict[str, 
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys silently; a preset that sets a name twice is a mistake."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ParamError(
+                    f"{self.name}: line {line} sets {key} again (first set on line {seen[key]}); keep one of them."
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamError(f"parameter file {path} does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        loader = _UniqueKeyLoader(path.read_text())
+        loader.name = str(path)
+        try:
+            data = loader.get_single_data() or {}
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise ParamError(f"parameter file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
