@@ -1,9 +1,9 @@
-"""LoRA instruction finetuning of the student (notebook 05, ``scripts/train.py``).
+"""LoRA instruction finetuning of the student (notebook 06, ``scripts/train.py``).
 
 * Data: the K-shot training examples (``schema.kshot``), each a prompt/completion pair in
   trl's conversational form: the prompt is the method's chat prompt, the completion the
   assistant turn ``Prediction: Yes|No`` followed (reasoning methods) by the ground-truth
-  reasoning of notebook 04. trl renders both with the chat template and sets the labels of
+  reasoning of notebook 05. trl renders both with the chat template and sets the labels of
   the prompt tokens to -100, so the loss covers the completion only (this replaces the
   ``DataCollatorForCompletionOnlyLM`` the paper used, which trl 1.x removed; built against
   trl 1.16). Every training sequence is checked to hold its answer token exactly where Yes/No
@@ -18,7 +18,7 @@
   (``prepare_model_for_kbit_training``), full precision on CPU; a peft ``LoraConfig`` from
   the LORA_* parameters.
 * Early stopping on validation AUC: after every epoch :class:`ValidationAUCCallback` scores
-  N_VALID_EVAL validation examples with the Yes/No probability (the scoring of notebook 06),
+  N_VALID_EVAL validation examples with the Yes/No probability (the scoring of notebook 07),
   records the AUC in the trainer's log history, marks the best epoch's checkpoint (kept by the
   checkpoint rotation) and stops after EARLY_STOPPING_PATIENCE epochs without a gain. The best
   epoch's adapter is what ends up in ``<adapter_dir>/adapter``.
@@ -114,7 +114,7 @@ LOSS_IMPLEMENTATION = "completion-positions-logits-v1"
 # Data
 # ---------------------------------------------------------------------------------------
 def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tuple[dict[str, str], list[str]]:
-    """Ground-truth reasoning for ``examples`` from notebook 04: (usable texts by example id,
+    """Ground-truth reasoning for ``examples`` from notebook 05: (usable texts by example id,
     ids excluded because their reasoning is unusable). Missing or mislabelled rows are errors."""
     path = paths.require(paths.reasoning, "05_reasoning_generation")
     table = read_reasoning(path, method)
@@ -131,7 +131,7 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
     if wrong:
         raise ValueError(
             f"{path}: reasoning was generated for a different label than the example's for "
-            f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 04 — "
+            f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 05 — "
             f"rerun 05_reasoning_generation."
         )
     usable, excluded = {}, []
@@ -144,7 +144,7 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
     if not usable:
         raise ValueError(
             f"{path}: none of the {len(ids)} training examples has usable reasoning (statuses: "
-            f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 04's outputs."
+            f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 05's outputs."
         )
     return usable, excluded
 
@@ -567,7 +567,7 @@ def _trainer_callback_base():
 
 
 class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
-    """After each epoch: validation AUC from the Yes/No probability (the scoring of notebook 06,
+    """After each epoch: validation AUC from the Yes/No probability (the scoring of notebook 07,
     :func:`rrlib.student.yes_no_probabilities`), best-epoch bookkeeping in the trainer state (so
     it survives a resume) and early stopping with ``patience``."""
 
@@ -988,7 +988,7 @@ def check_run(method: str, k: int, cfg: Config) -> None:
     if k not in cfg.data.kshot_sizes:
         raise ValueError(
             f"K={k} is not in KSHOT_SIZES {cfg.data.kshot_sizes}; the K-shot sets and the "
-            f"reasoning of notebook 04 exist only for those."
+            f"reasoning of notebook 05 exist only for those."
         )
 
 

@@ -1,4 +1,4 @@
-"""The student model, shared by finetuning (05) and evaluation (06): loading with the right dtype
+"""The student model, shared by finetuning (06) and evaluation (07): loading with the right dtype
 and adapter, the Yes/No probability at the prediction position, and its durable score cache.
 
 The AUC is read from probabilities, never from parsed text. The scored position is the one the
@@ -6,7 +6,7 @@ training sequence puts the answer at: :func:`scoring_prompt` tokenizes the promp
 the completions ``Prediction: Yes`` and ``Prediction: No`` exactly as trl tokenizes training
 examples, scores their common prefix, and takes the Yes/No token ids where the two first differ
 (" Yes" with a leading space in byte-level BPE, "Yes" in others; whatever the chat template puts
-around the assistant turn). Validation during training (05) and prediction (06) both go
+around the assistant turn). Validation during training (06) and prediction (07) both go
 through :func:`yes_no_probabilities` on these ids; the probabilities of the two tokens are
 normalised over the two.
 
@@ -188,7 +188,7 @@ def answer_tokens(tokenizer, prompts: Sequence[ScoringPrompt]) -> YesNoTokens:
 
 def fit_scoring_messages(backend, messages: Sequence[Message], max_seq_length: int) -> tuple[list[Message], bool]:
     """Cut a prompt (shared truncation policy) so that it and its answer fit MAX_SEQ_LENGTH and
-    the model context: the one limit for validation (05) and test (06) prompts."""
+    the model context: the one limit for validation (06) and test (07) prompts."""
     limit = min(max_seq_length, backend.context_length) - PROMPT_MARGIN
     return backend.fit_prompt(messages, limit)
 
@@ -301,7 +301,7 @@ def yes_no_probabilities(
     desc: str = "Yes/No scoring",
 ) -> YesNoScores:
     """Next-token Yes/No probabilities after each prompt's ids (:func:`candidate_log_probs`).
-    The one scoring function of validation (05) and prediction (06)."""
+    The one scoring function of validation (06) and prediction (07)."""
     if not prompts:
         return YesNoScores(np.zeros(0), np.zeros(0))
     lp = candidate_log_probs(

@@ -1,8 +1,8 @@
-"""Teacher enrichment, notebooks 02 and 03 (and the shared parts of 04): what needs text
-(:mod:`.scope`), import of existing texts (:mod:`.imports`), item descriptions
-(:mod:`.descriptions`, with movie plots from :mod:`.movie_plots`), user profiles
-(:mod:`.profiles`), the tables and summaries every teacher step shares (:mod:`.generation`) and
-the notebooks' report cells (:mod:`.report`).
+"""Teacher enrichment, notebooks 02-04 (and what 05 shares): what needs text (:mod:`.scope`),
+import of existing texts (:mod:`.imports`), item descriptions (:mod:`.descriptions`, with movie
+plots from :mod:`.movie_plots`), user profiles (:mod:`.profiles`), EXP3RT's review preferences and
+profiles (:mod:`.preferences`), the tables and summaries every teacher step shares
+(:mod:`.generation`) and the notebooks' report cells (:mod:`.report`).
 
 Data flow: 01's tables -> :func:`enrichment_scope` -> :func:`load_import` -> generate only the
 rest -> ``paths.item_descriptions`` / ``paths.user_profiles``. Profiles read the descriptions;

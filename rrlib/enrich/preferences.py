@@ -1,4 +1,4 @@
-"""EXP3RT steps 1 and 2 (notebook 05): preference extraction from the reviews the split allows,
+"""EXP3RT steps 1 and 2 (notebook 04): preference extraction from the reviews the split allows,
 then user and item profiles aggregated from the extracted preferences.
 
 Which reviews may be used (no held-out review reaches any step):

@@ -1,6 +1,6 @@
 """Faithfulness checks of generated reasoning, for every reasoning method: does the verdict agree
 with the prediction, does it mention items or facts absent from its input, does it copy the
-input, does it loop. Computed in notebook 07 (figures in the results) and shown per case in 07.
+input, does it loop. Computed in notebook 07 (figures in the results) and shown per case in 08.
 
 The checks are heuristics grounded in the example's own prompt: an item or name counts as
 "unknown" when it appears nowhere in the texts the prompt held (titles, attributes,

@@ -1,4 +1,4 @@
-"""Predictions of the LLM students (notebook 06): the Yes/No probability at the prediction
+"""Predictions of the LLM students (notebook 07): the Yes/No probability at the prediction
 position (for AUC) and the greedy answer whose reasoning feeds BERTScore, for one method on a set
 of examples. Scores and generations are cached durably, keyed by the model identity that includes
 the adapter's hash, so a rerun only computes what is missing."""

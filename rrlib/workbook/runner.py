@@ -1,4 +1,4 @@
-"""The one-command pipeline: notebooks 01..07 through papermill into ``outputs/<run-id>/``.
+"""The one-command pipeline: notebooks 01..08 through papermill into ``outputs/<run-id>/``.
 
 ``python -m rrlib run -f params/default.yaml`` is a thin CLI over :func:`plan_run` (which
 validates everything and writes nothing) and :func:`execute_plan` (which runs the notebooks).
@@ -78,7 +78,7 @@ HARMLESS_ON_RESUME = frozenset(
         "N_SHOWCASE",
         "SHOWCASE_FILTER",
         "SHOWCASE_USER",
-        "INSPECT_METHOD",  # notebook 07's view only
+        "INSPECT_METHOD",  # notebook 08's view only
     }
 )
 _STEP_FILE = re.compile(r"^(\d\d)_[A-Za-z0-9_]+\.ipynb$")
