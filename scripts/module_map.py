@@ -25,6 +25,7 @@ ORDER = [
     "reasoning",
     "student",
     "finetune",
+    "recpie_rl",
     "evaluate",
     "report",
     "workbook",
