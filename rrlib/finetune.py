@@ -117,22 +117,28 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
     """Ground-truth reasoning for ``examples`` from notebook 05: (usable texts by example id,
     ids excluded because their reasoning is unusable). Missing or mislabelled rows are errors."""
     path = paths.require(paths.reasoning, "05_reasoning_generation")
-    table = read_reasoning(path, method)
+    labels = dict(zip(examples["example_id"].astype(str), examples["label"].astype(int)))
+    return _usable_reasoning(path, read_reasoning(path, method), examples, "label", labels, "reasoning")
+
+
+def _usable_reasoning(
+    path, table: pd.DataFrame, examples: pd.DataFrame, given: str, wanted: Mapping[str, int], what: str
+) -> tuple[dict[str, str], list[str]]:
+    """The rows of a reasoning table for ``examples``: each must exist and be written for the
+    ``given`` value (label or rating) the example really has; unusable texts are left out."""
     table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
     ids = examples["example_id"].astype(str).tolist()
     absent = [i for i in ids if i not in table.index]
     if absent:
         raise ValueError(
-            f"{path}: no reasoning for {len(absent)} of the {len(ids)} training examples (first: "
-            f"{absent[:3]}); rerun 05_reasoning_generation with KSHOT_SIZES covering this K."
+            f"{path}: no {what} for {len(absent)} of the {len(ids)} training examples (first: "
+            f"{absent[:3]}); rerun 05_reasoning_generation with KSHOT_SIZES and METHODS covering them."
         )
-    labels = dict(zip(examples["example_id"].astype(str), examples["label"].astype(int)))
-    wrong = [i for i in ids if int(table.at[i, "label"]) != labels[i]]
+    wrong = [i for i in ids if int(table.at[i, given]) != wanted[i]]
     if wrong:
         raise ValueError(
-            f"{path}: reasoning was generated for a different label than the example's for "
-            f"{len(wrong)} example(s) (first: {wrong[:3]}); the data changed since notebook 05 — "
-            f"rerun 05_reasoning_generation."
+            f"{path}: {what} was generated for another {given} than the example's for {len(wrong)} "
+            f"example(s) (first: {wrong[:3]}); the data changed since notebook 05 — rerun 05_reasoning_generation."
         )
     usable, excluded = {}, []
     for i in ids:
@@ -143,7 +149,7 @@ def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tupl
             usable[i] = text.strip()
     if not usable:
         raise ValueError(
-            f"{path}: none of the {len(ids)} training examples has usable reasoning (statuses: "
+            f"{path}: none of the {len(ids)} training examples has usable {what} (statuses: "
             f"{sorted(set(table.loc[ids, 'status'].astype(str)))}); inspect notebook 05's outputs."
         )
     return usable, excluded
@@ -297,34 +303,8 @@ def load_rating_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict
 
     path = paths.require(paths.rating_reasoning, "05_reasoning_generation")
     table = read_table(path, ["example_id", "rating", "reasoning", "status"], "05_reasoning_generation")
-    table = table.drop_duplicates("example_id", keep="last").set_index("example_id")
-    ids = examples["example_id"].astype(str).tolist()
-    absent = [i for i in ids if i not in table.index]
-    if absent:
-        raise ValueError(
-            f"{path}: no rating reasoning for {len(absent)} of the {len(ids)} training examples (first: "
-            f"{absent[:3]}); rerun 05_reasoning_generation with exp3rt in METHODS."
-        )
     wanted = dict(zip(examples["example_id"].astype(str), examples["target_rating"].map(integer_rating)))
-    wrong = [i for i in ids if int(table.at[i, "rating"]) != wanted[i]]
-    if wrong:
-        raise ValueError(
-            f"{path}: rating reasoning was written for another rating than the example's for "
-            f"{len(wrong)} example(s) (first: {wrong[:3]}); rerun 05_reasoning_generation."
-        )
-    usable, excluded = {}, []
-    for i in ids:
-        text, status = table.at[i, "reasoning"], str(table.at[i, "status"])
-        if status not in USABLE_STATUSES or not isinstance(text, str) or not text.strip():
-            excluded.append(i)
-        else:
-            usable[i] = text.strip()
-    if not usable:
-        raise ValueError(
-            f"{path}: none of the {len(ids)} training examples has usable rating reasoning; inspect "
-            f"notebook 05's EXP3RT section."
-        )
-    return usable, excluded
+    return _usable_reasoning(path, table, examples, "rating", wanted, "rating reasoning")
 
 
 def build_rating_conversations(
