@@ -21,25 +21,9 @@ EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _add_param_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "-f",
-        "--file",
-        dest="files",
-        action="append",
-        default=[],
-        metavar="YAML",
-        help="parameter file; repeat to layer (later files win)",
-    )
-    p.add_argument(
-        "-p",
-        "--param",
-        dest="overrides",
-        action="append",
-        nargs=2,
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="override one parameter (YAML syntax: 3, 1e-4, true, [64,128]); wins over the files",
-    )
+    from rrlib.config.params import add_parameter_arguments
+
+    add_parameter_arguments(p)
     p.add_argument("--run-id", help="name of the run folder under outputs/ (default: <preset>-<UTC time>)")
     p.add_argument("--only", metavar="STEPS", help="run only these notebooks, e.g. 01,02 or 03-05")
     p.add_argument(

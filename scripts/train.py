@@ -25,31 +25,13 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rrlib.config.params import Config, load_params, parse_override
+    from rrlib.config.params import Config, add_parameter_arguments, load_params, parse_override
     from rrlib.config.paths import RunPaths
     from rrlib.errors import RRLibError
     from rrlib.methods.registry import names
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "-f",
-        "--file",
-        dest="files",
-        action="append",
-        default=[],
-        metavar="YAML",
-        help="parameter file; repeat to layer (later files win)",
-    )
-    parser.add_argument(
-        "-p",
-        "--param",
-        dest="overrides",
-        action="append",
-        nargs=2,
-        default=[],
-        metavar=("NAME", "VALUE"),
-        help="override one parameter (YAML syntax)",
-    )
+    add_parameter_arguments(parser)
     parser.add_argument("--method", required=True, choices=names(kind="finetuned_llm"))
     parser.add_argument("--seed", type=int, default=None, help="K-shot sample and training seed (default: SEED)")
     parser.add_argument("--k", type=int, required=True, help="training-set size (one of KSHOT_SIZES)")

@@ -638,6 +638,30 @@ def parse_override(name: str, text: str) -> Any:
     return value
 
 
+def add_parameter_arguments(parser) -> None:
+    """``-f YAML`` (repeatable, later files win) and ``-p NAME VALUE`` (wins over the files), the
+    parameter options of every command line (``python -m rrlib``, ``scripts/train.py``)."""
+    parser.add_argument(
+        "-f",
+        "--file",
+        dest="files",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="parameter file; repeat to layer (later files win)",
+    )
+    parser.add_argument(
+        "-p",
+        "--param",
+        dest="overrides",
+        action="append",
+        nargs=2,
+        default=[],
+        metavar=("NAME", "VALUE"),
+        help="override one parameter (YAML syntax: 3, 1e-4, true, [64,128]); wins over the files",
+    )
+
+
 def load_params(files: Iterable[str | Path] = (), overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults, then each YAML file in order, then overrides; validated."""
     merged = defaults()
