@@ -274,7 +274,8 @@ def generate_reasoning(
     views: Mapping[str, frozenset[str]] | None = None,
 ) -> StepOutput:
     """Training reasoning for each row of ``examples`` under each method's teacher view (training
-    rows only; anything else is refused). ``views`` defaults to the full view for 'reasoningrec'.
+    rows only; anything else is refused). ``views`` defaults (None) to the full view for
+    'reasoningrec'; an empty mapping (no reasoning method in METHODS) generates nothing.
     A user whose profile is missing or unusable is prompted with the no-profile note (counted)."""
     return _generate(
         examples,
@@ -284,7 +285,7 @@ def generate_reasoning(
         cfg=cfg,
         generator=generator,
         product=TRAINING,
-        views=views or {"reasoningrec": FULL_VIEW},
+        views={"reasoningrec": FULL_VIEW} if views is None else views,
     )
 
 
@@ -310,7 +311,7 @@ def generate_reference_reasoning(
         cfg=cfg,
         generator=generator,
         product=TEST_REFERENCES,
-        views=views or {"reasoningrec": FULL_VIEW},
+        views={"reasoningrec": FULL_VIEW} if views is None else views,
     )
 
 

@@ -142,6 +142,9 @@ class ScoringPrompt:
     ids: tuple[int, ...]  # what the model reads; the next token is the prediction
     yes_id: int
     no_id: int
+    #: where the assistant's own tokens start in ``ids`` (they end with "Prediction:"): the tokens
+    #: greedy decoding must write before the answer; -1 when the generation prompt is no prefix
+    answer_start: int = -1
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,9 @@ def scoring_prompt(tokenizer, messages: Sequence[Message]) -> ScoringPrompt:
             f"in {prediction_line(1)!r} is a prefix of the one ending in {prediction_line(0)!r} (or the "
             f"reverse); the answer cannot be read at one position."
         )
-    return ScoringPrompt(tuple(yes[:n]), yes[n], no[n])
+    generation = chat_token_ids(tokenizer, messages, add_generation_prompt=True)
+    start = len(generation) if len(generation) <= n and yes[: len(generation)] == generation else -1
+    return ScoringPrompt(tuple(yes[:n]), yes[n], no[n], start)
 
 
 def answer_tokens(tokenizer, prompts: Sequence[ScoringPrompt]) -> YesNoTokens:
@@ -197,6 +202,9 @@ def fit_scoring_messages(backend, messages: Sequence[Message], max_seq_length: i
 class YesNoScores:
     p_yes: np.ndarray  # P(Yes) / (P(Yes) + P(No))
     yes_no_mass: np.ndarray  # P(Yes) + P(No) over the whole vocabulary (how much the model wants to answer)
+    #: 1.0 when greedy decoding from the generation prompt writes the trained answer prefix and
+    #: then Yes or No (the format check read from the scoring pass), 0.0 when not, NaN when unknown
+    greedy_format: np.ndarray | None = None
 
 
 def _batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
@@ -231,14 +239,48 @@ def candidate_log_probs(
     ``batch_size`` rows and ``batch_tokens`` tokens; only the last position's logits are built.
     ``prefix_reuse``: run the prefix all prompts share once and start every batch from its KV
     cache. The one forward pass behind the Yes/No and the rating-token scores."""
+    lp, _ = score_tail(
+        model,
+        ids,
+        candidates,
+        batch_size,
+        pad_id=pad_id,
+        batch_tokens=batch_tokens,
+        prefix_reuse=prefix_reuse,
+        desc=desc,
+    )
+    return lp
+
+
+def score_tail(
+    model,
+    ids: Sequence[Sequence[int]],
+    candidates: Sequence[Sequence[int]],
+    batch_size: int = 32,
+    *,
+    pad_id: int = 0,
+    batch_tokens: int = SCORE_BATCH_TOKENS,
+    prefix_reuse: bool = False,
+    answer_starts: Sequence[int] | None = None,
+    desc: str = "scoring",
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`candidate_log_probs` plus, in the same forward pass, whether greedy decoding would
+    write each prompt's tokens from ``answer_starts[i]`` on (the answer prefix the student was
+    trained to write) and then one of its candidates: a float array, 1.0 / 0.0, NaN where
+    ``answer_starts`` is absent or -1. Only the last few positions' logits are built."""
     import copy
 
     import torch
 
     width_c = len(candidates[0]) if len(candidates) else 0
+    greedy = np.full(len(ids), np.nan)
     if not len(ids):
-        return np.zeros((0, width_c))
+        return np.zeros((0, width_c)), greedy
+    starts = list(answer_starts) if answer_starts is not None else [-1] * len(ids)
+    # tokens each prompt's greedy check reads: its answer prefix and the answer position
+    tails = [len(p) - a + 1 if 0 <= a < len(p) else 1 for p, a in zip(ids, starts)]
     shared = _shared_ids_prefix(ids) if prefix_reuse else 0
+    shared = min([shared, *(len(p) - t for p, t in zip(ids, tails))])  # each tail stays in its row's own part
     lengths = [len(p) - shared for p in ids]
     order = sorted(range(len(ids)), key=lambda i: -lengths[i])
     device = next(model.parameters()).device
@@ -254,6 +296,7 @@ def candidate_log_probs(
                 ).past_key_values
             for idx in tqdm(_batches(order, lengths, batch_size, batch_tokens), desc=desc, leave=False):
                 width = lengths[idx[0]]
+                keep = max(tails[i] for i in idx)
                 x = torch.full((len(idx), width), pad_id, dtype=torch.long)
                 att = torch.zeros((len(idx), width), dtype=torch.long)
                 for row, i in enumerate(idx):
@@ -270,16 +313,24 @@ def candidate_log_probs(
                     input_ids=x.to(device),
                     attention_mask=att.to(device),
                     position_ids=pos.to(device),
-                    logits_to_keep=1,
+                    logits_to_keep=keep,
                     use_cache=prefix_cache is not None,
                     **kwargs,
                 )
-                logp = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1).cpu()
+                logits = out.logits[:, -keep:, :].float()
+                logp = torch.log_softmax(logits[:, -1, :], dim=-1).cpu()
                 cand = torch.tensor([list(candidates[i]) for i in idx], dtype=torch.long)
                 out_lp[idx] = torch.gather(logp, 1, cand).numpy()
+                best = logits.argmax(dim=-1).cpu()  # best[:, j]: the greedy token after kept position j
+                for row, i in enumerate(idx):
+                    if not 0 <= starts[i] < len(ids[i]):
+                        continue  # no answer prefix known: greedy format unknown
+                    written = list(ids[i][len(ids[i]) - tails[i] + 1 :])  # the answer prefix tokens
+                    said = best[row, keep - tails[i] :].tolist()
+                    greedy[i] = float(said[:-1] == written and said[-1] in set(candidates[i]))
     finally:
         model.train(was_training)
-    return out_lp
+    return out_lp, greedy
 
 
 def _shared_ids_prefix(ids: Sequence[Sequence[int]]) -> int:
@@ -303,8 +354,8 @@ def yes_no_probabilities(
     """Next-token Yes/No probabilities after each prompt's ids (:func:`candidate_log_probs`).
     The one scoring function of validation (06) and prediction (07)."""
     if not prompts:
-        return YesNoScores(np.zeros(0), np.zeros(0))
-    lp = candidate_log_probs(
+        return YesNoScores(np.zeros(0), np.zeros(0), np.zeros(0))
+    lp, greedy = score_tail(
         model,
         [p.ids for p in prompts],
         [(p.yes_id, p.no_id) for p in prompts],
@@ -312,10 +363,11 @@ def yes_no_probabilities(
         pad_id=pad_id,
         batch_tokens=batch_tokens,
         prefix_reuse=prefix_reuse,
+        answer_starts=[p.answer_start for p in prompts],
         desc=desc,
     )
     ly, ln = lp[:, 0], lp[:, 1]
-    return YesNoScores(np.exp(ly - np.logaddexp(ly, ln)), np.exp(ly) + np.exp(ln))
+    return YesNoScores(np.exp(ly - np.logaddexp(ly, ln)), np.exp(ly) + np.exp(ln), greedy)
 
 
 def pad_token_id(tokenizer) -> int:
@@ -353,13 +405,18 @@ class ScoreCache:
             self._rows[row["key"]] = row
 
 
+def _greedy(scores: YesNoScores, n: int) -> np.ndarray:
+    return scores.greedy_format if scores.greedy_format is not None else np.full(n, np.nan)
+
+
 def cached_yes_no(
     backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, batch_size: int, desc: str
 ) -> tuple[YesNoScores, dict]:
     """Scores of ``prompts`` under ``backend.identity``; only uncached ones load and run the
     model (in chunks, each appended to the cache at once so an interruption loses little)."""
     keys = [ScoreCache.key(backend.identity, p) for p in prompts]
-    todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
+    # entries written before the greedy format check was read from the scoring pass lack it
+    todo = [i for i, k in enumerate(keys) if "greedy_format" not in (cache.get(k) or {})]
     chunk = max(batch_size * 4, 1)
     bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", disable=not todo)
     try:
@@ -374,8 +431,13 @@ def cached_yes_no(
             )
             cache.put_many(
                 [
-                    {"key": keys[i], "p_yes": float(p), "yes_no_mass": float(m)}
-                    for i, p, m in zip(part, scores.p_yes, scores.yes_no_mass)
+                    {
+                        "key": keys[i],
+                        "p_yes": float(p),
+                        "yes_no_mass": float(m),
+                        "greedy_format": None if np.isnan(g) else bool(g),
+                    }
+                    for i, p, m, g in zip(part, scores.p_yes, scores.yes_no_mass, _greedy(scores, len(part)))
                 ]
             )
             bar.update(len(part))
@@ -389,7 +451,9 @@ def cached_yes_no(
     tokens = answer_tokens(backend.tokenizer, prompts)
     return (
         YesNoScores(
-            np.array([r["p_yes"] for r in rows], dtype=float), np.array([r["yes_no_mass"] for r in rows], dtype=float)
+            np.array([r["p_yes"] for r in rows], dtype=float),
+            np.array([r["yes_no_mass"] for r in rows], dtype=float),
+            np.array([np.nan if r["greedy_format"] is None else float(r["greedy_format"]) for r in rows]),
         ),
         {
             "scores_cached": len(prompts) - len(todo),

@@ -321,7 +321,16 @@ def test_prediction_only_method_and_bad_calls(run):
     ctx = _ctx(paths, "zeroshot_vanilla")
     pred = predict_llm("zeroshot_vanilla", 0, examples, cfg, ctx, None)
     assert (pred["reasoning"] == "").all() and pred["p_yes"].between(0, 1).all()
-    assert pred["generated_text"].str.split().str.len().max() <= 8
+    # no text is generated: the answer format is read from the scoring pass's greedy tokens
+    assert (pred["generated_text"] == "").all() and pred.attrs["stats"]["n_generated"] == 0
+    assert pred.attrs["stats"]["n_format_from_scoring"] == len(examples)
+    lines = Config(dict(cfg.params, GENERATE_PREDICTION_LINES=True))
+    generated = predict_llm("zeroshot_vanilla", 0, examples, lines, ctx, None)
+    assert generated["generated_text"].str.split().str.len().max() <= 8
+    assert generated.attrs["stats"]["n_generated"] == len(examples)
+    # the greedy line, as generated, follows the format exactly where the scoring pass said so
+    assert generated["format_ok"].tolist() == pred["format_ok"].tolist()
+    np.testing.assert_allclose(generated["p_yes"], pred["p_yes"])
     with pytest.raises(ValueError, match="pass its adapter folder"):
         predict_llm("tallrec", 4, examples, cfg, _ctx(paths, "tallrec"), None)
     with pytest.raises(FileNotFoundError, match="no finished LoRA adapter"):

@@ -185,3 +185,82 @@ def test_score_cache_is_durable_and_keyed_by_identity_and_ids(tmp_path):
         f.write('{"key": "half-writ')  # an interrupted write is skipped, not fatal
     again = ScoreCache(path)
     assert again.get(k_base)["p_yes"] == 0.25 and again.get(k_tuned) is None
+
+
+# --- the greedy answer format, read from the scoring pass ------------------------------------
+@pytest.mark.parametrize("name", list(TEMPLATES))
+def test_answer_start_marks_what_greedy_decoding_must_write(tokenizer, name):
+    tok = _with_template(tokenizer, name)
+    sp = scoring_prompt(tok, FIXED_PROMPT)
+    generation = chat_token_ids(tok, FIXED_PROMPT, add_generation_prompt=True)
+    assert sp.answer_start == len(generation) and list(sp.ids[: sp.answer_start]) == generation
+    assert tok.decode(list(sp.ids[sp.answer_start :])).strip() == "Prediction:"
+
+
+class _BigramModel:
+    """A stand-in causal LM whose next token depends only on the current one (``table``), so
+    greedy decoding is known by hand. Enough of the transformers call signature for scoring."""
+
+    def __init__(self, table):
+        import torch
+
+        self.table = torch.as_tensor(table, dtype=torch.float32)
+        self.training = False
+        self._p = torch.nn.Parameter(torch.zeros(1))
+
+    def parameters(self):
+        return iter([self._p])
+
+    def eval(self):
+        return self
+
+    def train(self, mode=True):
+        return self
+
+    def __call__(self, input_ids, logits_to_keep=1, **_):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(logits=self.table[input_ids][:, -logits_to_keep:, :])
+
+
+def _greedy_table(vocab: int, follows: dict[int, int], default: int = 0):
+    table = np.zeros((vocab, vocab))
+    for tok in range(vocab):
+        table[tok, follows.get(tok, default)] = 5.0
+    return table
+
+
+def test_greedy_format_is_true_only_when_greedy_writes_the_prefix_then_an_answer():
+    yes, no, pred, colon = 7, 8, 5, 6
+    # prompt ... 3 | answer prefix "Prediction" ":" | answer
+    good = ScoringPrompt((1, 2, 3, pred, colon), yes, no, answer_start=3)
+    short = ScoringPrompt((2, 3, pred, colon), yes, no, answer_start=2)  # batched next to left padding
+    unknown = ScoringPrompt((1, 3, pred, colon), yes, no)  # answer_start -1: the format is not known
+    follows = {3: pred, pred: colon, colon: no}
+    scores = yes_no_probabilities(_BigramModel(_greedy_table(9, follows)), [good, short, unknown], batch_size=3)
+    assert scores.greedy_format[:2].tolist() == [1.0, 1.0] and np.isnan(scores.greedy_format[2])
+    assert scores.p_yes[0] < 0.5  # greedy says No
+    # the model would answer something else after "Prediction:" (token 4, neither Yes nor No)
+    off_answer = yes_no_probabilities(_BigramModel(_greedy_table(9, {**follows, colon: 4})), [good], batch_size=1)
+    # the model would not write "Prediction" after the prompt (it writes token 4)
+    off_prefix = yes_no_probabilities(_BigramModel(_greedy_table(9, {**follows, 3: 4})), [good], batch_size=1)
+    assert off_answer.greedy_format.tolist() == [0.0] and off_prefix.greedy_format.tolist() == [0.0]
+
+
+@pytest.mark.slow
+def test_greedy_format_from_scoring_agrees_with_greedy_generation(model, tokenizer):
+    import torch
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    prompts = [scoring_prompt(tokenizer, m) for m in (FIXED_PROMPT, OTHER_PROMPT)]
+    scores = yes_no_probabilities(model, prompts, batch_size=2, pad_id=pad)
+    reused = yes_no_probabilities(model, prompts, batch_size=2, pad_id=pad, prefix_reuse=True)
+    np.testing.assert_array_equal(reused.greedy_format, scores.greedy_format)
+    for sp, got in zip(prompts, scores.greedy_format):
+        start = torch.tensor([list(sp.ids[: sp.answer_start])])
+        n_new = len(sp.ids) - sp.answer_start + 1
+        with torch.no_grad():
+            out = model.generate(start, max_new_tokens=n_new, do_sample=False, pad_token_id=pad)[0, start.shape[1] :]
+        written = out.tolist()
+        expected = written[:-1] == list(sp.ids[sp.answer_start :]) and written[-1] in (sp.yes_id, sp.no_id)
+        assert got == float(expected)

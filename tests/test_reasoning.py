@@ -239,3 +239,21 @@ def test_ablated_teachers_see_only_their_students_inputs():
         assert "Profile of a customer" in full and "Profile of" not in no_profile and "Profile of a customer" in no_desc
         assert "Description of" in full and "Description of" in no_profile and "Description of" not in no_desc
         assert "[brand: B" in no_desc  # titles and attributes stay
+
+
+def test_no_reasoning_method_means_no_teacher_call():
+    # METHODS without a reasoning method (TALLRec only, RecPIE presets): teacher_views is empty
+    t = synthetic_tables()
+    ex = reasoning_examples(t["examples"], small_params())
+    backend = CountingBackend()
+    out = generate_reasoning(
+        ex,
+        _profiles(["u0", "u1", "u2", "u3"]),
+        ItemCatalog.from_tables(t["items"], _descriptions(t)),
+        domain="beauty",
+        cfg=small_params(),
+        generator=DirectGenerator(backend),
+        views=teacher_views(["tallrec"]),
+    )
+    assert len(out.table) == 0 and list(out.table.columns) == REASONING_COLUMNS + ["raw"]
+    assert backend.calls == []

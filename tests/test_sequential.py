@@ -125,3 +125,34 @@ def test_runs_on_the_embedded_dataset(tmp_path):
         assert rows["p_yes"].nunique() > 1
         assert info["n_train_targets"] > 100 and info["epochs_run"] <= 5
         assert 0 <= roc_auc_score(rows["label"], rows["p_yes"]) <= 1
+
+
+def test_a_second_identical_fit_is_read_from_the_cache_and_a_change_refits(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import rrlib.methods.sequential as seq
+    from rrlib.config.params import Config
+
+    inter, ex = group_task(n_users=40, n_items=12)
+    tables = SimpleNamespace(interactions=inter, examples=ex)
+    test = ex[ex["split"] == "test"]
+    cfg = Config.full({"CACHE_DIR": str(tmp_path / "cache"), "SEQ_EPOCHS": 2, "SEQ_HIDDEN": 8, "SEQ_MAX_LEN": 8})
+    calls = []
+    real = seq.train_sequential
+    monkeypatch.setattr(seq, "train_sequential", lambda *a, **k: calls.append(a[0]) or real(*a, **k, progress=False))
+    first, info = seq.predict(["sasrec"], tables, test, cfg)
+    again, info2 = seq.predict(["sasrec"], tables, test, cfg)
+    assert calls == ["sasrec"] and info["sasrec"]["fit_cache"] == "fitted" and info2["sasrec"]["fit_cache"] == "reused"
+    pd.testing.assert_frame_equal(first, again)
+    assert info2["sasrec"]["curve"] == info["sasrec"]["curve"]
+    # another seed, another label or another setting is another fit
+    flipped = ex.copy()
+    flipped.loc[flipped.index[0], "label"] = 1 - flipped.loc[flipped.index[0], "label"]
+    seq.predict(["sasrec"], SimpleNamespace(interactions=inter, examples=flipped), test, cfg)
+    seq.predict(["sasrec"], tables, test, Config.full({**cfg.params, "SEQ_HIDDEN": 12}))
+    assert calls == ["sasrec"] * 3
+    # a fit killed before its rows were written leaves nothing to reuse
+    for rows in (tmp_path / "cache" / "fitted").glob("*/rows.parquet"):
+        rows.unlink()
+    seq.predict(["sasrec"], tables, test, cfg)
+    assert calls == ["sasrec"] * 4

@@ -353,6 +353,11 @@ class EvaluateConfig(Section):
         "methods scored besides the finetuned ones",
     )
     generate_reasoning: bool = param(True, "generate reasoning text for BERTScore (prediction only if False)")
+    generate_prediction_lines: bool = param(
+        False,
+        "also generate the prediction line of examples outside the reasoning subset (one more prefill "
+        "each); False reads their greedy answer format from the scoring pass",
+    )
     reasoning_max_new_tokens: int = param(256, "reasoning generation budget for the student", min=1)
     predict_batch_size: int = param(32, "batch for Yes/No scoring and generation", min=1)
     bertscore_model: str = param(

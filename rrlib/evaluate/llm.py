@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from rrlib import predictions as pr
@@ -63,9 +64,10 @@ def predict_llm(
 
     ``p_yes`` is the normalised Yes probability at the prediction position; ``generated_text`` is
     the greedy answer, whose reasoning part feeds BERTScore; ``format_ok`` says whether it starts
-    with ``Prediction: Yes/No``. Finetuned methods need ``adapter_dir``; zero-shot ones run the
+    with ``Prediction: Yes/No`` (for an example without generated text: whether greedy decoding
+    would write the trained ``Prediction:`` tokens and then Yes or No, read from the scoring pass). Finetuned methods need ``adapter_dir``; zero-shot ones run the
     base model (``adapter_dir=None``, ``k=0``). ``reasoning_ids``: the examples whose full
-    reasoning is generated (default: all); the others get the prediction line only.
+    reasoning is generated (default: all); the others get no text unless GENERATE_PREDICTION_LINES.
     ``df.attrs['stats']`` holds counts."""
     spec = method_spec(method)
     if spec.task == "rating":
@@ -100,25 +102,29 @@ def predict_llm(
         seed=int(seed),
         max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning else PREDICTION_ONLY_MAX_NEW_TOKENS),
     )
-    requests = [
-        GenerationRequest(
-            messages=tuple(m),
-            settings=settings,
-            template=f"{TEMPLATE_NAME}:{method}",
-            template_version=TEMPLATE_VERSION,
-            tag=str(r["example_id"]),
-        )
-        for m, r in zip(messages, rows)
-    ]
-    generator = CachedGenerator(backend, cache_dir)
-    # reasoning is generated for the reasoning subset only (N_REASONING_TEST); every example gets its
-    # short prediction line, so format errors are counted everywhere
+    # reasoning is generated for the reasoning subset only (N_REASONING_TEST); the other examples'
+    # greedy answer format is read from the scoring pass, or (GENERATE_PREDICTION_LINES) generated
     explain = set(map(str, reasoning_ids)) if (with_reasoning and reasoning_ids is not None) else None
-    if explain is not None:
-        short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
-        requests = [r if r.tag in explain else replace(r, settings=short) for r in requests]
-    generations = generator.generate(requests, desc=f"{method} K={k}: generating")
-    parsed = [parse_output(g.text) for g in generations]
+    short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
+    generate_all = cfg.evaluate.generate_prediction_lines or (with_reasoning and explain is None)
+    requests: dict[int, GenerationRequest] = {}
+    for i, (m, r) in enumerate(zip(messages, rows)):
+        explained = explain is not None and str(r["example_id"]) in explain
+        if generate_all or explained:
+            requests[i] = GenerationRequest(
+                messages=tuple(m),
+                settings=settings if (explained or (with_reasoning and explain is None)) else short,
+                template=f"{TEMPLATE_NAME}:{method}",
+                template_version=TEMPLATE_VERSION,
+                tag=str(r["example_id"]),
+            )
+    generator = CachedGenerator(backend, cache_dir)
+    generated = dict(zip(requests, generator.generate(list(requests.values()), desc=f"{method} K={k}: generating")))
+    texts = [generated[i].text if i in generated else "" for i in range(len(rows))]
+    parsed = [parse_output(t) for t in texts]
+    greedy = scores.greedy_format if scores.greedy_format is not None else np.full(len(rows), np.nan)
+    # a generated text is checked as written; the others by the scoring pass's greedy tokens
+    format_ok = [p.format_ok if i in generated else not (greedy[i] == 0.0) for i, p in enumerate(parsed)]
     keep = [spec.reasons and (explain is None or str(r["example_id"]) in explain) for r in rows]
     df = pr.like_rows(
         method,
@@ -126,9 +132,9 @@ def predict_llm(
         examples,
         scores.p_yes,
         seed=seed,
-        generated_text=[g.text for g in generations],
+        generated_text=texts,
         reasoning=[p.reasoning if kept else "" for p, kept in zip(parsed, keep)],
-        format_ok=[p.format_ok for p in parsed],
+        format_ok=format_ok,
     )
     n_bad = int((~df["format_ok"]).sum()) if len(df) else 0
     stats = {
@@ -138,6 +144,9 @@ def predict_llm(
         "format_bad_rate": n_bad / max(len(df), 1),
         "mean_yes_no_mass": float(scores.yes_no_mass.mean()) if len(df) else float("nan"),
         "n_truncated_prompts": n_truncated,
+        "n_generated": len(generated),
+        "n_format_from_scoring": len(rows) - len(generated),
+        "n_format_unknown": int(sum(i not in generated and np.isnan(greedy[i]) for i in range(len(rows)))),
         "model_identity": dict(backend.identity),
         "generation": dict(getattr(generator, "stats", {})),
     }

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
+from rrlib.config.paths import resolve_path
 from rrlib.data.sequences import target_positions, training_cutoffs, user_sequences
 from rrlib.errors import DataError, MethodError
+from rrlib.methods.fit_cache import cached_fit, frame_fingerprint
 from rrlib.methods.registry import names
 from rrlib.predictions import like_rows
 
@@ -410,10 +413,19 @@ def _train_sequential(model_name, interactions, examples, eval_examples, cfg, pr
 
 
 def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Registry entry point: train and score each sequential model in ``methods``."""
+    """Registry entry point: train and score each sequential model in ``methods``, or reuse the
+    rows of an identical earlier fit from CACHE_DIR (:mod:`rrlib.methods.fit_cache`)."""
     seq_cfg = SeqConfig.from_config(cfg)
+    payload = {
+        "config": asdict(seq_cfg),
+        "torch": torch.__version__,
+        "interactions": frame_fingerprint(tables.interactions),
+        "examples": frame_fingerprint(tables.examples, ["example_id", "split", "user_id", "target_item_id", "label"]),
+        "eval_examples": list(map(str, eval_examples["example_id"])),
+    }
     parts, info = [], {}
     for name in methods:
-        rows, info[name] = train_sequential(name, tables.interactions, tables.examples, eval_examples, seq_cfg)
+        fit = functools.partial(train_sequential, name, tables.interactions, tables.examples, eval_examples, seq_cfg)
+        rows, info[name] = cached_fit(resolve_path(cfg.common.cache_dir), name, payload, fit)
         parts.append(rows)
     return pd.concat(parts, ignore_index=True), info
