@@ -59,6 +59,7 @@ from rrlib.config.provenance import environment_info, utc_now
 from rrlib.data.schema import check_columns, eval_subset, kshot
 from rrlib.errors import MethodError, PromptTooLongError, TrainingConfigMismatch
 from rrlib.io import read_json_or_none, stable_hash, write_json_atomic
+from rrlib.llm.local import release_memory
 from rrlib.methods import registry
 from rrlib.prompts.answers import parse_prediction
 from rrlib.prompts.postprocess import USABLE_STATUSES
@@ -1207,6 +1208,8 @@ def train(
         summary["curves_png"] = str(out_dir / "curves.png")
         write_json_atomic(summary_path, summary)  # written last: marks the run finished
         publish_adapter(out_dir, stored)
+    del trainer, model  # the next finetune of this process starts from a released heap
+    release_memory()
     log.info(
         "%s K=%d: best %s %s at epoch %s; %.0f training tokens/s",
         method,

@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     first_wall = None
     for n in range(1, args.runs + 1):
         empty = _cache_is_empty(Path(args.cache))
-        plan = plan_run(files, overrides, run_id=f"bench-{n}-{time.strftime('%Y%m%dT%H%M%S')}", outputs_dir=args.outputs)
+        plan = plan_run(
+            files, overrides, run_id=f"bench-{n}-{time.strftime('%Y%m%dT%H%M%S')}", outputs_dir=args.outputs
+        )
         load_start = os.getloadavg()
         start = time.monotonic()
         manifest = execute_plan(plan, progress_bar=False, log=lambda s: print(s, file=sys.stderr, flush=True))
