@@ -232,42 +232,17 @@ def candidate_log_probs(
     pad_id: int = 0,
     batch_tokens: int = SCORE_BATCH_TOKENS,
     prefix_reuse: bool = False,
-    desc: str = "scoring",
-) -> np.ndarray:
-    """Next-token log-probabilities (over the whole vocabulary) of each prompt's candidate tokens
-    after its ids: an (n prompts x n candidates) array. Left-padded batches of at most
-    ``batch_size`` rows and ``batch_tokens`` tokens; only the last position's logits are built.
-    ``prefix_reuse``: run the prefix all prompts share once and start every batch from its KV
-    cache. The one forward pass behind the Yes/No and the rating-token scores."""
-    lp, _ = score_tail(
-        model,
-        ids,
-        candidates,
-        batch_size,
-        pad_id=pad_id,
-        batch_tokens=batch_tokens,
-        prefix_reuse=prefix_reuse,
-        desc=desc,
-    )
-    return lp
-
-
-def score_tail(
-    model,
-    ids: Sequence[Sequence[int]],
-    candidates: Sequence[Sequence[int]],
-    batch_size: int = 32,
-    *,
-    pad_id: int = 0,
-    batch_tokens: int = SCORE_BATCH_TOKENS,
-    prefix_reuse: bool = False,
     answer_starts: Sequence[int] | None = None,
     desc: str = "scoring",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`candidate_log_probs` plus, in the same forward pass, whether greedy decoding would
-    write each prompt's tokens from ``answer_starts[i]`` on (the answer prefix the student was
-    trained to write) and then one of its candidates: a float array, 1.0 / 0.0, NaN where
-    ``answer_starts`` is absent or -1. Only the last few positions' logits are built."""
+    """Next-token log-probabilities (over the whole vocabulary) of each prompt's candidate tokens
+    after its ids: an (n prompts x n candidates) array; and, from the same forward pass, whether
+    greedy decoding would write each prompt's tokens from ``answer_starts[i]`` on (the answer prefix
+    the student was trained to write) and then one of its candidates: 1.0 / 0.0, NaN where
+    ``answer_starts`` is absent or -1. Left-padded batches of at most ``batch_size`` rows and
+    ``batch_tokens`` tokens; only the last few positions' logits are built. ``prefix_reuse``: run
+    the prefix all prompts share once and start every batch from its KV cache. The one forward
+    pass behind the Yes/No and the rating-token scores."""
     import copy
 
     import torch
@@ -355,7 +330,7 @@ def yes_no_probabilities(
     The one scoring function of validation (06) and prediction (07)."""
     if not prompts:
         return YesNoScores(np.zeros(0), np.zeros(0), np.zeros(0))
-    lp, greedy = score_tail(
+    lp, greedy = candidate_log_probs(
         model,
         [p.ids for p in prompts],
         [(p.yes_id, p.no_id) for p in prompts],
@@ -541,7 +516,7 @@ def rating_probabilities(
     model, prompts: Sequence[RatingPrompt], batch_size: int = 32, *, pad_id: int = 0, desc: str = "rating scoring"
 ) -> RatingScores:
     """Rating-token probabilities at each prompt's rating position (validation and prediction)."""
-    lp = candidate_log_probs(
+    lp, _ = candidate_log_probs(
         model, [p.ids for p in prompts], [p.rating_ids for p in prompts], batch_size, pad_id=pad_id, desc=desc
     )
     return rating_scores_from_log_probs(lp.reshape(-1, len(RATINGS)))
@@ -573,7 +548,7 @@ def cached_rating_scores(
     chunk = max(batch_size * 4, 1)
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        lp = candidate_log_probs(
+        lp, _ = candidate_log_probs(
             backend.model,
             [prompts[i].ids for i in part],
             [prompts[i].rating_ids for i in part],
