@@ -204,7 +204,7 @@ class YesNoScores:
     yes_no_mass: np.ndarray  # P(Yes) + P(No) over the whole vocabulary (how much the model wants to answer)
     #: 1.0 when greedy decoding from the generation prompt writes the trained answer prefix and
     #: then Yes or No (the format check read from the scoring pass), 0.0 when not, NaN when unknown
-    greedy_format: np.ndarray | None = None
+    greedy_format: np.ndarray
 
 
 def _batches(order: Sequence[int], lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[list[int]]:
@@ -380,10 +380,6 @@ class ScoreCache:
             self._rows[row["key"]] = row
 
 
-def _greedy(scores: YesNoScores, n: int) -> np.ndarray:
-    return scores.greedy_format if scores.greedy_format is not None else np.full(n, np.nan)
-
-
 def cached_yes_no(
     backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, batch_size: int, desc: str
 ) -> tuple[YesNoScores, dict]:
@@ -412,7 +408,7 @@ def cached_yes_no(
                         "yes_no_mass": float(m),
                         "greedy_format": None if np.isnan(g) else bool(g),
                     }
-                    for i, p, m, g in zip(part, scores.p_yes, scores.yes_no_mass, _greedy(scores, len(part)))
+                    for i, p, m, g in zip(part, scores.p_yes, scores.yes_no_mass, scores.greedy_format)
                 ]
             )
             bar.update(len(part))

@@ -65,9 +65,10 @@ def predict_llm(
     ``p_yes`` is the normalised Yes probability at the prediction position; ``generated_text`` is
     the greedy answer, whose reasoning part feeds BERTScore; ``format_ok`` says whether it starts
     with ``Prediction: Yes/No`` (for an example without generated text: whether greedy decoding
-    would write the trained ``Prediction:`` tokens and then Yes or No, read from the scoring pass). Finetuned methods need ``adapter_dir``; zero-shot ones run the
-    base model (``adapter_dir=None``, ``k=0``). ``reasoning_ids``: the examples whose full
-    reasoning is generated (default: all); the others get no text unless GENERATE_PREDICTION_LINES.
+    would write the trained ``Prediction:`` tokens and then Yes or No, read from the scoring pass).
+    Finetuned methods need ``adapter_dir``; zero-shot ones run the base model (``adapter_dir=None``,
+    ``k=0``). ``reasoning_ids``: the examples whose full reasoning is generated (default: all); the
+    others get no text unless GENERATE_PREDICTION_LINES.
     ``df.attrs['stats']`` holds counts."""
     spec = method_spec(method)
     if spec.task == "rating":
@@ -106,14 +107,13 @@ def predict_llm(
     # greedy answer format is read from the scoring pass, or (GENERATE_PREDICTION_LINES) generated
     explain = set(map(str, reasoning_ids)) if (with_reasoning and reasoning_ids is not None) else None
     short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
-    generate_all = cfg.evaluate.generate_prediction_lines or (with_reasoning and explain is None)
     requests: dict[int, GenerationRequest] = {}
     for i, (m, r) in enumerate(zip(messages, rows)):
-        explained = explain is not None and str(r["example_id"]) in explain
-        if generate_all or explained:
+        reasons_here = with_reasoning and (explain is None or str(r["example_id"]) in explain)
+        if reasons_here or cfg.evaluate.generate_prediction_lines:
             requests[i] = GenerationRequest(
                 messages=tuple(m),
-                settings=settings if (explained or (with_reasoning and explain is None)) else short,
+                settings=settings if reasons_here else short,
                 template=f"{TEMPLATE_NAME}:{method}",
                 template_version=TEMPLATE_VERSION,
                 tag=str(r["example_id"]),
@@ -122,7 +122,7 @@ def predict_llm(
     generated = dict(zip(requests, generator.generate(list(requests.values()), desc=f"{method} K={k}: generating")))
     texts = [generated[i].text if i in generated else "" for i in range(len(rows))]
     parsed = [parse_output(t) for t in texts]
-    greedy = scores.greedy_format if scores.greedy_format is not None else np.full(len(rows), np.nan)
+    greedy = scores.greedy_format
     # a generated text is checked as written; the others by the scoring pass's greedy tokens
     format_ok = [p.format_ok if i in generated else not (greedy[i] == 0.0) for i, p in enumerate(parsed)]
     keep = [spec.reasons and (explain is None or str(r["example_id"]) in explain) for r in rows]
