@@ -154,6 +154,7 @@ def reasoning_request(
         cfg.common.seed,
         words=cfg.enrich.reasoning_words,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     return template.request(
         domain,
@@ -434,6 +435,7 @@ def generate_rating_reasoning(
         words=words,
         mode=cfg.teacher.generation_mode,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     rows_in = examples.to_dict("records")
     ratings = [xp.integer_rating(r["target_rating"]) for r in rows_in]

@@ -237,13 +237,19 @@ def test_greedy_format_is_true_only_when_greedy_writes_the_prefix_then_an_answer
     short = ScoringPrompt((2, 3, pred, colon), yes, no, answer_start=2)  # batched next to left padding
     unknown = ScoringPrompt((1, 3, pred, colon), yes, no)  # answer_start -1: the format is not known
     follows = {3: pred, pred: colon, colon: no}
-    scores = yes_no_probabilities(_BigramModel(_greedy_table(9, follows)), [good, short, unknown], batch_size=3)
+    scores = yes_no_probabilities(
+        _BigramModel(_greedy_table(9, follows)), [good, short, unknown], batch_size=3, prefix_reuse=False
+    )
     assert scores.greedy_format[:2].tolist() == [1.0, 1.0] and np.isnan(scores.greedy_format[2])
     assert scores.p_yes[0] < 0.5  # greedy says No
     # the model would answer something else after "Prediction:" (token 4, neither Yes nor No)
-    off_answer = yes_no_probabilities(_BigramModel(_greedy_table(9, {**follows, colon: 4})), [good], batch_size=1)
+    off_answer = yes_no_probabilities(
+        _BigramModel(_greedy_table(9, {**follows, colon: 4})), [good], batch_size=1, prefix_reuse=False
+    )
     # the model would not write "Prediction" after the prompt (it writes token 4)
-    off_prefix = yes_no_probabilities(_BigramModel(_greedy_table(9, {**follows, 3: 4})), [good], batch_size=1)
+    off_prefix = yes_no_probabilities(
+        _BigramModel(_greedy_table(9, {**follows, 3: 4})), [good], batch_size=1, prefix_reuse=False
+    )
     assert off_answer.greedy_format.tolist() == [0.0] and off_prefix.greedy_format.tolist() == [0.0]
 
 
@@ -253,7 +259,7 @@ def test_greedy_format_from_scoring_agrees_with_greedy_generation(model, tokeniz
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [scoring_prompt(tokenizer, m) for m in (FIXED_PROMPT, OTHER_PROMPT)]
-    scores = yes_no_probabilities(model, prompts, batch_size=2, pad_id=pad)
+    scores = yes_no_probabilities(model, prompts, batch_size=2, pad_id=pad, prefix_reuse=False)
     reused = yes_no_probabilities(model, prompts, batch_size=2, pad_id=pad, prefix_reuse=True)
     np.testing.assert_array_equal(reused.greedy_format, scores.greedy_format)
     for sp, got in zip(prompts, scores.greedy_format):

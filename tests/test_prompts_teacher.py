@@ -58,13 +58,13 @@ PINNED = {
         },
     ),
     "user_profile": (
-        "2",
+        "3",
         {
-            "movies": "23c7bd1a8487fae5",
-            "beauty": "dc4296adf6f960c6",
-            "fashion": "a359c5c08a4b1b6e",
-            "instruments": "3e5de9b3a0732ec5",
-            "books": "f4c15daf5fbbb0f5",
+            "movies": "772bb911c971a658",
+            "beauty": "42accea1f2e1161a",
+            "fashion": "2e7159e6a3ba4fb6",
+            "instruments": "a7eebec0b3e5933e",
+            "books": "4a1e2f29415dfdf1",
         },
     ),
     "reasoning": (
@@ -140,6 +140,7 @@ def test_profile_prompt_lists_items_with_labels_and_budget():
     text = TEMPLATES["user_profile"].messages("beauty", **FIELDS["user_profile"])[1]["content"]
     assert "1. Lip Balm (LIKED)" in text and "2. Toner (DISLIKED)" in text
     assert "A toner. Weak: stings." in text and "at most 100 words" in text and "step by step" in text
+    assert 'starts with "This customer"' in text  # v3: a named opening (the 135M teacher echoed "The list below")
 
 
 @pytest.mark.parametrize("liked,verb", [(True, "liked"), (False, "disliked")])
@@ -192,3 +193,15 @@ def test_token_budget_follows_the_word_budget():
     assert generation_settings("reasoning", "greedy", 1, words=100).temperature == 0.0
     s = generation_settings("reasoning", "paper", 3, words=30, repetition_penalty=1.1)
     assert (s.max_new_tokens, s.repetition_penalty, s.seed) == (77, 1.1, 3)
+
+
+def test_tokens_per_word_caps_the_budget_and_never_raises_it():
+    # 25 words x 1.6 = 40 < the paper's 64; a 60-word profile: 96 < 154
+    assert generation_settings("item_description", "paper", 1, words=25, tokens_per_word=1.6).max_new_tokens == 40
+    assert generation_settings("user_profile", "paper", 1, words=60, tokens_per_word=1.6).max_new_tokens == 96
+    # reasoning asks for two sections: 2 x 50 x 1.6 = 160 > the scaled 128, which stays
+    assert generation_settings("reasoning", "paper", 1, words=50, tokens_per_word=1.6).max_new_tokens == 128
+    assert generation_settings("reasoning", "paper", 1, words=50, tokens_per_word=1.0).max_new_tokens == 100
+    # 0 is off; the floor of 16 tokens holds
+    assert generation_settings("item_description", "paper", 1, words=25, tokens_per_word=0).max_new_tokens == 64
+    assert generation_settings("item_description", "paper", 1, words=5, tokens_per_word=1.0).max_new_tokens == 16

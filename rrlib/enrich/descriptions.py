@@ -44,6 +44,7 @@ def description_request(row: Mapping[str, Any], *, domain: str, cfg: Config, plo
         cfg.common.seed,
         words=cfg.enrich.description_words,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     return template.request(
         domain, settings, tag=str(row["item_id"]), item=item_facts(row, plot), n_words=cfg.enrich.description_words

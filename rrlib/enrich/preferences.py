@@ -153,6 +153,7 @@ def extraction_requests(
         cfg.common.seed,
         mode=cfg.teacher.generation_mode,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     return {
         str(r.review_id): template.request(
@@ -247,6 +248,7 @@ def profile_requests(
         words=words,
         mode=cfg.teacher.generation_mode,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     requests = {}
     for i in ids:

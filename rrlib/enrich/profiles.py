@@ -49,6 +49,7 @@ def profile_request(
         cfg.common.seed,
         words=cfg.enrich.profile_words,
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
     return template.request(
         domain, settings, tag=str(user_row["user_id"]), items=items, q_words=cfg.enrich.profile_words

@@ -30,7 +30,7 @@ from .base import (
 )
 from .cache import CachedGenerator, CacheWarning, GenerationCache, KeyClaims, cache_summary
 from .embedded import EmbeddedModelError, embedded_bertscore_model, embedded_checkpoint, embedded_gguf
-from .engines import EngineBackend, EngineProcess
+from .engines import EngineBackend, EngineProcess, resolve_engine_weights
 from .local import LocalBackend, load_model_and_tokenizer
 from .server import ServerBackend
 
@@ -117,7 +117,7 @@ def _engine_backend(cfg: Config, model: str, cache_dir: Path):
     config = EngineConfig(
         t.teacher_engine,
         model=model,
-        weights=t.teacher_engine_weights,
+        weights=resolve_engine_weights(t.teacher_engine_weights),
         dtype=dtype,
         threads=t.teacher_engine_threads,
         parallel=t.teacher_engine_parallel,

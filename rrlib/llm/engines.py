@@ -59,6 +59,18 @@ ENGINE_PREFERENCE = ("llama_server", "vllm", "llama_cpp_python")
 #: GGUF weight types the llama.cpp engines can serve the embedded model in (the shipped file is Q4_1;
 #: the others are made from it once with llama-quantize)
 WEIGHTS = ("q4_1", "q8_0", "f16", "bf16")
+
+
+def resolve_engine_weights(weights: str) -> str:
+    """TEACHER_ENGINE_WEIGHTS ``auto``: BF16 where the CPU has BF16 dot products (llama.cpp's
+    BF16 kernels measured 26% faster than F16 on the item-description task here), else F16."""
+    if weights != "auto":
+        return weights
+    from .local import cpu_has_fast_bf16
+
+    return "bf16" if cpu_has_fast_bf16() else "f16"
+
+
 SERVED_NAME = "teacher"
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_VENV = ROOT / ".venv-vllm"

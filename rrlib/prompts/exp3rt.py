@@ -55,7 +55,13 @@ DEFAULT_WORDS = {
 
 
 def settings(
-    task: str, seed: int, *, words: int | None = None, mode: str = "paper", repetition_penalty: float = 1.0
+    task: str,
+    seed: int,
+    *,
+    words: int | None = None,
+    mode: str = "paper",
+    repetition_penalty: float = 1.0,
+    tokens_per_word: float = 0.0,
 ) -> GenerationSettings:
     """Decoding settings of an EXP3RT task; the token budget scales with the word budget."""
     return scaled_settings(
@@ -66,6 +72,7 @@ def settings(
         words=words,
         repetition_penalty=repetition_penalty,
         min_tokens=24,
+        tokens_per_word=tokens_per_word,
     )
 
 

@@ -18,6 +18,7 @@ rendered template and fails until the version is bumped and the pin updated).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -112,13 +113,20 @@ def scaled_settings(
     words: int | None = None,
     repetition_penalty: float = 1.0,
     min_tokens: int = 16,
+    tokens_per_word: float = 0.0,
+    parts: int = 1,
 ) -> GenerationSettings:
     """Decoding settings from a task's (temperature, top_p, max_new_tokens): the token budget is
     scaled by ``words`` / the word budget it was sized for, and GENERATION_MODE 'greedy' turns
-    sampling off. Shared by every teacher task (ReasoningRec's and EXP3RT's)."""
+    sampling off. ``tokens_per_word`` > 0 (TEACHER_TOKENS_PER_WORD) caps the budget at that many
+    tokens per word asked for (``parts`` sections of ``words`` each). Shared by every teacher task
+    (ReasoningRec's and EXP3RT's)."""
     temperature, top_p, max_new = base
     if words is not None and words != paper_words:
         max_new = max(min_tokens, round(max_new * words / paper_words))
+    if tokens_per_word > 0:
+        asked = (paper_words if words is None else words) * parts
+        max_new = min(max_new, max(min_tokens, math.ceil(tokens_per_word * asked)))
     if mode == "greedy":
         temperature, top_p = 0.0, 1.0
     elif mode != "paper":
@@ -129,7 +137,13 @@ def scaled_settings(
 
 
 def generation_settings(
-    task: str, mode: str = "paper", seed: int = 0, *, words: int | None = None, repetition_penalty: float = 1.0
+    task: str,
+    mode: str = "paper",
+    seed: int = 0,
+    *,
+    words: int | None = None,
+    repetition_penalty: float = 1.0,
+    tokens_per_word: float = 0.0,
 ) -> GenerationSettings:
     """Decoding settings of ``task``: the paper's Table 6, or greedy (temperature 0) when
     GENERATION_MODE is 'greedy'. max_new_tokens is the paper's, scaled by ``words`` / the paper's
@@ -144,6 +158,8 @@ def generation_settings(
         seed=seed,
         words=words,
         repetition_penalty=repetition_penalty,
+        tokens_per_word=tokens_per_word,
+        parts=len(REASONING_SECTIONS) if task == "reasoning" else 1,
     )
 
 
@@ -232,7 +248,10 @@ def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words:
             f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
             f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
             f"{q_words} words, saying what they like and what they dislike.",
-            "Mention only preferences that the list above supports; invent nothing. Reply with the profile only.",
+            # v3: naming the first words stops the 135M teacher opening with "The list below is not
+            # supported by ..." (a third of v2's first attempts were unusable)
+            f"Base it only on the {role.items} above; invent nothing. Reply with the profile only, as one "
+            f'paragraph that starts with "This {role.person}".',
         ]
     )
 
@@ -306,7 +325,7 @@ TEMPLATES: dict[str, TeacherTemplate] = {
     t.name: t
     for t in (
         TeacherTemplate("item_description", "2", "item_description", _item_description_user),
-        TeacherTemplate("user_profile", "2", "user_profile", _user_profile_user),
+        TeacherTemplate("user_profile", "3", "user_profile", _user_profile_user),
         TeacherTemplate("reasoning", "2", "reasoning", _reasoning_user),
     )
 }
