@@ -258,6 +258,10 @@ def candidate_log_probs(
     tails = [len(p) - a + 1 if 0 <= a < len(p) else 1 for p, a in zip(ids, starts)]
     shared = _shared_ids_prefix(ids) if prefix_reuse else 0
     shared = min([shared, *(len(p) - t for p, t in zip(ids, tails))])  # each tail stays in its row's own part
+    if shared:
+        # a batch's whole KV cache is kept through the pass (prefix + rows): half the tokens per
+        # batch for the peak memory of a pass without it (measured: +0.29 GiB at 8192, none at 4096)
+        batch_tokens = max(1, batch_tokens // 2)
     lengths = [len(p) - shared for p in ids]
     order = sorted(range(len(ids)), key=lambda i: -lengths[i])
     device = next(model.parameters()).device

@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="score with the base model only")
     ap.add_argument("--score-repeats", type=int, default=1, help="score this many times each way (best time kept)")
     ap.add_argument("--prefix", choices=("both", "off", "on"), default="both", help="prefix KV reuse when scoring")
+    ap.add_argument("--batch-tokens", type=int, default=0, help="rows x tokens per scoring batch (0: the default)")
     ap.add_argument(
         "--generation",
         type=int,
@@ -208,16 +209,20 @@ def main(argv: list[str] | None = None) -> int:
     model = backend.model
     pad = pad_token_id(backend.tokenizer)
     modes = {"both": (False, True), "off": (False,), "on": (True,)}[args.prefix]
+    batch_tokens = {"batch_tokens": args.batch_tokens} if args.batch_tokens else {}
     scores = {}
     for reuse in modes:
         best = float("inf")
         for _ in range(args.score_repeats):
             start = time.perf_counter()
             scores[reuse] = yes_no_probabilities(
-                model, prompts, cfg.evaluate.predict_batch_size, pad_id=pad, prefix_reuse=reuse
+                model, prompts, cfg.evaluate.predict_batch_size, pad_id=pad, prefix_reuse=reuse, **batch_tokens
             )
             best = min(best, time.perf_counter() - start)
         report[f"score_s_prefix_{'on' if reuse else 'off'}"] = best
+        report[f"peak_rss_after_prefix_{'on' if reuse else 'off'}_gib"] = (
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        )
     if len(scores) == 2:
         report["prefix_max_abs_diff"] = float(abs(scores[True].p_yes - scores[False].p_yes).max())
     if args.generation:

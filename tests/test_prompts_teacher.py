@@ -60,11 +60,11 @@ PINNED = {
     "user_profile": (
         "3",
         {
-            "movies": "772bb911c971a658",
-            "beauty": "42accea1f2e1161a",
-            "fashion": "2e7159e6a3ba4fb6",
-            "instruments": "a7eebec0b3e5933e",
-            "books": "4a1e2f29415dfdf1",
+            "movies": "6c9c2bc21b958e7f",
+            "beauty": "b32c7e1ca4d80e0d",
+            "fashion": "26101132043aaa75",
+            "instruments": "1e7627b919f4b9e8",
+            "books": "749a88ac537eaaac",
         },
     ),
     "reasoning": (
@@ -140,7 +140,9 @@ def test_profile_prompt_lists_items_with_labels_and_budget():
     text = TEMPLATES["user_profile"].messages("beauty", **FIELDS["user_profile"])[1]["content"]
     assert "1. Lip Balm (LIKED)" in text and "2. Toner (DISLIKED)" in text
     assert "A toner. Weak: stings." in text and "at most 100 words" in text and "step by step" in text
-    assert 'starts with "This customer"' in text  # v3: a named opening (the 135M teacher echoed "The list below")
+    assert (
+        'with the words "This customer likes"' in text
+    )  # v3: a named opening (the 135M teacher echoed "The list below")
 
 
 @pytest.mark.parametrize("liked,verb", [(True, "liked"), (False, "disliked")])

