@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 SCORE_CACHE_NAME = "student_yes_no_scores.jsonl"
 #: cached Yes/No scores start from the KV cache of the prompts' shared prefix (part of their key)
 PREFIX_REUSE = True
+#: most (prompt + new tokens) x rows in one student generation batch: the default's 32 reasoning
+#: prompts in one batch rose 2.6 GB above the loaded model and took 40 s; at 12288 (3 batches)
+#: 1.3 GB and 33 s (less padding, a smaller KV cache to extend at every step)
+GENERATION_BATCH_TOKENS = 12288
 RATING_SCORE_CACHE_NAME = "student_rating_scores.jsonl"
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 ADAPTER_SUBDIR = "adapter"
@@ -89,6 +93,7 @@ def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBacken
         dtype=student_dtype(cfg),
         quantization=checked_quantization(s.student_quantization, "STUDENT_QUANTIZATION"),
         batch_size=cfg.evaluate.predict_batch_size,
+        batch_tokens=GENERATION_BATCH_TOKENS,
         max_prompt_tokens=s.max_seq_length,
         trust_remote_code=cfg.teacher.trust_remote_code,
         adapter=resolve_adapter(adapter_dir),
