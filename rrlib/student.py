@@ -334,7 +334,7 @@ def yes_no_probabilities(
     *,
     pad_id: int = 0,
     batch_tokens: int = SCORE_BATCH_TOKENS,
-    prefix_reuse: bool = True,
+    prefix_reuse: bool = PREFIX_REUSE,
     desc: str = "Yes/No scoring",
 ) -> YesNoScores:
     """Next-token Yes/No probabilities after each prompt's ids (:func:`candidate_log_probs`).
