@@ -273,6 +273,16 @@ def test_engine_params_that_contradict_each_other_are_param_errors(tmp_path):
         make_teacher({"TEACHER_ENGINE": "llama_server", "TEACHER_ENGINE_WEIGHTS": "q2_k"}, tmp_path)
 
 
+def test_auto_weights_are_bf16_only_where_the_cpu_has_bf16_dot_products(monkeypatch):
+    import rrlib.llm.local as local
+
+    monkeypatch.setattr(local, "cpu_has_fast_bf16", lambda: True)
+    assert eng.resolve_engine_weights("auto") == "bf16"
+    monkeypatch.setattr(local, "cpu_has_fast_bf16", lambda: False)
+    assert eng.resolve_engine_weights("auto") == "f16"
+    assert [eng.resolve_engine_weights(w) for w in eng.WEIGHTS] == list(eng.WEIGHTS)  # explicit: as asked
+
+
 def test_missing_engine_is_a_clear_param_error(tmp_path, monkeypatch):
     monkeypatch.setenv("RRLIB_VLLM_PYTHON", str(tmp_path / "no-such-python"))
     with pytest.raises(ParamError, match=r"vLLM is not installed: run `make vllm`"):

@@ -111,6 +111,20 @@ def test_bad_local_params_fail_before_any_generation(tmp_path, monkeypatch):
     assert isinstance(be, LocalBackend) and be.batch_size == 4 and not be.loaded
 
 
+def test_student_generates_in_bounded_batches_and_close_drops_the_model(tmp_path, monkeypatch):
+    import rrlib.llm.local as local
+    from rrlib.student import GENERATION_BATCH_TOKENS
+
+    be = student_backend(Config.full({"CACHE_DIR": str(tmp_path)}))
+    assert be.batch_tokens == GENERATION_BATCH_TOKENS and not be.loaded  # nothing loaded to know it
+    released = []
+    monkeypatch.setattr(local, "release_memory", lambda: released.append(1))
+    be.close()  # nothing loaded: nothing to release
+    be._model = object()
+    be.close()
+    assert be._model is None and released == [1]
+
+
 def test_identity_names_the_model_file_and_settings(tmp_path):
     a = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32").identity
     b = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="bfloat16").identity

@@ -151,6 +151,17 @@ def test_a_second_identical_fit_is_read_from_the_cache_and_a_change_refits(tmp_p
     seq.predict(["sasrec"], SimpleNamespace(interactions=inter, examples=flipped), test, cfg)
     seq.predict(["sasrec"], tables, test, Config.full({**cfg.params, "SEQ_HIDDEN": 12}))
     assert calls == ["sasrec"] * 3
+    # another torch thread count reduces in another order: another fit
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        seq.predict(["sasrec"], tables, test, cfg)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == ["sasrec"] * 4
+    calls.pop()
     # a fit killed before its rows were written leaves nothing to reuse
     for rows in (tmp_path / "cache" / "fitted").glob("*/rows.parquet"):
         rows.unlink()
