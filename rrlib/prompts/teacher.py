@@ -249,7 +249,7 @@ def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words:
             f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
             f"{q_words} words, saying what they like and what they dislike.",
             # v3: naming the first words stops the 135M teacher opening with "The list below is not
-            # supported by ..." (unusable first attempts of 80 users: 23 with v2, 11 with this)
+            # supported by ..." (unusable first attempts of 80 users: 30 with v2, 10-11 with this)
             f'Use only what the list shows. Begin your answer with the words "This {role.person} likes".',
         ]
     )
