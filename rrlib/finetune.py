@@ -59,7 +59,7 @@ from rrlib.config.provenance import environment_info, utc_now
 from rrlib.data.schema import check_columns, eval_subset, kshot
 from rrlib.errors import MethodError, PromptTooLongError, TrainingConfigMismatch
 from rrlib.io import read_json_or_none, stable_hash, write_json_atomic
-from rrlib.llm.local import release_memory
+from rrlib.llm.memory import release_memory
 from rrlib.methods import registry
 from rrlib.prompts.answers import parse_prediction
 from rrlib.prompts.postprocess import USABLE_STATUSES

@@ -129,7 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-train", action="store_true", help="score with the base model only")
     ap.add_argument("--score-repeats", type=int, default=1, help="score this many times each way (best time kept)")
     ap.add_argument("--prefix", choices=("both", "off", "on"), default="both", help="prefix KV reuse when scoring")
-    ap.add_argument("--batch-tokens", type=int, default=0, help="rows x tokens per scoring batch (0: the default)")
+    ap.add_argument(
+        "--batch-tokens",
+        type=int,
+        default=0,
+        help="rows x tokens per scoring batch (0: the default; halved when the prefix is reused)",
+    )
     ap.add_argument(
         "--generation",
         type=int,
