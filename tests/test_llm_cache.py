@@ -249,3 +249,55 @@ def test_sigkill_mid_generation_then_rerun_resumes_exactly(tmp_path):
     # a third run: everything cached, nothing generated
     third = json.loads(subprocess.run(args, capture_output=True, text=True, timeout=300).stdout.splitlines()[-1])
     assert third["stats"] == dict(third["stats"], generated=0, cached=n)
+
+
+# --------------------------------------------------------------------------- follow-ups
+class StreamingFake(FakeBackend):
+    """Streams results one by one and sends what the caller appends meanwhile (like a server)."""
+
+    streams_appended = True
+
+    def iter_generate(self, requests):
+        sent = 0
+        while sent < len(requests):  # len() again after every result: appended requests are sent too
+            r = requests[sent]
+            sent += 1
+            self.calls.append([r.tag])
+            yield sent - 1, GenerationResult(text=f"out:{r.messages[-1]['content']}", finish_reason="stop")
+
+
+def _retry_until(limit: int):
+    """Follow-up rule: ask again (new seed) until the seed reaches ``limit``."""
+
+    def follow(j, req, res):
+        if req.settings.seed >= limit:
+            return None
+        return _request(
+            messages=req.messages, tag=req.tag, settings=GenerationSettings(0.3, 0.9, 64, req.settings.seed + 1)
+        )
+
+    return follow
+
+
+@pytest.mark.parametrize("backend_cls", [FakeBackend, StreamingFake])
+def test_follow_ups_are_generated_cached_and_deduplicated(tmp_path, backend_cls):
+    backend = backend_cls()
+    gen = CachedGenerator(backend, tmp_path, progress=False)
+    reqs = [_request(messages=({"role": "user", "content": f"p{i}"},), tag=f"t{i}") for i in range(2)]
+    reqs.append(reqs[0])  # the same request twice: generated once, both answered and followed
+    out = gen.generate_followups(reqs, _retry_until(44), desc="x")
+    seeds = [
+        json.loads(x)["settings"]["seed"] for x in GenerationCache(tmp_path, IDENTITY).path.read_text().splitlines()
+    ]
+    assert sorted(seeds) == [42, 42, 43, 43, 44, 44]  # 2 distinct requests x 3 attempts, nothing twice
+    assert len(out) == 3 + 2 * 3 and all(r is not None for r in out)
+    assert gen.stats["generated"] == 6 and gen.stats["cached"] == 3  # t0's twin at each attempt
+    if backend_cls is FakeBackend:  # no streaming: one round per attempt
+        assert backend.calls == [["t0", "t1"], ["t0", "t1"], ["t0", "t1"]]
+    else:  # each follow-up joins the running stream
+        assert [c for call in backend.calls for c in call] == ["t0", "t1", "t0", "t1", "t0", "t1"]
+    # a rerun: everything from the cache, nothing generated
+    again = CachedGenerator(backend_cls(), tmp_path, progress=False)
+    rerun = again.generate_followups(reqs, _retry_until(44))
+    assert [r.text for r in rerun[:3]] == [r.text for r in out[:3]] and len(rerun) == len(out)
+    assert again.stats["generated"] == 0 and not again.backend.calls

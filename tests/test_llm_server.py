@@ -291,3 +291,31 @@ def test_real_llama_cpp_server_generates_and_caches(llama_server, tmp_path):
     gen2.backend._request = lambda *a, **k: (_ for _ in ()).throw(AssertionError("server was called"))
     gen2.backend._identity = be.identity
     assert [r.text for r in gen2.generate(reqs)] == [r.text for r in out] and gen2.stats["cached"] == 4
+
+
+def test_a_retry_is_sent_while_the_other_requests_still_run(tmp_path):
+    """generate_checked on a server: the retry of an unusable answer fills the slot it freed at
+    once, instead of waiting for the slowest request of its round; same attempts and outputs."""
+    from rrlib.prompts.postprocess import clean_output, generate_checked, prompt_text_of
+
+    arrivals: list[tuple[str, int, float]] = []
+
+    def plan(body, n):
+        text, seed = body["messages"][-1]["content"], body["seed"]
+        arrivals.append((text, seed, time.monotonic()))
+        if "product 0 " in text:
+            return 200, ok("A slow answer that is fine and long enough to keep."), 1.0
+        if "product 1 " in text and seed == 42:
+            return 200, ok(""), 0  # unusable: retried with seed 43
+        return 200, ok("A quick answer that is fine and long enough to keep."), 0
+
+    check = lambda req, res: clean_output(res.text, word_budget=25, prompt_text=prompt_text_of(req))
+    reqs = [_request(i, temperature=0.0, seed=42) for i in range(2)]
+    with Scripted(plan) as srv:
+        gen = CachedGenerator(backend(srv.url, concurrency=2), tmp_path, progress=False)
+        assert gen.streams_followups
+        outs = generate_checked(gen, reqs, check, max_retries=2)
+    slow_done = arrivals[0][2] + 1.0 if "product 0 " in arrivals[0][0] else arrivals[1][2] + 1.0
+    retry = [t for text, seed, t in arrivals if "product 1 " in text and seed == 43]
+    assert len(retry) == 1 and retry[0] < slow_done - 0.5  # sent while product 0 was still running
+    assert [o.attempts for o in outs] == [1, 2] and [o.status for o in outs] == ["ok", "ok"]

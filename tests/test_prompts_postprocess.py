@@ -1,6 +1,8 @@
 """Post-processing of teacher outputs: boilerplate, word budget, repetition, empty and
 degenerate outputs, and retries that raise the temperature when decoding is (near-)greedy."""
 
+from dataclasses import replace
+
 import pytest
 
 from rrlib.llm.base import GenerationRequest, GenerationResult, GenerationSettings
@@ -188,6 +190,54 @@ def _req(tag):
 
 def _check(req, res):
     return clean_output(res.text, word_budget=25, prompt_text=prompt_text_of(req))
+
+
+class ScriptedStream:
+    """A streaming backend answering by (tag, seed), one result at a time, that also sends the
+    requests appended while it streams (as the server backends do)."""
+
+    streams_appended = True
+    identity = {"backend": "scripted"}
+
+    def __init__(self, answers):
+        self.answers, self.sent = answers, []
+
+    def iter_generate(self, requests):
+        i = 0
+        while i < len(requests):
+            r = requests[i]
+            self.sent.append((r.tag, r.settings.seed))
+            text = self.answers.get((r.tag, r.settings.seed), "A fine cream that softens skin.")
+            yield i, GenerationResult(text=text, finish_reason="stop", truncated_prompt=r.tag == "long")
+            i += 1
+
+
+ANSWERS = {
+    ("a", 10): "A rich rose cream that softens dry skin; some find it greasy.",
+    ("b", 10): "",
+    ("b", 11): "Great. Great. Great. Great.",
+    ("b", 12): "A gentle cream for dry skin, a bit heavy.",
+    ("c", 10): "",
+    ("c", 11): "!!!!",
+    ("c", 12): "Cream cream cream cream cream cream.",
+    ("long", 10): "A cream with a long prompt behind it, fine overall.",
+}
+
+
+def test_generate_checked_streaming_keeps_what_the_rounds_keep(tmp_path):
+    from rrlib.llm.cache import CachedGenerator
+
+    # distinct prompts: the cache keys on the messages, not on the tag
+    reqs = [
+        replace(_req(t), messages=(*_req(t).messages, {"role": "user", "content": t})) for t in ("a", "b", "c", "long")
+    ]
+    rounds = generate_checked(ScriptedGenerator(ANSWERS), reqs, _check, max_retries=2)
+    backend = ScriptedStream(ANSWERS)
+    streamed = generate_checked(CachedGenerator(backend, tmp_path, progress=False), reqs, _check, max_retries=2)
+    assert streamed == rounds
+    # the first retry of b went out before c's first attempt came back: one stream, no rounds
+    assert backend.sent[:6] == [("a", 10), ("b", 10), ("c", 10), ("long", 10), ("b", 11), ("c", 11)]
+    assert sorted(backend.sent) == sorted([("a", 10), ("long", 10)] + [(t, s) for t in "bc" for s in (10, 11, 12)])
 
 
 def test_generate_checked_retries_only_unusable_and_keeps_the_best():

@@ -378,6 +378,7 @@ class EvaluateConfig(Section):
     seq_max_len: int = param(50, "SASRec/Caser: most recent history steps fed to the model", min=1)
     seq_patience: int = param(5, "SASRec/Caser: epochs without validation-AUC gain before stopping", min=1)
     seq_learning_rate: float = param(3e-3, "SASRec/Caser Adam learning rate", min=0, max=1)
+    seq_batch_size: int = param(128, "SASRec/Caser training batch (targets per Adam step)", min=1)
 
 
 @dataclass(frozen=True)

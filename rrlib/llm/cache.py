@@ -30,7 +30,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -340,6 +340,102 @@ class CachedGenerator:
         if absent:
             raise RuntimeError(f"backend returned no result for {len(absent)} request(s), e.g. index {absent[0]}.")
         self.stats["truncated_prompts"] += sum(r.truncated_prompt for r in results)  # type: ignore[union-attr]
+        return results  # type: ignore[return-value]
+
+    @property
+    def streams_followups(self) -> bool:
+        """Whether :meth:`generate_followups` pipelines here (the backend sends requests
+        appended while it streams: the loopback engines and OpenAI-compatible servers)."""
+        return bool(getattr(self.backend, "streams_appended", False))
+
+    def generate_followups(
+        self,
+        requests: Sequence[GenerationRequest],
+        follow: Callable[[int, GenerationRequest, GenerationResult], GenerationRequest | None],
+        desc: str = "",
+    ) -> list[GenerationResult]:
+        """Generate ``requests`` and, as each result arrives, the request ``follow(index, request,
+        result)`` returns for it (None: nothing), with the same caching as :meth:`generate`;
+        returns every result, the follow-ups' after the originals in the order they were asked.
+
+        Where the backend :attr:`streams_followups`, a follow-up is sent while the other requests
+        are still running, so a retry fills a free server slot instead of waiting for a wave of
+        its own; elsewhere the follow-ups go in rounds. Keys another process holds are waited
+        for through :meth:`generate` once the stream is done."""
+        from tqdm.auto import tqdm
+
+        reqs = list(requests)
+        results: list[GenerationResult | None] = [None] * len(reqs)
+        identity = self.backend.identity
+        cache = self.cache
+        cache.refresh()
+        bar = tqdm(total=len(reqs), desc=desc or "generate", unit="gen", disable=not self.progress or not reqs)
+        claims = KeyClaims(cache.path.with_suffix(".claims"))
+        claims.sweep()
+        todo: list[GenerationRequest] = []  # the list the backend streams (it grows as follow-ups come)
+        todo_keys: list[str] = []
+        queued: dict[str, list[int]] = {}  # key -> request indices waiting for its one generation
+        elsewhere: list[int] = []  # keys claimed by another process
+        # this call's wall time and truncations, the nested generate() for shared keys included
+        seconds_before, truncated_before = self.stats["seconds"], self.stats["truncated_prompts"]
+        start = time.perf_counter()
+
+        def resolve(j: int, result: GenerationResult) -> None:
+            results[j] = result
+            bar.update(1)
+            nxt = follow(j, reqs[j], result)
+            if nxt is not None:
+                reqs.append(nxt)
+                results.append(None)
+                bar.total += 1
+                bar.refresh()
+                admit(len(reqs) - 1)
+
+        def admit(j: int) -> None:
+            key = reqs[j].key(identity)
+            if key in queued:  # the same request is already on its way (counted as cached, as in generate)
+                self.stats["cached"] += 1
+                queued[key].append(j)
+                return
+            rec = cache.get(key)
+            if rec is not None:
+                self.stats["cached"] += 1
+                resolve(j, result_from_record(rec))
+            elif claims.try_claim(key):
+                queued[key] = [j]
+                todo.append(reqs[j])
+                todo_keys.append(key)
+            else:
+                elsewhere.append(j)
+
+        try:
+            for j in range(len(reqs)):
+                admit(j)
+            while todo or elsewhere:
+                if todo:
+                    stream, stream_keys = todo, todo_keys
+                    if not self.streams_followups:  # follow-ups asked during this round wait for the next
+                        todo, todo_keys = [], []
+                    for t, result in self._backend_stream(stream):
+                        key = stream_keys[t]
+                        cache.append([(key, stream[t], result)])
+                        claims.release(key)
+                        self.stats["generated"] += 1
+                        self.stats["prompt_tokens"] += result.prompt_tokens
+                        self.stats["completion_tokens"] += result.completion_tokens
+                        for j in queued.pop(key):
+                            resolve(j, result)  # may append a follow-up to ``stream`` (streaming backends)
+                    if self.streams_followups:  # the stream ended once it had sent all it was given
+                        todo, todo_keys = [], []
+                    continue
+                waiting, elsewhere[:] = list(elsewhere), []
+                for j, result in zip(waiting, self.generate([reqs[j] for j in waiting], desc=f"{desc} (shared)")):
+                    resolve(j, result)
+        finally:
+            claims.release_all()
+            self.stats["seconds"] = seconds_before + time.perf_counter() - start
+            bar.close()
+        self.stats["truncated_prompts"] = truncated_before + sum(r.truncated_prompt for r in results if r is not None)
         return results  # type: ignore[return-value]
 
     def _generate_missing(

@@ -10,6 +10,7 @@ once into an ordinary checkpoint under ``CACHE_DIR/models/``.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -118,9 +119,13 @@ def _dequantize_gguf(gguf: Path, out_dir: Path) -> None:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf.parent), gguf.name
+    # each GGUF read parses the 49k-token vocabulary again (~4 s): the config is read once and
+    # handed to the model load, which would otherwise read it itself
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    gguf_model = AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=name, config=copy.deepcopy(config), dtype=torch.float32
+    )
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = torch.float32

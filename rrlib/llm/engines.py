@@ -686,15 +686,22 @@ class EngineBackend:
 
         return in_request_order(len(requests_), self.iter_generate(requests_))
 
+    #: requests appended to :meth:`iter_generate`'s list while it runs are sent too
+    streams_appended = True
+
     def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
         if not requests_:
             return
         self.start()
         # longest prompt first: the slots finish together instead of waiting on one long straggler
         order = sorted(range(len(requests_)), key=lambda i: (-self.count_tokens(requests_[i].messages), i))
-        for j, result in self.client.iter_generate([requests_[i] for i in order]):
+        ordered = [requests_[i] for i in order]
+        for j, result in self.client.iter_generate(ordered):
             result.extra["engine"] = self.spec.config.engine
             yield order[j], result
+            while len(order) < len(requests_):  # appended by the caller meanwhile: sent in that order
+                order.append(len(order))
+                ordered.append(requests_[order[-1]])
 
 
 # ---------------------------------------------------------------------------------------

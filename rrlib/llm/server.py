@@ -255,19 +255,28 @@ class ServerBackend(Closeable):
     def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
         return in_request_order(len(requests_), self.iter_generate(requests_))
 
-    def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
-        """Yield ``(request index, result)`` as each request completes. On a permanent error,
-        requests not yet sent are cancelled, those in flight are still collected and yielded,
-        and then the first error is raised."""
-        for i, req in enumerate(requests_):  # fail before sending anything
+    #: :meth:`iter_generate` also sends the requests appended to its list while it runs
+    streams_appended = True
+
+    def _check_fits(self, requests_: Sequence[GenerationRequest], start: int = 0) -> None:
+        for i in range(start, len(requests_)):
+            req = requests_[i]
             try:
                 self.fit_prompt(req.messages, self.max_prompt_tokens)
             except PromptTooLongError as e:
                 raise PromptTooLongError(f"request {i} ({req.tag or req.template}): {e}") from e
+
+    def iter_generate(self, requests_: Sequence[GenerationRequest]) -> Iterator[tuple[int, GenerationResult]]:
+        """Yield ``(request index, result)`` as each request completes. Requests the caller
+        appends to ``requests_`` (a list) between two results are sent too, so retries keep the
+        server's slots busy. On a permanent error, requests not yet sent are cancelled, those in
+        flight are still collected and yielded, and then the first error is raised."""
+        self._check_fits(requests_)  # fail before sending anything
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rrlib-server")
         error: BaseException | None = None
         try:
             pending = {pool.submit(self._one, req): i for i, req in enumerate(requests_)}
+            sent = len(requests_)
             while pending:
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -282,6 +291,16 @@ class ServerBackend(Closeable):
                                 other.cancel()
                         continue
                     yield i, fut.result()
+                    if error is None and len(requests_) > sent:  # appended by the caller meanwhile
+                        try:
+                            self._check_fits(requests_, sent)
+                        except PromptTooLongError as e:
+                            error = e
+                            for other in pending:
+                                other.cancel()
+                            continue
+                        pending.update({pool.submit(self._one, requests_[j]): j for j in range(sent, len(requests_))})
+                        sent = len(requests_)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:

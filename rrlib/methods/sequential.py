@@ -77,6 +77,7 @@ class SeqConfig:
             epochs=ev.seq_epochs,
             patience=ev.seq_patience,
             lr=ev.seq_learning_rate,
+            batch_size=ev.seq_batch_size,
             seed=cfg.common.seed,
         )
         base.update(overrides)

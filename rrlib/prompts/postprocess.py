@@ -421,6 +421,8 @@ def generate_checked(
     requests = list(requests)
     if not requests:
         return []
+    if getattr(generator, "streams_followups", False):
+        return _generate_checked_streaming(generator, requests, check, max_retries, desc)
     outputs: list[CheckedOutput] = []
     for req, res in zip(requests, generator.generate(requests, desc=desc)):
         outputs.append(_checked(check(req, res), res, 1))
@@ -436,6 +438,29 @@ def generate_checked(
                 new if _RANK[new.status] < _RANK[outputs[i].status] else replace(outputs[i], attempts=attempt + 1)
             )
     return outputs
+
+
+def _generate_checked_streaming(generator, requests, check, max_retries: int, desc: str) -> list[CheckedOutput]:
+    """:func:`generate_checked` with each retry sent as soon as its unusable attempt is back
+    (``generator.generate_followups``): the same requests, seeds and kept attempts as the rounds,
+    without a server idling through the tail of each round."""
+    best: list[CheckedOutput | None] = [None] * len(requests)
+    origin = list(range(len(requests)))  # generated request -> the request it answers
+    attempt = [1] * len(requests)
+
+    def follow(j: int, req: GenerationRequest, res: GenerationResult) -> GenerationRequest | None:
+        i, a = origin[j], attempt[j]
+        new = _checked(check(req, res), res, a)
+        kept = best[i]
+        best[i] = new if kept is None or _RANK[new.status] < _RANK[kept.status] else replace(kept, attempts=a)
+        if is_usable(best[i].status) or a > max_retries:  # type: ignore[union-attr]
+            return None
+        origin.append(i)
+        attempt.append(a + 1)
+        return replace(requests[i], settings=retry_settings(requests[i].settings, a))
+
+    generator.generate_followups(requests, follow, desc=desc)
+    return best  # type: ignore[return-value]
 
 
 def _checked(c: Cleaned, res: GenerationResult, attempt: int) -> CheckedOutput:
