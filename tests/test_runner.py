@@ -476,3 +476,22 @@ def test_kill_9_of_the_runner_reads_interrupted_and_resumes(tmp_path, capsys, mo
     killed = run_dir / "notebooks" / "01_sleepy.failed-1.ipynb"  # the killed attempt is kept, and scrubbed
     assert "key ***" in killed.read_text() and "KILLCANARY" not in killed.read_text()
     assert not [p for p in run_dir.rglob("*") if p.is_file() and "KILLCANARY" in p.read_text(errors="replace")]
+
+
+def test_a_kernel_registered_from_another_environment_is_named(tmp_path, monkeypatch):
+    import json as _json
+    import sys as _sys
+
+    from rrlib.workbook.runner import kernel_interpreter_mismatch
+
+    for name, exe in (("elsewhere", "/opt/other-checkout/.venv/bin/python"), ("here", _sys.executable)):
+        folder = tmp_path / "kernels" / name
+        folder.mkdir(parents=True)
+        spec = {"argv": [exe, "-m", "ipykernel_launcher", "-f", "{connection_file}"], "display_name": name}
+        (folder / "kernel.json").write_text(_json.dumps(spec))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    warning = kernel_interpreter_mismatch("elsewhere")
+    assert "/opt/other-checkout/.venv/bin/python" in warning and _sys.executable in warning
+    assert "ipykernel install" in warning
+    assert kernel_interpreter_mismatch("here") == ""
+    assert kernel_interpreter_mismatch("no-such-kernel") == ""

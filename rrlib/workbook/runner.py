@@ -204,6 +204,29 @@ def choose_kernel(preferred: str | None = None) -> str:
     raise RunError("no Jupyter kernel is registered: run `make setup` (it registers the 'rrlib' kernel).")
 
 
+def kernel_interpreter_mismatch(name: str) -> str:
+    """'' when kernel ``name`` runs this interpreter (or names a bare ``python``), else a warning
+    naming both: a kernel registered from another virtual environment (another checkout's
+    ``make setup``) runs the notebooks with that environment's packages, not this one's."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        argv = KernelSpecManager().get_kernel_spec(name).argv
+    except NoSuchKernel:
+        return ""
+    exe = argv[0] if argv else ""
+    if not os.path.isabs(exe):
+        return ""
+    # compare the bin folders, not resolved paths: every venv's python links to the same base interpreter
+    if Path(os.path.abspath(exe)).parent == Path(os.path.abspath(sys.executable)).parent:
+        return ""
+    return (
+        f"Jupyter kernel {name!r} runs {exe}, not this interpreter ({sys.executable}): the notebooks "
+        f"will use that environment's packages. Re-register it from here with "
+        f"`{sys.executable} -m ipykernel install --sys-prefix --name {name}` (make setup does it for .venv)."
+    )
+
+
 def params_diff(recorded: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
     """Parameters whose values differ; a name missing on one side counts as its schema default."""
     base = defaults()
@@ -348,6 +371,10 @@ def plan_run(
     done = {s for s, rec in (existing or {}).get("notebooks", {}).items() if rec.get("status") == "completed"}
     to_run = [s for s in selected if s not in done]
     warnings += preflight(params, {s: step_params[s] for s in to_run})
+    chosen_kernel = choose_kernel(kernel)
+    foreign = kernel_interpreter_mismatch(chosen_kernel)
+    if foreign:
+        warnings.append(foreign)
     return RunPlan(
         run_id=run_id,
         run_dir=run_dir,
@@ -357,7 +384,7 @@ def plan_run(
         selected=selected,
         to_run=to_run,
         step_params=step_params,
-        kernel=choose_kernel(kernel),
+        kernel=chosen_kernel,
         param_files=files,
         overrides=overrides,
         resume=resume,
@@ -793,6 +820,7 @@ __all__ = [
     "RunError",
     "RunPlan",
     "choose_kernel",
+    "kernel_interpreter_mismatch",
     "default_run_id",
     "discover_notebooks",
     "execute_plan",
