@@ -301,3 +301,25 @@ def test_follow_ups_are_generated_cached_and_deduplicated(tmp_path, backend_cls)
     rerun = again.generate_followups(reqs, _retry_until(44))
     assert [r.text for r in rerun[:3]] == [r.text for r in out[:3]] and len(rerun) == len(out)
     assert again.stats["generated"] == 0 and not again.backend.calls
+
+
+def test_retry_benchmark_replays_the_recorded_attempt_chains(tmp_path):
+    """scripts/benchmark_retry_stream.py: one chain per first attempt, as many attempts as recorded."""
+    import importlib.util
+
+    from rrlib.prompts.postprocess import retry_settings
+
+    spec = importlib.util.spec_from_file_location("brs", REPO / "scripts" / "benchmark_retry_stream.py")
+    brs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(brs)
+    first = _request(messages=({"role": "user", "content": "p0"},), tag="u0")
+    other = _request(messages=({"role": "user", "content": "p1"},), tag="u1")
+    cache = GenerationCache(tmp_path, IDENTITY)
+    ok = GenerationResult(text="x", finish_reason="stop")
+    retry = dataclasses.replace(first, settings=retry_settings(first.settings, 1))
+    cache.append([(r.key(IDENTITY), r, ok) for r in (retry, first, other)])  # order in the file does not matter
+    chains = brs.recorded_chains(tmp_path, "item_description", 0)
+    assert [[r.tag for r in c] for c in chains] == [["u0", "u0"], ["u1"]]
+    assert chains[0][0].key(IDENTITY) == first.key(IDENTITY) and chains[0][1].key(IDENTITY) == retry.key(IDENTITY)
+    assert len(brs.recorded_chains(tmp_path, "item_description", 1)) == 1
+    assert brs.recorded_chains(tmp_path, "user_profile", 0) == []

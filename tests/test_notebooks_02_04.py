@@ -17,7 +17,7 @@ from rrlib.config.paths import PROJECT_ROOT, RunPaths
 from rrlib.data import load_tables
 from rrlib.enrich import DESCRIPTION_COLUMNS, PROFILE_COLUMNS, enrichment_scope
 from rrlib.prompts.postprocess import STATUSES
-from rrlib.reasoning import REASONING_COLUMNS
+from rrlib.reasoning import REASONING_COLUMNS, reasoning_test_examples
 
 NB = {
     name: PROJECT_ROOT / "notebooks" / f"{name}.ipynb"
@@ -210,8 +210,10 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     refs = pd.read_parquet(paths.reference_reasoning)  # BERTScore references, test subsample only
     assert list(refs.columns)[: len(REASONING_COLUMNS)] == REASONING_COLUMNS
     test = tables.examples[(tables.examples["split"] == "test") & (tables.examples["sample_rank"] < n_test)]
+    explained = reasoning_test_examples(tables.examples, Config.full(full))  # the first N_REASONING_TEST
+    assert 0 < len(explained) <= len(test) and set(explained["example_id"]) <= set(test["example_id"])
     for view, rows in refs.groupby("view"):
-        assert sorted(rows["example_id"]) == sorted(test["example_id"]), view
+        assert sorted(rows["example_id"]) == sorted(explained["example_id"]), view
     assert set(refs["status"]) <= set(STATUSES)
 
     for step, table in (("02_item_descriptions", desc), ("03_user_profiles", prof), ("05_reasoning_generation", reas)):
@@ -223,7 +225,7 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
         assert gen["generated"] > 0 and gen["completion_tokens"] > 0
         assert rec["params"]["KSHOT_SIZES"] == params["KSHOT_SIZES"]
     refs_res = _results(paths, "05_reasoning_generation")[0]["results"]["test_references"]
-    assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(test) * refs["view"].nunique()
+    assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(explained) * refs["view"].nunique()
     assert refs_res["by_status"] == refs["status"].value_counts().to_dict()
     for fig in ("enrich/description_lengths.png", "enrich/profile_lengths.png", "reasoning/reasoning_lengths.png"):
         assert (run_dir / fig).is_file()

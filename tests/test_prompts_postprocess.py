@@ -241,18 +241,7 @@ def test_generate_checked_streaming_keeps_what_the_rounds_keep(tmp_path):
 
 
 def test_generate_checked_retries_only_unusable_and_keeps_the_best():
-    gen = ScriptedGenerator(
-        {
-            ("a", 10): "A rich rose cream that softens dry skin; some find it greasy.",
-            ("b", 10): "",
-            ("b", 11): "Great. Great. Great. Great.",
-            ("b", 12): "A gentle cream for dry skin, a bit heavy.",
-            ("c", 10): "",
-            ("c", 11): "!!!!",
-            ("c", 12): "Cream cream cream cream cream cream.",
-            ("long", 10): "A cream with a long prompt behind it, fine overall.",
-        }
-    )
+    gen = ScriptedGenerator(ANSWERS)
     outs = generate_checked(gen, [_req("a"), _req("b"), _req("c"), _req("long")], _check, max_retries=2)
     assert [o.status for o in outs] == ["ok", "ok", "repetitive", "ok"]
     assert [o.attempts for o in outs] == [1, 3, 3, 1]
