@@ -372,6 +372,7 @@ class CachedGenerator:
         bar = tqdm(total=len(reqs), desc=desc or "generate", unit="gen", disable=not self.progress or not reqs)
         claims = KeyClaims(cache.path.with_suffix(".claims"))
         claims.sweep()
+        streaming = self.streams_followups
         todo: list[GenerationRequest] = []  # the list the backend streams (it grows as follow-ups come)
         todo_keys: list[str] = []
         queued: dict[str, list[int]] = {}  # key -> request indices waiting for its one generation
@@ -414,18 +415,14 @@ class CachedGenerator:
             while todo or elsewhere:
                 if todo:
                     stream, stream_keys = todo, todo_keys
-                    if not self.streams_followups:  # follow-ups asked during this round wait for the next
+                    if not streaming:  # follow-ups asked during this round wait for the next
                         todo, todo_keys = [], []
                     for t, result in self._backend_stream(stream):
                         key = stream_keys[t]
-                        cache.append([(key, stream[t], result)])
-                        claims.release(key)
-                        self.stats["generated"] += 1
-                        self.stats["prompt_tokens"] += result.prompt_tokens
-                        self.stats["completion_tokens"] += result.completion_tokens
+                        self._record(claims, key, stream[t], result)
                         for j in queued.pop(key):
                             resolve(j, result)  # may append a follow-up to ``stream`` (streaming backends)
-                    if self.streams_followups:  # the stream ended once it had sent all it was given
+                    if streaming:  # the stream ended once it had sent all it was given
                         todo, todo_keys = [], []
                     continue
                 waiting, elsewhere[:] = list(elsewhere), []
@@ -495,13 +492,9 @@ class CachedGenerator:
                 todo = [requests[missing[k][0]] for k in mine]
                 for index, result in self._backend_stream(todo):
                     key = mine[index]
-                    cache.append([(key, todo[index], result)])
-                    claims.release(key)
+                    self._record(claims, key, todo[index], result)
                     for i in missing[key]:
                         results[i] = result
-                    self.stats["generated"] += 1
-                    self.stats["prompt_tokens"] += result.prompt_tokens
-                    self.stats["completion_tokens"] += result.completion_tokens
                     bar.update(len(missing[key]))
                 taken = set(mine)
                 pending = [k for k in pending if k not in taken]
@@ -518,6 +511,14 @@ class CachedGenerator:
                 continue
             time.sleep(poll)
             poll = min(self.POLL_S[1], poll * 1.5)
+
+    def _record(self, claims: KeyClaims, key: str, request: GenerationRequest, result: GenerationResult) -> None:
+        """A new result: durable in the cache before its claim is released, and counted."""
+        self.cache.append([(key, request, result)])
+        claims.release(key)
+        self.stats["generated"] += 1
+        self.stats["prompt_tokens"] += result.prompt_tokens
+        self.stats["completion_tokens"] += result.completion_tokens
 
     def _backend_stream(self, todo: list[GenerationRequest]):
         if not todo:

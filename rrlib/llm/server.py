@@ -287,8 +287,7 @@ class ServerBackend(Closeable):
                     if exc is not None:
                         if error is None:  # stop sending; still collect the requests in flight
                             error = exc
-                            for other in pending:
-                                other.cancel()
+                            _cancel(pending)
                         continue
                     yield i, fut.result()
                     if error is None and len(requests_) > sent:  # appended by the caller meanwhile
@@ -296,8 +295,7 @@ class ServerBackend(Closeable):
                             self._check_fits(requests_, sent)
                         except PromptTooLongError as e:
                             error = e
-                            for other in pending:
-                                other.cancel()
+                            _cancel(pending)
                             continue
                         pending.update({pool.submit(self._one, requests_[j]): j for j in range(sent, len(requests_))})
                         sent = len(requests_)
@@ -305,6 +303,11 @@ class ServerBackend(Closeable):
             pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
             raise error
+
+
+def _cancel(pending) -> None:
+    for fut in pending:
+        fut.cancel()
 
 
 def _retry_after(resp: requests.Response) -> float | None:

@@ -433,10 +433,7 @@ def generate_checked(
         retry = [replace(requests[i], settings=retry_settings(requests[i].settings, attempt)) for i in bad]
         results = generator.generate(retry, desc=f"{desc} (retry {attempt}: {len(bad)} unusable)")
         for i, req, res in zip(bad, retry, results):
-            new = _checked(check(req, res), res, attempt + 1)
-            outputs[i] = (
-                new if _RANK[new.status] < _RANK[outputs[i].status] else replace(outputs[i], attempts=attempt + 1)
-            )
+            outputs[i] = _better(outputs[i], _checked(check(req, res), res, attempt + 1))
     return outputs
 
 
@@ -452,7 +449,7 @@ def _generate_checked_streaming(generator, requests, check, max_retries: int, de
         i, a = origin[j], attempt[j]
         new = _checked(check(req, res), res, a)
         kept = best[i]
-        best[i] = new if kept is None or _RANK[new.status] < _RANK[kept.status] else replace(kept, attempts=a)
+        best[i] = new if kept is None else _better(kept, new)
         if is_usable(best[i].status) or a > max_retries:  # type: ignore[union-attr]
             return None
         origin.append(i)
@@ -461,6 +458,11 @@ def _generate_checked_streaming(generator, requests, check, max_retries: int, de
 
     generator.generate_followups(requests, follow, desc=desc)
     return best  # type: ignore[return-value]
+
+
+def _better(kept: CheckedOutput, new: CheckedOutput) -> CheckedOutput:
+    """The attempt to keep: ``new`` when its status ranks better, else ``kept`` counting ``new``'s attempt."""
+    return new if _RANK[new.status] < _RANK[kept.status] else replace(kept, attempts=new.attempts)
 
 
 def _checked(c: Cleaned, res: GenerationResult, attempt: int) -> CheckedOutput:
