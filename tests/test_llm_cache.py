@@ -163,6 +163,43 @@ def test_cached_generator_generates_only_missing_in_order_and_counts(tmp_path):
     assert gen3.stats["generated"] == 1
 
 
+def _finished_elsewhere_on_first_claim(monkeypatch, tmp_path, request):
+    """Another process finishes ``request`` (appends it, releases its claim) just before this
+    process's first claim: the race that once made two processes generate one key."""
+    from rrlib.llm.cache import KeyClaims
+
+    real, done = KeyClaims.try_claim, []
+
+    def try_claim(self, key):
+        if not done:
+            done.append(key)
+            GenerationCache(tmp_path, IDENTITY).append(
+                [(request.key(IDENTITY), request, GenerationResult(text="theirs", completion_tokens=1))]
+            )
+        return real(self, key)
+
+    monkeypatch.setattr(KeyClaims, "try_claim", try_claim)
+
+
+@pytest.mark.parametrize("finished", [0, 1])  # the key being claimed, or one claimed later
+@pytest.mark.parametrize("api", ["generate", "generate_followups"])
+def test_a_key_finished_elsewhere_while_claiming_is_not_generated_again(tmp_path, monkeypatch, api, finished):
+    reqs = [_request(messages=({"role": "user", "content": f"p{i}"},), tag=f"t{i}") for i in range(2)]
+    _finished_elsewhere_on_first_claim(monkeypatch, tmp_path, reqs[finished])  # done as t0 is claimed
+    backend = FakeBackend()
+    gen = CachedGenerator(backend, tmp_path, progress=False, claim_size=1)
+    if api == "generate":
+        out = gen.generate(reqs)
+    else:
+        out = gen.generate_followups(reqs, lambda j, req, res: None)
+    ours = 1 - finished
+    assert [r.text for r in out] == ["theirs" if i == finished else f"out:p{i}" for i in range(2)]
+    assert [t for call in backend.calls for t in call] == [f"t{ours}"]
+    assert gen.stats["generated"] == 1 and gen.stats["cached"] == 1
+    cache = GenerationCache(tmp_path, IDENTITY)
+    assert len(cache) == 2 and cache.report["duplicates"] == 0
+
+
 def test_backend_failure_keeps_completed_results(tmp_path):
     class Failing(FakeBackend):
         def generate(self, requests):

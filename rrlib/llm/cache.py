@@ -403,6 +403,13 @@ class CachedGenerator:
                 self.stats["cached"] += 1
                 resolve(j, result_from_record(rec))
             elif claims.try_claim(key):
+                cache.refresh()
+                if (rec := cache.get(key)) is not None:
+                    claims.release(key)  # its holder finished it just before we claimed it
+                    self.stats["cached"] += 1
+                    self.stats["shared"] += 1
+                    resolve(j, result_from_record(rec))
+                    return
                 queued[key] = [j]
                 todo.append(reqs[j])
                 todo_keys.append(key)
@@ -465,7 +472,10 @@ class CachedGenerator:
             return True
 
         while pending:
-            if not first and cache.refresh():
+            if not first:
+                # every pending key is looked up, not only the ones this refresh read: an earlier
+                # refresh (after a claim) may have read keys it did not claim
+                cache.refresh()
                 before = len(pending)
                 pending = [k for k in pending if not from_cache(k, shared=True)]
                 if len(pending) < before:
@@ -482,7 +492,8 @@ class CachedGenerator:
                         break
                     if claims.try_claim(key):
                         mine.append(key)
-                if mine and cache.refresh():  # finished by a holder that released just before we claimed
+                if mine:  # finished by a holder that released just before we claimed
+                    cache.refresh()
                     done = {k for k in mine if from_cache(k, shared=True)}
                     for k in done:
                         claims.release(k)
