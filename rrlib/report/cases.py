@@ -192,7 +192,8 @@ def failure_summary(annotated: pd.DataFrame, examples_per_type: int = 5) -> pd.D
     n = len(annotated)
     records = []
     for ftype, meaning in FAILURE_TYPES.items():
-        hit = annotated[annotated["failures"].map(lambda f, ftype=ftype: ftype in f)]
+        # a boolean array: an empty (object) Series would select columns, not rows
+        hit = annotated[annotated["failures"].map(lambda f, ftype=ftype: ftype in f).to_numpy(dtype=bool)]
         by_method = hit.groupby(["method", "k"]).size()
         records.append(
             {

@@ -222,7 +222,7 @@ def model_identities(run_dir: str | Path, params: Mapping[str, Any]) -> dict[str
                 recorded[step] = found
         if recorded:
             entry["recorded"] = recorded
-        if params.get(f"{prefix}_MODEL") == "embedded" and (
+        if params.get(f"{prefix}_MODEL") in ("embedded", "embedded-tiny") and (  # tiny: its tokenizer's GGUF
             role == "student" or params.get("TEACHER_BACKEND") != "server"
         ):
             entry["embedded"] = _embedded_model_info("llm", cache_dir)
