@@ -403,12 +403,10 @@ class CachedGenerator:
                 self.stats["cached"] += 1
                 resolve(j, result_from_record(rec))
             elif claims.try_claim(key):
-                cache.refresh()
-                if (rec := cache.get(key)) is not None:
-                    claims.release(key)  # its holder finished it just before we claimed it
+                if key in self._finished_elsewhere(claims, [key]):
                     self.stats["cached"] += 1
                     self.stats["shared"] += 1
-                    resolve(j, result_from_record(rec))
+                    resolve(j, result_from_record(cache.records[key]))
                     return
                 queued[key] = [j]
                 todo.append(reqs[j])
@@ -492,11 +490,10 @@ class CachedGenerator:
                         break
                     if claims.try_claim(key):
                         mine.append(key)
-                if mine:  # finished by a holder that released just before we claimed
-                    cache.refresh()
-                    done = {k for k in mine if from_cache(k, shared=True)}
+                if mine:
+                    done = self._finished_elsewhere(claims, mine)
                     for k in done:
-                        claims.release(k)
+                        from_cache(k, shared=True)
                     pending = [k for k in pending if k not in done]
                     mine = [k for k in mine if k not in done]
             if mine:
@@ -522,6 +519,15 @@ class CachedGenerator:
                 continue
             time.sleep(poll)
             poll = min(self.POLL_S[1], poll * 1.5)
+
+    def _finished_elsewhere(self, claims: KeyClaims, claimed: Sequence[str]) -> set[str]:
+        """The keys of ``claimed`` (just claimed here) that their previous holder finished before
+        releasing them: their claims are released again, and the cache holds their records."""
+        self.cache.refresh()
+        done = {k for k in claimed if k in self.cache}
+        for k in done:
+            claims.release(k)
+        return done
 
     def _record(self, claims: KeyClaims, key: str, request: GenerationRequest, result: GenerationResult) -> None:
         """A new result: durable in the cache before its claim is released, and counted."""
