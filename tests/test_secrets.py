@@ -54,6 +54,8 @@ class EchoServer(LoopbackServer):
                 auth = self.headers.get("Authorization", "")
                 if outer.mode == "models":  # two models, one named after the key: identity error
                     return self._json(200, {"data": [{"id": "other"}, {"id": auth}]})
+                if outer.mode in ("everything", "usage"):  # one model, named after the key
+                    return self._json(200, {"object": auth, "data": [{"id": f"m {auth}", "owned_by": auth}]})
                 self._json(200, {"data": [{"id": "fake-model"}]})
 
             def do_POST(self):
@@ -77,6 +79,34 @@ class EchoServer(LoopbackServer):
                     return self._json(500, {"error": {"message": f"engine crashed serving {auth}"}})
                 if mode == "5xx_text":
                     return self._send(502, f"bad gateway for {auth}".encode(), "text/plain")
+                if mode == "everything":  # the key in every field of the reply
+                    return self._json(
+                        200,
+                        {
+                            "id": auth,
+                            "object": auth,
+                            "model": f"m {auth}",
+                            "system_fingerprint": auth,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {"role": "assistant", "content": f"your key is {auth}", "name": auth},
+                                    "finish_reason": f"stop {auth}",
+                                    "logprobs": auth,
+                                }
+                            ],
+                            "usage": {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12, "note": auth},
+                        },
+                    )
+                if mode == "usage":  # a token count that is the key
+                    return self._json(
+                        200,
+                        {
+                            "model": "fake-model",
+                            "choices": [{"message": {"content": "fine"}, "finish_reason": "stop"}],
+                            "usage": {"prompt_tokens": auth, "completion_tokens": 2},
+                        },
+                    )
                 if mode == "content":
                     return self._json(
                         200,
@@ -131,6 +161,42 @@ def test_generated_text_that_echoes_the_key_is_masked_in_results_and_cache(tmp_p
         out = gen.generate([_request(0)])
     assert out[0].text == "your key is Bearer ***"
     assert leaks(json.dumps(out[0].extra)) == [] and leaks(_everything_under(tmp_path)) == []
+
+
+def test_a_server_echoing_the_key_in_every_field_leaves_it_in_no_record(tmp_path, monkeypatch):
+    """Issue 24: finish_reason, the served model id (listing and reply) and every other field
+    of every endpoint echo the key; none of it reaches a result, the identity or the cache."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with EchoServer("everything") as srv:
+        be = ServerBackend(srv.url, "fake-model", api_key_env=KEY_ENV)
+        gen = CachedGenerator(be, tmp_path, progress=False)
+        out = gen.generate([_request(0), _request(1)])
+        identity = be.identity
+    assert out[0].text == "your key is Bearer ***"
+    assert out[0].finish_reason == "stop Bearer ***"
+    assert (out[0].prompt_tokens, out[0].completion_tokens) == (7, 5)
+    # a served id that is not SERVER_MODEL is recorded by its hash, not as the server wrote it
+    assert identity["served_model"].startswith("sha256:") and len(identity["served_model"]) == 23
+    assert out[0].extra["served_model"] == identity["served_model"]
+    stored = _everything_under(tmp_path)
+    assert "sha256:" in stored and "stop Bearer ***" in stored
+    shown = json.dumps([identity, [(r.text, r.finish_reason, r.extra) for r in out], gen.stats])
+    assert leaks(shown) == [] and leaks(stored) == []
+
+
+def test_a_served_model_matching_server_model_is_kept_by_name(monkeypatch):
+    with EchoServer("content") as srv:  # its listing serves "fake-model" only
+        assert ServerBackend(srv.url, "fake-model").identity["served_model"] == "fake-model"
+
+
+def test_a_usage_count_that_is_not_a_number_names_the_server_and_the_field(tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    with EchoServer("usage") as srv:
+        be = ServerBackend(srv.url, "fake-model", api_key_env=KEY_ENV, retries=0)
+        with pytest.raises(ServerError, match=r"usage\.prompt_tokens='Bearer \*\*\*'.*not a token count") as err:
+            CachedGenerator(be, tmp_path, progress=False).generate([_request(0)])
+    assert srv.url in str(err.value)
+    assert leaks("".join(traceback.format_exception(err.value))) == [] and leaks(_everything_under(tmp_path)) == []
 
 
 def test_requests_exception_quoting_the_key_is_masked(tmp_path, monkeypatch):
@@ -262,4 +328,35 @@ def test_runner_masks_a_key_that_a_notebook_raises_itself(tmp_path, monkeypatch,
     assert manifest["notebooks"]["01_raw"]["error"]["message"] == "RuntimeError: login failed for ***"
     assert leaks(_everything_under(run_dir)) == [] and leaks(str(err.value)) == []
     captured = capsys.readouterr()
+    assert leaks(captured.out + captured.err) == []
+
+
+@pytest.mark.slow
+def test_notebooks_01_02_against_a_server_echoing_the_key_everywhere_leave_it_nowhere(tmp_path, monkeypatch, capsys):
+    """Issue 24: the real notebooks 01 and 02 (smoke preset) with the teacher on a server that
+    echoes the key in every field of /models and /chat/completions: the key is in no file of the
+    run folder (results/02_item_descriptions-*.json, the manifest, the tables) or the cache."""
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    outputs, cache = tmp_path / "outputs", tmp_path / "cache"
+    with EchoServer("everything") as srv:
+        rc = main(
+            ["run", "-f", "params/smoke.yaml", "--only", "01,02", "--outputs", str(outputs), "--run-id", "echo"]
+            + ["--no-progress", "-p", "TEACHER_BACKEND", "server", "-p", "SERVER_URL", srv.url]
+            + ["-p", "SERVER_MODEL", "fake-model", "-p", "SERVER_API_KEY_ENV", KEY_ENV, "-p", "CACHE_DIR", str(cache)]
+        )
+        calls = srv.calls
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err[-2000:]
+    assert calls > 0
+    run_dir = outputs / "echo"
+    results = json.loads(next((run_dir / "results").glob("02_item_descriptions-*.json")).read_text())
+    served = results["results"]["model_identities"]["teacher"]["served_model"]
+    assert served.startswith("sha256:")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["models"]["teacher"]["recorded"]["02_item_descriptions"]["teacher"]["served_model"] == served
+    assert leaks(_everything_under(run_dir)) == [] and leaks(_everything_under(cache)) == []
+    import pandas as pd  # Parquet pages may be compressed: read them as tables too
+
+    tables = [pd.read_parquet(p).to_json() for p in sorted(run_dir.rglob("*.parquet"))]
+    assert tables and leaks("\n".join(tables)) == []
     assert leaks(captured.out + captured.err) == []

@@ -6,7 +6,10 @@
   bodies without ``choices``, non-JSON bodies, exceptions raised by ``requests``, the last error
   after retries) and every generated text is passed through :func:`rrlib.errors.mask_secrets`
   before it is truncated, so a server that echoes the key (or its ``Authorization`` header)
-  back leaves ``***`` instead.
+  back leaves ``***`` instead. So is every other value taken from a reply or a listing before
+  it is stored or compared: ``finish_reason`` (also cut to 40 characters), the model ids of
+  ``GET /models`` and of each reply. ``usage`` token counts must be whole numbers: anything else
+  is an error naming the server and the field, never a crash in ``int()``.
 * Requests run concurrently (``SERVER_CONCURRENCY`` threads) and results are yielded as each one
   completes, so the cache saves them one by one.
 * Connection errors, timeouts, HTTP 429 and 5xx are retried with exponential backoff and jitter
@@ -14,7 +17,10 @@
   last status. Other 4xx fail at once with the server's own message.
 * Identity: the configured model name plus the model id the server reports at ``GET /models``,
   not the URL, so the same model behind another host or port shares the cache, while a server
-  that swapped its model under the same URL does not.
+  that swapped its model under the same URL does not. A served id that differs from
+  ``SERVER_MODEL`` (a one-model server answers any name) is recorded as ``sha256:<16 hex>`` of
+  the (masked) id, in the identity and in each result's ``extra.served_model``: the server
+  chose that text, so it is never stored as written.
 * Truncation: the server's tokenizer is not available here, so prompt length is estimated at
   4 characters per token and the local backend's policy is applied (cut the middle of the longest
   user message, marked ``[...]``); the server's own ``prompt_tokens`` is reported.
@@ -22,6 +28,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import threading
@@ -47,6 +54,8 @@ from .base import (
 )
 
 CHARS_PER_TOKEN = 4
+#: a finish_reason is a short word (stop, length); longer server text is cut (after masking)
+FINISH_REASON_CHARS = 40
 
 
 def check_base_url(url: str) -> str:
@@ -176,11 +185,12 @@ class ServerBackend(Closeable):
                     f"GET {self.base_url}/models returned {self._mask(listing)[:300]}, not a model "
                     f"list ({{'data': [{{'id': ...}}]}}); is SERVER_URL an OpenAI-compatible /v1 URL?"
                 )
-            served = [str(m.get("id", "")) for m in listing.get("data", []) if isinstance(m, dict)]
+            # masked at once: a listing is server-controlled text, and may echo the key
+            served = [self._mask(m.get("id", "")) for m in listing.get("data", []) if isinstance(m, dict)]
             if self.model in served:
                 served_id = self.model
             elif len(served) == 1:
-                served_id = served[0]  # llama.cpp serves one model whatever name is asked for
+                served_id = self._served_label(served[0])  # llama.cpp serves one model whatever name is asked
             else:
                 raise self._error(
                     f"SERVER_MODEL={self.model!r} is not served by {self.base_url}; it serves {served or 'no models'}."
@@ -242,14 +252,50 @@ class ServerBackend(Closeable):
                 f"choices[0].message): {self._mask(body)[:300]}"
             ) from None
         usage = body.get("usage") or {}
+        if not isinstance(usage, dict):
+            raise self._error(
+                f"{self.base_url}/chat/completions returned a 'usage' field that is not an object "
+                f"({self._mask(usage)[:80]!r}); the server does not follow the OpenAI chat-completions format."
+            )
+        if not isinstance(text, str):
+            raise self._error(
+                f"{self.base_url}/chat/completions returned choices[0].message.content that is not text "
+                f"({type(text).__name__}: {self._mask(text)[:80]!r})."
+            )
         return GenerationResult(
             text=self._mask(text.strip(), patterns=False),
-            prompt_tokens=int(usage.get("prompt_tokens", 0) or 0),
-            completion_tokens=int(usage.get("completion_tokens", 0) or 0),
-            finish_reason=str(choice.get("finish_reason") or ""),
+            prompt_tokens=self._token_count(usage, "prompt_tokens"),
+            completion_tokens=self._token_count(usage, "completion_tokens"),
+            finish_reason=self._mask(choice.get("finish_reason") or "")[:FINISH_REASON_CHARS],
             truncated_prompt=truncated,
             seconds=seconds,
-            extra={"served_model": self._mask(body.get("model", ""))},
+            extra={"served_model": self._served_label(self._mask(body.get("model") or ""))},
+        )
+
+    def _served_label(self, served: str) -> str:
+        """How a model id the server reports (already masked) is recorded: as is when it is
+        SERVER_MODEL (or empty), else as ``sha256:<16 hex>`` of it. The id is text the server
+        chose: a hash still tells two served models apart (the cache keys on it) but stores
+        nothing the server wrote, so an id that carries a secret in a form not masked here (or
+        any other text) never reaches the cache, the results files or the manifest."""
+        if not served or served == self.model:
+            return served
+        return "sha256:" + hashlib.sha256(served.encode("utf-8", "replace")).hexdigest()[:16]
+
+    def _token_count(self, usage: dict, field: str) -> int:
+        """``usage[field]`` as a token count (absent or null: 0); anything else than a whole
+        non-negative number is an error naming the server and the field (value masked)."""
+        value = usage.get(field)
+        if value is None:
+            return 0
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 and float(value).is_integer():
+            return int(value)
+        raise self._error(
+            f"{self.base_url}/chat/completions returned usage.{field}={self._mask(value)[:80]!r}, which is "
+            f"not a token count (a whole number >= 0). The server at {self.base_url} (SERVER_URL) does not "
+            f"report usage in the OpenAI format; fix or update the server."
         )
 
     def generate(self, requests_: Sequence[GenerationRequest]) -> list[GenerationResult]:
