@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rrlib.checkpoints import newest_complete_checkpoint
 from rrlib.config.params import Config
 from rrlib.config.paths import RunPaths, resolve_path
 from rrlib.config.provenance import environment_info, utc_now
@@ -997,7 +998,6 @@ def train(
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import SFTConfig
 
     check_run(method, k, cfg)
@@ -1037,7 +1037,7 @@ def train(
     write_json_atomic(config_path, config)
     log.info("%s K=%d training configuration:\n%s", method, k, json.dumps(config, indent=2, default=str))
     ckpt_dir = out_dir / "checkpoints"
-    last = get_last_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+    last = str(found) if (found := newest_complete_checkpoint(ckpt_dir)) else None
 
     # model -------------------------------------------------------------------------------
     model, tokenizer = load_student_for_training(cfg)
