@@ -48,33 +48,33 @@ FIELDS = {
 # and leaves the others (and the cached answers of their prompts) as they are.
 PINNED = {
     "item_description": (
-        "2",
+        "3",
         {
-            "movies": "2de6cde5c0130741",
-            "beauty": "17e00f1268b7094f",
-            "fashion": "41f26de5bcd5b0b4",
-            "instruments": "d2dd175ac4c60f9f",
-            "books": "775ded377b0ac3f9",
+            "movies": "946b24b177766cce",
+            "beauty": "2359536d34f2429e",
+            "fashion": "eaa08277b72aa8e8",
+            "instruments": "93a8ca487b889c3e",
+            "books": "095ebf1d6b3548ca",
         },
     ),
     "user_profile": (
-        "3",
+        "4",
         {
-            "movies": "6c9c2bc21b958e7f",
-            "beauty": "b32c7e1ca4d80e0d",
-            "fashion": "26101132043aaa75",
-            "instruments": "1e7627b919f4b9e8",
-            "books": "749a88ac537eaaac",
+            "movies": "e22a6e1d85f3f568",
+            "beauty": "7370b472fb8ab42c",
+            "fashion": "d3879ec3c35ce366",
+            "instruments": "469b32a06ae004b1",
+            "books": "d9442d13f11140d2",
         },
     ),
     "reasoning": (
-        "2",
+        "3",
         {
-            "movies": "5ddee2bbb1c08aa7",
-            "beauty": "8bb7934c28120b92",
-            "fashion": "a0a31956203d8968",
-            "instruments": "9d928cf4ac09fc70",
-            "books": "e686a5b971c60f4f",
+            "movies": "21c61546dace67de",
+            "beauty": "2cdf6c827d073b54",
+            "fashion": "1551273fb0c3fdbe",
+            "instruments": "371689203d45797e",
+            "books": "4ac7ed7a9fb3baa5",
         },
     ),
 }

@@ -255,13 +255,35 @@ def problems(audit: dict[str, Any]) -> list[dict[str, Any]]:
                     "split": name,
                     "message": (
                         f"{what} holds only {only} examples ({s['liked']} liked, {s['disliked']} disliked): AUC is "
-                        f"undefined and a model trained on it learns one answer. Change LIKE_THRESHOLD (now "
-                        f"{audit.get('like_threshold')}; liked = rating > threshold), enlarge "
-                        f"{s['parameter']}, or use a dataset with both labels."
+                        f"undefined and a model trained on it learns one answer. "
+                        + (
+                            _too_few_users(s, audit)
+                            if not name.startswith("kshot") and not 0 < s["requested"] <= s["examples"]
+                            else f"Change LIKE_THRESHOLD (now {audit.get('like_threshold')}; liked = rating > "
+                            f"threshold), enlarge {s['parameter']}, or use a dataset with both labels."
+                        )
                     ),
                 }
             )
     return out
+
+
+def _too_few_users(s: dict[str, Any], audit: dict[str, Any]) -> str:
+    """The fix for a one-class validation/test set that already is the whole split: more users or
+    another threshold, not a larger subsample (each user gives one example per split)."""
+    users = audit.get("users", {}).get("users", s["examples"])
+    threshold = f"change LIKE_THRESHOLD (now {audit.get('like_threshold')}; liked = rating > threshold)"
+    head = (
+        f"The {s['split']} split has only {s['examples']:,} example(s), one per user, and {s['parameter']}="
+        f"{s['requested']} asks for {s['requested'] or 'all of them'}: the data has {users:,} user(s) after "
+        f"the k-core"
+    )
+    if s["examples"] < 2:
+        return (
+            f"{head}, and a {s['split']} set with both labels needs at least 2 users (one who liked their "
+            f"target and one who did not). Use a file with more users (or lower KCORE), or {threshold}."
+        )
+    return f"{head}. {threshold[0].upper()}{threshold[1:]}, or use a file with more users or both labels."
 
 
 def check_audit(audit: dict[str, Any]) -> None:

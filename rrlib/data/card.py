@@ -13,6 +13,7 @@ from rrlib.config.provenance import utc_now
 
 from .audit import ROWS as AUDIT_ROWS
 from .audit import SPLITS, degenerate_flags, leakage_audit, problems
+from .inputs import input_cleaning_markdown
 from .processing import Built
 
 FIGURE2_PNG = "figure2_users_vs_k.png"
@@ -129,6 +130,7 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         "figure2_users_with_at_least_k": {int(k): int(u) for k, u in zip(figure2["k"], figure2["users"])},
         "flags": degenerate_flags(inter, audit, built.stats["copies"]),
         "notes": built.stats["notes"],
+        "input_cleaning": built.stats.get("input_cleaning", {}),
     }
     if "release_cleaning" in built.stats:
         card["release_cleaning"] = built.stats["release_cleaning"]
@@ -294,6 +296,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         out += ["## Released windows", "", "```", json.dumps(card["release_windows"], indent=1), "```", ""]
     if card["notes"]:
         out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
+    out += input_cleaning_markdown(card.get("input_cleaning"))
     out += ["## Parameters", "", "```", json.dumps(card["parameters"], indent=1), "```", ""]
     return "\n".join(out)
 

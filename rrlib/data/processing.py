@@ -37,6 +37,7 @@ import pandas as pd
 
 from .collapse import collapse_copies, normalise_text
 from .errors import DataError
+from .inputs import input_cleaning
 from .loaders import RawDataset
 from .reviews import fallback_titles, sample_item_reviews
 from .sampling import RANKERS, balanced_limit, sample_users, stratified_ranks
@@ -563,4 +564,5 @@ def build_tables(raw: RawDataset, params: dict[str, Any], progress: bool = True)
     check_kshot_balance(examples, p["KSHOT_SIZES"], p["KSHOT_SAMPLING"])
     stats["ties"].update(tie_decided_targets(inter, examples))
     inter = inter.sort_values(["user_id", "position"]).reset_index(drop=True)
+    stats["input_cleaning"] = input_cleaning(raw.cleaning, inter, items, users)
     return Built(inter, items, users, examples, stats, fig2)

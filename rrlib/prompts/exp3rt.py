@@ -13,6 +13,10 @@ this project from the method:
   completion is the reasoning followed by ``Rating: r`` (the rating is read from the probabilities
   of the rating tokens at that position, :mod:`rrlib.student`).
 
+The teacher templates carry review, title and profile text inside a ``<data>`` block announced as
+data, never instructions, that the text cannot close (:mod:`rrlib.prompts.datablock`). The
+student's prompt (:func:`rating_messages`) is unchanged.
+
 Every template has a name and a version; the generation cache keys on both, so a wording change
 must bump the version (tests/test_prompts_exp3rt.py pins the rendered text).
 """
@@ -26,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from rrlib.llm.base import GenerationSettings, Message
 from rrlib.prompts.answers import _RATING, RATING_PREFIX, parse_rating
+from rrlib.prompts.datablock import data_block
 from rrlib.prompts.postprocess import Cleaned, clean_sectioned, count_words, strip_boilerplate
 from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate, scaled_settings
 
@@ -117,8 +122,8 @@ class RatedPreferences:
 def _extraction_user(role: DomainRole, *, review: Review) -> str:
     return "\n".join(
         [
-            f'A {role.person} reviewed the {role.item} "{review.item_title}" and rated it {review.rating:g} out of 5:',
-            f'"{review.text}"',
+            f"A {role.person} rated a {role.item} {review.rating:g} out of 5 and wrote this review of it:",
+            *data_block([f"{role.item.capitalize()}: {review.item_title}", f"Review: {review.text}"], "the review"),
             "",
             f"List the {role.person}'s own subjective preferences that this review shows: the aspects of the "
             f"{role.item} they liked and the aspects they disliked, each in at most {MAX_ASPECT_WORDS} words, at most "
@@ -144,7 +149,7 @@ def _user_profile_user(role: DomainRole, *, entries: Sequence[RatedPreferences],
         [
             f"These are the preferences a {role.person} expressed in their reviews, oldest first:",
             "",
-            _preference_lines(entries),
+            *data_block(_preference_lines(entries), "the list of preferences"),
             "",
             f"Summarise this {role.person}'s taste by two fixed criteria, in at most {n_words} words in all:",
             f"Values: what they look for in {role.items} (the aspects they repeatedly like).",
@@ -157,9 +162,9 @@ def _user_profile_user(role: DomainRole, *, entries: Sequence[RatedPreferences],
 def _item_profile_user(role: DomainRole, *, title: str, entries: Sequence[RatedPreferences], n_words: int) -> str:
     return "\n".join(
         [
-            f'These are the preferences reviewers of the {role.item} "{title}" expressed:',
+            f"These are the preferences reviewers of one {role.item} expressed:",
             "",
-            _preference_lines(entries),
+            *data_block([f"{role.item.capitalize()}: {title}", _preference_lines(entries)], "the list of preferences"),
             "",
             f"Summarise what reviewers say about this {role.item}, in at most {n_words} words in all:",
             "Strengths: the aspects reviewers like.",
@@ -194,8 +199,9 @@ def _rating_reasoning_user(
     rating: int,
     n_words: int,
 ) -> str:
+    inputs = _inputs_block(role, user_profile, item_title, item_attributes, item_profile, description)
     return "\n".join(
-        _inputs_block(role, user_profile, item_title, item_attributes, item_profile, description)
+        data_block(inputs, f"what is known about the {role.person} and the {role.item}")
         + [
             "",
             f"We know that this {role.person} rated this {role.item} {rating} out of 5. Explain step by step, in at most "
@@ -212,10 +218,11 @@ def _rating_reasoning_user(
 TEMPLATES: dict[str, TeacherTemplate] = {
     t.name: t
     for t in (
-        TeacherTemplate("preference_extraction", "1", "preference_extraction", _extraction_user),
-        TeacherTemplate("exp3rt_user_profile", "1", "exp3rt_user_profile", _user_profile_user),
-        TeacherTemplate("exp3rt_item_profile", "1", "exp3rt_item_profile", _item_profile_user),
-        TeacherTemplate("exp3rt_rating_reasoning", "1", "exp3rt_rating_reasoning", _rating_reasoning_user),
+        # v2: dataset text inside a <data> block announced as data (issue 24)
+        TeacherTemplate("preference_extraction", "2", "preference_extraction", _extraction_user),
+        TeacherTemplate("exp3rt_user_profile", "2", "exp3rt_user_profile", _user_profile_user),
+        TeacherTemplate("exp3rt_item_profile", "2", "exp3rt_item_profile", _item_profile_user),
+        TeacherTemplate("exp3rt_rating_reasoning", "2", "exp3rt_rating_reasoning", _rating_reasoning_user),
     )
 }
 

@@ -11,6 +11,10 @@ Three tasks, following ReasoningRec sections 3.2-3.4 (wording written for this p
   items and the target's description, in two parts (profile analysis, then why the user
   liked or disliked the target), each at most REASONING_WORDS words.
 
+Dataset text (titles, attributes, descriptions, reviews, profiles) sits inside one ``<data>``
+block that the prompt announces as data, never instructions, and that the text cannot close
+(:mod:`rrlib.prompts.datablock`); the task's instructions follow the block.
+
 Each template has a name and a version. The generation cache keys on both, so **any change to
 a template's wording must bump its version** (tests/test_prompts.py pins a hash of every
 rendered template and fails until the version is bumped and the pin updated).
@@ -23,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rrlib.llm.base import GenerationRequest, GenerationSettings, Message
+from rrlib.prompts.datablock import data_block
 
 DOMAINS = ("movies", "beauty", "fashion", "instruments", "books")
 TASKS = ("item_description", "user_profile", "reasoning")
@@ -214,19 +219,19 @@ def _check_domain(domain: str) -> DomainRole:
 # ---------------------------------------------------------------------------------------
 def _item_description_user(role: DomainRole, *, item: ItemFacts, n_words: int) -> str:
     # the facts first and the instruction last: small models otherwise continue the fact list
-    parts = [f"Title: {item.title}"]
+    facts = [f"Title: {item.title}"]
     if item.attributes:
-        parts.append(f"Details: {item.attributes}")
+        facts.append(f"Details: {item.attributes}")
     if item.plot:
-        parts.append(f"Plot: {item.plot}")
+        facts.append(f"Plot: {item.plot}")
     if item.metadata_description:
-        parts.append(f"Seller description: {item.metadata_description}")
+        facts.append(f"Seller description: {item.metadata_description}")
     if item.reviews:
-        parts.append("Reviews (rating from 1 to 5):")
-        parts += [f"- [{rating:g}] {text}" for rating, text in item.reviews]
+        facts.append("Reviews (rating from 1 to 5):")
+        facts += [f"- [{rating:g}] {text}" for rating, text in item.reviews]
     else:
-        parts.append("Reviews: none available.")
-    parts += [
+        facts.append("Reviews: none available.")
+    parts = data_block(facts, f"what is known about one {role.item}: its title, details and reviews") + [
         "",
         f"Describe this {role.item} in at most {n_words} words. Say in a few words what the {role.item} "
         f"is, then name its strong points (what people praise) and its weak points (what people "
@@ -243,7 +248,7 @@ def _user_profile_user(role: DomainRole, *, items: Sequence[RatedItem], q_words:
             f"These are the first {role.items} a {role.person} rated, oldest first, each marked LIKED or "
             f"DISLIKED and followed by its description:",
             "",
-            _rated_list(items),
+            *data_block(_rated_list(items), f"the list of rated {role.items}"),
             "",
             f"Think it through step by step: what do the liked {role.items} have in common, and what do the "
             f"disliked ones have in common? Then write a profile of this {role.person}'s taste in at most "
@@ -271,14 +276,17 @@ def _reasoning_user(
     )
     attrs = f" [{target.attributes}]" if target.attributes else ""
     shown = "the profile and the recent" if profile is not None else "the recent"
+    facts = head + [
+        f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
+        _rated_list(history) if history else "(none)",
+        "",
+        f"New {role.item}: {target.title}{attrs}",
+        *([target.description] if target.description else []),
+    ]
+    what = f"what is known about the {role.person} and the new {role.item}"
     return "\n".join(
-        head
+        data_block(facts, what)
         + [
-            f"The {role.person}'s {len(history)} most recent {role.items}, oldest first:",
-            _rated_list(history) if history else "(none)",
-            "",
-            f"New {role.item}: {target.title}{attrs}",
-            *([target.description] if target.description else []),
             "",
             f"We know that the {role.person} {verb} the new {role.item}. Explain why, step by step, in two parts:",
             f"Profile analysis: what {shown} {role.items} show about the {role.person}'s "
@@ -323,9 +331,10 @@ class TeacherTemplate:
 TEMPLATES: dict[str, TeacherTemplate] = {
     t.name: t
     for t in (
-        TeacherTemplate("item_description", "2", "item_description", _item_description_user),
-        TeacherTemplate("user_profile", "3", "user_profile", _user_profile_user),
-        TeacherTemplate("reasoning", "2", "reasoning", _reasoning_user),
+        # v3 / v4 / v3: dataset text inside a <data> block announced as data (issue 24)
+        TeacherTemplate("item_description", "3", "item_description", _item_description_user),
+        TeacherTemplate("user_profile", "4", "user_profile", _user_profile_user),
+        TeacherTemplate("reasoning", "3", "reasoning", _reasoning_user),
     )
 }
 

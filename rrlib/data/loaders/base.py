@@ -59,6 +59,9 @@ class RawDataset:
     # user-written item tags (MovieLens), RAW_TAG_COLUMNS. They join the item attributes only
     # after the split (rrlib.data.tags), so a tag a user wrote on their own target never shows.
     tags: pd.DataFrame | None = None
+    # what reading changed in the values (counted on the data card, "input_cleaning"):
+    # "ids_stripped" (records of :func:`id_changes`), "titles_rewritten" (:func:`rewrite_count`)
+    cleaning: dict[str, Any] = field(default_factory=dict)
 
 
 def require_file(path: Path, what: str, fix: str) -> Path:
@@ -117,17 +120,72 @@ def require_columns(df: pd.DataFrame, path: Path, needed, hint: str) -> None:
         raise DataError(f"{path}: column(s) {missing} missing (found {list(df.columns)}). {hint}")
 
 
-def ids(df: pd.DataFrame, column: str, rows: Rows) -> pd.Series:
-    """An id column as stripped strings; an empty id is an error naming its line."""
+def ids(df: pd.DataFrame, column: str, rows: Rows, changed: list[dict[str, Any]] | None = None) -> pd.Series:
+    """An id column as strings with surrounding whitespace stripped (``' x '`` is the user
+    ``x``; ``007`` and ``7`` stay two ids); an empty id is an error naming its line. ``changed``:
+    a record of what the stripping changed (:func:`id_changes`) is appended there, if anything."""
     s = df[column]
-    text = s.astype(str).str.strip()
+    raw = s.astype(str)
+    text = raw.str.strip()
     blank = np.flatnonzero(s.isna().to_numpy() | text.eq("").to_numpy())
     if len(blank):
         raise DataError(
             f"{rows.at(int(blank[0]))}: column '{column}' is empty ({len(blank):,} empty value(s)). "
             f"Fill it or delete the row."
         )
+    if changed is not None:
+        record = id_changes(raw, text, column, rows)
+        if record is not None:
+            changed.append(record)
     return text.reset_index(drop=True)
+
+
+def id_changes(raw: pd.Series, stripped: pd.Series, column: str, rows: Rows) -> dict[str, Any] | None:
+    """What stripping surrounding whitespace changed in an id column (None: nothing): the rows
+    and distinct ids changed, the ids that now equal another spelling (``' x '`` and ``x``: one
+    merge, the two are one user from then on), and the first change with its line."""
+    diff = (raw != stripped).to_numpy()
+    if not diff.any():
+        return None
+    spellings = pd.DataFrame({"raw": raw.to_numpy(), "id": stripped.to_numpy()}).drop_duplicates()
+    per_id = spellings.groupby("id").size()
+    merged = per_id[per_id > 1]
+    i = int(np.flatnonzero(diff)[0])
+    return {
+        "file": rows.path.name,
+        "column": column,
+        "rows_changed": int(diff.sum()),
+        "ids_changed": int(raw[diff].nunique()),
+        "ids_merged": int(len(merged)),
+        "first_merged": sorted(map(str, merged.index), key=lambda s: (len(s), s))[:5],
+        "first_change": f"{rows.at(i)}: {raw.iloc[i]!r} -> {stripped.iloc[i]!r}",
+    }
+
+
+def id_change_note(record: dict[str, Any]) -> str:
+    """The data card's note for one :func:`id_changes` record."""
+    merged = (
+        f"; {record['ids_merged']:,} of them then equal another id and were merged with it "
+        f"(first: {record['first_merged']})"
+        if record["ids_merged"]
+        else "; none equals another id"
+    )
+    return (
+        f"{record['file']}, column '{record['column']}': surrounding whitespace stripped from "
+        f"{record['ids_changed']:,} id(s) in {record['rows_changed']:,} row(s) (first: {record['first_change']})"
+        f"{merged}"
+    )
+
+
+def rewrite_count(raw: Any, cleaned: Any, ids: Any) -> dict[str, Any]:
+    """How many texts :func:`clean_text` rewrote beyond spacing (HTML entities decoded, tags
+    removed: ``<script>alert(1)</script>`` became ``alert(1)``), with the first ids."""
+    changed = [
+        str(i)
+        for r, c, i in zip(raw, cleaned, ids)
+        if isinstance(r, str) and c != _SPACE.sub(" ", r).strip()  # lists and numbers are not rewritten text
+    ]
+    return {"count": len(changed), "first": changed[:5]}
 
 
 _TAG = re.compile(r"<[^>]+>")

@@ -13,12 +13,14 @@ from .base import (
     RawDataset,
     clean_text,
     file_record,
+    id_change_note,
     ids,
     interactions_frame,
     items_frame,
     read_csv_file,
     require_columns,
     require_file,
+    rewrite_count,
 )
 from .values import GENERIC_SCALE, RatingScale, Rows, check_ratings, parse_timestamps
 
@@ -71,9 +73,10 @@ def load_generic(
     require_columns(df, inter_path, GENERIC_REQUIRED, f"Rename your columns to {list(GENERIC_REQUIRED)}.")
     scale = rating_scale or GENERIC_SCALE
     secs, info["timestamp_format"] = parse_timestamps(df["timestamp"], rows, date_order=date_order)
+    stripped: list[dict[str, Any]] = []  # ids whose surrounding whitespace was stripped
     inter = interactions_frame(
-        ids(df, "user", rows),
-        ids(df, "item", rows),
+        ids(df, "user", rows, stripped),
+        ids(df, "item", rows, stripped),
         check_ratings(
             df["rating"],
             rows,
@@ -90,6 +93,7 @@ def load_generic(
     info["rating_scale"] = scale.describe()
     files = [file_record(inter_path, "interactions", rows=len(inter), **info)]
     notes: list[str] = []
+    cleaning: dict[str, Any] = {}
     known = None
     items_path = find_table(folder, "items")
     if items_path is not None:
@@ -100,7 +104,7 @@ def load_generic(
             ["item"],
             "The items table needs 'item' and optionally 'title', 'description' and attribute columns.",
         )
-        item_ids = ids(it, "item", it_rows)
+        item_ids = ids(it, "item", it_rows, stripped)
         dup = item_ids.duplicated().to_numpy()
         if dup.any():
             i = int(np.flatnonzero(dup)[0])
@@ -113,6 +117,13 @@ def load_generic(
         cleaned = {c: it[c].map(clean_text).to_numpy() for c in extra}
         attrs = ["; ".join(f"{c}: {cleaned[c][n]}" for c in extra if cleaned[c][n]) for n in range(len(it))]
         titles = it["title"].map(clean_text).to_numpy() if "title" in it else np.full(len(it), "", dtype=object)
+        if "title" in it:
+            cleaning["titles_rewritten"] = rewritten = rewrite_count(it["title"], titles, item_ids)
+            if rewritten["count"]:
+                notes.append(
+                    f"{items_path.name}: {rewritten['count']:,} title(s) rewritten: HTML entities decoded and "
+                    f"tags removed (first items: {rewritten['first']})"
+                )
         known = pd.DataFrame(
             {
                 "item_id": item_ids.to_numpy(),
@@ -136,6 +147,8 @@ def load_generic(
                 f"by a review headline or 'item <id>'"
             )
     items = items_frame(inter["item_id"], known)
+    cleaning["ids_stripped"] = stripped
+    notes += [id_change_note(r) for r in stripped]
     source = {
         "dataset": "generic",
         "description": f"user-provided tables in {folder}",
@@ -143,4 +156,4 @@ def load_generic(
         "license": "as provided by the user",
         "citation": "",
     }
-    return RawDataset("generic", inter, items, source, notes=notes)
+    return RawDataset("generic", inter, items, source, notes=notes, cleaning=cleaning)

@@ -118,16 +118,30 @@ def decode(data: bytes, path: Path, encoding: str = "utf-8") -> tuple[str, str]:
 # ---------------------------------------------------------------------------------------
 # CSV with physical line numbers
 # ---------------------------------------------------------------------------------------
+#: other delimiters a "CSV" file may use: (character, its name in messages)
+_OTHER_DELIMITERS = ((";", "';' (semicolon)"), ("\t", "tab"), ("|", "'|' (pipe)"))
+
+
+def _other_delimiter(header: list[str]) -> tuple[str, str] | None:
+    """The delimiter a one-column header is really split by (None: no sign of one)."""
+    counts = [(header[0].count(ch), ch, name) for ch, name in _OTHER_DELIMITERS] if len(header) == 1 else []
+    best = max(counts, default=(0, "", ""))
+    return (best[1], best[2]) if best[0] else None
+
+
 def read_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, Rows]:
     """A comma-separated table with a header row, every field a string, and where each row
     starts (its physical line: quoted fields may span lines). Blank lines are skipped; a row
-    with the wrong number of fields or broken quoting is an error naming its line."""
+    with the wrong number of fields or broken quoting is an error naming its line. A one-column
+    header split by ``;``, a tab or ``|`` is refused as a file with another delimiter, and a row
+    equal to the header (two files joined) as a repeated header row, with its line and count."""
     path = Path(path)
     csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # long reviews
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""), strict=True)
     header: list[str] | None = None
     rows: list[list[str]] = []
     starts: list[int] = []
+    repeated: list[int] = []  # lines of rows that repeat the header
     last = 0
     while True:
         try:
@@ -147,6 +161,17 @@ def read_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, Rows]:
             dup = sorted({h for h in header if header.count(h) > 1})
             if dup:
                 raise DataError(f"{path}, line {start}: column name(s) {dup} appear more than once in the header.")
+            other = _other_delimiter(header)
+            if other is not None:
+                raise DataError(
+                    f"{path}, line {start}: the header is one column, {header[0][:100]!r}, holding the "
+                    f"delimiter {other[1]}: the file looks {other[1]}-separated, but the reader needs "
+                    f"comma-separated values. Save it with commas (e.g. pandas: pd.read_csv(path, "
+                    f"sep={other[0]!r}).to_csv(path, index=False)), or give a Parquet file."
+                )
+            continue
+        if [f.strip() for f in record] == header:
+            repeated.append(start)
             continue
         if len(record) != len(header):
             raise DataError(
@@ -158,6 +183,12 @@ def read_csv_text(text: str, path: Path) -> tuple[pd.DataFrame, Rows]:
         starts.append(start)
     if header is None:
         raise DataError(f"{path} has no header row. The first line must name the columns.")
+    if repeated:
+        raise DataError(
+            f"{path}, line {repeated[0]}: this row repeats the header row ({','.join(header)[:120]}), "
+            f"{len(repeated):,} time(s) in the file (e.g. two files joined together). Delete the "
+            f"repeated header line(s), keeping the first line only."
+        )
     df = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(columns=header, dtype=object)
     return df, Rows(path, np.asarray(starts, dtype="int64"))
 
