@@ -61,8 +61,11 @@ RANKING_COLUMNS: dict[str, str] = {
     "score": "float: the score the list is sorted by (higher first)",
     "retriever_score": "float: the candidate generator's score (ties of `score` are broken by it)",
     "is_target": "bool: the item is the user's held-out test target",
+    "protocol": "str: how the candidate list was built (rrlib.methods.retrieval.PROTOCOLS; 'topn': a retriever's top-N alone)",
 }
-RANKING_KEY = ["method", "k", "seed", "user_id", "rank"]
+RANKING_BLOCK = ["method", "k", "seed", "protocol"]
+RANKING_KEY = ["method", "k", "seed", "protocol", "user_id", "rank"]
+LEGACY_PROTOCOL = "topn"  # rankings written before the protocols existed: a retriever's top-N, target maybe absent
 
 
 def _text_column(values: Sequence[str] | None, n: int, name: str, method: str) -> list[str]:
@@ -246,21 +249,27 @@ def block(df: pd.DataFrame, method: str, k: int | None = None, seed: int | None 
 # ---------------------------------------------------------------------------------------
 # Rankings
 # ---------------------------------------------------------------------------------------
-def ranking_rows(method: str, k: int, lists: pd.DataFrame, *, seed: int = 0) -> pd.DataFrame:
+def ranking_rows(
+    method: str, k: int, lists: pd.DataFrame, *, seed: int = 0, protocol: str = LEGACY_PROTOCOL
+) -> pd.DataFrame:
     """Rankings rows from ``lists`` with columns user_id, example_id, item_id, score,
-    retriever_score, is_target (any order): each user's items are sorted by score, ties broken
-    by retriever_score, then item id, and ranked from 1."""
+    retriever_score, is_target (any order) and optionally protocol (else ``protocol``): each
+    (protocol, user)'s items are sorted by score, ties broken by retriever_score, then item id,
+    and ranked from 1."""
     need = ["user_id", "example_id", "item_id", "score", "retriever_score", "is_target"]
     missing = [c for c in need if c not in lists.columns]
     if missing:
         raise PredictionsError(f"{method}: ranking lists lack column(s) {missing}.")
     df = lists[need].copy()
+    df["protocol"] = lists["protocol"].astype(str).to_numpy() if "protocol" in lists.columns else str(protocol)
     df["user_id"] = df["user_id"].astype(str)
     df["item_id"] = df["item_id"].astype(str)
     df = df.sort_values(
-        ["user_id", "score", "retriever_score", "item_id"], ascending=[True, False, False, True], kind="stable"
+        ["protocol", "user_id", "score", "retriever_score", "item_id"],
+        ascending=[True, True, False, False, True],
+        kind="stable",
     )
-    df["rank"] = df.groupby("user_id").cumcount().astype("int64") + 1
+    df["rank"] = df.groupby(["protocol", "user_id"]).cumcount().astype("int64") + 1
     df.insert(0, "seed", int(seed))
     df.insert(0, "k", int(k))
     df.insert(0, "method", str(method))
@@ -273,7 +282,7 @@ def check_rankings(df: pd.DataFrame, source: str | Path = "rankings") -> pd.Data
         raise PredictionsError(f"{source}: rankings table lacks column(s) {missing}.")
     if not np.isfinite(pd.to_numeric(df["score"], errors="coerce").to_numpy(dtype=float)).all():
         raise PredictionsError(f"{source}: every ranked item needs a finite score.")
-    dup = df.duplicated(RANKING_KEY) | df.duplicated(["method", "k", "seed", "user_id", "item_id"])
+    dup = df.duplicated(RANKING_KEY) | df.duplicated(RANKING_BLOCK + ["user_id", "item_id"])
     if dup.any():
         row = df[dup].iloc[0]
         raise PredictionsError(f"{source}: user {row['user_id']} of {row['method']} holds a rank or an item twice.")
@@ -281,21 +290,30 @@ def check_rankings(df: pd.DataFrame, source: str | Path = "rankings") -> pd.Data
 
 
 def merge_rankings(existing: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
-    return _replace_blocks(existing, new, BLOCK)
+    """Replace the (method, k, seed, protocol) blocks present in ``new``; keep every other block."""
+    return _replace_blocks(existing, new, RANKING_BLOCK)
 
 
 def save_rankings(df: pd.DataFrame, path: str | Path) -> Path:
     return write_parquet_atomic(check_rankings(df, source=path)[list(RANKING_COLUMNS)], path)
 
 
+def _check_rankings_file(df: pd.DataFrame, source: str | Path) -> pd.DataFrame:
+    if "protocol" not in df.columns:  # written before the protocols existed
+        df = df.assign(protocol=LEGACY_PROTOCOL)
+    return check_rankings(df, source=source)
+
+
 def load_rankings(path: str | Path) -> pd.DataFrame | None:
-    return _load(path, check_rankings)
+    return _load(path, _check_rankings_file)
 
 
 __all__ = [
     "BLOCK",
     "KEY",
     "PREDICTION_COLUMNS",
+    "LEGACY_PROTOCOL",
+    "RANKING_BLOCK",
     "RANKING_COLUMNS",
     "TASKS",
     "block",

@@ -1,18 +1,33 @@
 """RecPIE's generative half: the student writes an explanation of what each user wants, the
 explanation is fused into the RecPIE recommender (:mod:`rrlib.methods.recpie`), and the
-recommender's gain on the user's training targets is the reward that tunes the student by RL.
+recommender's gain on the user's held-out training targets is the reward that tunes the student
+by RL.
 
 The loop (rounds ``0 .. RECPIE_RL_ROUNDS``):
 
 * round 0: the base student (a fresh, zero LoRA) explains every user greedily; the recommender
-  (RECPIE's ``recpie_hybrid`` by default) is fitted with those explanations;
+  (RECPIE's ``recpie_hybrid`` by default) is fitted with those explanations, once per fold;
 * round r >= 1: (1) the explainer is updated by trl's :class:`~trl.GRPOTrainer` for
   RECPIE_RL_STEPS steps; each step samples RECPIE_NUM_GENERATIONS explanations of
   RECPIE_RL_PROMPTS_PER_STEP users and rewards each by :func:`rrlib.methods.recpie.explanation_gain`
-  under round r-1's recommender: the mean gain in log-likelihood of the TRUE labels of the
-  user's reward targets with the explanation versus without it; (2) the updated explainer
-  explains every user greedily; (3) the recommender is refitted on those explanations and its
-  validation AUC is recorded.
+  under round r-1's recommender of the user's fold: the mean gain in log-likelihood of the TRUE
+  labels of the user's reward targets with the explanation versus without it; (2) the updated
+  explainer explains every user greedily; (3) the recommenders are refitted on those
+  explanations and their validation AUC is recorded.
+
+**Out-of-sample reward (cross-fitting over users).** The rewarded users (RECPIE_RL_USERS) are
+split into RECPIE_REWARD_FOLDS seeded folds. The recommender of fold f learns from every training
+target except the reward targets of fold f's users (``held_out``), so it learns to use
+explanations from the other folds' users and scores fold f's explanations on targets it never
+trained on; :func:`rrlib.methods.recpie.check_out_of_sample` refuses any reward target inside the
+scoring recommender's training data. (An in-sample reward would favour texts that let the
+recommender recall what it memorised.) Validation and test targets are never reward targets.
+
+**Coverage.** Rounds 0 and RECPIE_RL_ROUNDS also explain every evaluated user (the N_TEST test
+users, :attr:`ExplainerInputs.explained`), so ``recpie_rl`` scores explanations rather than a
+no-text fallback; intermediate rounds explain the rewarded users only. A user with no interaction
+before its reward targets cannot be explained (07 scores ``recpie_rl`` on the explained users only
+and says so).
 
 trl 1.16 ships no PPO trainer (the paper used PPO), so GRPO is used: its group-relative
 advantages need no value model, which suits a reward that only exists per whole explanation.
@@ -69,7 +84,7 @@ from rrlib.prompts.items import ItemCatalog
 
 log = logging.getLogger(__name__)
 
-ROUND_FILES = ("explanations.parquet", "recommender.pt", "summary.json")
+ROUND_FILES = ("explanations.parquet", "recommenders.pt", "summary.json")
 LOG_NAME = "log.jsonl"
 SETTINGS_NAME = "settings.json"
 
@@ -88,6 +103,7 @@ class RLSettings:
     temperature: float = 1.0
     n_users: int = 64
     reward_targets: int = 2
+    reward_folds: int = 2  # cross-fitting: one recommender per fold of rewarded users
     explain_history: int = 10
     words: int = 40
     recommender: str = "recpie_hybrid"
@@ -108,6 +124,10 @@ class RLSettings:
             )
         if self.num_generations < 2:
             raise ParamError("RECPIE_NUM_GENERATIONS must be >= 2: GRPO compares explanations within a group.")
+        if self.reward_folds < 2:
+            raise ParamError(
+                "RECPIE_REWARD_FOLDS must be >= 2: each fold's reward is scored by a recommender fitted without it."
+            )
 
     @classmethod
     def from_config(cls, cfg, **overrides: Any) -> "RLSettings":
@@ -123,6 +143,7 @@ class RLSettings:
             temperature=rc.recpie_temperature,
             n_users=rc.recpie_rl_users,
             reward_targets=rc.recpie_reward_targets,
+            reward_folds=rc.recpie_reward_folds,
             explain_history=rc.recpie_explain_history,
             words=rc.recpie_explanation_words,
             seed=cfg.common.seed,
@@ -140,9 +161,17 @@ class RLSettings:
 # ---------------------------------------------------------------------------------------
 @dataclass
 class ExplainerInputs:
-    users: list[str]  # explained (and rewarded) users, sorted
-    messages: dict[str, list[Message]]  # each user's explainer prompt
+    users: list[str]  # rewarded users (GRPO prompts; the recommenders' explanations), sorted
+    messages: dict[str, list[Message]]  # each explained user's explainer prompt
     available_from: dict[str, int]  # first position the explanation may be shown at
+    explained: list[str] = field(default_factory=list)  # rewarded and evaluated users, sorted
+
+    def __post_init__(self) -> None:
+        if not self.explained:
+            self.explained = list(self.users)
+        missing = sorted(set(self.users) - set(self.explained))
+        if missing:
+            raise DataError(f"ExplainerInputs: rewarded users {missing[:3]} are not among the explained users.")
 
     def fingerprint(self) -> str:
         return stable_hash(
@@ -159,11 +188,12 @@ def explainer_inputs(
     with_description: bool = True,
     first: Sequence[str] = (),
 ) -> ExplainerInputs:
-    """Per user (``settings.n_users`` of them, 0: all): the prompt over the last
-    ``explain_history`` interactions before the user's reward targets, i.e. before the last
-    ``reward_targets`` training targets. Users with too few interactions are left out.
-    The users in ``first`` (the evaluated ones) are taken before a seeded sample of the rest, so
-    that the reward-tuned variant is scored on explanations rather than on its no-text fallback."""
+    """Per user: the prompt over the last ``explain_history`` interactions before the user's
+    reward targets, i.e. before the last ``reward_targets`` training targets. Users with too few
+    interactions are left out. The rewarded users (``settings.n_users`` of them, 0: all) take the
+    users in ``first`` (the evaluated ones) before a seeded sample of the rest; every eligible user
+    of ``first`` is explained (``explained``) whether rewarded or not, so that the reward-tuned
+    variant is scored on explanations rather than on its no-text fallback."""
     seqs = user_sequences(interactions)
     cut = training_cutoffs(seqs)
     k = int(settings.reward_targets)
@@ -173,6 +203,7 @@ def explainer_inputs(
             f"no user has an interaction before their last {k} training targets; lower "
             f"RECPIE_REWARD_TARGETS or use users with more interactions."
         )
+    evaluated = sorted(set(map(str, first)) & set(eligible))
     if settings.n_users and len(eligible) > settings.n_users:
         rng = np.random.default_rng(settings.seed)
         wanted = set(map(str, first))
@@ -183,14 +214,29 @@ def explainer_inputs(
         else:
             chosen = head + [rest[i] for i in rng.choice(len(rest), settings.n_users - len(head), replace=False)]
         eligible = sorted(chosen)
+    explained = sorted(set(eligible) | set(evaluated))
     messages, available = {}, {}
-    for u in eligible:
+    for u in explained:
         end = cut[u] - k
         seq = seqs[u].iloc[max(0, end - settings.explain_history) : end]
         history = list(zip(seq["item_id"].astype(str), seq["liked"].astype(bool)))
         messages[u] = explainer_messages(history, catalog, domain, settings.words, with_description=with_description)
         available[u] = int(end)
-    return ExplainerInputs(eligible, messages, available)
+    return ExplainerInputs(eligible, messages, available, explained)
+
+
+def reward_folds(users: Sequence[str], n_folds: int, seed: int) -> dict[str, int]:
+    """Each rewarded user's fold (0 .. n_folds - 1): a seeded permutation dealt round-robin, so
+    the folds differ in size by at most one."""
+    pool = sorted(map(str, users))
+    order = np.random.default_rng(seed).permutation(len(pool))
+    return {pool[i]: n % int(n_folds) for n, i in enumerate(order)}
+
+
+def held_out_of(fold: int, folds: Mapping[str, int], available_from: Mapping[str, int]) -> dict[str, int]:
+    """The held-out positions of fold ``fold``'s recommender: each of the fold's users from its
+    first reward target on (the recommender never learns from them)."""
+    return {u: int(available_from[u]) for u, f in folds.items() if f == fold}
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,10 +252,18 @@ def completion_text(completion: Any) -> str:
 
 
 def make_reward(
-    fitted: FittedHybrid, available_from: Mapping[str, int], encoder, measure: str = "log_likelihood"
+    fitted: FittedHybrid | Sequence[FittedHybrid],
+    available_from: Mapping[str, int],
+    encoder,
+    measure: str = "log_likelihood",
+    folds: Mapping[str, int] | None = None,
 ) -> Callable[..., list[float]]:
     """A trl reward function: each completion's :func:`explanation_gain` for its prompt's user
-    (dataset column ``user_id``) under ``fitted``. A blank explanation gets 0 (it adds nothing)."""
+    (dataset column ``user_id``) under the recommender of the user's fold (``fitted[folds[user]]``;
+    one recommender: every user's). A blank explanation gets 0 (it adds nothing). The gain refuses
+    a reward target inside the scoring recommender's training data (out of sample only)."""
+    models = [fitted] if isinstance(fitted, FittedHybrid) else list(fitted)
+    fold_of = dict(folds or {})
 
     def recommender_gain(prompts=None, completions=(), user_id=(), **_: Any) -> list[float]:
         texts = [completion_text(c).strip() for c in completions]
@@ -223,7 +277,12 @@ def make_reward(
         idx = [i for i, t in enumerate(texts) if t]
         if idx:
             vecs = encoder.encode([texts[i] for i in idx], cache=False)
-            out[idx] = explanation_gain(fitted, [users[i] for i in idx], vecs, available_from, measure=measure)
+            which = np.array([fold_of.get(users[i], 0) for i in idx])
+            for f in np.unique(which):
+                part = [j for j, w in enumerate(which) if w == f]
+                out[[idx[j] for j in part]] = explanation_gain(
+                    models[int(f)], [users[idx[j]] for j in part], vecs[part], available_from, measure=measure
+                )
         return out.tolist()
 
     return recommender_gain
@@ -478,15 +537,50 @@ def _guard_settings(out_dir: Path, config: dict[str, Any]) -> None:
         write_json_atomic(path, {"hash": stable_hash(config), "config": config})
 
 
-def _load_round(run: RLRun, r: int) -> tuple[FittedHybrid, dict[str, str]]:
+def _load_round(run: RLRun, r: int) -> tuple[list[FittedHybrid], dict[str, int], dict[str, str]]:
     import torch
 
     folder = round_dir(run.out_dir, r)
     table = pd.read_parquet(folder / "explanations.parquet")
     explanations = dict(zip(table["user_id"].astype(str), table["explanation"].fillna("").astype(str)))
     feats, _, _ = run.features_for(explanations)
-    state = torch.load(folder / "recommender.pt", weights_only=False)
-    return restore_hybrid(state, run.interactions, feats), explanations
+    saved = torch.load(folder / "recommenders.pt", weights_only=False)
+    models = [restore_hybrid(state, run.interactions, feats) for state in saved["states"]]
+    return models, {str(u): int(f) for u, f in saved["folds"].items()}, explanations
+
+
+def fit_folds(run: RLRun, feats: TextFeatures, folds: Mapping[str, int]) -> list[FittedHybrid]:
+    """One recommender per fold, each fitted without its fold's reward targets (cross-fitting)."""
+    s = run.settings
+    return [
+        fit_hybrid(
+            s.recommender,
+            run.interactions,
+            run.examples,
+            feats,
+            run.seq_cfg,
+            held_out=held_out_of(f, folds, run.inputs.available_from),
+            progress=run.progress,
+        )
+        for f in range(s.reward_folds)
+    ]
+
+
+def fold_gains(
+    models: Sequence[FittedHybrid],
+    folds: Mapping[str, int],
+    users: Sequence[str],
+    vecs: np.ndarray,
+    available_from: Mapping[str, int],
+    measure: str = "log_likelihood",
+) -> np.ndarray:
+    """Each user's explanation gain under its own fold's recommender (out of sample)."""
+    out = np.zeros(len(users))
+    for f, model in enumerate(models):
+        part = [i for i, u in enumerate(users) if folds[u] == f]
+        if part:
+            out[part] = explanation_gain(model, [users[i] for i in part], vecs[part], available_from, measure=measure)
+    return out
 
 
 def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
@@ -499,7 +593,8 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
     jlog = JsonlLog(out / LOG_NAME, required=("round",))
     logged = {int(rec["round"]) for rec in jlog.load().records}
     s = run.settings
-    prev: tuple[FittedHybrid, dict[str, str]] | None = None
+    folds = reward_folds(run.inputs.users, s.reward_folds, s.seed)
+    prev: tuple[list[FittedHybrid], dict[str, int], dict[str, str]] | None = None
     for r in range(0, s.rounds + 1):
         folder = round_dir(out, r)
         if round_finished(folder):
@@ -517,45 +612,48 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
             metrics: dict[str, Any] = {}
             if r > 0:
                 assert prev is not None  # loaded above
-                reward = make_reward(prev[0], run.inputs.available_from, run.encoder, s.reward_measure)
+                reward = make_reward(prev[0], run.inputs.available_from, run.encoder, s.reward_measure, folds=prev[1])
                 metrics = run.explainer.update(run.inputs, reward, round_no=r, work_dir=tmp)
-            explanations = run.explainer.generate(run.inputs.messages)
+            # round 0 and the last round also explain the evaluated users (07 scores recpie_rl on them)
+            who = run.inputs.explained if r in (0, s.rounds) else run.inputs.users
+            explanations = run.explainer.generate({u: run.inputs.messages[u] for u in who})
             feats, users, vecs = run.features_for(explanations)
-            fitted = fit_hybrid(
-                s.recommender, run.interactions, run.examples, feats, run.seq_cfg, progress=run.progress
-            )
-            gain = (
-                explanation_gain(fitted, users, vecs, run.inputs.available_from, measure=s.reward_measure)
-                if users
-                else np.zeros(0)
-            )
+            models = fit_folds(run, feats, folds)
+            gain = fold_gains(models, folds, users, vecs, run.inputs.available_from, s.reward_measure)
             if r > 0:
                 run.explainer.save(tmp / "adapter")
             write_parquet_atomic(
                 pd.DataFrame(
                     {
-                        "user_id": run.inputs.users,
-                        "explanation": [explanations.get(u, "") for u in run.inputs.users],
-                        "available_from": [run.inputs.available_from[u] for u in run.inputs.users],
+                        "user_id": list(who),
+                        "explanation": [explanations.get(u, "") for u in who],
+                        "available_from": [run.inputs.available_from[u] for u in who],
                         "round": r,
+                        "rewarded": [u in folds for u in who],
                     }
                 ),
                 tmp / "explanations.parquet",
             )
-            torch.save(fitted.state(), tmp / "recommender.pt")
+            torch.save({"folds": folds, "states": [m.state() for m in models]}, tmp / "recommenders.pt")
             words = [len(explanations.get(u, "").split()) for u in run.inputs.users]
+            valid = [float(m.best_valid) for m in models]
+            evaluated = [u for u in who if u not in folds]
             record = {
                 "round": r,
                 "reward_mean": metrics.get("reward_mean"),
                 "reward_std": metrics.get("reward_std"),
                 "kl": metrics.get("kl"),
                 "loss": metrics.get("loss"),
-                f"valid_{fitted.metric}": fitted.best_valid,
-                "train_gain_mean": float(gain.mean()) if len(gain) else None,
+                f"valid_{models[0].metric}": float(np.mean(valid)),
+                f"valid_{models[0].metric}_folds": valid,
+                "heldout_gain_mean": float(gain.mean()) if len(gain) else None,
                 "n_users": len(run.inputs.users),
                 "n_explained": len(users),
+                "n_evaluated_only": len(evaluated),
+                "n_evaluated_explained": sum(bool(explanations.get(u, "").strip()) for u in evaluated),
+                "reward_folds": s.reward_folds,
                 "mean_words": float(np.mean(words)),
-                "recommender_epochs": len(fitted.curve),
+                "recommender_epochs": float(np.mean([len(m.curve) for m in models])),
                 "update_seconds": metrics.get("update_seconds"),
                 "step_seconds": metrics.get("step_seconds"),
                 "seconds": time.perf_counter() - t0,
@@ -568,14 +666,15 @@ def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
                 shutil.rmtree(tmp, ignore_errors=True)
         jlog.append([record])
         logged.add(r)
-        prev = (fitted, explanations)
+        prev = (models, folds, explanations)
         log.info(
-            "RecPIE RL round %d: reward %s, KL %s, valid %s %.4f",
+            "RecPIE RL round %d: reward %s, KL %s, valid %s %.4f (mean of %d folds)",
             r,
             record["reward_mean"],
             record["kl"],
-            fitted.metric,
-            fitted.best_valid,
+            models[0].metric,
+            float(np.mean(valid)),
+            len(models),
         )
     if run.explanations_out is not None:
         last = round_dir(out, s.rounds) / "explanations.parquet"
@@ -649,8 +748,9 @@ ROUND_COLUMNS = (
     "kl",
     "loss",
     "valid_auc",
-    "train_gain_mean",
+    "heldout_gain_mean",
     "n_explained",
+    "n_evaluated_explained",
     "mean_words",
     "recommender_epochs",
     "update_seconds",
@@ -660,8 +760,9 @@ ROUND_COLUMNS = (
 
 def rounds_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """One row per round: reward (mean and sd over the round's GRPO steps), KL, loss, the
-    refitted recommender's validation AUC, the gain of the greedy explanations on training
-    targets, and times. Round 0 (the base explainer) has no reward or KL."""
+    refitted recommenders' validation AUC (mean over the folds), the gain of the greedy
+    explanations on their held-out reward targets (each under its fold's recommender), coverage
+    and times. Round 0 (the base explainer) has no reward or KL."""
     rows = [{c: r.get(c) for c in ROUND_COLUMNS} for r in records]
     return pd.DataFrame(rows, columns=list(ROUND_COLUMNS))
 
@@ -700,7 +801,7 @@ def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "R
 def write_prompts(run: RLRun, path: Path) -> Path:
     """What the explainer was shown, per user (user_id, prompt, available_from): the input that
     notebook 07's faithfulness checks hold each explanation to."""
-    users = run.inputs.users
+    users = run.inputs.explained
     write_parquet_atomic(
         pd.DataFrame(
             {
@@ -747,8 +848,12 @@ __all__ = [
     "completion_text",
     "explainer_inputs",
     "explainer_known_texts",
+    "fit_folds",
+    "fold_gains",
+    "held_out_of",
     "make_reward",
     "needs_rl",
+    "reward_folds",
     "plot_rounds",
     "rl_run_for",
     "round_dir",

@@ -32,7 +32,7 @@ OVERRIDES = dict(
 def _write_exp3rt_tables(paths: RunPaths, cfg: Config) -> None:
     from rrlib.data import load_tables
     from rrlib.enrich.preferences import rank_examples
-    from rrlib.methods.retrieval import RetrievalConfig, retrieve
+    from rrlib.methods.retrieval import RetrievalConfig, candidate_lists
     from rrlib.prompts.exp3rt import integer_rating
     from rrlib.reasoning import reasoning_examples
 
@@ -70,12 +70,13 @@ def _write_exp3rt_tables(paths: RunPaths, cfg: Config) -> None:
             ],
         }
     ).to_parquet(paths.rating_reasoning)
-    candidates, _ = retrieve(
+    candidates, _ = candidate_lists(
         "bpr_mf",
         t.interactions,
         t.examples,
         rank_examples(t.examples, cfg),
-        RetrievalConfig.from_config(cfg, bpr_max_epochs=20),
+        RetrievalConfig.from_config(cfg),
+        cfg.exp3rt.rank_protocols,
     )
     candidates.to_parquet(paths.candidates)
 
@@ -155,12 +156,19 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
     rr = pr.load_rankings(paths.rankings)
     reranked = rr[rr["method"] == "exp3rt_rerank"]
     cands = pd.read_parquet(paths.candidates)
-    # the same candidates per user, reordered by the expected rating (higher first)
-    for user, g in reranked.groupby("user_id"):
-        assert set(g["item_id"]) == set(cands.loc[cands["user_id"] == user, "item_id"])
+    # the same candidates per user and protocol, reordered by the expected rating (higher first)
+    assert set(reranked["protocol"]) == {"retrieved", "sampled"}
+    for (protocol, user), g in reranked.groupby(["protocol", "user_id"]):
+        own = cands[(cands["user_id"] == user) & (cands["protocol"] == protocol)]
+        assert set(g["item_id"]) == set(own["item_id"]) and g["is_target"].sum() == 1
         assert g.sort_values("rank")["score"].is_monotonic_decreasing
+    # the retrievers rank every liked test user; the reranker's paired difference is on its own users
+    res = ranking.results[ranking.results["cutoff"] == 10].set_index(["protocol", "method"])
+    n_liked = int(tables.examples.query("split == 'test'")["label"].sum())
+    assert res.loc[("retrieved", "bpr_mf"), "n_users"] == n_liked
+    assert res.loc[("retrieved", "exp3rt_rerank"), "delta_n_users"] == 2
     md = ranking.files["ranking_md"].read_text()
-    assert "NDCG@10" in md and "EXP3RT rerank" in md
+    assert "NDCG@10" in md and "EXP3RT rerank" in md and "sampled unrated" in md
 
 
 def test_multitask_pairs_hold_steps_1_and_2_from_allowed_reviews_only(run):

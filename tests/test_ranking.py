@@ -216,9 +216,10 @@ def test_bpr_beats_popularity_when_tastes_are_clustered():
     data = type("T", (), {"interactions": inter, "examples": ex})()
     from rrlib.config.params import Config
 
-    rows, info = rt.predict(["popularity", "bpr_mf"], data, test, Config.full({"SEED": 0}))
+    rows, info = rt.predict(["popularity", "bpr_mf"], data, test, Config.full({"SEED": 0}), ["retrieved"])
     results, _ = rk.score_rankings(rows, n_boot=300, seed=0, cutoffs=(10,))
     by = results.set_index("method")
+    assert set(results["protocol"]) == {"retrieved"}
     assert by.loc["bpr_mf", "ndcg"] > 2 * by.loc["popularity", "ndcg"]
     assert by.loc["popularity", "reference"] == "bpr_mf" and by.loc["popularity", "delta_ndcg_ci_high"] < 0
     assert info["bpr_mf"]["best_epoch"] == max(info["bpr_mf"]["curve"], key=lambda c: c["valid_ndcg@20"])["epoch"]
@@ -337,11 +338,13 @@ def test_retrievers_on_the_embedded_beauty_data(tmp_path):
     test = eval_subset(data.examples, "test", 0)
     rows, info = rt.predict(["popularity", "bpr_mf"], data, test, Config.full({"SEED": 3}))
     pr.check_rankings(rows)
-    assert rows.groupby(["method", "user_id"]).size().le(20).all() and set(rows["seed"]) == {3}
+    assert rows.groupby(["method", "protocol", "user_id"]).size().eq(20).all() and set(rows["seed"]) == {3}
+    assert set(rows["protocol"]) == set(rt.PROTOCOLS)
+    assert rows.groupby(["method", "protocol", "user_id"])["is_target"].sum().eq(1).all()  # every list holds it
     assert info["bpr_mf"]["targets_seen_before"] == 0
-    assert info["bpr_mf"]["targets_in_candidates"] == int(rows[rows["method"] == "bpr_mf"]["is_target"].sum())
     results, _ = rk.score_rankings(rows, n_boot=100, seed=0, cutoffs=(10,))
     assert results["n_users"].eq(len(test)).all() and results["ndcg"].between(0, 1).all()
+    assert (results["hit"] > 0).all()
 
 
 @pytest.mark.slow
@@ -371,3 +374,115 @@ def test_measure_script_on_the_embedded_data(tmp_path):
     assert "## Rating baselines" in out.stdout and "## Retrievers" in out.stdout
     assert len(pd.read_csv(tmp_path / "figures" / "rating.csv")) == 5
     assert set(pd.read_csv(tmp_path / "figures" / "ranking.csv")["method"]) == {"popularity", "bpr_mf"}
+
+
+# ---------------------------------------------------------------------------------------
+# ranking protocols (issue 20): liked held-out items, (a) retrieved + inserted, (b) sampled
+# ---------------------------------------------------------------------------------------
+def test_ranking_examples_are_the_liked_test_targets_in_sample_order_and_nested():
+    inter = _clustered(n_users=30, seed=5)
+    ex = examples_from(inter)
+    test = ex["split"] == "test"
+    ex.loc[test, "sample_rank"] = np.arange(int(test.sum()))[::-1]  # reversed user order
+    ex.loc[test & ex["user_id"].isin(["u000", "u001", "u029"]), "label"] = 0  # disliked held-out items
+    got = rt.ranking_examples(ex)
+    assert len(got) == 27 and got["label"].eq(1).all() and got["split"].eq("test").all()
+    assert got["user_id"].iloc[0] == "u028" and got["sample_rank"].is_monotonic_increasing
+    assert rt.ranking_examples(ex, 5)["user_id"].tolist() == got["user_id"].head(5).tolist()
+    within = rt.ranking_examples(ex, within=10)  # the first 10 test examples hold u029 (disliked)
+    assert len(within) == 9 and set(within["user_id"]) <= set(got["user_id"].head(10))
+
+
+def test_protocol_a_is_the_retrievers_top_n_with_the_held_out_item_inserted():
+    pytest.importorskip("implicit")
+    inter = _clustered(n_users=80, seed=6)
+    ex = examples_from(inter)
+    test = ex[ex["split"] == "test"]
+    cfg = rt.RetrievalConfig(seed=0, n_candidates=6, bpr_factors=8, bpr_max_epochs=20)
+    top, _ = rt.retrieve("bpr_mf", inter, ex, test, cfg)
+    lists, info = rt.candidate_lists("bpr_mf", inter, ex, test, cfg, ["retrieved"])
+    assert set(lists["protocol"]) == {"retrieved"} and lists.groupby("user_id").size().eq(6).all()
+    assert lists.groupby("user_id")["is_target"].sum().eq(1).all()
+    ranked = pr.ranking_rows("bpr_mf", 0, lists)
+    inserted = 0
+    for user, own in top.groupby("user_id"):
+        got = ranked[ranked["user_id"] == user].sort_values("rank")
+        if own["is_target"].any():  # found by the retriever: the list is its top-N as it stands
+            assert got["item_id"].tolist() == own["item_id"].tolist()
+        else:  # its top N-1, then the held-out item, which the retriever alone ranks last
+            inserted += 1
+            assert got["item_id"].tolist()[:5] == own["item_id"].tolist()[:5]
+            assert got["is_target"].tolist() == [False] * 5 + [True]
+    assert inserted == info["protocols"]["retrieved"]["inserted"] > 0
+    # the retriever's HitRate@k below the list length is its full-catalogue HitRate@k
+    full = rk.per_user_metrics(rk.target_ranks(pr.ranking_rows("bpr_mf", 0, top), test["user_id"]), (5,))
+    prot = rk.per_user_metrics(rk.target_ranks(ranked), (5,))
+    assert prot["hit@5"].sum() == full["hit@5"].sum()
+
+
+def test_protocol_b_samples_unrated_items_seeded_per_user():
+    pytest.importorskip("implicit")
+    inter = _clustered(n_users=60, seed=7)
+    ex = examples_from(inter)
+    test = ex[ex["split"] == "test"]
+    cfg = rt.RetrievalConfig(seed=0, n_candidates=8, bpr_factors=8, bpr_max_epochs=20)
+    lists, info = rt.candidate_lists("popularity", inter, ex, test, cfg, ["sampled"])
+    assert lists.groupby("user_id").size().eq(8).all() and lists.groupby("user_id")["is_target"].sum().eq(1).all()
+    rated = inter.groupby("user_id")["item_id"].apply(set)  # every split, the held-out item included
+    negatives = lists[~lists["is_target"]]
+    assert not any(i in rated[u] for u, i in zip(negatives["user_id"], negatives["item_id"]))
+    # the same user gets the same negatives in any subsample of users, and another seed others
+    few, _ = rt.candidate_lists("popularity", inter, ex, test.iloc[[3, 7]], cfg, ["sampled"])
+    same = lists[lists["user_id"].isin(few["user_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        few.sort_values(["user_id", "item_id"]).reset_index(drop=True),
+        same.sort_values(["user_id", "item_id"]).reset_index(drop=True),
+    )
+    other, _ = rt.candidate_lists(
+        "popularity", inter, ex, test, rt.RetrievalConfig(seed=1, n_candidates=8), ["sampled"]
+    )
+    assert set(zip(other["user_id"], other["item_id"])) != set(zip(lists["user_id"], lists["item_id"]))
+    # both protocols at once, and the scores are the retriever's
+    both, info = rt.candidate_lists("popularity", inter, ex, test, cfg)
+    assert set(both["protocol"]) == set(rt.PROTOCOLS) and set(info["protocols"]) == set(rt.PROTOCOLS)
+    pop = rt.popularity_scores(rt.InteractionIndex(inter))
+    idx = rt.InteractionIndex(inter).item_index
+    known = both[both["item_id"].isin(idx) & ~both["is_target"]]
+    assert np.allclose(known["retriever_score"], pop[[idx[i] for i in known["item_id"]]])
+    with pytest.raises(MethodError, match="ranking protocols"):
+        rt.candidate_lists("popularity", inter, ex, test, cfg, ["top100"])
+
+
+def test_score_rankings_compares_within_a_protocol_on_the_shared_users():
+    users = [f"u{i}" for i in range(40)]
+    rng = np.random.default_rng(3)
+
+    def block(method, ranks, protocol, length=10):
+        b = _ranking(method, ranks, length=length)
+        return b.assign(protocol=protocol)
+
+    retr_a = block("bpr_mf", {u: int(rng.integers(1, 11)) for u in users}, "retrieved")
+    retr_b = block("bpr_mf", {u: int(rng.integers(1, 11)) for u in users}, "sampled")
+    rer_a = block("exp3rt_rerank", {u: 1 for u in users[:15]}, "retrieved")  # a subsample of users
+    results, _ = rk.score_rankings(
+        pd.concat([retr_a, retr_b, rer_a]), n_boot=200, seed=0, cutoffs=(5, 10), references={"exp3rt_rerank": "bpr_mf"}
+    )
+    row = results.set_index(["protocol", "method", "cutoff"])
+    assert row.loc[("retrieved", "exp3rt_rerank", 10), "delta_n_users"] == 15
+    expected = (
+        1.0
+        - retr_a[retr_a["is_target"] & retr_a["user_id"].isin(users[:15])]["rank"]
+        .map(lambda r: 1 / np.log2(r + 1))
+        .mean()
+    )
+    assert row.loc[("retrieved", "exp3rt_rerank", 10), "delta_ndcg"] == pytest.approx(expected)
+    assert "15 users" in row.loc[("retrieved", "exp3rt_rerank", 10), "note"]
+    assert "every list holds the target" in row.loc[("sampled", "bpr_mf", 10), "note"]
+    assert "every list holds" not in row.loc[("sampled", "bpr_mf", 5), "note"]
+    from rrlib.evaluate.exp3rt import ranking_markdown, ranking_view
+
+    md = ranking_markdown(results)
+    assert md.count("### Top-k ranking, protocol") == 4
+    assert rt.PROTOCOL_LABELS["retrieved"] in md and rt.PROTOCOL_LABELS["sampled"] in md
+    view = ranking_view(results, 10)
+    assert view["paired users"].tolist().count(15) == 1

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from rrlib.errors import DataError, MethodError, MissingArtifactError, ParamError
+from rrlib.errors import DataError, LeakageError, MethodError, MissingArtifactError, ParamError
 from rrlib.methods import registry
 from rrlib.methods.recpie import (
     NO_TEXT,
@@ -174,11 +174,14 @@ def test_profile_texts_become_available_after_their_profile_items():
 @pytest.fixture(scope="module")
 def fitted_for_reward():
     """A hybrid whose user text ('wants dry/oily') is shown for the last two training targets
-    of each user (as the RL loop does), trained on the match task."""
+    of each user (as the RL loop does), trained on the match task without the reward targets of
+    the first 30 users (held out, as one cross-fitting fold of the RL loop): their rewards are
+    out of sample."""
     inter, ex, users, items = text_task(n_users=120, text_from=-2, seed=2)
     enc = FakeEncoder()
     feats = TextFeatures.encode(users, items, enc)
-    fitted = fit_hybrid("recpie_hybrid", inter, ex, feats, CFG, progress=False)
+    held = {u: users[u].available_from for u in sorted(users)[:30]}
+    fitted = fit_hybrid("recpie_hybrid", inter, ex, feats, CFG, held_out=held, progress=False)
     return fitted, inter, ex, users, items, feats, enc
 
 
@@ -223,6 +226,27 @@ def test_reward_never_reads_valid_or_test_labels(fitted_for_reward):
     with pytest.raises(MethodError, match="uses no user text"):
         no_user = fit_hybrid("recpie_item_text", inter, ex, feats, SeqConfig(epochs=1, hidden=16), progress=False)
         explanation_gain(no_user, [u], vec[:1], avail)
+
+
+def test_reward_refuses_targets_the_recommender_trained_on(fitted_for_reward):
+    """The out-of-sample guard: a reward target inside the scoring recommender's training data
+    fails (issue 20); the held-out users' targets are really absent from what it learned."""
+    fitted, inter, ex, users, items, feats, enc = fitted_for_reward
+    held = sorted(users)[:30]
+    trained = set(zip(*fitted.data.training_positions()))
+    for u in held:
+        pos = reward_positions(fitted.data, u, users[u].available_from)
+        assert pos and not trained & {(u, p) for p in pos}
+        assert (u, pos[0] - 1) in trained  # what comes before the reward targets is still learned from
+    inside = sorted(users)[40]  # not held out: its reward targets are training targets of this model
+    vec = enc.encode([users[inside].text])
+    with pytest.raises(LeakageError, match="in the scoring recommender's training data"):
+        explanation_gain(fitted, [inside], vec, {inside: users[inside].available_from})
+    in_sample = fit_hybrid("recpie_hybrid", inter, ex, feats, SeqConfig(epochs=1, hidden=16), progress=False)
+    with pytest.raises(LeakageError, match="held_out="):
+        explanation_gain(
+            in_sample, [held[0]], enc.encode([users[held[0]].text]), {held[0]: users[held[0]].available_from}
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -291,14 +315,36 @@ def test_data_efficiency_table_and_plot(tmp_path):
         features=feats,
         cfg=SeqConfig(epochs=3, hidden=16, seed=0),
         n_boot=50,
+        seeds=[0, 1, 2],
         methods=("user_like_rate", "bias_logreg", "sasrec", "recpie_hybrid"),
     )
-    assert len(table) == 8 and set(table["fraction"]) == {0.25, 1.0}
-    assert (table["n"] == len(test)).all() and table["auc"].between(0, 1).all()
+    assert len(table) == 8 and set(table["fraction"]) == {0.25, 1.0} and (table["n_seeds"] == 3).all()
+    assert (table["n"] == len(test)).all() and table["auc"].between(0, 1).all() and table["auc_sd"].ge(0).all()
     small = table[table["fraction"] == 0.25]
     assert (small["n_train_users"] == 15).all() and (small["n_train_targets"] < table["n_train_targets"].max()).all()
+    assert (small["n_valid"] == 15).all()  # early stopping on the fraction's own users' validation targets
+    # paired with SASRec at the same fraction; the reference itself has no difference
+    assert set(table["reference"]) == {"sasrec"} and table.loc[table["method"] == "sasrec", "delta_auc"].isna().all()
+    per_seed = table.attrs["per_seed"]
+    assert len(per_seed) == 24 and set(per_seed["seed"]) == {0, 1, 2}
+    hyb = per_seed[(per_seed["method"] == "recpie_hybrid") & (per_seed["fraction"] == 1.0)]["auc"].mean()
+    sas = per_seed[(per_seed["method"] == "sasrec") & (per_seed["fraction"] == 1.0)]["auc"].mean()
+    row = table.set_index(["method", "fraction"]).loc[("recpie_hybrid", 1.0)]
+    assert (
+        row["delta_auc"] == pytest.approx(hyb - sas) and row["delta_ci_low"] <= row["delta_auc"] <= row["delta_ci_high"]
+    )
+    assert row["delta_ci_low"] > 0  # only the text carries the answer here: the hybrid wins, resolvably
+    # each seed draws its own fractions
+    draws = {s: nested_user_fractions([f"u{i}" for i in range(60)], [0.25], seed=s)[0.25] for s in (0, 1)}
+    assert draws[0] != draws[1]
+    from rrlib.evaluate.efficiency import efficiency_view
+
+    view = efficiency_view(table)
+    assert (
+        list(view.columns) == ["25% users", "100% users"] and "Δ" in view.loc["RecPIE (user + item text)", "100% users"]
+    )
     fig = plot_data_efficiency(table, tmp_path / "eff.png")
-    assert (tmp_path / "eff.png").stat().st_size > 0 and fig.axes
+    assert (tmp_path / "eff.png").stat().st_size > 0 and len(fig.axes) == 2
     with pytest.raises(MethodError, match="cannot train"):
         data_efficiency(inter, ex, test, fractions=[1.0], features=feats, cfg=CFG, methods=("caser",))
 
@@ -335,8 +381,9 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
     rows, info = predict(["recpie_rl", "recpie_item_text"], tables, test, cfg)
     assert info["recpie_rl"]["text_sources"] == {"user": "explanations", "item": "description"}
     rl = rows[rows["method"] == "recpie_rl"].set_index("user_id")
+    # scored on the explained users only, each with the explanation it was shown (coverage recorded)
+    assert sorted(rl.index) == explained and info["recpie_rl"]["coverage"] == {"explained": 30, "evaluated": 40}
     assert (rl.loc[explained, "reasoning"] == [users[u].text for u in explained]).all()
-    assert (rl.drop(index=explained)["reasoning"] == "").all()
     assert (rows[rows["method"] == "recpie_item_text"]["reasoning"].fillna("") == "").all()
     shift = pd.read_parquet(paths.recpie_score_shift)
     assert set(shift["method"]) == {"recpie_rl"} and len(shift) == len(test)  # item-only variant: no user text

@@ -83,9 +83,10 @@ def test_explainer_sees_only_interactions_before_the_reward_targets():
 def test_reward_function_is_the_recommenders_gain():
     inter, ex, users, items = text_task(n_users=80, text_from=-2, seed=2)
     enc = FakeEncoder()
-    fitted = fit_hybrid("recpie_hybrid", inter, ex, TextFeatures.encode(users, items, enc), SEQ, progress=False)
     ids = sorted(users)[:4]
     avail = {u: users[u].available_from for u in ids}
+    feats = TextFeatures.encode(users, items, enc)
+    fitted = fit_hybrid("recpie_hybrid", inter, ex, feats, SEQ, held_out=avail, progress=False)
     reward = make_reward(fitted, avail, enc)
     texts = [users[u].text for u in ids[:3]] + ["   "]
     got = reward(
@@ -159,7 +160,7 @@ def _run(tmp_path, explainer, settings, data):
 
 
 def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path):
-    data = text_task(n_users=60, seed=3)
+    data = text_task(n_users=120, seed=3)  # enough users that the true texts help out of sample
     truth = {u: t.text for u, t in data[2].items()}
     settings = RLSettings(rounds=3, n_users=0, reward_targets=2, explain_history=4, seed=1)
 
@@ -170,7 +171,7 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
     assert [r["round"] for r in rounds_log(out)] == [0, 1]
     assert (round_dir(out, 1) / "adapter" / "skill.txt").is_file() and not round_dir(out, 2).exists()
     assert not list(out.glob(".round_*"))  # the half-built round was removed
-    stamp = {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in ("recommender.pt", "explanations.parquet")}
+    stamp = {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in ("recommenders.pt", "explanations.parquet")}
 
     resumed = FakeExplainer(truth)
     log = run_recpie_rl(_run(tmp_path, resumed, settings, data))
@@ -179,7 +180,10 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
     assert {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in stamp} == stamp
     assert [r["round"] for r in log] == [0, 1, 2, 3]
     assert len((out / "log.jsonl").read_text().splitlines()) == 4
-    assert all(r["reward_mean"] > 0 and r["kl"] is not None for r in log[1:])  # true texts help on training targets
+    assert all(r["kl"] is not None for r in log[1:])
+    # round 1 is rewarded by round 0's recommenders, fitted on vague texts: its sign means nothing;
+    # from round 2 on the recommenders learned the true texts, which then help on held-out targets
+    assert all(r["reward_mean"] > 0 for r in log[2:]) and log[1]["heldout_gain_mean"] > 0
     assert log[1]["valid_auc"] > log[0]["valid_auc"] + 0.1  # vague texts -> true texts
     final = pd.read_parquet(tmp_path / "explanations.parquet")
     assert set(final["round"]) == {3} and final["explanation"].tolist() == [truth[u] for u in final["user_id"]]
@@ -200,6 +204,68 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
                 data,
             )
         )
+
+
+def test_every_reward_is_scored_by_a_recommender_that_never_trained_on_its_targets(tmp_path):
+    """Cross-fitting (issue 20): each rewarded user's reward targets are absent from the training
+    data of the recommender that rewards it (its fold's), and present in the other fold's (which
+    is how explanations are learned); an in-sample reward fails."""
+    import torch
+
+    from rrlib.errors import LeakageError
+    from rrlib.methods.recpie import restore_hybrid, reward_positions
+
+    data = text_task(n_users=120, seed=3)
+    inter, ex, users, items = data
+    truth = {u: t.text for u, t in users.items()}
+    settings = RLSettings(rounds=2, n_users=0, reward_targets=2, explain_history=4, seed=1, reward_folds=3)
+    run = _run(tmp_path, FakeExplainer(truth), settings, data)
+    log = run_recpie_rl(run)
+    saved = torch.load(round_dir(tmp_path / "rl", 0) / "recommenders.pt", weights_only=False)
+    folds = saved["folds"]
+    assert sorted(folds) == run.inputs.users and sorted(set(folds.values())) == [0, 1, 2]
+    models = [restore_hybrid(state, inter, TextFeatures.encode({}, items, FakeEncoder())) for state in saved["states"]]
+    trained = [set(zip(*m.data.training_positions())) for m in models]
+    for u, f in folds.items():
+        targets = {(u, p) for p in reward_positions(models[f].data, u, run.inputs.available_from[u])}
+        assert targets and not targets & trained[f], f"user {u}: a reward target is in its recommender's training data"
+        assert all(targets <= trained[g] for g in range(3) if g != f)
+    assert log[2]["reward_mean"] > 0 and log[1]["heldout_gain_mean"] > 0  # true texts help out of sample too
+    # the guard itself: the fold-0 recommender cannot reward a fold-1 user
+    u1 = next(u for u, f in folds.items() if f == 1)
+    reward = make_reward(models[0], run.inputs.available_from, FakeEncoder())
+    with pytest.raises(LeakageError, match="training data"):
+        reward(completions=[truth[u1]], user_id=[u1])
+    fine = make_reward(models, run.inputs.available_from, FakeEncoder(), folds=folds)
+    assert np.isfinite(fine(completions=[truth[u1]], user_id=[u1])).all()
+
+
+def test_every_evaluated_user_is_explained_in_the_first_and_last_rounds(tmp_path):
+    """Coverage (issue 20): the evaluated users are explained even when RECPIE_RL_USERS rewards
+    fewer; intermediate rounds explain the rewarded users only."""
+    data = text_task(n_users=40, seed=4)
+    inter, ex, users, items = data
+    truth = {u: t.text for u, t in users.items()}
+    evaluated = sorted(users)[:12]
+    settings = RLSettings(rounds=2, n_users=6, reward_targets=2, explain_history=4, seed=2)
+    inputs = explainer_inputs(inter, _catalog(items), "beauty", settings, with_description=False, first=evaluated)
+    assert len(inputs.users) == 6 and set(inputs.users) < set(evaluated) and inputs.explained == evaluated
+
+    class Recording(FakeExplainer):
+        calls: list = []
+
+        def generate(self, messages):
+            self.calls.append(sorted(messages))
+            return super().generate(messages)
+
+    rec = Recording(truth)
+    run = RLRun(tmp_path / "rl", inter, ex, items, inputs, rec, FakeEncoder(), settings, SEQ, tmp_path / "e.parquet")
+    log = run_recpie_rl(run)
+    assert rec.calls == [evaluated, inputs.users, evaluated]
+    final = pd.read_parquet(tmp_path / "e.parquet")
+    assert sorted(final["user_id"]) == evaluated and final["explanation"].str.strip().ne("").all()
+    assert final.set_index("user_id")["rewarded"].sum() == 6
+    assert [r["n_evaluated_explained"] for r in log] == [6, 0, 6]
 
 
 SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"  # as tests/test_finetune.py

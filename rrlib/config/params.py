@@ -302,8 +302,23 @@ class Exp3rtConfig(Section):
     exp3rt_multitask: bool = param(
         False, "the rating student also learns steps 1 and 2 (extraction, profiles), as the paper distils all three"
     )
-    rank_candidates: int = param(20, "N: candidates per test user proposed by the retriever for reranking", min=2)
-    rank_users: int = param(50, "test users whose candidates are reranked (0: every test user of N_TEST)", min=0)
+    rank_candidates: int = param(
+        20, "N: items in each ranking user's candidate list (both protocols), the held-out item included", min=2
+    )
+    rank_users: int = param(
+        50,
+        "ranking users (a liked held-out item) of the N_TEST subsample whose candidates the LLM rerankers rerank "
+        "(0: all of them)",
+        min=0,
+    )
+    rank_retriever_users: int = param(
+        0, "ranking users the retrievers rank, from every test user (0: all; cheap, so the intervals are narrow)", min=0
+    )
+    rank_protocols: list[str] = param(
+        ["retrieved", "sampled"],
+        "candidate lists: retrieved (the retriever's top-N, held-out item inserted) and/or sampled (held-out item "
+        "+ N-1 sampled items the user never rated)",
+    )
     rank_k: list[int] = param([5, 10], "cutoffs k of NDCG@k, Recall@k and HitRate@k", min=1)
     retriever: str = param(
         "bpr_mf", "candidate generator for reranking: bpr_mf or popularity", choices=("bpr_mf", "popularity")
@@ -405,6 +420,14 @@ class RecpieConfig(Section):
     recpie_fractions: list[int] = param(
         [12, 25, 50, 100], "data-efficiency curve: percent of training users (nested, seeded)", min=1, max=100
     )
+    recpie_efficiency_seeds: int = param(
+        3, "data-efficiency curve: seeds (SEED, SEED+1, ...), each drawing its own fractions; paired over seeds", min=1
+    )
+    recpie_efficiency_test: str = param(
+        "all",
+        "data-efficiency curve scored on every test user (all; the recommenders are cheap) or the N_TEST subsample",
+        choices=("all", "subsample"),
+    )
     recpie_rl_rounds: int = param(2, "explainer updates alternated with recommender refits", min=1)
     recpie_rl_steps: int = param(2, "GRPO steps per round (CPU: a few; paper scale: hundreds)", min=1)
     recpie_rl_prompts_per_step: int = param(2, "users (prompts) per GRPO step", min=1)
@@ -413,9 +436,17 @@ class RecpieConfig(Section):
     recpie_kl_beta: float = param(0.04, "KL penalty to the explainer at the start of the round (0: none)", min=0)
     recpie_rl_learning_rate: float = param(5e-5, "explainer LoRA learning rate in the RL updates", min=0, max=1)
     recpie_temperature: float = param(1.0, "sampling temperature of the explanations during RL", min=0.01, max=5)
-    recpie_rl_users: int = param(64, "users whose explanations are written and rewarded (0: all; seeded)", min=0)
+    recpie_rl_users: int = param(
+        64, "users whose explanations are rewarded (0: all; seeded); every evaluated user is explained too", min=0
+    )
     recpie_reward_targets: int = param(
         2, "latest training targets per user kept out of the explainer's view; the reward is scored on them", min=1
+    )
+    recpie_reward_folds: int = param(
+        2,
+        "cross-fitting: rewarded users split into this many folds, each rewarded by a recommender that never "
+        "trained on its reward targets",
+        min=2,
     )
     recpie_explain_history: int = param(10, "most recent interactions shown to the explainer", min=1)
     recpie_explanation_words: int = param(40, "words the explainer is asked to write", min=5)

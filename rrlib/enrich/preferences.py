@@ -118,12 +118,12 @@ def methods_needing_preferences(cfg: Config) -> list[str]:
 
 
 def rank_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
-    """The test examples whose candidates are reranked: the first RANK_USERS of the seeded test
-    subsample (all N_TEST when 0)."""
-    from rrlib.data.schema import eval_subset
+    """The test examples whose candidates the LLM rerankers rerank: the first RANK_USERS ranking
+    users (a liked held-out item, :func:`rrlib.methods.retrieval.ranking_examples`) of the seeded
+    test subsample (all of N_TEST's when 0)."""
+    from rrlib.methods.retrieval import ranking_examples
 
-    test = eval_subset(examples, "test", cfg.data.n_test)
-    return test.head(cfg.exp3rt.rank_users) if cfg.exp3rt.rank_users else test
+    return ranking_examples(examples, cfg.exp3rt.rank_users, within=cfg.data.n_test)
 
 
 def exp3rt_scope(scoped: pd.DataFrame, candidates: pd.DataFrame | None) -> tuple[list[str], list[str]]:

@@ -43,9 +43,41 @@ def scoped_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True).drop_duplicates("example_id")
 
 
-def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.DataFrame, cfg: Config) -> Scope:
+def reranking_items(examples: pd.DataFrame, interactions: pd.DataFrame, cfg: Config) -> set[str]:
+    """The items of the rerankers' candidate lists (:func:`rrlib.methods.retrieval.candidate_lists`
+    of the RANK_USERS ranking users, under RANK_PROTOCOLS) when EVAL_METHODS holds a reranker, else
+    none. They need the texts the held-out item has (it is a test target, so in scope): otherwise
+    the one candidate with a description would give the held-out item away."""
+    from rrlib.methods import registry
+    from rrlib.methods.retrieval import RetrievalConfig, candidate_lists, ranking_examples
+
+    wanted = [m for m in cfg.evaluate.eval_methods if m in registry.REGISTRY and registry.get(m).kind == "reranker"]
+    if not wanted:
+        return set()
+    rank = ranking_examples(examples, cfg.exp3rt.rank_users, within=cfg.data.n_test)
+    if rank.empty:
+        return set()
+    lists, _ = candidate_lists(
+        cfg.exp3rt.retriever,
+        interactions,
+        examples,
+        rank,
+        RetrievalConfig.from_config(cfg),
+        list(cfg.exp3rt.rank_protocols),
+    )
+    return set(lists["item_id"].astype(str))
+
+
+def enrichment_scope(
+    items: pd.DataFrame,
+    users: pd.DataFrame,
+    examples: pd.DataFrame,
+    cfg: Config,
+    interactions: pd.DataFrame | None = None,
+) -> Scope:
     """ENRICH_SCOPE 'needed': the users of the scoped examples and every item they touch (targets,
-    histories, profile items); 'all': every item and user of the tables."""
+    histories, profile items), and with ``interactions`` the rerankers' candidates
+    (:func:`reranking_items`); 'all': every item and user of the tables."""
     mode = cfg.enrich.enrich_scope
     if mode == "all":
         return Scope(sorted(map(str, items["item_id"])), sorted(map(str, users["user_id"])), examples, mode)
@@ -59,6 +91,8 @@ def enrichment_scope(items: pd.DataFrame, users: pd.DataFrame, examples: pd.Data
     profiled = users[users["user_id"].astype(str).isin(user_ids)]
     for ids in profiled["profile_item_ids"]:
         needed.update(map(str, as_list(ids)))
+    if interactions is not None:
+        needed |= reranking_items(examples, interactions, cfg)
     unknown = needed - set(map(str, items["item_id"]))
     if unknown:
         raise ValueError(

@@ -2,12 +2,18 @@
 an LLM's score), the rating and ranking tables, and the faithfulness figures of every reasoning
 method (ReasoningRec's on its prompts, EXP3RT's on its rating prompts).
 
-Reranking (issue 12, step 5): the retriever of notebook 04 (RETRIEVER) proposed RANK_CANDIDATES
-items for each of the first RANK_USERS test users (fitted on training interactions only, the
-test interaction never seen). A reranker (registry kind ``reranker``) reorders each list by its
-``scorer``'s score of every (user, candidate) pair, ties broken by the retriever's score: the
-expected rating of an EXP3RT student, or ReasoningRec's P(Yes). A candidate is scored with the
-user's test example, its target replaced by the candidate (same history, same profile).
+Reranking (issue 12, step 5; protocols issue 20): a ranking user is a test user whose held-out
+item they liked. Under each protocol of RANK_PROTOCOLS (:mod:`rrlib.methods.retrieval`:
+``retrieved``, the retriever's top RANK_CANDIDATES with the held-out item inserted when missing;
+``sampled``, the held-out item plus RANK_CANDIDATES - 1 sampled items the user never rated) the
+retrievers rank every ranking user of the test split (RANK_RETRIEVER_USERS, 0: all; cheap), and
+the rerankers reorder the lists notebook 04 wrote for the first RANK_USERS ranking users of the
+N_TEST subsample: the same lists the retriever ranks for those users (checked). A reranker
+(registry kind ``reranker``) reorders each list by its ``scorer``'s score of every (user,
+candidate) pair, ties broken by the retriever's score: the expected rating of an EXP3RT student,
+or ReasoningRec's P(Yes). A candidate is scored with the user's test example, its target
+replaced by the candidate (same history, same profile). Each reranker's paired difference with
+the retriever is on the users both rank (bootstrap over users).
 """
 
 from __future__ import annotations
@@ -63,9 +69,12 @@ def ranking_plan(cfg: Config, paths, finetuned: Sequence[tuple[str, int, int]]) 
 
 
 def candidate_examples(candidates: pd.DataFrame, examples: pd.DataFrame) -> pd.DataFrame:
-    """One example row per candidate: the user's test example with the candidate as its target
+    """One example row per distinct (test example, candidate) pair (a candidate in several
+    protocols' lists is scored once): the user's test example with the candidate as its target
     (``example_id`` '<test example>|<item>'; ``label`` 1 for the held-out target)."""
-    base = examples.drop_duplicates("example_id").set_index(examples["example_id"].astype(str))
+    candidates = candidates.drop_duplicates(["example_id", "item_id"])
+    examples = examples.drop_duplicates("example_id")
+    base = examples.set_index(examples["example_id"].astype(str))
     missing = sorted(set(candidates["example_id"].astype(str)) - set(base.index))
     if missing:
         raise MissingArtifactError(
@@ -122,29 +131,84 @@ class RankingRun:
     files: dict[str, Path]
 
 
+def reranking_candidates(paths, cfg: Config, rank_test: pd.DataFrame) -> pd.DataFrame:
+    """Notebook 04's candidate lists of the reranking users, for the protocols of RANK_PROTOCOLS."""
+    candidates = pd.read_parquet(paths.require(paths.candidates, "04_review_preferences"))
+    protocols = list(cfg.exp3rt.rank_protocols)
+    if "protocol" not in candidates.columns or not set(protocols) <= set(candidates["protocol"].astype(str)):
+        raise MissingArtifactError(
+            f"{paths.candidates} holds no candidate lists of the protocols {protocols} (written before the ranking "
+            f"protocols, or with other RANK_PROTOCOLS); rerun 04_review_preferences."
+        )
+    keep = candidates["example_id"].astype(str).isin(set(rank_test["example_id"].astype(str)))
+    candidates = candidates[keep & candidates["protocol"].astype(str).isin(protocols)]
+    missing = set(rank_test["example_id"].astype(str)) - set(candidates["example_id"].astype(str))
+    if candidates.empty or missing:
+        raise MissingArtifactError(
+            f"{paths.candidates} lacks the candidates of {len(missing) or len(rank_test)} of this run's "
+            f"{len(rank_test)} reranking users; rerun 04_review_preferences with this N_TEST / RANK_USERS."
+        )
+    return candidates.reset_index(drop=True)
+
+
+def _same_lists(candidates: pd.DataFrame, retriever_rows: pd.DataFrame) -> int:
+    """How many (protocol, user) candidate lists differ from the retriever's own lists."""
+    users = set(candidates["user_id"].astype(str))
+    mine = retriever_rows[retriever_rows["user_id"].astype(str).isin(users)]
+
+    def sets(df: pd.DataFrame) -> dict[tuple[str, str], frozenset]:
+        return {
+            (str(p), str(u)): frozenset(g.astype(str)) for (p, u), g in df.groupby(["protocol", "user_id"])["item_id"]
+        }
+
+    a, b = sets(candidates), sets(mine)
+    return sum(a.get(key) != b.get(key) for key in a)
+
+
 def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mapping[str, Any]) -> RankingRun:
-    """Retrievers alone and every reranker of ``plan`` on the reranking users (RANK_USERS of the
-    test subsample), scored by NDCG / Recall / HitRate @ RANK_K (and @10) with bootstrap
-    intervals and the paired difference of each reranker with the retriever it reorders.
-    ``contexts``: scorer -> its prompt context. Writes ``paths.rankings`` and the ranking tables."""
+    """Retrievers alone on every ranking user (RANK_RETRIEVER_USERS of the test split) and every
+    reranker of ``plan`` on the reranking users (RANK_USERS of the N_TEST subsample), under each
+    protocol of RANK_PROTOCOLS, scored by NDCG / Recall / HitRate @ RANK_K (and @10) with bootstrap
+    intervals and the paired difference of each reranker with the retriever it reorders (on the
+    users both rank). ``contexts``: scorer -> its prompt context. Writes ``paths.rankings`` and
+    the ranking tables."""
     from rrlib.enrich.preferences import rank_examples
     from rrlib.evaluate.ranking import score_rankings
     from rrlib.methods import retrieval
 
+    protocols = list(cfg.exp3rt.rank_protocols)
     rank_test = rank_examples(tables.examples, cfg)
-    info: dict[str, Any] = {"n_users": len(rank_test), "retriever": cfg.exp3rt.retriever}
+    rank_all = retrieval.ranking_examples(tables.examples, cfg.exp3rt.rank_retriever_users)
+    # the reranking users are ranked by the retrievers too, so that every paired difference has them
+    rank_all = pd.concat([rank_all, rank_test], ignore_index=True).drop_duplicates("example_id")
+    n_test = tables.examples[tables.examples["split"] == "test"]
+    info: dict[str, Any] = {
+        "protocols": protocols,
+        "n_test_users": int(len(n_test)),
+        "n_liked_test_users": int(n_test["label"].astype(int).sum()),
+        "n_retriever_users": len(rank_all),
+        "n_reranker_users": len(rank_test) if plan.rerankers else 0,
+        "retriever": cfg.exp3rt.retriever,
+    }
     parts = []
+    retriever_rows = None
     if plan.retrievers:
-        rows, info["retrievers"] = retrieval.predict(plan.retrievers, tables, rank_test, cfg)
-        parts.append(rows)
+        retriever_rows, info["retrievers"] = retrieval.predict(plan.retrievers, tables, rank_all, cfg, protocols)
+        parts.append(retriever_rows)
     if plan.rerankers:
-        candidates = pd.read_parquet(paths.require(paths.candidates, "04_review_preferences"))
-        candidates = candidates[candidates["example_id"].astype(str).isin(set(rank_test["example_id"].astype(str)))]
-        if candidates.empty:
-            raise MissingArtifactError(
-                f"{paths.candidates} holds no candidates of this run's reranking users; rerun "
-                f"04_review_preferences with this N_TEST / RANK_USERS."
-            )
+        candidates = reranking_candidates(paths, cfg, rank_test)
+        if retriever_rows is not None and cfg.exp3rt.retriever in plan.retrievers:
+            own = retriever_rows[retriever_rows["method"] == cfg.exp3rt.retriever]
+            differ = _same_lists(candidates, own)
+            if differ:
+                raise MissingArtifactError(
+                    f"{differ} of notebook 04's candidate lists differ from {cfg.exp3rt.retriever}'s lists here (the "
+                    f"data or the retriever changed); rerun 04_review_preferences."
+                )
+        elif cfg.exp3rt.retriever not in plan.retrievers:
+            # the rerankers' reference: the retriever's own order of the lists they reorder
+            parts.append(pr.ranking_rows(cfg.exp3rt.retriever, 0, candidates, seed=cfg.common.seed))
+            info["retriever_from_candidates"] = True
         info["rerankers"] = {}
         for reranker, scorer, k, seed, adapter in plan.rerankers:
             rows, stats = rerank_with_llm(reranker, k, seed, candidates, rank_test, cfg, contexts[scorer], adapter)
@@ -165,7 +229,6 @@ def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mappin
         seed=cfg.common.seed,
         cutoffs=cutoffs,
         dataset=cfg.common.dataset,
-        users=rank_test["user_id"].astype(str),
         references={r: cfg.exp3rt.retriever for r, *_ in plan.rerankers},
     )
     folder = Path(paths.evaluate)
@@ -184,7 +247,10 @@ def _ci(r: Mapping[str, Any], m: str) -> str:
 
 
 def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
-    """Method, NDCG@k, Recall@k, Hit@k with intervals and the paired NDCG difference vs the reference."""
+    """Protocol, method, NDCG@k, Recall@k, Hit@k with intervals and the paired NDCG difference vs
+    the reference (on the users both rank)."""
+    from rrlib.methods.retrieval import PROTOCOL_LABELS
+
     rows = results[results["cutoff"] == cutoff]
 
     def delta(r) -> str:
@@ -192,27 +258,39 @@ def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
             return "reference" if r["method"] == r["reference"] else "–"
         return f"{r['delta_ndcg']:+.3f} [{r['delta_ndcg_ci_low']:+.3f}, {r['delta_ndcg_ci_high']:+.3f}]"
 
+    recs = rows.to_dict("records")
+    protocol = rows["protocol"] if "protocol" in rows.columns else pd.Series("topn", index=rows.index)
     return pd.DataFrame(
         {
+            "protocol": protocol.map(lambda p: PROTOCOL_LABELS.get(str(p), str(p))),
             "method": rows["label"],
             "K": rows["k"],
             "seed": rows["seed"],
             "users": rows["n_users"],
-            f"NDCG@{cutoff}": [_ci(r, "ndcg") for r in rows.to_dict("records")],
-            f"Recall@{cutoff}": [_ci(r, "recall") for r in rows.to_dict("records")],
-            f"Hit@{cutoff}": [_ci(r, "hit") for r in rows.to_dict("records")],
+            "list": rows["list_length"].map(lambda v: f"{v:g}"),
+            f"NDCG@{cutoff}": [_ci(r, "ndcg") for r in recs],
+            f"Recall@{cutoff}": [_ci(r, "recall") for r in recs],
+            f"Hit@{cutoff}": [_ci(r, "hit") for r in recs],
             "compared with": rows["reference"].map(registry.label),
-            f"ΔNDCG@{cutoff} (paired)": [delta(r) for r in rows.to_dict("records")],
+            f"ΔNDCG@{cutoff} (paired)": [delta(r) for r in recs],
+            "paired users": [int(r["delta_n_users"]) if pd.notna(r["delta_ndcg"]) else "" for r in recs],
         }
     ).reset_index(drop=True)
 
 
 def ranking_markdown(results: pd.DataFrame) -> str:
+    """One table per protocol and cutoff, each headed by the protocol's name."""
     from rrlib.evaluate.tables import markdown_table
+    from rrlib.methods.retrieval import PROTOCOL_LABELS
 
     out = []
-    for cutoff in sorted(results["cutoff"].unique()):
-        out += [f"### Top-k ranking @ {cutoff}", "", markdown_table(ranking_view(results, int(cutoff))), ""]
+    protocols = results["protocol"].unique() if "protocol" in results.columns else ["topn"]
+    for protocol in protocols:
+        part = results[results["protocol"] == protocol] if "protocol" in results.columns else results
+        name = PROTOCOL_LABELS.get(str(protocol), str(protocol))
+        for cutoff in sorted(part["cutoff"].unique()):
+            view = ranking_view(part, int(cutoff)).drop(columns="protocol")
+            out += [f"### Top-k ranking, protocol {name} @ {cutoff}", "", markdown_table(view), ""]
     return "\n".join(out)
 
 
@@ -294,5 +372,6 @@ __all__ = [
     "rating_known_texts",
     "rating_view",
     "rerank_with_llm",
+    "reranking_candidates",
     "run_rankings",
 ]

@@ -1,7 +1,10 @@
 """Metrics of the top-k ranking task (rankings.parquet, :func:`rrlib.predictions.ranking_rows`).
 
-Protocol: every evaluated user has exactly **one** held-out target (the test interaction), and
-each method ranks a list of items for that user. With r the 1-based rank of the target in the
+Protocol: every evaluated user has exactly **one** held-out target (the test interaction, which
+the user liked), and each method ranks a list of items for that user; the lists come from one of
+the named protocols of :mod:`rrlib.methods.retrieval` (``retrieved``: the retriever's top-N with
+the target inserted; ``sampled``: the target plus sampled unrated items), and every table row
+names its protocol. Methods are compared within a protocol only. With r the 1-based rank of the target in the
 list (r = infinity when the target is not in it):
 
 * HitRate@k = 1 if r <= k else 0: did the top k contain the target?
@@ -29,7 +32,7 @@ import pandas as pd
 
 from rrlib.errors import PredictionsError
 from rrlib.methods import registry
-from rrlib.predictions import BLOCK, check_rankings
+from rrlib.predictions import LEGACY_PROTOCOL, RANKING_BLOCK, check_rankings
 
 METRICS = ("ndcg", "recall", "hit")
 DEFAULT_CUTOFFS = (5, 10, 20)
@@ -124,6 +127,7 @@ def paired_ranking_difference(
 
 RANKING_RESULT_COLUMNS = [
     "dataset",
+    "protocol",
     "method",
     "label",
     "k",
@@ -149,14 +153,21 @@ RANKING_RESULT_COLUMNS = [
     "delta_hit_ci_low",
     "delta_hit_ci_high",
     "delta_hit_p",
+    "delta_n_users",
     "note",
 ]
 
 
-def strongest_retriever(per_block: Mapping[tuple, pd.DataFrame], cutoff: int) -> str | None:
-    """The retriever (registry kind ``retriever``) with the highest mean NDCG@cutoff."""
+def strongest_retriever(
+    per_block: Mapping[tuple, pd.DataFrame], cutoff: int, protocol: str | None = None
+) -> str | None:
+    """The retriever (registry kind ``retriever``) with the highest mean NDCG@cutoff (among the
+    blocks of ``protocol`` when given; block keys are (method, k, seed[, protocol]))."""
     best, best_v = None, -math.inf
-    for (method, _, _), table in per_block.items():
+    for key, table in per_block.items():
+        method = key[0]
+        if protocol is not None and len(key) > 3 and key[3] != protocol:
+            continue
         if registry.REGISTRY.get(method) is None or registry.get(method).kind != "retriever":
             continue
         v = float(table[f"ndcg@{cutoff}"].mean())
@@ -175,36 +186,38 @@ def score_rankings(
     users: Iterable[str] | None = None,
     references: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score every (method, K, seed) block of a rankings table: one row per block and cutoff with
-    NDCG / Recall / HitRate @cutoff and their intervals, and the paired difference (NDCG, hit)
-    with a reference ranking. ``references``: method -> the method to compare it with (e.g. a
-    reranker -> its retriever); others are compared with the strongest retriever by NDCG@10 (or
-    the largest cutoff below 10). ``users``: every user that should have a list (missing ones
-    count as misses). Returns ``(results, per_user)``."""
+    """Score every (method, K, seed, protocol) block of a rankings table: one row per block and
+    cutoff with NDCG / Recall / HitRate @cutoff and their intervals, and the paired difference
+    (NDCG, hit) with a reference ranking of the same protocol, on the users both rank.
+    ``references``: method -> the method to compare it with (e.g. a reranker -> its retriever);
+    others are compared with the protocol's strongest retriever by NDCG@10 (or the largest cutoff
+    below 10). ``users``: every user that should have a list (missing ones count as misses).
+    A cutoff at or above a block's list length is noted: every list then holds the target.
+    Returns ``(results, per_user)``."""
     check_rankings(rankings)
     cutoffs = sorted({int(k) for k in cutoffs})
     if not cutoffs:
         raise PredictionsError("score_rankings: no cutoffs given.")
     per_block: dict[tuple, pd.DataFrame] = {}
     lengths: dict[tuple, float] = {}
-    for key, block in rankings.groupby(BLOCK, sort=False):
-        key = (str(key[0]), int(key[1]), int(key[2]))
+    for key, block in rankings.groupby(RANKING_BLOCK, sort=False):
+        key = (str(key[0]), int(key[1]), int(key[2]), str(key[3]))
         per_block[key] = per_user_metrics(target_ranks(block, users), cutoffs)
         lengths[key] = float(block.groupby("user_id").size().median())
     pick = max([k for k in cutoffs if k <= 10] or [cutoffs[0]])
-    default_ref = strongest_retriever(per_block, pick)
+    default_ref = {p: strongest_retriever(per_block, pick, p) for p in {key[3] for key in per_block}}
     references = dict(references or {})
     rows, per_user = [], []
     for key, table in per_block.items():
-        method, k, s = key
-        ref = references.get(method, default_ref)
-        ref_key = next((rk for rk in per_block if rk[0] == ref and rk[2] == s), None) or next(
-            (rk for rk in per_block if rk[0] == ref), None
-        )
-        per_user.append(table.reset_index().assign(method=method, k=k, seed=s))
+        method, k, s, protocol = key
+        ref = references.get(method, default_ref[protocol])
+        same = [rk for rk in per_block if rk[0] == ref and rk[3] == protocol]
+        ref_key = next((rk for rk in same if rk[2] == s), None) or next(iter(same), None)
+        per_user.append(table.reset_index().assign(method=method, k=k, seed=s, protocol=protocol))
         for cutoff in cutoffs:
             row: dict[str, Any] = {
                 "dataset": dataset,
+                "protocol": protocol,
                 "method": method,
                 "label": registry.label(method),
                 "k": k,
@@ -218,6 +231,7 @@ def score_rankings(
             for m in METRICS:
                 ci = mean_with_ci(table[f"{m}@{cutoff}"], n_boot=n_boot, seed=seed)
                 row.update({m: ci["mean"], f"{m}_ci_low": ci["ci_low"], f"{m}_ci_high": ci["ci_high"]})
+            row["delta_n_users"] = 0
             for m in ("ndcg", "hit"):
                 row.update(
                     {
@@ -227,8 +241,10 @@ def score_rankings(
                         f"delta_{m}_p": math.nan,
                     }
                 )
+            notes = []
+            if cutoff >= lengths[key] and protocol != LEGACY_PROTOCOL:
+                notes.append(f"cutoff >= list length {lengths[key]:g}: every list holds the target")
             if ref_key is not None and ref_key != key:
-                notes = []
                 for m in ("ndcg", "hit"):
                     d = paired_ranking_difference(
                         table[f"{m}@{cutoff}"], per_block[ref_key][f"{m}@{cutoff}"], n_boot=n_boot, seed=seed
@@ -241,16 +257,18 @@ def score_rankings(
                             f"delta_{m}_p": d["p_value"],
                         }
                     )
-                    if d["n_only_a"] or d["n_only_b"]:
-                        notes = [f"paired difference on the {d['n']} users both rankings hold"]
-                row["note"] = "; ".join(notes)
+                    row["delta_n_users"] = d["n"]
+                    note = f"paired difference on the {d['n']} users both rankings hold"
+                    if (d["n_only_a"] or d["n_only_b"]) and note not in notes:
+                        notes.append(note)
             elif ref and ref_key is None:
-                row["note"] = f"reference {ref} has no ranking here"
+                notes.append(f"reference {ref} has no ranking here")
+            row["note"] = "; ".join(notes)
             rows.append(row)
     results = pd.DataFrame(rows, columns=RANKING_RESULT_COLUMNS)
     results = (
         results.assign(_o=results["method"].map(registry.order))
-        .sort_values(["_o", "k", "seed", "cutoff"], kind="stable")
+        .sort_values(["protocol", "_o", "k", "seed", "cutoff"], kind="stable")
         .drop(columns="_o")
         .reset_index(drop=True)
     )

@@ -198,6 +198,11 @@ def score_predictions(
             row.update(auc=auc["auc"], auc_ci_low=auc["ci_low"], auc_ci_high=auc["ci_high"])
         except ValueError as e:
             notes.append(str(e))
+        if ref_block is not None and len(block) < len(ref_block):  # e.g. recpie_rl: only the explained users
+            notes.append(
+                f"scored on {len(block)} of the {len(ref_block)} examples (coverage "
+                f"{len(block) / len(ref_block):.0%}); its paired difference is on those"
+            )
         if ref_block is not None and method != ref_name and not math.isnan(row["auc"]):
             common = block[block["example_id"].isin(ref_block.index)]
             if len(common) < len(block):

@@ -60,7 +60,7 @@ from rrlib.methods.sequential import (
     fit_early_stopped,
     single_thread,
 )
-from rrlib.predictions import like_rows
+from rrlib.predictions import PREDICTION_COLUMNS, like_rows
 
 HYBRID_METHODS = tuple(names(kind="hybrid"))
 #: method -> (uses user text, uses item text)
@@ -190,8 +190,9 @@ class TextSequenceData(SequenceData):
         use_user: bool,
         use_item: bool,
         train_users: Sequence[str] | None = None,
+        held_out: Mapping[str, int] | None = None,
     ):
-        super().__init__(interactions, max_len, train_users)
+        super().__init__(interactions, max_len, train_users, held_out)
         self.features, self.use_user, self.use_item = features, bool(use_user), bool(use_item)
         rows = features.item_row if use_item else {}
         self._text_codes = {
@@ -341,6 +342,7 @@ class FittedHybrid:
             "best_epoch": self.best_epoch,
             "curve": self.curve,
             "seconds": self.seconds,
+            "held_out": dict(self.data.held_out),
         }
 
 
@@ -359,16 +361,24 @@ def fit_hybrid(
     cfg: SeqConfig,
     *,
     train_users: Sequence[str] | None = None,
+    held_out: Mapping[str, int] | None = None,
     progress: bool = True,
 ) -> FittedHybrid:
-    """Train one RecPIE variant on the training interactions (of ``train_users``), early-stopped
-    on the AUC of ``examples``' valid targets."""
+    """Train one RecPIE variant on the training interactions (of ``train_users``; a user's
+    targets from its ``held_out`` position on are left out), early-stopped on the AUC of
+    ``examples``' valid targets."""
     use_user, use_item = variant(method)
     with single_thread():
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed)
         data = TextSequenceData(
-            interactions, cfg.max_len, features, use_user=use_user, use_item=use_item, train_users=train_users
+            interactions,
+            cfg.max_len,
+            features,
+            use_user=use_user,
+            use_item=use_item,
+            train_users=train_users,
+            held_out=held_out,
         )
         cfg = replace(cfg, max_len=data.max_len)
         train = data.training_targets()
@@ -388,12 +398,19 @@ def restore_hybrid(
     features: TextFeatures,
     train_users: Sequence[str] | None = None,
 ) -> FittedHybrid:
-    """A model saved with :meth:`FittedHybrid.state`, rebuilt on the same interactions and texts."""
+    """A model saved with :meth:`FittedHybrid.state`, rebuilt on the same interactions and texts
+    (and the same held-out positions)."""
     method = state["method"]
     use_user, use_item = variant(method)
     cfg = SeqConfig(**state["config"])
     data = TextSequenceData(
-        interactions, cfg.max_len, features, use_user=use_user, use_item=use_item, train_users=train_users
+        interactions,
+        cfg.max_len,
+        features,
+        use_user=use_user,
+        use_item=use_item,
+        train_users=train_users,
+        held_out=state.get("held_out"),
     )
     model = RecPIE(data.n_items, cfg, features, use_user, use_item)
     try:
@@ -436,7 +453,7 @@ def train_hybrid(
 
 
 # ---------------------------------------------------------------------------------------
-# The reward: how much an explanation helps the recommender on training targets
+# The reward: how much an explanation helps the recommender on held-out training targets
 # ---------------------------------------------------------------------------------------
 def reward_positions(data: SequenceData, user: str, available_from: int) -> list[int]:
     """The user's training targets an explanation written before ``available_from`` may be scored
@@ -448,6 +465,22 @@ def reward_positions(data: SequenceData, user: str, available_from: int) -> list
     if any(p >= cut for p in positions):  # guards the range above against edits
         raise LeakageError(f"user {user}: a reward position reaches the valid target ({cut}).")
     return positions
+
+
+def check_out_of_sample(data: SequenceData, user: str, positions: Sequence[int]) -> None:
+    """Raise :class:`LeakageError` when any of ``positions`` is a training target of the model
+    built on ``data``: the reward must be scored on targets its recommender never learned from
+    (fit it with ``held_out`` = the user's first reward position, e.g. by cross-fitting)."""
+    if not positions or user not in data.train_users:
+        return
+    trained = set(range(1, data.train_end.get(user, 0)))
+    inside = sorted(trained.intersection(positions))
+    if inside:
+        raise LeakageError(
+            f"user {user}: reward target(s) at position(s) {inside} are in the scoring recommender's training data "
+            f"(it learned from positions 1..{data.train_end[user] - 1}); score the reward with a recommender fitted "
+            f"with held_out={{{user!r}: {min(positions)}}} (rrlib.recpie_rl cross-fits one per fold of users)."
+        )
 
 
 def log_likelihood(
@@ -473,7 +506,8 @@ def explanation_gain(
     """Per explanation ``i`` (the embedded text ``vectors[i]`` of user ``users[i]``): the mean over
     the user's reward targets (:func:`reward_positions`) of the recommender's log-likelihood of the
     true label with the explanation minus without it (``measure="correct"``: the gain in the
-    share of targets classified correctly at 0.5). Reads labels of training targets only."""
+    share of targets classified correctly at 0.5). Reads labels of training targets only, and
+    only of targets ``fitted`` did not learn from (:func:`check_out_of_sample`: out of sample)."""
     if measure not in ("log_likelihood", "correct"):
         raise ParamError(f"explanation_gain: measure must be log_likelihood or correct, got {measure!r}.")
     if not fitted.data.use_user:
@@ -495,6 +529,7 @@ def explanation_gain(
                 f"{available_from[str(u)]}, valid target at {fitted.data.cutoffs[str(u)]}); keep "
                 f"RECPIE_REWARD_TARGETS >= 1 and users with at least 4 interactions."
             )
+        check_out_of_sample(fitted.data, str(u), pos)
         rep_users += [str(u)] * len(pos)
         rep_pos += pos
         owner += [i] * len(pos)
@@ -664,7 +699,9 @@ def score_shift(fitted: FittedHybrid, examples: pd.DataFrame, texts: Mapping[str
 def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Registry entry point: train and score each RecPIE variant in ``methods``, with the texts
     RECPIE_USER_TEXT (``recpie_rl``: the explainer's) and RECPIE_ITEM_TEXT name (read from
-    RUN_DIR). Writes the per-example score shift of the user-text variants to
+    RUN_DIR). ``recpie_rl`` is scored only on the examples whose user has an explanation shown
+    (info ``coverage``: explained of evaluated; notebook 06 explains every evaluated user it can,
+    so the rows are all of them unless a user cannot be explained). Writes the per-example score shift of the user-text variants to
     ``RUN_DIR/recpie/score_shift.parquet`` (notebook 08 reads it)."""
     from rrlib.config.paths import RunPaths
     from rrlib.io import write_parquet_atomic
@@ -681,13 +718,20 @@ def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) ->
         info[m]["eval_text_coverage"] = fitted.data.text_coverage(*fitted.data.example_positions(eval_examples))
         info[m]["text_sources"] = {"user": src, "item": cfg.recpie.recpie_item_text if variant(m)[1] else "none"}
         reasoning = None
+        rows_of = eval_examples
         if variant(m)[0]:
             texts = run_texts(paths, tables, src, "none")[0]
             shift = score_shift(fitted, eval_examples, texts)
             shifts.append(shift)
-            if m in EXPLAINED:  # the explanation shown is this method's reasoning (faithfulness, human eval)
-                reasoning = shift["user_text"].tolist()
-        parts.append(like_rows(m, 0, eval_examples, p, seed=seq_cfg.seed, reasoning=reasoning))
+            if m in EXPLAINED:
+                # scored only where an explanation is shown (its coverage; the like table notes a
+                # block smaller than the baseline's), and the explanation shown is its reasoning
+                shown = shift["user_text_shown"].to_numpy(dtype=bool)
+                info[m]["coverage"] = {"explained": int(shown.sum()), "evaluated": int(len(shown))}
+                rows_of, p = eval_examples[shown], p[shown]
+                reasoning = shift.loc[shown, "user_text"].tolist()
+        if len(rows_of):
+            parts.append(like_rows(m, 0, rows_of, p, seed=seq_cfg.seed, reasoning=reasoning))
     if shifts:
         old = pd.read_parquet(paths.recpie_score_shift) if paths.recpie_score_shift.is_file() else None
         new = pd.concat(shifts, ignore_index=True)
@@ -695,7 +739,7 @@ def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) ->
             new = pd.concat([old[~old["method"].isin(new["method"])], new], ignore_index=True)
         paths.recpie.mkdir(parents=True, exist_ok=True)
         write_parquet_atomic(new, paths.recpie_score_shift)
-    return pd.concat(parts, ignore_index=True), info
+    return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PREDICTION_COLUMNS))), info
 
 
 __all__ = [
@@ -709,6 +753,7 @@ __all__ = [
     "TextSequenceData",
     "UserText",
     "VARIANTS",
+    "check_out_of_sample",
     "explanation_gain",
     "explanation_texts",
     "fit_hybrid",

@@ -11,6 +11,22 @@ user's held-out target is the item to find):
   is chosen by early stopping on NDCG@``valid_k`` of the valid targets; the best checkpoint's
   factors produce the candidates.
 
+**Ranking protocols** (:func:`candidate_lists`; every ranking table names its protocol). A ranking
+user is a test user whose held-out item they **liked** (label 1): the relevant item is one the user
+wanted, which is what the rerankers sort by. Users whose held-out item is disliked are not ranking
+users (each user has a single held-out test item, so there is no other liked one to use instead).
+
+- ``retrieved`` (a): the retriever's top ``n_candidates``; when the held-out item is not among
+  them, it replaces the last one, with its own retriever score (so the retriever alone still ranks
+  it last, and the retriever's HitRate@k below the list length is its full-catalogue HitRate@k).
+- ``sampled`` (b): the held-out item plus ``n_candidates - 1`` items drawn uniformly from the
+  training catalogue among those the user never rated (in any split), with a generator seeded by
+  (seed, user): the same user gets the same negatives in any subsample of users.
+
+Both lists have ``n_candidates`` items, scored by the retriever; the rerankers reorder exactly these
+lists. An item the user interacted with before the target, or one absent from the training
+interactions, gets the retriever's floor (below every other item of its list).
+
 No leakage: both are fitted on the **training interactions** only (every interaction before
 each user's valid target, :func:`rrlib.data.sequences.training_interactions`); the valid and
 test interactions never reach a model. The items a user interacted with before the example's
@@ -26,7 +42,8 @@ reranker must score. Both write the rankings contract of :mod:`rrlib.predictions
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, TypeAlias
 
@@ -40,6 +57,14 @@ from rrlib.methods.registry import names
 from rrlib.predictions import ranking_rows
 
 RETRIEVERS = tuple(names(kind="retriever"))
+#: the candidate-list protocols of the ranking task (module docstring)
+PROTOCOLS = ("retrieved", "sampled")
+PROTOCOL_LABELS = {
+    "retrieved": "(a) retriever's top-N, held-out item inserted",
+    "sampled": "(b) held-out item + N-1 sampled unrated items",
+    "topn": "retriever's top-N alone (held-out item may be absent)",
+}
+SCORE_CHUNK = 2048  # users scored at once (a dense users x items block)
 
 
 @dataclass(frozen=True)
@@ -124,6 +149,18 @@ def _one_per_user(examples: pd.DataFrame, what: str) -> None:
             f"{what}: user {u} has several examples; a ranking holds one held-out target per user "
             f"(pass one split, e.g. the test examples)."
         )
+
+
+def ranking_examples(examples: pd.DataFrame, n: int = 0, *, within: int = 0) -> pd.DataFrame:
+    """The ranking users' test examples: the test examples whose held-out item the user liked
+    (``label`` 1), in the seeded sample order (``sample_rank``); ``within``: among the first
+    ``within`` test examples only (N_TEST; 0: every test example); ``n``: the first ``n`` of them
+    (0: all). A larger ``n`` or ``within`` only adds users (nested)."""
+    from rrlib.data.schema import eval_subset
+
+    test = eval_subset(examples, "test", within)
+    liked = test[test["label"].astype(int) == 1]
+    return liked.head(n) if n else liked
 
 
 # ---------------------------------------------------------------------------------------
@@ -238,20 +275,43 @@ def fit_bpr(
     }
 
 
-def retrieve(
-    method: str,
-    interactions: pd.DataFrame,
-    examples: pd.DataFrame,
-    eval_examples: pd.DataFrame,
-    cfg: RetrievalConfig = RetrievalConfig(),
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Candidate lists of one retriever for ``eval_examples`` (one per user): columns user_id,
-    example_id, item_id, score (= retriever_score), retriever_score, is_target; and an info dict
-    (sizes, how many targets cannot be retrieved, BPR's early-stopping curve)."""
+class _Scorer:
+    """A fitted retriever's scores of every training item for the evaluated users, a chunk of
+    users at a time (a user without training interactions gets popularity)."""
+
+    def __init__(
+        self, method: str, index: InteractionIndex, examples: pd.DataFrame, users: Sequence[str], cfg: RetrievalConfig
+    ):
+        self.pop = popularity_scores(index)
+        self.info: dict[str, Any] = {}
+        self.factors: tuple[np.ndarray, np.ndarray] | None = None
+        self.rows = np.array([index.user_index.get(u, -1) for u in users], dtype=np.int64)
+        if method == "bpr_mf":
+            self.factors, fit_info = fit_bpr(index, examples[examples["split"] == "valid"], cfg)
+            self.info.update(fit_info)
+            self.info["cold_users_popularity"] = int((self.rows < 0).sum())
+
+    def __call__(self, idx: np.ndarray) -> np.ndarray:
+        scores = np.tile(self.pop, (len(idx), 1))
+        if self.factors is not None:
+            rows = self.rows[idx]
+            known = rows >= 0
+            if known.any():
+                scores[known] = _user_scores(self.factors, rows[known])
+        return scores
+
+
+def _chunks(n: int) -> Iterator[np.ndarray]:
+    for start in range(0, n, SCORE_CHUNK):
+        yield np.arange(start, min(start + SCORE_CHUNK, n))
+
+
+def _prepare(
+    method: str, interactions: pd.DataFrame, eval_examples: pd.DataFrame, cfg: RetrievalConfig
+) -> tuple[InteractionIndex, list[np.ndarray], dict[str, Any]]:
     if method not in RETRIEVERS:
         raise MethodError(f"unknown retriever {method!r}; choose from {list(RETRIEVERS)}.")
     _one_per_user(eval_examples, method)
-    t0 = time.perf_counter()
     index = InteractionIndex(interactions, cfg.positives)
     # Same check as the rating baselines: a target inside the training data would be scored in-sample.
     pos = target_positions(eval_examples, index.sequences)
@@ -264,9 +324,7 @@ def retrieve(
             f"(e.g. {inside[0]}); retrieve for valid or test examples."
         )
     seen = index.seen_before(eval_examples)
-    users = eval_examples["user_id"].astype(str).tolist()
     targets = eval_examples["target_item_id"].astype(str).tolist()
-    pop = popularity_scores(index)
     info: dict[str, Any] = {
         "method": method,
         "n_users_train": len(index.user_ids),
@@ -276,19 +334,29 @@ def retrieve(
         "targets_not_in_training_items": int(sum(t not in index.item_index for t in targets)),
         "targets_seen_before": int(sum(index.item_index.get(t, -1) in s for t, s in zip(targets, seen))),
     }
-    if method == "popularity":
-        scores = np.tile(pop, (len(users), 1))
-    else:
-        valid = examples[examples["split"] == "valid"]
-        factors, fit_info = fit_bpr(index, valid, cfg)
-        info.update(fit_info)
-        known = np.array([u in index.user_index for u in users])
-        scores = np.tile(pop, (len(users), 1))  # a user without training interactions gets popularity
-        if known.any():
-            scores[known] = _user_scores(factors, np.array([index.user_index[u] for u in np.array(users)[known]]))
-        info["cold_users_popularity"] = int((~known).sum())
-    order, values = top_n(scores, seen, cfg.n_candidates)
-    lists = _lists(eval_examples, index, order, values)
+    return index, seen, info
+
+
+def retrieve(
+    method: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    cfg: RetrievalConfig = RetrievalConfig(),
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The retriever's own top-``n_candidates`` for ``eval_examples`` (one per user; the held-out
+    item may be absent): columns user_id, example_id, item_id, score (= retriever_score),
+    retriever_score, is_target; and an info dict (sizes, how many targets cannot be retrieved,
+    BPR's early-stopping curve). :func:`candidate_lists` builds the ranking protocols' lists."""
+    t0 = time.perf_counter()
+    index, seen, info = _prepare(method, interactions, eval_examples, cfg)
+    scorer = _Scorer(method, index, examples, eval_examples["user_id"].astype(str).tolist(), cfg)
+    info.update(scorer.info)
+    parts = []
+    for idx in _chunks(len(eval_examples)):
+        order, values = top_n(scorer(idx), [seen[i] for i in idx], cfg.n_candidates)
+        parts.append(_lists(eval_examples.iloc[idx], index, order, values))
+    lists = pd.concat(parts, ignore_index=True)
     info.update(
         targets_in_candidates=int(lists["is_target"].sum()),
         n_candidates=cfg.n_candidates,
@@ -298,14 +366,114 @@ def retrieve(
     return lists, info
 
 
-def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _user_seed(seed: int, user: str) -> np.random.Generator:
+    return np.random.default_rng([int(seed), zlib.crc32(str(user).encode())])
+
+
+def candidate_lists(
+    method: str,
+    interactions: pd.DataFrame,
+    examples: pd.DataFrame,
+    eval_examples: pd.DataFrame,
+    cfg: RetrievalConfig = RetrievalConfig(),
+    protocols: Sequence[str] = PROTOCOLS,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The candidate lists of each ranking protocol (module docstring) for ``eval_examples`` (one
+    per user; pass :func:`ranking_examples`): columns protocol, user_id, example_id, item_id,
+    score (= retriever_score), retriever_score, is_target; every list holds the held-out item.
+    The info dict counts, per protocol, the lists and how many held-out items were inserted."""
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise MethodError(f"ranking protocols {list(protocols)}: choose one or more of {list(PROTOCOLS)}.")
+    if cfg.n_candidates < 2:
+        raise MethodError("candidate_lists: n_candidates must be >= 2 (the held-out item and one other).")
+    t0 = time.perf_counter()
+    index, seen, info = _prepare(method, interactions, eval_examples, cfg)
+    users = eval_examples["user_id"].astype(str).tolist()
+    targets = eval_examples["target_item_id"].astype(str).tolist()
+    scorer = _Scorer(method, index, examples, users, cfg)
+    info.update(scorer.info)
+    n_items = len(index.item_ids)
+    rated = {u: {index.item_index[i] for i in index.sequences[u]["item_id"] if i in index.item_index} for u in users}
+    rows: list[tuple[str, int, int, float]] = []  # (protocol, example row, item index or -1 for the target, score)
+    counts = {p: {"lists": 0, "inserted": 0, "target_floor": 0, "short_lists": 0} for p in protocols}
+    for idx in _chunks(len(users)):
+        scores = scorer(idx)
+        order, values = (
+            top_n(scores, [seen[i] for i in idx], cfg.n_candidates) if "retrieved" in protocols else (None, None)
+        )
+        for r, e in enumerate(idx):
+            t = index.item_index.get(targets[e], -1)
+            t_free = t >= 0 and t not in set(seen[e].tolist())
+            if "retrieved" in protocols:
+                assert order is not None and values is not None
+                keep = np.isfinite(values[r])
+                items, vals = order[r][keep], values[r][keep]
+                if t < 0 or t not in items:
+                    items, vals = items[: cfg.n_candidates - 1], vals[: cfg.n_candidates - 1]
+                    floor = float(vals.min()) - 1.0 if len(vals) else 0.0
+                    rows.append(("retrieved", int(e), -1, float(scores[r, t]) if t_free else floor))
+                    counts["retrieved"]["inserted"] += 1
+                    counts["retrieved"]["target_floor"] += int(not t_free)
+                rows += [("retrieved", int(e), int(i), float(v)) for i, v in zip(items, vals)]
+                counts["retrieved"]["lists"] += 1
+                counts["retrieved"]["short_lists"] += int(len(items) + (t < 0 or t not in items) < cfg.n_candidates)
+            if "sampled" in protocols:
+                pool = np.setdiff1d(
+                    np.arange(n_items), np.fromiter(rated[users[e]], dtype=np.int64), assume_unique=False
+                )
+                take = min(cfg.n_candidates - 1, len(pool))
+                neg = np.sort(_user_seed(cfg.seed, users[e]).choice(pool, size=take, replace=False))
+                vals = scores[r, neg]
+                floor = float(vals.min()) - 1.0 if len(vals) else 0.0
+                rows.append(("sampled", int(e), -1, float(scores[r, t]) if t_free else floor))
+                rows += [("sampled", int(e), int(i), float(v)) for i, v in zip(neg, vals)]
+                counts["sampled"]["lists"] += 1
+                counts["sampled"]["inserted"] += 1
+                counts["sampled"]["target_floor"] += int(not t_free)
+                counts["sampled"]["short_lists"] += int(take + 1 < cfg.n_candidates)
+    proto = [p for p, _, _, _ in rows]
+    ex_rows = np.array([e for _, e, _, _ in rows], dtype=np.int64)
+    item_idx = np.array([i for _, _, i, _ in rows], dtype=np.int64)
+    tgt = np.array(targets, dtype=object)[ex_rows]
+    items = np.where(item_idx >= 0, index.item_ids[np.maximum(item_idx, 0)], tgt).astype(str)
+    values = np.array([v for _, _, _, v in rows], dtype=float)
+    lists = pd.DataFrame(
+        {
+            "protocol": proto,
+            "user_id": np.array(users, dtype=object)[ex_rows].astype(str),
+            "example_id": eval_examples["example_id"].astype(str).to_numpy()[ex_rows],
+            "item_id": items,
+            "score": values,
+            "retriever_score": values,
+            "is_target": items == tgt.astype(str),
+        }
+    )
+    info.update(
+        protocols={
+            p: {**c, "targets_in_topn": c["lists"] - c["inserted"] if p == "retrieved" else None}
+            for p, c in counts.items()
+        },
+        n_candidates=cfg.n_candidates,
+        seconds=time.perf_counter() - t0,
+        config=asdict(cfg),
+    )
+    return lists, info
+
+
+def predict(
+    methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg, protocols: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Registry entry point: **rankings** rows (:func:`rrlib.predictions.ranking_rows`, K = 0) of
-    each retriever in ``methods`` for ``eval_examples``; they belong in ``rankings.parquet``,
-    not in the predictions table."""
+    each retriever in ``methods`` for ``eval_examples`` (the ranking users, :func:`ranking_examples`)
+    under each ranking protocol (default: RANK_PROTOCOLS where declared, else both); they belong
+    in ``rankings.parquet``, not in the predictions table."""
     rcfg = RetrievalConfig.from_config(cfg)
+    if protocols is None:
+        protocols = list(cfg.exp3rt.rank_protocols) if cfg.declared("RANK_PROTOCOLS") else list(PROTOCOLS)
     parts, info = [], {}
     for name in methods:
-        lists, info[name] = retrieve(name, tables.interactions, tables.examples, eval_examples, rcfg)
+        lists, info[name] = candidate_lists(name, tables.interactions, tables.examples, eval_examples, rcfg, protocols)
         parts.append(ranking_rows(name, 0, lists, seed=rcfg.seed))
     return pd.concat(parts, ignore_index=True), info
 
@@ -371,19 +539,23 @@ def rerank(candidates: pd.DataFrame, scores: Scores, *, method: str, k: int = 0,
             f"e.g. user {users[first]} item {items[first]}; score every pair of "
             f"candidate_pairs(candidates)."
         )
-    lists = candidates[need].copy()
+    lists = candidates[need + (["protocol"] if "protocol" in candidates.columns else [])].copy()
     lists["score"] = new
     return ranking_rows(method, k, lists, seed=seed)
 
 
 __all__ = [
     "InteractionIndex",
+    "PROTOCOLS",
+    "PROTOCOL_LABELS",
     "RETRIEVERS",
     "RetrievalConfig",
+    "candidate_lists",
     "candidate_pairs",
     "fit_bpr",
     "popularity_scores",
     "predict",
+    "ranking_examples",
     "rerank",
     "retrieve",
     "top_n",

@@ -107,10 +107,18 @@ class SequenceData:
     """Index maps built from the training interactions and tensors for any set of targets.
 
     ``train_users`` (default: every user) restricts what is learned from to those users'
-    training interactions (the data-efficiency curves); every user's sequence stays available
-    as the history of its evaluation targets."""
+    training interactions (the data-efficiency curves); ``held_out`` (user -> position) keeps a
+    user's training targets from that position on out of what is learned (RecPIE's cross-fitted
+    reward scores them out of sample; :attr:`train_end` is where each user's learning stops).
+    Every user's sequence stays available as the history of its evaluation targets."""
 
-    def __init__(self, interactions: pd.DataFrame, max_len: int, train_users: Sequence[str] | None = None):
+    def __init__(
+        self,
+        interactions: pd.DataFrame,
+        max_len: int,
+        train_users: Sequence[str] | None = None,
+        held_out: Mapping[str, int] | None = None,
+    ):
         self.sequences = user_sequences(interactions)
         # no wider than the longest history any target can have (saves padding compute)
         longest = max((len(s) - 1 for s in self.sequences.values()), default=1)
@@ -123,7 +131,12 @@ class SequenceData:
             unknown = sorted(self.train_users - set(self.sequences))
             if unknown:
                 raise DataError(f"train_users names {len(unknown)} user(s) without interactions, e.g. {unknown[:3]}.")
-        learn = {u: c for u, c in self.cutoffs.items() if u in self.train_users}
+        self.held_out = {str(u): int(p) for u, p in (held_out or {}).items()}
+        unknown = sorted(set(self.held_out) - set(self.sequences))
+        if unknown:
+            raise DataError(f"held_out names {len(unknown)} user(s) without interactions, e.g. {unknown[:3]}.")
+        self.train_end = {u: max(0, min(c, self.held_out.get(u, c))) for u, c in self.cutoffs.items()}
+        learn = {u: c for u, c in self.train_end.items() if u in self.train_users}
         train_items = sorted({i for u, c in learn.items() for i in self.sequences[u]["item_id"].iloc[:c]})
         self.item_index = {item: n + 2 for n, item in enumerate(train_items)}
         self.user_index = {u: n + 2 for n, u in enumerate(sorted(u for u, c in learn.items() if c > 0))}
@@ -175,9 +188,9 @@ class SequenceData:
 
     def training_positions(self) -> tuple[list[str], list[int]]:
         """(user, position) of every training target: each position before the user's valid
-        target with at least one earlier interaction."""
+        target (and before its ``held_out`` position) with at least one earlier interaction."""
         users, positions = [], []
-        for u, cut in self.cutoffs.items():
+        for u, cut in self.train_end.items():
             if u not in self.train_users:
                 continue
             for p in range(1, cut):
