@@ -16,7 +16,18 @@ from collections.abc import Iterable
 
 
 class RRLibError(Exception):
-    """Base class of every error raised on purpose by rrlib."""
+    """Base class of every error raised on purpose by rrlib.
+
+    In a notebook (IPython), it shows as one short box: its kind, its message (which says how to
+    fix it) and the notebook line that raised it, without rrlib's internal frames. ``%xmode
+    verbose`` (or ``Plain``), :func:`full_tracebacks`, or ``RRLIB_TRACEBACK=full`` in the
+    environment bring the full traceback back."""
+
+    @property
+    def _render_traceback_(self):  # IPython's hook: a list of lines replaces the traceback
+        if _full_traceback_wanted():
+            raise AttributeError("_render_traceback_")  # IPython then formats the full traceback
+        return lambda: short_traceback(self)
 
 
 class ParamError(RRLibError, ValueError):
@@ -76,6 +87,61 @@ class ReportError(RRLibError, ValueError):
 
 
 # ---------------------------------------------------------------------------------------
+# How a workbook error shows in a notebook
+# ---------------------------------------------------------------------------------------
+#: set by :func:`full_tracebacks`; ``RRLIB_TRACEBACK=full`` in the environment turns it on at import
+_FULL_TRACEBACKS = [os.environ.get("RRLIB_TRACEBACK", "").strip().lower() == "full"]
+_RED, _BOLD, _DIM, _RESET = "\x1b[31m", "\x1b[1m", "\x1b[2m", "\x1b[0m"
+
+
+def full_tracebacks(on: bool = True) -> None:
+    """Show workbook errors in notebooks with their full traceback (``on=False``: the short box)."""
+    _FULL_TRACEBACKS[0] = bool(on)
+
+
+def _full_traceback_wanted() -> bool:
+    if _FULL_TRACEBACKS[0]:
+        return True
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return True
+    shell = get_ipython()
+    mode = getattr(getattr(shell, "InteractiveTB", None), "mode", "Context")
+    return mode in ("Verbose", "Plain")
+
+
+def _notebook_line(error: BaseException) -> str:
+    """The last frame of the traceback that belongs to notebook code (not a module file)."""
+    found = ""
+    tb = error.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        name = code.co_filename
+        if name.startswith("<") or "ipykernel_" in name or "/ipython-input" in name:
+            import linecache
+
+            line = linecache.getline(name, tb.tb_lineno).strip()
+            found = f"line {tb.tb_lineno}" + (f": {line}" if line else "")
+        tb = tb.tb_next
+    return found
+
+
+def short_traceback(error: BaseException) -> list[str]:
+    """The lines a notebook shows for a workbook error: its kind and message, and where in the
+    cell it was raised; the way to the full traceback last."""
+    lines = [f"{_RED}{_BOLD}{type(error).__name__}{_RESET}: {error}"]
+    where = _notebook_line(error)
+    if where:
+        lines.append(f"{_DIM}raised by this cell's {where}{_RESET}")
+    lines.append(
+        f"{_DIM}(a workbook error: its message says what to change. The full traceback: "
+        f"`%xmode verbose`, then `%tb`){_RESET}"
+    )
+    return ["\n".join(lines)]
+
+
+# ---------------------------------------------------------------------------------------
 # Secrets in error texts
 # ---------------------------------------------------------------------------------------
 #: environment variables whose values are always masked (the server backend's default key)
@@ -124,6 +190,8 @@ def mask_secrets(
 
 
 __all__ = [
+    "full_tracebacks",
+    "short_traceback",
     "MASK",
     "SECRET_ENV_DEFAULT",
     "SECRET_MIN_LENGTH",

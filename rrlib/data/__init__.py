@@ -3,6 +3,7 @@ sampling, K-shot sampling, the data card and plots. See :mod:`rrlib.data.loaders
 supported datasets and the generic format."""
 
 from .audit import audit_table
+from .card import flags_html, kshot_flags, kshot_table, splits_table
 from .errors import DataError, LeakageError
 from .loaders import DATASETS, RawDataset, load_dataset, release_files
 from .pipeline import domain_of, figure_paths, load_raw, prepare, read_card
@@ -19,6 +20,10 @@ __all__ = [
     "domain_of",
     "eval_subset",
     "figure_paths",
+    "flags_html",
+    "kshot_flags",
+    "kshot_table",
+    "splits_table",
     "kshot",
     "load_dataset",
     "load_raw",

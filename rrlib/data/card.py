@@ -128,7 +128,8 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
         "reviews": built.stats["reviews"],
         "rating_distribution": {f"{r:g}": int(c) for r, c in ratings.items()},
         "figure2_users_with_at_least_k": {int(k): int(u) for k, u in zip(figure2["k"], figure2["users"])},
-        "flags": degenerate_flags(inter, audit, built.stats["copies"]),
+        "flags": kshot_flags(kshot, len(train), params.get("TRAIN_KSHOTS"))
+        + degenerate_flags(inter, audit, built.stats["copies"]),
         "notes": built.stats["notes"],
         "input_cleaning": built.stats.get("input_cleaning", {}),
     }
@@ -139,6 +140,62 @@ def build_card(built: Built, source: dict[str, Any], params: dict[str, Any], dom
     if "examples_built" in built.stats:
         card["examples_dropped_empty_history"] = built.stats["examples_built"]["dropped_empty_history"]
     return card
+
+
+def kshot_flags(kshot: dict[str, dict[str, Any]], n_train: int, train_kshots: list[int] | None = None) -> list[str]:
+    """One flag naming every K-shot size the train split cannot hold (notebooks 02-06 stop on it)."""
+    too_big = [int(k) for k, v in kshot.items() if not v["available"]]
+    if not too_big:
+        return []
+    sizes = ", ".join(str(k) for k in too_big)
+    trained = sorted(set(too_big) & set(train_kshots or []))
+    return [
+        f"KSHOT_SIZES {sizes}: larger than the {n_train} training examples (one per user); notebooks 02-06 "
+        f"stop on {'it' if len(too_big) == 1 else 'them'}"
+        + (f" (TRAIN_KSHOTS trains {', '.join(map(str, trained))})" if trained else "")
+        + f". Set KSHOT_SIZES and TRAIN_KSHOTS to at most {n_train}, or keep more users (MAX_USERS, KCORE)."
+    ]
+
+
+def splits_table(card: dict[str, Any]) -> pd.DataFrame:
+    """The data card's splits as a table whose counts stay integers (blank where not applicable)."""
+    table = pd.DataFrame(card["splits"]).T
+    for col in ("examples", "subsample"):
+        if col in table:
+            table[col] = pd.array(table[col].tolist(), dtype="Int64")
+    for col in ("like_rate", "mean_history_len", "subsample_like_rate"):
+        if col in table:
+            table[col] = pd.to_numeric(table[col], errors="coerce")
+    return table.rename_axis("split")
+
+
+def kshot_table(card: dict[str, Any]):
+    """The K-shot sizes as a styled table: a size the train split cannot hold is marked red."""
+    rows = {int(k): v for k, v in card["kshot"].items()}
+    table = pd.DataFrame(rows).T.rename_axis("K")
+    for col in ("liked", "disliked"):
+        table[col] = pd.array(table[col].tolist(), dtype="Int64")
+    table["like_rate"] = pd.to_numeric(table["like_rate"], errors="coerce")
+    table["available"] = table["available"].map({True: "yes", False: "NO: too large"})
+
+    def mark(row: pd.Series) -> list[str]:
+        bad = row["available"] != "yes"
+        return ["background-color: #fde2e1; color: #8a1c14; font-weight: bold" if bad else ""] * len(row)
+
+    return table.style.apply(mark, axis=1).format({"like_rate": "{:.3f}"}, na_rep="")
+
+
+def flags_html(flags: list[str]) -> str:
+    """The data card's flags as one visible warning box (HTML); a quiet line when there are none."""
+    import html as _html
+
+    if not flags:
+        return "<p>No flags.</p>"
+    items = "".join(f"<li>{_html.escape(f)}</li>" for f in flags)
+    return (
+        '<div style="border-left: 6px solid #d9822b; background: #fff4e5; padding: 6px 12px; margin: 4px 0">'
+        f'<b>&#9888; {len(flags)} flag{"s" if len(flags) > 1 else ""}</b><ul style="margin: 4px 0">{items}</ul></div>'
+    )
 
 
 def _md_table(rows: list[list[Any]], header: list[str]) -> str:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rrlib.errors import DataError
+
 # One row per kept interaction, in per-user chronological order.
 INTERACTIONS = {
     "user_id": "str",
@@ -91,7 +93,12 @@ def kshot(
 
     train = examples[examples["split"] == "train"]
     if k > len(train):
-        raise ValueError(f"K={k} training examples requested but the train split has only {len(train)}.")
+        raise DataError(
+            f"K={k} training examples requested (KSHOT_SIZES / TRAIN_KSHOTS), but the train split of this run "
+            f"folder holds only {len(train)} (one per user). Lower KSHOT_SIZES and TRAIN_KSHOTS to at most "
+            f"{len(train)} (notebook 01's K-shot table marks the sizes the data can hold), or keep more users "
+            f"(MAX_USERS, KCORE), then rerun 01_data_prep."
+        )
     if seed is not None and seed != base_seed:
         train = train.sort_values("user_id", kind="stable")  # independent of row order, as in notebook 01
         train = train.assign(sample_rank=RANKERS[sampling](train["label"].to_numpy(), int(seed), "train"))
