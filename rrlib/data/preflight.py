@@ -8,6 +8,7 @@ the same fix, instead of letting the run fail there.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,111 @@ def check_data_params(params: Mapping[str, Any], *, online: bool | None = None) 
     return notes
 
 
+#: datasets whose files are read for :func:`check_kshot_sizes` (shipped or user tables: a second at
+#: most); the paper datasets (ML-1M, Amazon 2018) are not read twice
+KSHOT_CHECKED = ("embedded_beauty", "ml_latest_small", "amazon_instruments", "release_beauty", "generic")
+#: a user's table larger than this is not read ahead of notebook 01
+KSHOT_CHECK_MAX_BYTES = 50 * 1024 * 1024
+
+
+def check_kshot_sizes(params: Mapping[str, Any], *, card_path: Path | None = None) -> list[str]:
+    """Raise :class:`DataError` when KSHOT_SIZES (and so TRAIN_KSHOTS, a subset of it) asks for more
+    training examples than the data can give, when that is known cheaply; return notes.
+
+    ``card_path``: the run's data card (notebook 01 already ran): its count of training examples
+    is exact. Otherwise, when 01 will run on a dataset of :data:`KSHOT_CHECKED`, the dataset is read
+    and the count bounded from above: one training example per user with at least max(KCORE, 3)
+    rows (the release: its training windows), at most MAX_USERS; deduplication and copy collapse
+    only lower it. Data that cannot be read here is left to notebook 01, which names the problem."""
+    sizes = sorted({int(k) for k in params.get("KSHOT_SIZES", [])} | {int(k) for k in params.get("TRAIN_KSHOTS", [])})
+    if not sizes:
+        return []
+    if card_path is not None:
+        try:
+            card = json.loads(Path(card_path).read_text())
+            have, exact = int(card["splits"]["train"]["examples"]), True
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
+        how = f"the run's data card ({card_path}) counts {have:,} training examples"
+    else:
+        found = _train_bound(params)
+        if found is None:
+            return []
+        have, how = found
+        exact = False
+    too_big = [k for k in sizes if k > have]
+    if not too_big:
+        return []
+    trained = sorted(set(too_big) & {int(k) for k in params.get("TRAIN_KSHOTS", [])})
+    raise DataError(
+        f"parameter KSHOT_SIZES / TRAIN_KSHOTS: K={', '.join(map(str, too_big))} "
+        f"{'needs' if len(too_big) == 1 else 'need'} more training examples than the data "
+        f"{'holds' if exact else 'can give'}: {how}"
+        + (f" (TRAIN_KSHOTS trains K={', '.join(map(str, trained))})" if trained else "")
+        + f". Set KSHOT_SIZES and TRAIN_KSHOTS to at most {have:,}, or keep more users (KCORE, MAX_USERS, a "
+        f"larger dataset)."
+    )
+
+
+def _train_bound(params: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(upper bound of the training examples, how it was counted), or None when not checked."""
+    dataset = params.get("DATASET", "embedded_beauty")
+    if dataset not in KSHOT_CHECKED:
+        return None
+    data_dir = params.get("DATA_DIR", "") if dataset in ("generic", "release_beauty") else ""
+    folder = resolve_path(data_dir) if data_dir else None
+    if dataset == "generic":
+        table = find_table(folder, "interactions") if folder is not None and folder.is_dir() else None
+        if table is None:
+            return None
+        stat = table.stat()
+        if stat.st_size > KSHOT_CHECK_MAX_BYTES:
+            return None
+        stamp: tuple[Any, ...] = (str(table), stat.st_size, stat.st_mtime_ns)
+    else:
+        stamp = (str(folder),)
+    key = tuple(
+        json.dumps(params.get(k), sort_keys=True, default=str)
+        for k in ("DATASET", "ENCODING", "DATE_ORDER", "RATING_SCALE", "KCORE", "MAX_USERS")
+    )
+    return _cached_bound(key + stamp, dict(params))
+
+
+_BOUNDS: dict[tuple[Any, ...], tuple[int, str] | None] = {}
+
+
+def _cached_bound(key: tuple[Any, ...], params: dict[str, Any]) -> tuple[int, str] | None:
+    """The bound of :func:`_train_bound`, read once per process for the same files and parameters."""
+    if key not in _BOUNDS:
+        _BOUNDS[key] = _read_bound(params)
+    return _BOUNDS[key]
+
+
+def _read_bound(params: dict[str, Any]) -> tuple[int, str] | None:
+    from .pipeline import load_raw
+
+    try:
+        raw = load_raw(params)
+    except Exception:  # unreadable, or parameters notebook 01 refuses: it names the problem itself
+        return None
+    dataset = params.get("DATASET", "embedded_beauty")
+    if raw.windows is not None:  # the release: one training example per user of its train windows
+        users = len(raw.windows.get("train", {}))
+        how = f"{dataset} has training windows for {users:,} users"
+    else:
+        k = max(int(params.get("KCORE", 3) or 3), 3)
+        per_user = raw.interactions.groupby("user_id").size()
+        users = int((per_user >= k).sum())
+        how = f"{dataset} has {users:,} users with at least {k} interactions (KCORE), one training example each"
+    if users == 0:
+        return None  # the k-core leaves no one: notebook 01 refuses that with its own fix (lower KCORE)
+    max_users = int(params.get("MAX_USERS", 0) or 0)
+    if 0 < max_users < users:
+        users = max_users
+        how += f", and MAX_USERS={max_users} keeps {max_users:,}"
+    return users, how
+
+
 def _data_dir(value: str) -> Path | None:
     if not value:
         return None
@@ -108,4 +214,4 @@ def _data_dir(value: str) -> Path | None:
     return path
 
 
-__all__ = ["check_data_params"]
+__all__ = ["check_data_params", "check_kshot_sizes"]

@@ -150,7 +150,27 @@ def step_summary(run_dir: str | Path, step: str) -> dict[str, Any]:
     tokens = tokens_of(results) if isinstance(results, Mapping) else None
     if tokens is not None:
         summary["tokens"] = tokens
+    damage = cache_damage_of(results) if isinstance(results, Mapping) else {}
+    if damage:
+        summary["cache_damaged_lines"] = damage
     return summary
+
+
+def cache_damage_of(results: Mapping[str, Any]) -> dict[str, int]:
+    """``{cache file: damaged lines}`` of the generation caches a step loaded, from the
+    ``cache_file`` / ``cache_damaged_lines`` of its ``results["generation"]`` stats (one dict, or
+    one per job; a file loaded by several jobs counts once); files without damage are left out."""
+    stats = results.get("generation")
+    if not isinstance(stats, Mapping):
+        return {}
+    jobs = [stats] if "cache_damaged_lines" in stats else [v for v in stats.values() if isinstance(v, Mapping)]
+    out: dict[str, int] = {}
+    for job in jobs:
+        n = job.get("cache_damaged_lines")
+        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+            name = str(job.get("cache_file") or "generation cache")
+            out[name] = max(out.get(name, 0), n)
+    return out
 
 
 def _embedded_model_info(kind: str, cache_dir: Path) -> dict[str, Any]:

@@ -97,9 +97,11 @@ class NotebookFailed(RunError):
         first_line: str,
         error: str,
         run_id: str,
+        resume: str = "",
     ):
         self.step, self.executed, self.cell_index, self.exec_count = step, executed, cell_index, exec_count
         self.first_line, self.error, self.run_id = first_line, error, run_id
+        self.resume = resume or f"python -m rrlib run --run-id {run_id} --resume"
         where = (
             f"cell {cell_index} (In [{exec_count}]) `{first_line}`"
             if cell_index is not None
@@ -108,8 +110,49 @@ class NotebookFailed(RunError):
         super().__init__(
             f"notebook {step} failed in {where}:\n  {error}\n"
             f"The partial executed notebook is {executed}.\n"
-            f"Fix the cause, then continue with: python -m rrlib run --run-id {run_id} --resume"
+            f"Fix the cause, then continue with: {self.resume}"
         )
+
+
+def resume_command(plan: "RunPlan", command: Sequence[str] | None = None) -> str:
+    """The command that continues ``plan``'s run, repeating every option it was started with:
+    ``command`` (the runner's own command line, ``python -m rrlib run ...``) with ``--resume`` and
+    its ``--run-id``; without one (the Python API), the options rebuilt from the plan: ``--outputs``,
+    ``--notebooks`` and ``--kernel`` where not the defaults, ``--only``, ``-f`` and ``-p``."""
+    import shlex
+
+    argv = [str(a) for a in (command or [])]
+    head = ["python", "-m", "rrlib", "run", "--run-id", plan.run_id, "--resume"]
+    if argv[:4] == ["python", "-m", "rrlib", "run"]:
+        rest, i = [], 4
+        while i < len(argv):
+            a = argv[i]
+            if a == "--run-id":
+                i += 2
+                continue
+            if a != "--resume" and not a.startswith("--run-id="):
+                rest.append(a)
+            i += 1
+        return shlex.join(head + rest)
+    import yaml
+
+    rest = []
+    outputs = plan.run_dir.parent
+    if outputs.resolve() != OUTPUTS_DIR.resolve():
+        rest += ["--outputs", str(outputs)]
+    folders = {p.parent.resolve() for p in plan.notebooks.values()}
+    if folders and folders != {NOTEBOOK_DIR.resolve()}:
+        rest += ["--notebooks", str(next(iter(plan.notebooks.values())).parent)]
+    if plan.kernel != PREFERRED_KERNEL:
+        rest += ["--kernel", plan.kernel]
+    if plan.selected and list(plan.selected) != list(plan.notebooks):
+        rest += ["--only", ",".join(s[:2] for s in plan.selected)]
+    for f in plan.param_files:
+        rest += ["-f", str(f)]
+    for k, v in plan.overrides.items():
+        value = v if isinstance(v, str) else yaml.safe_dump(v, default_flow_style=True, width=10**6)
+        rest += ["-p", k, value.removesuffix("...\n").strip() if not isinstance(v, str) else value]
+    return shlex.join(head + rest)
 
 
 # ---------------------------------------------------------------------------------------
@@ -413,6 +456,12 @@ def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]
     notes: list[str] = []
     if any(step[:2] == "01" for step in to_run):
         notes += check_data_params(params)
+    if declared & {"KSHOT_SIZES", "TRAIN_KSHOTS"}:  # K-shot sets the data cannot hold (issue 24)
+        from rrlib.data.preflight import check_kshot_sizes
+
+        card = RunPaths.of(params.get("RUN_DIR", ""), create=False).data_card_json
+        runs_01 = any(step[:2] == "01" for step in to_run)
+        notes += check_kshot_sizes(params, card_path=None if runs_01 or not card.is_file() else card)
     if "DOMAIN" in declared:
         domain = domain_of(dict(params))
         if domain not in DOMAINS:
@@ -699,6 +748,7 @@ def _execute(
                 first_line=mask(_first_code_line(e.source), plan.params),
                 error=mask(f"{e.ename}: {e.evalue}", plan.params),
                 run_id=plan.run_id,
+                resume=resume_command(plan, command),
             )
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
@@ -713,6 +763,7 @@ def _execute(
                 first_line=mask(line, plan.params),
                 error=mask(f"{type(e).__name__}: {e}", plan.params),
                 run_id=plan.run_id,
+                resume=resume_command(plan, command),
             )
             _record_failure(plan, manifest, step, failure, start, memory, "failed")
             raise failure from None
@@ -727,6 +778,7 @@ def _execute(
                 first_line=mask(line, plan.params),
                 error=f"interrupted ({type(e).__name__})",
                 run_id=plan.run_id,
+                resume=resume_command(plan, command),
             )
             _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
             raise
@@ -745,6 +797,12 @@ def _execute(
         mf.refresh(manifest, plan.run_dir)
         mf.write_manifest(plan.run_dir, manifest)
         log(f"[{i}/{total}] {step} done: {_step_figures(record)}")
+        for name, n in (record.get("cache_damaged_lines") or {}).items():
+            log(
+                f"warning: {step}: the generation cache {name} had {n} damaged line(s), skipped (a crash "
+                f"mid-write or a damaged disk); their generations were made again. The notebook's "
+                f"output names the lines; counts in {record.get('results_file', 'its results file')}."
+            )
 
     statuses = [manifest["notebooks"].get(s, {}).get("status") for s in plan.notebooks]
     manifest["status"] = "completed" if all(s == "completed" for s in statuses) else "incomplete"
