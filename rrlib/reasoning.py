@@ -34,6 +34,7 @@ from rrlib.enrich.generation import StepOutput, step_summary, write_table
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.methods.registry import FULL_VIEW, view_name
 from rrlib.methods.registry import get as get_method
+from rrlib.prompts.grammars import parse_rate, rating_parse, sections_format, sections_parse
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import (
     USABLE_STATUSES,
@@ -156,7 +157,7 @@ def reasoning_request(
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
         tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
-    return template.request(
+    request = template.request(
         domain,
         settings,
         tag=str(example["example_id"]),
@@ -165,6 +166,9 @@ def reasoning_request(
         target=target,
         n_words=cfg.enrich.reasoning_words,
     )
+    if cfg.teacher.teacher_constrained:  # 'Profile analysis: ...' / 'Target analysis: ...', one line each
+        request = sections_format("reasoning", REASONING_SECTIONS, cfg.enrich.reasoning_words).apply(request)
+    return request
 
 
 def _check_reasoning(words: int):
@@ -259,6 +263,13 @@ def _generate(
     summary["by_label"] = {
         str(k): int(v) for k, v in table.drop_duplicates("example_id")["label"].value_counts().items()
     }
+    summary["parse"] = parse_rate(
+        "reasoning",
+        table["raw"],
+        sections_parse(REASONING_SECTIONS),
+        constrained=cfg.teacher.teacher_constrained,
+        usable=table["status"].isin(USABLE_STATUSES),
+    )
     summary["n_without_profile"] = int((~table["has_profile"]).sum())
     summary["n_items_without_description"] = len(catalog.fallbacks)
     return StepOutput(table, requests, summary)
@@ -441,7 +452,13 @@ def generate_rating_reasoning(
     ratings = [xp.integer_rating(r["target_rating"]) for r in rows_in]
     requests = {
         str(r["example_id"]): ctx.teacher_request(
-            str(r["user_id"]), str(r["target_item_id"]), rating, words=words, settings_=st, tag=str(r["example_id"])
+            str(r["user_id"]),
+            str(r["target_item_id"]),
+            rating,
+            words=words,
+            settings_=st,
+            tag=str(r["example_id"]),
+            constrained=cfg.teacher.teacher_constrained,
         )
         for r, rating in zip(rows_in, ratings)
     }
@@ -488,6 +505,14 @@ def generate_rating_reasoning(
         "use": PRODUCT_USE[product],
         **step_summary(table, "reasoning", imported={}, needed=list(requests)),
         "by_rating": {str(k): int(v) for k, v in table["rating"].value_counts().sort_index().items()},
+        # the teacher's answer ends with 'Rating: r' (the kept attempt's raw text)
+        "parse": parse_rate(
+            "exp3rt_rating_reasoning",
+            table["raw"],
+            rating_parse,
+            constrained=cfg.teacher.teacher_constrained,
+            usable=table["status"].isin(USABLE_STATUSES),
+        ),
     }
     return StepOutput(table, requests, summary)
 

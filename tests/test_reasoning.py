@@ -14,6 +14,7 @@ from rrlib.reasoning import (
     REASONING_COLUMNS,
     generate_reasoning,
     generate_reference_reasoning,
+    reasoning_request,
     reasoning_examples,
     reference_examples,
     teacher_views,
@@ -80,9 +81,24 @@ def test_reasoning_prompt_holds_label_profile_history_and_target():
         assert text.split("\n")[1].startswith("Target analysis:")
     assert (tab["status"] == "ok").all()
     assert out.summary["n_without_profile"] == 1 and out.summary["by_label"]
-    # Table 6 (top_p 0.75, 256 tokens for 100-word parts), the token budget scaled to 40 words
-    settings = out.requests["reasoningrec:train:u0"].settings
-    assert settings.top_p == 0.75 and settings.max_new_tokens == 102
+    # Table 6 (top_p 0.75, 256 tokens for 100-word parts), the token budget scaled to 40 words, and
+    # raised to what the grammar of the two sections allows (50 words each, 1.8 tokens a word)
+    request = out.requests["reasoningrec:train:u0"]
+    assert request.settings.top_p == 0.75 and request.settings.max_new_tokens == 196
+    assert request.grammar.startswith('root ::= "Profile analysis: " text "\\nTarget analysis: " text')
+    assert out.summary["parse"] == {
+        "task": "reasoning",
+        "constrained": True,
+        "n": len(ex),
+        "n_parsed": len(ex),
+        "rate": 1.0,
+        "n_usable": len(ex),
+        "usable_rate": 1.0,
+    }
+    free = reasoning_request(
+        ex.iloc[0], "", texts, domain="beauty", cfg=small_params(REASONING_WORDS=40, TEACHER_CONSTRAINED=False)
+    )
+    assert free.grammar == "" and free.settings.max_new_tokens == 102
     assert set(tab["method"]) == {"reasoningrec"} and set(tab["view"]) == {"full"}
 
 

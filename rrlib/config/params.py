@@ -237,6 +237,18 @@ class TeacherConfig(Section):
     server_concurrency: int = param(8, "requests in flight at once", min=1)
     server_timeout_s: float = param(120.0, "timeout of one request in seconds", min=1, max=86400)
     server_retries: int = param(4, "retries with exponential backoff on errors and 5xx", min=0)
+    server_grammar: str = param(
+        "grammar",
+        "how the server is sent a teacher answer's grammar: grammar (llama.cpp, llama-cpp-python), "
+        "structured_outputs (vLLM), guided_grammar (older vLLM) or none (it cannot constrain: answers "
+        "are free text, as TEACHER_CONSTRAINED false)",
+        choices=("grammar", "structured_outputs", "guided_grammar", "none"),
+    )
+    teacher_constrained: bool = param(
+        True,
+        "decode every teacher answer that is parsed (EXP3RT extraction, profiles and rating reasoning; "
+        "ReasoningRec's reasoning sections) under its grammar, so it parses by construction",
+    )
     teacher_repetition_penalty: float = param(
         1.0, "repetition penalty for the teacher (paper: 1.0, off; small models loop without ~1.1)", min=1.0, max=10.0
     )

@@ -29,6 +29,7 @@ from rrlib.data.schema import as_list
 from rrlib.enrich.generation import StepOutput
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.prompts import exp3rt as xp
+from rrlib.prompts import grammars as gr
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import USABLE_STATUSES, Cleaned, Generator, generate_checked, prompt_text_of
 
@@ -155,12 +156,16 @@ def extraction_requests(
         repetition_penalty=cfg.teacher.teacher_repetition_penalty,
         tokens_per_word=cfg.teacher.teacher_tokens_per_word,
     )
-    return {
+    requests = {
         str(r.review_id): template.request(
             domain, settings, tag=str(r.review_id), review=xp.Review(catalog.title(r.item_id), float(r.rating), r.text)
         )
         for r in reviews.itertuples()
     }
+    if cfg.teacher.teacher_constrained:
+        fmt = gr.preference_format(xp.MAX_ASPECTS, xp.MAX_ASPECT_WORDS)
+        requests = {k: fmt.apply(req) for k, req in requests.items()}
+    return requests
 
 
 def extract_preferences(
@@ -205,6 +210,13 @@ def extract_preferences(
         "n_retried": int((table["attempts"] > 1).sum()),
         "mean_liked": round(float(table.loc[usable, "liked"].map(len).mean()), 2) if usable.any() else 0.0,
         "mean_disliked": round(float(table.loc[usable, "disliked"].map(len).mean()), 2) if usable.any() else 0.0,
+        "parse": gr.parse_rate(
+            "preference_extraction",
+            table["raw"],
+            gr.preferences_parse,
+            constrained=cfg.teacher.teacher_constrained,
+            usable=usable,
+        ),
     }
     return StepOutput(table, requests, summary)
 
@@ -258,6 +270,10 @@ def profile_requests(
         if kind == "item":
             fields["title"] = catalog.title(i)
         requests[str(i)] = template.request(domain, settings, tag=f"{kind}:{i}", **fields)
+    if cfg.teacher.teacher_constrained:  # each criterion gets half the words, as post-processing trims
+        sections = xp.USER_SECTIONS if kind == "user" else xp.ITEM_SECTIONS
+        fmt = gr.sections_format(f"exp3rt_{kind}_profile", sections, max(5, words // 2))
+        requests = {k: fmt.apply(req) for k, req in requests.items()}
     return requests
 
 
@@ -329,8 +345,44 @@ def build_profiles(
         "by_status": table["status"].value_counts().to_dict(),
         "n_usable": int(table["status"].isin(USABLE_STATUSES).sum()),
         "mean_reviews": round(float(table["n_reviews"].mean()), 2) if len(table) else 0.0,
+        # coverage: the ids that got a usable profile, of all the ids asked for
+        "coverage": round(float(table["status"].isin(USABLE_STATUSES).mean()), 4) if len(table) else None,
+        "parse": gr.parse_rate(
+            f"exp3rt_{kind}_profile",
+            [o.raw for o in outs],
+            gr.sections_parse(sections),
+            constrained=cfg.teacher.teacher_constrained,
+            usable=[o.status in USABLE_STATUSES for o in outs],
+        ),
     }
     return StepOutput(table, requests, summary)
+
+
+def profile_coverage(
+    user_profiles: pd.DataFrame,
+    item_profiles: pd.DataFrame,
+    examples: pd.DataFrame,
+    cfg: Config,
+    candidates: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """How many of the evaluated users and items have a usable EXP3RT profile: the users and target
+    items of the test subsample (the rating pairs) and the items the retriever proposes for
+    reranking (``candidates``)."""
+    from rrlib.data.schema import eval_subset
+
+    test = eval_subset(examples, "test", cfg.data.n_test)
+    has = {kind: set(usable_profiles(t)) for kind, t in (("user", user_profiles), ("item", item_profiles))}
+
+    def share(kind: str, ids: Iterable[str]) -> dict[str, Any]:
+        wanted = sorted(set(map(str, ids)))
+        n = sum(i in has[kind] for i in wanted)
+        return {"n": len(wanted), "with_profile": n, "rate": round(n / len(wanted), 4) if wanted else None}
+
+    out = {"users": share("user", test["user_id"]), "items": share("item", test["target_item_id"])}
+    if candidates is not None and len(candidates):
+        out["candidate_items"] = share("item", candidates["item_id"])
+        out["all_items"] = share("item", set(map(str, test["target_item_id"])) | set(map(str, candidates["item_id"])))
+    return out
 
 
 def usable_profiles(table: pd.DataFrame | None) -> dict[str, str]:
@@ -351,6 +403,7 @@ __all__ = [
     "build_profiles",
     "extract_preferences",
     "extraction_requests",
+    "profile_coverage",
     "profile_requests",
     "item_reviews",
     "usable_profiles",

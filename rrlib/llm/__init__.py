@@ -57,6 +57,12 @@ def teacher_backend(cfg: Config) -> ChatBackend:
                 "TEACHER_BACKEND is 'server' but SERVER_MODEL is empty: set SERVER_MODEL to the "
                 "model name the server serves (its GET /v1/models lists them)."
             )
+        if t.server_grammar == "none" and t.teacher_constrained:
+            raise ParamError(
+                "SERVER_GRAMMAR is 'none' (the server cannot constrain its answers) but TEACHER_CONSTRAINED "
+                "is true: set SERVER_GRAMMAR to the field the server reads a grammar from (grammar for "
+                "llama.cpp, structured_outputs for vLLM), or TEACHER_CONSTRAINED: false."
+            )
         if t.teacher_quantization != "none":
             raise ParamError(
                 "TEACHER_QUANTIZATION applies to the local backend only; with TEACHER_BACKEND "
@@ -71,6 +77,7 @@ def teacher_backend(cfg: Config) -> ChatBackend:
                 timeout_s=t.server_timeout_s,
                 retries=t.server_retries,
                 max_prompt_tokens=t.max_prompt_tokens,
+                grammar_field=t.server_grammar,
             )
         except ServerError as e:
             raise ParamError(str(e)) from e

@@ -62,9 +62,11 @@ class GenerationRequest:
     template: str
     template_version: str
     tag: str = ""
+    #: a GBNF grammar the answer must follow ('' = free text); see :mod:`rrlib.prompts.grammars`
+    grammar: str = ""
 
     def key(self, model_identity: dict[str, Any]) -> str:
-        """Everything that changes the answer, hashed."""
+        """Everything that changes the answer, hashed (the grammar too, when there is one)."""
         payload = {
             "model": model_identity,
             "template": self.template,
@@ -72,6 +74,8 @@ class GenerationRequest:
             "messages": [dict(m) for m in self.messages],
             "settings": self.settings.as_dict(),
         }
+        if self.grammar:  # free-text requests keep the keys they had before grammars existed
+            payload["grammar"] = self.grammar
         return stable_hash(payload)
 
 

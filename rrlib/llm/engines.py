@@ -463,6 +463,8 @@ class EngineSpec:
     #: added to every chat request (llama.cpp: reuse the KV cache of the shared prompt prefix,
     #: and no top-k / min-p, as the transformers backend samples)
     extra_body: dict[str, Any] = field(default_factory=dict)
+    #: how a request's grammar is sent (:data:`rrlib.llm.server.GRAMMAR_FIELDS`)
+    grammar_field: str = "grammar"
 
 
 def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
@@ -608,7 +610,7 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
             "warning",
             *config.extra_args,
         ]
-        return EngineSpec(config, cmd, ident, "/health", env, {})
+        return EngineSpec(config, cmd, ident, "/health", env, {}, grammar_field="structured_outputs")
     raise ServerError(f"engine {config.engine!r} is not a server engine; known: {list(ENGINE_PREFERENCE)}.")
 
 
@@ -652,6 +654,7 @@ class EngineBackend:
             max_prompt_tokens=max_prompt_tokens,
             extra_body=spec.extra_body,
             liveness=self.process.check_alive,
+            grammar_field=spec.grammar_field,
         )
         self.client._identity = self.identity
         self._lock = threading.Lock()

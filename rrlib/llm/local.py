@@ -676,6 +676,13 @@ class LocalBackend(Closeable):
         if settings[0].repetition_penalty != 1.0:  # one value per batch (batches are grouped by it)
             config.repetition_penalty = settings[0].repetition_penalty
         processors = LogitsProcessorList()
+        grammars = [p[4].grammar for p in batch]
+        mask = None
+        if any(grammars):  # before the sampler: it picks among the tokens the grammar allows
+            from .constrained import GrammarMask
+
+            mask = GrammarMask(tok, grammars, eos)
+            processors.append(mask)
         if not all(s.greedy for s in settings):
             processors.append(
                 PerRowSampler(
@@ -700,7 +707,8 @@ class LocalBackend(Closeable):
                 finish_reason="length" if end is None else "stop",
                 truncated_prompt=truncated,
                 seconds=seconds / len(batch),
-                extra={"batch_size": len(batch)},
+                extra={"batch_size": len(batch)}
+                | ({"grammar_error": mask.errors[j]} if mask is not None and j in mask.errors else {}),
             )
 
         def row_ended(j: int, ids: list[int]) -> None:

@@ -54,6 +54,22 @@ from .base import (
 )
 
 CHARS_PER_TOKEN = 4
+#: how a GBNF grammar is sent (SERVER_GRAMMAR): the request field each server family reads
+GRAMMAR_FIELDS = ("grammar", "structured_outputs", "guided_grammar", "none")
+
+
+def grammar_payload(field: str, grammar: str) -> dict:
+    """The request fields that carry ``grammar`` (GBNF) to a server reading ``field``."""
+    if field == "grammar":  # llama.cpp's server, llama-cpp-python's server
+        return {"grammar": grammar}
+    if field == "structured_outputs":  # vLLM (its xgrammar and guidance backends read GBNF)
+        return {"structured_outputs": {"grammar": grammar}}
+    if field == "guided_grammar":  # vLLM before structured_outputs
+        return {"guided_grammar": grammar}
+    raise ServerError(
+        "this request must follow a grammar, but SERVER_GRAMMAR is 'none' (the server cannot constrain "
+        "its answers); set SERVER_GRAMMAR to the field the server reads, or TEACHER_CONSTRAINED: false."
+    )
 #: a finish_reason is a short word (stop, length); longer server text is cut (after masking)
 FINISH_REASON_CHARS = 40
 
@@ -80,8 +96,12 @@ class ServerBackend(Closeable):
         max_backoff_s: float = 30.0,
         extra_body: dict | None = None,
         liveness: Callable[[], None] | None = None,
+        grammar_field: str = "grammar",
     ):
         """``extra_body``: fields added to every chat request (e.g. llama.cpp's ``cache_prompt``).
+        ``grammar_field``: how a request's GBNF grammar is sent (:data:`GRAMMAR_FIELDS`): llama.cpp
+        and llama-cpp-python read ``grammar``, vLLM ``structured_outputs`` (``guided_grammar`` before
+        it); ``none`` refuses a request that carries a grammar (it would come back unconstrained).
         ``liveness``: called on a connection error, timeout or 5xx before retrying; it raises
         when the server process is known to be dead (see :mod:`rrlib.llm.engines`), so a
         crash is reported with its signal and log instead of as a refused connection."""
@@ -98,6 +118,9 @@ class ServerBackend(Closeable):
         self.max_backoff_s = max_backoff_s
         self.extra_body = dict(extra_body or {})
         self.liveness = liveness
+        if grammar_field not in GRAMMAR_FIELDS:
+            raise ServerError(f"grammar_field={grammar_field!r} is not one of {list(GRAMMAR_FIELDS)} (SERVER_GRAMMAR).")
+        self.grammar_field = grammar_field
         self._identity: dict[str, Any] | None = None
         self._local = threading.local()
 
@@ -240,6 +263,8 @@ class ServerBackend(Closeable):
         if s.repetition_penalty != 1.0:
             # not in the OpenAI spec: vLLM and TGI read repetition_penalty, llama.cpp repeat_penalty
             payload.update(repetition_penalty=s.repetition_penalty, repeat_penalty=s.repetition_penalty)
+        if req.grammar:
+            payload.update(grammar_payload(self.grammar_field, req.grammar))
         start = time.perf_counter()
         body = self._request("POST", "/chat/completions", payload)
         seconds = time.perf_counter() - start

@@ -403,11 +403,26 @@ class RatingContext:
         return rating_messages(self.domain, with_reasoning=with_reasoning, **self.fields(user_id, item_id))
 
     def teacher_request(
-        self, user_id: str, item_id: str, rating: int, *, words: int, settings_: GenerationSettings, tag: str
+        self,
+        user_id: str,
+        item_id: str,
+        rating: int,
+        *,
+        words: int,
+        settings_: GenerationSettings,
+        tag: str,
+        constrained: bool = False,
     ):
-        return TEMPLATES["exp3rt_rating_reasoning"].request(
+        """The teacher's rating-reasoning request; ``constrained``: decoded under its grammar
+        (``Analysis: ...`` then the line ``Rating: <rating>``, :mod:`rrlib.prompts.grammars`)."""
+        request = TEMPLATES["exp3rt_rating_reasoning"].request(
             self.domain, settings_, tag=tag, rating=int(rating), n_words=words, **self.fields(user_id, item_id)
         )
+        if constrained:
+            from rrlib.prompts.grammars import rating_reasoning_format
+
+            request = rating_reasoning_format(int(rating), words).apply(request)
+        return request
 
 
 def rating_messages(

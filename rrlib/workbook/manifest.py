@@ -18,7 +18,10 @@ the manifest only points at it.
 
 What a notebook's results record may hold, read by fixed keys (:data:`RESULT_KEYS`):
 ``generation`` (token counts: a :class:`rrlib.llm.CachedGenerator` ``stats`` dict, or a dict of
-such dicts, one per generation job) and ``model_identities`` (``{role: identity}``).
+such dicts, one per generation job), ``model_identities`` (``{role: identity}``) and
+``parse_rates`` (``{job: record}``, each a :func:`rrlib.prompts.grammars.parse_rate` record: how
+many teacher answers of a parsed task parse). The parse rates are copied into the notebook's record
+and gathered, by step, under the manifest's own ``parse_rates``.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TEACHER_STEPS = ("02", "03", "04", "05")
 STUDENT_STEPS = ("06", "07")
 #: the keys of a results record the manifest reads
-RESULT_KEYS = ("generation", "model_identities")
+RESULT_KEYS = ("generation", "model_identities", "parse_rates")
 _TOKEN_FIELDS = ("prompt_tokens", "completion_tokens", "generated", "cached", "truncated_prompts")
 
 
@@ -153,7 +156,30 @@ def step_summary(run_dir: str | Path, step: str) -> dict[str, Any]:
     damage = cache_damage_of(results) if isinstance(results, Mapping) else {}
     if damage:
         summary["cache_damaged_lines"] = damage
+    rates = parse_rates_of(results) if isinstance(results, Mapping) else None
+    if rates:
+        summary["parse_rates"] = rates
     return summary
+
+
+def parse_rates_of(results: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``results["parse_rates"]``: ``{job: parse record}`` (records without a ``rate`` are dropped)."""
+    rates = results.get("parse_rates")
+    if not isinstance(rates, Mapping):
+        return None
+    return {str(k): dict(v) for k, v in rates.items() if isinstance(v, Mapping) and "rate" in v} or None
+
+
+def run_parse_rates(run_dir: str | Path) -> dict[str, Any]:
+    """Every step's parse rates (``{step: {job: record}}``) from its newest results file."""
+    out = {}
+    for step in _recorded_steps(run_dir, TEACHER_STEPS):
+        _, payload = latest_step_results(run_dir, step)
+        results = payload.get("results", {}) if isinstance(payload, Mapping) else {}
+        rates = parse_rates_of(results) if isinstance(results, Mapping) else None
+        if rates:
+            out[step] = rates
+    return out
 
 
 def cache_damage_of(results: Mapping[str, Any]) -> dict[str, int]:
@@ -334,6 +360,7 @@ def refresh(manifest: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     params = manifest.get("params", {})
     manifest["models"] = model_identities(run_dir, params)
     manifest["data"] = data_checksums(run_dir, params)
+    manifest["parse_rates"] = run_parse_rates(run_dir)
     return manifest
 
 
@@ -343,6 +370,8 @@ __all__ = [
     "data_checksums",
     "model_identities",
     "new_manifest",
+    "parse_rates_of",
+    "run_parse_rates",
     "read_manifest",
     "refresh",
     "set_step",
