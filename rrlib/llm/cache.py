@@ -296,12 +296,26 @@ class CachedGenerator:
             "truncated_prompts": 0,
             "shared": 0,
         }
+        if getattr(self, "_cache", None) is not None:  # what loading the cache file found stays known
+            self.stats.update(self._cache_damage())
 
     @property
     def cache(self) -> GenerationCache:
         if self._cache is None:
             self._cache = GenerationCache(self.cache_dir, self.backend.identity)
+            self.stats.update(self._cache_damage())
         return self._cache
+
+    def _cache_damage(self) -> dict[str, Any]:
+        """``cache_file``, ``cache_damaged_lines`` (skipped when the file was loaded: a crash mid-write
+        or a damaged disk; their generations are made again) and ``cache_duplicates``, for the
+        stats that notebooks write into their results file (the runner reports the damage)."""
+        report = self._cache.report if self._cache is not None else {}
+        return {
+            "cache_file": Path(report.get("path", "")).name,
+            "cache_damaged_lines": len(report.get("corrupt", [])),
+            "cache_duplicates": int(report.get("duplicates", 0)),
+        }
 
     def generate(self, requests: Sequence[GenerationRequest], desc: str = "") -> list[GenerationResult]:
         from tqdm.auto import tqdm
