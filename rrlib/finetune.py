@@ -93,6 +93,9 @@ TRAINING_PARAMS = (
     "STUDENT_QUANTIZATION",
     "STUDENT_DTYPE",
     "LEARNING_RATE",
+    "LR_SCHEDULER",
+    "WARMUP_RATIO",
+    "ANSWER_LOSS_WEIGHT",
     "MAX_EPOCHS",
     "EARLY_STOPPING_PATIENCE",
     "LORA_R",
@@ -110,6 +113,8 @@ RATING_TRAINING_PARAMS = ("REASONING_MAX_NEW_TOKENS", "EXP3RT_MULTITASK")
 _TEMPLATE_MARGIN = PROMPT_MARGIN
 #: how the loss is computed (part of the configuration hash: a change retrains)
 LOSS_IMPLEMENTATION = "completion-positions-logits-v1"
+#: the base model's adapter (LoRA B = 0), validated as epoch 0 and kept in case it stays the best
+BASE_CHECKPOINT = "base-epoch-0"
 
 
 # ---------------------------------------------------------------------------------------
@@ -204,6 +209,7 @@ class TrainingData:
     valid_ratings: list[float] = field(default_factory=list)
     reasons: bool = False  # rating: the student writes reasoning before the rating
     n_multitask: int = 0  # rating: extra step 1-2 pairs (EXP3RT_MULTITASK)
+    answer_offset: int | None = None  # like: the answer token's index within every completion
 
     @property
     def valid_texts(self) -> list[str]:
@@ -262,8 +268,9 @@ def training_data(
             raise ValueError(
                 f"validation example {r['example_id']}: {e} Raise MAX_SEQ_LENGTH or lower HISTORY_LEN / PROFILE_WORDS."
             ) from e
-    check_prediction_position(backend.tokenizer, pairs)
+    answer_offset = check_prediction_position(backend.tokenizer, pairs)
     return TrainingData(
+        answer_offset=answer_offset,
         pairs=pairs,
         example_ids=train_rows["example_id"].astype(str).tolist(),
         excluded=excluded,
@@ -274,9 +281,12 @@ def training_data(
     )
 
 
-def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> None:
+def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> int | None:
     """Every training sequence must hold its answer token exactly where scoring reads it: the
-    scored ids of its prompt, then the Yes (or No) id of :func:`rrlib.student.scoring_prompt`."""
+    scored ids of its prompt, then the Yes (or No) id of :func:`rrlib.student.scoring_prompt`.
+    Returns the answer token's index within the completion when it is the same for every pair
+    (what ANSWER_LOSS_WEIGHT weighs), else None."""
+    offsets = set()
     for n, pair in enumerate(pairs):
         label = parse_prediction(pair["completion"][0]["content"])
         if label is None:
@@ -292,6 +302,8 @@ def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) ->
                 f"(after {at} tokens, id {answer}); the reasoning that follows the prediction changes "
                 f"how the answer tokenizes."
             )
+        offsets.add(at - len(chat_token_ids(tokenizer, list(pair["prompt"]), add_generation_prompt=True)))
+    return offsets.pop() if len(offsets) == 1 else None
 
 
 # ---------------------------------------------------------------------------------------
@@ -548,10 +560,63 @@ def _trainer_callback_base():
     return TrainerCallback
 
 
-class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
-    """After each epoch: validation AUC from the Yes/No probability (the scoring of notebook 07,
-    :func:`rrlib.student.yes_no_probabilities`), best-epoch bookkeeping in the trainer state (so
-    it survives a resume) and early stopping with ``patience``."""
+class _ValidationCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
+    """Validation before training (epoch 0: the base model, which LoRA's zero-initialised B
+    matrices leave unchanged) and after every epoch; best-epoch bookkeeping in the trainer state
+    (so it survives a resume) and early stopping with ``patience``. The base model's adapter is
+    saved as ``base_dir`` so that "do not train" can win."""
+
+    metric = ""  # log-history key of the validation metric
+    higher_is_better = True
+
+    def __init__(self, patience: int, precision: str = "fp32", base_dir: Path | None = None):
+        self.patience, self.precision, self.base_dir = patience, precision, base_dir
+        self.valid_seconds = 0.0
+        self.tokens_at_start = 0
+
+    def measure(self, model, epoch: int) -> dict[str, float]:
+        """The validation metric (and diagnostics) of ``model``, keyed as in the log history."""
+        raise NotImplementedError
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.tokens_at_start = state.num_input_tokens_seen or 0
+        if state.global_step == 0 and not any(self.metric in h for h in state.log_history):
+            self._validate(state, control, model, epoch=0)
+            if self.base_dir is not None and state.is_world_process_zero:
+                model.save_pretrained(str(self.base_dir))
+
+    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+        self._validate(state, control, model, epoch=int(round(state.epoch)))
+        control.should_save = True
+        return control
+
+    def _validate(self, state, control, model, epoch: int) -> None:
+        start = time.perf_counter()
+        with _autocast(self.precision, next(model.parameters()).device.type):
+            values = self.measure(model, epoch)
+        self.valid_seconds += time.perf_counter() - start
+        history = [h for h in state.log_history if self.metric in h]
+        value = values[self.metric]
+        better = (lambda a, b: a > b) if self.higher_is_better else (lambda a, b: a < b)
+        if not history or better(value, _best_entry(history, self.metric)[self.metric]):
+            # the Trainer turns best_global_step into best_model_checkpoint when it saves this epoch,
+            # and its checkpoint rotation then never deletes that checkpoint (step 0: the base model)
+            state.best_metric, state.best_global_step = value, state.global_step
+        state.log_history.append({"epoch": epoch, "step": state.global_step, **values})
+        best = _best_entry(history + [state.log_history[-1]], self.metric)
+        log.info(
+            "epoch %d: %s %.4f (best %.4f at epoch %d)", epoch, self.metric, value, best[self.metric], best["epoch"]
+        )
+        if patience_exhausted(state.log_history, self.patience):
+            log.info("early stopping: no %s gain for %d epochs", self.metric, self.patience)
+            control.should_training_stop = True
+
+
+class ValidationAUCCallback(_ValidationCallback):
+    """Validation AUC from the Yes/No probability (the scoring of notebook 07,
+    :func:`rrlib.student.yes_no_probabilities`)."""
+
+    metric = "valid_auc"
 
     def __init__(
         self,
@@ -561,58 +626,31 @@ class ValidationAUCCallback(_trainer_callback_base()):  # type: ignore[misc]  # 
         patience: int,
         pad_id: int = 0,
         precision: str = "fp32",
+        base_dir: Path | None = None,
     ):
+        super().__init__(patience, precision, base_dir)
         self.prompts, self.labels = list(prompts), np.asarray(labels, dtype=int)
-        self.batch_size, self.patience, self.pad_id = batch_size, patience, pad_id
-        self.precision = precision  # validation computes as training does (bf16 autocast: faster on CPU too)
-        self.valid_seconds = 0.0
-        self.tokens_at_start = 0
+        self.batch_size, self.pad_id = batch_size, pad_id
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.tokens_at_start = state.num_input_tokens_seen or 0
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def measure(self, model, epoch: int) -> dict[str, float]:
         from sklearn.metrics import roc_auc_score
 
-        start = time.perf_counter()
-        with _autocast(self.precision, next(model.parameters()).device.type):
-            scores = yes_no_probabilities(
-                model,
-                self.prompts,
-                self.batch_size,
-                pad_id=self.pad_id,
-                desc=f"validation AUC, epoch {round(state.epoch)}",
-            )
-        self.valid_seconds += time.perf_counter() - start
-        auc = float(roc_auc_score(self.labels, scores.p_yes))
-        epoch = int(round(state.epoch))
-        history = [h for h in state.log_history if "valid_auc" in h]
-        best_before = max((h["valid_auc"] for h in history), default=-math.inf)
-        state.log_history.append(
-            {
-                "epoch": epoch,
-                "step": state.global_step,
-                "valid_auc": auc,
-                "valid_yes_no_mass": float(scores.yes_no_mass.mean()),
-            }
+        scores = yes_no_probabilities(
+            model, self.prompts, self.batch_size, pad_id=self.pad_id, desc=f"validation AUC, epoch {epoch}"
         )
-        if auc > best_before:
-            # the Trainer turns best_global_step into best_model_checkpoint when it saves this epoch,
-            # and its checkpoint rotation then never deletes that checkpoint
-            state.best_metric, state.best_global_step = auc, state.global_step
-        best_epoch = max(history + [state.log_history[-1]], key=lambda h: h["valid_auc"])["epoch"]
-        log.info("epoch %d: validation AUC %.4f (best %.4f at epoch %d)", epoch, auc, max(auc, best_before), best_epoch)
-        control.should_save = True
-        if patience_exhausted(state.log_history, self.patience):
-            log.info("early stopping: no validation-AUC gain for %d epochs", self.patience)
-            control.should_training_stop = True
-        return control
+        return {
+            "valid_auc": float(roc_auc_score(self.labels, scores.p_yes)),
+            "valid_yes_no_mass": float(scores.yes_no_mass.mean()),
+        }
 
 
-class ValidationRatingCallback(_trainer_callback_base()):  # type: ignore[misc]  # base imported lazily
-    """After each epoch: validation RMSE of the expected rating (lower is better). A reasoning
-    student first writes its reasoning greedily (REASONING_MAX_NEW_TOKENS), then the rating is
-    read after it, as in prediction; a rating-only student is read right after the prompt."""
+class ValidationRatingCallback(_ValidationCallback):
+    """Validation RMSE of the expected rating (lower is better). A reasoning student first writes
+    its reasoning greedily (REASONING_MAX_NEW_TOKENS), then the rating is read after it, as in
+    prediction; a rating-only student is read right after the prompt."""
+
+    metric = "valid_rmse"
+    higher_is_better = False
 
     def __init__(
         self,
@@ -626,50 +664,28 @@ class ValidationRatingCallback(_trainer_callback_base()):  # type: ignore[misc] 
         patience: int,
         pad_id: int = 0,
         precision: str = "fp32",
+        base_dir: Path | None = None,
     ):
+        super().__init__(patience, precision, base_dir)
         self.messages, self.ratings = list(messages), np.asarray(ratings, dtype=float)
         self.tokenizer, self.reasons, self.max_new_tokens = tokenizer, reasons, max_new_tokens
-        self.batch_size, self.patience, self.pad_id, self.precision = batch_size, patience, pad_id, precision
-        self.valid_seconds = 0.0
-        self.tokens_at_start = 0
+        self.batch_size, self.pad_id = batch_size, pad_id
 
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.tokens_at_start = state.num_input_tokens_seen or 0
-
-    def on_epoch_end(self, args, state, control, model=None, **kwargs):
+    def measure(self, model, epoch: int) -> dict[str, float]:
         from rrlib.prompts.exp3rt import split_rating_answer
 
-        start = time.perf_counter()
-        with _autocast(self.precision, next(model.parameters()).device.type):
-            reasoning = [""] * len(self.messages)
-            if self.reasons:
-                texts = greedy_generate(model, self.tokenizer, self.messages, self.max_new_tokens, self.batch_size)
-                reasoning = [split_rating_answer(t).reasoning for t in texts]
-            prompts = [rating_scoring_prompt(self.tokenizer, m, r) for m, r in zip(self.messages, reasoning)]
-            scores = rating_probabilities(
-                model, prompts, self.batch_size, pad_id=self.pad_id, desc=f"validation RMSE, epoch {round(state.epoch)}"
-            )
-        self.valid_seconds += time.perf_counter() - start
-        rmse = float(np.sqrt(np.mean((scores.expected - self.ratings) ** 2)))
-        epoch = int(round(state.epoch))
-        history = [h for h in state.log_history if "valid_rmse" in h]
-        best_before = min((h["valid_rmse"] for h in history), default=math.inf)
-        state.log_history.append(
-            {
-                "epoch": epoch,
-                "step": state.global_step,
-                "valid_rmse": rmse,
-                "valid_rating_mass": float(scores.mass.mean()),
-            }
+        reasoning = [""] * len(self.messages)
+        if self.reasons:
+            texts = greedy_generate(model, self.tokenizer, self.messages, self.max_new_tokens, self.batch_size)
+            reasoning = [split_rating_answer(t).reasoning for t in texts]
+        prompts = [rating_scoring_prompt(self.tokenizer, m, r) for m, r in zip(self.messages, reasoning)]
+        scores = rating_probabilities(
+            model, prompts, self.batch_size, pad_id=self.pad_id, desc=f"validation RMSE, epoch {epoch}"
         )
-        if rmse < best_before:
-            state.best_metric, state.best_global_step = rmse, state.global_step
-        log.info("epoch %d: validation RMSE %.4f (best %.4f)", epoch, rmse, min(rmse, best_before))
-        control.should_save = True
-        if patience_exhausted(state.log_history, self.patience):
-            log.info("early stopping: no validation-RMSE gain for %d epochs", self.patience)
-            control.should_training_stop = True
-        return control
+        return {
+            "valid_rmse": float(np.sqrt(np.mean((scores.expected - self.ratings) ** 2))),
+            "valid_rating_mass": float(scores.mass.mean()),
+        }
 
 
 def _autocast(precision: str, device_type: str):
@@ -695,6 +711,12 @@ def _best_entry(entries: Sequence[dict], metric: str) -> dict:
     # max/min keep the earliest of equal values
     higher = dict(VALID_METRICS.values())[metric]
     return (max if higher else min)(entries, key=lambda h: h[metric])
+
+
+def _best_step(log_history: Sequence[dict], metric: str) -> int | None:
+    """Optimizer updates behind the best validated state (0: the base model)."""
+    entries = [h for h in log_history if metric in h]
+    return int(_best_entry(entries, metric)["step"]) if entries else None
 
 
 def patience_exhausted(log_history: Sequence[dict], patience: int) -> bool:
@@ -818,7 +840,22 @@ def _sft_trainer_class():
         4096-token tiles); here the model's own ``logits_to_keep`` (a boolean mask per row)
         builds logits for the completion positions only, a few hundred rows instead of the
         whole sequence. Same loss (token-summed NLL over the completion divided by the tokens
-        in the optimizer step), same logged metrics (entropy, mean_token_accuracy, num_tokens)."""
+        in the optimizer step), same logged metrics (entropy, mean_token_accuracy, num_tokens).
+        With ``answer_weight`` != 1 the answer token (the ``answer_offset``-th completion token of
+        each row) counts that many times (ANSWER_LOSS_WEIGHT)."""
+
+        answer_offset: int | None = None
+        answer_weight: float = 1.0
+
+        def token_weights(self, keep, targets):
+            """Per completion token: 1, and ``answer_weight`` for each row's answer token."""
+            weights = torch.ones(targets.shape, dtype=torch.float32, device=targets.device)
+            if self.answer_offset is None or self.answer_weight == 1.0:
+                return weights
+            rank = keep.long().cumsum(dim=1) - 1  # index of each kept position within its row's completion
+            answer = keep & (rank == self.answer_offset)
+            weights[answer[keep]] = float(self.answer_weight)
+            return weights
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             mode = "train" if self.model.training else "eval"
@@ -836,7 +873,8 @@ def _sft_trainer_class():
                     f"(logits {tuple(logits.shape)} for {targets.shape[0]} completion tokens); this "
                     f"trainer needs transformers >= 5.23 with a model that slices its hidden states."
                 )
-            nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+            token_nll = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="none")
+            nll = (token_nll * self.token_weights(keep, targets)).sum()
             n_tokens = targets.numel() if num_items_in_batch is None else num_items_in_batch
             loss = nll / torch.as_tensor(n_tokens, device=nll.device).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
@@ -1037,6 +1075,7 @@ def train(
     write_json_atomic(config_path, config)
     log.info("%s K=%d training configuration:\n%s", method, k, json.dumps(config, indent=2, default=str))
     ckpt_dir = out_dir / "checkpoints"
+    base_dir = ckpt_dir / BASE_CHECKPOINT  # not a checkpoint-N: the Trainer's rotation never deletes it
     last = str(found) if (found := newest_complete_checkpoint(ckpt_dir)) else None
 
     # model -------------------------------------------------------------------------------
@@ -1067,6 +1106,8 @@ def train(
         output_dir=str(ckpt_dir),
         num_train_epochs=st.max_epochs,
         learning_rate=st.learning_rate,
+        lr_scheduler_type=st.lr_scheduler,
+        warmup_steps=st.warmup_ratio,  # a float below 1 is a share of the updates
         per_device_train_batch_size=st.train_batch_size,
         gradient_accumulation_steps=st.grad_accum_steps,
         max_length=max_len,
@@ -1100,6 +1141,7 @@ def train(
             patience=st.early_stopping_patience,
             pad_id=pad_token_id(tokenizer),
             precision=precision,
+            base_dir=base_dir,
         )
     else:
         valid_cb = ValidationAUCCallback(
@@ -1109,6 +1151,7 @@ def train(
             st.early_stopping_patience,
             pad_id=pad_token_id(tokenizer),
             precision=precision,
+            base_dir=base_dir,
         )
     trainer = _sft_trainer_class()(
         model=model,
@@ -1117,6 +1160,13 @@ def train(
         processing_class=tokenizer,
         callbacks=[valid_cb, *callbacks],
     )
+    if data.task == "like" and st.answer_loss_weight != 1.0:
+        if data.answer_offset is None:
+            raise ValueError(
+                f"{method} K={k}: ANSWER_LOSS_WEIGHT={st.answer_loss_weight} needs the answer token at the same "
+                f"place in every completion, and with this tokenizer it is not; set ANSWER_LOSS_WEIGHT: 1."
+            )
+        trainer.answer_offset, trainer.answer_weight = data.answer_offset, st.answer_loss_weight
     if len(trainer.train_dataset) != len(pairs):  # trl drops examples whose completion was cut away entirely
         raise ValueError(
             f"{method} K={k}: {len(pairs) - len(trainer.train_dataset)} training example(s) lost their "
@@ -1163,6 +1213,10 @@ def train(
         "max_epochs": st.max_epochs,
         "stopped_early": bool(not curves.empty and int(curves["epoch"].max()) < st.max_epochs),
         "best_epoch": int(best["epoch"]) if best is not None else None,
+        "best_step": _best_step(state.log_history, metric),
+        "updates_per_epoch": math.ceil(len(pairs) / (st.train_batch_size * st.grad_accum_steps)),
+        "lr_scheduler": st.lr_scheduler,
+        "answer_loss_weight": st.answer_loss_weight,
         "task": data.task,
         "valid_metric": metric,
         "n_multitask_pairs": data.n_multitask,
@@ -1190,7 +1244,7 @@ def train(
         "environment": environment_info(),
     }
     if trainer.is_world_process_zero():
-        best_ckpt = state.best_model_checkpoint
+        best_ckpt = base_dir if summary["best_epoch"] == 0 else state.best_model_checkpoint
         if not best_ckpt or not all((Path(best_ckpt) / f).is_file() for f in ADAPTER_FILES):
             raise RuntimeError(
                 f"{method} K={k}: the best epoch's checkpoint ({best_ckpt}) is missing or holds no "

@@ -97,3 +97,36 @@ def test_completion_loss_equals_full_logits_loss(trainer, num_items):
         if p.requires_grad
     )
     assert {"entropy", "mean_token_accuracy", "num_tokens"} <= set(trainer._metrics["train"])
+
+
+def test_answer_token_weight_scales_only_the_answer_token(trainer):
+    """ANSWER_LOSS_WEIGHT: each row's Yes/No token counts ``w`` times; every other token once."""
+    import torch
+
+    from rrlib.finetune import check_prediction_position
+
+    tok = trainer.processing_class
+    offset = check_prediction_position(tok, PAIRS)
+    assert offset is not None and offset >= 1  # "Prediction:" comes first
+    model = trainer.model
+    batch = next(iter(trainer.get_train_dataloader()))
+    labels = batch["labels"]
+    with torch.no_grad():
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        nll = torch.nn.functional.cross_entropy(
+            logits[:, :-1].transpose(1, 2).float(), labels[:, 1:], ignore_index=-100, reduction="none"
+        )
+    weights = labels[:, 1:].ne(-100).float()
+    for row in range(labels.shape[0]):
+        first = int(labels[row].ne(-100).nonzero()[0])
+        answer = first + offset
+        assert tok.decode([int(labels[row, answer])]).strip() in {"Yes", "No"}
+        weights[row, answer - 1] = 5.0
+    expected = (nll * weights).sum() / labels[:, 1:].ne(-100).sum()
+    trainer.answer_offset, trainer.answer_weight = offset, 5.0
+    try:
+        with torch.no_grad():
+            weighted = trainer.compute_loss(model, dict(batch))
+    finally:
+        trainer.answer_offset, trainer.answer_weight = None, 1.0
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-5)

@@ -6,6 +6,11 @@ files and ``-p`` overrides is the field name upper-cased (``kcore`` -> ``KCORE``
 annotation gives its type and :func:`param` its default, one-line help, choices and bounds.
 :data:`SCHEMA` is derived from the sections, so the two can never disagree.
 
+The defaults are a small, coherent run: 64 users of the shipped ml-latest-small, K = 32, the
+embedded teacher and student, so that the notebooks opened in JupyterLab with nothing changed run
+01 -> 08 in about ten minutes on 2 CPU cores (tests/test_notebooks_defaults.py runs them so). The
+presets under params/ set what they need over them; the help of a field names the paper's value.
+
 * :func:`load_params` layers defaults < YAML files < overrides and :func:`validate` rejects
   unknown names (with close-match suggestions), wrong types, non-finite numbers and values out
   of range before anything runs (papermill itself only warns);
@@ -103,7 +108,7 @@ DATASET_NAMES = (
 @dataclass(frozen=True)
 class CommonConfig(Section):
     TITLE: ClassVar[str] = "shared by every notebook"
-    dataset: str = param("embedded_beauty", "dataset name: " + ", ".join(DATASET_NAMES), choices=DATASET_NAMES)
+    dataset: str = param("ml_latest_small", "dataset name: " + ", ".join(DATASET_NAMES), choices=DATASET_NAMES)
     data_dir: str = param("", "folder with the raw dataset files ('': the shipped copy or download cache)")
     run_dir: str = param("outputs/dev", "run folder every notebook reads from and writes to")
     cache_dir: str = param("outputs/cache", "cache shared across runs: generations, models, downloads")
@@ -138,10 +143,10 @@ class DataConfig(Section):
     rating_scale: list[float] = param(
         [], "[lowest, highest] valid rating; values outside are refused ([]: the dataset's own scale; generic: [1, 5])"
     )
-    kcore: int = param(5, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3)
+    kcore: int = param(20, "keep users with at least this many interactions (paper: 20 ML1M, 5 Amazon)", min=3)
     like_threshold: float = param(3.0, "rating > threshold counts as liked (paper: 3)")
     history_len: int = param(5, "k: most recent interactions shown before each target (paper: the k-core k)", min=1)
-    profile_items: int = param(15, "m: earliest interactions summarised into the user profile", min=0)
+    profile_items: int = param(5, "m: earliest interactions summarised into the user profile (paper: 15)", min=0)
     collapse_copies: bool = param(
         True,
         "one review copied onto several listings (same user, text and rating, "
@@ -163,7 +168,9 @@ class DataConfig(Section):
     )
     reviews_per_item: int = param(10, "p: reviews sampled per item by Algorithm 1", min=0)
     review_words: int = param(50, "each sampled review is trimmed to this many words", min=1)
-    kshot_sizes: list[int] = param([64, 128, 256], "K: training-set sizes (nested)", min=1)
+    kshot_sizes: list[int] = param(
+        [32], "K: training-set sizes (nested; paper: 64, 128, 256; at most one per user)", min=1
+    )
     kshot_sampling: str = param(
         "stratified",
         "K-shot sets: stratified (label shares of the train split), balanced "
@@ -177,9 +184,11 @@ class DataConfig(Section):
         min=0,
         max=1,
     )
-    n_valid: int = param(600, "validation examples subsampled (paper: 600; 0: all)", min=0)
-    n_test: int = param(600, "test examples subsampled (paper: 600; 0: all)", min=0)
-    max_users: int = param(0, "keep only this many users after the k-core, seeded (0: all; for smoke runs)", min=0)
+    n_valid: int = param(16, "validation examples subsampled (paper: 600; 0: all)", min=0)
+    n_test: int = param(0, "test examples subsampled (paper: 600; 0: all)", min=0)
+    max_users: int = param(
+        64, "keep only this many users after the k-core, seeded (0: all; a slice for trying things out)", min=0
+    )
 
 
 @dataclass(frozen=True)
@@ -218,6 +227,14 @@ class TeacherConfig(Section):
         min=1,
         max=86400,
     )
+    teacher_engine_idle_s: float = param(
+        120.0,
+        "a self-started engine is shared by every notebook and run on this machine that uses the same "
+        "model and settings, and stopped once idle this many seconds (0: one engine per notebook, "
+        "stopped at its end)",
+        min=0,
+        max=86400,
+    )
     teacher_model: str = param("embedded", "'embedded' (SmolLM2-135M-Instruct), a local path or a model id")
     teacher_revision: str = param("", "model revision for a hub id ('': default)")
     teacher_quantization: str = param(
@@ -250,11 +267,11 @@ class TeacherConfig(Section):
         "ReasoningRec's reasoning sections) under its grammar, so it parses by construction",
     )
     teacher_repetition_penalty: float = param(
-        1.0, "repetition penalty for the teacher (paper: 1.0, off; small models loop without ~1.1)", min=1.0, max=10.0
+        1.1, "repetition penalty for the teacher (paper: 1.0, off; small models loop without ~1.1)", min=1.0, max=10.0
     )
     generation_mode: str = param("paper", "paper (Table 6 temperature/top_p) or greedy", choices=("paper", "greedy"))
     teacher_tokens_per_word: float = param(
-        0.0,
+        1.6,
         "cap on the teacher's new tokens per word its prompt asks for (0: the paper's max_new_tokens, "
         "scaled to the word budget; small models write to the cap, and text past the budget is trimmed)",
         min=0.0,
@@ -268,15 +285,20 @@ class TeacherConfig(Section):
 class EnrichConfig(Section):
     TITLE: ClassVar[str] = "enrichment and reasoning (02-05)"
     description_words: int = param(25, "n: words in an item description", min=5)
-    descriptions_import: str = param("", "file of existing descriptions keyed by item ('': none)")
+    descriptions_import: str = param(
+        "release:ml1m_summaries",
+        "file of existing descriptions keyed by item, or release:<name> for a shipped one ('': none)",
+    )
     plot_source: str = param(
-        "cinemagoer", "movie plots (ML1M): cinemagoer, csv or none", choices=("cinemagoer", "csv", "none")
+        "none", "movie plots (ML1M): cinemagoer, csv or none", choices=("cinemagoer", "csv", "none")
     )
     plots_csv: str = param("", "CSV of movie plots (item_id, plot) when PLOT_SOURCE is csv")
     plot_rate_limit_s: float = param(1.0, "seconds between two IMDb look-ups", min=0)
-    profile_words: int = param(100, "q: words in a user profile", min=10)
+    profile_words: int = param(60, "q: words in a user profile (paper: 100)", min=10)
     profiles_import: str = param("", "file of existing profiles keyed by user ('': none)")
-    reasoning_words: int = param(100, "words per reasoning part (profile analysis; target explanation)", min=10)
+    reasoning_words: int = param(
+        50, "words per reasoning part (profile analysis; target explanation; paper: 100)", min=10
+    )
     ablation_reasoning: str = param(
         "faithful",
         "ablations' ground truth: faithful (written by a teacher that sees "
@@ -287,7 +309,7 @@ class EnrichConfig(Section):
         True, "also write label-conditioned reasoning for the test subsample, as BERTScore references only"
     )
     n_reasoning_test: int = param(
-        0,
+        8,
         "test examples whose reasoning is written by the teacher (reference) and by "
         "the student, for BERTScore (0: all N_TEST; AUC always uses all N_TEST)",
         min=0,
@@ -354,25 +376,39 @@ class StudentConfig(Section):
         "fast, else fp32), bfloat16, float16 or float32",
         choices=("auto", "bfloat16", "float16", "float32"),
     )
-    train_kshots: list[int] = param([64], "K values to finetune (each must be in KSHOT_SIZES)", min=1)
+    train_kshots: list[int] = param([32], "K values to finetune (each must be in KSHOT_SIZES)", min=1)
     seeds: list[int] = param(
         [], "repeat K-shot sampling and training over these seeds ([]: SEED only); tables report mean and sd", min=0
     )
     methods: list[str] = param(
-        ["reasoningrec", "tallrec", "reasoningrec_no_description", "reasoningrec_no_profile"],
-        "finetuned methods to train and evaluate",
+        ["reasoningrec", "tallrec"],
+        "finetuned methods to train and evaluate (the ablations: reasoningrec_no_description, reasoningrec_no_profile)",
     )
-    learning_rate: float = param(1e-4, "learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0)
-    max_epochs: int = param(2, "epochs at most (paper: 100)", min=1)
+    learning_rate: float = param(1e-4, "peak learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0)
+    lr_scheduler: str = param(
+        "cosine",
+        "learning-rate schedule after warm-up (transformers' names; the learning study chose cosine)",
+        choices=("constant", "constant_with_warmup", "linear", "cosine"),
+    )
+    warmup_ratio: float = param(
+        0.1, "share of the optimizer updates spent warming the learning rate up", min=0, max=0.5
+    )
+    answer_loss_weight: float = param(
+        1.0,
+        "weight of the Yes/No answer token in the loss, relative to a reasoning token (1: plain "
+        "token mean; the answer is ~1% of a reasoning completion's tokens)",
+        min=0,
+    )
+    max_epochs: int = param(1, "epochs at most (paper: 100)", min=1)
     early_stopping_patience: int = param(5, "epochs without validation-AUC gain before stopping", min=1)
     lora_r: int = param(8, "LoRA rank", min=1)
     lora_alpha: int = param(16, "LoRA alpha", min=1)
     lora_dropout: float = param(0.05, "LoRA dropout", min=0, max=0.99)
     lora_target_modules: list[str] = param(["q_proj", "v_proj"], "modules that get LoRA adapters")
-    max_seq_length: int = param(2048, "longest training sequence in tokens", min=64)
+    max_seq_length: int = param(1024, "longest training sequence in tokens (paper: 2048)", min=64)
     train_batch_size: int = param(1, "per-device training batch (1 keeps memory low on CPU)", min=1)
     grad_accum_steps: int = param(8, "gradient accumulation steps (optimizer batch: TRAIN_BATCH_SIZE x this)", min=1)
-    n_valid_eval: int = param(64, "validation examples scored for AUC after each epoch (0: all)", min=0)
+    n_valid_eval: int = param(16, "validation examples scored for AUC after each epoch (0: all)", min=0)
 
 
 @dataclass(frozen=True)
@@ -396,19 +432,19 @@ class EvaluateConfig(Section):
         "also generate the prediction line of examples outside the reasoning subset (one more prefill "
         "each); False reads their greedy answer format from the scoring pass",
     )
-    reasoning_max_new_tokens: int = param(256, "reasoning generation budget for the student", min=1)
+    reasoning_max_new_tokens: int = param(96, "reasoning generation budget for the student (paper: 256)", min=1)
     predict_batch_size: int = param(32, "batch for Yes/No scoring and generation", min=1)
     bertscore_model: str = param(
         "embedded", "'embedded' (all-MiniLM-L6-v2) or a model id/path (paper: microsoft/deberta-xlarge-mnli)"
     )
     bertscore_num_layers: int = param(6, "encoder layer whose embeddings BERTScore uses", min=1)
     bootstrap_samples: int = param(1000, "bootstrap resamples for the AUC 95% interval", min=0)
-    seq_epochs: int = param(50, "SASRec/Caser epochs at most (early stopping on validation AUC)", min=1)
-    seq_hidden: int = param(64, "SASRec/Caser hidden size", min=4)
-    seq_max_len: int = param(50, "SASRec/Caser: most recent history steps fed to the model", min=1)
-    seq_patience: int = param(5, "SASRec/Caser: epochs without validation-AUC gain before stopping", min=1)
-    seq_learning_rate: float = param(3e-3, "SASRec/Caser Adam learning rate", min=0, max=1)
-    seq_batch_size: int = param(128, "SASRec/Caser training batch (targets per Adam step)", min=1)
+    seq_epochs: int = param(10, "SASRec/Caser epochs at most (early stopping on validation AUC)", min=1)
+    seq_hidden: int = param(32, "SASRec/Caser hidden size", min=4)
+    seq_max_len: int = param(20, "SASRec/Caser: most recent history steps fed to the model", min=1)
+    seq_patience: int = param(2, "SASRec/Caser: epochs without validation-AUC gain before stopping", min=1)
+    seq_learning_rate: float = param(6e-3, "SASRec/Caser Adam learning rate", min=0, max=1)
+    seq_batch_size: int = param(512, "SASRec/Caser training batch (targets per Adam step)", min=1)
 
 
 @dataclass(frozen=True)
@@ -783,7 +819,7 @@ def render_parameters_cell(names: Iterable[str]) -> str:
         raise ParamError(f"render_parameters_cell: unknown parameter(s) {unknown}.")
     blocks = []
     for sname, section in SECTIONS.items():
-        lines = [f"{n} = {_literal(p.default)}  # {cell_comment(p)}" for n, p in section.items() if n in wanted]
+        lines = [_wrapped(f"{n} = {_literal(p.default)}", cell_comment(p)) for n, p in section.items() if n in wanted]
         if lines:
             blocks.append("\n".join([f"# {SECTION_CLASSES[sname].TITLE}"] + lines))
     return "\n\n".join(blocks)
@@ -791,6 +827,20 @@ def render_parameters_cell(names: Iterable[str]) -> str:
 
 def _literal(value: Any) -> str:
     return repr(value)
+
+
+#: parameters-cell lines are wrapped to this width, so their comments stay inside a JupyterLab cell
+CELL_WIDTH = 100
+
+
+def _wrapped(assignment: str, comment: str) -> str:
+    """``NAME = value  # comment``, the comment continued on ``#   ...`` lines past CELL_WIDTH."""
+    import textwrap
+
+    head = f"{assignment}  # "
+    first = textwrap.wrap(comment, width=max(30, CELL_WIDTH - len(head)), break_on_hyphens=False) or [""]
+    rest = textwrap.wrap(" ".join(first[1:]), width=CELL_WIDTH - 4, break_on_hyphens=False)
+    return "\n".join([head + first[0]] + [f"#   {line}" for line in rest])
 
 
 # ---------------------------------------------------------------------------------------

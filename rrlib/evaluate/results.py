@@ -5,8 +5,9 @@ Honest comparisons. On these datasets the user's and the item's like-rates are s
 like/dislike row therefore carries ``delta_auc``: its AUC minus that of the strongest bias
 baseline *on the same test examples*, with a paired bootstrap 95% interval and p-value
 (:func:`rrlib.evaluate.metrics.paired_auc_difference`). A method is better than the baseline only
-when that interval lies above 0. The strongest baseline is picked on the test set itself, which
-favours the baseline: a conservative choice for any claim of beating it.
+when that interval lies above 0. The strongest baseline is chosen on the validation split
+(:mod:`rrlib.evaluate.reference`), so no test figure selects it; without a choice it falls back
+to the strongest on the scored examples themselves (a conservative choice, said in the note).
 
 Rating-task blocks (EXP3RT and the rating baselines) also get RMSE and MAE with bootstrap
 intervals and ``delta_rmse`` / ``delta_mae``: the paired difference with the strongest rating
@@ -65,6 +66,7 @@ RESULT_COLUMNS = [
     "bertscore_empty",
     "bertscore_backbone",
     "format_errors",
+    "training",
     "note",
 ]
 #: the figures notebook 07 records in metrics.json (fixed keys; tests and tooling read them)
@@ -119,6 +121,8 @@ def score_predictions(
     cache_dir: str | Path | None = None,
     method_views: Mapping[str, str] | None = None,
     progress: bool = True,
+    reference: str | None = None,
+    rating_reference: str | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score every (method, K, seed) block of ``predictions``.
 
@@ -127,19 +131,21 @@ def score_predictions(
     ``(results, per_example)``: one results row per block (AUC with CI, the paired difference
     with the strongest bias baseline, mean BERTScore over the examples that have ground-truth
     reasoning, counts, format errors; for rating-task blocks also RMSE/MAE with CIs and the paired
-    difference with the strongest rating baseline) and the per-example BERTScore F1."""
+    difference with the strongest rating baseline) and the per-example BERTScore F1.
+    ``reference`` / ``rating_reference``: the baselines chosen on validation (default: the
+    strongest on ``predictions`` themselves)."""
     from tqdm.auto import tqdm
 
     pr.check(predictions)
     method_views = dict(method_views or {})
     backbone = bertscore_backbone(bertscore_model, bertscore_layers)
-    ref_name, _ = strongest_bias_baseline(predictions)
+    ref_name = reference if reference is not None else strongest_bias_baseline(predictions)[0]
     ref_block = (
         predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
-        if ref_name
+        if ref_name and (predictions["method"] == ref_name).any()
         else None
     )
-    rating_ref, _ = strongest_rating_baseline(predictions)
+    rating_ref = rating_reference if rating_reference is not None else strongest_rating_baseline(predictions)[0]
     rating_ref_block = (
         predictions[(predictions["method"] == rating_ref) & (predictions["task"] == "rating")]
         .drop_duplicates("example_id")
@@ -175,6 +181,7 @@ def score_predictions(
             "bertscore_f1": math.nan,
             "bertscore_n": 0,
             "bertscore_empty": 0,
+            "training": "",
             **empty_rating_columns(),
         }
         if row["task"] == "rating":
@@ -417,9 +424,12 @@ class Evaluation:
     files: dict[str, Path]
 
 
-def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_views: Mapping[str, str]) -> Evaluation:
+def evaluate_run(
+    paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_views: Mapping[str, str], references=None
+) -> Evaluation:
     """Score the plan's predictions on the test examples, write the tables and the metrics
-    (``evaluate/metrics.json`` and the run's ``metrics.json``)."""
+    (``evaluate/metrics.json`` and the run's ``metrics.json``). ``references``: the baselines
+    chosen on validation (:class:`rrlib.evaluate.reference.References`)."""
     from rrlib.config.params import run_seeds
     from rrlib.config.paths import resolve_path
     from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
@@ -437,7 +447,10 @@ def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_vi
         bertscore_layers=ev.bertscore_num_layers,
         cache_dir=resolve_path(cfg.common.cache_dir),
         method_views=method_views,
+        reference=getattr(references, "bias", None),
+        rating_reference=getattr(references, "rating", None),
     )
+    results["training"] = [training_note(paths, cfg, r) for _, r in results.iterrows()]
     summary = seed_summary(results)
     files = save_tables(results, summary, paths.evaluate)
     per_example.to_csv(paths.evaluate / "bertscore_per_example.csv", index=False)
@@ -452,6 +465,19 @@ def evaluate_run(paths, cfg, scored: pd.DataFrame, test: pd.DataFrame, method_vi
     )
     write_run_metrics(paths, metrics, cfg.params)
     return Evaluation(results, summary, per_example, metrics, files)
+
+
+def training_note(paths, cfg, row: Mapping[str, Any]) -> str:
+    """'<updates> updates, epoch <e> of <n>' for a finetuned row (from its training summary), else ''."""
+    if registry.get(str(row["method"])).kind != "finetuned_llm" or int(row["k"]) == 0:
+        return ""
+    seed = int(row["seed"])
+    folder = paths.adapter_dir(str(row["method"]), int(row["k"]), None if seed == cfg.common.seed else seed)
+    s = read_json_or_none(Path(folder) / "training_summary.json") or {}
+    if s.get("best_epoch") is None:
+        return ""
+    updates = s.get("best_step")
+    return f"{updates if updates is not None else '?'} updates, epoch {s['best_epoch']} of {s.get('epochs_run', '?')}"
 
 
 def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:

@@ -90,6 +90,8 @@ def results_view(results: pd.DataFrame) -> pd.DataFrame:
             _delta_rmse(r) for _, r in results.iterrows()
         ]
     view["BERTScore F1"] = [fmt(b) for b in results["bertscore_f1"]]
+    if "training" in results:
+        view["training"] = results["training"].fillna("")
     view["n (dislikes)"] = [f"{n} ({d})" for n, d in zip(results["n"], results["n_neg"])]
     view["format errors"] = results["format_errors"]
     return view
@@ -98,13 +100,15 @@ def results_view(results: pd.DataFrame) -> pd.DataFrame:
 def results_markdown(results: pd.DataFrame, summary: pd.DataFrame | None = None) -> str:
     text = markdown_table(results_view(results))
     text += (
-        "\nΔ AUC: paired bootstrap over the same test examples; ✓ the interval lies above 0 (better than the "
-        "baseline), ✗ below 0 (worse); without a mark the data cannot tell the two apart.\n"
+        "\nΔ AUC: paired bootstrap over the same test examples against the bias baseline chosen on the "
+        "validation split (highest validation AUC); ✓ the interval lies above 0 (better than the "
+        "baseline), ✗ below 0 (worse); without a mark the data cannot tell the two apart. Training: the "
+        "optimizer updates behind the adapter used and the epoch validation chose (epoch 0: the base model).\n"
     )
     if _has_rating(results):
         text += (
             "\nRMSE / MAE: rating points, lower is better. Δ RMSE: paired bootstrap against the strongest "
-            "rating baseline (lowest RMSE) on the same examples; ✓ the interval lies below 0 (more accurate), "
+            "rating baseline on the validation split (lowest RMSE), on the same test examples; ✓ the interval lies below 0 (more accurate), "
             "✗ above 0.\n"
         )
     backbones = sorted({b for b in results["bertscore_backbone"] if b})
