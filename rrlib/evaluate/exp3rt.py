@@ -296,7 +296,9 @@ def ranking_markdown(results: pd.DataFrame) -> str:
 
 def rating_view(results: pd.DataFrame) -> pd.DataFrame:
     """Rating-task rows of the results: RMSE and MAE with intervals, the arg-max RMSE and the
-    paired RMSE difference vs the strongest rating baseline (below 0: better)."""
+    paired RMSE difference vs the strongest rating baseline (below 0: better). On half-star data
+    also the count of half-star targets and the RMSE against the label rounded half up, which
+    the rating students were trained on (:mod:`rrlib.evaluate.rating`)."""
     rows = results[results["task"] == "rating"]
 
     def delta(r) -> str:
@@ -305,7 +307,7 @@ def rating_view(results: pd.DataFrame) -> pd.DataFrame:
         return f"{r['delta_rmse']:+.3f} [{r['delta_rmse_ci_low']:+.3f}, {r['delta_rmse_ci_high']:+.3f}]"
 
     recs = rows.to_dict("records")
-    return pd.DataFrame(
+    view = pd.DataFrame(
         {
             "method": rows["label"],
             "K": rows["k"],
@@ -318,6 +320,15 @@ def rating_view(results: pd.DataFrame) -> pd.DataFrame:
             "format errors": rows["format_errors"],
         }
     ).reset_index(drop=True)
+    half = [int(r.get("n_half_star", 0) or 0) for r in recs]
+    if any(half):  # the rating students learn labels rounded half up (rrlib.evaluate.rating)
+        view.insert(
+            5,
+            "RMSE vs label rounded half up (3.5→4)",
+            [_ci(r, "rmse_rounded") if pd.notna(r.get("rmse_rounded")) else "–" for r in recs],
+        )
+        view.insert(4, "half-star targets", half)
+    return view
 
 
 def rating_known_texts(ctx, examples: pd.DataFrame) -> dict[str, str]:

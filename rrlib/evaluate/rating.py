@@ -12,6 +12,17 @@
   when the method has a distribution): RMSE/MAE of both, the arg-max's exact-match accuracy, and
   the AUC of the predicted rating read as a like score (so rating methods sit in the like/dislike
   tables too).
+
+Half-star data (MovieLens). The rating students answer on EXP3RT's 1-5 integer scale: their
+training label is the true rating rounded half up (:func:`rrlib.prompts.exp3rt.integer_rating`:
+3.5 -> 4, 0.5 -> 1), and their prediction is the expected value of the five rating tokens at the
+trained position, a real number. ``rmse`` is always against the raw rating (what a recommender
+is asked to predict). Where the test ratings hold half stars (``n_half_star`` > 0), the rows also
+carry ``rmse_rounded`` (with its interval): the RMSE against the rounded label the students were
+trained on, so the share of the error that the rounding itself causes is visible (at most 0.5 on
+a half-star example; sqrt(share of half stars) / 2 over a test set). Why not half-star labels: the
+rating is read from ONE token's distribution over 1-5; half stars would need a second token
+(``.5``) read at another position, and the paper's scales (Amazon 1-5, IMDB 1-10) are integer.
 """
 
 from __future__ import annotations
@@ -156,6 +167,10 @@ RATING_COLUMNS = [
     "argmax_mae",
     "argmax_accuracy",
     "argmax_n",
+    "n_half_star",
+    "rmse_rounded",
+    "rmse_rounded_ci_low",
+    "rmse_rounded_ci_high",
 ]
 #: the columns of the paired difference with the strongest rating baseline
 RATING_DELTA_COLUMNS = [
@@ -173,8 +188,14 @@ RATING_DELTA_COLUMNS = [
 
 def empty_rating_columns() -> dict[str, Any]:
     out: dict[str, Any] = {c: math.nan for c in RATING_COLUMNS + RATING_DELTA_COLUMNS}
-    out.update(argmax_n=0, rating_reference="")
+    out.update(argmax_n=0, n_half_star=0, rating_reference="")
     return out
+
+
+def half_star_count(targets: Iterable[float]) -> int:
+    """How many ratings are not whole stars (3.5, 0.5, ...)."""
+    t = np.asarray(list(targets), dtype=float)
+    return int((~np.isclose(t, np.round(t))).sum())
 
 
 def _rating_block(block: pd.DataFrame, what: str) -> pd.DataFrame:
@@ -203,6 +224,13 @@ def rating_metrics(block: pd.DataFrame, *, n_boot: int, seed: int, level: float 
     out.update(
         {k: m[k] for k in ("rmse", "rmse_ci_low", "rmse_ci_high", "mae", "mae_ci_low", "mae_ci_high")}, argmax_n=0
     )
+    out["n_half_star"] = half_star_count(block["target_rating"])
+    if out["n_half_star"]:  # the label the rating students were trained on: rounded half up to 1-5
+        from rrlib.prompts.exp3rt import integer_rating
+
+        rounded = [integer_rating(x) for x in block["target_rating"]]
+        r = rmse_mae_with_ci(rounded, block["predicted_rating"], n_boot=n_boot, seed=seed, level=level)
+        out.update(rmse_rounded=r["rmse"], rmse_rounded_ci_low=r["rmse_ci_low"], rmse_rounded_ci_high=r["rmse_ci_high"])
     arg = pd.to_numeric(block["rating_argmax"], errors="coerce").to_numpy(dtype=float)
     has = np.isfinite(arg)
     if has.any():
@@ -282,6 +310,11 @@ def rating_results(predictions: pd.DataFrame, *, n_boot: int, seed: int, dataset
         row.update(empty_rating_columns())
         row.update(rating_metrics(block, n_boot=n_boot, seed=seed))
         notes: list[str] = []
+        if row["n_half_star"]:
+            notes.append(
+                f"{row['n_half_star']} of {len(block)} targets are half stars; the rating students learn them "
+                f"rounded half up (3.5 -> 4): rmse_rounded is against that label, rmse against the raw rating"
+            )
         if ref is not None:
             row["rating_reference"] = ref_name
             if method != ref_name and ref_name is not None:
@@ -303,6 +336,7 @@ __all__ = [
     "RATING_COLUMNS",
     "RATING_DELTA_COLUMNS",
     "empty_rating_columns",
+    "half_star_count",
     "paired_rating_difference",
     "rating_difference_columns",
     "rating_metrics",
