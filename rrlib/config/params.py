@@ -386,12 +386,12 @@ class StudentConfig(Section):
     )
     learning_rate: float = param(1e-4, "peak learning rate (paper: 1e-4 Amazon, 3e-5 ML1M)", min=0)
     lr_scheduler: str = param(
-        "cosine",
-        "learning-rate schedule after warm-up (transformers' names; the learning study chose cosine)",
+        "constant",
+        "learning-rate schedule after warm-up (transformers' names; docs/learning_study.md)",
         choices=("constant", "constant_with_warmup", "linear", "cosine"),
     )
     warmup_ratio: float = param(
-        0.1, "share of the optimizer updates spent warming the learning rate up", min=0, max=0.5
+        0.0, "share of the optimizer updates spent warming the learning rate up", min=0, max=0.5
     )
     answer_loss_weight: float = param(
         1.0,
