@@ -22,29 +22,17 @@ from rrlib import predictions as pr
 from rrlib.data.schema import eval_subset
 from rrlib.evaluate.plan import EvaluationPlan
 from rrlib.evaluate.rating import strongest_rating_baseline
-from rrlib.evaluate.results import score_predictions, strongest_bias_baseline
+from rrlib.evaluate.results import RESULT_COLUMNS, score_predictions, strongest_bias_baseline
 from rrlib.evaluate.tables import markdown_table
 from rrlib.methods import registry
 
 #: the kinds a reference is chosen among
 REFERENCE_KINDS = ("bias", "rating_baseline")
-#: the columns of the all-test-users table
+#: the columns of the all-test-users table: the results' figures, without text scores and notes
 ALL_USERS_COLUMNS = [
-    "label",
-    "task",
-    "n",
-    "n_neg",
-    "auc",
-    "auc_ci_low",
-    "auc_ci_high",
-    "reference",
-    "delta_auc",
-    "delta_ci_low",
-    "delta_ci_high",
-    "rmse",
-    "delta_rmse",
-    "delta_rmse_ci_low",
-    "delta_rmse_ci_high",
+    c
+    for c in RESULT_COLUMNS
+    if not c.startswith("bertscore") and c not in ("dataset", "format_errors", "training", "note")
 ]
 
 
@@ -132,7 +120,7 @@ def score_all_test_users(plan: EvaluationPlan, data, cfg, refs: References, out_
         f"All {len(test)} test users ({int((test['label'] == 0).sum())} dislikes), fitted methods only; "
         f"{refs.describe()}. Δ: paired bootstrap difference to that reference on the same users.\n\n"
     )
-    (out_dir / "all_test_users.md").write_text(header + markdown_table(table.round(4)) + "\n")
+    (out_dir / "all_test_users.md").write_text(header + markdown_table(table.dropna(axis=1, how="all").round(4)) + "\n")
     return table
 
 
