@@ -212,6 +212,8 @@ def test_parse_rate_records_parsed_and_usable_answers():
         "usable_rate": 0.25,
     }
     assert gr.parse_rate("t", [], bool, constrained=False)["rate"] is None
+    assert gr.describe("x", rec) == "x: 2 of 4 parse (50.0%), constrained"
+    assert gr.describe("y", gr.parse_rate("y", [], bool, constrained=False)) == "y: no answers, free text"
     assert gr.parse_rates({"a": {"parse": rec}, "b": None, "c": {"n": 1}}) == {"a": rec}
 
 

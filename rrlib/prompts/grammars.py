@@ -196,6 +196,13 @@ def parse_rate(
     return out
 
 
+def describe(job: str, record: dict[str, Any]) -> str:
+    """One line for a notebook: ``job: 98 of 100 parse (98.0%), constrained``."""
+    rate = record.get("rate")
+    share = "no answers" if rate is None else f"{record['n_parsed']} of {record['n']} parse ({rate:.1%})"
+    return f"{job}: {share}, {'constrained' if record.get('constrained') else 'free text'}"
+
+
 def parse_rates(summaries: dict[str, Any]) -> dict[str, Any]:
     """``{job: parse record}`` of the step summaries that hold one (``summary["parse"]``); what
     notebooks 04 and 05 record as ``parse_rates`` and the run manifest gathers."""
@@ -207,6 +214,7 @@ def parse_rates(summaries: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = [
+    "describe",
     "parse_rates",
     "MAX_WORD_CHARS",
     "OutputFormat",
