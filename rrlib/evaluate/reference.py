@@ -23,7 +23,7 @@ from rrlib.data.schema import eval_subset
 from rrlib.evaluate.plan import EvaluationPlan
 from rrlib.evaluate.rating import strongest_rating_baseline
 from rrlib.evaluate.results import RESULT_COLUMNS, score_predictions, strongest_bias_baseline
-from rrlib.evaluate.tables import markdown_table
+from rrlib.evaluate.tables import markdown_table, results_view
 from rrlib.methods import registry
 
 #: the kinds a reference is chosen among
@@ -120,7 +120,9 @@ def score_all_test_users(plan: EvaluationPlan, data, cfg, refs: References, out_
         f"All {len(test)} test users ({int((test['label'] == 0).sum())} dislikes), fitted methods only; "
         f"{refs.describe()}. Δ: paired bootstrap difference to that reference on the same users.\n\n"
     )
-    (out_dir / "all_test_users.md").write_text(header + markdown_table(table.dropna(axis=1, how="all").round(4)) + "\n")
+    (out_dir / "all_test_users.md").write_text(
+        header + markdown_table(results_view(results).drop(columns=["BERTScore F1", "format errors"])) + "\n"
+    )
     return table
 
 
