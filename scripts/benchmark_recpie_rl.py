@@ -27,10 +27,10 @@ from typing import Any
 def main(argv: list[str] | None = None) -> int:
     import psutil
 
-    import rrlib.recpie_rl as rl
     from rrlib.config.params import Config, load_params, parse_override
     from rrlib.config.paths import RunPaths
     from rrlib.data import domain_of, load_tables
+    from rrlib.finetune import rl
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-f", "--file", dest="files", action="append", default=[], required=True)

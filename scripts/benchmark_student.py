@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if not paths.reasoning.is_file():
         stand_in_enrichment(paths, cfg, [args.method])
 
-    import rrlib.finetune as ft
+    import rrlib.finetune.sft as ft
     from rrlib.data import domain_of, eval_subset
     from rrlib.prompts.student import PromptContext, build_messages
     from rrlib.student import fit_scoring_messages, pad_token_id, scoring_prompt, student_backend, yes_no_probabilities
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     adapter = None
     if not args.no_train:
-        out = ft.adapter_dir(paths, args.method, k, cfg.common.seed, cfg)
+        out = paths.adapter_dir(args.method, k, cfg.common.seed, cfg.common.seed)
         shutil.rmtree(out, ignore_errors=True)
         shutil.rmtree(work / "cache" / "adapters", ignore_errors=True)
         s = ft.train(args.method, k, cfg, paths, ctx)

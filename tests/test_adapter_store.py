@@ -56,7 +56,7 @@ def _finished_run(folder, config_hash):
 
 
 def test_publish_is_atomic_and_reuse_points_at_the_new_run(tmp_path):
-    from rrlib.finetune import _complete, publish_adapter, reuse_adapter, store_dir
+    from rrlib.finetune.store import _complete, publish_adapter, reuse_adapter, store_dir
 
     cfg = _cfg(tmp_path)
     first = tmp_path / "run1" / "reasoningrec_K64"
@@ -84,7 +84,7 @@ def test_publish_is_atomic_and_reuse_points_at_the_new_run(tmp_path):
 
 @pytest.mark.parametrize("missing", ["adapter/adapter_model.safetensors", "training_summary.json"])
 def test_an_incomplete_store_entry_is_not_reused(tmp_path, missing):
-    from rrlib.finetune import _complete
+    from rrlib.finetune.store import _complete
 
     folder = tmp_path / "h1"
     _finished_run(folder, "h1")

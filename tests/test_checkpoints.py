@@ -13,7 +13,7 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
-from rrlib.checkpoints import checkpoint_problems, newest_complete_checkpoint, safetensors_problem
+from rrlib.finetune.checkpoints import checkpoint_problems, newest_complete_checkpoint, safetensors_problem
 
 
 def _checkpoint(root: Path, step: int, *, state: bool = True, optimizer: bool = True) -> Path:
@@ -46,7 +46,7 @@ def test_a_truncated_newest_checkpoint_is_moved_aside_and_the_older_one_is_resum
     with pytest.raises(Exception, match="(?i)incomplete|header|metadata|invalid"):
         with safe_open(str(bad / "adapter_model.safetensors"), "np") as f:
             f.keys()
-    with caplog.at_level(logging.WARNING, logger="rrlib.checkpoints"):
+    with caplog.at_level(logging.WARNING, logger="rrlib.finetune.checkpoints"):
         assert newest_complete_checkpoint(ckpts) == good
     assert not bad.exists()
     moved = [p.name for p in ckpts.iterdir() if p.name.startswith("incomplete-checkpoint-4-")]
@@ -102,7 +102,7 @@ def test_no_folder_or_only_incomplete_checkpoints_start_from_scratch(tmp_path):
 
 
 def test_finetune_resumes_through_the_completeness_check():
-    import rrlib.finetune as ft
+    import rrlib.finetune.sft as ft
 
     assert ft.newest_complete_checkpoint is newest_complete_checkpoint
     assert "get_last_checkpoint" not in Path(ft.__file__).read_text()

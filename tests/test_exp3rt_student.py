@@ -102,7 +102,7 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
     from rrlib.evaluate.llm import predict_llm
     from rrlib.evaluate.plan import evaluation_plan
     from rrlib.evaluate.results import score_predictions
-    from rrlib.finetune import adapter_dir, train, training_data
+    from rrlib.finetune import train, training_data
     from rrlib.prompts.exp3rt import RatingContext
     from rrlib.prompts.student import PromptContext
 
@@ -126,14 +126,14 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
 
     tables = load_tables(paths)
     test = eval_subset(tables.examples, "test", cfg.data.n_test)
-    rows = [predict_llm(m, 4, test, cfg, ctx, adapter_dir(paths, m, 4, cfg.common.seed, cfg)) for m in summaries]
+    rows = [predict_llm(m, 4, test, cfg, ctx, paths.adapter_dir(m, 4)) for m in summaries]
     rows.append(predict_llm("exp3rt_zeroshot", 0, test, cfg, ctx, None))
     for r in rows:
         assert (r["task"] == "rating").all() and r["predicted_rating"].between(1, 5).all()
         assert r["rating_argmax"].isin([1, 2, 3, 4, 5]).all()
     assert rows[0]["predicted_rating"].nunique() > 1
     assert (rows[0]["generated_text"].str.len() > 0).all() and (rows[1]["generated_text"] == "").all()
-    cached = predict_llm("exp3rt", 4, test, cfg, ctx, adapter_dir(paths, "exp3rt", 4, cfg.common.seed, cfg))
+    cached = predict_llm("exp3rt", 4, test, cfg, ctx, paths.adapter_dir("exp3rt", 4))
     assert cached.attrs["stats"]["scores_computed"] == 0
     np.testing.assert_allclose(cached["predicted_rating"], rows[0]["predicted_rating"])
 

@@ -197,7 +197,8 @@ def test_resume_from_checkpoint_after_interruption(run, trained):
 
 
 def test_finished_run_is_not_retrained_and_config_changes_are_refused(run, trained):
-    from rrlib.finetune import TrainingConfigMismatch, train
+    from rrlib.errors import TrainingConfigMismatch
+    from rrlib.finetune import train
 
     cfg, paths, _ = run
     ctx = _ctx(paths, "reasoningrec")

@@ -34,7 +34,7 @@ def trainer(tmp_path_factory):
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig
 
-    from rrlib.finetune import _sft_trainer_class
+    from rrlib.finetune.sft import _sft_trainer_class
     from rrlib.llm.embedded import embedded_checkpoint
 
     tok = AutoTokenizer.from_pretrained(embedded_checkpoint(SHARED_CACHE))
@@ -103,7 +103,7 @@ def test_answer_token_weight_scales_only_the_answer_token(trainer):
     """ANSWER_LOSS_WEIGHT: each row's Yes/No token counts ``w`` times; every other token once."""
     import torch
 
-    from rrlib.finetune import check_prediction_position
+    from rrlib.finetune.data import check_prediction_position
 
     tok = trainer.processing_class
     offset = check_prediction_position(tok, PAIRS)

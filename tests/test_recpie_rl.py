@@ -13,12 +13,12 @@ import pytest
 from test_recpie import FakeEncoder, text_task
 
 from rrlib.errors import ParamError, TrainingConfigMismatch
+from rrlib.finetune.rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_recpie_rl
 from rrlib.io import stable_hash
 from rrlib.methods.recpie import TextFeatures, explanation_gain, fit_hybrid
 from rrlib.methods.sequential import SeqConfig
 from rrlib.prompts.explainer import TEMPLATE_VERSION, explainer_messages
 from rrlib.prompts.items import ItemCatalog
-from rrlib.recpie_rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_recpie_rl
 
 SEQ = SeqConfig(epochs=4, patience=2, hidden=16, seed=0)
 
@@ -276,7 +276,7 @@ def test_one_grpo_round_on_cpu(tmp_path):
     """One real round: trl's GRPOTrainer updates a LoRA on the embedded student from the
     recommender's reward; reward, KL and times are logged; a rerun recomputes nothing."""
     from rrlib.config.params import Config
-    from rrlib.recpie_rl import GRPOExplainer
+    from rrlib.finetune.rl import GRPOExplainer
 
     inter, ex, users, items = text_task(n_users=30, seed=5)
     short = {i: f"{'dry' if 'dry' in t else 'oily'} skin cream" for i, t in items.items()}
@@ -317,8 +317,8 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
 
     from rrlib.config.params import Config
     from rrlib.config.paths import RunPaths
+    from rrlib.finetune.rl import needs_rl, plot_rounds, rl_run_for, rounds_table
     from rrlib.methods import registry
-    from rrlib.recpie_rl import needs_rl, plot_rounds, rl_run_for, rounds_table
 
     inter, ex, users, items = text_task(n_users=50, seed=6)
     truth = {u: t.text for u, t in users.items()}
@@ -371,7 +371,7 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
 
     # notebook 07: faithfulness of the explanations against what the explainer saw; blind sheets
     from rrlib.evaluate.faithfulness import explanation_quality
-    from rrlib.recpie_rl import explainer_known_texts, round_explanations, write_prompts
+    from rrlib.finetune.rl import explainer_known_texts, round_explanations, write_prompts
     from rrlib.report.human_eval import export_human_eval
     from rrlib.report.recpie import (
         explanation_comparisons,

@@ -16,11 +16,15 @@ themselves, so that data flows one way through one layout:
       manifest.json, metrics.json
 
 Relative paths in parameters are relative to the project root (where pyproject.toml is), so a
-notebook opened from ``notebooks/`` under JupyterLab and a papermill run agree on RUN_DIR.
+notebook opened from ``notebooks/`` under JupyterLab and a papermill run agree on RUN_DIR. The
+environment variable ``RRLIB_OUTPUTS`` moves the ``outputs/`` folder elsewhere (a read-only
+checkout, or a test that runs the notebooks exactly as committed): relative paths that start
+with ``outputs/``, such as the default RUN_DIR and CACHE_DIR, then resolve under it.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +50,9 @@ def resolve_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
+    moved = os.environ.get("RRLIB_OUTPUTS", "").strip()
+    if moved and p.parts and p.parts[0] == "outputs":
+        return Path(moved).expanduser().resolve().joinpath(*p.parts[1:])
     root = PROJECT_ROOT if (PROJECT_ROOT / "pyproject.toml").exists() else Path.cwd()
     return root / p
 
@@ -177,8 +184,11 @@ class RunPaths:
     def finetune(self) -> Path:
         return self.root / "finetune"
 
-    def adapter_dir(self, method: str, k: int, seed: int | None = None) -> Path:
-        return self.finetune / (f"{method}_K{k}" if seed is None else f"{method}_K{k}_seed{seed}")
+    def adapter_dir(self, method: str, k: int, seed: int | None = None, default_seed: int | None = None) -> Path:
+        """Where the adapter of (method, K, seed) lives: ``<method>_K<k>`` for the run's SEED
+        (``default_seed``, or no seed given), ``<method>_K<k>_seed<s>`` for the other seeds of SEEDS."""
+        plain = seed is None or seed == default_seed
+        return self.finetune / (f"{method}_K{k}" if plain else f"{method}_K{k}_seed{seed}")
 
     @property
     def evaluate(self) -> Path:

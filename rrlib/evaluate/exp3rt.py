@@ -46,8 +46,6 @@ class RankingPlan:
 def ranking_plan(cfg: Config, paths, finetuned: Sequence[tuple[str, int, int]]) -> RankingPlan:
     """From EVAL_METHODS and the finetuned runs of the evaluation plan: a reranker of a finetuned
     scorer reranks with every (K, seed) of that scorer; its scorer must be in METHODS."""
-    from rrlib.finetune import adapter_dir
-
     plan = RankingPlan()
     for m in cfg.evaluate.eval_methods:
         spec = registry.get(m)
@@ -62,7 +60,9 @@ def ranking_plan(cfg: Config, paths, finetuned: Sequence[tuple[str, int, int]]) 
                         f"EVAL_METHODS has {m!r}, which reranks by {spec.scorer!r}; put "
                         f"{spec.scorer!r} in METHODS so that it is trained."
                     )
-                plan.rerankers += [(m, spec.scorer, k, s, adapter_dir(paths, spec.scorer, k, s, cfg)) for k, s in runs]
+                plan.rerankers += [
+                    (m, spec.scorer, k, s, paths.adapter_dir(spec.scorer, k, s, cfg.common.seed)) for k, s in runs
+                ]
             else:
                 plan.rerankers.append((m, spec.scorer, 0, cfg.common.seed, None))
     return plan

@@ -1,7 +1,7 @@
 """RecPIE's discriminative half (Wang, Li & Chen 2025): SASRec with text fused into its user and
 item representations, as a like/dislike classifier. Written from the paper's description (no
 public code); the explainer that writes the user texts and its reward live in
-:mod:`rrlib.recpie_rl`.
+:mod:`rrlib.finetune.rl`.
 
 Architecture (``d`` = RECPIE_HIDDEN, ``t`` = 384-d unit sentence vectors from
 :mod:`rrlib.llm.encoder`, frozen):
@@ -22,7 +22,7 @@ Architecture (``d`` = RECPIE_HIDDEN, ``t`` = 384-d unit sentence vectors from
 Ablations are the same model with a text switched off: ``recpie_no_text`` (neither),
 ``recpie_user_text``, ``recpie_item_text``, ``recpie_hybrid`` (both). ``recpie_rl`` is the
 hybrid whose user texts are always the reward-tuned explainer's (the last RL round of
-notebook 06, :mod:`rrlib.recpie_rl`), whatever RECPIE_USER_TEXT says; its predictions rows carry
+notebook 06, :mod:`rrlib.finetune.rl`), whatever RECPIE_USER_TEXT says; its predictions rows carry
 the explanation shown as ``reasoning``.
 
 **When a user text may be shown.** A user text is written from some of the user's
@@ -479,7 +479,7 @@ def check_out_of_sample(data: SequenceData, user: str, positions: Sequence[int])
         raise LeakageError(
             f"user {user}: reward target(s) at position(s) {inside} are in the scoring recommender's training data "
             f"(it learned from positions 1..{data.train_end[user] - 1}); score the reward with a recommender fitted "
-            f"with held_out={{{user!r}: {min(positions)}}} (rrlib.recpie_rl cross-fits one per fold of users)."
+            f"with held_out={{{user!r}: {min(positions)}}} (rrlib.finetune.rl cross-fits one per fold of users)."
         )
 
 
@@ -587,7 +587,7 @@ def explanation_texts(table: pd.DataFrame, where: str = "explanations") -> dict[
     need = ["user_id", "explanation", "available_from"]
     missing = [c for c in need if c not in table.columns]
     if missing:
-        raise DataError(f"{where} lacks column(s) {missing}; it is written by rrlib.recpie_rl.")
+        raise DataError(f"{where} lacks column(s) {missing}; it is written by rrlib.finetune.rl.")
     return {
         str(u): UserText(str(t), int(a))
         for u, t, a in zip(table["user_id"], table["explanation"], table["available_from"])

@@ -202,7 +202,7 @@ REGISTRY: dict[str, MethodSpec] = {
             "like",
             ("history", "explanation", "descriptions"),
             implementation="rrlib.methods.recpie:predict",
-            note="recpie_hybrid fed the explanations of the last RL round of notebook 06 (rrlib.recpie_rl)",
+            note="recpie_hybrid fed the explanations of the last RL round of notebook 06 (rrlib.finetune.rl)",
         ),
         # --- rating (EXP3RT's task): classical rating baselines, fitted on training interactions ---
         _spec(

@@ -5,7 +5,7 @@ their recent history (wording written for this project, in the style of the stud
 The explanation is not a prediction: it names no target item and gives no Yes/No, because it is
 written once per user and fused into the recommender for every later target of that user (see
 :mod:`rrlib.methods.recpie`). Which interactions the prompt may show is decided by the caller
-(:func:`rrlib.recpie_rl.explainer_inputs`: only those before the user's reward targets).
+(:func:`rrlib.finetune.rl.explainer_inputs`: only those before the user's reward targets).
 
 Generations and RL rounds key on ``TEMPLATE_VERSION``: **any change to the wording must bump it**
 (tests/test_recpie_rl.py pins a hash of the rendered text).

@@ -66,6 +66,7 @@ import pandas as pd
 from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import training_cutoffs, user_sequences
 from rrlib.errors import DataError, ParamError, TrainingConfigMismatch
+from rrlib.finetune.sft import lora_config
 from rrlib.io import (
     JsonlLog,
     read_json,
@@ -81,6 +82,7 @@ from rrlib.methods.recpie import FittedHybrid, TextFeatures, explanation_gain, f
 from rrlib.methods.sequential import SeqConfig
 from rrlib.prompts.explainer import TEMPLATE_VERSION, explainer_messages
 from rrlib.prompts.items import ItemCatalog
+from rrlib.student import load_student_for_training, student_backend
 
 log = logging.getLogger(__name__)
 
@@ -318,15 +320,11 @@ class GRPOExplainer:
         return limited_threads(0 if torch.cuda.is_available() else self.settings.cpu_threads)
 
     def identity(self) -> dict[str, Any]:
-        from rrlib.student import student_backend
-
         return dict(student_backend(self.cfg).identity)
 
     def load(self, adapter: Path | None) -> None:
         """A fresh base student with ``adapter`` (trainable), or with a new zero LoRA."""
-        from peft import LoraConfig, PeftModel, get_peft_model
-
-        from rrlib.student import load_student_for_training
+        from peft import PeftModel, get_peft_model
 
         self.model = None
         self.tokenizer = None
@@ -336,15 +334,7 @@ class GRPOExplainer:
         if adapter is not None:
             model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
         else:
-            lora = LoraConfig(
-                r=s.lora_r,
-                lora_alpha=s.lora_alpha,
-                lora_dropout=s.lora_dropout,
-                target_modules=list(s.lora_target_modules),
-                bias="none",
-                task_type="CAUSAL_LM",
-            )
-            model = get_peft_model(model, lora)
+            model = get_peft_model(model, lora_config(s))
         self.model, self.tokenizer = model, tok
 
     def generate(self, messages: Mapping[str, list[Message]]) -> dict[str, str]:
@@ -774,7 +764,7 @@ def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "R
 
     table = rounds_table(records)
     if table.empty:
-        raise DataError("plot_rounds: no finished round to plot (run rrlib.recpie_rl.run_recpie_rl first).")
+        raise DataError("plot_rounds: no finished round to plot (run rrlib.finetune.rl.run_recpie_rl first).")
     fig = Figure(figsize=(9.6, 3.2))
     axes = fig.subplots(1, 3)
     for ax, col, name in zip(
@@ -819,7 +809,7 @@ def explainer_known_texts(prompts: pd.DataFrame, examples: pd.DataFrame) -> dict
     """example_id -> the explainer prompt of the example's user ('' for users never explained)."""
     missing = [c for c in ("user_id", "prompt") if c not in prompts.columns]
     if missing:
-        raise DataError(f"explainer prompts table lacks {missing}; it is written by rrlib.recpie_rl.write_prompts.")
+        raise DataError(f"explainer prompts table lacks {missing}; it is written by rrlib.finetune.rl.write_prompts.")
     texts = dict(zip(prompts["user_id"].astype(str), prompts["prompt"].astype(str)))
     return {str(e): texts.get(str(u), "") for e, u in zip(examples["example_id"], examples["user_id"])}
 
