@@ -188,7 +188,9 @@ def test_a_server_that_cannot_constrain_is_refused_before_generating(tmp_path):
 
 
 def test_engines_send_grammars_as_their_server_reads_them(tmp_path):
-    spec = eng.EngineSpec(eng.EngineConfig("vllm"), ["true"], {}, "/health", None, {}, grammar_field="structured_outputs")
+    spec = eng.EngineSpec(
+        eng.EngineConfig("vllm"), ["true"], {}, "/health", None, {}, grammar_field="structured_outputs"
+    )
     assert eng.EngineBackend(spec).client.grammar_field == "structured_outputs"
     assert eng.EngineSpec(eng.EngineConfig("llama_server"), ["true"], {}, "/health").grammar_field == "grammar"
 
