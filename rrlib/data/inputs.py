@@ -9,7 +9,7 @@ data card's ``input_cleaning`` section (notebook 01).
   (generic items tables);
 * ``instruction_like_texts``: per text field that reaches the teacher's prompts (reviews and their
   headlines, titles, attributes, seller descriptions, user attributes), how many texts of the final
-  tables match the heuristic of :func:`rrlib.prompts.datablock.instruction_like` (orders to ignore
+  tables match the heuristic of :func:`instruction_like` (orders to ignore
   the prompt, addresses to the model, forced answers such as ``Prediction: Yes``, chat-template
   markup, ``<data>`` tags), with the first ids. Nothing is removed: the teacher's prompts carry
   every such text inside a data block announced as data (:mod:`rrlib.prompts.datablock`).
@@ -17,12 +17,13 @@ data card's ``input_cleaning`` section (notebook 01).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
 
 HEURISTIC = (
-    "rrlib.prompts.datablock.instruction_like: 'ignore/disregard ... previous/all ... instructions', "
+    "rrlib.data.inputs.instruction_like: 'ignore/disregard ... previous/all ... instructions', "
     "'you are (now) an assistant/AI/model', 'act as', 'system prompt', 'new instructions', 'Prediction: Yes/No', "
     "'answer ... Rating: <digit>', chat-template tokens (<|...|>, [INST], <<SYS>>), 'system:'/'assistant:' lines, "
     "<data> tags"
@@ -38,10 +39,33 @@ _FIELDS = (
 )
 
 
+_INSTRUCTION_PATTERNS = tuple(
+    re.compile(p, re.IGNORECASE | re.MULTILINE)
+    for p in (
+        r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}?\b(?:previous|prior|above|earlier|all|any|your|"
+        r"the|these|those|system)\b[^.!?\n]{0,25}?\b(?:instructions?|prompts?|rules|directions|context|guidelines)\b",
+        r"\byou\s+are\s+(?:now\s+)?(?:a|an|the)?\s*(?:helpful\s+|new\s+)?(?:assistant|ai|language\s+model|"
+        r"model|chatbot|llm)\b",
+        r"\b(?:act\s+as|pretend\s+to\s+be)\s+(?:a|an|the)?\s*(?:assistant|ai|model|chatbot|system|llm)\b",
+        r"\b(?:system\s+prompt|system\s+message|new\s+instructions?|jailbreak)\b",
+        r"\b(?:prediction|answer)\s*:\s*(?:yes|no)\b",
+        r"\b(?:answer|respond|reply|say|output|print)\b[^.!?\n]{0,20}?\brating\s*:\s*\d",
+        r"<\|[^|<>\s]{1,40}\|>|\[/?INST\]|<<\s*/?SYS\s*>>",
+        r"^\s*(?:system|assistant)\s*:",
+        r"<\s*/?\s*data\b",
+    )
+)
+
+
+def instruction_like(text: object) -> bool:
+    """Whether ``text`` looks like an instruction to a model (module docstring: the heuristic)."""
+    if not isinstance(text, str) or not text:
+        return False
+    return any(p.search(text) for p in _INSTRUCTION_PATTERNS)
+
+
 def instruction_like_counts(tables: dict[str, pd.DataFrame]) -> dict[str, Any]:
     """``{"heuristic": ..., "<table>.<column>": {"count": n, "first": [ids]}, "total": n}``."""
-    from rrlib.prompts.datablock import instruction_like  # the prompts package loads rrlib.llm: only when used
-
     out: dict[str, Any] = {"heuristic": HEURISTIC}
     total = 0
     for table, column, keys in _FIELDS:

@@ -42,6 +42,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from rrlib.data.inputs import instruction_like  # the data card's heuristic, re-exported here
+
 DATA_OPEN = "<data>"
 DATA_CLOSE = "</data>"
 
@@ -66,31 +68,6 @@ def data_block(lines: str | Sequence[str], what: str) -> list[str]:
     """``[rule line, "<data>", the lines (neutralised), "</data>"]``, ready to join with newlines."""
     body = lines if isinstance(lines, str) else "\n".join(lines)
     return [data_rule(what), DATA_OPEN, neutralise(body), DATA_CLOSE]
-
-
-_INSTRUCTION_PATTERNS = tuple(
-    re.compile(p, re.IGNORECASE | re.MULTILINE)
-    for p in (
-        r"\b(?:ignore|disregard|forget|override)\b[^.!?\n]{0,40}?\b(?:previous|prior|above|earlier|all|any|your|"
-        r"the|these|those|system)\b[^.!?\n]{0,25}?\b(?:instructions?|prompts?|rules|directions|context|guidelines)\b",
-        r"\byou\s+are\s+(?:now\s+)?(?:a|an|the)?\s*(?:helpful\s+|new\s+)?(?:assistant|ai|language\s+model|"
-        r"model|chatbot|llm)\b",
-        r"\b(?:act\s+as|pretend\s+to\s+be)\s+(?:a|an|the)?\s*(?:assistant|ai|model|chatbot|system|llm)\b",
-        r"\b(?:system\s+prompt|system\s+message|new\s+instructions?|jailbreak)\b",
-        r"\b(?:prediction|answer)\s*:\s*(?:yes|no)\b",
-        r"\b(?:answer|respond|reply|say|output|print)\b[^.!?\n]{0,20}?\brating\s*:\s*\d",
-        r"<\|[^|<>\s]{1,40}\|>|\[/?INST\]|<<\s*/?SYS\s*>>",
-        r"^\s*(?:system|assistant)\s*:",
-        r"<\s*/?\s*data\b",
-    )
-)
-
-
-def instruction_like(text: object) -> bool:
-    """Whether ``text`` looks like an instruction to a model (module docstring: the heuristic)."""
-    if not isinstance(text, str) or not text:
-        return False
-    return any(p.search(text) for p in _INSTRUCTION_PATTERNS)
 
 
 __all__ = ["DATA_CLOSE", "DATA_OPEN", "data_block", "data_rule", "instruction_like", "neutralise"]
