@@ -42,8 +42,8 @@ def test_bad_files_name_the_file(tmp_path):
 
 
 def test_cross_checks_and_ranges():
-    with pytest.raises(ParamError, match="TRAIN_KSHOTS has 32, which is not in KSHOT_SIZES"):
-        load_params([], {"TRAIN_KSHOTS": [32]})
+    with pytest.raises(ParamError, match="TRAIN_KSHOTS has 48, which is not in KSHOT_SIZES"):
+        load_params([], {"TRAIN_KSHOTS": [48]})
     with pytest.raises(ParamError, match="must be >= "):
         validate({"N_TEST": -1})
     with pytest.raises(ParamError, match="true or false"):

@@ -119,6 +119,7 @@ def test_the_default_test_subsample_holds_at_least_60_dislikes(tmp_path):
             for k in (
                 "DATASET",
                 "KCORE",
+                "MAX_USERS",
                 "LIKE_THRESHOLD",
                 "HISTORY_LEN",
                 "PROFILE_ITEMS",
