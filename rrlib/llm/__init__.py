@@ -143,6 +143,7 @@ def _engine_backend(cfg: Config, model: str, cache_dir: Path):
         retries=t.server_retries,
         max_prompt_tokens=t.max_prompt_tokens,
         log_dir=cache_dir / "engines" / "logs",
+        shared_idle_s=t.teacher_engine_idle_s,
     )
 
 

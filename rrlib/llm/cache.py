@@ -37,6 +37,7 @@ from typing import Any
 from rrlib.io import JsonlLog, JsonlWarning, stable_hash
 
 from .base import ChatBackend, GenerationRequest, GenerationResult
+from .progress import Progress
 
 RECORD_VERSION = 1
 #: a damaged cache line is reported with this warning (the io layer's, under the cache's name)
@@ -280,6 +281,7 @@ class CachedGenerator:
         self.claim_wait_s = float(claim_wait_s)
         self.progress = progress
         self._cache: GenerationCache | None = None
+        self._streams: list[Any] = []  # the backend streams open now (closed on any exit)
         self.stats: dict[str, Any] = {}
         self.reset_stats()
 
@@ -318,8 +320,6 @@ class CachedGenerator:
         }
 
     def generate(self, requests: Sequence[GenerationRequest], desc: str = "") -> list[GenerationResult]:
-        from tqdm.auto import tqdm
-
         requests = list(requests)
         identity = self.backend.identity
         cache = self.cache
@@ -336,7 +336,7 @@ class CachedGenerator:
         n_cached = len(requests) - sum(len(v) for v in missing.values())
         # repeats of a missing request within this call are served from its one generation: cached
         self.stats["cached"] += len(requests) - len(missing)
-        bar = tqdm(
+        bar = Progress(
             total=len(requests),
             initial=n_cached,
             desc=desc or "generate",
@@ -348,6 +348,7 @@ class CachedGenerator:
         try:
             self._generate_missing(requests, missing, results, claims, bar)
         finally:
+            self._close_streams()
             claims.release_all()
             self.stats["seconds"] += time.perf_counter() - start
             bar.close()
@@ -377,14 +378,12 @@ class CachedGenerator:
         are still running, so a retry fills a free server slot instead of waiting for a wave of
         its own; elsewhere the follow-ups go in rounds. Keys another process holds are waited
         for through :meth:`generate` once the stream is done."""
-        from tqdm.auto import tqdm
-
         reqs = list(requests)
         results: list[GenerationResult | None] = [None] * len(reqs)
         identity = self.backend.identity
         cache = self.cache
         cache.refresh()
-        bar = tqdm(total=len(reqs), desc=desc or "generate", unit="gen", disable=not self.progress or not reqs)
+        bar = Progress(total=len(reqs), desc=desc or "generate", unit="gen", disable=not self.progress or not reqs)
         claims = KeyClaims(cache.path.with_suffix(".claims"))
         claims.sweep()
         streaming = self.streams_followups
@@ -449,6 +448,7 @@ class CachedGenerator:
                 for j, result in zip(waiting, self.generate([reqs[j] for j in waiting], desc=f"{desc} (shared)")):
                     resolve(j, result)
         finally:
+            self._close_streams()
             claims.release_all()
             self.stats["seconds"] = seconds_before + time.perf_counter() - start
             bar.close()
@@ -552,11 +552,21 @@ class CachedGenerator:
         self.stats["prompt_tokens"] += result.prompt_tokens
         self.stats["completion_tokens"] += result.completion_tokens
 
+    def _close_streams(self) -> None:
+        """Close the backend streams this generator opened: an interrupt (Ctrl-C, a kernel
+        interrupt) that lands in a loop over a stream leaves it open, and closing it cancels its
+        requests in flight now, not when the traceback is garbage-collected."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
+            stream.close()
+
     def _backend_stream(self, todo: list[GenerationRequest]):
         if not todo:
             return
         if hasattr(self.backend, "iter_generate"):
-            yield from self.backend.iter_generate(todo)
+            stream = self.backend.iter_generate(todo)
+            self._streams.append(stream)
+            yield from stream
             return
         for start in range(0, len(todo), self.chunk_size):
             chunk = todo[start : start + self.chunk_size]

@@ -628,10 +628,16 @@ class EngineBackend:
         retries: int = 2,
         max_prompt_tokens: int = 2048,
         log_dir: str | Path | None = None,
+        shared_idle_s: float = 0.0,
     ):
+        """``shared_idle_s`` > 0: use the one engine of this spec shared by every process on the
+        machine (:mod:`rrlib.llm.shared`), held only while generating and stopped by its supervisor
+        after that many idle seconds; 0: an engine of this object's own, stopped by :meth:`close`."""
         from .server import ServerBackend
 
         self.spec = spec
+        self.shared_idle_s = float(shared_idle_s)
+        self._lease: Any = None
         self.identity = dict(spec.identity)
         log_path = None
         if log_dir is not None:
@@ -653,7 +659,7 @@ class EngineBackend:
             retries=retries,
             max_prompt_tokens=max_prompt_tokens,
             extra_body=spec.extra_body,
-            liveness=self.process.check_alive,
+            liveness=self.check_alive,
             grammar_field=spec.grammar_field,
         )
         self.client._identity = self.identity
@@ -663,8 +669,26 @@ class EngineBackend:
     def concurrency(self) -> int:
         return self.client.concurrency
 
+    @property
+    def shared(self) -> bool:
+        return self.shared_idle_s > 0
+
+    def check_alive(self) -> None:
+        """Raise :class:`ServerError` (signal or exit code, log tail) when the engine has died."""
+        if self._lease is not None:
+            self._lease.check_alive()
+        else:
+            self.process.check_alive()
+
     def start(self) -> "EngineBackend":
         with self._lock:
+            if self.shared:
+                if self._lease is None or not self._lease.held:
+                    from .shared import attach
+
+                    self._lease = attach(self.spec, self.shared_idle_s)
+                    self.client.base_url = self._lease.url
+                return self
             if not self.process.running:
                 if self.process.proc is not None:  # it ran before and died: say so instead of restarting
                     self.process.check_alive()
@@ -672,8 +696,19 @@ class EngineBackend:
                 self.client.base_url = self.process.url
         return self
 
+    def release(self) -> None:
+        """Stop using the engine: a shared one's lease is dropped (its supervisor stops it once
+        every process is idle), an own one is stopped (the next generation starts it again)."""
+        with self._lock:
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
+            elif self.process.proc is not None:
+                self.process.stop()
+                self.process.proc = None  # stopped on purpose: the next start() starts it again
+
     def close(self) -> None:
-        self.process.stop()
+        self.release()
 
     def __enter__(self) -> "EngineBackend":
         return self
@@ -696,15 +731,23 @@ class EngineBackend:
         if not requests_:
             return
         self.start()
-        # longest prompt first: the slots finish together instead of waiting on one long straggler
-        order = sorted(range(len(requests_)), key=lambda i: (-self.count_tokens(requests_[i].messages), i))
-        ordered = [requests_[i] for i in order]
-        for j, result in self.client.iter_generate(ordered):
-            result.extra["engine"] = self.spec.config.engine
-            yield order[j], result
-            while len(order) < len(requests_):  # appended by the caller meanwhile: sent in that order
-                order.append(len(order))
-                ordered.append(requests_[order[-1]])
+        finished = False
+        try:
+            # longest prompt first: the slots finish together instead of waiting on one long straggler
+            order = sorted(range(len(requests_)), key=lambda i: (-self.count_tokens(requests_[i].messages), i))
+            ordered = [requests_[i] for i in order]
+            for j, result in self.client.iter_generate(ordered):
+                result.extra["engine"] = self.spec.config.engine
+                yield order[j], result
+                while len(order) < len(requests_):  # appended by the caller meanwhile: sent in that order
+                    order.append(len(order))
+                    ordered.append(requests_[order[-1]])
+            finished = True
+        finally:
+            if self.shared:
+                self.release()  # the lease is held while generating only
+            elif not finished and self.process.running:
+                self.release()  # interrupted or failed: stop the engine instead of leaving it busy
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
@@ -140,13 +141,28 @@ class ServerBackend(Closeable):
 
     def _session(self) -> requests.Session:
         if not hasattr(self._local, "session"):
-            self._local.session = requests.Session()
+            session = requests.Session()
+            conns = getattr(self._local, "conns", None)
+            if conns is not None:  # a worker of iter_generate: its connections can be cut on interrupt
+                adapter = _tracking_adapter(conns)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
+            self._local.session = session
         return self._local.session
+
+    def _cancelled(self) -> bool:
+        stop = getattr(self._local, "stop", None)
+        return stop is not None and stop.is_set()
+
+    def _worker_init(self, stop: threading.Event, conns: "_Connections") -> None:
+        self._local.stop, self._local.conns = stop, conns
 
     def _request(self, method: str, path: str, payload: dict | None = None) -> dict:
         url = f"{self.base_url}{path}"
         last = ""
         for attempt in range(self.retries + 1):
+            if self._cancelled():
+                raise ServerError(f"{method} {url}: cancelled (the generation was interrupted)")
             retry_after = None
             try:
                 resp = self._session().request(
@@ -343,8 +359,14 @@ class ServerBackend(Closeable):
         server's slots busy. On a permanent error, requests not yet sent are cancelled, those in
         flight are still collected and yielded, and then the first error is raised."""
         self._check_fits(requests_)  # fail before sending anything
-        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="rrlib-server")
+        stop, conns = threading.Event(), _Connections()
+        pool = ThreadPoolExecutor(
+            max_workers=self.concurrency,
+            thread_name_prefix="rrlib-server",
+            initializer=functools.partial(self._worker_init, stop, conns),
+        )
         error: BaseException | None = None
+        finished = False
         try:
             pending = {pool.submit(self._one, req): i for i, req in enumerate(requests_)}
             sent = len(requests_)
@@ -370,10 +392,72 @@ class ServerBackend(Closeable):
                             continue
                         pending.update({pool.submit(self._one, requests_[j]): j for j in range(sent, len(requests_))})
                         sent = len(requests_)
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not finished:
+                # interrupted (KeyboardInterrupt, or the caller closed the stream): cut the requests
+                # in flight instead of waiting for them (a server cancels a request whose connection
+                # closes: llama-server frees its slot), and send nothing more
+                stop.set()
+                conns.cut()
+            pool.shutdown(wait=finished, cancel_futures=True)
         if error is not None:
             raise error
+
+
+class _Connections:
+    """The HTTP connections a stream's workers opened, so that an interrupt can cut them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: list = []
+
+    def add(self, conn) -> None:
+        with self._lock:
+            self._conns.append(conn)
+
+    def cut(self) -> None:
+        import socket
+
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the worker blocked on its answer
+                except OSError:
+                    pass
+
+
+def _tracking_adapter(conns: _Connections) -> requests.adapters.HTTPAdapter:
+    """A requests adapter whose connections register in ``conns`` when they connect."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class Conn(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            conns.add(self)
+
+    class ConnS(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            conns.add(self)
+
+    class Pool(HTTPConnectionPool):
+        ConnectionCls = Conn
+
+    class PoolS(HTTPSConnectionPool):
+        ConnectionCls = ConnS
+
+    class Adapter(HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": Pool, "https": PoolS}
+
+    return Adapter()
 
 
 def _cancel(pending) -> None:

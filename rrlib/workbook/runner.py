@@ -75,6 +75,7 @@ HARMLESS_ON_RESUME = frozenset(
         "PLOT_RATE_LIMIT_S",
         "ALLOW_DOWNLOAD",
         "CACHE_DIR",  # where/how things are fetched or cached
+        "TEACHER_ENGINE_IDLE_S",  # how long a shared engine outlives its last generation
         "N_SHOWCASE",
         "SHOWCASE_FILTER",
         "SHOWCASE_USER",
@@ -578,6 +579,59 @@ class PeakMemory:
         return round(self.peak_bytes / 2**20, 1) if self._thread else None
 
 
+class ProgressWatch:
+    """Prints a notebook's live generation progress on the runner's console: the notebook's
+    :class:`~rrlib.llm.progress.Progress` bars write their state to the file RRLIB_PROGRESS_FILE
+    names (set here for the kernel), and this thread prints a line when it advances (at most every
+    ``every`` seconds) or, while nothing completes, every ``quiet`` seconds with the elapsed time."""
+
+    def __init__(self, path: Path, log: Callable[[str], None], every: float = 5.0, quiet: float = 30.0):
+        self.path, self.log, self.every, self.quiet = path, log, every, quiet
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._saved: str | None = None
+
+    def _watch(self) -> None:
+        from rrlib.llm.progress import progress_line, read_progress
+
+        last_key: tuple | None = None
+        last_print = 0.0
+        while not self._stop.wait(1.0):
+            state = read_progress(self.path)
+            if not state:
+                continue
+            key = (state.get("desc"), state.get("n"), state.get("total"), state.get("done"))
+            now = time.monotonic()
+            changed = key != last_key
+            if (changed and now - last_print >= self.every) or (not changed and now - last_print >= self.quiet):
+                if not (state.get("done") and not changed):
+                    self.log(f"    {progress_line(state)}")
+                last_key, last_print = key, now
+
+    def __enter__(self) -> "ProgressWatch":
+        from rrlib.llm.progress import PROGRESS_FILE_ENV
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self._saved = os.environ.get(PROGRESS_FILE_ENV)
+        os.environ[PROGRESS_FILE_ENV] = str(self.path)  # the kernel papermill starts inherits it
+        self._thread = threading.Thread(target=self._watch, name="rrlib-progress-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from rrlib.llm.progress import PROGRESS_FILE_ENV
+
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+        if self._saved is None:
+            os.environ.pop(PROGRESS_FILE_ENV, None)
+        else:
+            os.environ[PROGRESS_FILE_ENV] = self._saved
+        self.path.unlink(missing_ok=True)
+
+
 def _first_code_line(source: str) -> str:
     for line in (source or "").splitlines():
         if line.strip() and not line.strip().startswith("#"):
@@ -727,8 +781,9 @@ def _execute(
         log(f"[{i}/{total}] {step} ...")
         start = time.monotonic()
         memory = PeakMemory()
+        watch = ProgressWatch(paths.root / "notebooks" / f".{step}.progress.json", log)
         try:
-            with memory:
+            with memory, watch:
                 pm.execute_notebook(
                     str(plan.notebooks[step]),
                     str(executed),
