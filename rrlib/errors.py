@@ -58,6 +58,13 @@ class ModelLoadError(RRLibError, RuntimeError):
     """A model could not be found, loaded or configured as asked."""
 
 
+class DeviceError(ParamError, ModelLoadError):
+    """A parameter asks for something this machine cannot run (4/8-bit weights without a CUDA GPU
+    or a bitsandbytes CPU backend, fp16 training on a CPU, more processes than devices). Raised
+    before any work starts (``validate``, the runner's preflight) and again at model load; the
+    message names the parameter and the fix. A ParamError, so ``validate`` exits 2 on it."""
+
+
 class EmbeddedModelError(ModelLoadError):
     """The package that ships an embedded model is missing or incomplete."""
 
@@ -76,6 +83,10 @@ class PredictionsError(RRLibError, ValueError):
 
 class MethodError(RRLibError, ValueError):
     """A method name is unknown or used where its kind does not fit."""
+
+
+class RatingTokenError(MethodError):
+    """The rating cannot be read at one position as one token per rating with this tokenizer."""
 
 
 class TrainingConfigMismatch(RRLibError, RuntimeError):
@@ -205,6 +216,7 @@ __all__ = [
     "MissingArtifactError",
     "RunError",
     "ModelLoadError",
+    "DeviceError",
     "EmbeddedModelError",
     "PromptTooLongError",
     "ServerError",

@@ -282,7 +282,7 @@ def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, m
     import shutil
 
     import rrlib.llm.local
-    import rrlib.student
+    import rrlib.student.model
     from rrlib.evaluate.llm import predict_llm
     from rrlib.finetune import store_dir, train
 
@@ -303,7 +303,7 @@ def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, m
     def no_model(*args, **kwargs):
         raise AssertionError("a warm rerun must not load the student model")
 
-    monkeypatch.setattr(rrlib.student, "load_model_and_tokenizer", no_model)
+    monkeypatch.setattr(rrlib.student.model, "load_model_and_tokenizer", no_model)
     monkeypatch.setattr(rrlib.llm.local, "load_model_and_tokenizer", no_model)
     reused = train("reasoningrec", 4, cfg2, new, _ctx(new, "reasoningrec"))
     out2 = new.adapter_dir("reasoningrec", 4)

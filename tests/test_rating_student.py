@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from test_predict_scoring import FIXED_PROMPT, OTHER_PROMPT, TEMPLATES, _with_template, embedded_folder
 
+from rrlib.errors import RatingTokenError
 from rrlib.prompts.exp3rt import rating_answer, rating_completion, split_rating_answer
 from rrlib.student import (
     RATINGS,
     RatingPrompt,
     RatingScoreCache,
-    RatingTokenError,
     chat_token_ids,
     rating_probabilities,
     rating_scores_from_log_probs,

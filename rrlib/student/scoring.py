@@ -1,5 +1,5 @@
-"""The student model, shared by finetuning (06) and evaluation (07): loading with the right dtype
-and adapter, the Yes/No probability at the prediction position, and its durable score cache.
+"""The student's scores: the Yes/No probability at the prediction position, and the rating-token
+probabilities after "Rating: " (EXP3RT).
 
 The AUC is read from probabilities, never from parsed text. The scored position is the one the
 training sequence puts the answer at: :func:`scoring_prompt` tokenizes the prompt followed by
@@ -8,112 +8,26 @@ examples, scores their common prefix, and takes the Yes/No token ids where the t
 (" Yes" with a leading space in byte-level BPE, "Yes" in others; whatever the chat template puts
 around the assistant turn). Validation during training (06) and prediction (07) both go
 through :func:`yes_no_probabilities` on these ids; the probabilities of the two tokens are
-normalised over the two.
-
-Scores are cached durably (:class:`ScoreCache`, a crash-safe :class:`rrlib.io.JsonlLog`), keyed
-by the model identity, which includes a hash of the adapter weights, and by the scored ids, so
-outputs of different adapters never mix.
-"""
+normalised over the two. Scores are cached by :mod:`rrlib.student.caches`."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from rrlib.config.params import Config
-from rrlib.config.paths import resolve_path
-from rrlib.errors import MethodError, MissingArtifactError
-from rrlib.io import JsonlLog, stable_hash
+from rrlib.errors import RatingTokenError
 from rrlib.llm.base import Message
-from rrlib.llm.local import LocalBackend, load_model_and_tokenizer
 from rrlib.prompts.answers import ANSWERS, prediction_line
-from rrlib.prompts.exp3rt import SCALE, STUDENT_TEMPLATE_VERSION, rating_answer
-from rrlib.prompts.student import TEMPLATE_VERSION
+from rrlib.prompts.exp3rt import SCALE, rating_answer
 
 log = logging.getLogger(__name__)
 
-SCORE_CACHE_NAME = "student_yes_no_scores.jsonl"
 #: cached Yes/No scores start from the KV cache of the prompts' shared prefix (part of their key)
 PREFIX_REUSE = True
-#: most (prompt + new tokens) x rows in one student generation batch: the default's 32 reasoning
-#: prompts in one batch rose 2.6 GB above the loaded model and took 40 s; at 12288 (3 batches)
-#: 1.3 GB and 33 s (less padding, a smaller KV cache to extend at every step)
-GENERATION_BATCH_TOKENS = 12288
-RATING_SCORE_CACHE_NAME = "student_rating_scores.jsonl"
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
-ADAPTER_SUBDIR = "adapter"
-
-
-# ---------------------------------------------------------------------------------------
-# The student model (through the shared local backend, which loads lazily)
-# ---------------------------------------------------------------------------------------
-def student_dtype(cfg: Config) -> str:
-    """STUDENT_DTYPE, except that 'auto' with 8-bit weights computes in fp16 as in the paper."""
-    chosen = cfg.student.student_dtype
-    if chosen == "auto" and cfg.student.student_quantization == "8bit":
-        return "float16"
-    return chosen
-
-
-def resolve_adapter(adapter_dir: Path | None) -> Path | None:
-    """The folder that holds exactly the adapter files: ``<adapter_dir>/adapter`` as written by
-    :func:`rrlib.finetune.train`, or ``adapter_dir`` itself when it holds them."""
-    if adapter_dir is None:
-        return None
-    adapter_dir = Path(adapter_dir)
-    for folder in (adapter_dir / ADAPTER_SUBDIR, adapter_dir):
-        if all((folder / f).is_file() for f in ADAPTER_FILES):
-            return folder
-    raise MissingArtifactError(
-        f"{adapter_dir} holds no finished LoRA adapter (expected {list(ADAPTER_FILES)} in "
-        f"{adapter_dir / ADAPTER_SUBDIR}); run notebook 06_finetune (or scripts/train.py) "
-        f"for this method and K first."
-    )
-
-
-def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBackend:
-    """A lazy :class:`rrlib.llm.local.LocalBackend` for STUDENT_MODEL (+ adapter): its
-    ``identity`` (with the adapter's hash), tokenizer and prompt-fitting cost no model load.
-    Reads STUDENT_MODEL/REVISION/DTYPE/QUANTIZATION, PREDICT_BATCH_SIZE, MAX_SEQ_LENGTH,
-    TRUST_REMOTE_CODE and CACHE_DIR."""
-    from rrlib.llm import check_model_path, checked_quantization
-
-    s = cfg.student
-    check_model_path(s.student_model, "STUDENT_MODEL")
-    return LocalBackend(
-        s.student_model,
-        cache_dir=resolve_path(cfg.common.cache_dir),
-        revision=s.student_revision,
-        dtype=student_dtype(cfg),
-        quantization=checked_quantization(s.student_quantization, "STUDENT_QUANTIZATION"),
-        batch_size=cfg.evaluate.predict_batch_size,
-        batch_tokens=GENERATION_BATCH_TOKENS,
-        max_prompt_tokens=s.max_seq_length,
-        trust_remote_code=cfg.teacher.trust_remote_code,
-        adapter=resolve_adapter(adapter_dir),
-        role="student",
-    )
-
-
-def load_student_for_training(cfg: Config):
-    """(model, tokenizer) of the base student ready for LoRA training."""
-    s = cfg.student
-    return load_model_and_tokenizer(
-        s.student_model,
-        revision=s.student_revision,
-        quantization=s.student_quantization,
-        dtype=student_dtype(cfg),
-        cache_dir=resolve_path(cfg.common.cache_dir),
-        trust_remote_code=cfg.teacher.trust_remote_code,
-        for_training=True,
-    )
-
 
 # ---------------------------------------------------------------------------------------
 # Yes/No scoring at the prediction position of the training sequence
@@ -363,103 +277,11 @@ def pad_token_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
-class ScoreCache:
-    """Append-only, crash-safe JSONL of Yes/No scores keyed by model identity and the scored ids."""
-
-    REQUIRED: tuple[str, ...] = ("key", "p_yes", "yes_no_mass")
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        self.log = JsonlLog(self.path, required=self.REQUIRED)
-        self._rows: dict[str, dict] = {r["key"]: r for r in self.log.load().records}
-
-    @staticmethod
-    def key(identity: Mapping[str, Any], prompt: ScoringPrompt) -> str:
-        return stable_hash(
-            {
-                "identity": dict(identity),
-                "template_version": TEMPLATE_VERSION,
-                "ids": list(prompt.ids),
-                "yes": prompt.yes_id,
-                "no": prompt.no_id,
-                "prefix_reuse": PREFIX_REUSE,
-            }
-        )
-
-    def get(self, key: str) -> dict | None:
-        return self._rows.get(key)
-
-    def put_many(self, rows: Sequence[dict]) -> None:
-        self.log.append(rows)
-        for row in rows:
-            self._rows[row["key"]] = row
-
-
-def cached_yes_no(
-    backend, prompts: Sequence[ScoringPrompt], cache: ScoreCache, batch_size: int, desc: str
-) -> tuple[YesNoScores, dict]:
-    """Scores of ``prompts`` under ``backend.identity``; only uncached ones load and run the
-    model (in chunks, each appended to the cache at once so an interruption loses little)."""
-    keys = [ScoreCache.key(backend.identity, p) for p in prompts]
-    # entries written before the greedy format check was read from the scoring pass lack it
-    todo = [i for i, k in enumerate(keys) if "greedy_format" not in (cache.get(k) or {})]
-    chunk = max(batch_size * 4, 1)
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", disable=not todo)
-    try:
-        for start in range(0, len(todo), chunk):
-            part = todo[start : start + chunk]
-            scores = yes_no_probabilities(
-                backend.model,
-                [prompts[i] for i in part],
-                batch_size,
-                pad_id=pad_token_id(backend.tokenizer),
-                prefix_reuse=PREFIX_REUSE,
-                desc=f"{desc} (chunk)",
-            )
-            cache.put_many(
-                [
-                    {
-                        "key": keys[i],
-                        "p_yes": float(p),
-                        "yes_no_mass": float(m),
-                        "greedy_format": None if np.isnan(g) else bool(g),
-                    }
-                    for i, p, m, g in zip(part, scores.p_yes, scores.yes_no_mass, scores.greedy_format)
-                ]
-            )
-            bar.update(len(part))
-    finally:
-        bar.close()
-    rows = [r for r in (cache.get(k) for k in keys) if r is not None]
-    if len(rows) != len(keys):
-        raise RuntimeError(
-            f"yes_no_probabilities: {len(keys) - len(rows)} score(s) missing from the cache after scoring."
-        )
-    tokens = answer_tokens(backend.tokenizer, prompts)
-    return (
-        YesNoScores(
-            np.array([r["p_yes"] for r in rows], dtype=float),
-            np.array([r["yes_no_mass"] for r in rows], dtype=float),
-            np.array([np.nan if r["greedy_format"] is None else float(r["greedy_format"]) for r in rows]),
-        ),
-        {
-            "scores_cached": len(prompts) - len(todo),
-            "scores_computed": len(todo),
-            "yes_token": tokens.yes_token,
-            "no_token": tokens.no_token,
-        },
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # Rating scoring (EXP3RT): the rating-token probabilities after "Rating: "
 # ---------------------------------------------------------------------------------------
 #: the ratings the student answers, and so the tokens read at the rating position
 RATINGS = tuple(range(SCALE[0], SCALE[1] + 1))
-
-
-class RatingTokenError(MethodError):
-    """The rating cannot be read at one position as one token per rating with this tokenizer."""
 
 
 @dataclass(frozen=True)
@@ -532,83 +354,3 @@ def rating_probabilities(
         model, [p.ids for p in prompts], [p.rating_ids for p in prompts], batch_size, pad_id=pad_id, desc=desc
     )
     return rating_scores_from_log_probs(lp.reshape(-1, len(RATINGS)))
-
-
-class RatingScoreCache(ScoreCache):
-    """Append-only JSONL of rating-token log-probabilities keyed by model identity and scored ids."""
-
-    REQUIRED = ("key", "log_probs")
-
-    @staticmethod
-    def key(identity: Mapping[str, Any], prompt: RatingPrompt) -> str:  # type: ignore[override]
-        return stable_hash(
-            {
-                "identity": dict(identity),
-                "template_version": STUDENT_TEMPLATE_VERSION,
-                "ids": list(prompt.ids),
-                "ratings": list(prompt.rating_ids),
-            }
-        )
-
-
-def cached_rating_scores(
-    backend, prompts: Sequence[RatingPrompt], cache: RatingScoreCache, batch_size: int, desc: str
-) -> tuple[RatingScores, dict]:
-    """Rating scores of ``prompts`` under ``backend.identity``; only uncached ones run the model."""
-    keys = [RatingScoreCache.key(backend.identity, p) for p in prompts]
-    todo = [i for i, k in enumerate(keys) if cache.get(k) is None]
-    chunk = max(batch_size * 4, 1)
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        lp, _ = candidate_log_probs(
-            backend.model,
-            [prompts[i].ids for i in part],
-            [prompts[i].rating_ids for i in part],
-            batch_size,
-            pad_id=pad_token_id(backend.tokenizer),
-            desc=desc,
-        )
-        cache.put_many([{"key": keys[i], "log_probs": [float(x) for x in row]} for i, row in zip(part, lp)])
-    rows = [r for r in (cache.get(k) for k in keys) if r is not None]
-    if len(rows) != len(keys):
-        raise RuntimeError(f"rating scores: {len(keys) - len(rows)} missing from the cache after scoring.")
-    lp = np.array([r["log_probs"] for r in rows], dtype=np.float64).reshape(-1, len(RATINGS))
-    return rating_scores_from_log_probs(lp), {"scores_cached": len(prompts) - len(todo), "scores_computed": len(todo)}
-
-
-def greedy_generate(
-    model, tokenizer, messages: Sequence[Sequence[Message]], max_new_tokens: int, batch_size: int = 8
-) -> list[str]:
-    """Greedy answers of the model being trained (validation of reasoning-first students):
-    the chat template's generation prompt, left-padded batches, special tokens dropped."""
-    import torch
-
-    was_training = model.training
-    model.eval()
-    pad = pad_token_id(tokenizer)
-    device = next(model.parameters()).device
-    out: list[str] = []
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(messages), batch_size):
-                seqs = [
-                    chat_token_ids(tokenizer, m, add_generation_prompt=True)
-                    for m in messages[start : start + batch_size]
-                ]
-                width = max(len(q) for q in seqs)
-                x = torch.full((len(seqs), width), pad, dtype=torch.long)
-                att = torch.zeros((len(seqs), width), dtype=torch.long)
-                for row, q in enumerate(seqs):
-                    x[row, width - len(q) :] = torch.tensor(q)
-                    att[row, width - len(q) :] = 1
-                gen = model.generate(
-                    input_ids=x.to(device),
-                    attention_mask=att.to(device),
-                    do_sample=False,
-                    max_new_tokens=max_new_tokens,
-                    pad_token_id=pad,
-                )
-                out += tokenizer.batch_decode(gen[:, width:].cpu(), skip_special_tokens=True)
-    finally:
-        model.train(was_training)
-    return out
