@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = {name: parse_override(name, value) for name, value in args.overrides}
         params = load_params(args.files, overrides)
+        from rrlib.llm import check_device_params
+
+        check_device_params(params, {"STUDENT_QUANTIZATION"})  # before any work: a flag this machine cannot run
     except RRLibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -92,7 +92,11 @@ def test_auto_dtype_follows_the_cpu(monkeypatch):
 def test_bad_local_params_fail_before_any_generation(tmp_path, monkeypatch):
     import torch
 
+    import rrlib.llm.local as local
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    # a machine whose bitsandbytes has no CPU backend (0.50 has one: tests/test_gpu_flags.py)
+    monkeypatch.setattr(local, "bitsandbytes_cpu_support", lambda: "bitsandbytes 0.44 has no working CPU backend")
     with pytest.raises(ParamError, match=r"TEACHER_QUANTIZATION='4bit' needs a CUDA GPU"):
         make_teacher({"TEACHER_QUANTIZATION": "4bit"}, tmp_path)
     with pytest.raises(ParamError, match=r"STUDENT_QUANTIZATION='8bit' needs a CUDA GPU"):

@@ -10,12 +10,14 @@ The student's backend (a LocalBackend with a LoRA adapter) is built by :mod:`rrl
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
-from rrlib.config.params import Config
+from rrlib.config.params import SCHEMA, Config
 from rrlib.config.paths import resolve_path
-from rrlib.errors import ParamError
+from rrlib.errors import DeviceError, ParamError
 
 from .base import (
     TRUNCATION_MARKER,
@@ -157,11 +159,28 @@ def check_model_path(model: str, name: str) -> None:
         )
 
 
+def check_device_params(params: Mapping[str, Any], declared: Iterable[str] | None = None) -> None:
+    """Raise :class:`~rrlib.errors.DeviceError` naming the parameter and the fix when a flag the
+    notebooks about to run read (``declared``: their parameter names; None: all) asks for what this
+    machine cannot run: TEACHER_QUANTIZATION (local backend) or STUDENT_QUANTIZATION 4bit/8bit
+    without a CUDA GPU or a bitsandbytes CPU backend. Called by ``validate`` and the runner before
+    any notebook starts, and by ``scripts/train.py``; the model loaders check again."""
+    from .local import check_quantization
+
+    names = set(SCHEMA) if declared is None else set(declared)
+    if "TEACHER_QUANTIZATION" in names and params.get("TEACHER_BACKEND", "local") == "local":
+        check_quantization(str(params.get("TEACHER_QUANTIZATION", "none")), "TEACHER_QUANTIZATION")
+    if "STUDENT_QUANTIZATION" in names:
+        check_quantization(str(params.get("STUDENT_QUANTIZATION", "none")), "STUDENT_QUANTIZATION")
+
+
 def checked_quantization(value: str, name: str) -> str:
     from .local import check_quantization
 
     try:
         check_quantization(value, where=name)
+    except DeviceError:
+        raise  # already a ParamError naming the flag and the fix
     except ModelLoadError as e:
         raise ParamError(str(e)) from e
     return value
@@ -190,6 +209,7 @@ __all__ = [
     "ServerBackend",
     "ServerError",
     "check_model_path",
+    "check_device_params",
     "checked_quantization",
     "teacher_backend",
     "EngineBackend",

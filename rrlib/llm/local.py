@@ -40,6 +40,7 @@ Truncation policy (prompts longer than the limit)
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import threading
@@ -48,6 +49,8 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+
+from rrlib.errors import DeviceError
 
 from .base import (
     TRUNCATION_MARKER,
@@ -100,18 +103,74 @@ def resolve_dtype(dtype: str = "auto", *, for_training: bool = False):
     return torch.bfloat16 if cpu_has_fast_bf16() else torch.float32
 
 
-def check_quantization(quantization: str, where: str = "TEACHER_QUANTIZATION") -> None:
-    """4bit/8bit load through bitsandbytes, which needs CUDA: fail early and clearly elsewhere."""
-    if quantization not in QUANTIZATIONS:
-        raise ModelLoadError(f"{where}={quantization!r} is not one of {list(QUANTIZATIONS)}.")
+@functools.cache
+def bitsandbytes_cpu_support() -> str:
+    """'' when the installed bitsandbytes runs 8-bit (LLM.int8) and 4-bit nf4 linear layers on
+    the CPU, else why not. A real probe, once per process (~1 s): a 64x64 layer of each kind is
+    quantized on the CPU and its output compared with the float layer's. bitsandbytes 0.50.2 on
+    torch 2.13 (CPU) passes: it loads, generates with and LoRA-trains the embedded model in both
+    (docs/scale.md, "bitsandbytes on CPU"); releases before its CPU backend (0.4x) fail here."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+    except Exception as e:  # noqa: BLE001 - any import failure means no 4/8-bit here
+        return f"bitsandbytes cannot be imported ({type(e).__name__}: {e})"
+    version = getattr(bnb, "__version__", "?")
+    try:
+        gen = torch.Generator().manual_seed(0)
+        weight = torch.randn(64, 64, generator=gen) / 8
+        x = torch.randn(4, 64, generator=gen)
+        reference = x @ weight.T
+        l8 = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False, threshold=6.0)
+        l8.weight = bnb.nn.Int8Params(weight.clone(), requires_grad=False, has_fp16_weights=False)
+        l8 = l8.to("cpu")
+        l4 = bnb.nn.Linear4bit(64, 64, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+        l4.weight = bnb.nn.Params4bit(weight.clone(), requires_grad=False, quant_type="nf4")
+        l4 = l4.to("cpu")
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name, layer, tol in (("8-bit", l8, 0.1), ("4-bit nf4", l4, 0.3)):
+                out = layer(x).float()
+                err = float((out - reference).abs().max() / reference.abs().max())
+                if not err < tol:
+                    return (
+                        f"bitsandbytes {version}: its {name} layer on the CPU is off by {err:.2f} of the float result"
+                    )
+    except Exception as e:  # noqa: BLE001 - whatever fails, the answer is "not on this CPU"
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
+        return f"bitsandbytes {version} has no working CPU backend ({type(e).__name__}: {first})"
+    return ""
+
+
+def quantization_problem(quantization: str) -> str:
+    """'' when 4bit/8bit weights can load on this machine (a CUDA GPU, or a bitsandbytes whose
+    CPU backend passes :func:`bitsandbytes_cpu_support`), else why not."""
     if quantization == "none":
-        return
+        return ""
     import torch
 
-    if not torch.cuda.is_available():
-        raise ModelLoadError(
-            f"{where}={quantization!r} needs a CUDA GPU (bitsandbytes), and this machine has none. "
-            f"Set {where}: none to run unquantized on CPU, or use a server backend for big models."
+    if torch.cuda.is_available():
+        try:
+            import bitsandbytes  # noqa: F401
+        except Exception as e:  # noqa: BLE001
+            return f"bitsandbytes cannot be imported ({type(e).__name__}: {e})"
+        return ""
+    return bitsandbytes_cpu_support()
+
+
+def check_quantization(quantization: str, where: str = "TEACHER_QUANTIZATION") -> None:
+    """4bit/8bit load through bitsandbytes: on a CUDA GPU, or on the CPU where the installed
+    bitsandbytes has a CPU backend. Anything else fails here, before any work, naming the flag
+    and the fix (:class:`~rrlib.errors.DeviceError`, a ModelLoadError)."""
+    if quantization not in QUANTIZATIONS:
+        raise ModelLoadError(f"{where}={quantization!r} is not one of {list(QUANTIZATIONS)}.")
+    problem = quantization_problem(quantization)
+    if problem:
+        raise DeviceError(
+            f"{where}={quantization!r} needs a CUDA GPU or a bitsandbytes with a CPU backend, and this "
+            f"machine has neither: no CUDA GPU, and {problem}. Set {where}: none to run unquantized on "
+            f"CPU, install bitsandbytes>=0.48 (its CPU backend runs 8-bit and 4-bit nf4), run on a CUDA "
+            f"GPU, or use a server backend for big models."
         )
 
 

@@ -443,8 +443,10 @@ def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]
     """What the notebooks about to run (``{step: its parameters}``) require beyond each
     parameter's type and range, checked before anything runs: notebook 01's dataset, files and
     prompt domain (:func:`rrlib.data.preflight.check_data_params`), the prompt domain of 02-06,
-    METHODS / EVAL_METHODS against the method registry (names and kinds), and INSPECT_METHOD
-    among the methods the run evaluates. Raises DataError / MethodError; returns notes."""
+    METHODS / EVAL_METHODS against the method registry (names and kinds), INSPECT_METHOD
+    among the methods the run evaluates, and the flags this machine cannot run (4/8-bit weights
+    without a CUDA GPU or a bitsandbytes CPU backend: :func:`rrlib.llm.check_device_params`).
+    Raises DataError / MethodError / DeviceError; returns notes."""
     from rrlib.config.params import Config
     from rrlib.data.pipeline import domain_of
     from rrlib.data.preflight import check_data_params
@@ -455,6 +457,10 @@ def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]
 
     declared = {name for step_params in to_run.values() for name in step_params}
     notes: list[str] = []
+    if declared & {"TEACHER_QUANTIZATION", "STUDENT_QUANTIZATION"}:  # GPU-only flags on this machine (issue 22)
+        from rrlib.llm import check_device_params
+
+        check_device_params(params, declared)  # DeviceError naming the flag and the fix
     if any(step[:2] == "01" for step in to_run):
         notes += check_data_params(params)
     if declared & {"KSHOT_SIZES", "TRAIN_KSHOTS"}:  # K-shot sets the data cannot hold (issue 24)
