@@ -57,7 +57,7 @@ def test_the_widget_steps_filters_and_keeps_a_static_snapshot(data):
     box.previous_button.click()
     assert box.example.value == "test:u3"  # wraps around
     box.show.value = "wrong"
-    assert list(box.example.options) == ["test:u2", "test:u3"]
+    assert list(box.example.options) == ["test:u2", "test:u3"] and "1</b> of 2" in box.where.value
     box.user.value = "u3"
     assert list(box.example.options) == ["test:u3"]
     box.show.value = "correct"
@@ -254,9 +254,10 @@ def test_click_through_the_explorer_in_jupyterlab(tmp_path):
             "(() => { const s = document.querySelector('.rr-show select'); s.value = 'wrong'; "
             "s.dispatchEvent(new Event('change', {bubbles: true})); })()"
         )
+        n_wrong = len(ExplorerData.from_run(RunPaths.of(run), method, domain=domain).example_ids("wrong"))
         page.wait(
-            "document.querySelector('.rr-example select').options.length === "
-            f"{len(ExplorerData.from_run(RunPaths.of(run), method, domain=domain).example_ids('wrong'))}",
+            f"document.querySelector('.rr-example select').options.length === {n_wrong} && "
+            f"document.querySelector('.rr-explorer-widget').innerText.includes('1 of {n_wrong}')",
             60,
             "the 'wrong' filter",
         )

@@ -274,6 +274,7 @@ def explorer(data: ExplorerData, how: str = "all", user: str = ""):
         example.options = ids
         if ids:
             example.value = ids[0]
+            draw()  # the value may be the same example: redraw the position either way
         else:
             pane.value = f"<p>No test example of {_e(data.method)} is {_e(show.value)} for this choice.</p>"
             where.value = "0 of 0"

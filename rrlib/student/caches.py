@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from rrlib.io import JsonlLog, stable_hash
+from rrlib.llm.progress import Progress
 from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
 from rrlib.prompts.student import TEMPLATE_VERSION
 from rrlib.student.scoring import (
@@ -76,7 +76,7 @@ def cached_yes_no(
     # entries written before the greedy format check was read from the scoring pass lack it
     todo = [i for i, k in enumerate(keys) if "greedy_format" not in (cache.get(k) or {})]
     chunk = max(batch_size * 4, 1)
-    bar = tqdm(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", disable=not todo)
+    bar = Progress(total=len(prompts), initial=len(prompts) - len(todo), desc=desc, unit="prompt", disable=not todo)
     try:
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
