@@ -14,6 +14,10 @@ model) and after every epoch, so the curve starts at update 0.
 Writes ``<out>/curves.csv`` (one row per row x validation point), ``<out>/summary.csv`` (one row
 per grid row: best validation AUC, its epoch and updates, seconds per update) and
 ``<out>/curves.png``. Rows already in summary.csv are skipped (``--rerun`` to train again).
+
+``--score-test`` then scores the kept adapter of every finished row, and the zero-shot form of its
+method (the same prompt on the base model), on every test user, with the paired AUC difference:
+``<out>/test.csv``. The grid is chosen on validation; this is the one look at test.
 """
 
 from __future__ import annotations
@@ -29,8 +33,11 @@ from matplotlib.figure import Figure
 
 from rrlib.config.params import Config, add_parameter_arguments, load_params, parse_override
 from rrlib.config.paths import RunPaths
-from rrlib.data import domain_of
+from rrlib.data import domain_of, eval_subset, load_tables
+from rrlib.evaluate.llm import predict_llm
+from rrlib.evaluate.metrics import auc_with_ci, paired_auc_difference
 from rrlib.finetune import train
+from rrlib.methods.registry import zero_shot_form
 from rrlib.prompts.student import PromptContext
 
 #: what a grid row links in from the base run (read only by training)
@@ -78,6 +85,36 @@ def curve_rows(row: dict, summary: dict) -> list[dict]:
     ]
 
 
+def score_test(row: dict, files: list[str], overrides: dict, out: Path) -> dict:
+    """The row's kept adapter and its method's zero-shot form on every test user, paired."""
+    run = out / "runs" / row["name"]
+    params = load_params([*files, str(run / "row.yaml")], overrides)
+    cfg, paths = Config(params), RunPaths.of(run)
+    test = eval_subset(load_tables(paths).examples, "test", 0)
+    method, k = row["method"], int(row["params"]["TRAIN_KSHOTS"][0])
+    ctx = PromptContext.from_run(paths, domain_of(params), method)
+    tuned = predict_llm(method, k, test, cfg, ctx, paths.adapter_dir(method, k), reasoning_ids=[])
+    base_method = zero_shot_form(method)
+    base = predict_llm(base_method, 0, test, cfg, ctx, None, reasoning_ids=[])
+    labels, n_boot, seed = tuned["label"], cfg.evaluate.bootstrap_samples, cfg.common.seed
+    auc, base_auc = (auc_with_ci(labels, b["p_yes"], n_boot=n_boot, seed=seed) for b in (tuned, base))
+    d = paired_auc_difference(labels, tuned["p_yes"], base["p_yes"], n_boot=n_boot, seed=seed)
+    return {
+        "name": row["name"],
+        "method": method,
+        "zero_shot_form": base_method,
+        "n_test": len(test),
+        "n_test_dislikes": int((labels == 0).sum()),
+        "auc": auc["auc"],
+        "auc_ci": f"[{auc['ci_low']:.3f}, {auc['ci_high']:.3f}]",
+        "zero_shot_auc": base_auc["auc"],
+        "zero_shot_auc_ci": f"[{base_auc['ci_low']:.3f}, {base_auc['ci_high']:.3f}]",
+        "delta_auc": d["delta_auc"],
+        "delta_ci": f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]",
+        "delta_p": d["p_value"],
+    }
+
+
 def summary_row(row: dict, summary: dict) -> dict:
     steps = max(summary["global_step"], 1)
     return {
@@ -118,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--rerun", action="store_true", help="train rows already in summary.csv again")
+    parser.add_argument("--score-test", action="store_true", help="score finished rows on every test user")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides = {name: parse_override(name, value) for name, value in args.overrides}
@@ -139,6 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     if not curves.empty:
         plot(curves, args.out / "curves.png")
     print(done.to_string(index=False))
+    if args.score_test:
+        finished = [r for r in grid if r["name"] in set(done["name"]) and (not only or r["name"] in only)]
+        test = pd.DataFrame([score_test(r, args.files, overrides, args.out) for r in finished])
+        test.to_csv(args.out / "test.csv", index=False)
+        print(test.to_string(index=False))
     return 0
 
 

@@ -386,6 +386,20 @@ def names(
     ]
 
 
+def zero_shot_form(name: str) -> str | None:
+    """The zero-shot method that reads the same prompt as finetuned ``name`` (same task, inputs and
+    reasoning): the base model it starts from, its epoch 0."""
+    spec = get(name)
+    for other in REGISTRY.values():
+        if other.kind == "zeroshot_llm" and (other.task, other.inputs, other.reasons) == (
+            spec.task,
+            spec.inputs,
+            spec.reasons,
+        ):
+            return other.name
+    return None
+
+
 def order(name: str) -> int:
     """Row position of a method in every table (unregistered names go last)."""
     keys = list(REGISTRY)
@@ -411,6 +425,7 @@ def implementation(name: str) -> Callable[..., Any]:
 __all__ = [
     "FULL_VIEW",
     "view_name",
+    "zero_shot_form",
     "INPUTS",
     "KINDS",
     "REGISTRY",
