@@ -72,6 +72,15 @@ def resolve_engine_weights(weights: str) -> str:
 
 
 SERVED_NAME = "teacher"
+#: llama-server's --poll (0-100: how hard its threads spin waiting for work; llama.cpp's default is 50).
+#: scripts/benchmark_engine_sharing.py measures the idle CPU and the neighbour's slowdown per level;
+#: ``RRLIB_LLAMA_POLL`` overrides it.
+LLAMA_SERVER_POLL = 50
+
+
+def default_llama_poll() -> int:
+    value = os.environ.get("RRLIB_LLAMA_POLL", "").strip()
+    return int(value) if value else LLAMA_SERVER_POLL
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_VENV = ROOT / ".venv-vllm"
 LOG_TAIL_LINES = 25
@@ -449,8 +458,10 @@ class EngineConfig:
     vllm_kv_cache_gib: int = 2
     #: llama-server's host-memory prompt cache, MiB (its default, 8192, outgrows a 4 GiB budget)
     cache_ram_mib: int = 256
-    #: more command-line arguments for the engine (e.g. ``("--poll", "0")`` for llama-server)
+    #: more command-line arguments for the engine (e.g. ``("--cache-reuse", "256")`` for llama-server)
     extra_args: tuple[str, ...] = ()
+    #: llama-server's --poll level (see LLAMA_SERVER_POLL)
+    poll: int = field(default_factory=default_llama_poll)
 
 
 @dataclass
@@ -523,6 +534,8 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
                 # the shared instruction prefix is reused within each slot without it
                 "--cache-ram",
                 str(config.cache_ram_mib),
+                "--poll",
+                str(config.poll),
                 *config.extra_args,
             ]
             return EngineSpec(config, cmd, ident, "/health", None, extra)
