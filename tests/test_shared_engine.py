@@ -137,3 +137,14 @@ def test_an_engine_that_dies_is_reported_with_its_log(engines, tmp_path):
         be.check_alive()
     be.release()
     assert be.generate([_req("b")])[0].text == "answer to b"  # a fresh engine
+
+
+def test_the_poll_level_is_a_setting_with_an_environment_override(monkeypatch, tmp_path):
+    from rrlib.llm.engines import LLAMA_SERVER_POLL
+
+    assert EngineConfig("llama_server").poll == LLAMA_SERVER_POLL
+    monkeypatch.setenv("RRLIB_LLAMA_POLL", "0")
+    assert EngineConfig("llama_server").poll == 0
+    a = _spec(tmp_path / "log")
+    b = dataclasses.replace(a, config=dataclasses.replace(a.config, poll=100))
+    assert engine_key(a) != engine_key(b)  # another poll level is another engine
