@@ -95,13 +95,22 @@ def read_state(key: str, folder: Path | None = None) -> dict[str, Any] | None:
         return None
 
 
-def _healthy(state: dict[str, Any], timeout: float = 2.0) -> bool:
-    if not (_pid_alive(int(state.get("supervisor_pid", 0))) and _pid_alive(int(state.get("engine_pid", 0)))):
-        return False
-    try:
-        return requests.get(state["root_url"] + state["health_path"], timeout=timeout).status_code == 200
-    except (requests.RequestException, KeyError):
-        return False
+def _healthy(state: dict[str, Any], patience_s: float = 30.0) -> bool:
+    """The engine of ``state`` runs and answers its health URL. A live engine busy with other
+    processes' requests may answer slowly: it is given ``patience_s`` before a second one is started."""
+    deadline = time.monotonic() + patience_s
+    while _pid_alive(int(state.get("supervisor_pid", 0))) and _pid_alive(int(state.get("engine_pid", 0))):
+        try:
+            if requests.get(state["root_url"] + state["health_path"], timeout=5).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        except KeyError:
+            return False
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return False
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
