@@ -46,6 +46,8 @@ from .engines import EngineProcess, EngineSpec
 ENGINE_DIR_ENV = "RRLIB_ENGINE_DIR"
 #: how often the supervisor looks at the leases and the engine
 CHECK_S = 0.5
+#: an engine log larger than this is moved to ``<key>.log.1`` when the next engine of its key starts
+LOG_KEEP_BYTES = 20 * 2**20
 
 
 def engine_dir() -> Path:
@@ -251,12 +253,15 @@ def _lease_free(folder: Path, key: str) -> bool:
 
 def supervise(key: str, folder: Path, idle_s: float) -> int:
     spec = json.loads((folder / f"{key}.spec.json").read_text())
+    log = folder / f"{key}.log"
+    if log.is_file() and log.stat().st_size > LOG_KEEP_BYTES:  # one engine log per key, kept across restarts
+        os.replace(log, log.with_suffix(".log.1"))
     engine = EngineProcess(
         spec["command"],
         name=spec["name"],
         health_path=spec["health_path"],
         startup_timeout_s=spec["startup_timeout_s"],
-        log_path=folder / f"{key}.log",
+        log_path=log,
         env=spec["env"],
     )
     state_path = folder / f"{key}.json"
