@@ -1,6 +1,7 @@
 """Measure the non-LLM EXP3RT baselines on a dataset: the rating baselines (RMSE / MAE with 95%
-intervals and the paired difference with the strongest) and the retrievers (NDCG / Recall /
-HitRate @k with intervals and the paired difference), all on every test user.
+intervals and the paired difference with the strongest) on every test user, and the retrievers
+(NDCG / Recall / HitRate @k with intervals and the paired difference) on every ranking user (a
+liked held-out item) under both ranking protocols of rrlib.methods.retrieval.
 
     python scripts/measure_exp3rt_baselines.py                       # embedded Beauty
     python scripts/measure_exp3rt_baselines.py -p DATASET ml1m -p DATA_DIR ../shared/data/ml-1m -p KCORE 20
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     ap.add_argument("--n-boot", type=int, default=1000)
     ap.add_argument("--cutoffs", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--protocols", nargs="+", default=list(retrieval.PROTOCOLS), choices=retrieval.PROTOCOLS)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     params = {name: parse_override(name, value) for name, value in args.p}
@@ -71,23 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     t0 = time.perf_counter()
-    ranked, rinfo = retrieval.predict(registry.names(kind="retriever"), data, test, cfg)
+    rank_users = retrieval.ranking_examples(data.examples)
+    ranked, rinfo = retrieval.predict(registry.names(kind="retriever"), data, rank_users, cfg, args.protocols)
     ranking_table, _ = score_rankings(
-        ranked,
-        n_boot=args.n_boot,
-        seed=cfg.common.seed,
-        cutoffs=args.cutoffs,
-        dataset=cfg.common.dataset,
-        users=test["user_id"].astype(str),
+        ranked, n_boot=args.n_boot, seed=cfg.common.seed, cutoffs=args.cutoffs, dataset=cfg.common.dataset
     )
+    inserted = rinfo["bpr_mf"]["protocols"].get("retrieved", {}).get("inserted")
     print(
-        f"## Retrievers ({time.perf_counter() - t0:.1f} s; BPR best epoch {rinfo['bpr_mf']['best_epoch']}; "
-        f"{rinfo['bpr_mf']['targets_not_in_training_items']} test targets never occur in training)\n"
+        f"## Retrievers on {len(rank_users)} ranking users ({time.perf_counter() - t0:.1f} s; lists of "
+        f"{cfg.exp3rt.rank_candidates}; BPR best epoch {rinfo['bpr_mf']['best_epoch']}; "
+        f"{rinfo['bpr_mf']['targets_not_in_training_items']} held-out items never occur in training; "
+        f"protocol (a) inserted {inserted} held-out items)\n"
     )
     print(
         markdown_table(
             ranking_table[
                 [
+                    "protocol",
                     "method",
                     "cutoff",
                     "n_users",

@@ -26,8 +26,14 @@ def test_smoke_tables_hold_every_exp3rt_method(smoke_run):
     assert len(best) == 1 and best[0] in RATING_BASELINES
     ranking = pd.read_csv(run_dir / "evaluate" / "ranking_results.csv")
     assert set(RANKING) <= set(ranking["method"]) and 10 in set(ranking["cutoff"])
+    assert set(ranking["protocol"]) == {"retrieved", "sampled"}  # both protocols, named (issue 20)
     reranked = ranking[ranking["method"].isin(registry.names(kind="reranker"))]
     assert (reranked["reference"] == "bpr_mf").all()
+    assert (reranked["delta_n_users"] > 0).all() and reranked["delta_ndcg"].notna().all()  # paired on shared users
+    assert (
+        "protocol (a) retriever's top-N, held-out item inserted"
+        in (run_dir / "evaluate" / "ranking_results.md").read_text()
+    )
     faith = pd.read_csv(run_dir / "evaluate" / "faithfulness.csv")
     assert {"exp3rt", "exp3rt_zeroshot", "reasoningrec"} <= set(faith["method"])
     assert (run_dir / "reasoning" / "rating_reasoning.parquet").is_file()

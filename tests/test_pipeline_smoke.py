@@ -69,7 +69,12 @@ def test_smoke_results_table_has_every_recpie_method(smoke_run):
     rounds = [json.loads(line)["round"] for line in (run_dir / "recpie" / "rl" / "log.jsonl").read_text().splitlines()]
     assert rounds == [0, 1]
     assert (run_dir / "recpie" / "data_efficiency.png").stat().st_size > 0
-    assert set(pd.read_csv(run_dir / "recpie" / "data_efficiency.csv")["method"]) >= {"sasrec", "recpie_hybrid"}
+    efficiency = pd.read_csv(run_dir / "recpie" / "data_efficiency.csv")
+    assert set(efficiency["method"]) >= {"sasrec", "recpie_hybrid"} and (efficiency["n_seeds"] >= 3).all()
+    assert efficiency.loc[efficiency["method"] != "sasrec", "delta_auc"].notna().all()  # paired with SASRec
+    # recpie_rl explains every evaluated test user (issue 20): its row is not a no-text fallback
+    rl_row = results[results["method"] == "recpie_rl"].iloc[0]
+    assert rl_row["n"] == results[results["method"] == "bias_logreg"]["n"].iloc[0], rl_row["note"]
     preds = pd.read_parquet(run_dir / "evaluate" / "predictions.parquet").query("method == 'recpie_rl'")
     if preds["reasoning"].fillna("").str.strip().ne("").any():  # a test user was among RECPIE_RL_USERS
         assert (run_dir / "evaluate" / "human_eval_recpie" / "sheet.html").is_file()

@@ -486,3 +486,23 @@ def test_score_rankings_compares_within_a_protocol_on_the_shared_users():
     assert rt.PROTOCOL_LABELS["retrieved"] in md and rt.PROTOCOL_LABELS["sampled"] in md
     view = ranking_view(results, 10)
     assert view["paired users"].tolist().count(15) == 1
+
+
+def test_every_reranking_candidate_is_in_the_enrichment_scope():
+    """With a reranker in EVAL_METHODS, 02/04's scope holds every item of its candidate lists, so
+    the held-out item (a test target: always described) is not the only candidate with a text."""
+    from rrlib.config.params import Config
+    from rrlib.enrich.scope import reranking_items
+
+    inter = _clustered(n_users=40, seed=8)
+    ex = examples_from(inter)
+    ex.loc[ex["split"] == "test", "sample_rank"] = np.arange(40)
+    params = {"N_TEST": 20, "RANK_USERS": 5, "RANK_CANDIDATES": 6, "RETRIEVER": "popularity"}
+    cfg = Config.full({**params, "EVAL_METHODS": ["popularity", "exp3rt_rerank"]})
+    items = reranking_items(ex, inter, cfg)
+    rank = rt.ranking_examples(ex, 5, within=20)
+    lists, _ = rt.candidate_lists(
+        "popularity", inter, ex, rank, rt.RetrievalConfig(n_candidates=6, seed=cfg.common.seed)
+    )
+    assert items == set(lists["item_id"]) and set(rank["target_item_id"]) <= items
+    assert reranking_items(ex, inter, Config.full({**params, "EVAL_METHODS": ["popularity"]})) == set()

@@ -393,3 +393,37 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
     hidden = shift[~shift["user_text_shown"]]
     np.testing.assert_allclose(hidden["p_with_user_text"], hidden["p_without_user_text"], atol=1e-7)
     assert (shown["p_with_user_text"] - shown["p_without_user_text"]).abs().max() > 1e-4
+
+
+def test_a_row_scored_on_fewer_examples_than_the_baseline_says_so():
+    """recpie_rl scored on its explained users only: the like table's note gives the coverage and
+    its paired difference is on those examples (issue 20)."""
+    from rrlib import predictions as pr
+    from rrlib.evaluate.results import score_predictions
+
+    rng = np.random.default_rng(0)
+    n = 120
+    ex = pd.DataFrame(
+        {
+            "example_id": [f"test:u{i}" for i in range(n)],
+            "split": "test",
+            "user_id": [f"u{i}" for i in range(n)],
+            "target_item_id": "i1",
+            "label": rng.integers(0, 2, n),
+        }
+    )
+    y = ex["label"].to_numpy()
+    preds = pd.concat(
+        [
+            pr.like_rows("bias_logreg", 0, ex, 1 / (1 + np.exp(-(y + rng.normal(size=n))))),
+            pr.like_rows("recpie_rl", 0, ex.iloc[:90], 1 / (1 + np.exp(-(2 * y[:90] + rng.normal(size=90))))),
+        ],
+        ignore_index=True,
+    )
+    results, _ = score_predictions(
+        preds, {}, dataset="toy", n_boot=100, seed=0, bertscore_model="embedded", bertscore_layers=6, progress=False
+    )
+    row = results.set_index("method").loc["recpie_rl"]
+    assert row["n"] == 90 and "scored on 90 of the 120 examples (coverage 75%)" in row["note"]
+    assert np.isfinite(row["delta_auc"])
+    assert "coverage" not in results.set_index("method").loc["bias_logreg", "note"]
