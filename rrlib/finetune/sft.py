@@ -42,6 +42,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -348,12 +349,22 @@ def _finished_or_stored(method: str, k: int, config: dict, out_dir: Path, stored
         and all((out_dir / ADAPTER_SUBDIR / f).is_file() for f in ADAPTER_FILES)
     ):
         log.info("%s K=%d: already trained with this configuration (%s); not retraining", method, k, out_dir)
-        publish_adapter(out_dir, stored)  # a run finished before the store existed
+        if is_main_process():
+            publish_adapter(out_dir, stored)  # a run finished before the store existed
         return {**summary, "status": "already_trained"}
     if _complete(stored, config["config_hash"]):
         log.info("%s K=%d: trained before with this configuration; reusing %s", method, k, stored)
+        if not is_main_process():  # the main process copies it in; the others only read
+            return {**(read_json_or_none(stored / "training_summary.json") or {}), "status": "reused"}
         return reuse_adapter(stored, out_dir, config)
     return None
+
+
+def is_main_process() -> bool:
+    """False in every process but the first of a multi-process launch (``accelerate launch
+    --multi_gpu``, ``torchrun``: RANK > 0). Only the main process writes the run's files; the
+    Trainer itself writes each process's RNG state (``rng_state_<rank>.pth``) into the checkpoints."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 def _peft_student(cfg: Config):
@@ -403,7 +414,10 @@ def _sft_args(cfg: Config, ckpt_dir: Path, precision: str, seed: int):
         include_num_input_tokens_seen="non_padding",
         fp16=precision == "fp16-autocast",
         bf16=precision == "bf16-autocast",
-        use_cpu=not torch.cuda.is_available() and precision == "bf16-autocast",  # CPU autocast
+        # without CUDA always: CPU autocast, and several processes (accelerate launch --multi_gpu, torchrun)
+        # are data parallel over gloo only when the Trainer is told it runs on the CPU; otherwise each
+        # process trains the whole set alone (world_size 1) and all write the same folder (issue 22)
+        use_cpu=not torch.cuda.is_available(),
         gradient_checkpointing=quantized,
         dataloader_num_workers=0,
         disable_tqdm=False,
@@ -585,7 +599,8 @@ def train(
     done = _finished_or_stored(method, k, config, out_dir, stored)
     if done is not None:
         return done
-    write_json_atomic(out_dir / "train_config.json", config)
+    if is_main_process():
+        write_json_atomic(out_dir / "train_config.json", config)
     log.info("%s training configuration:\n%s", where, json.dumps(config, indent=2, default=str))
     ckpt_dir = out_dir / "checkpoints"
     base_dir = ckpt_dir / BASE_CHECKPOINT  # not a checkpoint-N: the Trainer's rotation never deletes it
