@@ -298,8 +298,8 @@ def explorer(data: ExplorerData, how: str = "all", user: str = ""):
     next_b.on_click(lambda _: step(1))
     box = Explorer([w.HBox([show, users, example, prev_b, next_b, where]), pane])
     box.add_class("rr-explorer-widget")
-    box.show, box.user, box.example, box.pane, box.where = show, users, example, pane, where  # type: ignore[attr-defined]
-    box.next_button, box.previous_button = next_b, prev_b  # type: ignore[attr-defined]
+    box.show, box.user, box.example, box.pane, box.where = show, users, example, pane, where
+    box.next_button, box.previous_button = next_b, prev_b
     options()
     draw()
     return box
