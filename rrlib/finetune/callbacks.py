@@ -38,8 +38,17 @@ class _ValidationCallback(_trainer_callback_base()):  # type: ignore[misc]  # ba
     metric = ""  # log-history key of the validation metric
     higher_is_better = True
 
-    def __init__(self, patience: int, precision: str = "fp32", base_dir: Path | None = None):
-        self.patience, self.precision, self.base_dir = patience, precision, base_dir
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        patience: int,
+        pad_id: int = 0,
+        precision: str = "fp32",
+        base_dir: Path | None = None,
+    ):
+        self.batch_size, self.patience, self.pad_id = batch_size, patience, pad_id
+        self.precision, self.base_dir = precision, base_dir
         self.valid_seconds = 0.0
         self.tokens_at_start = 0
 
@@ -87,19 +96,9 @@ class ValidationAUCCallback(_ValidationCallback):
 
     metric = "valid_auc"
 
-    def __init__(
-        self,
-        prompts: Sequence[ScoringPrompt],
-        labels: Sequence[int],
-        batch_size: int,
-        patience: int,
-        pad_id: int = 0,
-        precision: str = "fp32",
-        base_dir: Path | None = None,
-    ):
-        super().__init__(patience, precision, base_dir)
+    def __init__(self, prompts: Sequence[ScoringPrompt], labels: Sequence[int], **common):
+        super().__init__(**common)
         self.prompts, self.labels = list(prompts), np.asarray(labels, dtype=int)
-        self.batch_size, self.pad_id = batch_size, pad_id
 
     def measure(self, model, epoch: int) -> dict[str, float]:
         from sklearn.metrics import roc_auc_score
@@ -129,16 +128,11 @@ class ValidationRatingCallback(_ValidationCallback):
         *,
         reasons: bool,
         max_new_tokens: int,
-        batch_size: int,
-        patience: int,
-        pad_id: int = 0,
-        precision: str = "fp32",
-        base_dir: Path | None = None,
+        **common,
     ):
-        super().__init__(patience, precision, base_dir)
+        super().__init__(**common)
         self.messages, self.ratings = list(messages), np.asarray(ratings, dtype=float)
         self.tokenizer, self.reasons, self.max_new_tokens = tokenizer, reasons, max_new_tokens
-        self.batch_size, self.pad_id = batch_size, pad_id
 
     def measure(self, model, epoch: int) -> dict[str, float]:
         from rrlib.prompts.exp3rt import split_rating_answer

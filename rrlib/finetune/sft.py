@@ -427,7 +427,13 @@ def _sft_args(cfg: Config, ckpt_dir: Path, precision: str, seed: int):
 
 def _validation_callback(data: TrainingData, cfg: Config, tokenizer, precision: str, base_dir: Path):
     """Validation AUC (like students) or RMSE (rating students), from epoch 0 on."""
-    st, batch = cfg.student, cfg.evaluate.predict_batch_size
+    common = dict(
+        batch_size=cfg.evaluate.predict_batch_size,
+        patience=cfg.student.early_stopping_patience,
+        pad_id=pad_token_id(tokenizer),
+        precision=precision,
+        base_dir=base_dir,
+    )
     if data.task == "rating":
         return ValidationRatingCallback(
             data.valid_messages,
@@ -435,21 +441,9 @@ def _validation_callback(data: TrainingData, cfg: Config, tokenizer, precision: 
             tokenizer,
             reasons=data.reasons,
             max_new_tokens=cfg.evaluate.reasoning_max_new_tokens,
-            batch_size=batch,
-            patience=st.early_stopping_patience,
-            pad_id=pad_token_id(tokenizer),
-            precision=precision,
-            base_dir=base_dir,
+            **common,
         )
-    return ValidationAUCCallback(
-        data.valid_prompts,
-        data.valid_labels,
-        batch,
-        st.early_stopping_patience,
-        pad_id=pad_token_id(tokenizer),
-        precision=precision,
-        base_dir=base_dir,
-    )
+    return ValidationAUCCallback(data.valid_prompts, data.valid_labels, **common)
 
 
 def _weigh_answer(trainer, data: TrainingData, cfg: Config, where: str) -> None:
