@@ -81,6 +81,8 @@ LLAMA_SERVER_POLL = 50
 def default_llama_poll() -> int:
     value = os.environ.get("RRLIB_LLAMA_POLL", "").strip()
     return int(value) if value else LLAMA_SERVER_POLL
+
+
 ROOT = Path(__file__).resolve().parents[2]
 VLLM_VENV = ROOT / ".venv-vllm"
 LOG_TAIL_LINES = 25

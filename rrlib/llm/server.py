@@ -71,6 +71,8 @@ def grammar_payload(field: str, grammar: str) -> dict:
         "this request must follow a grammar, but SERVER_GRAMMAR is 'none' (the server cannot constrain "
         "its answers); set SERVER_GRAMMAR to the field the server reads, or TEACHER_CONSTRAINED: false."
     )
+
+
 #: a finish_reason is a short word (stop, length); longer server text is cut (after masking)
 FINISH_REASON_CHARS = 40
 
