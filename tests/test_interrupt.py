@@ -156,3 +156,57 @@ def test_interrupt_releases_the_shared_engine_which_then_stops_when_idle(kernel,
 
 if sys.platform != "linux":  # flock, process groups and SIGINT delivery as on the project's machines
     pytestmark = pytest.mark.skip(reason="Linux only")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_interrupt_cancels_a_real_llama_server_generation(kernel, tmp_path):
+    """The same with the real llama-server of `make server`: the slots stop decoding at once."""
+    from rrlib.llm.engines import not_installed_reason
+    from rrlib.llm.shared import running_engines
+
+    why = not_installed_reason("llama_server")
+    if why:
+        pytest.skip(why)
+    import psutil
+
+    km, kc = kernel
+    cache, engines = tmp_path / "cache", tmp_path / "engines"
+    setup = (
+        "from rrlib.config.params import Config\n"
+        "from rrlib.llm import CachedGenerator, GenerationRequest, GenerationSettings, teacher_backend\n"
+        f"cfg = Config.full({{'CACHE_DIR': {str(cache)!r}, 'TEACHER_ENGINE': 'llama_server', "
+        "'TEACHER_ENGINE_WEIGHTS': 'q4_1', 'TEACHER_ENGINE_IDLE_S': 3.0, 'TEACHER_ENGINE_PARALLEL': 8})\n"
+        "backend = teacher_backend(cfg)\n"
+        # the engine sends the longest prompts first: the short answers get the long prompts
+        f"reqs = [GenerationRequest(({{'role': 'user', 'content': ('Name one colour. ' * 20) + str(i)}},), "
+        f"GenerationSettings(max_new_tokens=4), 'interrupt_real', '1') for i in range({N_FAST})]\n"
+        "reqs += [GenerationRequest(({'role': 'user', 'content': f'Tell a long story {i}.'},), "
+        "GenerationSettings(max_new_tokens=2000, temperature=0.8, seed=i), 'interrupt_real', '1') for i in range(12)]\n"
+    )
+    assert _execute(kc, setup, timeout=120)["status"] == "ok"
+    msg_id = kc.execute(f"gen = CachedGenerator(backend, {str(cache)!r})\nresults = gen.generate(reqs, desc='teacher')")
+    deadline = time.monotonic() + 300
+    while _cached(cache) < N_FAST:
+        assert time.monotonic() < deadline, "the first answers never reached the cache"
+        time.sleep(0.2)
+    time.sleep(2.0)  # the long stories are being decoded now
+    state = running_engines(engines)[0]
+    start = time.monotonic()
+    km.interrupt_kernel()
+    reply = _reply(kc, msg_id, timeout=60)
+    stopped_in = time.monotonic() - start
+    assert reply["status"] == "error" and reply["ename"] == "KeyboardInterrupt", reply
+    assert stopped_in < 10, f"the kernel took {stopped_in:.1f} s to stop"
+    assert _cached(cache) == N_FAST
+    engine = psutil.Process(state["engine_pid"])
+    time.sleep(1.0)
+    before = sum(engine.cpu_times()[:2])
+    time.sleep(3.0)
+    busy = (sum(engine.cpu_times()[:2]) - before) / 3.0
+    assert busy < 0.5, f"llama-server still used {busy:.2f} cores after the interrupt: the requests were not cancelled"
+    deadline = time.monotonic() + 30
+    while running_engines(engines) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not running_engines(engines), "the shared llama-server kept running after the interrupt"
+    assert _execute(kc, "print(len(gen.cache))")["status"] == "ok"
