@@ -8,6 +8,7 @@ import json
 
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.paths import RunPaths
 from rrlib.data import DataError, LeakageError, audit_table, load_tables, prepare
@@ -123,7 +124,7 @@ def test_fix_names_the_policy_behind_the_leak():
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     paths = RunPaths.of(tmp_path_factory.mktemp("emb"))
-    card = prepare({}, paths, progress=False)
+    card = prepare(dict(EMBEDDED_BEAUTY), paths, progress=False)
     return paths, card
 
 
@@ -164,7 +165,7 @@ def test_like_rate_auc_equals_the_bias_baseline(embedded):
 def test_one_class_evaluation_set_is_refused_before_any_table_is_written(tmp_path):
     paths = RunPaths.of(tmp_path)
     with pytest.raises(DataError, match=r"valid subsample \(N_VALID=600\) holds only liked") as e:
-        prepare({"LIKE_THRESHOLD": -1.0}, paths, progress=False)
+        prepare(EMBEDDED_BEAUTY | {"LIKE_THRESHOLD": -1.0}, paths, progress=False)
     assert "LIKE_THRESHOLD (now -1.0" in str(e.value) and "test subsample" in str(e.value)
     assert not isinstance(e.value, LeakageError)
     card = json.loads(paths.data_card_json.read_text())
@@ -195,10 +196,10 @@ def test_one_class_kshot_set_is_refused():
 
 def test_stale_tables_of_an_earlier_run_are_removed_on_refusal(tmp_path):
     paths = RunPaths.of(tmp_path)
-    prepare({}, paths, progress=False)
+    prepare(dict(EMBEDDED_BEAUTY), paths, progress=False)
     assert paths.examples.is_file()
     with pytest.raises(LeakageError):
-        prepare({"COLLAPSE_COPIES": False}, paths, progress=False)
+        prepare(EMBEDDED_BEAUTY | {"COLLAPSE_COPIES": False}, paths, progress=False)
     assert not paths.examples.exists()
 
 
@@ -266,7 +267,9 @@ def test_the_leaky_policies_are_refused(name, leaky, policy, tmp_path):
 def test_release_as_released_reproduces_the_measured_hazard(tmp_path):
     paths = RunPaths.of(tmp_path)
     with pytest.raises(LeakageError):
-        prepare({"DATASET": "release_beauty", "RELEASE_WINDOWS": "as_released"}, paths, progress=False)
+        prepare(
+            EMBEDDED_BEAUTY | {"DATASET": "release_beauty", "RELEASE_WINDOWS": "as_released"}, paths, progress=False
+        )
     f = json.loads(paths.data_card_json.read_text())["audit"]["splits"]
     assert (f["test"]["target_item_in_history"], f["test"]["examples"]) == (77, 622)
     assert (f["train"]["target_item_in_history"], f["train"]["examples"]) == (269, 624)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import defaults
 from rrlib.data import LeakageError, load_dataset
@@ -106,7 +107,7 @@ def test_collapse_runs_before_dedup_in_build_tables():
     from rrlib.data.loaders import RawDataset
 
     raw = RawDataset("toy", inter, items, {"dataset": "toy"})
-    p = defaults() | {"KCORE": 3, "HISTORY_LEN": 3, "KSHOT_SIZES": [2], "N_VALID": 4, "N_TEST": 4}
+    p = defaults() | EMBEDDED_BEAUTY | {"KCORE": 3, "HISTORY_LEN": 3, "KSHOT_SIZES": [2], "N_VALID": 4, "N_TEST": 4}
     b = P.build_tables(raw, p, progress=False)
     assert b.stats["copies"]["rows_removed"] == 16 and b.stats["copies"]["listing_sets"] == 1
     assert set(b.interactions["item_id"]) >= {"a"} and not {"b", "c"} & set(b.interactions["item_id"])
@@ -137,6 +138,6 @@ def test_all_beauty_without_collapse_is_refused_naming_the_policy(tmp_path):
 
     paths = RunPaths.of(tmp_path)
     with pytest.raises(LeakageError, match="COLLAPSE_COPIES=true") as e:
-        prepare({"COLLAPSE_COPIES": False}, paths, progress=False)
+        prepare(EMBEDDED_BEAUTY | {"COLLAPSE_COPIES": False}, paths, progress=False)
     assert "test targets" in str(e.value) and "identical review" in str(e.value)
     assert paths.data_card_json.is_file() and not paths.examples.exists()

@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.paths import RunPaths
 from rrlib.data import DataError, domain_of, load_dataset, prepare
@@ -175,7 +176,11 @@ def test_kcore_that_leaves_no_users():
 
 def test_kcore_that_leaves_no_users_through_prepare(tmp_path):
     with pytest.raises(DataError, match="KCORE=50 leaves no users"):
-        prepare({"KCORE": 50, "CACHE_DIR": str(tmp_path / "cache")}, RunPaths.of(tmp_path / "run"), progress=False)
+        prepare(
+            EMBEDDED_BEAUTY | {"KCORE": 50, "CACHE_DIR": str(tmp_path / "cache")},
+            RunPaths.of(tmp_path / "run"),
+            progress=False,
+        )
 
 
 def test_generic_domain_must_be_given():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import defaults
 from rrlib.config.paths import RunPaths
@@ -20,7 +21,7 @@ from rrlib.data.reviews import trim_words
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     paths = RunPaths.of(tmp_path_factory.mktemp("emb"))
-    prepare({"HISTORY_LEN": 3}, paths, progress=False)  # short window: profiles exist for some users
+    prepare(EMBEDDED_BEAUTY | {"HISTORY_LEN": 3}, paths, progress=False)  # short window: profiles exist for some users
     return load_tables(paths)
 
 
@@ -38,7 +39,7 @@ def ml1m(tmp_path_factory, shared_data):
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
     paths = RunPaths.of(tmp_path_factory.mktemp("rel"))
-    prepare({"DATASET": "release_beauty"}, paths, progress=False)
+    prepare(EMBEDDED_BEAUTY | {"DATASET": "release_beauty"}, paths, progress=False)
     return load_tables(paths)
 
 
@@ -139,7 +140,7 @@ def test_heldout_reviews_and_headlines_never_used_synthetic():
     )
     b = P.build_tables(
         RawDataset("toy", inter, items, {"dataset": "toy"}),
-        defaults() | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2},
+        defaults() | EMBEDDED_BEAUTY | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2},
         progress=False,
     )
     texts = [r["text"] for reviews in b.items["sampled_reviews"] for r in reviews]

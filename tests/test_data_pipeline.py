@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.paths import RunPaths
 from rrlib.data import figure_paths, load_dataset, load_tables, prepare, read_card
@@ -17,7 +18,7 @@ from rrlib.data.schema import TABLES, eval_subset, kshot
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     paths = RunPaths.of(tmp_path_factory.mktemp("run"))
-    card = prepare({}, paths, progress=False)
+    card = prepare(dict(EMBEDDED_BEAUTY), paths, progress=False)
     return paths, card
 
 
@@ -96,12 +97,14 @@ def test_kshot_sets_nested_and_stratified(run):
 def test_deterministic_and_max_users(tmp_path, run):
     paths, _ = run
     again = RunPaths.of(tmp_path / "again")
-    prepare({}, again, progress=False)
+    prepare(dict(EMBEDDED_BEAUTY), again, progress=False)
     a, b = load_tables(paths), load_tables(again)
     for name in TABLES:
         pd.testing.assert_frame_equal(getattr(a, name), getattr(b, name))
     small = RunPaths.of(tmp_path / "small")
-    card = prepare({"MAX_USERS": 12, "KSHOT_SIZES": [4, 8], "N_VALID": 8, "N_TEST": 8}, small, progress=False)
+    card = prepare(
+        EMBEDDED_BEAUTY | {"MAX_USERS": 12, "KSHOT_SIZES": [4, 8], "N_VALID": 8, "N_TEST": 8}, small, progress=False
+    )
     t = load_tables(small)
     assert card["final"]["users"] == 12 == t.users.shape[0] == t.interactions["user_id"].nunique()
     assert card["max_users"] == {"requested": 12, "kept": 12, "of": card["kcore"]["users"]}
@@ -114,7 +117,7 @@ def test_deterministic_and_max_users(tmp_path, run):
 
 def test_release_preset_builds_from_the_authors_split(tmp_path):
     paths = RunPaths.of(tmp_path)
-    card = prepare({"DATASET": "release_beauty"}, paths, progress=False)
+    card = prepare(EMBEDDED_BEAUTY | {"DATASET": "release_beauty"}, paths, progress=False)
     ex = load_tables(paths).examples.set_index("example_id")
     assert card["final"]["users"] == 624 and card["final"]["items"] == 1216
     # RELEASE_WINDOWS=clean: the authors' window [2, 3, 4, 5, 5] repeats an exact duplicate row

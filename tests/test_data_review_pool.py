@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import defaults
 from rrlib.config.paths import RunPaths
@@ -40,7 +41,7 @@ def _toy(copy_of_train_target: bool = False):
     return RawDataset("toy", inter, items, {"dataset": "toy"})
 
 
-PARAMS = defaults() | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2, "LEAKAGE_THRESHOLD": 1.0}
+PARAMS = defaults() | EMBEDDED_BEAUTY | {"KSHOT_SIZES": [2], "N_VALID": 2, "N_TEST": 2, "LEAKAGE_THRESHOLD": 1.0}
 
 
 def test_no_target_review_or_headline_reaches_descriptions_or_titles():
@@ -80,7 +81,7 @@ def test_the_guard_can_fail():
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory):
     paths = RunPaths.of(tmp_path_factory.mktemp("emb"))
-    card = prepare({"HISTORY_LEN": 3}, paths, progress=False)
+    card = prepare(EMBEDDED_BEAUTY | {"HISTORY_LEN": 3}, paths, progress=False)
     return card, load_tables(paths), paths
 
 
