@@ -28,12 +28,12 @@ def test_wrong_type_exits_2(script, capsys):
 
 
 def test_k_outside_kshot_sizes_exits_2(script, tmp_path, capsys):
-    assert script.main(["--method", "tallrec", "--k", "32", "-p", "RUN_DIR", str(tmp_path / "run")]) == 2
-    assert "K=32 is not in KSHOT_SIZES" in capsys.readouterr().err
+    assert script.main(["--method", "tallrec", "--k", "48", "-p", "RUN_DIR", str(tmp_path / "run")]) == 2
+    assert "K=48 is not in KSHOT_SIZES" in capsys.readouterr().err
 
 
 def test_missing_upstream_data_names_the_notebook(script, tmp_path, capsys):
-    assert script.main(["--method", "reasoningrec", "--k", "64", "-p", "RUN_DIR", str(tmp_path / "run")]) == 2
+    assert script.main(["--method", "reasoningrec", "--k", "32", "-p", "RUN_DIR", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert ".parquet is missing" in err and "01_data_prep" in err
 

@@ -98,8 +98,8 @@ def test_method_names_and_kinds(tmp_path):
         _plan(tmp_path, METHODS=["reasoningrek"])
     with pytest.raises(MethodError, match=r"INSPECT_METHOD='sasrec' is not evaluated by this run"):
         _plan(tmp_path, INSPECT_METHOD="sasrec", EVAL_METHODS=["caser"])
-    with pytest.raises(ParamError, match=r"TRAIN_KSHOTS has 32, which is not in KSHOT_SIZES"):
-        _plan(tmp_path, TRAIN_KSHOTS=[32])
+    with pytest.raises(ParamError, match=r"TRAIN_KSHOTS has 48, which is not in KSHOT_SIZES"):
+        _plan(tmp_path, TRAIN_KSHOTS=[48])
 
 
 def test_checks_follow_the_notebooks_that_will_run(tmp_path):
