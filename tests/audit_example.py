@@ -7,7 +7,6 @@ EMBEDDED_BEAUTY = {
     "KCORE": 5,
     "PROFILE_ITEMS": 15,
     "KSHOT_SIZES": [64, 128, 256],
-    "TRAIN_KSHOTS": [64],
     "N_VALID": 600,
     "N_TEST": 600,
     "MAX_USERS": 0,
