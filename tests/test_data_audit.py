@@ -227,10 +227,10 @@ def test_degenerate_flags():
 def _datasets(name: str) -> dict:
     """Parameters of each dataset the project ships (rrlib/resources), read by its own loader."""
     return {
-        "embedded_beauty": {},
-        "release_beauty": {"DATASET": "release_beauty"},
-        "ml_latest_small": {"DATASET": "ml_latest_small", "KCORE": 20},
-        "amazon_instruments": {"DATASET": "amazon_instruments"},
+        "embedded_beauty": EMBEDDED_BEAUTY,
+        "release_beauty": EMBEDDED_BEAUTY | {"DATASET": "release_beauty"},
+        "ml_latest_small": EMBEDDED_BEAUTY | {"DATASET": "ml_latest_small", "KCORE": 20},
+        "amazon_instruments": EMBEDDED_BEAUTY | {"DATASET": "amazon_instruments"},
     }[name]
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.paths import RunPaths
 from rrlib.data import DataError, load_tables, prepare
@@ -74,7 +75,9 @@ def test_card_reports_sampling_and_class_counts_per_k(tmp_path):
     """Release Beauty (462 training examples, 46 disliked after cleaning): balanced K=64 is 32/32."""
     paths = RunPaths.of(tmp_path / "bal")
     card = prepare(
-        {"DATASET": "release_beauty", "KSHOT_SIZES": [16, 64], "KSHOT_SAMPLING": "balanced"}, paths, progress=False
+        EMBEDDED_BEAUTY | {"DATASET": "release_beauty", "KSHOT_SIZES": [16, 64], "KSHOT_SAMPLING": "balanced"},
+        paths,
+        progress=False,
     )
     assert card["kshot_sampling"] == "balanced"
     assert card["kshot"]["64"] | {} == {
@@ -90,7 +93,7 @@ def test_card_reports_sampling_and_class_counts_per_k(tmp_path):
     assert "K-shot sampling: `balanced`" in paths.data_card_md.read_text()
     with pytest.raises(DataError, match="balanced sets stop at K=92"):
         prepare(
-            {"DATASET": "release_beauty", "KSHOT_SIZES": [64, 128], "KSHOT_SAMPLING": "balanced"},
+            EMBEDDED_BEAUTY | {"DATASET": "release_beauty", "KSHOT_SIZES": [64, 128], "KSHOT_SAMPLING": "balanced"},
             RunPaths.of(tmp_path / "too_many"),
             progress=False,
         )

@@ -29,7 +29,7 @@ def embedded(tmp_path_factory):
 def ml1m(tmp_path_factory, shared_data):
     paths = RunPaths.of(tmp_path_factory.mktemp("ml1m"))
     prepare(
-        {"DATASET": "ml1m", "DATA_DIR": str(shared_data / "ml-1m"), "KCORE": 20, "MAX_USERS": 600},
+        {"DATASET": "ml1m", "DATA_DIR": str(shared_data / "ml-1m"), "KCORE": 20, "MAX_USERS": 600, "PROFILE_ITEMS": 15},
         paths,
         progress=False,
     )

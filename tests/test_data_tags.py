@@ -73,7 +73,7 @@ def test_tags_are_capped_and_absent_tags_change_nothing():
 
 def test_ml_latest_small_tags_after_the_split():
     raw = load_dataset("ml_latest_small")
-    p = {**defaults(), "KCORE": 20, "HISTORY_LEN": 10, "N_TEST": 0, "N_VALID": 0, "REVIEWS_PER_ITEM": 0}
+    p = {**defaults(), "KCORE": 20, "MAX_USERS": 0, "HISTORY_LEN": 10, "N_TEST": 0, "N_VALID": 0, "REVIEWS_PER_ITEM": 0}
     built = P.build_tables(raw, p, progress=False)
     shown = {
         i: {t.lower() for t in a.split("tags: ", 1)[1].split(", ")}

@@ -260,7 +260,7 @@ def test_descriptions_generate_only_what_is_missing():
         t["items"],
         ids,
         domain="beauty",
-        cfg=small_params(),
+        cfg=small_params(TEACHER_TOKENS_PER_WORD=0),
         generator=DirectGenerator(backend),
         imported={"i1": "Imported text one here."},
         plots={},
@@ -283,7 +283,7 @@ def test_descriptions_generate_only_what_is_missing():
     prompt = out.requests["i0"].messages[1]["content"]
     for part in ("Product 0", "brand: B0", "Seller text 0.", "[5] great item 0", "[1] broke fast", "25 words"):
         assert part in prompt
-    assert out.requests["i0"].settings.max_new_tokens == 64
+    assert out.requests["i0"].settings.max_new_tokens == 64  # the paper's budget: no per-word cap
 
 
 def test_descriptions_put_movie_plots_in_the_prompt():
@@ -366,7 +366,7 @@ def test_profiles_use_descriptions_labels_and_handle_no_history():
         ["u1", "u2", "u7"],
         texts,
         domain="beauty",
-        cfg=small_params(),
+        cfg=small_params(TEACHER_TOKENS_PER_WORD=0, PROFILE_WORDS=100),
         generator=DirectGenerator(backend),
         imported={"u2": "Imported profile text here."},
     )
@@ -389,7 +389,7 @@ def test_profiles_use_descriptions_labels_and_handle_no_history():
         line = next(x for x in prompt.splitlines() if f"Product {item[1:]} [" in x)
         assert line.endswith(f"({'LIKED' if liked else 'DISLIKED'})")
     assert out.summary["n_no_history"] == 1 and texts.fallbacks == {"i3"}
-    assert out.requests["u1"].settings.max_new_tokens == 256
+    assert out.requests["u1"].settings.max_new_tokens == 256  # the paper's budget (100 words, no per-word cap)
 
 
 def test_item_texts_fallback_marker():

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import Config, load_params
 from rrlib.config.paths import RunPaths
@@ -28,6 +29,7 @@ SHARED_CACHE = Path(tempfile.gettempdir()) / "rrlib-test-shared-cache"
 # Small and fast on 2 CPU cores: 4 training examples, 2 epochs, 6 validation examples. "Liked" is
 # 5 stars here (LIKE_THRESHOLD 4) so that tiny samples hold both labels (at > 3 about 95% are liked).
 TEST_OVERRIDES = dict(
+    EMBEDDED_BEAUTY,
     MAX_USERS=40,
     LIKE_THRESHOLD=4.0,
     N_VALID=6,
@@ -233,7 +235,9 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     for name in ("train_config.json", "trainer_state.json", "curves.png", "curves.csv", "training_summary.json"):
         assert (out / name).is_file(), name
     assert 0.0 <= summary["best_valid_auc"] <= 1.0
-    assert summary["tokens_per_s"] > 0 and np.isfinite(summary["train_loss"]).all()
+    # epoch 0 is the base model, validated before any update: it has no training loss
+    assert summary["tokens_per_s"] > 0 and np.isnan(summary["train_loss"][0])
+    assert np.isfinite(summary["train_loss"][1:]).all()
     assert 0 < summary["trainable_params"] < summary["total_params"] / 50  # LoRA on q/v only
 
     # the adapter reloads onto a fresh base model; its LoRA B weights are trained (non-zero) unless
@@ -266,14 +270,16 @@ def test_tiny_end_to_end_finetune_predict_and_score(run, trained):
     )
     assert len(f1) == len(pred) and -1.0 <= float(f1.min()) <= float(f1.max()) <= 1.0
 
-    # a second call is answered from the caches; the base model (zero-shot) scores differ
+    # a second call is answered from the caches; the base model (zero-shot) scores differ unless
+    # validation kept the base model (epoch 0)
     again = predict_llm("reasoningrec", 4, examples, cfg, _ctx(paths, "reasoningrec"), out)
     assert again.attrs["stats"]["scores_cached"] == len(examples)
     assert again.attrs["stats"]["generation"]["cached"] == len(examples)
     pd.testing.assert_frame_equal(again, pred)
     base = predict_llm("zeroshot_reasoningrec", 0, examples, cfg, _ctx(paths, "zeroshot_reasoningrec"), None)
     assert base.attrs["stats"]["scores_computed"] == len(examples)
-    assert not np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
+    same = np.allclose(base["p_yes"].to_numpy(), pred["p_yes"].to_numpy())
+    assert same == (summary["best_epoch"] == 0)
 
 
 def test_warm_rerun_in_a_new_run_folder_loads_no_model(run, trained, tmp_path, monkeypatch):

@@ -346,6 +346,7 @@ def test_real_llama_server_generates_through_the_workbook(tmp_path):
         "TEACHER_ENGINE_WEIGHTS": "q8_0",
         "TEACHER_ENGINE_PARALLEL": 4,
         "TEACHER_ENGINE_THREADS": 2,
+        "TEACHER_ENGINE_IDLE_S": 0,  # an engine of its own, stopped when the backend closes
     }
     reqs = [_req(i) for i in range(6)]
     reqs = [

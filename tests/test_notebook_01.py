@@ -1,4 +1,4 @@
-"""Notebook 01 runs headless (papermill) on the embedded default and leaves the tables, data
+"""Notebook 01 runs headless (papermill) on the All_Beauty audit example and leaves the tables, data
 card, plots and results it promises, with figures equal to what the library computes."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import json
 
 import nbformat
 import pytest
+from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import COMMON, DATA, SCHEMA, notebook_parameters
 from rrlib.config.paths import PROJECT_ROOT, RunPaths
@@ -42,7 +43,7 @@ def test_papermill_run_on_embedded_default(tmp_path):
         str(out),
         kernel_name="rrlib",
         cwd=str(PROJECT_ROOT),
-        parameters={"RUN_DIR": str(run_dir), "CACHE_DIR": str(tmp_path / "cache")},
+        parameters=EMBEDDED_BEAUTY | {"RUN_DIR": str(run_dir), "CACHE_DIR": str(tmp_path / "cache")},
         progress_bar=False,
     )
     paths = RunPaths.of(run_dir, create=False)

@@ -44,6 +44,8 @@ def test_parameters_declare_what_the_step_uses(name):
     extra = {"SEEDS", "KSHOT_SAMPLING"} | (
         {"METHODS", "EVAL_METHODS", "EXP3RT_REASONING_WORDS"} if name == "05_reasoning_generation" else set()
     )
+    if name == "02_item_descriptions":  # the rerankers' candidate items need descriptions too
+        extra |= {"EVAL_METHODS", "RETRIEVER", "RANK_PROTOCOLS", "RANK_USERS", "RANK_CANDIDATES"}
     assert (
         set(declared)
         <= set(COMMON) | set(TEACHER) | set(ENRICH) | {"DOMAIN", "KSHOT_SIZES", "N_VALID", "N_TEST"} | extra
@@ -184,7 +186,7 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     paths = RunPaths.of(run_dir, create=False)
     tables = load_tables(paths)
     full = {**defaults(), **params}
-    scope = enrichment_scope(tables.items, tables.users, tables.examples, Config.full(full))
+    scope = enrichment_scope(tables.items, tables.users, tables.examples, Config.full(full), tables.interactions)
 
     desc = pd.read_parquet(paths.item_descriptions)
     assert list(desc.columns)[: len(DESCRIPTION_COLUMNS)] == DESCRIPTION_COLUMNS

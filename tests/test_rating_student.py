@@ -138,7 +138,7 @@ class _EchoTeacher:
         for r in requests:
             user = r.messages[-1]["content"]
             if r.template == "preference_extraction":
-                review = next(line for line in user.splitlines() if line.startswith('"')).strip('"')
+                review = next(line for line in user.splitlines() if line.startswith("Review: "))[len("Review: ") :]
                 text = f"Liked: {' '.join(review.split()[:4])}\nDisliked: none"
             elif r.template in ("exp3rt_user_profile", "exp3rt_item_profile"):
                 liked = re.findall(r"Liked: ([^|\n]+)", user)
