@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     from rrlib.config.paths import RunPaths
     from rrlib.data import domain_of
     from rrlib.finetune import lm_head_in_fp32, training_data
-    from rrlib.prompts.student import PromptContext
     from rrlib.student import chat_token_ids, load_student_for_training, scoring_prompt
+    from rrlib.student.prompts import PromptContext
 
     work = Path(args.work).resolve()
     default = Path(__file__).resolve().parents[1] / "params" / "default.yaml"

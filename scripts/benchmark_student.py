@@ -160,8 +160,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import rrlib.finetune.sft as ft
     from rrlib.data import domain_of, eval_subset
-    from rrlib.prompts.student import PromptContext, build_messages
     from rrlib.student import fit_scoring_messages, pad_token_id, scoring_prompt, student_backend, yes_no_probabilities
+    from rrlib.student.prompts import PromptContext, build_messages
 
     if args.precision != "auto":
         ft.training_precision = lambda _cfg: args.precision  # the bench compares both on one machine

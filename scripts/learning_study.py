@@ -38,7 +38,7 @@ from rrlib.evaluate.llm import predict_llm
 from rrlib.evaluate.metrics import auc_with_ci, paired_auc_difference
 from rrlib.finetune import train
 from rrlib.methods.registry import zero_shot_form
-from rrlib.prompts.student import PromptContext
+from rrlib.student.prompts import PromptContext
 
 #: what a grid row links in from the base run (read only by training)
 SHARED_FOLDERS = ("data", "enrich", "reasoning")

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from rrlib.data import domain_of
     from rrlib.finetune import check_run, train
-    from rrlib.prompts.student import PromptContext
+    from rrlib.student.prompts import PromptContext
 
     cfg = Config(params)
     paths = RunPaths.of(cfg.common.run_dir)

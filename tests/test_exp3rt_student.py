@@ -104,7 +104,7 @@ def test_rating_students_train_predict_rerank_and_fill_the_tables(run):
     from rrlib.evaluate.results import score_predictions
     from rrlib.finetune import train, training_data
     from rrlib.prompts.exp3rt import RatingContext
-    from rrlib.prompts.student import PromptContext
+    from rrlib.student.prompts import PromptContext
 
     cfg, paths = run
     ctx = PromptContext.from_run(paths, "beauty", "exp3rt")

@@ -20,7 +20,7 @@ from audit_example import EMBEDDED_BEAUTY
 
 from rrlib.config.params import Config, load_params
 from rrlib.config.paths import RunPaths
-from rrlib.prompts.student import PromptContext
+from rrlib.student.prompts import PromptContext
 
 pytestmark = pytest.mark.slow
 

@@ -27,11 +27,6 @@ LAYERS = (
     "__main__",
 )
 #: known climbs, each an open item with its reason (kept short: every entry is a debt)
-ALLOWED_EXCEPTIONS = {
-    # the student prompt reads each method's inputs (profile? descriptions? reasoning?) from the
-    # registry; moving that declaration out of prompts/ is open (issue 21)
-    ("prompts/student.py", "methods"),
-}
 
 
 def _layer(module: str) -> str:
@@ -63,12 +58,13 @@ def test_no_import_climbs_to_a_later_step():
             continue
         for module, line in _imports(path):
             other = _layer(module)
-            if other in rank and rank[other] > rank[me] and (rel.as_posix(), other) not in ALLOWED_EXCEPTIONS:
+            if other in rank and rank[other] > rank[me]:
                 climbs.append(f"{rel}:{line} imports {module} ({me} comes before {other})")
     assert climbs == []
 
 
-def test_the_known_exceptions_still_exist():
-    """An exception that is no longer needed is removed from the list (the list only shrinks)."""
-    found = {(path.relative_to(RRLIB).as_posix(), _layer(m)) for path in RRLIB.rglob("*.py") for m, _ in _imports(path)}
-    assert ALLOWED_EXCEPTIONS <= found
+def test_prompts_never_import_methods():
+    """Templates and parsing know no recommender: what a method shows comes from the registry, read
+    by the student's prompts (rrlib/student/prompts.py) after it."""
+    found = [(p.name, m) for p in (RRLIB / "prompts").rglob("*.py") for m, _ in _imports(p) if _layer(m) == "methods"]
+    assert found == []

@@ -9,10 +9,10 @@ import pytest
 
 from rrlib.errors import MethodError
 from rrlib.methods.registry import names
-from rrlib.prompts import student
 from rrlib.prompts.answers import parse_output
 from rrlib.prompts.items import NO_DESCRIPTION, ItemCatalog
-from rrlib.prompts.student import NO_PROFILE_TEXT, PromptContext, build_messages, completion
+from rrlib.student import prompts as student
+from rrlib.student.prompts import NO_PROFILE_TEXT, PromptContext, build_messages, completion
 
 LLM_METHODS = names(kind=("finetuned_llm", "zeroshot_llm"), task="like")  # rating prompts: test_exp3rt_enrich
 

@@ -196,7 +196,7 @@ def test_two_processes_train_like_one_write_once_and_resume_after_a_kill(prepare
     from rrlib.config.params import Config, load_params
     from rrlib.config.paths import RunPaths
     from rrlib.data import domain_of
-    from rrlib.prompts.student import PromptContext
+    from rrlib.student.prompts import PromptContext
 
     base = prepared
     start = time.monotonic()

@@ -20,7 +20,6 @@ from rrlib.errors import MethodError
 from rrlib.llm.base import GenerationRequest, GenerationSettings
 from rrlib.llm.cache import CachedGenerator
 from rrlib.prompts.answers import parse_output
-from rrlib.prompts.student import TEMPLATE_NAME, TEMPLATE_VERSION, PromptContext, build_messages, method_spec
 from rrlib.student import (
     SCORE_CACHE_NAME,
     ScoreCache,
@@ -29,6 +28,7 @@ from rrlib.student import (
     scoring_prompt,
     student_backend,
 )
+from rrlib.student.prompts import TEMPLATE_NAME, TEMPLATE_VERSION, PromptContext, build_messages, method_spec
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,6 @@ from rrlib.data.schema import check_columns, eval_subset, kshot
 from rrlib.errors import MethodError, PromptTooLongError
 from rrlib.prompts.answers import parse_prediction
 from rrlib.prompts.postprocess import USABLE_STATUSES
-from rrlib.prompts.student import PromptContext, build_messages, completion, method_spec
 from rrlib.reasoning import read_reasoning
 from rrlib.student import (
     PROMPT_MARGIN,
@@ -28,6 +27,7 @@ from rrlib.student import (
     scoring_prompt,
     student_backend,
 )
+from rrlib.student.prompts import PromptContext, build_messages, completion, method_spec
 
 log = logging.getLogger(__name__)
 

@@ -68,7 +68,6 @@ from rrlib.finetune.store import _complete, publish_adapter, reuse_adapter, stor
 from rrlib.io import read_json_or_none, stable_hash, write_json_atomic
 from rrlib.llm.memory import release_memory
 from rrlib.methods import registry
-from rrlib.prompts.student import TEMPLATE_VERSION, PromptContext, method_spec
 from rrlib.student import (
     ADAPTER_FILES,
     ADAPTER_SUBDIR,
@@ -77,6 +76,7 @@ from rrlib.student import (
     load_student_for_training,
     pad_token_id,
 )
+from rrlib.student.prompts import TEMPLATE_VERSION, PromptContext, method_spec
 
 log = logging.getLogger(__name__)
 

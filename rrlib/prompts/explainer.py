@@ -1,6 +1,6 @@
 """Versioned prompt of RecPIE's explainer: the student is asked to explain what a user wants from
 their recent history (wording written for this project, in the style of the student prompts of
-:mod:`rrlib.prompts.student`: same role line, item cards and guardrails).
+:mod:`rrlib.student.prompts`: same role line, item cards and guardrails).
 
 The explanation is not a prediction: it names no target item and gives no Yes/No, because it is
 written once per user and fused into the recommender for every later target of that user (see

@@ -122,7 +122,7 @@ class ExplorerData:
     def prompt(self, example_id: str) -> str:
         """The user turn the lead method read for this example ('' for a method without a prompt)."""
         from rrlib.errors import MethodError
-        from rrlib.prompts.student import PromptContext, build_messages
+        from rrlib.student.prompts import PromptContext, build_messages
 
         if self._prompts is None:
             try:

@@ -13,7 +13,7 @@ import numpy as np
 from rrlib.io import JsonlLog, stable_hash
 from rrlib.llm.progress import Progress
 from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
-from rrlib.prompts.student import TEMPLATE_VERSION
+from rrlib.student.prompts import TEMPLATE_VERSION
 from rrlib.student.scoring import (
     PREFIX_REUSE,
     RATINGS,
