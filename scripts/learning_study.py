@@ -16,8 +16,9 @@ per grid row: best validation AUC, its epoch and updates, seconds per update) an
 ``<out>/curves.png``. Rows already in summary.csv are skipped (``--rerun`` to train again).
 
 ``--score-test`` then scores the kept adapter of every finished row, and the zero-shot form of its
-method (the same prompt on the base model), on every test user, with the paired AUC difference:
-``<out>/test.csv``. The grid is chosen on validation; this is the one look at test.
+method (the same prompt on the base model), on every test user (``--test-users N``: the stratified
+subsample of N, for rows whose long prompts make 2 x 610 forward passes too dear), with the paired
+AUC difference: ``<out>/test.csv``. The grid is chosen on validation; this is the one look at test.
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ def curve_rows(row: dict, summary: dict) -> list[dict]:
     ]
 
 
-def score_test(row: dict, files: list[str], overrides: dict, out: Path) -> dict:
-    """The row's kept adapter and its method's zero-shot form on every test user, paired."""
+def score_test(row: dict, files: list[str], overrides: dict, out: Path, n_test: int = 0) -> dict:
+    """The row's kept adapter and its method's zero-shot form on the test users (``n_test``: the
+    stratified prefix of that many, 0: every one), paired."""
     run = out / "runs" / row["name"]
     params = load_params([*files, str(run / "row.yaml")], overrides)
     cfg, paths = Config(params), RunPaths.of(run)
-    test = eval_subset(load_tables(paths).examples, "test", 0)
+    test = eval_subset(load_tables(paths).examples, "test", n_test)
     method, k = row["method"], int(row["params"]["TRAIN_KSHOTS"][0])
     ctx = PromptContext.from_run(paths, domain_of(params), method)
     tuned = predict_llm(method, k, test, cfg, ctx, paths.adapter_dir(method, k), reasoning_ids=[])
@@ -156,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated row names to run (default: all)")
     parser.add_argument("--rerun", action="store_true", help="train rows already in summary.csv again")
     parser.add_argument("--score-test", action="store_true", help="score finished rows on every test user")
+    parser.add_argument(
+        "--test-users", type=int, default=0, help="with --score-test: the stratified test subsample (0: every user)"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides = {name: parse_override(name, value) for name, value in args.overrides}
@@ -179,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     print(done.to_string(index=False))
     if args.score_test:
         finished = [r for r in grid if r["name"] in set(done["name"]) and (not only or r["name"] in only)]
-        test = pd.DataFrame([score_test(r, args.files, overrides, args.out) for r in finished])
-        test.to_csv(args.out / "test.csv", index=False)
+        test = pd.DataFrame([score_test(r, args.files, overrides, args.out, args.test_users) for r in finished])
+        test_path = args.out / "test.csv"
+        if test_path.exists():  # rows scored earlier stay (a row scored again is replaced)
+            earlier = pd.read_csv(test_path)
+            test = pd.concat([earlier[~earlier["name"].isin(test["name"])], test], ignore_index=True)
+        test.to_csv(test_path, index=False)
         print(test.to_string(index=False))
     return 0
 
