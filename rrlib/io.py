@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rrlib.errors import CorruptFileError
+
 _BLOCK = 1 << 20
 
 
@@ -101,7 +103,6 @@ def write_parquet_atomic(df, path: str | Path) -> Path:
 
 def read_json(path: str | Path, what: str = "") -> Any:
     """JSON from ``path``; a damaged file is an error that names it (``what`` says what it is)."""
-    from rrlib.errors import CorruptFileError
 
     path = Path(path)
     try:

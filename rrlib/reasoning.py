@@ -30,10 +30,11 @@ import pandas as pd
 
 from rrlib.config.params import Config, run_seeds
 from rrlib.data.schema import as_list, eval_subset, kshot
-from rrlib.enrich.generation import StepOutput, step_summary, write_table
+from rrlib.enrich.generation import StepOutput, read_table, step_summary, write_table
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.methods.registry import FULL_VIEW, view_name
 from rrlib.methods.registry import get as get_method
+from rrlib.prompts import exp3rt as xp
 from rrlib.prompts.grammars import parse_rate, rating_parse, sections_format, sections_parse
 from rrlib.prompts.items import ItemCatalog
 from rrlib.prompts.postprocess import (
@@ -421,7 +422,6 @@ RATING_REASONING_COLUMNS = [
 
 
 def _check_rating(rating: int, words: int):
-    from rrlib.prompts import exp3rt as xp
 
     def check(req: GenerationRequest, res: GenerationResult) -> Cleaned:
         return xp.check_rating_reasoning(res.text, rating, words, prompt_text_of(req), res.finish_reason == "length")
@@ -436,7 +436,6 @@ def generate_rating_reasoning(
     item profile and the item description, why the user gave the TRUE rating (rounded to 1-5), and
     the answer ends with ``Rating: r``. ``product``: training (train rows only) or test references
     (test rows only, BERTScore)."""
-    from rrlib.prompts import exp3rt as xp
 
     _require_split(examples, product)
     words = cfg.exp3rt.exp3rt_reasoning_words
@@ -536,7 +535,6 @@ def write_rating_reasoning(
 
 def read_reasoning(path: Path, method: str, made_by: str = "05_reasoning_generation") -> pd.DataFrame:
     """The rows of a reasoning file written for ``method``'s teacher view."""
-    from rrlib.enrich.generation import read_table
 
     table = read_table(path, ["example_id", "method", "label", "reasoning", "status"], made_by)
     rows = table[table["method"] == method]

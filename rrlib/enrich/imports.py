@@ -11,6 +11,8 @@ from typing import Any
 
 import pandas as pd
 
+from rrlib.config.paths import resolve_path
+from rrlib.data import release_files
 from rrlib.prompts.postprocess import Cleaned, count_words, degeneracy, repetition
 
 ID_ALIASES = {
@@ -31,8 +33,6 @@ def resolve_import(value: str) -> Path:
     the shipped ReasoningRec release (``release:ml1m_summaries``: 25-word ML-1M movie summaries,
     keyed by MovieLens id, so they also cover ml-latest-small; ``release:beauty_descriptions``,
     ``release:beauty_profiles``), else a path (relative ones from the project root)."""
-    from rrlib.config.paths import resolve_path
-    from rrlib.data import release_files
 
     value = str(value)
     if not value.startswith("release:"):

@@ -25,9 +25,11 @@ import pandas as pd
 
 from rrlib.config.params import Config
 from rrlib.data.reviews import trim_words
-from rrlib.data.schema import as_list
+from rrlib.data.schema import as_list, eval_subset
 from rrlib.enrich.generation import StepOutput
 from rrlib.llm.base import GenerationRequest, GenerationResult
+from rrlib.methods import registry
+from rrlib.methods.retrieval import ranking_examples
 from rrlib.prompts import exp3rt as xp
 from rrlib.prompts import grammars as gr
 from rrlib.prompts.items import ItemCatalog
@@ -112,7 +114,6 @@ EXP3RT_INPUTS = frozenset(
 def methods_needing_preferences(cfg: Config) -> list[str]:
     """The requested methods (METHODS, EVAL_METHODS) whose inputs include EXP3RT's preferences or
     profiles, in registry order; notebook 04 does nothing when there are none."""
-    from rrlib.methods import registry
 
     wanted = set(cfg.student.methods) | set(cfg.evaluate.eval_methods)
     return [m for m in registry.names() if m in wanted and registry.get(m).inputs & EXP3RT_INPUTS]
@@ -122,7 +123,6 @@ def rank_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     """The test examples whose candidates the LLM rerankers rerank: the first RANK_USERS ranking
     users (a liked held-out item, :func:`rrlib.methods.retrieval.ranking_examples`) of the seeded
     test subsample (all of N_TEST's when 0)."""
-    from rrlib.methods.retrieval import ranking_examples
 
     return ranking_examples(examples, cfg.exp3rt.rank_users, within=cfg.data.n_test)
 
@@ -368,7 +368,6 @@ def profile_coverage(
     """How many of the evaluated users and items have a usable EXP3RT profile: the users and target
     items of the test subsample (the rating pairs) and the items the retriever proposes for
     reranking (``candidates``)."""
-    from rrlib.data.schema import eval_subset
 
     test = eval_subset(examples, "test", cfg.data.n_test)
     has = {kind: set(usable_profiles(t)) for kind, t in (("user", user_profiles), ("item", item_profiles))}

@@ -9,6 +9,8 @@ import pandas as pd
 
 from rrlib.config.params import Config, run_seeds
 from rrlib.data.schema import as_list, eval_subset, kshot
+from rrlib.methods import registry
+from rrlib.methods.retrieval import RetrievalConfig, candidate_lists, ranking_examples
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,6 @@ def reranking_items(examples: pd.DataFrame, interactions: pd.DataFrame, cfg: Con
     of the RANK_USERS ranking users, under RANK_PROTOCOLS) when EVAL_METHODS holds a reranker, else
     none. They need the texts the held-out item has (it is a test target, so in scope): otherwise
     the one candidate with a description would give the held-out item away."""
-    from rrlib.methods import registry
-    from rrlib.methods.retrieval import RetrievalConfig, candidate_lists, ranking_examples
 
     wanted = [m for m in cfg.evaluate.eval_methods if m in registry.REGISTRY and registry.get(m).kind == "reranker"]
     if not wanted:

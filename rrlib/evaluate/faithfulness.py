@@ -33,6 +33,7 @@ import pandas as pd
 
 from rrlib.errors import PredictionsError
 from rrlib.methods import registry
+from rrlib.predictions import BLOCK
 from rrlib.prompts.answers import parse_prediction
 from rrlib.prompts.postprocess import repetition
 
@@ -628,7 +629,6 @@ def explanation_quality(
     columns of :data:`EXPLANATION_COLUMNS` (verdict agreement, facts absent from the input,
     user specificity). Methods: ``methods``, else every registered reasoning method and any
     other method that wrote reasoning."""
-    from rrlib.predictions import BLOCK
 
     has_text = predictions["reasoning"].fillna("").astype(str).str.strip() != ""
     if methods is None:

@@ -20,11 +20,16 @@ from rrlib.errors import MethodError
 from rrlib.llm.base import GenerationRequest, GenerationSettings
 from rrlib.llm.cache import CachedGenerator
 from rrlib.prompts.answers import parse_output
+from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION, RatingContext, split_rating_answer
 from rrlib.student import (
+    RATING_SCORE_CACHE_NAME,
     SCORE_CACHE_NAME,
+    RatingScoreCache,
     ScoreCache,
+    cached_rating_scores,
     cached_yes_no,
     fit_scoring_messages,
+    rating_scoring_prompt,
     scoring_prompt,
     student_backend,
 )
@@ -175,8 +180,6 @@ def predict_rating_llm(
     1..5 there, ``rating_argmax`` the most probable one. ``tallrec_rating`` is read right after
     the prompt. ``format_ok``: the generation reached its ``Rating:`` line (always True without
     reasoning). ``ctx``: a :class:`rrlib.prompts.exp3rt.RatingContext`."""
-    from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION, RatingContext, split_rating_answer
-    from rrlib.student import RATING_SCORE_CACHE_NAME, RatingScoreCache, cached_rating_scores, rating_scoring_prompt
 
     spec = method_spec(method)
     if not isinstance(ctx, RatingContext):

@@ -37,6 +37,8 @@ import pandas as pd
 from rrlib.errors import PredictionsError
 from rrlib.evaluate.metrics import auc_with_ci
 from rrlib.methods import registry
+from rrlib.predictions import BLOCK
+from rrlib.prompts.exp3rt import integer_rating
 
 
 def _pair(targets: Iterable[float], predicted: Iterable[float], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -226,8 +228,6 @@ def rating_metrics(block: pd.DataFrame, *, n_boot: int, seed: int, level: float 
     )
     out["n_half_star"] = half_star_count(block["target_rating"])
     if out["n_half_star"]:  # the label the rating students were trained on: rounded half up to 1-5
-        from rrlib.prompts.exp3rt import integer_rating
-
         rounded = [integer_rating(x) for x in block["target_rating"]]
         r = rmse_mae_with_ci(rounded, block["predicted_rating"], n_boot=n_boot, seed=seed, level=level)
         out.update(rmse_rounded=r["rmse"], rmse_rounded_ci_low=r["rmse_ci_low"], rmse_rounded_ci_high=r["rmse_ci_high"])
@@ -290,7 +290,6 @@ def rating_difference_columns(
 def rating_results(predictions: pd.DataFrame, *, n_boot: int, seed: int, dataset: str = "") -> pd.DataFrame:
     """One row per rating-task (method, K, seed) block: :func:`rating_metrics` plus the paired
     difference with the strongest rating baseline (:func:`strongest_rating_baseline`)."""
-    from rrlib.predictions import BLOCK
 
     rating = predictions[predictions["task"] == "rating"]
     ref_name, _ = strongest_rating_baseline(rating)

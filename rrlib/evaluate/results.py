@@ -27,6 +27,8 @@ import numpy as np
 import pandas as pd
 
 from rrlib import predictions as pr
+from rrlib.config.params import run_seeds
+from rrlib.config.paths import resolve_path
 from rrlib.config.provenance import utc_now
 from rrlib.evaluate.bertscore import bertscore_backbone, bertscore_f1
 from rrlib.evaluate.metrics import auc_with_ci, mean_sd, paired_auc_difference
@@ -40,6 +42,7 @@ from rrlib.evaluate.rating import (
 )
 from rrlib.io import read_json_or_none, write_json_atomic
 from rrlib.methods import registry
+from rrlib.prompts.postprocess import USABLE_STATUSES
 
 RESULT_COLUMNS = [
     "dataset",
@@ -430,8 +433,6 @@ def evaluate_run(
     """Score the plan's predictions on the test examples, write the tables and the metrics
     (``evaluate/metrics.json`` and the run's ``metrics.json``). ``references``: the baselines
     chosen on validation (:class:`rrlib.evaluate.reference.References`)."""
-    from rrlib.config.params import run_seeds
-    from rrlib.config.paths import resolve_path
     from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
     from rrlib.evaluate.tables import save_tables
 
@@ -483,7 +484,6 @@ def training_note(paths, cfg, row: Mapping[str, Any]) -> str:
 def reference_reasoning(paths, example_ids: Iterable[str] | None = None) -> dict[str, dict[str, str]]:
     """Ground-truth reasoning by teacher view and example id, usable rows only: notebook 05's
     training reasoning and its test references (written for BERTScore only)."""
-    from rrlib.prompts.postprocess import USABLE_STATUSES
 
     refs: dict[str, dict[str, str]] = {}
     wanted = set(map(str, example_ids)) if example_ids is not None else None

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rrlib.prompts.exp3rt import split_rating_answer
 from rrlib.student import (
     ScoringPrompt,
     greedy_generate,
@@ -135,7 +136,6 @@ class ValidationRatingCallback(_ValidationCallback):
         self.tokenizer, self.reasons, self.max_new_tokens = tokenizer, reasons, max_new_tokens
 
     def measure(self, model, epoch: int) -> dict[str, float]:
-        from rrlib.prompts.exp3rt import split_rating_answer
 
         reasoning = [""] * len(self.messages)
         if self.reasons:

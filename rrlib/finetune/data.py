@@ -12,9 +12,13 @@ import pandas as pd
 
 from rrlib.config.params import Config
 from rrlib.config.paths import RunPaths
+from rrlib.data import load_tables
 from rrlib.data.schema import check_columns, eval_subset, kshot
+from rrlib.enrich import preferences as pf
+from rrlib.enrich.generation import read_table
 from rrlib.errors import MethodError, PromptTooLongError
 from rrlib.prompts.answers import parse_prediction
+from rrlib.prompts.exp3rt import RatingContext, integer_rating, split_rating_answer
 from rrlib.prompts.postprocess import USABLE_STATUSES
 from rrlib.reasoning import read_reasoning
 from rrlib.student import (
@@ -227,8 +231,6 @@ def check_prediction_position(tokenizer, pairs: Sequence[Mapping[str, list]]) ->
 def load_rating_reasoning(paths: RunPaths, examples: pd.DataFrame) -> tuple[dict[str, str], list[str]]:
     """EXP3RT's rating reasoning of notebook 05 for ``examples``: (usable texts by example id,
     ids left out for unusable reasoning). A row written for another rating is an error."""
-    from rrlib.enrich.generation import read_table
-    from rrlib.prompts.exp3rt import integer_rating
 
     path = paths.require(paths.rating_reasoning, "05_reasoning_generation")
     table = read_table(path, ["example_id", "rating", "reasoning", "status"], "05_reasoning_generation")
@@ -270,8 +272,6 @@ def multitask_pairs(paths: RunPaths, cfg: Config, ctx) -> list[dict]:
     extraction (the review's prompt -> the canonical preferences) and each usable user and item
     profile (the aggregation prompt -> the profile). Only reviews the split allows reach these
     tables (:mod:`rrlib.enrich.preferences`), so no held-out review is learned."""
-    from rrlib.data import load_tables
-    from rrlib.enrich import preferences as pf
 
     tables = load_tables(paths)
     extracted = pd.read_parquet(paths.require(paths.preferences, "04_review_preferences"))
@@ -329,7 +329,6 @@ def rating_training_data(
     """The K-shot pairs of a rating student (EXP3RT, tallrec_rating) and its validation prompts
     (the first N_VALID_EVAL valid examples; RMSE of the expected rating). ``ctx``: a
     :class:`rrlib.prompts.exp3rt.RatingContext`."""
-    from rrlib.prompts.exp3rt import RatingContext
 
     spec = method_spec(method)
     if not isinstance(ctx, RatingContext):
@@ -388,7 +387,6 @@ def rating_training_data(
 
 def check_rating_position(tokenizer, pairs: Sequence[Mapping[str, list]]) -> None:
     """Every rating training sequence holds its rating token exactly where rating scoring reads it."""
-    from rrlib.prompts.exp3rt import split_rating_answer
 
     for n, pair in enumerate(pairs):
         answer = split_rating_answer(pair["completion"][0]["content"])

@@ -66,8 +66,10 @@ from rrlib.finetune.checkpoints import newest_complete_checkpoint
 from rrlib.finetune.data import TrainingData, to_dataset, training_data
 from rrlib.finetune.store import _complete, publish_adapter, reuse_adapter, store_dir
 from rrlib.io import read_json_or_none, stable_hash, write_json_atomic
+from rrlib.llm.local import cpu_has_fast_bf16
 from rrlib.llm.memory import release_memory
 from rrlib.methods import registry
+from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
 from rrlib.student import (
     ADAPTER_FILES,
     ADAPTER_SUBDIR,
@@ -128,7 +130,6 @@ def training_config(
     ``valid_key``: what a rating student's validation reads (its prompts are generated first)."""
     rating = method_spec(method).task == "rating"
     params = {p: cfg.params.get(p) for p in TRAINING_PARAMS + (RATING_TRAINING_PARAMS if rating else ())}
-    from rrlib.prompts.exp3rt import STUDENT_TEMPLATE_VERSION
 
     config = {
         "method": method,
@@ -166,8 +167,6 @@ def training_precision(cfg: Config) -> str:
     'fp16-autocast' with 8-bit weights on CUDA (as the paper); 'fp32' otherwise. An explicit
     STUDENT_DTYPE float32 keeps fp32."""
     import torch
-
-    from rrlib.llm.local import cpu_has_fast_bf16
 
     st = cfg.student
     if st.student_quantization != "none":

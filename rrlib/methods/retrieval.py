@@ -51,6 +51,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import target_positions, training_cutoffs, user_sequences
 from rrlib.errors import MethodError, ModelLoadError, PredictionsError
 from rrlib.methods.registry import names
@@ -156,7 +157,6 @@ def ranking_examples(examples: pd.DataFrame, n: int = 0, *, within: int = 0) -> 
     (``label`` 1), in the seeded sample order (``sample_rank``); ``within``: among the first
     ``within`` test examples only (N_TEST; 0: every test example); ``n``: the first ``n`` of them
     (0: all). A larger ``n`` or ``within`` only adds users (nested)."""
-    from rrlib.data.schema import eval_subset
 
     test = eval_subset(examples, "test", within)
     liked = test[test["label"].astype(int) == 1]

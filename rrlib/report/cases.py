@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rrlib.data import load_tables
 from rrlib.errors import ReportError
 from rrlib.evaluate.faithfulness import FAILURE_TYPES, failure_types, known_texts_for
 from rrlib.methods import registry
@@ -71,7 +72,6 @@ def load_inputs(paths) -> InspectionInputs:
     """Read a run's tables (``rrlib.data.load_tables``), enrichment, reasoning and predictions.
     The predictions table is required; the enrichment files are optional (a run with imported or
     no descriptions still inspects)."""
-    from rrlib.data import load_tables
 
     tables = load_tables(paths)
     paths.require(paths.predictions, "07_evaluate")

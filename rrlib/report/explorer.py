@@ -19,10 +19,12 @@ from typing import Any
 
 import pandas as pd
 
+from rrlib.errors import MethodError
 from rrlib.evaluate.faithfulness import FAILURE_TYPES, known_texts_for, unknown_mentions
 from rrlib.report.cases import FILTERS, Case, InspectionInputs, MethodOutput, build_cases, method_block, select_examples
 from rrlib.report.highlight import content_terms, highlight_html
 from rrlib.report.html import CSS
+from rrlib.student.prompts import PromptContext, build_messages
 
 #: the explorer's own styles, on top of the HTML report's
 EXPLORER_CSS = """
@@ -121,8 +123,6 @@ class ExplorerData:
 
     def prompt(self, example_id: str) -> str:
         """The user turn the lead method read for this example ('' for a method without a prompt)."""
-        from rrlib.errors import MethodError
-        from rrlib.student.prompts import PromptContext, build_messages
 
         if self._prompts is None:
             try:

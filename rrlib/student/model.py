@@ -9,6 +9,7 @@ from pathlib import Path
 from rrlib.config.params import Config
 from rrlib.config.paths import resolve_path
 from rrlib.errors import MissingArtifactError
+from rrlib.llm import check_model_path, checked_quantization
 from rrlib.llm.local import LocalBackend, load_model_and_tokenizer
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,6 @@ def student_backend(cfg: Config, adapter_dir: Path | None = None) -> LocalBacken
     ``identity`` (with the adapter's hash), tokenizer and prompt-fitting cost no model load.
     Reads STUDENT_MODEL/REVISION/DTYPE/QUANTIZATION, PREDICT_BATCH_SIZE, MAX_SEQ_LENGTH,
     TRUST_REMOTE_CODE and CACHE_DIR."""
-    from rrlib.llm import check_model_path, checked_quantization
 
     s = cfg.student
     check_model_path(s.student_model, "STUDENT_MODEL")

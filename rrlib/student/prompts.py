@@ -34,6 +34,7 @@ from rrlib.llm.base import Message
 from rrlib.methods.registry import MethodSpec
 from rrlib.methods.registry import get as get_method
 from rrlib.prompts.answers import PREDICTION_PREFIX, prediction_line
+from rrlib.prompts.exp3rt import RatingContext
 from rrlib.prompts.items import ItemCatalog, usable_text
 from rrlib.prompts.teacher import DOMAINS, ROLES
 
@@ -101,8 +102,6 @@ class PromptContext:
         (EXP3RT) gets its own context, :meth:`rrlib.prompts.exp3rt.RatingContext.from_run`."""
         spec = method_spec(method)
         if spec.task == "rating":
-            from rrlib.prompts.exp3rt import RatingContext
-
             return RatingContext.from_run(paths, domain)  # type: ignore[return-value]
         items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
         descriptions = (

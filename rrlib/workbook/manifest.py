@@ -35,6 +35,7 @@ from rrlib.config.paths import RunPaths, resolve_path
 from rrlib.config.provenance import environment_info, git_commit, utc_now
 from rrlib.errors import mask_secrets
 from rrlib.io import read_json, sha256_file, write_text_atomic
+from rrlib.llm import embedded
 
 MANIFEST_VERSION = 1
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
@@ -201,7 +202,6 @@ def cache_damage_of(results: Mapping[str, Any]) -> dict[str, int]:
 
 def _embedded_model_info(kind: str, cache_dir: Path) -> dict[str, Any]:
     """Where the embedded model comes from and its hash (never imports the model packages)."""
-    from rrlib.llm import embedded
 
     try:
         if kind == "llm":
