@@ -37,7 +37,9 @@ from rrlib.config.paths import RunPaths
 from rrlib.data import domain_of, eval_subset, load_tables
 from rrlib.evaluate.llm import predict_llm
 from rrlib.evaluate.metrics import auc_with_ci, paired_auc_difference
+from rrlib.evaluate.results import strongest_bias_baseline
 from rrlib.finetune import train
+from rrlib.methods.bias import bias_baselines
 from rrlib.methods.registry import zero_shot_form
 from rrlib.student.prompts import PromptContext
 
@@ -86,21 +88,39 @@ def curve_rows(row: dict, summary: dict) -> list[dict]:
     ]
 
 
+def bias_reference(tables, test: pd.DataFrame, seed: int) -> tuple[str, pd.Series]:
+    """The strongest bias baseline on every validation user, and its P(Yes) on ``test``: the
+    reference a student must beat, chosen without looking at test."""
+    valid = eval_subset(tables.examples, "valid", 0)
+    on_valid, _ = bias_baselines(tables.interactions, tables.examples, valid, seed=seed)
+    name, _ = strongest_bias_baseline(on_valid)
+    on_test, _ = bias_baselines(tables.interactions, tables.examples, test, seed=seed, methods=[name])
+    return name, on_test.set_index("example_id").loc[test["example_id"], "p_yes"]
+
+
 def score_test(row: dict, files: list[str], overrides: dict, out: Path, n_test: int = 0) -> dict:
     """The row's kept adapter and its method's zero-shot form on the test users (``n_test``: the
     stratified prefix of that many, 0: every one), paired."""
     run = out / "runs" / row["name"]
     params = load_params([*files, str(run / "row.yaml")], overrides)
     cfg, paths = Config(params), RunPaths.of(run)
-    test = eval_subset(load_tables(paths).examples, "test", n_test)
+    tables = load_tables(paths)
+    test = eval_subset(tables.examples, "test", n_test)
     method, k = row["method"], int(row["params"]["TRAIN_KSHOTS"][0])
     ctx = PromptContext.from_run(paths, domain_of(params), method)
     tuned = predict_llm(method, k, test, cfg, ctx, paths.adapter_dir(method, k), reasoning_ids=[])
     base_method = zero_shot_form(method)
     base = predict_llm(base_method, 0, test, cfg, ctx, None, reasoning_ids=[])
+    tuned, base = (b.set_index("example_id").loc[test["example_id"]].reset_index() for b in (tuned, base))
     labels, n_boot, seed = tuned["label"], cfg.evaluate.bootstrap_samples, cfg.common.seed
     auc, base_auc = (auc_with_ci(labels, b["p_yes"], n_boot=n_boot, seed=seed) for b in (tuned, base))
     d = paired_auc_difference(labels, tuned["p_yes"], base["p_yes"], n_boot=n_boot, seed=seed)
+    ref, ref_p = bias_reference(tables, test, seed)
+    d_ref = paired_auc_difference(labels, tuned["p_yes"], ref_p.to_numpy(), n_boot=n_boot, seed=seed)
+    per_user = tuned[["example_id", "user_id", "label", "p_yes"]].assign(
+        p_yes_zero_shot=base["p_yes"].to_numpy(), p_yes_bias_reference=ref_p.to_numpy()
+    )
+    per_user.to_csv(run / "test_predictions.csv", index=False)  # per-sample log: rows compare pairwise later
     return {
         "name": row["name"],
         "method": method,
@@ -114,6 +134,9 @@ def score_test(row: dict, files: list[str], overrides: dict, out: Path, n_test: 
         "delta_auc": d["delta_auc"],
         "delta_ci": f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]",
         "delta_p": d["p_value"],
+        "bias_reference": ref,  # chosen on every validation user
+        "delta_vs_reference": d_ref["delta_auc"],
+        "delta_vs_reference_ci": f"[{d_ref['ci_low']:.3f}, {d_ref['ci_high']:.3f}]",
     }
 
 
