@@ -30,7 +30,7 @@ import pandas as pd
 
 from rrlib.config.params import Config, run_seeds
 from rrlib.data.schema import as_list, eval_subset, kshot
-from rrlib.enrich.generation import StepOutput, read_table, step_summary, write_table
+from rrlib.enrich.generation import StepOutput, read_table, step_summary, teacher_request, write_table
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.methods.registry import FULL_VIEW, view_name
 from rrlib.methods.registry import get as get_method
@@ -45,7 +45,7 @@ from rrlib.prompts.postprocess import (
     generate_checked,
     prompt_text_of,
 )
-from rrlib.prompts.teacher import REASONING_SECTIONS, RatedItem, generation_settings, template_for
+from rrlib.prompts.teacher import REASONING_SECTIONS, RatedItem
 
 REASONING_COLUMNS = [
     "example_id",
@@ -149,18 +149,11 @@ def reasoning_request(
         for i, lk in zip(as_list(example["history_item_ids"]), as_list(example["history_liked"]))
     ]
     target = _rated(catalog, str(example["target_item_id"]), bool(int(example["label"]) == 1), view)
-    template = template_for("reasoning")
-    settings = generation_settings(
+    request = teacher_request(
         "reasoning",
-        cfg.teacher.generation_mode,
-        cfg.common.seed,
+        cfg,
         words=cfg.enrich.reasoning_words,
-        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
-        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
-    )
-    request = template.request(
-        domain,
-        settings,
+        domain=domain,
         tag=str(example["example_id"]),
         profile=profile if "profile" in view else None,
         history=history,

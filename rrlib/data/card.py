@@ -237,8 +237,9 @@ def audit_markdown(audit: dict[str, Any]) -> list[str]:
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    f, d, t, src = card["final"], card["duplicates"], card["ties"], card["source"]
-    c = card["copies"]
+    """The data card as Markdown (``data_card.md``): one section per part of the JSON card, in
+    the order a reader checks them: source, size, cleaning, splits, texts, labels, audit."""
+    src = card["source"]
     out = [
         f"# {card['title']}",
         "",
@@ -247,46 +248,81 @@ def card_markdown(card: dict[str, Any]) -> str:
     ]
     if card.get("flags"):
         out += ["## Flags", ""] + [f"- ⚠ {x}" for x in card["flags"]] + [""]
+    out += _source_markdown(card)
+    out += _size_markdown(card)
+    out += _cleaning_markdown(card)
+    out += _splits_markdown(card)
+    out += _texts_markdown(card)
     out += [
+        "## Rating distribution",
+        "",
+        _md_table([[r, c] for r, c in card["rating_distribution"].items()], ["rating", "count"]),
+        "",
+    ]
+    out += audit_markdown(card["audit"])
+    if card.get("release_cleaning"):
+        out += _json_section("Deviations from the authors' windows", card["release_cleaning"])
+    if card.get("release_windows"):
+        out += _json_section("Released windows", card["release_windows"])
+    if card["notes"]:
+        out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
+    out += input_cleaning_markdown(card.get("input_cleaning"))
+    out += _json_section("Parameters", card["parameters"])
+    return "\n".join(out)
+
+
+def _json_section(title: str, value: Any) -> list[str]:
+    """A card section shown as the JSON it was recorded as (windows, parameters)."""
+    return [f"## {title}", "", "```", json.dumps(value, indent=1), "```", ""]
+
+
+def _source_markdown(card: dict[str, Any]) -> list[str]:
+    """The files read (with their checksums), the license and the citation."""
+    src = card["source"]
+    files = [
+        [x["role"], Path(x["path"]).name, f"{x['bytes']:,}", x["sha256"][:16] + "…", x.get("checksum_status", "")]
+        for x in src["files"]
+    ]
+    return [
         "## Source",
         "",
-        _md_table(
-            [
-                [
-                    x["role"],
-                    Path(x["path"]).name,
-                    f"{x['bytes']:,}",
-                    x["sha256"][:16] + "…",
-                    x.get("checksum_status", ""),
-                ]
-                for x in src["files"]
-            ],
-            ["file", "name", "bytes", "sha256", "checksum"],
-        ),
+        _md_table(files, ["file", "name", "bytes", "sha256", "checksum"]),
         "",
         f"License: {src.get('license', '')}. Cite: {src.get('citation', '')}",
         "",
+    ]
+
+
+def _size_markdown(card: dict[str, Any]) -> list[str]:
+    """Users, items and interactions at each stage: raw, after cleaning and the k-core, final."""
+    f, raw, kcore = card["final"], card["raw"], card["kcore"]
+    stages = [
+        ["raw", raw["users"], raw["items"], raw["interactions"], ""],
+        [
+            f"after copy collapse, dedup, user k-core (k={kcore['k']})",
+            kcore["users"],
+            kcore["items"],
+            kcore["interactions"],
+            "",
+        ],
+        ["final (tables)", f["users"], f["items"], f["interactions"], f["sparsity"]],
+    ]
+    return [
         "## Size",
         "",
-        _md_table(
-            [
-                ["raw", card["raw"]["users"], card["raw"]["items"], card["raw"]["interactions"], ""],
-                [
-                    f"after copy collapse, dedup, user k-core (k={card['kcore']['k']})",
-                    card["kcore"]["users"],
-                    card["kcore"]["items"],
-                    card["kcore"]["interactions"],
-                    "",
-                ],
-                ["final (tables)", f["users"], f["items"], f["interactions"], f["sparsity"]],
-            ],
-            ["stage", "users", "items", "interactions", "sparsity"],
-        ),
+        _md_table(stages, ["stage", "users", "items", "interactions", "sparsity"]),
         "",
         f"Interactions per user: mean {f['interactions_per_user_mean']}, median "
         f"{f['interactions_per_user_median']}, max {f['interactions_per_user_max']}. "
         f"Overall like rate {f['like_rate']}.",
         "",
+    ]
+
+
+def _cleaning_markdown(card: dict[str, Any]) -> list[str]:
+    """What the cleaning found and removed: copied reviews, duplicate rows, timestamp ties."""
+    c, d, t = card["copies"], card["duplicates"], card["ties"]
+    return [
         "## Copies, duplicates and ties",
         "",
         f"- Copied reviews (same user, text and rating on different item ids): {c['copy_sets']} copy "
@@ -304,58 +340,46 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"history item at the target's timestamp: "
         f"{t.get('examples_with_history_item_at_target_timestamp', 'n/a')}.",
         "",
+    ]
+
+
+def _splits_markdown(card: dict[str, Any]) -> list[str]:
+    """The evaluation splits and the K-shot training sets."""
+    splits = [
+        [s, v["examples"], v["like_rate"], v["mean_history_len"], v["subsample"], v["subsample_like_rate"]]
+        for s, v in card["splits"].items()
+    ]
+    kshots = [[k, v["available"], v["liked"], v["disliked"], v["like_rate"]] for k, v in card["kshot"].items()]
+    return [
         "## Splits",
         "",
-        _md_table(
-            [
-                [s, v["examples"], v["like_rate"], v["mean_history_len"], v["subsample"], v["subsample_like_rate"]]
-                for s, v in card["splits"].items()
-            ],
-            ["split", "examples", "like rate", "mean history", "subsample", "subsample like rate"],
-        ),
+        _md_table(splits, ["split", "examples", "like rate", "mean history", "subsample", "subsample like rate"]),
         "",
         f"K-shot sampling: `{card['kshot_sampling']}` (nested: each K is a prefix of one seeded order).",
         "",
-        _md_table(
-            [[k, v["available"], v["liked"], v["disliked"], v["like_rate"]] for k, v in card["kshot"].items()],
-            ["K-shot", "available", "liked", "disliked", "like rate"],
-        ),
-        "",
-        "## Items, reviews and profiles",
-        "",
-        f"- Title sources: {card['items']['title_source']}; metadata descriptions: "
-        f"{card['items']['with_metadata_description']}.",
-        f"- Algorithm 1: {card['items']['with_sampled_reviews']} items have sampled reviews (mean "
-        f"{card['items']['mean_sampled_reviews']}); reviews excluded from the pool: "
-        f"{card['reviews']['eval_target_reviews_excluded']} written at validation/test targets, "
-        f"{card['reviews'].get('train_target_reviews_excluded', 0)} at training targets, "
-        f"{card['reviews'].get('copies_of_target_reviews_excluded', 0)} same-user copies of a target's review.",
-        f"- Profiles: {card['profiles']['users_with_profile_items']} users have profile items (mean "
-        f"{card['profiles']['mean_profile_items']}); {card['profiles']['users_without_profile_items']} "
-        f"have none (their whole sequence is inside the test window).",
-        "",
-        "## Rating distribution",
-        "",
-        _md_table([[r, c] for r, c in card["rating_distribution"].items()], ["rating", "count"]),
+        _md_table(kshots, ["K-shot", "available", "liked", "disliked", "like rate"]),
         "",
     ]
-    out += audit_markdown(card["audit"])
-    if card.get("release_cleaning"):
-        out += [
-            "## Deviations from the authors' windows",
-            "",
-            "```",
-            json.dumps(card["release_cleaning"], indent=1),
-            "```",
-            "",
-        ]
-    if card.get("release_windows"):
-        out += ["## Released windows", "", "```", json.dumps(card["release_windows"], indent=1), "```", ""]
-    if card["notes"]:
-        out += ["## Notes", ""] + [f"- {n}" for n in card["notes"]] + [""]
-    out += input_cleaning_markdown(card.get("input_cleaning"))
-    out += ["## Parameters", "", "```", json.dumps(card["parameters"], indent=1), "```", ""]
-    return "\n".join(out)
+
+
+def _texts_markdown(card: dict[str, Any]) -> list[str]:
+    """The texts the prompts are built from: item titles and descriptions, sampled reviews (and
+    those kept out of the pool so no target's review leaks), user profiles."""
+    items, reviews, profiles = card["items"], card["reviews"], card["profiles"]
+    return [
+        "## Items, reviews and profiles",
+        "",
+        f"- Title sources: {items['title_source']}; metadata descriptions: {items['with_metadata_description']}.",
+        f"- Algorithm 1: {items['with_sampled_reviews']} items have sampled reviews (mean "
+        f"{items['mean_sampled_reviews']}); reviews excluded from the pool: "
+        f"{reviews['eval_target_reviews_excluded']} written at validation/test targets, "
+        f"{reviews.get('train_target_reviews_excluded', 0)} at training targets, "
+        f"{reviews.get('copies_of_target_reviews_excluded', 0)} same-user copies of a target's review.",
+        f"- Profiles: {profiles['users_with_profile_items']} users have profile items (mean "
+        f"{profiles['mean_profile_items']}); {profiles['users_without_profile_items']} "
+        f"have none (their whole sequence is inside the test window).",
+        "",
+    ]
 
 
 def plot_figure2(figure2: pd.DataFrame, kcore: int | None, path: Path, title: str) -> Path:

@@ -17,6 +17,7 @@ are inside the 128, which are inside the 256) and every method gets the same exa
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -28,29 +29,26 @@ def derived_seed(seed: int, *names: str) -> np.random.SeedSequence:
 
 def stratified_ranks(labels, seed: int, *names: str) -> np.ndarray:
     """Rank 0..n-1 of each example in the seeded, proportionally label-stratified order."""
-    labels = np.asarray(labels)
-    n = len(labels)
-    rng = np.random.default_rng(derived_seed(seed, "stratified_ranks", *names))
-    keys = np.empty(n, dtype=float)
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        keys[idx] = (np.arange(len(idx)) + 0.5) / len(idx)
-    tiebreak = rng.random(n)
-    order = np.lexsort((tiebreak, keys))
-    ranks = np.empty(n, dtype="int64")
-    ranks[order] = np.arange(n)
-    return ranks
+    return _interleaved_ranks(labels, derived_seed(seed, "stratified_ranks", *names), lambda i, n_c: (i + 0.5) / n_c)
 
 
 def balanced_ranks(labels, seed: int, *names: str) -> np.ndarray:
     """Rank 0..n-1 in the seeded, label-balanced order (module docstring)."""
+    return _interleaved_ranks(labels, derived_seed(seed, "balanced_ranks", *names), lambda i, n_c: i)
+
+
+def _interleaved_ranks(
+    labels, seed: np.random.SeedSequence, key: Callable[[np.ndarray, int], np.ndarray]
+) -> np.ndarray:
+    """The labels interleaved: each label's examples are shuffled, the i-th of its n_c gets the
+    key ``key(i, n_c)``, and examples are ordered by key, ties broken at random."""
     labels = np.asarray(labels)
     n = len(labels)
-    rng = np.random.default_rng(derived_seed(seed, "balanced_ranks", *names))
+    rng = np.random.default_rng(seed)
     keys = np.empty(n, dtype=float)
     for c in np.unique(labels):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        keys[idx] = np.arange(len(idx))
+        keys[idx] = key(np.arange(len(idx)), len(idx))
     order = np.lexsort((rng.random(n), keys))
     ranks = np.empty(n, dtype="int64")
     ranks[order] = np.arange(n)

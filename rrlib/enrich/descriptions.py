@@ -13,15 +13,15 @@ from rrlib.data.schema import as_list
 from rrlib.enrich.generation import (
     DESCRIPTION_COLUMNS,
     StepOutput,
-    _check_plain,
-    _generated_row,
     _imported_row,
     _table,
+    generated_rows,
     step_summary,
+    teacher_request,
 )
 from rrlib.llm.base import GenerationRequest
-from rrlib.prompts.postprocess import Generator, generate_checked
-from rrlib.prompts.teacher import ItemFacts, generation_settings, template_for
+from rrlib.prompts.postprocess import Generator
+from rrlib.prompts.teacher import ItemFacts
 
 
 def item_facts(row: Mapping[str, Any], plot: str = "") -> ItemFacts:
@@ -37,17 +37,14 @@ def item_facts(row: Mapping[str, Any], plot: str = "") -> ItemFacts:
 
 
 def description_request(row: Mapping[str, Any], *, domain: str, cfg: Config, plot: str = "") -> GenerationRequest:
-    template = template_for("item_description")
-    settings = generation_settings(
+    return teacher_request(
         "item_description",
-        cfg.teacher.generation_mode,
-        cfg.common.seed,
+        cfg,
         words=cfg.enrich.description_words,
-        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
-        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
-    )
-    return template.request(
-        domain, settings, tag=str(row["item_id"]), item=item_facts(row, plot), n_words=cfg.enrich.description_words
+        domain=domain,
+        tag=str(row["item_id"]),
+        item=item_facts(row, plot),
+        n_words=cfg.enrich.description_words,
     )
 
 
@@ -73,14 +70,7 @@ def generate_descriptions(
     requests = {
         i: description_request(by_id.loc[i].to_dict(), domain=domain, cfg=cfg, plot=plots.get(i, "")) for i in todo
     }
-    outs = generate_checked(
-        generator,
-        list(requests.values()),
-        _check_plain(cfg.enrich.description_words),
-        cfg.teacher.max_output_retries,
-        desc="item descriptions",
-    )
-    rows += [_generated_row("item_id", i, o) for i, o in zip(todo, outs)]
+    rows += generated_rows(generator, requests, "item_id", cfg.enrich.description_words, cfg, "item descriptions")
     table = _table(rows, "item_id", "description", item_ids, DESCRIPTION_COLUMNS)
     summary = step_summary(table, "description", imported=imported, needed=item_ids)
     summary["n_with_plot"] = sum(1 for i in item_ids if plots.get(i))

@@ -10,35 +10,26 @@ from typing import Any
 
 import pandas as pd
 
+from rrlib.config.params import Config
 from rrlib.enrich.imports import import_coverage, imported_status
 from rrlib.errors import MissingArtifactError
 from rrlib.io import write_parquet_atomic
 from rrlib.llm.base import GenerationRequest, GenerationResult
-from rrlib.prompts.postprocess import USABLE_STATUSES, CheckedOutput, Cleaned, clean_output, prompt_text_of
+from rrlib.prompts.postprocess import (
+    USABLE_STATUSES,
+    CheckedOutput,
+    Cleaned,
+    Generator,
+    clean_output,
+    generate_checked,
+    prompt_text_of,
+)
+from rrlib.prompts.teacher import generation_settings, template_for
 
-DESCRIPTION_COLUMNS = [
-    "item_id",
-    "description",
-    "source",
-    "status",
-    "n_words",
-    "detail",
-    "attempts",
-    "truncated_prompt",
-]
-
-
-PROFILE_COLUMNS = [
-    "user_id",
-    "profile",
-    "source",
-    "status",
-    "n_words",
-    "detail",
-    "attempts",
-    "truncated_prompt",
-    "n_profile_items",
-]
+#: what every text row of 02-04 records next to its key and text: where the text came from and how its check went
+TEXT_STATUS_COLUMNS = ["source", "status", "n_words", "detail", "attempts", "truncated_prompt"]
+DESCRIPTION_COLUMNS = ["item_id", "description", *TEXT_STATUS_COLUMNS]
+PROFILE_COLUMNS = ["user_id", "profile", *TEXT_STATUS_COLUMNS, "n_profile_items"]
 
 
 @dataclass
@@ -48,6 +39,22 @@ class StepOutput:
     table: pd.DataFrame
     requests: dict[str, GenerationRequest] = field(default_factory=dict)
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def teacher_request(task: str, cfg: Config, *, words: int, domain: str, tag: str, **inputs: Any) -> GenerationRequest:
+    """The teacher prompt of ``task`` (item_description, user_profile, reasoning) for ``inputs``,
+    with this run's decoding settings (the paper's or greedy, its seed and penalties) and a
+    token budget scaled to ``words``: one place, so the three steps cannot drift apart."""
+    template = template_for(task)
+    settings = generation_settings(
+        task,
+        cfg.teacher.generation_mode,
+        cfg.common.seed,
+        words=words,
+        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
+        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
+    )
+    return template.request(domain, settings, tag=tag, **inputs)
 
 
 def _imported_row(id_col: str, key: str, text: str) -> dict:
@@ -80,6 +87,17 @@ def _generated_row(id_col: str, key: str, o: CheckedOutput) -> dict:
 
 
 _ROW_KEYS = ["text", "source", "status", "n_words", "detail", "attempts", "truncated_prompt", "raw"]
+
+
+def generated_rows(
+    generator: Generator, requests: Mapping[str, GenerationRequest], id_col: str, words: int, cfg: Config, desc: str
+) -> list[dict]:
+    """Table rows of the plain texts ``requests`` (by id) ask for: each checked against its word
+    budget ``words``, a degenerate one generated again with a new seed (MAX_OUTPUT_RETRIES)."""
+    outs = generate_checked(
+        generator, list(requests.values()), _check_plain(words), cfg.teacher.max_output_retries, desc=desc
+    )
+    return [_generated_row(id_col, key, o) for key, o in zip(requests, outs)]
 
 
 def _table(

@@ -13,16 +13,16 @@ from rrlib.data.schema import as_list
 from rrlib.enrich.generation import (
     PROFILE_COLUMNS,
     StepOutput,
-    _check_plain,
-    _generated_row,
     _imported_row,
     _table,
+    generated_rows,
     step_summary,
+    teacher_request,
 )
 from rrlib.llm.base import GenerationRequest
 from rrlib.prompts.items import ItemCatalog
-from rrlib.prompts.postprocess import Generator, generate_checked
-from rrlib.prompts.teacher import RatedItem, generation_settings, template_for
+from rrlib.prompts.postprocess import Generator
+from rrlib.prompts.teacher import RatedItem
 
 
 def rated(catalog: ItemCatalog, item_id: str, liked: bool) -> RatedItem:
@@ -42,17 +42,14 @@ def profile_request(
         rated(catalog, str(i), bool(liked))
         for i, liked in zip(as_list(user_row["profile_item_ids"]), as_list(user_row["profile_liked"]))
     ]
-    template = template_for("user_profile")
-    settings = generation_settings(
+    return teacher_request(
         "user_profile",
-        cfg.teacher.generation_mode,
-        cfg.common.seed,
+        cfg,
         words=cfg.enrich.profile_words,
-        repetition_penalty=cfg.teacher.teacher_repetition_penalty,
-        tokens_per_word=cfg.teacher.teacher_tokens_per_word,
-    )
-    return template.request(
-        domain, settings, tag=str(user_row["user_id"]), items=items, q_words=cfg.enrich.profile_words
+        domain=domain,
+        tag=str(user_row["user_id"]),
+        items=items,
+        q_words=cfg.enrich.profile_words,
     )
 
 
@@ -92,14 +89,7 @@ def generate_profiles(
     ]
     todo = [u for u in user_ids if u not in imported and n_items[u] > 0]
     requests = {u: profile_request(by_id.loc[u].to_dict(), catalog, domain=domain, cfg=cfg) for u in todo}
-    outs = generate_checked(
-        generator,
-        list(requests.values()),
-        _check_plain(cfg.enrich.profile_words),
-        cfg.teacher.max_output_retries,
-        desc="user profiles",
-    )
-    rows += [_generated_row("user_id", u, o) for u, o in zip(todo, outs)]
+    rows += generated_rows(generator, requests, "user_id", cfg.enrich.profile_words, cfg, "user profiles")
     table = _table(rows, "user_id", "profile", user_ids, PROFILE_COLUMNS, extra={"n_profile_items": n_items})
     summary = step_summary(table, "profile", imported=imported, needed=user_ids)
     summary["n_no_history"] = len(empty)

@@ -6,7 +6,7 @@ the adapter's hash, so a rerun only computes what is missing."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,19 +79,12 @@ def predict_llm(
     if spec.task == "rating":
         return predict_rating_llm(method, k, examples, cfg, ctx, adapter_dir, seed=seed)
     _check_examples(examples)
-    if spec.finetuned and adapter_dir is None:
-        raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
-    if not spec.finetuned and adapter_dir is not None:
-        raise MethodError(f"method {method!r} is zero-shot (base model): pass adapter_dir=None.")
+    _check_adapter(method, spec.finetuned, adapter_dir)
     seed = cfg.common.seed if seed is None else seed
     backend = student_backend(cfg, adapter_dir)  # checks the adapter folder; loads nothing yet
     cache_dir = resolve_path(cfg.common.cache_dir)
     rows = [r for _, r in examples.iterrows()]
-    messages, n_truncated = [], 0
-    for r in rows:  # the truncation of the validation prompts in training (generation applies it too)
-        fitted, truncated = fit_scoring_messages(backend, build_messages(method, r, ctx), cfg.student.max_seq_length)
-        messages.append(fitted)
-        n_truncated += truncated
+    messages, n_truncated = _fitted(backend, (build_messages(method, r, ctx) for r in rows), cfg)
 
     prompts = [scoring_prompt(backend.tokenizer, m) for m in messages]  # the training sequence up to the answer
     scores, score_stats = cached_yes_no(
@@ -102,27 +95,10 @@ def predict_llm(
         desc=f"{method} K={k}: Yes/No",
     )
     with_reasoning = spec.reasons and cfg.evaluate.generate_reasoning
-    settings = GenerationSettings(
-        temperature=0.0,
-        top_p=1.0,
-        seed=int(seed),
-        max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning else PREDICTION_ONLY_MAX_NEW_TOKENS),
-    )
     # reasoning is generated for the reasoning subset only (N_REASONING_TEST); the other examples'
     # greedy answer format is read from the scoring pass, or (GENERATE_PREDICTION_LINES) generated
     explain = set(map(str, reasoning_ids)) if (with_reasoning and reasoning_ids is not None) else None
-    short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
-    requests: dict[int, GenerationRequest] = {}
-    for i, (m, r) in enumerate(zip(messages, rows)):
-        reasons_here = with_reasoning and (explain is None or str(r["example_id"]) in explain)
-        if reasons_here or cfg.evaluate.generate_prediction_lines:
-            requests[i] = GenerationRequest(
-                messages=tuple(m),
-                settings=settings if reasons_here else short,
-                template=f"{TEMPLATE_NAME}:{method}",
-                template_version=TEMPLATE_VERSION,
-                tag=str(r["example_id"]),
-            )
+    requests = _like_requests(method, messages, rows, cfg, int(seed), with_reasoning, explain)
     generator = CachedGenerator(backend, cache_dir)
     generated = dict(zip(requests, generator.generate(list(requests.values()), desc=f"{method} K={k}: generating")))
     texts = [generated[i].text if i in generated else "" for i in range(len(rows))]
@@ -182,47 +158,20 @@ def predict_rating_llm(
     reasoning). ``ctx``: a :class:`rrlib.prompts.exp3rt.RatingContext`."""
 
     spec = method_spec(method)
-    if not isinstance(ctx, RatingContext):
-        raise MethodError(
-            f"method {method!r} answers ratings: pass its RatingContext "
-            f"(PromptContext.from_run(paths, domain, {method!r}) returns it)."
-        )
-    for col in ("example_id", "user_id", "target_item_id", "target_rating", "label"):
-        if col not in examples.columns:
-            raise ValueError(f"predict_rating_llm: the examples lack column {col!r}.")
-    if spec.finetuned and adapter_dir is None:
-        raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
-    if not spec.finetuned and adapter_dir is not None:
-        raise MethodError(f"method {method!r} is zero-shot (base model): pass adapter_dir=None.")
+    _check_rating_inputs(method, examples, ctx)
+    _check_adapter(method, spec.finetuned, adapter_dir)
     seed = cfg.common.seed if seed is None else seed
     backend = student_backend(cfg, adapter_dir)
     cache_dir = resolve_path(cfg.common.cache_dir)
     rows = examples.to_dict("records")
-    messages, n_truncated = [], 0
-    for r in rows:
-        fitted, truncated = fit_scoring_messages(
-            backend,
-            ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons),
-            cfg.student.max_seq_length,
-        )
-        messages.append(fitted)
-        n_truncated += truncated
+    student_messages = (
+        ctx.student_messages(str(r["user_id"]), str(r["target_item_id"]), with_reasoning=spec.reasons) for r in rows
+    )
+    messages, n_truncated = _fitted(backend, student_messages, cfg)
     texts = [""] * len(rows)
     generator = None
     if spec.reasons:
-        settings = GenerationSettings(
-            temperature=0.0, top_p=1.0, seed=int(seed), max_new_tokens=cfg.evaluate.reasoning_max_new_tokens
-        )
-        requests = [
-            GenerationRequest(
-                messages=tuple(m),
-                settings=settings,
-                template=f"exp3rt_student:{method}",
-                template_version=STUDENT_TEMPLATE_VERSION,
-                tag=str(r["example_id"]),
-            )
-            for m, r in zip(messages, rows)
-        ]
+        requests = _reasoning_requests(method, messages, rows, cfg, int(seed))
         generator = CachedGenerator(backend, cache_dir)
         texts = [g.text for g in generator.generate(requests, desc=f"{method} K={k}: reasoning")]
     answers = [split_rating_answer(t) for t in texts]
@@ -269,6 +218,90 @@ def predict_rating_llm(
         )
     backend.close()
     return df
+
+
+def _check_rating_inputs(method: str, examples: pd.DataFrame, ctx) -> None:
+    """A rating student reads its prompts from a RatingContext and needs the target ratings."""
+    if not isinstance(ctx, RatingContext):
+        raise MethodError(
+            f"method {method!r} answers ratings: pass its RatingContext "
+            f"(PromptContext.from_run(paths, domain, {method!r}) returns it)."
+        )
+    for col in ("example_id", "user_id", "target_item_id", "target_rating", "label"):
+        if col not in examples.columns:
+            raise ValueError(f"predict_rating_llm: the examples lack column {col!r}.")
+
+
+def _reasoning_requests(
+    method: str, messages: Sequence[list], rows: Sequence[dict], cfg: Config, seed: int
+) -> list[GenerationRequest]:
+    """A rating student's greedy reasoning, one request per example: the rating is then read
+    after it, as in training."""
+    settings = GenerationSettings(
+        temperature=0.0, top_p=1.0, seed=seed, max_new_tokens=cfg.evaluate.reasoning_max_new_tokens
+    )
+    return [
+        GenerationRequest(
+            messages=tuple(m),
+            settings=settings,
+            template=f"exp3rt_student:{method}",
+            template_version=STUDENT_TEMPLATE_VERSION,
+            tag=str(r["example_id"]),
+        )
+        for m, r in zip(messages, rows)
+    ]
+
+
+def _check_adapter(method: str, finetuned: bool, adapter_dir: Path | None) -> None:
+    """A finetuned method is scored with its adapter, a zero-shot one with the base model alone."""
+    if finetuned and adapter_dir is None:
+        raise MethodError(f"method {method!r} is finetuned: pass its adapter folder (paths.adapter_dir).")
+    if not finetuned and adapter_dir is not None:
+        raise MethodError(f"method {method!r} is zero-shot (base model): pass adapter_dir=None.")
+
+
+def _fitted(backend, prompts: Iterable[list], cfg: Config) -> tuple[list, int]:
+    """Each prompt's messages cut to MAX_SEQ_LENGTH as the validation prompts were in training
+    (generation applies the same cut); returns them and how many had to be cut."""
+    messages, n_truncated = [], 0
+    for m in prompts:
+        fitted, truncated = fit_scoring_messages(backend, m, cfg.student.max_seq_length)
+        messages.append(fitted)
+        n_truncated += truncated
+    return messages, n_truncated
+
+
+def _like_requests(
+    method: str,
+    messages: Sequence[list],
+    rows: Sequence[pd.Series],
+    cfg: Config,
+    seed: int,
+    with_reasoning: bool,
+    explain: set[str] | None,
+) -> dict[int, GenerationRequest]:
+    """The greedy generations of a like student, by row position: the full answer (reasoning
+    included) for the examples in ``explain`` (None: all), the short prediction line for the
+    others when GENERATE_PREDICTION_LINES asks for it, nothing otherwise."""
+    settings = GenerationSettings(
+        temperature=0.0,
+        top_p=1.0,
+        seed=seed,
+        max_new_tokens=(cfg.evaluate.reasoning_max_new_tokens if with_reasoning else PREDICTION_ONLY_MAX_NEW_TOKENS),
+    )
+    short = replace(settings, max_new_tokens=PREDICTION_ONLY_MAX_NEW_TOKENS)
+    requests: dict[int, GenerationRequest] = {}
+    for i, (m, r) in enumerate(zip(messages, rows)):
+        reasons_here = with_reasoning and (explain is None or str(r["example_id"]) in explain)
+        if reasons_here or cfg.evaluate.generate_prediction_lines:
+            requests[i] = GenerationRequest(
+                messages=tuple(m),
+                settings=settings if reasons_here else short,
+                template=f"{TEMPLATE_NAME}:{method}",
+                template_version=TEMPLATE_VERSION,
+                tag=str(r["example_id"]),
+            )
+    return requests
 
 
 __all__ = ["PREDICTION_ONLY_MAX_NEW_TOKENS", "predict_llm", "predict_rating_llm"]

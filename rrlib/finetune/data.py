@@ -4,7 +4,7 @@ their validation prompts, and the checks that the answer sits where scoring read
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from rrlib.data.schema import check_columns, eval_subset, kshot
 from rrlib.enrich import preferences as pf
 from rrlib.enrich.generation import read_table
 from rrlib.errors import MethodError, PromptTooLongError
+from rrlib.llm.base import GenerationRequest
 from rrlib.prompts.answers import parse_prediction
 from rrlib.prompts.exp3rt import RatingContext, integer_rating, split_rating_answer
 from rrlib.prompts.postprocess import USABLE_STATUSES
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 
 #: tokens kept free for the chat template's end-of-turn markers
 _TEMPLATE_MARGIN = PROMPT_MARGIN
+
+
+def _sft_pair(prompt: list, answer: str) -> dict:
+    """One training pair in trl's conversational form: the prompt's messages, then ``answer`` as
+    the assistant's turn (the completion the loss is computed on)."""
+    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]}
 
 
 def load_reasoning(paths: RunPaths, examples: pd.DataFrame, method: str) -> tuple[dict[str, str], list[str]]:
@@ -108,7 +115,7 @@ def build_conversations(
             )
         prompt, cut = fit_messages(backend, build_messages(method, row, ctx), budget, f"example {eid}")
         n_cut += cut
-        pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
+        pairs.append(_sft_pair(prompt, answer))
     return pairs, n_cut
 
 
@@ -263,7 +270,7 @@ def build_rating_conversations(
         )
         prompt, cut = fit_messages(backend, messages, budget, f"example {eid}")
         n_cut += cut
-        pairs.append({"prompt": prompt, "completion": [{"role": "assistant", "content": answer}]})
+        pairs.append(_sft_pair(prompt, answer))
     return pairs, n_cut
 
 
@@ -295,31 +302,25 @@ def multitask_pairs(paths: RunPaths, cfg: Config, ctx) -> list[dict]:
         ignore_index=True,
     )
     requests = pf.extraction_requests(reviews, ctx.catalog, domain=ctx.domain, cfg=cfg)
-    pairs = []
-    for row in usable.itertuples():
-        req = requests.get(str(row.review_id))
-        if req is not None:
-            pairs.append(
-                {
-                    "prompt": [dict(m) for m in req.messages],
-                    "completion": [{"role": "assistant", "content": str(row.preferences)}],
-                }
-            )
+    pairs = _teacher_pairs(requests, ((str(row.review_id), str(row.preferences)) for row in usable.itertuples()))
     for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
         table = pd.read_parquet(paths.require(path, "04_review_preferences"))
         table = table[table["status"].isin(USABLE_STATUSES)]
         prof_requests = pf.profile_requests(
             extracted, kind, table["id"].astype(str).tolist(), ctx.catalog, domain=ctx.domain, cfg=cfg
         )
-        for row in table.itertuples():
-            req = prof_requests.get(str(row.id))
-            if req is not None:
-                pairs.append(
-                    {
-                        "prompt": [dict(m) for m in req.messages],
-                        "completion": [{"role": "assistant", "content": str(row.profile)}],
-                    }
-                )
+        pairs += _teacher_pairs(prof_requests, ((str(row.id), str(row.profile)) for row in table.itertuples()))
+    return pairs
+
+
+def _teacher_pairs(requests: Mapping[str, GenerationRequest], answers: Iterable[tuple[str, str]]) -> list[dict]:
+    """Pairs of the teacher's own prompts (``requests`` by id) and the usable texts they produced
+    (``answers``: id, text); a text whose id has no request is left out."""
+    pairs = []
+    for key, answer in answers:
+        req = requests.get(key)
+        if req is not None:
+            pairs.append(_sft_pair([dict(m) for m in req.messages], answer))
     return pairs
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import importlib.metadata
 import json
 import os
 import shutil
@@ -51,6 +52,7 @@ import requests
 from ..errors import ServerError
 from .base import GenerationRequest, GenerationResult
 from .embedded import embedded_checkpoint, embedded_gguf, model_file_sha256
+from .local import folder_sha256
 
 #: every value of TEACHER_ENGINE; ``auto`` tries ENGINE_PREFERENCE in order
 ENGINES = ("auto", "transformers", "llama_server", "llama_cpp_python", "vllm")
@@ -490,143 +492,152 @@ def engine_spec(config: EngineConfig, cache_dir: str | Path) -> EngineSpec:
     threads = max(1, int(config.threads or os.cpu_count() or 1))
     name = "embedded:SmolLM2-135M-Instruct" if config.model == "embedded" else config.model
     if config.engine in ("llama_server", "llama_cpp_python"):
-        gguf = gguf_weights(config.model, config.weights, cache_dir)
-        ident: dict[str, Any] = {
-            "backend": "engine",
-            "engine": config.engine,
-            "name": name,
-            "weights": config.weights,
-            "model_sha256": model_file_sha256(gguf, cache_dir),
-        }
-        extra = {"cache_prompt": True, "top_k": 0, "min_p": 0.0}
-        ctx = config.ctx_per_slot * config.parallel
-        if config.engine == "llama_server":
-            binary = find_binary("llama-server")
-            assert binary is not None
-            ident.update(
-                binary_sha256=model_file_sha256(binary, cache_dir),
-                build_flags=_build_flags(binary.parent, "llama-server"),
-            )
-            cmd = [
-                str(binary),
-                "--model",
-                str(gguf),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "{port}",
-                "--alias",
-                SERVED_NAME,
-                "--threads",
-                str(threads),
-                "--threads-batch",
-                str(threads),
-                "--ctx-size",
-                str(ctx),
-                "--parallel",
-                str(config.parallel),
-                "--cont-batching",
-                "--batch-size",
-                "2048",
-                "--ubatch-size",
-                "512",
-                "--no-webui",
-                "--no-warmup",
-                # the host-memory prompt cache grows to 8 GiB by default (4.9 GiB measured in notebook 03);
-                # the shared instruction prefix is reused within each slot without it
-                "--cache-ram",
-                str(config.cache_ram_mib),
-                "--poll",
-                str(config.poll),
-                *config.extra_args,
-            ]
-            return EngineSpec(config, cmd, ident, "/health", None, extra)
-        import importlib.metadata
-
-        ident.update(
-            package=f"llama-cpp-python=={importlib.metadata.version('llama-cpp-python')}",
-            build_flags=_build_flags(Path(sys.prefix), "llama-cpp-python"),
-        )
-        # llama_cpp.server decodes one request at a time: one context, no slots
-        cmd = [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(gguf),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--model_alias",
-            SERVED_NAME,
-            "--n_threads",
-            str(threads),
-            "--n_threads_batch",
-            str(threads),
-            "--n_ctx",
-            str(config.ctx_per_slot),
-            "--n_batch",
-            "512",
-            *config.extra_args,
-        ]
-        return EngineSpec(config, cmd, ident, "/v1/models", None, extra)
+        return _llama_cpp_spec(config, cache_dir, threads, name)
     if config.engine == "vllm":
-        python = vllm_python()
-        assert python is not None
-        versions = _vllm_versions(python)
-        if config.model == "embedded":
-            model_path = str(embedded_checkpoint(cache_dir))
-        else:
-            model_path = config.model
-        from .local import folder_sha256
-
-        ident = {"backend": "engine", "engine": "vllm", "name": name, "dtype": config.dtype, "versions": versions}
-        if Path(model_path).is_dir():
-            ident["folder_sha256"] = folder_sha256(Path(model_path), cache_dir)
-        env = dict(
-            os.environ,
-            VLLM_CPU_KVCACHE_SPACE=str(config.vllm_kv_cache_gib),
-            VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}" if threads > 1 else "0",
-            OMP_NUM_THREADS=str(threads),
-            VLLM_CACHE_ROOT=str(cache_dir / "engines" / "vllm"),
-            VLLM_NO_USAGE_STATS="1",
-            DO_NOT_TRACK="1",
-            HF_HUB_OFFLINE="1",
-            TOKENIZERS_PARALLELISM="false",
-        )
-        env.pop("PYTHONPATH", None)  # the vLLM venv must not import this venv's packages
-        cmd = [
-            str(python),
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            model_path,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "{port}",
-            "--served-model-name",
-            SERVED_NAME,
-            "--dtype",
-            config.dtype,
-            "--max-model-len",
-            str(config.ctx_per_slot),
-            "--max-num-seqs",
-            str(config.parallel),
-            "--enable-prefix-caching",
-            # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") on a seeded request
-            # whose prefill was split across steps: prefill whole prompts only
-            "--no-enable-chunked-prefill",
-            "--max-num-batched-tokens",
-            str(max(4096, config.ctx_per_slot)),
-            "--disable-log-stats",
-            "--uvicorn-log-level",
-            "warning",
-            *config.extra_args,
-        ]
-        return EngineSpec(config, cmd, ident, "/health", env, {}, grammar_field="structured_outputs")
+        return _vllm_spec(config, cache_dir, threads, name)
     raise ServerError(f"engine {config.engine!r} is not a server engine; known: {list(ENGINE_PREFERENCE)}.")
+
+
+def _serve_args(model: str) -> list[str]:
+    """What every engine's server is told alike: the model, and to listen on loopback only, on the
+    port :class:`EngineProcess` fills in for ``{port}``."""
+    return ["--model", model, "--host", "127.0.0.1", "--port", "{port}"]
+
+
+def _llama_cpp_spec(config: EngineConfig, cache_dir: Path, threads: int, name: str) -> EngineSpec:
+    """The two llama.cpp engines serve the same GGUF file: the identity names its hash and the
+    build that serves it, and every request reuses the KV cache of the shared prompt prefix."""
+    gguf = gguf_weights(config.model, config.weights, cache_dir)
+    ident: dict[str, Any] = {
+        "backend": "engine",
+        "engine": config.engine,
+        "name": name,
+        "weights": config.weights,
+        "model_sha256": model_file_sha256(gguf, cache_dir),
+    }
+    extra = {"cache_prompt": True, "top_k": 0, "min_p": 0.0}
+    if config.engine == "llama_server":
+        binary = find_binary("llama-server")
+        assert binary is not None
+        ident.update(
+            binary_sha256=model_file_sha256(binary, cache_dir),
+            build_flags=_build_flags(binary.parent, "llama-server"),
+        )
+        return EngineSpec(config, _llama_server_command(config, binary, gguf, threads), ident, "/health", None, extra)
+    ident.update(
+        package=f"llama-cpp-python=={importlib.metadata.version('llama-cpp-python')}",
+        build_flags=_build_flags(Path(sys.prefix), "llama-cpp-python"),
+    )
+    # llama_cpp.server decodes one request at a time: one context, no slots
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        *_serve_args(str(gguf)),
+        "--model_alias",
+        SERVED_NAME,
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--n_ctx",
+        str(config.ctx_per_slot),
+        "--n_batch",
+        "512",
+        *config.extra_args,
+    ]
+    return EngineSpec(config, cmd, ident, "/v1/models", None, extra)
+
+
+def _llama_server_command(config: EngineConfig, binary: Path, gguf: Path, threads: int) -> list[str]:
+    """``llama-server`` with ``config.parallel`` slots of ``config.ctx_per_slot`` tokens each,
+    batched continuously."""
+    return [
+        str(binary),
+        *_serve_args(str(gguf)),
+        "--alias",
+        SERVED_NAME,
+        "--threads",
+        str(threads),
+        "--threads-batch",
+        str(threads),
+        "--ctx-size",
+        str(config.ctx_per_slot * config.parallel),
+        "--parallel",
+        str(config.parallel),
+        "--cont-batching",
+        "--batch-size",
+        "2048",
+        "--ubatch-size",
+        "512",
+        "--no-webui",
+        "--no-warmup",
+        # the host-memory prompt cache grows to 8 GiB by default (4.9 GiB measured in notebook 03);
+        # the shared instruction prefix is reused within each slot without it
+        "--cache-ram",
+        str(config.cache_ram_mib),
+        "--poll",
+        str(config.poll),
+        *config.extra_args,
+    ]
+
+
+def _vllm_spec(config: EngineConfig, cache_dir: Path, threads: int, name: str) -> EngineSpec:
+    """vLLM, from its own venv, serves the checkpoint folder in ``config.dtype``: the identity names
+    the vLLM versions and the folder's hash, and the environment pins its threads and caches."""
+    python = vllm_python()
+    assert python is not None
+    versions = _vllm_versions(python)
+    if config.model == "embedded":
+        model_path = str(embedded_checkpoint(cache_dir))
+    else:
+        model_path = config.model
+    ident: dict[str, Any] = {
+        "backend": "engine",
+        "engine": "vllm",
+        "name": name,
+        "dtype": config.dtype,
+        "versions": versions,
+    }
+    if Path(model_path).is_dir():
+        ident["folder_sha256"] = folder_sha256(Path(model_path), cache_dir)
+    env = dict(
+        os.environ,
+        VLLM_CPU_KVCACHE_SPACE=str(config.vllm_kv_cache_gib),
+        VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}" if threads > 1 else "0",
+        OMP_NUM_THREADS=str(threads),
+        VLLM_CACHE_ROOT=str(cache_dir / "engines" / "vllm"),
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
+    env.pop("PYTHONPATH", None)  # the vLLM venv must not import this venv's packages
+    cmd = [
+        str(python),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        *_serve_args(model_path),
+        "--served-model-name",
+        SERVED_NAME,
+        "--dtype",
+        config.dtype,
+        "--max-model-len",
+        str(config.ctx_per_slot),
+        "--max-num-seqs",
+        str(config.parallel),
+        "--enable-prefix-caching",
+        # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") on a seeded request
+        # whose prefill was split across steps: prefill whole prompts only
+        "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens",
+        str(max(4096, config.ctx_per_slot)),
+        "--disable-log-stats",
+        "--uvicorn-log-level",
+        "warning",
+        *config.extra_args,
+    ]
+    return EngineSpec(config, cmd, ident, "/health", env, {}, grammar_field="structured_outputs")
 
 
 # ---------------------------------------------------------------------------------------

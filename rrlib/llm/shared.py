@@ -76,7 +76,9 @@ def _flock(path: Path, mode: int) -> Iterator[int]:
         os.close(fd)  # closing the descriptor drops the lock
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` (on this host) still runs: one owned by another user counts, a
+    zombie its parent has not reaped yet does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +103,7 @@ def _healthy(state: dict[str, Any], patience_s: float = 30.0) -> bool:
     """The engine of ``state`` runs and answers its health URL. A live engine busy with other
     processes' requests may answer slowly: it is given ``patience_s`` before a second one is started."""
     deadline = time.monotonic() + patience_s
-    while _pid_alive(int(state.get("supervisor_pid", 0))) and _pid_alive(int(state.get("engine_pid", 0))):
+    while pid_alive(int(state.get("supervisor_pid", 0))) and pid_alive(int(state.get("engine_pid", 0))):
         try:
             if requests.get(state["root_url"] + state["health_path"], timeout=5).status_code == 200:
                 return True
@@ -141,7 +143,7 @@ class Lease:
 
     def check_alive(self) -> None:
         """Raise :class:`ServerError` (with the end of its log) when the engine has died."""
-        if not _pid_alive(int(self.state["engine_pid"])):
+        if not pid_alive(int(self.state["engine_pid"])):
             raise ServerError(
                 f"the shared {self.state['name']} (pid {self.state['engine_pid']}, port {self.state['port']}) "
                 f"died while serving. Last lines of its log {self.log_path}:\n{_log_tail(self.log_path)}"
@@ -220,7 +222,7 @@ def running_engines(folder: Path | None = None) -> list[dict[str, Any]]:
         if path.name.endswith(".spec.json"):
             continue
         state = read_state(path.stem, folder)
-        if state and _pid_alive(int(state.get("supervisor_pid", 0))):
+        if state and pid_alive(int(state.get("supervisor_pid", 0))):
             out.append(state)
     return out
 
@@ -228,11 +230,11 @@ def running_engines(folder: Path | None = None) -> list[dict[str, Any]]:
 def stop_engine(key: str, folder: Path | None = None, timeout: float = 30.0) -> bool:
     """Ask the supervisor of ``key`` to stop its engine now (SIGTERM); True when one was running."""
     state = read_state(key, folder)
-    if not state or not _pid_alive(int(state["supervisor_pid"])):
+    if not state or not pid_alive(int(state["supervisor_pid"])):
         return False
     os.kill(int(state["supervisor_pid"]), signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(int(state["supervisor_pid"])):
+    while time.monotonic() < deadline and pid_alive(int(state["supervisor_pid"])):
         time.sleep(0.1)
     return True
 

@@ -53,6 +53,7 @@ from rrlib.config.paths import PROJECT_ROOT, STEPS, RunPaths
 from rrlib.config.provenance import utc_now
 from rrlib.errors import ParamError, RunError, mask_secrets
 from rrlib.io import write_text_atomic
+from rrlib.llm.shared import pid_alive
 from rrlib.workbook import manifest as mf
 
 NOTEBOOK_DIR = PROJECT_ROOT / "notebooks"
@@ -320,14 +321,7 @@ def plan_run(
     problem. Writes nothing."""
     files = [str(f) for f in param_files]
     overrides = dict(overrides or {})
-    notebooks = discover_notebooks(notebook_dir or NOTEBOOK_DIR)
-    if notebook_dir is None or Path(notebook_dir).resolve() == NOTEBOOK_DIR.resolve():
-        missing = [s for s in STEPS if s not in notebooks]
-        if missing:
-            raise RunError(
-                f"the pipeline notebooks {', '.join(missing)} are missing from {NOTEBOOK_DIR}; "
-                f"restore them (git checkout notebooks/) before running."
-            )
+    notebooks = _pipeline_notebooks(notebook_dir)
     outputs = Path(outputs_dir) if outputs_dir else OUTPUTS_DIR
 
     if resume and not run_id:
@@ -339,44 +333,20 @@ def plan_run(
             f"(outputs/<run-id>): use --run-id (and --outputs for another outputs folder)."
         )
 
+    run_id = check_run_id(run_id) if run_id else _fresh_run_id(files, outputs)
+    run_dir = outputs / run_id
+    run_dir_param = _run_dir_param(run_dir)
     existing = None
     changed: dict[str, tuple[Any, Any]] = {}
-    if run_id:
-        check_run_id(run_id)
-    else:
-        run_id = default_run_id(files)
-        n = 1
-        while (outputs / run_id).exists():  # two runs in the same second
-            n += 1
-            run_id = f"{default_run_id(files)}-{n}"
-    run_dir = outputs / run_id
-    try:
-        run_dir_param = str(run_dir.resolve().relative_to(PROJECT_ROOT.resolve()))
-    except ValueError:
-        run_dir_param = str(run_dir.resolve())
-
     if resume:
-        if not run_dir.exists():
-            raise RunError(f"--resume: there is no run {run_id!r} in {outputs}.")
-        existing = mf.read_manifest(run_dir)
-        _refuse_if_running(existing, run_dir)
-        recorded = validate(
-            {k: v for k, v in existing.get("params", {}).items() if k in SCHEMA}, where=f"{run_dir}/manifest.json"
-        )
-        if not files and not overrides:
+        existing, recorded = _recorded_run(run_id, run_dir, outputs)
+        if not files and not overrides:  # nothing given: continue with what the run recorded
             params = {**defaults(), **recorded}
             files = list(existing.get("param_files", []))
             overrides = dict(existing.get("overrides", {}))
         else:
             changed = params_diff(recorded, params)
-            blocking = {k: v for k, v in changed.items() if k not in HARMLESS_ON_RESUME}
-            if blocking:
-                lines = "\n".join(f"  {k}: recorded {old!r}, now {new!r}" for k, (old, new) in blocking.items())
-                raise RunError(
-                    f"--resume {run_id}: the parameters differ from the ones this run was "
-                    f"started with:\n{lines}\nResume with the same -f/-p (or none, to reuse the "
-                    f"recorded ones), or start a new run with another --run-id."
-                )
+            _refuse_changed_params(run_id, changed)
     elif run_dir.exists():
         raise RunError(
             f"run {run_id!r} already exists in {outputs}: runs are never overwritten. Choose "
@@ -388,29 +358,8 @@ def plan_run(
         # keep the original --only selection unless a new one is given
         only = ",".join(s for s in existing["selected"] if s in notebooks) or None
     selected = parse_only(only, list(notebooks))
-    step_params, warnings = {}, []
-    declared_anywhere: set[str] = set()
-    for step, nb in notebooks.items():
-        declared = notebook_parameters(nb)  # ParamError when the tagged cell is missing or doubled
-        unknown = sorted(set(declared) - set(SCHEMA))
-        if unknown:
-            raise RunError(
-                f"{nb}: its parameters cell declares {unknown}, which rrlib/config/params.py does not define."
-            )
-        if "RUN_DIR" not in declared:
-            raise RunError(
-                f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed at the run folder."
-            )
-        declared_anywhere |= set(declared)
-        step_params[step] = select_for_notebook(params, nb)
-    explicit = set(overrides)
-    for f in files:
-        explicit |= set(yaml_keys(f))
-    for name in sorted(explicit - declared_anywhere):
-        warnings.append(
-            f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
-            f"declares it, so it has no effect."
-        )
+    step_params, declared_anywhere = _step_parameters(notebooks, params)
+    warnings = _ineffective_parameters(files, overrides, declared_anywhere, notebook_dir)
 
     done = {s for s, rec in (existing or {}).get("notebooks", {}).items() if rec.get("status") == "completed"}
     to_run = [s for s in selected if s not in done]
@@ -437,6 +386,106 @@ def plan_run(
         changed_on_resume=changed,
         warnings=warnings,
     )
+
+
+def _pipeline_notebooks(notebook_dir: str | Path | None) -> dict[str, Path]:
+    """The notebooks to run; the project's own folder must hold every step (a test may point
+    the runner at a folder of its own with fewer)."""
+    notebooks = discover_notebooks(notebook_dir or NOTEBOOK_DIR)
+    if notebook_dir is None or Path(notebook_dir).resolve() == NOTEBOOK_DIR.resolve():
+        missing = [s for s in STEPS if s not in notebooks]
+        if missing:
+            raise RunError(
+                f"the pipeline notebooks {', '.join(missing)} are missing from {NOTEBOOK_DIR}; "
+                f"restore them (git checkout notebooks/) before running."
+            )
+    return notebooks
+
+
+def _fresh_run_id(files: Sequence[str], outputs: Path) -> str:
+    """A run id of its own for a run started without --run-id (never an existing folder)."""
+    run_id = default_run_id(files)
+    n = 1
+    while (outputs / run_id).exists():  # two runs in the same second
+        n += 1
+        run_id = f"{default_run_id(files)}-{n}"
+    return run_id
+
+
+def _run_dir_param(run_dir: Path) -> str:
+    """RUN_DIR as the notebooks get it: relative to the project root when under it, so the
+    recorded parameters do not depend on where the checkout lies."""
+    try:
+        return str(run_dir.resolve().relative_to(PROJECT_ROOT.resolve()))
+    except ValueError:
+        return str(run_dir.resolve())
+
+
+def _recorded_run(run_id: str, run_dir: Path, outputs: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The manifest of the run to resume and its recorded parameters, validated again; refuses a
+    missing run and one a live process is still executing."""
+    if not run_dir.exists():
+        raise RunError(f"--resume: there is no run {run_id!r} in {outputs}.")
+    existing = mf.read_manifest(run_dir)
+    _refuse_if_running(existing, run_dir)
+    recorded = validate(
+        {k: v for k, v in existing.get("params", {}).items() if k in SCHEMA}, where=f"{run_dir}/manifest.json"
+    )
+    return existing, recorded
+
+
+def _refuse_changed_params(run_id: str, changed: Mapping[str, tuple[Any, Any]]) -> None:
+    """A resumed run keeps what its finished steps computed: only HARMLESS_ON_RESUME may differ."""
+    blocking = {k: v for k, v in changed.items() if k not in HARMLESS_ON_RESUME}
+    if blocking:
+        lines = "\n".join(f"  {k}: recorded {old!r}, now {new!r}" for k, (old, new) in blocking.items())
+        raise RunError(
+            f"--resume {run_id}: the parameters differ from the ones this run was "
+            f"started with:\n{lines}\nResume with the same -f/-p (or none, to reuse the "
+            f"recorded ones), or start a new run with another --run-id."
+        )
+
+
+def _step_parameters(
+    notebooks: Mapping[str, Path], params: Mapping[str, Any]
+) -> tuple[dict[str, dict[str, Any]], set[str]]:
+    """``{step: the parameters its parameters cell declares}`` and every name declared anywhere;
+    a notebook must declare only schema parameters, RUN_DIR among them (the runner points each
+    one at the run folder)."""
+    step_params = {}
+    declared_anywhere: set[str] = set()
+    for step, nb in notebooks.items():
+        declared = notebook_parameters(nb)  # ParamError when the tagged cell is missing or doubled
+        unknown = sorted(set(declared) - set(SCHEMA))
+        if unknown:
+            raise RunError(
+                f"{nb}: its parameters cell declares {unknown}, which rrlib/config/params.py does not define."
+            )
+        if "RUN_DIR" not in declared:
+            raise RunError(
+                f"{nb}: its parameters cell does not declare RUN_DIR, so it cannot be pointed at the run folder."
+            )
+        declared_anywhere |= set(declared)
+        step_params[step] = select_for_notebook(params, nb)
+    return step_params, declared_anywhere
+
+
+def _ineffective_parameters(
+    files: Sequence[str],
+    overrides: Mapping[str, Any],
+    declared_anywhere: set[str],
+    notebook_dir: str | Path | None,
+) -> list[str]:
+    """Warnings for parameters set in a -f file or by -p that no notebook declares: a typo or a
+    parameter of another version would otherwise pass silently."""
+    explicit = set(overrides)
+    for f in files:
+        explicit |= set(yaml_keys(f))
+    return [
+        f"parameter {name} is set but no notebook in {Path(notebook_dir or NOTEBOOK_DIR)} "
+        f"declares it, so it has no effect."
+        for name in sorted(explicit - declared_anywhere)
+    ]
 
 
 def preflight(params: Mapping[str, Any], to_run: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -510,7 +559,7 @@ def live_status(manifest: Mapping[str, Any]) -> str:
         return status
     attempts = manifest.get("attempts") or [{}]
     pid, host = attempts[-1].get("pid"), attempts[-1].get("host")
-    if pid and host == os.uname().nodename and not _pid_alive(int(pid)):
+    if pid and host == os.uname().nodename and not pid_alive(int(pid)):
         return "interrupted"
     return status
 
@@ -524,16 +573,6 @@ def _refuse_if_running(manifest: Mapping[str, Any], run_dir: Path) -> None:
         f"run {run_dir.name} is being executed right now by process {pid} on {host}; wait for it or "
         f"stop it before resuming."
     )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -725,12 +764,37 @@ def execute_plan(
 def _execute(
     plan: RunPlan, *, log: Callable[[str], None], progress_bar: bool, log_output: bool, command: list[str] | None
 ) -> dict[str, Any]:
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
+    """One attempt: the manifest says running before any notebook starts, each notebook's outcome
+    is written as soon as it is known (a kill loses nothing recorded), then the run's totals."""
     for w in plan.warnings:
         log(f"warning: {w}")
     paths = RunPaths.of(plan.run_dir)
+    manifest = _start_attempt(plan, command)
+    skipped = [s for s in plan.selected if s not in plan.to_run]
+    if skipped:
+        log(f"already completed, reused: {', '.join(skipped)}")
+    if not plan.to_run:
+        log(f"nothing to run: every selected notebook of {plan.run_id} is completed.")
+    total = len(plan.to_run)
+    for i, step in enumerate(plan.to_run, 1):
+        _run_step(
+            plan,
+            manifest,
+            paths,
+            step,
+            f"[{i}/{total}]",
+            log=log,
+            progress_bar=progress_bar,
+            log_output=log_output,
+            command=command,
+        )
+    return _finish_attempt(plan, manifest, log)
+
+
+def _start_attempt(plan: RunPlan, command: list[str] | None) -> dict[str, Any]:
+    """The manifest this attempt writes, on disk before any notebook runs: the resumed one (its
+    parameters updated with the harmless changes) or a new one, with this attempt appended so
+    ``live_status`` can tell a killed runner from a running one."""
     if plan.existing is not None:
         manifest = plan.existing
         manifest["params"] = {**manifest.get("params", {}), **plan.params}
@@ -761,103 +825,126 @@ def _execute(
     manifest["status"] = "running"
     manifest["selected"] = list(plan.selected)
     mf.write_manifest(plan.run_dir, manifest)
+    return manifest
 
-    skipped = [s for s in plan.selected if s not in plan.to_run]
-    if skipped:
-        log(f"already completed, reused: {', '.join(skipped)}")
-    if not plan.to_run:
-        log(f"nothing to run: every selected notebook of {plan.run_id} is completed.")
-    total = len(plan.to_run)
-    for i, step in enumerate(plan.to_run, 1):
-        executed = paths.root / "notebooks" / f"{step}.ipynb"
-        if executed.exists():  # a failed or interrupted attempt: keep it, never overwrite
-            kept = _next_failed_name(executed)
-            executed.rename(kept)
-            scrub_notebook(kept, plan.params)  # a killed runner never scrubbed it
-        record = mf.set_step(
-            manifest,
-            step,
-            status="running",
-            started_at=utc_now(),
-            executed_notebook=str(executed.relative_to(paths.root)),
+
+def _run_step(
+    plan: RunPlan,
+    manifest: dict[str, Any],
+    paths: RunPaths,
+    step: str,
+    counter: str,
+    *,
+    log: Callable[[str], None],
+    progress_bar: bool,
+    log_output: bool,
+    command: list[str] | None,
+) -> None:
+    """Execute one notebook through papermill into the run folder and record the outcome; a
+    failure is recorded, then raised as :class:`NotebookFailed` (an interruption as itself)."""
+    import papermill as pm  # imported here: the planning and the CLI's start-up do without it
+    from papermill.exceptions import PapermillExecutionError
+
+    executed = _begin_step(plan, manifest, paths, step)
+    log(f"{counter} {step} ...")
+    run = _StepRun(plan, manifest, step, executed, command)
+    watch = ProgressWatch(paths.root / "notebooks" / f".{step}.progress.json", log)
+    try:
+        with run.memory, watch:
+            pm.execute_notebook(
+                str(plan.notebooks[step]),
+                str(executed),
+                parameters=plan.step_params[step],
+                kernel_name=plan.kernel,
+                cwd=str(plan.cwd),
+                progress_bar=progress_bar,
+                log_output=log_output,
+            )
+    except PapermillExecutionError as e:  # the notebook raised: papermill names the cell
+        where = (e.cell_index, e.exec_count, _first_code_line(e.source))
+        raise run.stopped("failed", mask(f"{e.ename}: {e.evalue}", plan.params), where) from None
+    except Exception as e:  # dead kernel, timeout, unreadable notebook ...
+        raise run.stopped("failed", mask(f"{type(e).__name__}: {e}", plan.params)) from None
+    except BaseException as e:  # Ctrl-C, a test timeout, SystemExit: record, then let it through
+        run.stopped("interrupted", f"interrupted ({type(e).__name__})")
+        raise
+    run.completed(counter, log)
+
+
+def _begin_step(plan: RunPlan, manifest: dict[str, Any], paths: RunPaths, step: str) -> Path:
+    """Mark ``step`` running in the manifest; returns where its executed notebook goes. A
+    notebook left there by a failed or interrupted attempt is kept under a new name, never
+    overwritten."""
+    executed = paths.root / "notebooks" / f"{step}.ipynb"
+    if executed.exists():
+        kept = _next_failed_name(executed)
+        executed.rename(kept)
+        scrub_notebook(kept, plan.params)  # a killed runner never scrubbed it
+    record = mf.set_step(
+        manifest,
+        step,
+        status="running",
+        started_at=utc_now(),
+        executed_notebook=str(executed.relative_to(paths.root)),
+    )
+    record.pop("error", None)
+    record["attempt"] = record.get("attempt", 0) + 1
+    mf.write_manifest(plan.run_dir, manifest)
+    return executed
+
+
+@dataclass
+class _StepRun:
+    """One notebook while it runs: what recording its outcome needs (its clock starts here)."""
+
+    plan: RunPlan
+    manifest: dict[str, Any]
+    step: str
+    executed: Path
+    command: list[str] | None
+    start: float = field(default_factory=time.monotonic)
+    memory: PeakMemory = field(default_factory=PeakMemory)
+
+    def stopped(
+        self, status: str, error: str, where: tuple[int | None, int | None, str] | None = None
+    ) -> NotebookFailed:
+        """Record a notebook that did not finish (``status`` failed or interrupted) and return the
+        error naming it. ``where`` is the cell papermill named; without it, the cell the partial
+        output marks running (read after scrubbing, as the kept notebook will be)."""
+        plan = self.plan
+        scrub_notebook(self.executed, plan.params)
+        cell, count, line = where if where is not None else _failed_cell_from_output(self.executed)
+        failure = NotebookFailed(
+            self.step,
+            self.executed,
+            cell_index=cell,
+            exec_count=count,
+            first_line=mask(line, plan.params),
+            error=error,
+            run_id=plan.run_id,
+            resume=resume_command(plan, self.command),
         )
-        record.pop("error", None)
-        record["attempt"] = record.get("attempt", 0) + 1
-        mf.write_manifest(plan.run_dir, manifest)
-        log(f"[{i}/{total}] {step} ...")
-        start = time.monotonic()
-        memory = PeakMemory()
-        watch = ProgressWatch(paths.root / "notebooks" / f".{step}.progress.json", log)
-        try:
-            with memory, watch:
-                pm.execute_notebook(
-                    str(plan.notebooks[step]),
-                    str(executed),
-                    parameters=plan.step_params[step],
-                    kernel_name=plan.kernel,
-                    cwd=str(plan.cwd),
-                    progress_bar=progress_bar,
-                    log_output=log_output,
-                )
-        except PapermillExecutionError as e:
-            scrub_notebook(executed, plan.params)
-            failure = NotebookFailed(
-                step,
-                executed,
-                cell_index=e.cell_index,
-                exec_count=e.exec_count,
-                first_line=mask(_first_code_line(e.source), plan.params),
-                error=mask(f"{e.ename}: {e.evalue}", plan.params),
-                run_id=plan.run_id,
-                resume=resume_command(plan, command),
-            )
-            _record_failure(plan, manifest, step, failure, start, memory, "failed")
-            raise failure from None
-        except Exception as e:  # dead kernel, timeout, unreadable notebook ...
-            scrub_notebook(executed, plan.params)
-            cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(
-                step,
-                executed,
-                cell_index=cell,
-                exec_count=count,
-                first_line=mask(line, plan.params),
-                error=mask(f"{type(e).__name__}: {e}", plan.params),
-                run_id=plan.run_id,
-                resume=resume_command(plan, command),
-            )
-            _record_failure(plan, manifest, step, failure, start, memory, "failed")
-            raise failure from None
-        except BaseException as e:  # Ctrl-C, a test timeout, SystemExit: record, then let it through
-            scrub_notebook(executed, plan.params)
-            cell, count, line = _failed_cell_from_output(executed)
-            failure = NotebookFailed(
-                step,
-                executed,
-                cell_index=cell,
-                exec_count=count,
-                first_line=mask(line, plan.params),
-                error=f"interrupted ({type(e).__name__})",
-                run_id=plan.run_id,
-                resume=resume_command(plan, command),
-            )
-            _record_failure(plan, manifest, step, failure, start, memory, "interrupted")
-            raise
-        seconds = round(time.monotonic() - start, 2)
-        scrub_notebook(executed, plan.params)
+        _record_failure(plan, self.manifest, self.step, failure, self.start, self.memory, status)
+        return failure
+
+    def completed(self, counter: str, log: Callable[[str], None]) -> None:
+        """Record a finished notebook: its time, memory, parameters and summary figures."""
+        plan, step = self.plan, self.step
+        seconds = round(time.monotonic() - self.start, 2)
+        scrub_notebook(self.executed, plan.params)
         record = mf.set_step(
-            manifest,
+            self.manifest,
             step,
             status="completed",
             finished_at=utc_now(),
             seconds=seconds,
-            peak_rss_mb=memory.peak_mb,
+            peak_rss_mb=self.memory.peak_mb,
             params=plan.step_params[step],
         )
         record.update(mf.step_summary(plan.run_dir, step))
-        mf.refresh(manifest, plan.run_dir)
-        mf.write_manifest(plan.run_dir, manifest)
-        log(f"[{i}/{total}] {step} done: {_step_figures(record)}")
+        mf.refresh(self.manifest, plan.run_dir)
+        mf.write_manifest(plan.run_dir, self.manifest)
+        log(f"{counter} {step} done: {_step_figures(record)}")
         for name, n in (record.get("cache_damaged_lines") or {}).items():
             log(
                 f"warning: {step}: the generation cache {name} had {n} damaged line(s), skipped (a crash "
@@ -865,6 +952,10 @@ def _execute(
                 f"output names the lines; counts in {record.get('results_file', 'its results file')}."
             )
 
+
+def _finish_attempt(plan: RunPlan, manifest: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """Close the attempt: the run is completed once every notebook is, else incomplete (an
+    --only selection); totals of time and peak memory over all notebooks."""
     statuses = [manifest["notebooks"].get(s, {}).get("status") for s in plan.notebooks]
     manifest["status"] = "completed" if all(s == "completed" for s in statuses) else "incomplete"
     manifest["attempts"][-1]["finished_at"] = utc_now()
