@@ -130,3 +130,20 @@ def test_answer_token_weight_scales_only_the_answer_token(trainer):
     finally:
         trainer.answer_offset, trainer.answer_weight = None, 1.0
     assert float(weighted) == pytest.approx(float(expected), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("task", "reasons", "weighted"), [("like", True, True), ("like", False, False), ("rating", True, False)]
+)
+def test_answer_weight_reaches_only_reasoning_like_students(task, reasons, weighted):
+    """TALLRec's completion is all answer (and a rating student's loss is its own): only a
+    reasoning like student gets ANSWER_LOSS_WEIGHT."""
+    from types import SimpleNamespace
+
+    from rrlib.finetune.sft import _weigh_answer
+
+    cfg = SimpleNamespace(student=SimpleNamespace(answer_loss_weight=10.0))
+    data = SimpleNamespace(task=task, reasons=reasons, answer_offset=3)
+    trainer = SimpleNamespace(answer_offset=None, answer_weight=1.0)
+    _weigh_answer(trainer, data, cfg, "test")
+    assert (trainer.answer_offset, trainer.answer_weight) == ((3, 10.0) if weighted else (None, 1.0))

@@ -395,8 +395,9 @@ class StudentConfig(Section):
     )
     answer_loss_weight: float = param(
         1.0,
-        "weight of the Yes/No answer token in the loss, relative to a reasoning token (1: plain "
-        "token mean; the answer is ~1% of a reasoning completion's tokens)",
+        "weight of the Yes/No answer token in a reasoning student's loss, relative to a reasoning "
+        "token (1: plain token mean; the answer is ~1% of a reasoning completion's tokens; "
+        "label-only students such as TALLRec are unaffected)",
         min=0,
     )
     max_epochs: int = param(1, "epochs at most (paper: 100)", min=1)

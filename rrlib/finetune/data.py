@@ -133,7 +133,7 @@ class TrainingData:
     task: str = "like"  # rating (EXP3RT): validated by the RMSE of the expected rating
     valid_messages: list = field(default_factory=list)  # rating: validation prompts (generation first)
     valid_ratings: list[float] = field(default_factory=list)
-    reasons: bool = False  # rating: the student writes reasoning before the rating
+    reasons: bool = False  # the student writes reasoning (like: after its answer; rating: before it)
     n_multitask: int = 0  # rating: extra step 1-2 pairs (EXP3RT_MULTITASK)
     answer_offset: int | None = None  # like: the answer token's index within every completion
 
@@ -204,6 +204,7 @@ def training_data(
         valid_prompts=[scoring_prompt(backend.tokenizer, m) for m in valid_msgs],
         valid_labels=valid_rows["label"].astype(int).tolist(),
         backend=backend,
+        reasons=spec.reasons,
     )
 
 

@@ -446,9 +446,10 @@ def _validation_callback(data: TrainingData, cfg: Config, tokenizer, precision: 
 
 
 def _weigh_answer(trainer, data: TrainingData, cfg: Config, where: str) -> None:
-    """ANSWER_LOSS_WEIGHT: the like students' answer token counts that many times in the loss."""
+    """ANSWER_LOSS_WEIGHT: a reasoning like student's answer token counts that many times in the
+    loss (a label-only completion such as TALLRec's is all answer, so it is left as it is)."""
     weight = cfg.student.answer_loss_weight
-    if data.task != "like" or weight == 1.0:
+    if data.task != "like" or not data.reasons or weight == 1.0:
         return
     if data.answer_offset is None:
         raise ValueError(
