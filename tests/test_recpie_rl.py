@@ -371,15 +371,12 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
 
     # notebook 07: faithfulness of the explanations against what the explainer saw; blind sheets
     from rrlib.evaluate.faithfulness import explanation_quality
+    from rrlib.evaluate.families import EvaluationContext
+    from rrlib.evaluate.human_eval import export_human_eval
+    from rrlib.evaluate.plan import EvaluationPlan
+    from rrlib.evaluate.recpie import explainer_section, explanation_comparisons
     from rrlib.finetune.rl import explainer_known_texts, round_explanations, write_prompts
-    from rrlib.report.human_eval import export_human_eval
-    from rrlib.report.recpie import (
-        explanation_comparisons,
-        largest_shifts,
-        load_score_shift,
-        plot_score_shift,
-        score_shift_summary,
-    )
+    from rrlib.report.recpie import largest_shifts, load_score_shift, plot_score_shift, score_shift_summary
 
     write_prompts(
         rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
@@ -399,6 +396,26 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert (vague == 1).all()  # one side is round 0's vague text, the other the tuned one
     files = export_human_eval(comp, paths.evaluate / "human_eval_recpie")
     assert files["sheet_csv"].is_file()
+    # the same through RecPIE's view of notebook 07 (rrlib.evaluate.families)
+    scored = rows.assign(task="like")
+    ctx = EvaluationContext(
+        cfg=cfg,
+        paths=paths,
+        plan=EvaluationPlan(fitted={"rrlib.methods.recpie:predict": ["recpie_rl"]}),
+        data=tables,  # type: ignore[arg-type]
+        test=test,
+        predictions=scored,
+        scored=scored,
+        evaluation=None,  # type: ignore[arg-type]
+        baseline_info=info,
+        contexts={},
+        domain="beauty",
+    )
+    section = explainer_section(ctx)
+    assert section is not None and section.record["coverage"] == info["recpie_rl"]["coverage"]
+    pd.testing.assert_frame_equal(pd.DataFrame(section.record["explanations"]["quality"]), quality)
+    assert section.record["explanations"]["human_eval"]["sheet_html"] == "evaluate/human_eval_recpie/sheet.html"
+    assert (paths.evaluate / "recpie_explanation_quality.csv").is_file() and "blind questions" in section.lines[-1]
 
     # notebook 08: how the explanation moved the score
     shift = load_score_shift(paths.recpie_score_shift)

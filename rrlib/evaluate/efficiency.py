@@ -16,10 +16,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import training_cutoffs, user_sequences
@@ -283,8 +285,6 @@ def plot_data_efficiency(table: pd.DataFrame, path=None, title: str = "Data effi
     (mean over seeds); with the paired columns of :func:`data_efficiency`, a second panel gives
     each method's paired difference with the reference at the same fraction. Saved to ``path``
     when given. Returns a plain matplotlib Figure."""
-    from matplotlib.figure import Figure
-
     need = {"method", "fraction", "auc", "ci_low", "ci_high"}
     if not need <= set(table.columns):
         raise DataError(
@@ -319,8 +319,6 @@ def plot_data_efficiency(table: pd.DataFrame, path=None, title: str = "Data effi
         dx.legend(loc="best", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        from pathlib import Path
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig

@@ -1,6 +1,8 @@
 """EXP3RT in notebook 07: the top-k ranking run (retrievers alone, popularity, lists reranked by
 an LLM's score), the rating and ranking tables, and the faithfulness figures of every reasoning
-method (ReasoningRec's on its prompts, EXP3RT's on its rating prompts).
+method (ReasoningRec's on its prompts, EXP3RT's on its rating prompts). Its views of the notebook
+are :func:`sections` (:mod:`rrlib.evaluate.families`); the faithfulness figures of every reasoning
+method sit in EXP3RT's record (``exp3rt.faithfulness`` of the results), where they always were.
 
 Reranking (issue 12, step 5; protocols issue 20): a ranking user is a test user whose held-out
 item they liked. Under each protocol of RANK_PROTOCOLS (:mod:`rrlib.methods.retrieval`:
@@ -21,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -29,8 +31,20 @@ from rrlib import predictions as pr
 from rrlib.config.params import Config
 from rrlib.enrich.preferences import rank_examples
 from rrlib.errors import MethodError, MissingArtifactError
+from rrlib.evaluate.faithfulness import explanation_quality, prompt_known_texts
+from rrlib.evaluate.llm import predict_llm
+from rrlib.evaluate.ranking import score_rankings
+from rrlib.evaluate.section import Section
+from rrlib.evaluate.tables import markdown_table
 from rrlib.methods import registry, retrieval
 from rrlib.methods.retrieval import PROTOCOL_LABELS, rerank
+from rrlib.prompts.exp3rt import RatingContext
+from rrlib.student.prompts import PromptContext
+
+if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
+    from rrlib.evaluate.families import EvaluationContext
+
+FAMILY = "exp3rt"
 
 
 @dataclass
@@ -105,8 +119,6 @@ def rerank_with_llm(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Rankings rows of ``reranker`` (K, seed): its scorer scores every candidate (expected
     rating or P(Yes), cached like every prediction), :func:`rrlib.methods.retrieval.rerank` reorders."""
-    from rrlib.evaluate.llm import predict_llm
-
     spec = registry.get(reranker)
     if spec.kind != "reranker":
         raise MethodError(f"{reranker!r} is a {spec.kind} method, not a reranker.")
@@ -173,8 +185,6 @@ def run_rankings(paths, cfg: Config, plan: RankingPlan, tables, contexts: Mappin
     intervals and the paired difference of each reranker with the retriever it reorders (on the
     users both rank). ``contexts``: scorer -> its prompt context. Writes ``paths.rankings`` and
     the ranking tables."""
-    from rrlib.evaluate.ranking import score_rankings
-
     protocols = list(cfg.exp3rt.rank_protocols)
     rank_test = rank_examples(tables.examples, cfg)
     rank_all = retrieval.ranking_examples(tables.examples, cfg.exp3rt.rank_retriever_users)
@@ -276,18 +286,23 @@ def ranking_view(results: pd.DataFrame, cutoff: int = 10) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
-def ranking_markdown(results: pd.DataFrame) -> str:
-    """One table per protocol and cutoff, each headed by the protocol's name."""
-    from rrlib.evaluate.tables import markdown_table
-
-    out = []
+def ranking_tables(results: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """One :func:`ranking_view` per protocol and cutoff, under the heading that names them."""
+    out = {}
     protocols = results["protocol"].unique() if "protocol" in results.columns else ["topn"]
     for protocol in protocols:
         part = results[results["protocol"] == protocol] if "protocol" in results.columns else results
         name = PROTOCOL_LABELS.get(str(protocol), str(protocol))
         for cutoff in sorted(part["cutoff"].unique()):
-            view = ranking_view(part, int(cutoff)).drop(columns="protocol")
-            out += [f"### Top-k ranking, protocol {name} @ {cutoff}", "", markdown_table(view), ""]
+            out[f"Top-k ranking, protocol {name} @ {cutoff}"] = ranking_view(part, int(cutoff)).drop(columns="protocol")
+    return out
+
+
+def ranking_markdown(results: pd.DataFrame) -> str:
+    """One table per protocol and cutoff, each headed by the protocol's name."""
+    out = []
+    for heading, view in ranking_tables(results).items():
+        out += [f"### {heading}", "", markdown_table(view), ""]
     return "\n".join(out)
 
 
@@ -345,8 +360,6 @@ def explanation_quality_all(
 ) -> pd.DataFrame:
     """Faithfulness figures of every reasoning method: like-task methods checked against their
     prompts' texts, rating-task methods (EXP3RT) against the rating prompt's."""
-    from rrlib.evaluate.faithfulness import explanation_quality
-
     parts = []
     like = predictions[predictions["task"] == "like"]
     if len(like):
@@ -369,17 +382,136 @@ def explanation_quality_all(
     )
 
 
+RATING_ABOUT = """\
+Rating methods answer the same test examples: the finetuned students (`exp3rt`, `tallrec_rating`) and
+zero-shot EXP3RT were predicted with the other LLM methods — a reasoning student writes its reasoning
+greedily, then the **expected rating** Σ r·P(r) is read from the probabilities of the tokens 1–5 after
+`Rating: ` (the arg-max beside it) — and the rating baselines (global, user, item mean, μ + b_u + b_i,
+biased MF) with the other fitted methods, all fitted on training interactions only. RMSE and MAE carry
+bootstrap 95% intervals; the paired difference is with the strongest rating baseline (lowest RMSE) on
+the same examples: below 0 with the whole interval below 0 is a real gain."""
+
+RANKING_ABOUT = """\
+A ranking user is a test user whose held-out item they **liked**: that item is the one relevant item
+(users with a disliked held-out item are not ranking users). Each list has `RANK_CANDIDATES` items,
+built by the protocols of `RANK_PROTOCOLS`, and every table names its protocol:
+
+- **(a) `retrieved`**: the retriever's top `RANK_CANDIDATES` (`RETRIEVER`, fitted on training
+  interactions only), the held-out item inserted in place of the last one when missing;
+- **(b) `sampled`**: the held-out item plus `RANK_CANDIDATES` − 1 items the user never rated, sampled
+  with a seed per user.
+
+The retrievers rank every ranking user of the test split (`RANK_RETRIEVER_USERS`, 0: all; cheap, so
+their intervals are narrow). The rerankers reorder the same lists (notebook 04's, checked against the
+retriever's) for the first `RANK_USERS` ranking users of the `N_TEST` subsample, by their scorer —
+EXP3RT's expected rating, or ReasoningRec's P(Yes) as a cross-system comparison — ties broken by the
+retriever's score. NDCG, Recall and HitRate at `RANK_K` (and 10) with bootstrap intervals over users,
+and each reranker's paired NDCG difference with the retriever on the users both rank."""
+
+FAITHFULNESS_ABOUT = """\
+For ReasoningRec's methods and EXP3RT's alike (`rrlib.evaluate.faithfulness`): does the reasoning's
+verdict agree with the prediction (a stated rating or its high/low stance vs the predicted rating, for
+rating methods), does it name items, numbers or aspects absent from its own prompt, and is it specific
+to the user (TF-IDF cosine between different users' reasonings, near-duplicate share)?"""
+
+#: the faithfulness columns notebook 07 shows
+FAITHFULNESS_SHOWN = [
+    "label",
+    "k",
+    "task",
+    "n_reasoning",
+    "verdict_agreement",
+    "contradiction_rate",
+    "any_unknown_rate",
+    "copies_input_rate",
+    "mean_pairwise_cosine",
+    "near_duplicate_share",
+]
+
+
+def rating_section(ctx: EvaluationContext) -> Section:
+    """The rating-task rows of the results (:func:`rating_view`)."""
+    section = Section(FAMILY, "EXP3RT: rating prediction", about=RATING_ABOUT)
+    results = ctx.evaluation.results
+    if (results["task"] == "rating").any():
+        section.lines.append(f"strongest rating baseline: {ctx.evaluation.metrics.get('strongest_rating_baseline')}")
+        section.tables["Rating prediction"] = rating_view(results)
+    else:
+        section.lines.append("no rating method in this run")
+    return section
+
+
+def ranking_section(ctx: EvaluationContext) -> Section:
+    """The ranking run (:func:`run_rankings`) of the plan's retrievers and rerankers (each scorer's
+    prompt context added to ``ctx.contexts``). Record: ``ranking_plan``, ``ranking``, ``ranking_info``."""
+    section = Section(FAMILY, "EXP3RT: top-k reranking", about=RANKING_ABOUT)
+    plan = ranking_plan(ctx.cfg, ctx.paths, ctx.plan.finetuned)
+    run = None
+    if plan.retrievers or plan.rerankers:
+        for _, scorer, *_ in plan.rerankers:
+            if scorer not in ctx.contexts:
+                ctx.contexts[scorer] = PromptContext.from_run(ctx.paths, ctx.domain, scorer)
+        run = run_rankings(ctx.paths, ctx.cfg, plan, ctx.data, ctx.contexts)
+        if len(run.results):
+            section.tables.update(ranking_tables(run.results))
+    else:
+        section.lines.append("no retriever or reranker in EVAL_METHODS")
+    section.record = {
+        "ranking_plan": plan.as_dict(),
+        "ranking": run.results.to_dict(orient="records") if run else [],
+        "ranking_info": run.info if run else {},
+    }
+    return section
+
+
+def faithfulness_section(ctx: EvaluationContext) -> Section:
+    """:func:`explanation_quality_all` of the plan's rows: like-task reasoning against the texts its
+    prompt could hold (items, descriptions, profiles of the run), rating-task reasoning against the
+    rating prompt; ``evaluate/faithfulness.csv``. Record: ``faithfulness``."""
+    paths = ctx.paths
+    section = Section(FAMILY, "Faithfulness of every reasoning method", about=FAITHFULNESS_ABOUT)
+    optional = {
+        name: pd.read_parquet(path) if Path(path).exists() else None
+        for name, path in (("descriptions", paths.item_descriptions), ("profiles", paths.user_profiles))
+    }
+    like_known = prompt_known_texts(ctx.data.examples, ctx.data.items, **optional)
+    rating_known = None
+    if (ctx.scored["task"] == "rating").any():
+        rating_known = rating_known_texts(RatingContext.from_run(paths, ctx.domain), ctx.test)
+    table = explanation_quality_all(ctx.scored, like_known, rating_known, like_threshold=ctx.cfg.data.like_threshold)
+    if len(table):
+        table.to_csv(paths.evaluate / "faithfulness.csv", index=False)
+        section.tables["Faithfulness per method"] = table[FAITHFULNESS_SHOWN].round(3)
+    else:
+        section.lines.append("no reasoning method wrote reasoning in this run")
+    section.record["faithfulness"] = table.to_dict(orient="records")
+    return section
+
+
+def sections(ctx: EvaluationContext) -> list[Section]:
+    """EXP3RT's views of notebook 07: the rating table, the ranking run, the faithfulness figures."""
+    return [rating_section(ctx), ranking_section(ctx), faithfulness_section(ctx)]
+
+
 __all__ = [
+    "FAITHFULNESS_ABOUT",
+    "RANKING_ABOUT",
+    "RATING_ABOUT",
     "RankingPlan",
     "RankingRun",
     "candidate_examples",
     "explanation_quality_all",
     "ranking_markdown",
     "ranking_plan",
+    "ranking_section",
+    "ranking_tables",
     "ranking_view",
+    "faithfulness_section",
     "rating_known_texts",
+    "rating_section",
     "rating_view",
     "rerank_with_llm",
     "reranking_candidates",
     "run_rankings",
+    "sections",
 ]

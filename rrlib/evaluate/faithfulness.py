@@ -198,6 +198,46 @@ def known_texts_for(
     return "\n".join(p for p in parts if p)
 
 
+def item_titles(items: pd.DataFrame) -> dict[str, str]:
+    """item_id -> title."""
+    return dict(zip(items["item_id"].astype(str), items["title"].astype(str)))
+
+
+def item_descriptions(items: pd.DataFrame, descriptions: pd.DataFrame | None = None) -> dict[str, str]:
+    """item_id -> the best text describing it: the generated description (notebook 02), else the
+    metadata's description, else the attributes."""
+    meta = items["metadata_description"].fillna("").astype(str)
+    attrs = items["attributes"].fillna("").astype(str)
+    out = dict(zip(items["item_id"].astype(str), meta.where(meta.str.strip() != "", attrs)))
+    if descriptions is not None:
+        for iid, d in zip(descriptions["item_id"].astype(str), descriptions["description"]):
+            if isinstance(d, str) and d.strip():
+                out[iid] = d
+    return out
+
+
+def user_profiles(profiles: pd.DataFrame | None) -> dict[str, str]:
+    """user_id -> the user's profile (notebook 03; '' where it has none)."""
+    if profiles is None:
+        return {}
+    return {u: (p if isinstance(p, str) else "") for u, p in zip(profiles["user_id"].astype(str), profiles["profile"])}
+
+
+def prompt_known_texts(
+    examples: pd.DataFrame,
+    items: pd.DataFrame,
+    descriptions: pd.DataFrame | None = None,
+    profiles: pd.DataFrame | None = None,
+) -> dict[str, str]:
+    """example_id -> every text a like-task prompt of the example could hold (target and history
+    titles, descriptions, attributes, the user's profile): what its reasoning is checked against."""
+    titles, descs, profs = item_titles(items), item_descriptions(items, descriptions), user_profiles(profiles)
+    attrs = dict(zip(items["item_id"].astype(str), items["attributes"].astype(str)))
+    return {
+        str(ex["example_id"]): known_texts_for(ex, titles, descs, profs, attrs) for ex in examples.to_dict("records")
+    }
+
+
 # ---------------------------------------------------------------------------------------
 # (a) Verdict agreement, also for rating methods
 # ---------------------------------------------------------------------------------------
@@ -700,13 +740,17 @@ __all__ = [
     "explanation_checks",
     "explanation_quality",
     "failure_types",
+    "item_descriptions",
+    "item_titles",
     "known_texts_for",
+    "prompt_known_texts",
     "rating_stance",
     "reasoning_stance",
     "stated_rating",
     "unknown_aspects",
     "unknown_mentions",
     "unknown_numbers",
+    "user_profiles",
     "user_specificity",
     "verdict_agreement",
 ]

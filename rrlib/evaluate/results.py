@@ -40,6 +40,8 @@ from rrlib.evaluate.rating import (
     rating_metrics,
     strongest_rating_baseline,
 )
+from rrlib.evaluate.section import Section, section_records
+from rrlib.evaluate.tables import save_tables
 from rrlib.io import read_json_or_none, write_json_atomic
 from rrlib.methods import registry
 from rrlib.prompts.postprocess import USABLE_STATUSES
@@ -433,9 +435,6 @@ def evaluate_run(
     """Score the plan's predictions on the test examples, write the tables and the metrics
     (``evaluate/metrics.json`` and the run's ``metrics.json``). ``references``: the baselines
     chosen on validation (:class:`rrlib.evaluate.reference.References`)."""
-    from rrlib.evaluate.bertscore import bertscore_backbone as backbone_name
-    from rrlib.evaluate.tables import save_tables
-
     ev = cfg.evaluate
     references = reference_reasoning(paths, test["example_id"])
     results, per_example = score_predictions(
@@ -461,11 +460,40 @@ def evaluate_run(
         n_boot=ev.bootstrap_samples,
         seed=cfg.common.seed,
         seeds=run_seeds(cfg),
-        bertscore_backbone_name=backbone_name(ev.bertscore_model, ev.bertscore_num_layers),
+        bertscore_backbone_name=bertscore_backbone(ev.bertscore_model, ev.bertscore_num_layers),
         test_examples=test,
     )
     write_run_metrics(paths, metrics, cfg.params)
     return Evaluation(results, summary, per_example, metrics, files)
+
+
+def results_record(
+    paths,
+    evaluation: Evaluation,
+    *,
+    references,
+    all_users: pd.DataFrame,
+    baseline_info: Mapping[str, Mapping[str, Any]],
+    llm_stats: Mapping[str, Mapping[str, Any]],
+    plots: Mapping[str, Path],
+    sections: Iterable[Section] = (),
+) -> dict[str, Any]:
+    """Notebook 07's results record (``results/07_evaluate-*.json``): the metrics, the references
+    chosen on validation (:class:`rrlib.evaluate.reference.References`), every test user's rows, what
+    the fitted methods and the LLM runs reported (training curves left out), the files written, and
+    each family's views under its name (:func:`rrlib.evaluate.section.section_records`)."""
+    return {
+        **evaluation.metrics,
+        "references": references.as_dict(),
+        "all_test_users": all_users.to_dict(orient="records"),
+        "baselines": {k: {kk: vv for kk, vv in v.items() if kk != "curve"} for k, v in baseline_info.items()},
+        "llm": llm_stats,
+        "generation": {k: v.get("generation", {}) for k, v in llm_stats.items()},
+        "model_identities": {k: v.get("model_identity") for k, v in llm_stats.items()},
+        "files": {k: str(v) for k, v in {**evaluation.files, **plots}.items()},
+        "predictions": str(paths.predictions),
+        **section_records(sections),
+    }
 
 
 def training_note(paths, cfg, row: Mapping[str, Any]) -> str:
@@ -514,6 +542,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "metrics_dict",
     "reference_reasoning",
+    "results_record",
     "score_predictions",
     "seed_summary",
     "strongest_bias_baseline",

@@ -386,6 +386,11 @@ def names(
     ]
 
 
+def families() -> list[str]:
+    """The registered families, in table order (the order of their first method)."""
+    return list(dict.fromkeys(s.family for s in REGISTRY.values()))
+
+
 def zero_shot_form(name: str) -> str | None:
     """The zero-shot method that reads the same prompt as finetuned ``name`` (same task, inputs and
     reasoning): the base model it starts from, its epoch 0."""
@@ -430,6 +435,7 @@ __all__ = [
     "KINDS",
     "REGISTRY",
     "TASKS",
+    "families",
     "MethodSpec",
     "get",
     "implementation",

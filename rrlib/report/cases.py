@@ -12,7 +12,15 @@ import pandas as pd
 
 from rrlib.data import load_tables
 from rrlib.errors import ReportError
-from rrlib.evaluate.faithfulness import FAILURE_TYPES, failure_types, known_texts_for
+from rrlib.evaluate.faithfulness import (
+    FAILURE_TYPES,
+    failure_types,
+    item_descriptions,
+    item_titles,
+    known_texts_for,
+    prompt_known_texts,
+    user_profiles,
+)
 from rrlib.methods import registry
 from rrlib.report.highlight import FeatureTerms, feature_terms
 
@@ -38,25 +46,13 @@ class InspectionInputs:
 
     def description_of(self) -> dict[str, str]:
         """item_id -> the best text describing it: generated description, else metadata."""
-        meta = self.items["metadata_description"].fillna("").astype(str)
-        attrs = self.items["attributes"].fillna("").astype(str)
-        out = dict(zip(self.items["item_id"].astype(str), meta.where(meta.str.strip() != "", attrs)))
-        if self.descriptions is not None:
-            for iid, d in zip(self.descriptions["item_id"].astype(str), self.descriptions["description"]):
-                if isinstance(d, str) and d.strip():
-                    out[iid] = d
-        return out
+        return item_descriptions(self.items, self.descriptions)
 
     def title_of(self) -> dict[str, str]:
-        return dict(zip(self.items["item_id"].astype(str), self.items["title"].astype(str)))
+        return item_titles(self.items)
 
     def profile_of(self) -> dict[str, str]:
-        if self.profiles is None:
-            return {}
-        return {
-            u: (p if isinstance(p, str) else "")
-            for u, p in zip(self.profiles["user_id"].astype(str), self.profiles["profile"])
-        }
+        return user_profiles(self.profiles)
 
     def truth_of(self) -> dict[str, str]:
         if self.reasoning is None:
@@ -161,12 +157,7 @@ def select_examples(
 def known_texts(inputs: InspectionInputs) -> dict[str, str]:
     """example_id -> every text its prompt could hold (target and history titles, descriptions,
     attributes, the user's profile)."""
-    titles, descs, profiles = inputs.title_of(), inputs.description_of(), inputs.profile_of()
-    attrs = dict(zip(inputs.items["item_id"].astype(str), inputs.items["attributes"].astype(str)))
-    return {
-        str(ex["example_id"]): known_texts_for(ex, titles, descs, profiles, attrs)
-        for ex in inputs.examples.to_dict("records")
-    }
+    return prompt_known_texts(inputs.examples, inputs.items, inputs.descriptions, inputs.profiles)
 
 
 def text_outputs(predictions: pd.DataFrame, split: str = "test") -> pd.DataFrame:

@@ -1,19 +1,38 @@
-"""EXP3RT cases for notebook 08: for test examples, the preferences extracted from the user's
-allowed reviews (step 1), both profiles (step 2), the student's reasoning and its predicted vs
-true rating (step 3); and the blind human-evaluation sheets comparing EXP3RT's explanations
-with another reasoning method's."""
+"""EXP3RT's view in notebook 08 (:mod:`rrlib.report.families`): for test examples, the preferences
+extracted from the user's allowed reviews (step 1), both profiles (step 2), the student's reasoning
+and its predicted vs true rating (step 3); and the blind human-evaluation sheets comparing EXP3RT's
+explanations with another reasoning method's."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from rrlib import predictions as pr
 from rrlib.errors import ReportError
+from rrlib.evaluate.human_eval import build_comparisons, export_human_eval
+from rrlib.evaluate.section import Section
 from rrlib.methods import registry
+from rrlib.prompts.exp3rt import RatingContext
 from rrlib.prompts.postprocess import USABLE_STATUSES
+
+if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
+    from rrlib.report.families import InspectionContext
+
+FAMILY = "exp3rt"
+#: the methods whose cases are shown, the first one with predictions
+LEADS = ("exp3rt", "exp3rt_zeroshot")
+
+CASES_ABOUT = """\
+For the EXP3RT student's test predictions with the largest and the smallest errors: the preferences
+extracted from the user's allowed reviews (step 1), the user and item profiles (step 2), the
+reasoning it wrote and its expected (and arg-max) rating against the true one (step 3). Then the blind
+pairwise sheets comparing EXP3RT's explanations with every other reasoning method's on the same test
+examples (shuffled, A/B order random, method names only in the key): `scripts/score_human_eval.py`
+scores the filled copies."""
 
 
 def _usable(table: pd.DataFrame) -> dict[str, str]:
@@ -93,8 +112,6 @@ def export_exp3rt_human_eval(
     same test examples (one (K, seed) block per method: the largest K), into
     ``paths.inspect/human_eval_exp3rt`` (the key in a separate folder). The context raters see
     is EXP3RT's rating prompt (profiles and item), the target its title."""
-    from rrlib.report.human_eval import build_comparisons, export_human_eval
-
     pairs = list(pairs) if pairs is not None else human_eval_pairs(predictions, lead)
     if not pairs:
         raise ReportError(f"human evaluation: no reasoning method to compare {lead!r} with.")
@@ -120,4 +137,34 @@ def export_exp3rt_human_eval(
     )
 
 
-__all__ = ["export_exp3rt_human_eval", "exp3rt_cases", "human_eval_pairs"]
+def sections(ctx: InspectionContext) -> list[Section]:
+    """EXP3RT's cases (printed, one block per example) and, when another reasoning method wrote
+    reasoning for the same examples, the human-evaluation sheets (``inspect/human_eval_exp3rt``).
+    Record: ``shown_example_ids``, ``human_eval``."""
+    paths, predictions = ctx.paths, ctx.inputs.predictions
+    section = Section(FAMILY, "EXP3RT cases and human-evaluation sheets", about=CASES_ABOUT)
+    shown: list[Any] = []
+    sheets: dict[str, Path] = {}
+    lead = next((m for m in LEADS if (predictions["method"] == m).any()), None)
+    if lead:
+        table = exp3rt_cases(paths, predictions, lead, n=ctx.n_showcase)
+        shown = table["example_id"].tolist()
+        for r in table.to_dict("records"):
+            section.lines += ["=" * 100, *(f"{key}: {value}" for key, value in r.items())]
+        test = predictions[predictions["split"] == "test"]
+        if human_eval_pairs(test, lead):
+            ctx_rating = RatingContext.from_run(paths, ctx.domain)
+            sheets = export_exp3rt_human_eval(
+                paths, test, ctx_rating, ctx.inputs.examples, n_examples=ctx.n_showcase, seed=ctx.seed, lead=lead
+            )
+            section.lines.append(str({k: str(v) for k, v in sheets.items()}))
+    else:
+        section.lines.append("no EXP3RT predictions in this run")
+    section.record = {
+        "shown_example_ids": shown,
+        "human_eval": {k: str(v.relative_to(paths.root)) for k, v in sheets.items()},
+    }
+    return [section]
+
+
+__all__ = ["CASES_ABOUT", "export_exp3rt_human_eval", "exp3rt_cases", "human_eval_pairs", "sections"]

@@ -21,7 +21,16 @@ import pandas as pd
 
 from rrlib.errors import MethodError
 from rrlib.evaluate.faithfulness import FAILURE_TYPES, known_texts_for, unknown_mentions
-from rrlib.report.cases import FILTERS, Case, InspectionInputs, MethodOutput, build_cases, method_block, select_examples
+from rrlib.report.cases import (
+    FILTERS,
+    Case,
+    InspectionInputs,
+    MethodOutput,
+    build_cases,
+    load_inputs,
+    method_block,
+    select_examples,
+)
 from rrlib.report.highlight import content_terms, highlight_html
 from rrlib.report.html import CSS
 from rrlib.student.prompts import PromptContext, build_messages
@@ -80,8 +89,6 @@ class ExplorerData:
 
     @classmethod
     def from_run(cls, paths, method: str, k: int | None = None, domain: str = "") -> ExplorerData:
-        from rrlib.report.cases import load_inputs
-
         inputs = load_inputs(paths)
         block = method_block(inputs.predictions, method, k=k)
         references: dict[str, str] = {}

@@ -1,5 +1,5 @@
-"""How RecPIE's explanations moved its recommender (notebook 08) and the blind pairwise sheets
-that compare the reward-tuned explanations with the base explainer's (notebook 07).
+"""RecPIE's view in notebook 08 (:mod:`rrlib.report.families`): how its explanations moved its
+recommender. (Its views of notebook 07 are :mod:`rrlib.evaluate.recpie`.)
 
 The score shift comes from ``RUN_DIR/recpie/score_shift.parquet``, written by
 :func:`rrlib.methods.recpie.predict`: per test example the fitted recommender's P(like) with
@@ -8,12 +8,21 @@ the user text switched off and on (the same weights), so the difference is what 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from rrlib.errors import ReportError
+from rrlib.evaluate.section import Section
+
+if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
+    from rrlib.report.families import InspectionContext
+
+FAMILY = "recpie"
+EXPLAINED = "recpie_rl"  # the reward-tuned explainer's hybrid: the lead of the view when it was scored
 
 SHIFT_COLUMNS = (
     "method",
@@ -31,8 +40,6 @@ SHIFT_COLUMNS = (
 def load_score_shift(path) -> pd.DataFrame:
     """The score-shift table, with ``delta`` (with minus without) and ``toward_label`` (the shift
     signed so that positive means toward the true label)."""
-    from pathlib import Path
-
     if not Path(path).is_file():
         raise ReportError(
             f"{path} is missing: run 07_evaluate with a RecPIE user-text method (recpie_rl, "
@@ -102,8 +109,6 @@ def plot_score_shift(shift: pd.DataFrame, method: str, path=None):
     """P(like) without the user text (x) against with it (y) for ``method``'s examples that were
     shown one, liked and disliked targets apart; above the diagonal the text raised the score.
     Saved to ``path`` when given; returns a plain matplotlib Figure."""
-    from matplotlib.figure import Figure
-
     g = shift[(shift["method"] == method) & shift["user_text_shown"]]
     if g.empty:
         raise ReportError(f"score shift: method {method!r} has no example with a user text shown.")
@@ -123,63 +128,52 @@ def plot_score_shift(shift: pd.DataFrame, method: str, path=None):
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     if path is not None:
-        from pathlib import Path
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=110)
     return fig
 
 
-def round_zero_block(block: pd.DataFrame, round0: pd.DataFrame, method: str = "recpie_rl_round0") -> pd.DataFrame:
-    """``block`` (the recpie_rl predictions rows) with each shown explanation replaced by the
-    same user's explanation from round 0 (the explainer before any reward), renamed ``method``:
-    the baseline of the pairwise comparison."""
-    texts = dict(zip(round0["user_id"].astype(str), round0["explanation"].fillna("").astype(str)))
-    shown = block["reasoning"].fillna("").astype(str).str.strip() != ""
-    reasoning = [texts.get(str(u), "") if s else "" for u, s in zip(block["user_id"], shown)]
-    return block.assign(method=method, reasoning=reasoning)
+SHIFT_ABOUT = """\
+For RecPIE's user-text methods (`recpie_rl`: the reward-tuned explainer's texts; `recpie_hybrid` /
+`recpie_user_text`: `RECPIE_USER_TEXT`) notebook 07 scored every test example twice with the same
+fitted recommender: with the user's text switched off and on. The difference is what the text did.
+The table counts, over the examples that were shown a text, how often it moved the score toward the
+true label and the log loss without and with it; below, the examples it moved most, with the
+explanation and the label, and all of them as a scatter (above the diagonal: the text raised P(like))."""
 
 
-def explanation_comparisons(
-    predictions: pd.DataFrame,
-    round0: pd.DataFrame,
-    examples: pd.DataFrame,
-    items: pd.DataFrame,
-    *,
-    seed: int,
-    n_examples: int = 20,
-    method: str = "recpie_rl",
-    others: Sequence[str] = (),
-):
-    """Blind pairwise sheets: ``method``'s reward-tuned explanations against round 0's, and
-    against each method of ``others`` that wrote reasoning for the same examples."""
-    from rrlib.report.human_eval import build_comparisons, context_texts, target_texts
-
-    block = predictions[(predictions["method"] == method) & (predictions["split"] == "test")]
-    if block.empty:
-        raise ReportError(f"human evaluation: no test predictions of {method}; put it in EVAL_METHODS.")
-    base = round_zero_block(block, round0)
-    parts = [block, base] + [
-        predictions[(predictions["method"] == m) & (predictions["split"] == "test")] for m in others
-    ]
-    pairs = [(method, str(base["method"].iloc[0]))] + [(method, m) for m in others]
-    ex = examples[examples["example_id"].astype(str).isin(block["example_id"].astype(str))]
-    return build_comparisons(
-        pd.concat(parts, ignore_index=True),
-        pairs,
-        context_texts(ex, items),
-        target_texts(ex, items),
-        n_examples=n_examples,
-        seed=seed,
-    )
+def sections(ctx: InspectionContext) -> list[Section]:
+    """How the user text moved the recommender (``RUN_DIR/recpie/score_shift.parquet``): the summary
+    per method, the largest shifts of the lead method (the reward-tuned one when scored) and its
+    scatter, ``inspect/recpie_score_shift.png``. Record: ``score_shift``, ``plot``."""
+    paths = ctx.paths
+    section = Section(FAMILY, "RecPIE: how the explanation moved the recommender", about=SHIFT_ABOUT)
+    if not paths.recpie_score_shift.is_file():
+        section.lines.append("no RecPIE user-text method was scored in 07_evaluate")
+        return [section]
+    shift = load_score_shift(paths.recpie_score_shift)
+    summary = score_shift_summary(shift)
+    section.tables["Score shift per method"] = summary.round(4)
+    shown = list(dict.fromkeys(shift.loc[shift["user_text_shown"], "method"]))
+    plot = paths.inspect / "recpie_score_shift.png"
+    if shown:
+        lead = EXPLAINED if EXPLAINED in shown else shown[0]
+        section.tables[f"Largest shifts of {lead}"] = largest_shifts(shift, lead, n=ctx.n_showcase)
+        plot_score_shift(shift, lead, plot)
+        section.images.append(plot)
+    section.record = {
+        "score_shift": summary.to_dict(orient="records"),
+        "plot": str(plot.relative_to(paths.root)) if shown else None,
+    }
+    return [section]
 
 
 __all__ = [
+    "SHIFT_ABOUT",
     "SHIFT_COLUMNS",
-    "explanation_comparisons",
     "largest_shifts",
     "load_score_shift",
     "plot_score_shift",
-    "round_zero_block",
     "score_shift_summary",
+    "sections",
 ]
