@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -31,6 +31,7 @@ from rrlib import predictions as pr
 from rrlib.config.params import Config
 from rrlib.enrich.preferences import rank_examples
 from rrlib.errors import MethodError, MissingArtifactError
+from rrlib.evaluate.context import EvaluationContext
 from rrlib.evaluate.faithfulness import explanation_quality, prompt_known_texts
 from rrlib.evaluate.llm import predict_llm
 from rrlib.evaluate.ranking import score_rankings
@@ -40,9 +41,6 @@ from rrlib.methods import registry, retrieval
 from rrlib.methods.retrieval import PROTOCOL_LABELS, rerank
 from rrlib.prompts.exp3rt import RatingContext
 from rrlib.student.prompts import PromptContext
-
-if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
-    from rrlib.evaluate.families import EvaluationContext
 
 FAMILY = "exp3rt"
 

@@ -11,42 +11,12 @@ The notebook only shows what comes back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
 
-import pandas as pd
-
-from rrlib.config.params import Config
-from rrlib.config.paths import RunPaths
-from rrlib.data import Tables
 from rrlib.evaluate import exp3rt, recpie
-from rrlib.evaluate.plan import EvaluationPlan
-from rrlib.evaluate.results import Evaluation
+from rrlib.evaluate.context import EvaluationContext
 from rrlib.evaluate.section import Section
 from rrlib.methods import registry
-
-
-@dataclass
-class EvaluationContext:
-    """What notebook 07 holds when the families' views run: the run's config and folders, the
-    evaluation plan, the run's tables, the test examples, every prediction so far (``predictions``:
-    the file's rows, older blocks included) and those of this plan (``scored``), the scored results,
-    what the fitted methods reported (``baseline_info``) and the LLM prompt contexts by method
-    (``contexts``; a view that needs another one adds it)."""
-
-    cfg: Config
-    paths: RunPaths
-    plan: EvaluationPlan
-    data: Tables
-    test: pd.DataFrame
-    predictions: pd.DataFrame
-    scored: pd.DataFrame
-    evaluation: Evaluation
-    baseline_info: Mapping[str, Any]
-    contexts: MutableMapping[str, Any]
-    domain: str
-
 
 #: family -> its views in notebook 07, in registry order when shown
 EVALUATION_SECTIONS: dict[str, Callable[[EvaluationContext], list[Section]]] = {

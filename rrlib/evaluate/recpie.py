@@ -7,20 +7,18 @@ before any reward). RecPIE's rows of the results table are scored with every oth
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
 from rrlib import predictions as pr
 from rrlib.errors import ReportError
+from rrlib.evaluate.context import EvaluationContext
 from rrlib.evaluate.efficiency import efficiency_examples, efficiency_view, plot_data_efficiency, run_data_efficiency
 from rrlib.evaluate.faithfulness import explanation_quality
 from rrlib.evaluate.human_eval import build_comparisons, context_texts, export_human_eval, target_texts
 from rrlib.evaluate.section import Section
 from rrlib.finetune.rl import explainer_known_texts, round_explanations
-
-if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
-    from rrlib.evaluate.families import EvaluationContext
 
 FAMILY = "recpie"
 #: the hybrid whose curve is drawn, and the method fed the reward-tuned explainer's texts

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -18,9 +18,7 @@ from rrlib.evaluate.section import Section
 from rrlib.methods import registry
 from rrlib.prompts.exp3rt import RatingContext
 from rrlib.prompts.postprocess import USABLE_STATUSES
-
-if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
-    from rrlib.report.families import InspectionContext
+from rrlib.report.context import InspectionContext
 
 FAMILY = "exp3rt"
 #: the methods whose cases are shown, the first one with predictions

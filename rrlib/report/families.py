@@ -12,27 +12,11 @@ comes back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from rrlib.config.paths import RunPaths
 from rrlib.evaluate.section import Section
 from rrlib.methods import registry
 from rrlib.report import exp3rt, recpie
-from rrlib.report.cases import InspectionInputs
-
-
-@dataclass
-class InspectionContext:
-    """What notebook 08 holds when the families' views run: the run's folders, its inputs
-    (:func:`rrlib.report.cases.load_inputs`), the prompt domain, how many examples a view shows
-    (``N_SHOWCASE``) and the seed of its samples."""
-
-    paths: RunPaths
-    inputs: InspectionInputs
-    domain: str
-    n_showcase: int
-    seed: int
-
+from rrlib.report.context import InspectionContext
 
 #: family -> its views in notebook 08, in registry order when shown
 INSPECTION_SECTIONS: dict[str, Callable[[InspectionContext], list[Section]]] = {

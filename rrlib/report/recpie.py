@@ -9,7 +9,6 @@ the user text switched off and on (the same weights), so the difference is what 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,9 +16,7 @@ from matplotlib.figure import Figure
 
 from rrlib.errors import ReportError
 from rrlib.evaluate.section import Section
-
-if TYPE_CHECKING:  # the context is defined beside the table of families, which imports this module
-    from rrlib.report.families import InspectionContext
+from rrlib.report.context import InspectionContext
 
 FAMILY = "recpie"
 EXPLAINED = "recpie_rl"  # the reward-tuned explainer's hybrid: the lead of the view when it was scored
