@@ -15,8 +15,7 @@ from collections.abc import Callable
 
 from rrlib.evaluate import exp3rt, recpie
 from rrlib.evaluate.context import EvaluationContext
-from rrlib.evaluate.section import Section
-from rrlib.methods import registry
+from rrlib.evaluate.section import Section, sections_by_family
 
 #: family -> its views in notebook 07, in registry order when shown
 EVALUATION_SECTIONS: dict[str, Callable[[EvaluationContext], list[Section]]] = {
@@ -27,9 +26,7 @@ EVALUATION_SECTIONS: dict[str, Callable[[EvaluationContext], list[Section]]] = {
 
 def evaluation_sections(ctx: EvaluationContext) -> list[Section]:
     """Every declared family's views of this run, families in registry order."""
-    return [
-        s for family in registry.families() if family in EVALUATION_SECTIONS for s in EVALUATION_SECTIONS[family](ctx)
-    ]
+    return sections_by_family(EVALUATION_SECTIONS, ctx)
 
 
 __all__ = ["EVALUATION_SECTIONS", "EvaluationContext", "evaluation_sections"]

@@ -10,12 +10,14 @@ each section (its explanation, lines, tables and images) and record
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from rrlib.methods import registry
 
 
 @dataclass
@@ -33,6 +35,12 @@ class Section:
     record: dict[str, Any] = field(default_factory=dict)
 
 
+def sections_by_family(views: Mapping[str, Callable[[Any], list[Section]]], ctx: Any) -> list[Section]:
+    """Every family's views (``views``: family -> function of the step's context), families in
+    registry order: notebooks 07 and 08 both show them this way."""
+    return [s for family in registry.families() if family in views for s in views[family](ctx)]
+
+
 def section_records(sections: Iterable[Section]) -> dict[str, dict[str, Any]]:
     """``{family: record}`` for the step's results: the records of one family's sections merged in
     order (a family with a section always has its key, even when the record is empty)."""
@@ -42,4 +50,4 @@ def section_records(sections: Iterable[Section]) -> dict[str, dict[str, Any]]:
     return out
 
 
-__all__ = ["Section", "section_records"]
+__all__ = ["Section", "section_records", "sections_by_family"]

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rrlib.evaluate.section import Section
-from rrlib.methods import registry
+from rrlib.evaluate.section import Section, sections_by_family
 from rrlib.report import exp3rt, recpie
 from rrlib.report.context import InspectionContext
 
@@ -27,9 +26,7 @@ INSPECTION_SECTIONS: dict[str, Callable[[InspectionContext], list[Section]]] = {
 
 def inspection_sections(ctx: InspectionContext) -> list[Section]:
     """Every declared family's views of this run, families in registry order."""
-    return [
-        s for family in registry.families() if family in INSPECTION_SECTIONS for s in INSPECTION_SECTIONS[family](ctx)
-    ]
+    return sections_by_family(INSPECTION_SECTIONS, ctx)
 
 
 __all__ = ["INSPECTION_SECTIONS", "InspectionContext", "inspection_sections"]
