@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from rrlib import predictions as pr
 from rrlib.config.params import run_seeds
@@ -114,6 +115,180 @@ def _like_score(block: pd.DataFrame) -> pd.Series:
     return block["p_yes"] if (block["task"] == "like").all() else block["predicted_rating"]
 
 
+@dataclass(frozen=True)
+class _Baselines:
+    """The baselines every block is paired with: the bias one (like AUC) and the rating one (RMSE)."""
+
+    name: str | None
+    block: pd.DataFrame | None
+    rating_name: str | None
+    rating_block: pd.DataFrame | None
+
+
+def _baselines(predictions: pd.DataFrame, reference: str | None, rating_reference: str | None) -> _Baselines:
+    """The chosen baselines' predictions, indexed by example (default: the strongest on ``predictions``)."""
+    name = reference if reference is not None else strongest_bias_baseline(predictions)[0]
+    block = (
+        predictions[predictions["method"] == name].drop_duplicates("example_id").set_index("example_id")
+        if name and (predictions["method"] == name).any()
+        else None
+    )
+    rating_name = rating_reference if rating_reference is not None else strongest_rating_baseline(predictions)[0]
+    rating_block = (
+        predictions[(predictions["method"] == rating_name) & (predictions["task"] == "rating")]
+        .drop_duplicates("example_id")
+        .set_index("example_id")
+        if rating_name
+        else None
+    )
+    return _Baselines(name, block, rating_name, rating_block)
+
+
+def _empty_row(block: pd.DataFrame, method: str, k: int, seed: int, dataset: str, reference: str) -> dict[str, Any]:
+    """A block's results row with its counts filled in and every figure still NaN."""
+    labels = block["label"].astype(int)
+    return {
+        "dataset": dataset,
+        "method": method,
+        "label": registry.label(method),
+        "k": int(k),
+        "seed": int(seed),
+        "task": str(block["task"].iloc[0]),
+        "n": len(block),
+        "n_pos": int(labels.sum()),
+        "n_neg": int((labels == 0).sum()),
+        "format_errors": int((~block["format_ok"].astype(bool)).sum()),
+        "auc": math.nan,
+        "auc_ci_low": math.nan,
+        "auc_ci_high": math.nan,
+        "reference": reference,
+        "delta_auc": math.nan,
+        "delta_ci_low": math.nan,
+        "delta_ci_high": math.nan,
+        "delta_p": math.nan,
+        "bertscore_backbone": "",
+        "bertscore_f1": math.nan,
+        "bertscore_n": 0,
+        "bertscore_empty": 0,
+        "training": "",
+        **empty_rating_columns(),
+    }
+
+
+def _add_rating_figures(row: dict, block: pd.DataFrame, base: _Baselines, n_boot: int, seed: int) -> list[str]:
+    """RMSE/MAE with intervals, and the paired difference with the rating baseline; returns notes."""
+    notes: list[str] = []
+    try:
+        figures = rating_metrics(block, n_boot=n_boot, seed=seed)
+        figures.pop("auc")  # the AUC with its interval comes from _add_auc_figures, as for like-task rows
+        row.update(figures)
+    except ValueError as e:
+        notes.append(str(e))
+    if base.rating_block is not None and base.rating_name is not None:
+        row["rating_reference"] = base.rating_name
+        if row["method"] != base.rating_name and not math.isnan(row["rmse"]):
+            cols, more = rating_difference_columns(block, base.rating_block, base.rating_name, n_boot=n_boot, seed=seed)
+            row.update(cols)
+            notes += more
+    return notes
+
+
+def _add_auc_figures(row: dict, block: pd.DataFrame, base: _Baselines, n_boot: int, seed: int) -> list[str]:
+    """The AUC with its interval, and the paired difference with the bias baseline; returns notes."""
+    notes: list[str] = []
+    try:
+        auc = auc_with_ci(block["label"].astype(int), _like_score(block), n_boot=n_boot, seed=seed)
+        row.update(auc=auc["auc"], auc_ci_low=auc["ci_low"], auc_ci_high=auc["ci_high"])
+    except ValueError as e:
+        notes.append(str(e))
+    ref = base.block
+    if ref is None:
+        return notes
+    if len(block) < len(ref):  # e.g. recpie_rl: only the explained users
+        notes.append(
+            f"scored on {len(block)} of the {len(ref)} examples (coverage "
+            f"{len(block) / len(ref):.0%}); its paired difference is on those"
+        )
+    if row["method"] == base.name or math.isnan(row["auc"]):
+        return notes
+    common = block[block["example_id"].isin(ref.index)]
+    if len(common) < len(block):
+        notes.append(f"paired difference on the {len(common)} of {len(block)} examples the baseline scored")
+    try:
+        d = paired_auc_difference(
+            common["label"], _like_score(common), ref.loc[common["example_id"], "p_yes"], n_boot=n_boot, seed=seed
+        )
+        row.update(delta_auc=d["delta_auc"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"], delta_p=d["p_value"])
+    except ValueError as e:
+        notes.append(f"no paired difference: {e}")
+    return notes
+
+
+def _reasoning_view(spec: registry.MethodSpec, method_views: Mapping[str, str]) -> tuple[str, list[str]]:
+    """The teacher view a method's ground-truth reasoning comes from, and a note when it is not 'full'."""
+    # a rating method's ground truth is EXP3RT's rating reasoning, whatever the like views say
+    if spec.task == "rating":
+        view = own = "exp3rt"
+    else:
+        view = method_views.get(spec.name, "full")
+        own = registry.view_name(spec.teacher_view) if spec.teacher_view is not None else "full"
+    if view != own:
+        return view, [f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own {own} view"]
+    return view, [f"ground truth written by a teacher with the {view} view"] if view != "full" else []
+
+
+@dataclass(frozen=True)
+class _BertScoreSetup:
+    """What BERTScore needs besides the texts: the references by view and the scoring model."""
+
+    references: Mapping[str, Mapping[str, str]]
+    method_views: Mapping[str, str]
+    model: str
+    layers: int
+    cache_dir: str | Path | None
+    backbone: str
+
+
+def _add_bertscore(row: dict, block: pd.DataFrame, bs: _BertScoreSetup) -> tuple[pd.DataFrame | None, list[str]]:
+    """Mean BERTScore F1 of a reasoning method's texts against the teacher's ground truth.
+
+    Returns the per-example scores (None for a method without reasoning) and notes."""
+    spec = registry.REGISTRY.get(row["method"])
+    if spec is None or not spec.reasons:
+        return None, []
+    view, view_notes = _reasoning_view(spec, bs.method_views)
+    refs = bs.references.get(view, {})
+    has_ref = block["example_id"].map(lambda e: bool(str(refs.get(e, "") or "").strip()))
+    scored = block[has_ref.to_numpy()]
+    notes = []
+    if len(scored) < len(block):
+        notes.append(
+            f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "
+            f"({view} view) and are not in BERTScore"
+        )
+    per = None
+    if len(scored):
+        texts = scored["reasoning"].tolist()
+        f1 = bertscore_f1(texts, [refs[e] for e in scored["example_id"]], bs.model, bs.layers, bs.cache_dir)
+        row.update(
+            bertscore_f1=float(f1.mean()),
+            bertscore_n=len(f1),
+            bertscore_empty=int((scored["reasoning"].fillna("").str.strip() == "").sum()),
+            bertscore_backbone=bs.backbone,
+        )
+        per = pd.DataFrame(
+            {
+                "method": row["method"],
+                "k": row["k"],
+                "seed": row["seed"],
+                "example_id": scored["example_id"].to_numpy(),
+                "bertscore_f1": f1,
+                "bertscore_backbone": bs.backbone,
+            }
+        )
+    return per, notes + view_notes
+
+
 def score_predictions(
     predictions: pd.DataFrame,
     references: Mapping[str, Mapping[str, str]],
@@ -139,151 +314,26 @@ def score_predictions(
     difference with the strongest rating baseline) and the per-example BERTScore F1.
     ``reference`` / ``rating_reference``: the baselines chosen on validation (default: the
     strongest on ``predictions`` themselves)."""
-    from tqdm.auto import tqdm
-
     pr.check(predictions)
-    method_views = dict(method_views or {})
-    backbone = bertscore_backbone(bertscore_model, bertscore_layers)
-    ref_name = reference if reference is not None else strongest_bias_baseline(predictions)[0]
-    ref_block = (
-        predictions[predictions["method"] == ref_name].drop_duplicates("example_id").set_index("example_id")
-        if ref_name and (predictions["method"] == ref_name).any()
-        else None
-    )
-    rating_ref = rating_reference if rating_reference is not None else strongest_rating_baseline(predictions)[0]
-    rating_ref_block = (
-        predictions[(predictions["method"] == rating_ref) & (predictions["task"] == "rating")]
-        .drop_duplicates("example_id")
-        .set_index("example_id")
-        if rating_ref
-        else None
+    base = _baselines(predictions, reference, rating_reference)
+    bs = _BertScoreSetup(
+        references,
+        dict(method_views or {}),
+        bertscore_model,
+        bertscore_layers,
+        cache_dir,
+        bertscore_backbone(bertscore_model, bertscore_layers),
     )
     rows, per_example = [], []
     blocks = list(predictions.groupby(pr.BLOCK, sort=False))
     for (method, k, s), block in tqdm(blocks, desc="scoring methods", disable=not progress):
-        notes: list[str] = []
-        labels = block["label"].astype(int)
-        row: dict[str, Any] = {
-            "dataset": dataset,
-            "method": method,
-            "label": registry.label(method),
-            "k": int(k),
-            "seed": int(s),
-            "task": str(block["task"].iloc[0]),
-            "n": len(block),
-            "n_pos": int(labels.sum()),
-            "n_neg": int((labels == 0).sum()),
-            "format_errors": int((~block["format_ok"].astype(bool)).sum()),
-            "auc": math.nan,
-            "auc_ci_low": math.nan,
-            "auc_ci_high": math.nan,
-            "reference": ref_name or "",
-            "delta_auc": math.nan,
-            "delta_ci_low": math.nan,
-            "delta_ci_high": math.nan,
-            "delta_p": math.nan,
-            "bertscore_backbone": "",
-            "bertscore_f1": math.nan,
-            "bertscore_n": 0,
-            "bertscore_empty": 0,
-            "training": "",
-            **empty_rating_columns(),
-        }
-        if row["task"] == "rating":
-            try:
-                figures = rating_metrics(block, n_boot=n_boot, seed=seed)
-                figures.pop("auc")  # the AUC with its interval comes below, as for like-task rows
-                row.update(figures)
-            except ValueError as e:
-                notes.append(str(e))
-            if rating_ref_block is not None and rating_ref is not None:
-                row["rating_reference"] = rating_ref
-                if method != rating_ref and not math.isnan(row["rmse"]):
-                    cols, more = rating_difference_columns(
-                        block, rating_ref_block, rating_ref, n_boot=n_boot, seed=seed
-                    )
-                    row.update(cols)
-                    notes += more
-        score = _like_score(block)
-        try:
-            auc = auc_with_ci(labels, score, n_boot=n_boot, seed=seed)
-            row.update(auc=auc["auc"], auc_ci_low=auc["ci_low"], auc_ci_high=auc["ci_high"])
-        except ValueError as e:
-            notes.append(str(e))
-        if ref_block is not None and len(block) < len(ref_block):  # e.g. recpie_rl: only the explained users
-            notes.append(
-                f"scored on {len(block)} of the {len(ref_block)} examples (coverage "
-                f"{len(block) / len(ref_block):.0%}); its paired difference is on those"
-            )
-        if ref_block is not None and method != ref_name and not math.isnan(row["auc"]):
-            common = block[block["example_id"].isin(ref_block.index)]
-            if len(common) < len(block):
-                notes.append(f"paired difference on the {len(common)} of {len(block)} examples the baseline scored")
-            try:
-                d = paired_auc_difference(
-                    common["label"],
-                    _like_score(common),
-                    ref_block.loc[common["example_id"], "p_yes"],
-                    n_boot=n_boot,
-                    seed=seed,
-                )
-                row.update(
-                    delta_auc=d["delta_auc"], delta_ci_low=d["ci_low"], delta_ci_high=d["ci_high"], delta_p=d["p_value"]
-                )
-            except ValueError as e:
-                notes.append(f"no paired difference: {e}")
-        spec = registry.REGISTRY.get(method)
-        if spec is not None and spec.reasons:
-            # a rating method's ground truth is EXP3RT's rating reasoning, whatever the like views say
-            view = "exp3rt" if spec.task == "rating" else method_views.get(method, "full")
-            refs = references.get(view, {})
-            has_ref = block["example_id"].map(lambda e, refs=refs: bool(str(refs.get(e, "") or "").strip()))
-            scored = block[has_ref.to_numpy()]
-            if len(scored) < len(block):
-                notes.append(
-                    f"{len(block) - len(scored)} of {len(block)} examples have no ground-truth reasoning "
-                    f"({view} view) and are not in BERTScore"
-                )
-            if len(scored):
-                f1 = bertscore_f1(
-                    scored["reasoning"].tolist(),
-                    [refs[e] for e in scored["example_id"]],
-                    bertscore_model,
-                    bertscore_layers,
-                    cache_dir,
-                )
-                row.update(
-                    bertscore_f1=float(f1.mean()),
-                    bertscore_n=len(f1),
-                    bertscore_empty=int((scored["reasoning"].fillna("").str.strip() == "").sum()),
-                    bertscore_backbone=backbone,
-                )
-                per_example.append(
-                    pd.DataFrame(
-                        {
-                            "method": method,
-                            "k": int(k),
-                            "seed": int(s),
-                            "example_id": scored["example_id"].to_numpy(),
-                            "bertscore_f1": f1,
-                            "bertscore_backbone": backbone,
-                        }
-                    )
-                )
-            own = (
-                "exp3rt"
-                if spec.task == "rating"
-                else registry.view_name(spec.teacher_view)
-                if spec.teacher_view is not None
-                else "full"
-            )
-            if view != own:
-                notes.append(
-                    f"reuses the {view} teacher view's reasoning (ABLATION_REASONING: full), not its own {own} view"
-                )
-            elif view != "full":
-                notes.append(f"ground truth written by a teacher with the {view} view")
-        row["note"] = "; ".join(notes)
+        row = _empty_row(block, method, k, s, dataset, base.name or "")
+        notes = _add_rating_figures(row, block, base, n_boot, seed) if row["task"] == "rating" else []
+        notes += _add_auc_figures(row, block, base, n_boot, seed)
+        per, more = _add_bertscore(row, block, bs)
+        if per is not None:
+            per_example.append(per)
+        row["note"] = "; ".join(notes + more)
         rows.append(row)
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     results = (
