@@ -117,6 +117,12 @@ def test_user_specificity_separates_templates_from_personal_reasoning():
     assert np.isnan(fa.user_specificity(template[:2], ["u1", "u1"])["mean_pairwise_cosine"])
 
 
+def test_user_specificity_of_texts_without_a_word_is_nan_not_a_crash():
+    # a broken student can answer single characters only; the tokenizer then finds no vocabulary
+    out = fa.user_specificity(["a", "b", "!"], ["u1", "u2", "u3"])
+    assert out["n_texts"] == 3 and np.isnan(out["mean_pairwise_cosine"]) and np.isnan(out["near_duplicate_share"])
+
+
 def _examples(n: int) -> pd.DataFrame:
     return pd.DataFrame(
         {

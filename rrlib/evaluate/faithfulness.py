@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.feature_extraction.text import TfidfVectorizer
 
 from rrlib.errors import PredictionsError
 from rrlib.methods import registry
@@ -519,9 +520,7 @@ def user_specificity(
     * ``shared_ngram_rate``: mean over reasonings of the share of their word ``n``-grams that
       also occur in another user's reasoning.
 
-    Empty texts are left out; with fewer than two users the figures are NaN."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
+    Empty texts are left out; with fewer than two users, or no words, the figures are NaN."""
     keep = [i for i, t in enumerate(texts) if str(t or "").strip()]
     texts = [str(texts[i]) for i in keep]
     users = [str(users[i]) for i in keep]
@@ -536,7 +535,10 @@ def user_specificity(
     }
     if len(set(users)) < 2:
         return out
-    x = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
+    try:
+        x = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(texts)
+    except ValueError:  # no text has a word of two characters or more: nothing to compare
+        return out
     sim = (x @ x.T).toarray()
     u = np.array(users)
     other = u[:, None] != u[None, :]
@@ -569,7 +571,7 @@ def _known_for(known_texts: Mapping[str, str], example_ids: Sequence[str]) -> li
         raise PredictionsError(
             f"explanation checks: known_texts lacks {len(missing)} of {len(unique)} "
             f"example(s), e.g. {missing[0]}; give the prompt texts of every scored example "
-            f"(rrlib.report.cases.known_texts builds them)."
+            f"(rrlib.evaluate.faithfulness.prompt_known_texts builds them)."
         )
     return [str(known_texts[e] or "") for e in example_ids]
 
