@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     rl.fit_hybrid = timed(rl.fit_hybrid, "recommender_fit")  # type: ignore[assignment]
     make_reward = rl.make_reward
     rl.make_reward = lambda *a, **k: timed(make_reward(*a, **k), "reward")  # type: ignore[assignment]
-    rl.run_recpie_rl(run)
+    rl.run_explainer_rl(run)
     print(json.dumps({"peak_rss_mib": {k: round(v) for k, v in peaks.items()}, "rounds_dir": str(run.out_dir)}))
     return 0
 

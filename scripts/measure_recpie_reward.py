@@ -148,15 +148,15 @@ def main() -> None:
             seeds=[args.seed + i for i in range(args.seeds)],
         )
         times["efficiency"] = time.perf_counter() - t0
-        paths.recpie.mkdir(parents=True, exist_ok=True)
-        table.to_csv(paths.recpie / "measure_efficiency.csv", index=False)
-        table.attrs["per_seed"].to_csv(paths.recpie / "measure_efficiency_per_seed.csv", index=False)
+        paths.explainer.mkdir(parents=True, exist_ok=True)
+        table.to_csv(paths.explainer / "measure_efficiency.csv", index=False)
+        table.attrs["per_seed"].to_csv(paths.explainer / "measure_efficiency_per_seed.csv", index=False)
         print(f"data efficiency on {len(test)} test users ({int((test['label'] == 0).sum())} dislikes)")
         print(efficiency_view(table).to_string(), flush=True)
         record["efficiency"] = table.to_dict(orient="records")
     record["seconds"] = times
-    paths.recpie.mkdir(parents=True, exist_ok=True)
-    (paths.recpie / "measure_recpie_reward.json").write_text(json.dumps(record, indent=1))
+    paths.explainer.mkdir(parents=True, exist_ok=True)
+    (paths.explainer / "measure_recpie_reward.json").write_text(json.dumps(record, indent=1))
     print(json.dumps(times))
 
 

@@ -161,11 +161,11 @@ def main() -> None:
             n_boot=500,
         )
         print(eff[["method", "fraction", "n_train_users", "auc", "ci_low", "ci_high"]].to_string(index=False))
-        paths.recpie.mkdir(parents=True, exist_ok=True)
-        plot_data_efficiency(eff, paths.recpie / "data_efficiency.png")
+        paths.explainer.mkdir(parents=True, exist_ok=True)
+        plot_data_efficiency(eff, paths.explainer / "data_efficiency.png")
         out["data_efficiency"] = eff.to_dict("records")
-    paths.recpie.mkdir(parents=True, exist_ok=True)
-    (paths.recpie / "recpie_quick_eval.json").write_text(json.dumps(out, indent=1, default=float))
+    paths.explainer.mkdir(parents=True, exist_ok=True)
+    (paths.explainer / "recpie_quick_eval.json").write_text(json.dumps(out, indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -51,11 +51,11 @@ test = eval_subset(t.examples, "test", cfg.data.n_test)
 times = {}
 t0 = time.perf_counter()
 r = rl.rl_run_for(cfg, paths, t, domain_of(p))
-log = rl.run_recpie_rl(r)
-rl.write_prompts(r, paths.recpie_prompts)
+log = rl.run_explainer_rl(r)
+rl.write_prompts(r, paths.explainer_prompts)
 times["rl_loop"] = time.perf_counter() - t0
 print(rl.rounds_table(log).to_string(), flush=True)
-rl.plot_rounds(log, paths.recpie / "rl_rounds.png")
+rl.plot_rounds(log, paths.explainer / "rl_rounds.png")
 preds = None
 for names in (["user_like_rate", "item_like_rate", "bias_logreg"], ["sasrec"], registry.names(family="recpie")):
     t0 = time.perf_counter()
@@ -95,9 +95,9 @@ res.to_csv(run / "results.csv", index=False)
 t0 = time.perf_counter()
 eff = run_data_efficiency(cfg, paths, t)
 times["efficiency"] = time.perf_counter() - t0
-eff.to_csv(paths.recpie_efficiency, index=False)
-eff.attrs["per_seed"].to_csv(paths.recpie / "data_efficiency_per_seed.csv", index=False)
-plot_data_efficiency(eff, paths.recpie / "data_efficiency.png")
+eff.to_csv(paths.explainer_efficiency, index=False)
+eff.attrs["per_seed"].to_csv(paths.explainer / "data_efficiency_per_seed.csv", index=False)
+plot_data_efficiency(eff, paths.explainer / "data_efficiency.png")
 print(f"data efficiency on {int(eff['n'].iloc[0])} test examples, text coverage {eff.attrs.get('text_coverage')}")
 print(efficiency_view(eff).to_string())
 print(json.dumps(times))

@@ -44,8 +44,8 @@ def _write_exp3rt_tables(paths: RunPaths, cfg: Config) -> None:
         for i, revs in zip(t.items["item_id"], t.items["sampled_reviews"])
     }
     for kind, texts, path in (
-        ("user", user_text.to_dict(), paths.exp3rt_user_profiles),
-        ("item", item_text, paths.exp3rt_item_profiles),
+        ("user", user_text.to_dict(), paths.review_user_profiles),
+        ("item", item_text, paths.review_item_profiles),
     ):
         path.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(
@@ -198,7 +198,7 @@ def test_multitask_pairs_hold_steps_1_and_2_from_allowed_reviews_only(run):
     prefs.to_parquet(paths.preferences)
     ctx = RatingContext.from_run(paths, "beauty")
     pairs = multitask_pairs(paths, cfg, ctx)
-    n_profiles = sum(len(pd.read_parquet(p)) for p in (paths.exp3rt_user_profiles, paths.exp3rt_item_profiles))
+    n_profiles = sum(len(pd.read_parquet(p)) for p in (paths.review_user_profiles, paths.review_item_profiles))
     extraction = [p for p in pairs if p["completion"][0]["content"] == "Liked: scent\nDisliked: none"]
     assert len(extraction) == len(prefs) and len(pairs) <= len(prefs) + n_profiles
     # every extraction prompt quotes one of the allowed reviews, never a target's own review

@@ -49,31 +49,6 @@ def _system_names() -> dict[str, tuple[str, ...]]:
     return {n: tuple(n.split("_")) for n in names}
 
 
-#: what a notebook still names, each an open item with its reason (every entry is a debt: names in
-#: modules this change leaves alone, and result keys that tests and tooling read)
-DEBTS: dict[str, dict[str, str]] = {
-    "04_review_preferences": {
-        "retrieval": "builds the candidate lists with rrlib.methods.retrieval; results key 'retrieval'",
-        "exp3rt_scope": "rrlib.enrich.preferences names its scope after the family",
-        "exp3rt_user_profiles": "RunPaths names the profile files after the family",
-        "exp3rt_item_profiles": "RunPaths names the profile files after the family",
-        "exp3rt": "parse-rate job names 'exp3rt_{user,item}_profile' (read by the manifest)",
-    },
-    "05_reasoning_generation": {
-        "exp3rt": "results keys 'exp3rt' (generation, summaries; tests read them)",
-        "exp3rt_rating_reasoning": "parse-rate job name (read by the manifest)",
-        "exp3rt_rating_reasoning_test_references": "parse-rate job name (read by the manifest)",
-    },
-    "06_finetune": {
-        "recpie": "RunPaths.recpie, the explainer loop's folder",
-        "recpie_rl": "RunPaths.recpie_rl, and the results key 'recpie_rl'",
-        "run_recpie_rl": "rrlib.finetune.rl names its loop after the method",
-        "recpie_prompts": "RunPaths.recpie_prompts",
-        "recpie_explanations": "RunPaths.recpie_explanations",
-    },
-}
-
-
 def _code_cells(nb: dict) -> list[tuple[int, str]]:
     out = []
     for i, cell in enumerate(nb["cells"]):
@@ -124,19 +99,13 @@ def test_the_system_names_come_from_the_registry():
 def test_no_code_cell_names_a_method_or_a_family(path):
     nb = json.loads(path.read_text())
     params = _parameter_names(nb)
-    debts = DEBTS.get(path.stem, {})
     named = [
-        f"cell {i} line {line}: {word}"
-        for i, source in _code_cells(nb)
-        for line, word in _mentions(source, params)
-        if word not in debts
+        f"cell {i} line {line}: {word}" for i, source in _code_cells(nb) for line, word in _mentions(source, params)
     ]
     assert named == [], (
         f"{path.name} names systems in code: {named}. Let the registry or a family's section "
         f"(rrlib/evaluate/families.py, rrlib/report/families.py) decide what to show."
     )
-    still = {word for i, source in _code_cells(nb) for _, word in _mentions(source, params)}
-    assert set(debts) <= still, f"{path.name}: debts paid, remove them from DEBTS: {sorted(set(debts) - still)}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -288,9 +257,9 @@ def test_the_data_efficiency_view_writes_its_files_and_records_them(tmp_path, mo
     section = ev_recpie.efficiency_section(ctx)
     paths = ctx.paths
     assert calls == [3]  # every test example (RECPIE_EFFICIENCY_TEST 'all')
-    assert pd.read_csv(paths.recpie_efficiency)["method"].tolist() == table["method"].tolist()
-    assert (paths.recpie / "data_efficiency_per_seed.csv").is_file()
-    assert section.images == [paths.recpie / "data_efficiency.png"] and section.images[0].stat().st_size > 0
+    assert pd.read_csv(paths.explainer_efficiency)["method"].tolist() == table["method"].tolist()
+    assert (paths.explainer / "data_efficiency_per_seed.csv").is_file()
+    assert section.images == [paths.explainer / "data_efficiency.png"] and section.images[0].stat().st_size > 0
     assert list(section.tables) == ["AUC per share of training users"]
     assert section.lines[0].startswith("3 test examples (1 dislikes)")
     eff = section.record["data_efficiency"]
@@ -391,8 +360,8 @@ def test_the_score_shift_view_leads_with_the_reward_tuned_method(tmp_path):
             "user_text": ["likes gentle things"] * (2 * n),
         }
     )
-    paths.recpie.mkdir(parents=True, exist_ok=True)
-    shift.to_parquet(paths.recpie_score_shift)
+    paths.explainer.mkdir(parents=True, exist_ok=True)
+    shift.to_parquet(paths.explainer_score_shift)
     (section,) = rp_recpie.sections(ctx)
     assert list(section.tables) == ["Score shift per method", "Largest shifts of recpie_rl"]
     assert len(section.tables["Largest shifts of recpie_rl"]) == 2  # N_SHOWCASE

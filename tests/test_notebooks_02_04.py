@@ -233,7 +233,7 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     for step in ("04_review_preferences", "05_reasoning_generation"):
         jobs = _results(paths, step)[0]["results"]["generation"].values()
         assert manifest["notebooks"][step]["tokens"]["generated"] == sum(j.get("generated", 0) for j in jobs) > 0
-    assert _results(paths, "05_reasoning_generation")[0]["results"]["generation"]["exp3rt"]["generated"] > 0
+    assert _results(paths, "05_reasoning_generation")[0]["results"]["generation"]["rating_reasoning"]["generated"] > 0
     # every parsed teacher task was decoded under its grammar; its parse rate is in the results and the manifest
     for step, jobs in (
         ("04_review_preferences", {"preference_extraction", "exp3rt_user_profile", "exp3rt_item_profile"}),
@@ -243,7 +243,7 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
         assert jobs <= set(rates) and all(r["constrained"] for r in rates.values()), rates
         assert all(rates[j]["n"] > 0 for j in jobs), rates
         assert manifest["notebooks"][step]["parse_rates"] == rates == manifest["parse_rates"][step]
-    assert manifest["parse_rates"]["05_reasoning_generation"]["exp3rt_rating_reasoning"]["rate"] >= 0.9
+    assert manifest["parse_rates"]["05_reasoning_generation"]["rating_reasoning"]["rate"] >= 0.9
     refs_res = _results(paths, "05_reasoning_generation")[0]["results"]["test_references"]
     assert refs_res["enabled"] and refs_res["n"] == len(refs) == len(explained) * refs["view"].nunique()
     assert refs_res["by_status"] == refs["status"].value_counts().to_dict()

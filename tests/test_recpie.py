@@ -373,11 +373,11 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
     predict = registry.implementation("recpie_rl")
     with pytest.raises(MissingArtifactError, match="06_finetune"):
         predict(["recpie_rl"], tables, test, cfg)  # notebook 06 has not written explanations yet
-    paths.recpie.mkdir()
+    paths.explainer.mkdir()
     explained = sorted(users)[:30]  # the rest have no explanation: no text, no reasoning
     pd.DataFrame(
         {"user_id": explained, "explanation": [users[u].text for u in explained], "available_from": 2, "round": 1}
-    ).to_parquet(paths.recpie_explanations)
+    ).to_parquet(paths.explainer_texts)
     rows, info = predict(["recpie_rl", "recpie_item_text"], tables, test, cfg)
     assert info["recpie_rl"]["text_sources"] == {"user": "explanations", "item": "description"}
     rl = rows[rows["method"] == "recpie_rl"].set_index("user_id")
@@ -385,7 +385,7 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
     assert sorted(rl.index) == explained and info["recpie_rl"]["coverage"] == {"explained": 30, "evaluated": 40}
     assert (rl.loc[explained, "reasoning"] == [users[u].text for u in explained]).all()
     assert (rows[rows["method"] == "recpie_item_text"]["reasoning"].fillna("") == "").all()
-    shift = pd.read_parquet(paths.recpie_score_shift)
+    shift = pd.read_parquet(paths.explainer_score_shift)
     assert set(shift["method"]) == {"recpie_rl"} and len(shift) == len(test)  # item-only variant: no user text
     shown = shift[shift["user_text_shown"]]
     assert set(shown["user_id"]) == set(explained)

@@ -13,7 +13,7 @@ import pytest
 from test_recpie import FakeEncoder, text_task
 
 from rrlib.errors import ParamError, TrainingConfigMismatch
-from rrlib.finetune.rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_recpie_rl
+from rrlib.finetune.rl import RLRun, RLSettings, explainer_inputs, make_reward, round_dir, rounds_log, run_explainer_rl
 from rrlib.io import stable_hash
 from rrlib.methods.recpie import TextFeatures, explanation_gain, fit_hybrid
 from rrlib.methods.sequential import SeqConfig
@@ -166,7 +166,7 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
 
     crashing = FakeExplainer(truth, fail_on_update=2)
     with pytest.raises(RuntimeError, match="simulated kill in round 2"):
-        run_recpie_rl(_run(tmp_path, crashing, settings, data))
+        run_explainer_rl(_run(tmp_path, crashing, settings, data))
     out = tmp_path / "rl"
     assert [r["round"] for r in rounds_log(out)] == [0, 1]
     assert (round_dir(out, 1) / "adapter" / "skill.txt").is_file() and not round_dir(out, 2).exists()
@@ -174,7 +174,7 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
     stamp = {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in ("recommenders.pt", "explanations.parquet")}
 
     resumed = FakeExplainer(truth)
-    log = run_recpie_rl(_run(tmp_path, resumed, settings, data))
+    log = run_explainer_rl(_run(tmp_path, resumed, settings, data))
     assert resumed.updates == 2  # rounds 2 and 3 only; round 1 was not recomputed
     assert resumed.loads[0] == round_dir(out, 1) / "adapter"  # round 2 starts from round 1's explainer
     assert {f: (round_dir(out, 1) / f).stat().st_mtime_ns for f in stamp} == stamp
@@ -192,11 +192,11 @@ def test_loop_resumes_after_a_kill_without_recomputing_finished_rounds(tmp_path)
     lines = (out / "log.jsonl").read_text().splitlines()
     (out / "log.jsonl").write_text("\n".join(lines[:-1]) + "\n")
     idle = FakeExplainer(truth)
-    assert [r["round"] for r in run_recpie_rl(_run(tmp_path, idle, settings, data))] == [0, 1, 2, 3]
+    assert [r["round"] for r in run_explainer_rl(_run(tmp_path, idle, settings, data))] == [0, 1, 2, 3]
     assert idle.updates == 0 and idle.loads == []
 
     with pytest.raises(TrainingConfigMismatch, match="settings"):
-        run_recpie_rl(
+        run_explainer_rl(
             _run(
                 tmp_path,
                 FakeExplainer(truth),
@@ -220,7 +220,7 @@ def test_every_reward_is_scored_by_a_recommender_that_never_trained_on_its_targe
     truth = {u: t.text for u, t in users.items()}
     settings = RLSettings(rounds=2, n_users=0, reward_targets=2, explain_history=4, seed=1, reward_folds=3)
     run = _run(tmp_path, FakeExplainer(truth), settings, data)
-    log = run_recpie_rl(run)
+    log = run_explainer_rl(run)
     saved = torch.load(round_dir(tmp_path / "rl", 0) / "recommenders.pt", weights_only=False)
     folds = saved["folds"]
     assert sorted(folds) == run.inputs.users and sorted(set(folds.values())) == [0, 1, 2]
@@ -260,7 +260,7 @@ def test_every_evaluated_user_is_explained_in_the_first_and_last_rounds(tmp_path
 
     rec = Recording(truth)
     run = RLRun(tmp_path / "rl", inter, ex, items, inputs, rec, FakeEncoder(), settings, SEQ, tmp_path / "e.parquet")
-    log = run_recpie_rl(run)
+    log = run_explainer_rl(run)
     assert rec.calls == [evaluated, inputs.users, evaluated]
     final = pd.read_parquet(tmp_path / "e.parquet")
     assert sorted(final["user_id"]) == evaluated and final["explanation"].str.strip().ne("").all()
@@ -296,7 +296,7 @@ def test_one_grpo_round_on_cpu(tmp_path):
     )
     inputs = explainer_inputs(inter, _catalog(short), "beauty", settings, with_description=False)
     run = RLRun(tmp_path / "rl", inter, ex, short, inputs, GRPOExplainer(cfg, settings), FakeEncoder(), settings, SEQ)
-    log = run_recpie_rl(run)
+    log = run_explainer_rl(run)
     assert [r["round"] for r in log] == [0, 1]
     r1 = log[1]
     assert np.isfinite(r1["reward_mean"]) and r1["kl"] is not None and r1["step_seconds"] > 0
@@ -306,12 +306,14 @@ def test_one_grpo_round_on_cpu(tmp_path):
     table = pd.read_parquet(round_dir(tmp_path / "rl", 1) / "explanations.parquet")
     assert table["explanation"].str.strip().str.len().gt(0).all()
     again = GRPOExplainer(cfg, settings)
-    assert run_recpie_rl(RLRun(tmp_path / "rl", inter, ex, short, inputs, again, FakeEncoder(), settings, SEQ)) == log
+    assert (
+        run_explainer_rl(RLRun(tmp_path / "rl", inter, ex, short, inputs, again, FakeEncoder(), settings, SEQ)) == log
+    )
     assert again.model is None  # nothing was loaded, generated or trained
 
 
 def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path, monkeypatch):
-    """Notebook 06's path (rl_run_for on RUN_DIR, then run_recpie_rl) keeps finished rounds after a
+    """Notebook 06's path (rl_run_for on RUN_DIR, then run_explainer_rl) keeps finished rounds after a
     kill; its explanations are what recpie_rl of notebook 07 fuses; the round log table/plot work."""
     from types import SimpleNamespace
 
@@ -348,24 +350,24 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert needs_rl(Config.full({"EVAL_METHODS": ["recpie_hybrid"], "RECPIE_USER_TEXT": "explanations"}))
 
     def run(explainer):
-        return run_recpie_rl(rl_run_for(cfg, paths, tables, "beauty", explainer=explainer, encoder=FakeEncoder()))
+        return run_explainer_rl(rl_run_for(cfg, paths, tables, "beauty", explainer=explainer, encoder=FakeEncoder()))
 
     with pytest.raises(RuntimeError, match="simulated kill in round 2"):
         run(FakeExplainer(truth, fail_on_update=2))
-    assert [r["round"] for r in rounds_log(paths.recpie_rl)] == [0, 1] and not paths.recpie_explanations.exists()
+    assert [r["round"] for r in rounds_log(paths.explainer_rl)] == [0, 1] and not paths.explainer_texts.exists()
     resumed = FakeExplainer(truth)
     log = run(resumed)
     assert resumed.updates == 1 and [r["round"] for r in log] == [0, 1, 2]  # only round 2 was computed
     table = rounds_table(log)
     assert table["round"].tolist() == [0, 1, 2] and pd.isna(table.loc[0, "reward_mean"])
     assert table["valid_auc"].between(0, 1).all() and (table.loc[1:, "kl"] >= 0).all()
-    fig = plot_rounds(log, paths.recpie / "rounds.png")
-    assert len(fig.axes) == 3 and (paths.recpie / "rounds.png").stat().st_size > 0
+    fig = plot_rounds(log, paths.explainer / "rounds.png")
+    assert len(fig.axes) == 3 and (paths.explainer / "rounds.png").stat().st_size > 0
 
     monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
     test = ex[ex["split"] == "test"]
     rows, info = registry.implementation("recpie_rl")(["recpie_rl"], tables, test, cfg)
-    final = pd.read_parquet(paths.recpie_explanations)
+    final = pd.read_parquet(paths.explainer_texts)
     assert set(final["round"]) == {2} and info["recpie_rl"]["eval_text_coverage"]["user_text"] == 1.0
     assert (rows.set_index("user_id").loc[final["user_id"], "reasoning"] == final["explanation"].tolist()).all()
 
@@ -380,13 +382,13 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
 
     write_prompts(
         rl_run_for(cfg, paths, tables, "beauty", explainer=FakeExplainer(truth), encoder=FakeEncoder()),
-        paths.recpie_prompts,
+        paths.explainer_prompts,
     )
-    known = explainer_known_texts(pd.read_parquet(paths.recpie_prompts), test)
+    known = explainer_known_texts(pd.read_parquet(paths.explainer_prompts), test)
     assert set(known) == set(test["example_id"]) and all("Recent" in t or t for t in known.values())
     quality = explanation_quality(rows, known)
     assert quality["method"].tolist() == ["recpie_rl"] and quality.loc[0, "n_reasoning"] == len(final)
-    round0 = round_explanations(paths.recpie_rl, 0)
+    round0 = round_explanations(paths.explainer_rl, 0)
     comp = explanation_comparisons(rows, round0, ex, tables.items.assign(attributes=""), n_examples=5, seed=1)
     assert len(comp.sheet) == 5 and set(comp.key["method_2"]) == {"recpie_rl_round0"}
     assert "recpie_rl" not in comp.sheet.to_csv()  # blind
@@ -418,7 +420,7 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     assert (paths.evaluate / "recpie_explanation_quality.csv").is_file() and "blind questions" in section.lines[-1]
 
     # notebook 08: how the explanation moved the score
-    shift = load_score_shift(paths.recpie_score_shift)
+    shift = load_score_shift(paths.explainer_score_shift)
     summary = score_shift_summary(shift)
     assert summary.loc[0, "n_shown"] == len(final) and summary.loc[0, "toward_label_share"] > 0.5
     assert summary.loc[0, "logloss_with"] < summary.loc[0, "logloss_without"]  # true texts help on test too

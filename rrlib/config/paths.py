@@ -117,12 +117,15 @@ class RunPaths:
         """EXP3RT step 1: the preferences extracted from every allowed review."""
         return self.enrich / "preferences.parquet"
 
+    # the files keep their first names, so runs written before the rename still resume
     @property
-    def exp3rt_user_profiles(self) -> Path:
+    def review_user_profiles(self) -> Path:
+        """EXP3RT step 2: each user's profile aggregated from their extracted preferences."""
         return self.enrich / "exp3rt_user_profiles.parquet"
 
     @property
-    def exp3rt_item_profiles(self) -> Path:
+    def review_item_profiles(self) -> Path:
+        """EXP3RT step 2: each item's profile aggregated from its reviewers' preferences."""
         return self.enrich / "exp3rt_item_profiles.parquet"
 
     @property
@@ -154,30 +157,31 @@ class RunPaths:
         shown to the student (kept in its own file so training cannot read it by accident)."""
         return self.reasoning_dir / "test_references.parquet"
 
-    # RecPIE (issue 13): explanations written by the reward-tuned explainer and its RL rounds
+    # RecPIE (issue 13): explanations written by the reward-tuned explainer, its RL rounds, and
+    # the evaluation of the recommenders that read them; attribute names say what, not whose
     @property
-    def recpie(self) -> Path:
+    def explainer(self) -> Path:
         return self.root / "recpie"
 
     @property
-    def recpie_explanations(self) -> Path:
-        return self.recpie / "explanations.parquet"
+    def explainer_texts(self) -> Path:
+        return self.explainer / "explanations.parquet"
 
     @property
-    def recpie_rl(self) -> Path:
-        return self.recpie / "rl"
+    def explainer_rl(self) -> Path:
+        return self.explainer / "rl"
 
     @property
-    def recpie_score_shift(self) -> Path:
-        return self.recpie / "score_shift.parquet"
+    def explainer_score_shift(self) -> Path:
+        return self.explainer / "score_shift.parquet"
 
     @property
-    def recpie_prompts(self) -> Path:
-        return self.recpie / "explainer_prompts.parquet"
+    def explainer_prompts(self) -> Path:
+        return self.explainer / "explainer_prompts.parquet"
 
     @property
-    def recpie_efficiency(self) -> Path:
-        return self.recpie / "data_efficiency.csv"
+    def explainer_efficiency(self) -> Path:
+        return self.explainer / "data_efficiency.csv"
 
     # 06-08
     @property

@@ -29,7 +29,7 @@ from rrlib.data.schema import as_list, eval_subset
 from rrlib.enrich.generation import StepOutput
 from rrlib.llm.base import GenerationRequest, GenerationResult
 from rrlib.methods import registry
-from rrlib.methods.retrieval import ranking_examples
+from rrlib.methods.retrieval import RetrievalConfig, candidate_lists, ranking_examples
 from rrlib.prompts import exp3rt as xp
 from rrlib.prompts import grammars as gr
 from rrlib.prompts.items import ItemCatalog
@@ -127,7 +127,23 @@ def rank_examples(examples: pd.DataFrame, cfg: Config) -> pd.DataFrame:
     return ranking_examples(examples, cfg.exp3rt.rank_users, within=cfg.data.n_test)
 
 
-def exp3rt_scope(scoped: pd.DataFrame, candidates: pd.DataFrame | None) -> tuple[list[str], list[str]]:
+def ranking_candidates(tables, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """``(rank_users, candidates, info)``: the ranking users (:func:`rank_examples`), their
+    candidate lists under every RANK_PROTOCOLS protocol from the RETRIEVER, and the counts of
+    :func:`rrlib.methods.retrieval.candidate_lists`. ``tables``: the run's :class:`rrlib.data.Tables`."""
+    rank_users = rank_examples(tables.examples, cfg)
+    candidates, info = candidate_lists(
+        cfg.exp3rt.retriever,
+        tables.interactions,
+        tables.examples,
+        rank_users,
+        RetrievalConfig.from_config(cfg),
+        cfg.exp3rt.rank_protocols,
+    )
+    return rank_users, candidates, info
+
+
+def profile_scope(scoped: pd.DataFrame, candidates: pd.DataFrame | None) -> tuple[list[str], list[str]]:
     """(users, items) that need EXP3RT profiles: the users of the scoped examples (K-shot sets,
     valid and test subsamples) and every item those examples target or a reranking list proposes."""
     users = sorted(set(map(str, scoped["user_id"])))
@@ -394,7 +410,7 @@ def usable_profiles(table: pd.DataFrame | None) -> dict[str, str]:
 
 __all__ = [
     "EXP3RT_INPUTS",
-    "exp3rt_scope",
+    "profile_scope",
     "methods_needing_preferences",
     "rank_examples",
     "PREFERENCE_COLUMNS",

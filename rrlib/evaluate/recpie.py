@@ -55,11 +55,11 @@ def efficiency_section(ctx: EvaluationContext) -> Section:
     cfg, paths = ctx.cfg, ctx.paths
     test = efficiency_examples(ctx.data, cfg)  # RECPIE_EFFICIENCY_TEST: every test user, or the N_TEST subsample
     efficiency = run_data_efficiency(cfg, paths, ctx.data, test)
-    paths.recpie.mkdir(parents=True, exist_ok=True)
-    efficiency.to_csv(paths.recpie_efficiency, index=False)
-    per_seed_csv = paths.recpie / "data_efficiency_per_seed.csv"
+    paths.explainer.mkdir(parents=True, exist_ok=True)
+    efficiency.to_csv(paths.explainer_efficiency, index=False)
+    per_seed_csv = paths.explainer / "data_efficiency_per_seed.csv"
     efficiency.attrs["per_seed"].to_csv(per_seed_csv, index=False)
-    png = paths.recpie / "data_efficiency.png"
+    png = paths.explainer / "data_efficiency.png"
     plot_data_efficiency(efficiency, png, title=f"Data efficiency ({cfg.common.dataset})")
     coverage = efficiency.attrs.get("text_coverage", {})
     section.lines.append(
@@ -73,7 +73,7 @@ def efficiency_section(ctx: EvaluationContext) -> Section:
         "table": efficiency.to_dict(orient="records"),
         "n_examples": len(test),
         "text_coverage": coverage,
-        "csv": str(paths.recpie_efficiency.relative_to(paths.root)),
+        "csv": str(paths.explainer_efficiency.relative_to(paths.root)),
         "per_seed_csv": str(per_seed_csv.relative_to(paths.root)),
         "plot": str(png.relative_to(paths.root)),
     }
@@ -137,14 +137,14 @@ def explainer_section(ctx: EvaluationContext) -> Section | None:
         f"{EXPLAINED} explained {coverage.get('explained')} of {coverage.get('evaluated')} test users; its row is "
         f"scored on those"
     )
-    known = explainer_known_texts(pd.read_parquet(paths.require(paths.recpie_prompts, "06_finetune")), ctx.test)
+    known = explainer_known_texts(pd.read_parquet(paths.require(paths.explainer_prompts, "06_finetune")), ctx.test)
     quality = explanation_quality(rows, known)
     quality.to_csv(paths.evaluate / "recpie_explanation_quality.csv", index=False)
     section.tables["Faithfulness of the explanations"] = quality.set_index("method").T
     explanations: dict[str, Any] = {"quality": quality.to_dict(orient="records")}
     section.record["explanations"] = explanations
     if rows["reasoning"].fillna("").str.strip().ne("").any():  # some test user was explained (RECPIE_RL_USERS)
-        round0 = round_explanations(paths.recpie_rl, 0)
+        round0 = round_explanations(paths.explainer_rl, 0)
         comparisons = explanation_comparisons(
             ctx.predictions, round0, ctx.data.examples, ctx.data.items, seed=ctx.cfg.common.seed
         )

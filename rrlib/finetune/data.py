@@ -304,7 +304,7 @@ def multitask_pairs(paths: RunPaths, cfg: Config, ctx) -> list[dict]:
     )
     requests = pf.extraction_requests(reviews, ctx.catalog, domain=ctx.domain, cfg=cfg)
     pairs = _teacher_pairs(requests, ((str(row.review_id), str(row.preferences)) for row in usable.itertuples()))
-    for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
+    for kind, path in (("user", paths.review_user_profiles), ("item", paths.review_item_profiles)):
         table = pd.read_parquet(paths.require(path, "04_review_preferences"))
         table = table[table["status"].isin(USABLE_STATUSES)]
         prof_requests = pf.profile_requests(

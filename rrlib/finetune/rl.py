@@ -472,7 +472,7 @@ class RLRun:
     encoder: Any  # rrlib.llm.encoder.TextEncoder (or a fake with dim/encode/identity)
     settings: RLSettings
     seq_cfg: SeqConfig
-    explanations_out: Path | None = None  # where the last round's explanations go (paths.recpie_explanations)
+    explanations_out: Path | None = None  # where the last round's explanations go (paths.explainer_texts)
     progress: bool = False
     _item_features: TextFeatures | None = field(default=None, repr=False)
 
@@ -573,7 +573,7 @@ def fold_gains(
     return out
 
 
-def run_recpie_rl(run: RLRun) -> list[dict[str, Any]]:
+def run_explainer_rl(run: RLRun) -> list[dict[str, Any]]:
     """Run (or resume) rounds 0..``settings.rounds``; returns one log record per round."""
     import torch
 
@@ -690,8 +690,8 @@ def rl_run_for(
     cfg, paths, tables, domain: str, *, explainer: Explainer | None = None, encoder: Any = None, progress: bool = False
 ) -> RLRun:
     """The loop of this run: the explainer sees RUN_DIR's tables (descriptions when
-    RECPIE_ITEM_TEXT is 'description'), rounds go to ``paths.recpie_rl`` and the last round's
-    explanations to ``paths.recpie_explanations`` (which ``recpie_rl`` reads in notebook 07).
+    RECPIE_ITEM_TEXT is 'description'), rounds go to ``paths.explainer_rl`` and the last round's
+    explanations to ``paths.explainer_texts`` (which ``recpie_rl`` reads in notebook 07).
     ``explainer`` / ``encoder`` default to :class:`GRPOExplainer` and the shipped encoder."""
     from rrlib.config.paths import resolve_path
     from rrlib.methods.recpie import hybrid_config, run_texts
@@ -717,7 +717,7 @@ def rl_run_for(
 
         encoder = default_encoder(resolve_path(cfg.common.cache_dir))
     return RLRun(
-        paths.recpie_rl,
+        paths.explainer_rl,
         tables.interactions,
         tables.examples,
         items,
@@ -726,7 +726,7 @@ def rl_run_for(
         encoder,
         settings,
         hybrid_config(cfg),
-        explanations_out=paths.recpie_explanations,
+        explanations_out=paths.explainer_texts,
         progress=progress,
     )
 
@@ -764,7 +764,7 @@ def plot_rounds(records: Sequence[Mapping[str, Any]], path=None, title: str = "R
 
     table = rounds_table(records)
     if table.empty:
-        raise DataError("plot_rounds: no finished round to plot (run rrlib.finetune.rl.run_recpie_rl first).")
+        raise DataError("plot_rounds: no finished round to plot (run rrlib.finetune.rl.run_explainer_rl first).")
     fig = Figure(figsize=(9.6, 3.2))
     axes = fig.subplots(1, 3)
     for ax, col, name in zip(
@@ -851,6 +851,6 @@ __all__ = [
     "round_finished",
     "rounds_log",
     "rounds_table",
-    "run_recpie_rl",
+    "run_explainer_rl",
     "write_prompts",
 ]

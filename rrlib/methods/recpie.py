@@ -624,7 +624,7 @@ def run_texts(paths, tables, user_source: str, item_source: str) -> tuple[dict[s
         users = profile_texts(pd.read_parquet(paths.require(paths.user_profiles, "03_user_profiles")), tables.users)
     elif user_source == "explanations":
         path = paths.require(
-            paths.recpie_explanations, "06_finetune (its RecPIE explainer loop runs when EVAL_METHODS holds recpie_rl)"
+            paths.explainer_texts, "06_finetune (its RecPIE explainer loop runs when EVAL_METHODS holds recpie_rl)"
         )
         users = explanation_texts(pd.read_parquet(path), str(path))
     items: dict[str, str] = {}
@@ -733,12 +733,12 @@ def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) ->
         if len(rows_of):
             parts.append(like_rows(m, 0, rows_of, p, seed=seq_cfg.seed, reasoning=reasoning))
     if shifts:
-        old = pd.read_parquet(paths.recpie_score_shift) if paths.recpie_score_shift.is_file() else None
+        old = pd.read_parquet(paths.explainer_score_shift) if paths.explainer_score_shift.is_file() else None
         new = pd.concat(shifts, ignore_index=True)
         if old is not None:
             new = pd.concat([old[~old["method"].isin(new["method"])], new], ignore_index=True)
-        paths.recpie.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(new, paths.recpie_score_shift)
+        paths.explainer.mkdir(parents=True, exist_ok=True)
+        write_parquet_atomic(new, paths.explainer_score_shift)
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(PREDICTION_COLUMNS))), info
 
 

@@ -393,7 +393,7 @@ class RatingContext:
         items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
         descriptions = pd.read_parquet(paths.item_descriptions) if paths.item_descriptions.exists() else None
         profiles = {}
-        for kind, path in (("user", paths.exp3rt_user_profiles), ("item", paths.exp3rt_item_profiles)):
+        for kind, path in (("user", paths.review_user_profiles), ("item", paths.review_item_profiles)):
             table = pd.read_parquet(paths.require(path, "04_review_preferences"))
             ok = table[table["status"].isin(USABLE_STATUSES) & (table["profile"].fillna("").str.strip() != "")]
             profiles[kind] = dict(zip(ok["id"].astype(str), ok["profile"].astype(str)))

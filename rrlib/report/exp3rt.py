@@ -53,8 +53,8 @@ def exp3rt_cases(paths, predictions: pd.DataFrame, method: str = "exp3rt", n: in
     prefs = pd.read_parquet(paths.require(paths.preferences, "04_review_preferences"))
     prefs = prefs[(prefs["source"] == "user") & prefs["status"].isin(USABLE_STATUSES)]
     by_user = prefs.groupby(prefs["user_id"].astype(str))["preferences"].apply(lambda s: "\n".join(s)).to_dict()
-    users = _usable(pd.read_parquet(paths.require(paths.exp3rt_user_profiles, "04_review_preferences")))
-    items = _usable(pd.read_parquet(paths.require(paths.exp3rt_item_profiles, "04_review_preferences")))
+    users = _usable(pd.read_parquet(paths.require(paths.review_user_profiles, "04_review_preferences")))
+    items = _usable(pd.read_parquet(paths.require(paths.review_item_profiles, "04_review_preferences")))
     block = block.assign(error=(block["predicted_rating"] - block["target_rating"]).abs()).sort_values(
         ["error", "example_id"], ascending=[False, True], kind="stable"
     )

@@ -145,10 +145,10 @@ def sections(ctx: InspectionContext) -> list[Section]:
     scatter, ``inspect/recpie_score_shift.png``. Record: ``score_shift``, ``plot``."""
     paths = ctx.paths
     section = Section(FAMILY, "RecPIE: how the explanation moved the recommender", about=SHIFT_ABOUT)
-    if not paths.recpie_score_shift.is_file():
+    if not paths.explainer_score_shift.is_file():
         section.lines.append("no RecPIE user-text method was scored in 07_evaluate")
         return [section]
-    shift = load_score_shift(paths.recpie_score_shift)
+    shift = load_score_shift(paths.explainer_score_shift)
     summary = score_shift_summary(shift)
     section.tables["Score shift per method"] = summary.round(4)
     shown = list(dict.fromkeys(shift.loc[shift["user_text_shown"], "method"]))
