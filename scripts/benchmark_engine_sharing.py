@@ -74,7 +74,8 @@ def load_avg() -> str:
 def part_poll(args, cache: Path) -> list[dict]:
     from benchmark_generation import DATA_CANDIDATES, build_requests, load_reviews, timed, warmup_request
 
-    from rrlib.llm.engines import EngineBackend, EngineConfig, engine_spec, not_installed_reason, resolve_engine_weights
+    from rrlib.llm.engine_backend import EngineBackend
+    from rrlib.llm.engines import EngineConfig, engine_spec, not_installed_reason, resolve_engine_weights
 
     why = not_installed_reason("llama_server")
     if why:

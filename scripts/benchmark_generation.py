@@ -33,7 +33,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from rrlib.llm import GenerationRequest, GenerationSettings, LocalBackend
-from rrlib.llm.engines import EngineBackend, EngineConfig, engine_spec, not_installed_reason
+from rrlib.llm.engine_backend import EngineBackend
+from rrlib.llm.engines import EngineConfig, engine_spec, not_installed_reason
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = [

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from test_llm_server import Scripted, ok
 
+import rrlib.llm.engine_backend as eb
 import rrlib.llm.engines as eng
 from rrlib.config.params import Config
 from rrlib.errors import ParamError, ServerError
@@ -59,7 +60,7 @@ def test_preference_grammar_accepts_exactly_what_parses(matcher):
     ]
     for text in good:
         assert matcher(PREFS.gbnf, text), text
-        assert gr.preferences_parse(text), text
+        assert xp.preferences_parse(text), text
     bad = [
         "Liked: bright, warm tone\nDisliked: none",  # a comma would split the aspect
         "Liked: a; b; c; d; e; f\nDisliked: none",  # 6 aspects
@@ -76,7 +77,7 @@ def test_preference_grammar_accepts_exactly_what_parses(matcher):
 
 
 def test_rating_reasoning_grammar_ends_with_the_true_rating(matcher):
-    fmt = gr.rating_reasoning_format(4, words=8)
+    fmt = xp.rating_reasoning_format(4, words=8)
     assert fmt.gbnf.startswith('root ::= "Analysis: " text "\\nRating: 4"')
     assert matcher(fmt.gbnf, "Analysis: the bright strings suit a player who wants tone.\nRating: 4")
     assert not matcher(fmt.gbnf, "Analysis: bright strings.\nRating: 3")
@@ -115,7 +116,7 @@ def test_apply_raises_the_token_budget_to_the_grammar_and_keeps_the_rest():
 def test_every_grammar_compiles():
     for fmt in (
         PREFS,
-        gr.rating_reasoning_format(1, 30),
+        xp.rating_reasoning_format(1, 30),
         gr.sections_format("exp3rt_item_profile", xp.ITEM_SECTIONS, 20),
         gr.sections_format("reasoning", REASONING_SECTIONS, 100),
         gr.preference_format(1, 1),
@@ -191,7 +192,7 @@ def test_engines_send_grammars_as_their_server_reads_them(tmp_path):
     spec = eng.EngineSpec(
         eng.EngineConfig("vllm"), ["true"], {}, "/health", None, {}, grammar_field="structured_outputs"
     )
-    assert eng.EngineBackend(spec).client.grammar_field == "structured_outputs"
+    assert eb.EngineBackend(spec).client.grammar_field == "structured_outputs"
     assert eng.EngineSpec(eng.EngineConfig("llama_server"), ["true"], {}, "/health").grammar_field == "grammar"
 
 
@@ -200,7 +201,7 @@ def test_parse_rate_records_parsed_and_usable_answers():
     rec = gr.parse_rate(
         "preference_extraction",
         ["Liked: a\nDisliked: none", "Liked: none\nDisliked: none", None, "Liked: b\nDisliked: c"],
-        gr.preferences_parse,
+        xp.preferences_parse,
         constrained=True,
         usable=[True, False, False, False],
     )
@@ -301,12 +302,12 @@ def _rating_request(rating: int) -> GenerationRequest:
         rating=rating,
         n_words=20,
     )
-    return gr.rating_reasoning_format(rating, 20).apply(req)
+    return xp.rating_reasoning_format(rating, 20).apply(req)
 
 
 def _check_constrained(results, requests) -> None:
     for res in results[:3]:
-        assert gr.preferences_parse(res.text), res.text
+        assert xp.preferences_parse(res.text), res.text
         assert res.finish_reason == "stop"
     for res, req in zip(results[3:], requests[3:]):
         rating = int(req.grammar.rsplit("Rating: ", 1)[1][0])

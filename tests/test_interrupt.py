@@ -124,7 +124,8 @@ def test_interrupt_releases_the_shared_engine_which_then_stops_when_idle(kernel,
     log, cache, engines = tmp_path / "engine.log", tmp_path / "cache", tmp_path / "engines"
     setup = _requests_code() + (
         "import sys\n"
-        "from rrlib.llm.engines import EngineBackend, EngineConfig, EngineSpec\n"
+        "from rrlib.llm.engine_backend import EngineBackend\n"
+        "from rrlib.llm.engines import EngineConfig, EngineSpec\n"
         f"spec = EngineSpec(EngineConfig('llama_server', parallel={N_FAST}, startup_timeout_s=60), "
         f"[sys.executable, {str(FAKE)!r}, '--port', '{{port}}', '--log', {str(log)!r}], "
         "{'backend': 'engine', 'engine': 'fake', 'name': 'fake'}, '/health')\n"

@@ -19,8 +19,10 @@ import requests
 from rrlib.config.params import Config, ParamError
 from rrlib.errors import ServerError
 from rrlib.llm import CachedGenerator, GenerationRequest, GenerationSettings, teacher_backend
+from rrlib.llm import engine_backend as eb
 from rrlib.llm import engines as eng
-from rrlib.llm.engines import EngineBackend, EngineConfig, EngineProcess, EngineSpec, describe_exit
+from rrlib.llm.engine_backend import EngineBackend
+from rrlib.llm.engines import EngineConfig, EngineProcess, EngineSpec, describe_exit
 
 
 def make_teacher(params, cache_dir):
@@ -378,14 +380,14 @@ def test_auto_picks_a_working_llama_server_once(tmp_path, monkeypatch):
     reason = eng.not_installed_reason("llama_server")
     if reason:
         pytest.skip(reason)
-    monkeypatch.setattr(eng, "ENGINE_PREFERENCE", ("llama_server",))
+    monkeypatch.setattr(eb, "ENGINE_PREFERENCE", ("llama_server",))
     config = EngineConfig("auto", weights="q4_1", parallel=2, ctx_per_slot=512)
-    assert eng.choose_engine(config, tmp_path) == "llama_server"
+    assert eb.choose_engine(config, tmp_path) == "llama_server"
     memo = json.loads((tmp_path / "engines" / "probes.json").read_text())
     assert [v["engine"] for v in memo.values()] == ["llama_server"]
     # remembered: the second choice starts nothing
     monkeypatch.setattr(eng.EngineProcess, "start", lambda self: (_ for _ in ()).throw(AssertionError("started")))
-    assert eng.choose_engine(config, tmp_path) == "llama_server"
+    assert eb.choose_engine(config, tmp_path) == "llama_server"
 
 
 @pytest.mark.slow

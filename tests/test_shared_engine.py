@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from rrlib.llm.base import GenerationRequest, GenerationSettings
-from rrlib.llm.engines import EngineBackend, EngineConfig, EngineSpec
+from rrlib.llm.engine_backend import EngineBackend
+from rrlib.llm.engines import EngineConfig, EngineSpec
 from rrlib.llm.shared import engine_key, read_state, running_engines
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def test_a_second_process_uses_the_engine_this_one_started(engines, tmp_path):
         sys.path.insert(0, {str(ROOT / "tests")!r})
         from test_shared_engine import _req, _spec
         from pathlib import Path
-        from rrlib.llm.engines import EngineBackend
+        from rrlib.llm.engine_backend import EngineBackend
         from rrlib.llm.shared import engine_key, read_state
         be = EngineBackend(_spec(Path({str(log)!r})), timeout_s=60, retries=0, shared_idle_s=30)
         print(be.generate([_req("there")])[0].text)

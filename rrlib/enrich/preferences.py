@@ -229,7 +229,7 @@ def extract_preferences(
         "parse": gr.parse_rate(
             "preference_extraction",
             table["raw"],
-            gr.preferences_parse,
+            xp.preferences_parse,
             constrained=cfg.teacher.teacher_constrained,
             usable=usable,
         ),

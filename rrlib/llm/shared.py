@@ -41,6 +41,7 @@ from typing import Any
 import requests
 
 from ..errors import ServerError
+from .cache import identity_hash
 from .engines import EngineProcess, EngineSpec
 
 ENGINE_DIR_ENV = "RRLIB_ENGINE_DIR"
@@ -57,8 +58,6 @@ def engine_dir() -> Path:
 
 def engine_key(spec: EngineSpec) -> str:
     """What makes two asks the same engine: its identity and the settings that shape the server."""
-    from .cache import identity_hash
-
     config = dataclasses.asdict(spec.config)
     for name in ("model", "startup_timeout_s"):  # the identity names the model by its file hash
         config.pop(name, None)

@@ -26,16 +26,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from rrlib.llm.base import GenerationSettings, Message
 from rrlib.prompts.answers import _RATING, RATING_PREFIX, parse_rating
 from rrlib.prompts.datablock import data_block
-from rrlib.prompts.postprocess import Cleaned, clean_sectioned, count_words, strip_boilerplate
+from rrlib.prompts.grammars import OutputFormat, sections_format
+from rrlib.prompts.items import ItemCatalog
+from rrlib.prompts.postprocess import USABLE_STATUSES, Cleaned, clean_sectioned, count_words, strip_boilerplate
 from rrlib.prompts.teacher import ROLES, DomainRole, TeacherTemplate, scaled_settings
-
-if TYPE_CHECKING:
-    from rrlib.prompts.items import ItemCatalog
 
 #: most aspects kept per side, and most words per aspect (longer ones are refused, not cut)
 MAX_ASPECTS = 5
@@ -385,11 +385,6 @@ class RatingContext:
     @classmethod
     def from_run(cls, paths, domain: str) -> "RatingContext":
         """Items (01), descriptions (02, where written) and the usable EXP3RT profiles (04) of a run."""
-        import pandas as pd
-
-        from rrlib.prompts.items import ItemCatalog
-        from rrlib.prompts.postprocess import USABLE_STATUSES
-
         items = pd.read_parquet(paths.require(paths.items, "01_data_prep"))
         descriptions = pd.read_parquet(paths.item_descriptions) if paths.item_descriptions.exists() else None
         profiles = {}
@@ -419,8 +414,6 @@ class RatingContext:
             self.domain, settings_, tag=tag, rating=int(rating), n_words=words, **self.fields(user_id, item_id)
         )
         if constrained:
-            from rrlib.prompts.grammars import rating_reasoning_format
-
             request = rating_reasoning_format(int(rating), words).apply(request)
         return request
 
@@ -453,7 +446,25 @@ def rating_messages(
     return [{"role": "system", "content": role.system}, {"role": "user", "content": user}]
 
 
+def rating_reasoning_format(rating: int, words: int) -> OutputFormat:
+    """EXP3RT's teacher reasoning: ``Analysis: ...`` then the line ``Rating: <the true rating>``."""
+    return sections_format(
+        "exp3rt_rating_reasoning", REASONING_SECTIONS, words, tail=f"\n{RATING_PREFIX} {int(rating)}"
+    )
+
+
+def preferences_parse(text: str) -> bool:
+    """Whether a text parses as an extraction (``Liked: ...`` / ``Disliked: ...``)."""
+    try:
+        parse_preferences(text)
+    except UnparseableOutput:
+        return False
+    return True
+
+
 __all__ = [
+    "preferences_parse",
+    "rating_reasoning_format",
     "RatingContext",
     "SCALE",
     "integer_rating",

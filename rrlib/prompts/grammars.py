@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rrlib.llm.base import GenerationRequest
+from rrlib.prompts.answers import parse_rating
 
 #: tokens one word of free text is assumed to take when a grammar's bound is turned into a token
 #: budget (SmolLM2's tokenizer writes English prose at about 1.3 tokens a word; the margin covers
@@ -131,16 +132,6 @@ def sections_format(task: str, sections: Sequence[str], words_per_section: int, 
     return OutputFormat(task, _rules(" ".join(parts), rules), token_bound(n * len(sections), len(parts)))
 
 
-def rating_reasoning_format(rating: int, words: int) -> OutputFormat:
-    """EXP3RT's teacher reasoning: ``Analysis: ...`` then the line ``Rating: <the true rating>``."""
-    from rrlib.prompts.answers import RATING_PREFIX
-    from rrlib.prompts.exp3rt import REASONING_SECTIONS
-
-    return sections_format(
-        "exp3rt_rating_reasoning", REASONING_SECTIONS, words, tail=f"\n{RATING_PREFIX} {int(rating)}"
-    )
-
-
 # ---------------------------------------------------------------------------------------
 # Parse rates
 # ---------------------------------------------------------------------------------------
@@ -157,20 +148,8 @@ def sections_parse(sections: Sequence[str]) -> Callable[[str], bool]:
     return parses
 
 
-def preferences_parse(text: str) -> bool:
-    from rrlib.prompts.exp3rt import UnparseableOutput, parse_preferences
-
-    try:
-        parse_preferences(text)
-    except UnparseableOutput:
-        return False
-    return True
-
-
 def rating_parse(text: str) -> bool:
     """The answer ends with a ``Rating: r`` line (the teacher's rating reasoning)."""
-    from rrlib.prompts.answers import parse_rating
-
     return parse_rating(text) is not None
 
 
@@ -224,9 +203,7 @@ __all__ = [
     "literal",
     "parse_rate",
     "preference_format",
-    "preferences_parse",
     "rating_parse",
-    "rating_reasoning_format",
     "sections_format",
     "sections_parse",
     "token_bound",
