@@ -72,6 +72,10 @@ def test_rating_parsing_and_teacher_reasoning_checks():
     assert ok.status == "ok" and "Rating" not in ok.text and ok.text.startswith("Analysis:")
     wrong = xp.check_rating_reasoning("Analysis: the user will love the warm tone of it.\nRating: 2", 5, 40)
     assert wrong.status == "degenerate" and "true rating is 5" in wrong.detail
+    # cut at its token budget before the rating line (a junk word can eat a grammar's budget): retried
+    cut = "Analysis: well made and popular with players. We rated a630GBAEBGA0,427A,186R,1\nRating:"
+    assert xp.check_rating_reasoning(cut, 3, 30, hit_length_limit=True).status == "degenerate"
+    assert xp.check_rating_reasoning(cut, 3, 30).status in ("ok", "too_long_trimmed")  # ended by itself
     assert xp.rating_completion(" Analysis: fits. ", 3) == "Analysis: fits.\nRating: 3"
     with pytest.raises(ValueError, match="reasoning text is empty"):
         xp.rating_completion("", 3)

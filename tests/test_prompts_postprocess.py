@@ -12,6 +12,7 @@ from rrlib.prompts.postprocess import (
     clean_sectioned,
     generate_checked,
     prompt_text_of,
+    retry_request,
     retry_settings,
     strip_boilerplate,
     trim_to_words,
@@ -163,6 +164,16 @@ def test_retry_settings_new_seed_and_a_real_temperature():
     assert (r1.seed, r1.temperature) == (43, 0.3) and (r2.seed, r2.temperature) == (44, 0.6)
     hot = GenerationSettings(temperature=0.9, top_p=0.9, max_new_tokens=64, seed=1)
     assert retry_settings(hot, 1).temperature == 0.9 and retry_settings(hot, 1).seed == 2
+
+
+def test_a_retry_under_a_grammar_gets_half_its_token_budget_again():
+    settings = GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=80, seed=42)
+    free = GenerationRequest([{"role": "user", "content": "x"}], settings, "t", "1")
+    constrained = replace(free, grammar='root ::= "Rating: 4"')
+    assert retry_request(free, 1).settings == retry_settings(settings, 1)  # free text: only seed and temperature
+    wider = retry_request(constrained, 1)
+    assert wider.settings.max_new_tokens == 120 and wider.grammar == constrained.grammar
+    assert wider.key({"m": 1}) != constrained.key({"m": 1})  # its own cache entry
 
 
 class ScriptedGenerator:

@@ -282,7 +282,7 @@ def test_registry_entries_and_run_folder_entry_point(tmp_path, monkeypatch):
         users=pd.DataFrame({"user_id": list(users), "profile_positions": [[0]] * len(users)}),
         items=pd.DataFrame({"item_id": list(items), "title": list(items)}),
     )
-    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    monkeypatch.setattr("rrlib.methods.recpie.default_encoder", lambda cache_dir: FakeEncoder())
     cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16})
     test = ex[ex["split"] == "test"]
     rows, info = registry.implementation("recpie_hybrid")(["recpie_hybrid", "recpie_no_text"], tables, test, cfg)
@@ -367,7 +367,7 @@ def test_reward_tuned_variant_reads_the_explainer_and_records_the_score_shift(tm
         users=pd.DataFrame({"user_id": list(users)}),
         items=pd.DataFrame({"item_id": list(items), "title": list(items)}),
     )
-    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    monkeypatch.setattr("rrlib.methods.recpie.default_encoder", lambda cache_dir: FakeEncoder())
     cfg = Config.full({"RUN_DIR": str(paths.root), "RECPIE_EPOCHS": 2, "RECPIE_HIDDEN": 16, "RECPIE_USER_TEXT": "none"})
     test = ex[ex["split"] == "test"]
     predict = registry.implementation("recpie_rl")

@@ -364,7 +364,7 @@ def test_notebook_path_resumes_from_the_run_folder_and_feeds_recpie_rl(tmp_path,
     fig = plot_rounds(log, paths.explainer / "rounds.png")
     assert len(fig.axes) == 3 and (paths.explainer / "rounds.png").stat().st_size > 0
 
-    monkeypatch.setattr("rrlib.llm.encoder.default_encoder", lambda cache_dir: FakeEncoder())
+    monkeypatch.setattr("rrlib.methods.recpie.default_encoder", lambda cache_dir: FakeEncoder())
     test = ex[ex["split"] == "test"]
     rows, info = registry.implementation("recpie_rl")(["recpie_rl"], tables, test, cfg)
     final = pd.read_parquet(paths.explainer_texts)

@@ -19,7 +19,7 @@ from rrlib.enrich.generation import read_table
 from rrlib.errors import MethodError, PromptTooLongError
 from rrlib.llm.base import GenerationRequest
 from rrlib.prompts.answers import parse_prediction
-from rrlib.prompts.exp3rt import RatingContext, integer_rating, split_rating_answer
+from rrlib.prompts.exp3rt import RatingContext, integer_rating, rating_answer, split_rating_answer
 from rrlib.prompts.postprocess import USABLE_STATUSES
 from rrlib.reasoning import read_reasoning
 from rrlib.student import (
@@ -251,8 +251,6 @@ def build_rating_conversations(
 ) -> tuple[list[dict], int]:
     """Prompt/completion pairs of a rating student: EXP3RT's prompt, completion ``reasoning`` +
     ``Rating: r`` (``reasoning=None``: ``Rating: r`` alone, tallrec_rating), r the true rating on 1-5."""
-    from rrlib.prompts.exp3rt import integer_rating, rating_answer
-
     tok = backend.tokenizer
     pairs, n_cut = [], 0
     for _, row in examples.iterrows():

@@ -63,6 +63,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from rrlib.config.paths import resolve_path
 from rrlib.data.schema import eval_subset
 from rrlib.data.sequences import training_cutoffs, user_sequences
 from rrlib.errors import DataError, ParamError, TrainingConfigMismatch
@@ -77,8 +78,19 @@ from rrlib.io import (
     write_parquet_atomic,
 )
 from rrlib.llm.base import Message
-from rrlib.llm.encoder import limited_threads
-from rrlib.methods.recpie import FittedHybrid, TextFeatures, explanation_gain, fit_hybrid, restore_hybrid, variant
+from rrlib.llm.encoder import default_encoder, limited_threads
+from rrlib.methods.recpie import (
+    EXPLAINED,
+    VARIANTS,
+    FittedHybrid,
+    TextFeatures,
+    explanation_gain,
+    fit_hybrid,
+    hybrid_config,
+    restore_hybrid,
+    run_texts,
+    variant,
+)
 from rrlib.methods.sequential import SeqConfig
 from rrlib.prompts.explainer import TEMPLATE_VERSION, explainer_messages
 from rrlib.prompts.items import ItemCatalog
@@ -678,8 +690,6 @@ def run_explainer_rl(run: RLRun) -> list[dict[str, Any]]:
 def needs_rl(cfg) -> bool:
     """Whether the run asks for the explainer loop: ``recpie_rl`` is in EVAL_METHODS, or a
     user-text RecPIE variant is and RECPIE_USER_TEXT is 'explanations'."""
-    from rrlib.methods.recpie import EXPLAINED, VARIANTS
-
     methods = list(cfg.evaluate.eval_methods)
     if any(m in EXPLAINED for m in methods):
         return True
@@ -693,9 +703,6 @@ def rl_run_for(
     RECPIE_ITEM_TEXT is 'description'), rounds go to ``paths.explainer_rl`` and the last round's
     explanations to ``paths.explainer_texts`` (which ``recpie_rl`` reads in notebook 07).
     ``explainer`` / ``encoder`` default to :class:`GRPOExplainer` and the shipped encoder."""
-    from rrlib.config.paths import resolve_path
-    from rrlib.methods.recpie import hybrid_config, run_texts
-
     rc = cfg.recpie
     settings = RLSettings.from_config(cfg)
     desc = None
@@ -713,8 +720,6 @@ def rl_run_for(
     )
     items = run_texts(paths, tables, "none", rc.recpie_item_text)[1] if rc.recpie_item_text != "none" else {}
     if encoder is None:
-        from rrlib.llm.encoder import default_encoder
-
         encoder = default_encoder(resolve_path(cfg.common.cache_dir))
     return RLRun(
         paths.explainer_rl,

@@ -49,7 +49,10 @@ import pandas as pd
 import torch
 from torch import nn
 
+from rrlib.config.paths import RunPaths, resolve_path
 from rrlib.errors import DataError, LeakageError, MethodError, ParamError
+from rrlib.io import write_parquet_atomic
+from rrlib.llm.encoder import default_encoder
 from rrlib.methods.registry import names
 from rrlib.methods.sequential import (
     SASRec,
@@ -61,6 +64,7 @@ from rrlib.methods.sequential import (
     single_thread,
 )
 from rrlib.predictions import PREDICTION_COLUMNS, like_rows
+from rrlib.prompts.items import usable_text
 
 HYBRID_METHODS = tuple(names(kind="hybrid"))
 #: method -> (uses user text, uses item text)
@@ -553,8 +557,6 @@ def explanation_gain(
 # ---------------------------------------------------------------------------------------
 def profile_texts(profiles: pd.DataFrame, users: pd.DataFrame) -> dict[str, UserText]:
     """Notebook 03's usable profiles, each shown after its last profile item (users table)."""
-    from rrlib.prompts.items import usable_text
-
     for col in ("user_id", "profile"):
         if col not in profiles.columns:
             raise DataError(f"user profiles table lacks column {col!r}; rerun 03_user_profiles.")
@@ -598,8 +600,6 @@ def explanation_texts(table: pd.DataFrame, where: str = "explanations") -> dict[
 def item_texts_from(items: pd.DataFrame, descriptions: pd.DataFrame | None, source: str) -> dict[str, str]:
     """Item texts: notebook 02's usable descriptions, or title + attributes."""
     if source == "description":
-        from rrlib.prompts.items import usable_text
-
         if descriptions is None:
             raise DataError("RECPIE_ITEM_TEXT is 'description' but no descriptions table was given.")
         status = descriptions["status"] if "status" in descriptions.columns else ["ok"] * len(descriptions)
@@ -649,8 +649,6 @@ def user_source(method: str, cfg) -> str:
 def run_features(methods: Sequence[str], tables, cfg, paths=None, encoder=None) -> dict[str, TextFeatures]:
     """The text features of each method (user texts per :func:`user_source`, item texts per
     RECPIE_ITEM_TEXT), embedded once per user-text source; read from RUN_DIR (or ``paths``)."""
-    from rrlib.config.paths import RunPaths, resolve_path
-
     rc = cfg.recpie
     need_user = [m for m in methods if variant(m)[0] and m not in EXPLAINED]
     need_item = [m for m in methods if variant(m)[1]]
@@ -659,8 +657,6 @@ def run_features(methods: Sequence[str], tables, cfg, paths=None, encoder=None) 
     if need_item and rc.recpie_item_text == "none":
         raise ParamError(f"{need_item} fuse an item text but RECPIE_ITEM_TEXT is 'none'.")
     if encoder is None:
-        from rrlib.llm.encoder import default_encoder
-
         encoder = default_encoder(resolve_path(cfg.common.cache_dir))
     paths = paths if paths is not None else RunPaths.of(cfg.common.run_dir, create=False)
     item_source = rc.recpie_item_text if need_item else "none"
@@ -703,9 +699,6 @@ def predict(methods: Sequence[str], tables, eval_examples: pd.DataFrame, cfg) ->
     (info ``coverage``: explained of evaluated; notebook 06 explains every evaluated user it can,
     so the rows are all of them unless a user cannot be explained). Writes the per-example score shift of the user-text variants to
     ``RUN_DIR/recpie/score_shift.parquet`` (notebook 08 reads it)."""
-    from rrlib.config.paths import RunPaths
-    from rrlib.io import write_parquet_atomic
-
     paths = RunPaths.of(cfg.common.run_dir, create=False)
     features = run_features(methods, tables, cfg, paths)
     seq_cfg = hybrid_config(cfg)

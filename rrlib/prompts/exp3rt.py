@@ -296,7 +296,8 @@ def check_rating_reasoning(
 ) -> Cleaned:
     """Post-processing of the teacher's rating reasoning: the reasoning part is cleaned and
     trimmed, and the answer line is set to the TRUE rating (the teacher was told it; a teacher
-    that states another rating is flagged ``degenerate`` so it is retried)."""
+    that states another rating, or whose answer was cut before it, is flagged ``degenerate`` so it
+    is retried)."""
     stated = parse_rating(raw)
     body = _RATING.sub("", raw or "")
     cleaned = clean_sectioned(
@@ -310,6 +311,8 @@ def check_rating_reasoning(
         return Cleaned(
             cleaned.text, "degenerate", cleaned.n_words, f"states rating {stated:g}, but the true rating is {rating}"
         )
+    if stated is None and hit_length_limit:  # retried (with a larger budget under a grammar)
+        return Cleaned(cleaned.text, "degenerate", cleaned.n_words, "cut at max_new_tokens before its Rating line")
     return Cleaned(cleaned.text, cleaned.status, cleaned.n_words, cleaned.detail)
 
 

@@ -20,8 +20,11 @@ Retries (:func:`generate_checked`): an unusable output is generated again up to
 MAX_OUTPUT_RETRIES times with a new seed. A new seed only changes the answer when sampling at a
 real temperature; with greedy decoding (temperature 0) or the paper's near-greedy 0.01 it would
 return the same text, so each retry also raises the temperature to at least
-``RETRY_TEMPERATURE_STEP * attempt`` (0.3, then 0.6, ...). Retries go through the same durable
-cache (their settings differ, so their keys differ) and the best attempt is kept.
+``RETRY_TEMPERATURE_STEP * attempt`` (0.3, then 0.6, ...). A request decoded under a grammar also
+gets half its token budget again: the grammar bounds words, not tokens, so a run of long junk words
+(``a630GBAEBGA0,427A,186R,1``) is the one way its answer can be cut before its last label. Retries go
+through the same durable cache (their settings differ, so their keys differ) and the best attempt
+is kept.
 """
 
 from __future__ import annotations
@@ -405,6 +408,15 @@ def retry_settings(settings: GenerationSettings, attempt: int) -> GenerationSett
     )
 
 
+def retry_request(request: GenerationRequest, attempt: int) -> GenerationRequest:
+    """``request`` for retry ``attempt``: :func:`retry_settings`, and 1.5 times the token budget when
+    a grammar constrains it (see the module docstring)."""
+    settings = retry_settings(request.settings, attempt)
+    if request.grammar:
+        settings = replace(settings, max_new_tokens=settings.max_new_tokens + settings.max_new_tokens // 2)
+    return replace(request, settings=settings)
+
+
 def prompt_text_of(request: GenerationRequest) -> str:
     return "\n".join(m["content"] for m in request.messages if m["role"] != "assistant")
 
@@ -430,7 +442,7 @@ def generate_checked(
         bad = [i for i, o in enumerate(outputs) if not is_usable(o.status)]
         if not bad:
             break
-        retry = [replace(requests[i], settings=retry_settings(requests[i].settings, attempt)) for i in bad]
+        retry = [retry_request(requests[i], attempt) for i in bad]
         results = generator.generate(retry, desc=f"{desc} (retry {attempt}: {len(bad)} unusable)")
         for i, req, res in zip(bad, retry, results):
             outputs[i] = _better(outputs[i], _checked(check(req, res), res, attempt + 1))
@@ -454,7 +466,7 @@ def _generate_checked_streaming(generator, requests, check, max_retries: int, de
             return None
         origin.append(i)
         attempt.append(a + 1)
-        return replace(requests[i], settings=retry_settings(requests[i].settings, a))
+        return retry_request(requests[i], a)
 
     generator.generate_followups(requests, follow, desc=desc)
     return best  # type: ignore[return-value]
