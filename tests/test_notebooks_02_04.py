@@ -236,8 +236,8 @@ def test_notebooks_02_to_04_in_the_smoke_run(smoke_run, tmp_path):
     assert _results(paths, "05_reasoning_generation")[0]["results"]["generation"]["rating_reasoning"]["generated"] > 0
     # every parsed teacher task was decoded under its grammar; its parse rate is in the results and the manifest
     for step, jobs in (
-        ("04_review_preferences", {"preference_extraction", "exp3rt_user_profile", "exp3rt_item_profile"}),
-        ("05_reasoning_generation", {"reasoning", "exp3rt_rating_reasoning"}),
+        ("04_review_preferences", {"preference_extraction", "review_user_profile", "review_item_profile"}),
+        ("05_reasoning_generation", {"reasoning", "rating_reasoning"}),
     ):
         rates = _results(paths, step)[0]["results"]["parse_rates"]
         assert jobs <= set(rates) and all(r["constrained"] for r in rates.values()), rates
