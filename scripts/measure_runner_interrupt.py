@@ -4,7 +4,7 @@ running, and whether ``--resume`` reuses what was generated before the interrupt
 Starts the runner on a preset with a cold generation cache in its own process group (as a shell
 does), waits until notebook 02 has saved ``--after`` teacher answers, then sends SIGINT to the group
 (a terminal's Ctrl-C). Reports the seconds to exit, the exit code, 02's status in the manifest, the
-kernel and llama-server processes of the run still alive 5 s later, and then resumes the run up to
+kernel and llama-server processes still alive on the machine 5 s later, and then resumes the run up to
 02 and reports how many answers came from the cache.
 
     .venv/bin/python scripts/measure_runner_interrupt.py --work /tmp/interrupt -f params/smoke.yaml
@@ -47,8 +47,9 @@ def saved_answers(run_dir: Path) -> int:
         return 0
 
 
-def run_processes(run_id: str, pid: int) -> dict[str, list[int]]:
-    """Processes of this run still alive: the runner, kernels started for it, llama-servers."""
+def live_processes(pid: int) -> dict[str, list[int]]:
+    """What is still alive on the machine: the runner ``pid``, any kernel, any llama-server (run it on
+    a quiet machine, so these are the run's)."""
     out: dict[str, list[int]] = {"runner": [], "kernel": [], "llama_server": []}
     for p in psutil.process_iter(["pid", "name", "cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
@@ -78,7 +79,7 @@ def interrupt_once(args, run_id: str) -> dict:
         rc = None
     seconds = time.perf_counter() - t0
     time.sleep(5.0)
-    left = run_processes(run_id, proc.pid)
+    left = live_processes(proc.pid)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     if rc is None:  # did not stop: end it so the next measurement starts clean
         os.killpg(proc.pid, signal.SIGKILL)
